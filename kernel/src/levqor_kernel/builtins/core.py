@@ -1,0 +1,168 @@
+"""The built-in ``core`` connector: transform, filter and delay. No network."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import hookimpl
+from ..context import StepContext
+from ..errors import PayloadError, StopRun
+
+ICON = (
+    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'%3E%3Ccircle cx='12' cy='12' "
+    "r='9' fill='none' stroke='%23556' stroke-width='2'/%3E%3Cpath d='M8 12h8M12 8v8' stroke='%23556' stroke-width='2'/%3E%3C/svg%3E"
+)
+
+OPS = ("eq", "ne", "gt", "lt", "contains", "exists")
+
+CONDITION = {
+    "type": "object",
+    "required": ["left", "op"],
+    "additionalProperties": False,
+    "properties": {
+        "left": {"description": "The value to test, usually a template such as {{ trigger.amount }}"},
+        "op": {"type": "string", "enum": list(OPS)},
+        "right": {"description": "The value to compare with (not used by exists)"},
+    },
+}
+
+
+@hookimpl
+def describe_schema() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "core",
+            "title": "Core",
+            "description": "Built-in steps that need no account: reshape data, stop a run on a condition, wait.",
+            "icon": ICON,
+            "categories": ["utility"],
+            "credentials": None,
+            "actions": {
+                "transform": {
+                    "title": "Transform data",
+                    "description": "Build a new object from templated values; the object becomes the step output.",
+                    "payload": {
+                        "type": "object",
+                        "required": ["value"],
+                        "additionalProperties": False,
+                        "properties": {"value": {"description": "Any JSON value; strings may be templates"}},
+                    },
+                    "output": {"type": "object", "properties": {"value": {}}},
+                    "example": {"value": {"name": "{{ trigger.name }}", "greeting": "Hello {{ trigger.name }}"}},
+                    "price": 0,
+                    "minutes_saved": 0.5,
+                },
+                "filter": {
+                    "title": "Continue only if",
+                    "description": "Stop the run successfully when the conditions do not hold.",
+                    "payload": {
+                        "type": "object",
+                        "required": ["conditions"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "conditions": {"type": "array", "minItems": 1, "maxItems": 50, "items": CONDITION},
+                            "mode": {"type": "string", "enum": ["all", "any"], "default": "all"},
+                        },
+                    },
+                    "output": {
+                        "type": "object",
+                        "required": ["passed"],
+                        "properties": {"passed": {"type": "boolean"}},
+                    },
+                    "example": {"conditions": [{"left": "{{ trigger.amount }}", "op": "gt", "right": 100}]},
+                    "price": 0,
+                    "minutes_saved": 0.2,
+                },
+                "delay": {
+                    "title": "Delay",
+                    "description": "Wait a number of seconds (capped by LEVQOR_MAX_DELAY_SECONDS and the step timeout).",
+                    "payload": {
+                        "type": "object",
+                        "required": ["seconds"],
+                        "additionalProperties": False,
+                        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 3600}},
+                    },
+                    "output": {"type": "object", "properties": {"waited": {"type": "number"}}},
+                    "example": {"seconds": 1},
+                    "price": 0,
+                },
+            },
+        }
+    ]
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def evaluate(cond: dict[str, Any]) -> bool:
+    """Evaluate one structured condition. Comparisons of incomparable values are false."""
+    left, op, right = cond.get("left"), cond["op"], cond.get("right")
+    if op == "exists":
+        return left is not None and left != "" and left != [] and left != {}
+    if op in ("eq", "ne"):
+        ln, rn = _num(left), _num(right)
+        same = (ln == rn) if (ln is not None and rn is not None and not isinstance(left, bool)) else (left == right)
+        return same if op == "eq" else not same
+    if op in ("gt", "lt"):
+        ln, rn = _num(left), _num(right)
+        if ln is None or rn is None:
+            if isinstance(left, str) and isinstance(right, str):
+                return left > right if op == "gt" else left < right
+            return False
+        return ln > rn if op == "gt" else ln < rn
+    if op == "contains":
+        if isinstance(left, str):
+            return isinstance(right, str) and right in left
+        if isinstance(left, list):
+            return right in left
+        if isinstance(left, dict):
+            return isinstance(right, str) and right in left
+        return False
+    raise PayloadError(f"unknown operator {op!r}")
+
+
+@hookimpl
+def validate_payload(connector: str, action: str, payload: dict[str, Any]) -> list[str] | None:
+    if connector != "core" or action != "filter":
+        return None
+    return [
+        f"conditions/{i}: operator {c['op']!r} needs a right-hand value"
+        for i, c in enumerate(payload.get("conditions", []))
+        if isinstance(c, dict) and c.get("op") not in ("exists", None) and "right" not in c
+    ]
+
+
+@hookimpl
+def run_task(connector: str, action: str, payload: dict[str, Any], credentials: Any, context: StepContext) -> dict[str, Any]:
+    if action == "transform":
+        return {"value": payload["value"]}
+    if action == "filter":
+        results = [evaluate(c) for c in payload["conditions"]]
+        passed = any(results) if payload.get("mode") == "any" else all(results)
+        if not passed:
+            raise StopRun("filter conditions not met", {"passed": False})
+        return {"passed": True}
+    if action == "delay":
+        cap = float(context.env.get("LEVQOR_MAX_DELAY_SECONDS", "300"))
+        want = min(float(payload["seconds"]), cap)
+        left = context.remaining()
+        if left is not None:
+            want = min(want, max(0.0, left - 0.05))
+        end = time.monotonic() + want
+        while (now := time.monotonic()) < end:
+            if context.cancelled():
+                break
+            time.sleep(min(0.25, end - now))
+        return {"waited": round(want, 3)}
+    raise PayloadError(f"core has no action {action!r}")

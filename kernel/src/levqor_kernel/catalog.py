@@ -1,0 +1,244 @@
+"""The connector catalog: what every installed plugin says it offers, checked once.
+
+Validation, the planner, the dashboard forms and the marketplace all read this one catalog.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .errors import Problem
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+
+#: The JSON Schema one connector description (an item of ``describe_schema()``) must satisfy.
+CONNECTOR_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["name", "title", "description", "actions"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "title": {"type": "string", "minLength": 1, "maxLength": 80},
+        "description": {"type": "string", "minLength": 1, "maxLength": 2000},
+        "icon": {"type": "string", "maxLength": 20000},
+        "categories": {"type": "array", "items": {"type": "string", "pattern": r"^[a-z][a-z0-9-]*$"}},
+        "credentials": {"type": ["object", "null"]},
+        "docs_url": {"type": "string"},
+        "kernel": {"type": "string", "description": "supported levqor-kernel versions, PEP 440 specifier"},
+        "actions": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["title", "payload", "output", "example"],
+                "additionalProperties": False,
+                "properties": {
+                    "title": {"type": "string", "minLength": 1},
+                    "description": {"type": "string"},
+                    "payload": {"type": "object"},
+                    "output": {"type": "object"},
+                    "example": {"type": "object"},
+                    "price": {"type": "integer", "minimum": 0},
+                    "minutes_saved": {"type": "number", "minimum": 0},
+                    "idempotent": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+_CONNECTOR_VALIDATOR = Draft202012Validator(CONNECTOR_SCHEMA)
+
+
+@dataclass
+class ActionInfo:
+    """One action of a connector."""
+
+    connector: str
+    name: str
+    title: str
+    description: str
+    payload: dict[str, Any]
+    output: dict[str, Any]
+    example: dict[str, Any]
+    price: int = 1
+    minutes_saved: float = 0.0
+    _validator: Draft202012Validator | None = field(default=None, repr=False)
+
+    @property
+    def validator(self) -> Draft202012Validator:
+        if self._validator is None:
+            self._validator = Draft202012Validator(
+                self.payload, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
+        return self._validator
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "payload": self.payload,
+            "output": self.output,
+            "example": self.example,
+            "price": self.price,
+            "minutes_saved": self.minutes_saved,
+        }
+
+
+@dataclass
+class ConnectorInfo:
+    """One connector, with the plugin and distribution that provide it."""
+
+    name: str
+    title: str
+    description: str
+    icon: str
+    categories: list[str]
+    credentials: dict[str, Any] | None
+    actions: dict[str, ActionInfo]
+    plugin_name: str
+    plugin: Any = field(repr=False)
+    dist: str | None = None
+    version: str | None = None
+    kernel: str | None = None
+    docs_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "icon": self.icon,
+            "categories": list(self.categories),
+            "credentials": self.credentials,
+            "actions": {n: a.to_json() for n, a in self.actions.items()},
+            "plugin": self.plugin_name,
+            "distribution": self.dist,
+            "version": self.version,
+            "kernel": self.kernel,
+            "docs_url": self.docs_url,
+        }
+
+
+def _check_schema(schema: Any, where: str) -> list[str]:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        return [f"{where} is not a valid JSON Schema (draft 2020-12): {e.message}"]
+    return []
+
+
+def check_description(desc: Any) -> list[str]:
+    """Every problem with one connector description; an empty list when it is valid."""
+    problems: list[str] = []
+    if not isinstance(desc, Mapping):
+        return [f"connector description must be an object, got {type(desc).__name__}"]
+    for err in sorted(_CONNECTOR_VALIDATOR.iter_errors(desc), key=lambda e: list(e.absolute_path)):
+        ptr = "/" + "/".join(str(p) for p in err.absolute_path)
+        problems.append(f"{ptr}: {err.message}")
+    if problems:
+        return problems
+    name = desc["name"]
+    if desc.get("credentials") is not None:
+        problems += _check_schema(desc["credentials"], f"{name}: credentials schema")
+    for aname, action in desc["actions"].items():
+        where = f"{name}.{aname}"
+        for key in ("payload", "output"):
+            problems += _check_schema(action[key], f"{where}: {key} schema")
+        if not problems:
+            v = Draft202012Validator(action["payload"], format_checker=Draft202012Validator.FORMAT_CHECKER)
+            for err in v.iter_errors(action["example"]):
+                problems.append(f"{where}: example does not match the payload schema: {err.message}")
+    return problems
+
+
+class Catalog:
+    """All installed connectors by name."""
+
+    def __init__(self, connectors: Iterable[ConnectorInfo] = ()) -> None:
+        self.connectors: dict[str, ConnectorInfo] = {}
+        for c in connectors:
+            self.connectors[c.name] = c
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.connectors
+
+    def __iter__(self):
+        return iter(self.connectors.values())
+
+    def __len__(self) -> int:
+        return len(self.connectors)
+
+    def get(self, name: str) -> ConnectorInfo | None:
+        return self.connectors.get(name)
+
+    def action(self, connector: str, action: str) -> ActionInfo | None:
+        c = self.connectors.get(connector)
+        return None if c is None else c.actions.get(action)
+
+    def validate_payload(
+        self, connector: str, action: str, payload: Any, *, base: str = "/payload", step: str | None = None,
+        skip: Any = None,
+    ) -> list[Problem]:
+        """Validate ``payload`` against the action's JSON Schema.
+
+        ``skip(instance)`` returning true ignores errors on that instance (used for values
+        that are still templates before rendering).
+        """
+        a = self.action(connector, action)
+        if a is None:
+            return [Problem(base, f"unknown action {connector}.{action}", step)]
+        out = []
+        for err in a.validator.iter_errors(payload):
+            if skip is not None and skip(err.instance):
+                continue
+            ptr = base + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in err.absolute_path)
+            out.append(Problem(ptr, err.message, step))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The catalog as plain JSON (what the API and the planner see)."""
+        return {"connectors": {n: copy.deepcopy(c.to_json()) for n, c in sorted(self.connectors.items())}}
+
+
+def connector_from_description(
+    desc: Mapping[str, Any], *, plugin_name: str, plugin: Any, dist: str | None, version: str | None
+) -> ConnectorInfo:
+    actions = {
+        n: ActionInfo(
+            connector=desc["name"],
+            name=n,
+            title=a["title"],
+            description=a.get("description", ""),
+            payload=a["payload"],
+            output=a["output"],
+            example=a["example"],
+            price=a.get("price", 1),
+            minutes_saved=a.get("minutes_saved", 0),
+        )
+        for n, a in desc["actions"].items()
+    }
+    return ConnectorInfo(
+        name=desc["name"],
+        title=desc["title"],
+        description=desc["description"],
+        icon=desc.get("icon", ""),
+        categories=list(desc.get("categories", [])),
+        credentials=desc.get("credentials"),
+        actions=actions,
+        plugin_name=plugin_name,
+        plugin=plugin,
+        dist=dist,
+        version=version,
+        kernel=desc.get("kernel"),
+        docs_url=desc.get("docs_url"),
+    )

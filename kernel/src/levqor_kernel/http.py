@@ -1,0 +1,481 @@
+"""The HTTP helper every connector shares.
+
+* one ``requests`` session per :class:`Http`, connect and read timeouts, a
+  ``levqor/<version>`` User-Agent, and a per-step deadline that caps every timeout;
+* 429, 5xx, timeouts and connection failures become :class:`RetryableError` (with the
+  Retry-After delay when the upstream gave one), 401/403 :class:`CredentialError`, other 4xx
+  :class:`PermanentError`;
+* secrets (tokens, webhook paths, API keys) are redacted from every error message;
+* the SSRF guard (:class:`UrlGuard`) for URLs a user supplied: it checks the address the
+  socket is about to connect to (after DNS, on every redirect hop), so loopback, private,
+  link-local, unspecified and reserved addresses, their IPv6 and IPv4-mapped forms and
+  decimal/octal spellings are all refused before a single byte is sent.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import connection as u3_connection
+from urllib3 import connectionpool as u3_pool
+from urllib3.util import connection as u3_util_connection
+
+from . import __version__
+from .errors import (
+    BlockedURLError,
+    ConnectorError,
+    CredentialError,
+    PermanentError,
+    RetryableError,
+)
+
+USER_AGENT = f"levqor/{__version__}"
+DEFAULT_TIMEOUT = (5.0, 30.0)
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+REDACTED = "***"
+
+# Patterns for secrets that appear inside URLs or headers even when nobody registered them.
+_SECRET_PATTERNS = [
+    # Telegram bot tokens: /bot123456:AAE.../sendMessage
+    (re.compile(r"(/bot)\d{3,}:[A-Za-z0-9_-]{10,}"), r"\1" + REDACTED),
+    # Slack incoming webhook paths
+    (re.compile(r"(hooks\.slack\.com/services/)[A-Za-z0-9/_-]+"), r"\1" + REDACTED),
+    (re.compile(r"(/services/)T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+"), r"\1" + REDACTED),
+    # Bearer tokens and basic credentials in headers or text
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{6,}"), r"\1" + REDACTED),
+    # key=value query parameters that look secret
+    (
+        re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)[^&\s\"']+"),
+        r"\1" + REDACTED,
+    ),
+    # Well-known key prefixes
+    (re.compile(r"\b(re_|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|secret_|ntn_|xox[abposr]-|lvq_)[A-Za-z0-9_-]{6,}"), r"\1" + REDACTED),
+    # user:password@ in URLs
+    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+]
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return ``text`` with every given secret and every known secret shape replaced by ``***``."""
+    if not text:
+        return text
+    out = str(text)
+    for s in sorted({s for s in secrets if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True):
+        out = out.replace(s, REDACTED)
+    for pattern, repl in _SECRET_PATTERNS:
+        out = pattern.sub(repl, out)
+    return out
+
+
+def secrets_in(obj: Any) -> list[str]:
+    """Every string value inside a credentials mapping (recursively), for redaction."""
+    found: list[str] = []
+    if isinstance(obj, str):
+        found.append(obj)
+        # a URL credential's path or a JSON key's private key body leaks in pieces too
+        parts = urlsplit(obj) if "://" in obj else None
+        if parts and parts.path and len(parts.path) > 8:
+            found.append(parts.path)
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            found.extend(secrets_in(v))
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found.extend(secrets_in(v))
+    return found
+
+
+# --------------------------------------------------------------------------- SSRF guard
+
+
+def _parse_allow(entries: Iterable[str]) -> tuple[set[str], list[ipaddress._BaseNetwork]]:
+    hosts: set[str] = set()
+    nets: list[ipaddress._BaseNetwork] = []
+    for raw in entries:
+        item = raw.strip().lower()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+        except ValueError:
+            hosts.add(item)
+    return hosts, nets
+
+
+def _effective_ip(ip: ipaddress._BaseAddress) -> ipaddress._BaseAddress:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.sixtofour is not None:
+            return ip.sixtofour
+        if ip.teredo is not None:
+            return ip.teredo[1]
+        # IPv4-compatible ::a.b.c.d (deprecated but still routable by some stacks)
+        if int(ip) >> 32 == 0 and int(ip) > 1:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
+def is_public_ip(ip: str | ipaddress._BaseAddress) -> bool:
+    """True when ``ip`` is a globally routable unicast address."""
+    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    addr = _effective_ip(addr)
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
+        return False
+    if addr.is_private or addr.is_reserved:
+        return False
+    return bool(addr.is_global)
+
+
+class UrlGuard:
+    """Refuses connections to non-public addresses unless the operator allowed them.
+
+    ``allow`` holds host names (``internal.example.com``) and networks (``10.1.0.0/16``,
+    ``127.0.0.1``). The default reads ``LEVQOR_SSRF_ALLOW`` (comma separated).
+    """
+
+    def __init__(self, allow: Iterable[str] | None = None) -> None:
+        if allow is None:
+            allow = os.environ.get("LEVQOR_SSRF_ALLOW", "").split(",")
+        self.allow_hosts, self.allow_nets = _parse_allow(allow)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> UrlGuard:
+        return cls(env.get("LEVQOR_SSRF_ALLOW", "").split(","))
+
+    def host_allowed(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.allow_hosts
+
+    def ip_allowed(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        eff = _effective_ip(addr)
+        if any(eff in n or addr in n for n in self.allow_nets if n.version in (eff.version, addr.version)):
+            return True
+        return is_public_ip(addr)
+
+    def check_url(self, url: str) -> None:
+        """Refuse a URL with a scheme other than http(s), credentials, or a forbidden host."""
+        try:
+            parts = urlsplit(url)
+        except ValueError as e:
+            raise BlockedURLError(f"invalid URL: {e}", code="blocked_url") from None
+        if parts.scheme not in ("http", "https"):
+            raise BlockedURLError("only http and https URLs are allowed", code="blocked_url")
+        if not parts.hostname:
+            raise BlockedURLError("URL has no host", code="blocked_url")
+        if parts.username or parts.password:
+            raise BlockedURLError("URLs with embedded credentials are not allowed", code="blocked_url")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise BlockedURLError("invalid port", code="blocked_url") from None
+        self.resolve(parts.hostname, port)
+
+    def resolve(self, host: str, port: int) -> list[tuple]:
+        """Resolve ``host`` and return getaddrinfo entries, refusing any non-allowed address."""
+        host = host.strip("[]")
+        if self.host_allowed(host):
+            return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise BlockedURLError(f"cannot resolve host: {e.strerror}", code="blocked_url") from None
+        if not infos:
+            raise BlockedURLError("host resolves to no address", code="blocked_url")
+        for info in infos:
+            ip = info[4][0]
+            if not self.ip_allowed(ip):
+                raise BlockedURLError(
+                    "destination address is not public (loopback, private, link-local or "
+                    "reserved); an operator can allow it with LEVQOR_SSRF_ALLOW",
+                    code="blocked_url",
+                )
+        return infos
+
+
+class _GuardedMixin:
+    levqor_guard: UrlGuard
+
+    def _new_conn(self):  # type: ignore[override]
+        guard: UrlGuard = self.levqor_guard
+        infos = guard.resolve(self._dns_host, self.port)  # type: ignore[attr-defined]
+        err: OSError | None = None
+        for family, socktype, proto, _canon, sockaddr in infos:
+            sock = None
+            try:
+                sock = socket.socket(family, socktype, proto)
+                u3_util_connection._set_socket_options(sock, self.socket_options)  # type: ignore[attr-defined]
+                timeout = self.timeout  # type: ignore[attr-defined]
+                if isinstance(timeout, (int, float)):
+                    sock.settimeout(timeout)
+                if self.source_address:  # type: ignore[attr-defined]
+                    sock.bind(self.source_address)  # type: ignore[attr-defined]
+                sock.connect(sockaddr)
+                # DNS answered twice? The peer we reached is what counts.
+                peer = sock.getpeername()[0]
+                if not guard.host_allowed(self._dns_host) and not guard.ip_allowed(peer):  # type: ignore[attr-defined]
+                    sock.close()
+                    raise BlockedURLError("destination address is not public", code="blocked_url")
+                return sock
+            except BlockedURLError:
+                raise
+            except OSError as e:
+                err = e
+                if sock is not None:
+                    sock.close()
+        from urllib3.exceptions import NewConnectionError
+
+        raise NewConnectionError(self, f"Failed to establish a new connection: {err}")  # type: ignore[arg-type]
+
+
+def _guarded_pools(guard: UrlGuard) -> dict[str, type]:
+    http_conn = type("GuardedHTTPConnection", (_GuardedMixin, u3_connection.HTTPConnection), {"levqor_guard": guard})
+    https_conn = type("GuardedHTTPSConnection", (_GuardedMixin, u3_connection.HTTPSConnection), {"levqor_guard": guard})
+    http_pool = type("GuardedHTTPConnectionPool", (u3_pool.HTTPConnectionPool,), {"ConnectionCls": http_conn})
+    https_pool = type("GuardedHTTPSConnectionPool", (u3_pool.HTTPSConnectionPool,), {"ConnectionCls": https_conn})
+    return {"http": http_pool, "https": https_pool}
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose connections go through a :class:`UrlGuard`."""
+
+    def __init__(self, guard: UrlGuard, **kwargs: Any) -> None:
+        self._levqor_guard = guard
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self._levqor_guard)
+        self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):  # type: ignore[override]
+        if proxies and any(proxies.values()):
+            raise BlockedURLError("proxies are not used for guarded requests", code="blocked_url")
+        return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if value is None:
+        return None
+    value = str(value).strip()
+    if not value:
+        return None
+    try:
+        secs = float(value)
+        return max(0.0, secs) if secs == secs and secs != float("inf") else None
+    except ValueError:
+        pass
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if dt is None:
+        return None
+    return max(0.0, dt.timestamp() - (now if now is not None else time.time()))
+
+
+def error_for_response(
+    resp: requests.Response,
+    *,
+    detail: str | None = None,
+    retry_after: float | None = None,
+    secrets: Iterable[str] = (),
+    service: str = "upstream",
+) -> ConnectorError:
+    """Map a non-success response to the right :class:`ConnectorError` subclass."""
+    status = resp.status_code
+    if retry_after is None:
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    if detail is None:
+        try:
+            detail = resp.text[:300]
+        except Exception:  # noqa: BLE001 - undecodable bodies are just not shown
+            detail = ""
+    detail = redact((detail or "").strip(), secrets)
+    msg = f"{service} answered HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 429:
+        return RetryableError(msg, status=status, retry_after=retry_after, code="rate_limited")
+    if status >= 500 or status == 408:
+        return RetryableError(msg, status=status, retry_after=retry_after, code="upstream_error")
+    if status in (401, 403):
+        return CredentialError(msg, status=status, code="unauthorized" if status == 401 else "forbidden")
+    return PermanentError(msg, status=status, code="bad_request" if status == 400 else f"http_{status}")
+
+
+class Http:
+    """A configured requests session for one step (or one connector instance).
+
+    ``deadline`` is a ``time.monotonic()`` instant after which no request may still be
+    waiting; ``secrets`` are redacted from every error this helper raises.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        guard: UrlGuard | None = None,
+        deadline: float | None = None,
+        secrets: Iterable[str] = (),
+        session: requests.Session | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.timeout = timeout
+        self.guard = guard or UrlGuard([])
+        self.deadline = deadline
+        self.secrets = list(secrets)
+        self.max_response_bytes = max_response_bytes
+        self._session = session
+        self._guarded: requests.Session | None = None
+
+    # sessions are created lazily: many steps never touch the network
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            s = requests.Session()
+            s.headers["User-Agent"] = USER_AGENT
+            s.max_redirects = 5
+            self._session = s
+        return self._session
+
+    @property
+    def guarded_session(self) -> requests.Session:
+        if self._guarded is None:
+            s = requests.Session()
+            s.trust_env = False  # an environment proxy would bypass the address check
+            s.headers["User-Agent"] = USER_AGENT
+            s.max_redirects = 5
+            adapter = GuardedAdapter(self.guard)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            self._guarded = s
+        return self._guarded
+
+    def add_secrets(self, *values: Any) -> None:
+        """Register more values to redact from errors raised by this helper."""
+        for v in values:
+            self.secrets.extend(secrets_in(v))
+
+    def _timeout(self) -> tuple[float, float]:
+        connect, read = self.timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise RetryableError("step deadline reached before the request was sent", code="timeout")
+            connect, read = min(connect, left), min(read, left)
+        return (connect, read)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        guard: bool = False,
+        expect: Iterable[int] | None = None,
+        secrets: Iterable[str] = (),
+        service: str = "upstream",
+        detail: Callable[[requests.Response], str | None] | None = None,
+        retry_after: Callable[[requests.Response], float | None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send a request and return the response, or raise the right :class:`ConnectorError`.
+
+        ``guard=True`` sends through the SSRF guard (use it for every URL a user supplied).
+        ``expect`` lists the accepted statuses (default: any 2xx). ``detail`` and
+        ``retry_after`` extract an error message and a delay from an error body.
+        """
+        all_secrets = [*self.secrets, *secrets_in(list(secrets))]
+        if guard:
+            self.guard.check_url(url)
+            sess = self.guarded_session
+        else:
+            sess = self.session
+        kwargs.setdefault("timeout", self._timeout())
+        kwargs["stream"] = True
+        try:
+            resp = sess.request(method, url, **kwargs)
+            body = bytearray()
+            for chunk in resp.iter_content(65536):
+                body.extend(chunk)
+                if len(body) > self.max_response_bytes:
+                    resp.close()
+                    raise PermanentError(
+                        f"{service} response larger than {self.max_response_bytes} bytes", code="response_too_large"
+                    )
+            resp._content = bytes(body)
+            resp._content_consumed = True
+        except ConnectorError as e:
+            e.message = redact(e.message, all_secrets)
+            e.args = (e.message,)
+            raise
+        except requests.exceptions.Timeout as e:
+            raise RetryableError(
+                redact(f"{service} timed out: {type(e).__name__}", all_secrets), code="timeout"
+            ) from None
+        except requests.exceptions.TooManyRedirects:
+            raise PermanentError(f"{service}: too many redirects", code="too_many_redirects") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+            raise RetryableError(redact(f"{service} connection failed: {e}", all_secrets), code="connection") from None
+        except requests.exceptions.RequestException as e:
+            raise PermanentError(redact(f"{service} request failed: {e}", all_secrets), code="request") from None
+        ok = (200 <= resp.status_code < 300) if expect is None else resp.status_code in set(expect)
+        if ok:
+            return resp
+        d = None
+        ra = None
+        if detail is not None:
+            try:
+                d = detail(resp)
+            except Exception:  # noqa: BLE001 - a body we cannot parse still fails the step
+                d = None
+        if retry_after is not None:
+            try:
+                ra = retry_after(resp)
+            except Exception:  # noqa: BLE001
+                ra = None
+        raise error_for_response(resp, detail=d, retry_after=ra, secrets=all_secrets, service=service)
+
+    def json(self, resp: requests.Response, *, service: str = "upstream") -> Any:
+        """The response body as JSON, or a permanent error naming the service (fail closed)."""
+        try:
+            return resp.json()
+        except ValueError:
+            raise PermanentError(
+                f"{service} answered HTTP {resp.status_code} with a body that is not JSON", code="malformed_response"
+            ) from None
+
+    def close(self) -> None:
+        for s in (self._session, self._guarded):
+            if s is not None:
+                s.close()
+
+
+def api_base(
+    name: str, default: str, credentials: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[str, bool]:
+    """The API base URL for connector ``name`` and whether it must go through the SSRF guard.
+
+    An ``api_base`` credential field (user supplied) is honoured but guarded; the operator's
+    ``LEVQOR_<NAME>_API_BASE`` environment variable is trusted; otherwise ``default``.
+    """
+    env = os.environ if env is None else env
+    if credentials and isinstance(credentials.get("api_base"), str) and credentials["api_base"]:
+        return credentials["api_base"].rstrip("/"), True
+    key = f"LEVQOR_{name.upper().replace('-', '_')}_API_BASE"
+    if env.get(key):
+        return env[key].rstrip("/"), False
+    return default.rstrip("/"), False
