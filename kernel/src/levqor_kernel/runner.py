@@ -1,0 +1,419 @@
+"""Runs one pipeline run, step by step. Persists nothing: it reports to a recorder.
+
+Per step: render the payload (sandbox) -> validate it (schema, then the owner's
+``validate_payload``) -> resolve credentials -> ``run_task`` on the owning plugin with a
+deadline, retried with exponential backoff and full jitter (honouring Retry-After) while the
+error is retryable -> check the result is a JSON object -> report. Anything unexpected fails
+the step and the run, and no later step runs (fail closed). A run resumes from its first
+unfinished step when given the outputs of the finished ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from .context import StepContext
+from .errors import (
+    ConnectorError,
+    CredentialError,
+    LevqorError,
+    PayloadError,
+    PermanentError,
+    RetryableError,
+    StopRun,
+)
+from .http import redact, secrets_in
+from .pipeline import DEFAULT_TIMEOUT, retry_policy
+from .plugins import LevqorPluginManager
+from .templating import render
+
+log = logging.getLogger("levqor.runner")
+
+SUCCEEDED, FAILED, CANCELLED, SKIPPED, RUNNING = "succeeded", "failed", "cancelled", "skipped", "running"
+
+
+class Recorder(Protocol):
+    """Receives every transition of a run. The host persists them; tests collect them."""
+
+    def step_started(self, run_id: str, step: Mapping[str, Any], position: int, attempt: int) -> None: ...
+
+    def step_retrying(
+        self, run_id: str, step: Mapping[str, Any], position: int, attempt: int, error: dict, delay: float
+    ) -> None: ...
+
+    def step_finished(
+        self,
+        run_id: str,
+        step: Mapping[str, Any],
+        position: int,
+        *,
+        status: str,
+        attempts: int,
+        input: Any,
+        output: Any,
+        error: dict | None,
+        duration: float,
+    ) -> None: ...
+
+    def run_finished(self, run_id: str, status: str, error: dict | None) -> None: ...
+
+
+class NullRecorder:
+    """A recorder that records nothing."""
+
+    def step_started(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def step_retrying(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def step_finished(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def run_finished(self, *a: Any, **k: Any) -> None:
+        pass
+
+
+class ListRecorder(NullRecorder):
+    """Keeps every event in ``events`` as ``(kind, dict)`` tuples (tests, CLI)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def step_started(self, run_id, step, position, attempt):  # type: ignore[override]
+        self.events.append(("step_started", {"step": step["id"], "attempt": attempt}))
+
+    def step_retrying(self, run_id, step, position, attempt, error, delay):  # type: ignore[override]
+        self.events.append(("step_retrying", {"step": step["id"], "attempt": attempt, "error": error, "delay": delay}))
+
+    def step_finished(self, run_id, step, position, **kw):  # type: ignore[override]
+        self.events.append(("step_finished", {"step": step["id"], **kw}))
+
+    def run_finished(self, run_id, status, error):  # type: ignore[override]
+        self.events.append(("run_finished", {"status": status, "error": error}))
+
+
+CredentialResolver = Callable[[str | None, str], "dict[str, Any] | None"]
+
+
+@dataclass
+class RunRequest:
+    """One run to execute: the (validated) pipeline document, trigger data and resume state."""
+
+    run_id: str
+    pipeline: Mapping[str, Any]
+    trigger: Any = field(default_factory=dict)
+    completed: Mapping[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    pipeline_id: str | None = None
+
+
+@dataclass
+class RunResult:
+    status: str
+    error: dict | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)
+
+
+class _Cancelled(LevqorError):
+    pass
+
+
+def _error_dict(e: BaseException, secrets: list[str]) -> dict:
+    if isinstance(e, ConnectorError):
+        d = e.to_dict()
+        d["message"] = redact(d["message"], secrets)
+        return d
+    return {"type": type(e).__name__, "message": redact(str(e), secrets)[:500], "retryable": False}
+
+
+def redact_value(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret string redacted (dicts and lists recursively)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v, secrets) for v in value]
+    return value
+
+
+def _is_json_object(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class Runner:
+    """Executes runs for one plugin manager.
+
+    ``sleep(seconds, cancelled)`` waits between retries (tests pass a recording no-op);
+    ``rng()`` gives the jitter fraction; steps run on a small thread pool so a connector
+    that ignores its deadline still cannot hold the run past the step timeout.
+    """
+
+    def __init__(
+        self,
+        pm: LevqorPluginManager,
+        *,
+        env: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        rng: Callable[[], float] = random.random,
+        max_threads: int = 32,
+        validate_output: bool = True,
+    ) -> None:
+        self.pm = pm
+        self.env = os.environ if env is None else env
+        self._sleep = sleep
+        self.rng = rng
+        self.validate_output = validate_output
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="levqor-step")
+        self._out_validators: dict[tuple[str, str], Any] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ helpers
+    def _wait(self, seconds: float, cancelled: Callable[[], bool]) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+            if cancelled():
+                raise _Cancelled("run cancelled")
+            return
+        end = time.monotonic() + seconds
+        ev = threading.Event()
+        while (left := end - time.monotonic()) > 0:
+            if cancelled():
+                raise _Cancelled("run cancelled")
+            ev.wait(min(left, 0.5))
+
+    def _delay(self, policy: Mapping[str, float], attempt: int, err: BaseException | None) -> float:
+        max_delay = float(policy["max_delay"])
+        if isinstance(err, ConnectorError) and err.retry_after is not None:
+            return min(float(err.retry_after), max_delay)
+        ceiling = min(max_delay, float(policy["initial_delay"]) * (2 ** (attempt - 1)))
+        return self.rng() * ceiling  # full jitter
+
+    def _call(self, step: Mapping[str, Any], payload: dict, creds: Any, ctx: StepContext, timeout: float) -> Any:
+        connector = step["connector"]
+        fut = self._pool.submit(
+            self.pm.call_owner,
+            "run_task",
+            connector,
+            connector=connector,
+            action=step["action"],
+            payload=payload,
+            credentials=creds,
+            context=ctx,
+        )
+        try:
+            return fut.result(timeout=timeout)
+        except FutureTimeout:
+            fut.cancel()
+            raise RetryableError(f"step timed out after {timeout:g}s", code="timeout") from None
+
+    def _check_output(self, connector: str, action: str, out: Any) -> None:
+        if not _is_json_object(out):
+            raise PermanentError(
+                f"connector {connector!r} returned {type(out).__name__}, not a JSON object", code="malformed_result"
+            )
+        if not self.validate_output:
+            return
+        key = (connector, action)
+        v = self._out_validators.get(key)
+        if v is None:
+            from jsonschema import Draft202012Validator
+
+            a = self.pm.catalog.action(connector, action)
+            v = Draft202012Validator(a.output if a else {})
+            self._out_validators[key] = v
+        err = next(iter(v.iter_errors(out)), None)
+        if err is not None:
+            raise PermanentError(
+                f"connector {connector!r} returned output that breaks its own schema: {err.message[:200]}",
+                code="malformed_result",
+            )
+
+    # ------------------------------------------------------------------ one step
+    def _run_step(
+        self,
+        req: RunRequest,
+        step: Mapping[str, Any],
+        position: int,
+        scope: dict,
+        resolve: CredentialResolver,
+        recorder: Recorder,
+        cancelled: Callable[[], bool],
+        meta: dict,
+    ) -> tuple[str, Any, dict | None]:
+        sid, connector, action = step["id"], step["connector"], step["action"]
+        started = time.monotonic()
+        attempts = 0
+        secrets: list[str] = []
+        payload: Any = None
+        try:
+            info = self.pm.catalog.get(connector)
+            if info is None or action not in info.actions:
+                raise PermanentError(f"connector {connector}.{action} is not installed", code="unknown_connector")
+            if self.pm.owner_impl("run_task", connector) is None:
+                raise PermanentError(f"no plugin runs connector {connector!r}", code="unknown_connector")
+            creds = None
+            if info.credentials is not None:
+                cname = step.get("credential")
+                creds = resolve(cname, connector) if cname else None
+                if not creds:
+                    raise CredentialError(
+                        f"credential {cname!r} for {connector!r} is missing" if cname else f"{connector!r} needs a credential",
+                        code="missing_credential",
+                    )
+                secrets = [s for s in secrets_in(creds) if len(s) >= 6]
+            payload = render(step.get("payload", {}), scope)
+            problems = self.pm.catalog.validate_payload(connector, action, payload)
+            if problems:
+                raise PayloadError("payload invalid: " + "; ".join(str(p) for p in problems[:5]), code="invalid_payload")
+            if self.pm.owner_impl("validate_payload", connector) is not None:
+                extra = self.pm.call_owner("validate_payload", connector, connector=connector, action=action, payload=payload)
+                if extra:
+                    raise PayloadError("payload invalid: " + "; ".join(map(str, extra[:5])), code="invalid_payload")
+
+            policy = retry_policy(step)
+            timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
+            state = {"attempt": 0}
+
+            def attempt() -> Any:
+                state["attempt"] += 1
+                if cancelled():
+                    raise _Cancelled("run cancelled")
+                recorder.step_started(req.run_id, step, position, state["attempt"])
+                ctx = StepContext(
+                    run_id=req.run_id,
+                    step_id=sid,
+                    attempt=state["attempt"],
+                    deadline=time.monotonic() + timeout,
+                    env=self.env,
+                    user_id=req.user_id,
+                    cancelled=cancelled,
+                )
+                ctx.http.add_secrets(*secrets)
+                try:
+                    out = self._call(step, payload, creds, ctx, timeout)
+                finally:
+                    ctx.http.close()
+                self._check_output(connector, action, out)
+                return out
+
+            def before_sleep(rs: RetryCallState) -> None:
+                exc = rs.outcome.exception() if rs.outcome else None
+                delay = rs.upcoming_sleep
+                recorder.step_retrying(req.run_id, step, position, rs.attempt_number, _error_dict(exc, secrets), delay)
+
+            retrying = Retrying(
+                stop=stop_after_attempt(int(policy["max_attempts"])),
+                wait=lambda rs: self._delay(policy, rs.attempt_number, rs.outcome.exception() if rs.outcome else None),
+                retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
+                sleep=lambda s: self._wait(s, cancelled),
+                before_sleep=before_sleep,
+                reraise=True,
+            )
+            try:
+                out = retrying(attempt)
+            finally:
+                attempts = state["attempt"]
+            return SUCCEEDED, out, None
+        except StopRun as e:
+            return "stopped", {"passed": False, **e.output, "reason": e.reason}, None
+        except _Cancelled:
+            return CANCELLED, None, {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+        except Exception as e:  # noqa: BLE001 - fail closed on anything
+            if not isinstance(e, ConnectorError):
+                log.warning("step %s of run %s raised %s", sid, req.run_id, type(e).__name__)
+            return FAILED, None, _error_dict(e, secrets)
+        finally:
+            meta.update(attempts=attempts, duration=time.monotonic() - started, payload=payload, secrets=secrets)
+
+    # ------------------------------------------------------------------ one run
+    def run(
+        self,
+        req: RunRequest,
+        *,
+        credentials: CredentialResolver | None = None,
+        recorder: Recorder | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> RunResult:
+        """Run ``req`` to a final state (succeeded, failed or cancelled)."""
+        recorder = recorder or NullRecorder()
+        resolve = credentials or (lambda name, connector: None)
+        steps = list(req.pipeline.get("steps", []))
+        scope: dict[str, Any] = {
+            "trigger": req.trigger,
+            "steps": {},
+            "run": {"id": req.run_id, "pipeline_id": req.pipeline_id},
+        }
+        result = RunResult(status=SUCCEEDED)
+        stop_from: int | None = None
+        for pos, step in enumerate(steps):
+            sid = step["id"]
+            if sid in req.completed:
+                scope["steps"][sid] = {"output": req.completed[sid]}
+                result.outputs[sid] = req.completed[sid]
+                result.steps[sid] = SUCCEEDED
+                continue
+            if cancelled():
+                result.status, result.error = CANCELLED, {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+                stop_from = pos
+                break
+            meta: dict = {}
+            status, out, err = self._run_step(req, step, pos, scope, resolve, recorder, cancelled, meta)
+            attempts, duration, payload, secrets = meta["attempts"], meta["duration"], meta["payload"], meta["secrets"]
+            shown_input = redact_value(payload, secrets)
+            if status in (SUCCEEDED, "stopped"):
+                recorder.step_finished(
+                    req.run_id, step, pos, status=SUCCEEDED, attempts=attempts, input=shown_input,
+                    output=redact_value(out, secrets), error=None, duration=duration,
+                )
+                scope["steps"][sid] = {"output": out}
+                result.outputs[sid] = out
+                result.steps[sid] = SUCCEEDED
+                if status == "stopped":
+                    stop_from = pos + 1
+                    break
+                continue
+            recorder.step_finished(
+                req.run_id, step, pos, status=status, attempts=attempts, input=shown_input, output=None,
+                error=err, duration=duration,
+            )
+            result.steps[sid] = status
+            result.status = CANCELLED if status == CANCELLED else FAILED
+            result.error = {"step": sid, **(err or {})}
+            stop_from = pos + 1
+            break
+        if stop_from is not None:
+            for pos in range(stop_from, len(steps)):
+                step = steps[pos]
+                if step["id"] in result.steps:
+                    continue
+                recorder.step_finished(
+                    req.run_id, step, pos, status=SKIPPED, attempts=0, input=None, output=None, error=None, duration=0.0
+                )
+                result.steps[step["id"]] = SKIPPED
+        recorder.run_finished(req.run_id, result.status, result.error)
+        return result
