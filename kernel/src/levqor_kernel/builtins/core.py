@@ -112,7 +112,12 @@ def evaluate(cond: dict[str, Any]) -> bool:
         return left is not None and left != "" and left != [] and left != {}
     if op in ("eq", "ne"):
         ln, rn = _num(left), _num(right)
-        same = (ln == rn) if (ln is not None and rn is not None and not isinstance(left, bool)) else (left == right)
+        if isinstance(left, bool) or isinstance(right, bool):
+            same = isinstance(left, bool) and isinstance(right, bool) and left == right
+        elif ln is not None and rn is not None:
+            same = ln == rn
+        else:
+            same = left == right
         return same if op == "eq" else not same
     if op in ("gt", "lt"):
         ln, rn = _num(left), _num(right)
