@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from levqor_kernel.builtins import core
 from levqor_kernel.context import make_context
 from levqor_kernel.errors import StopRun

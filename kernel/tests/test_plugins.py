@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from levqor_kernel import hookimpl
 from levqor_kernel.errors import PluginConflictError
 from levqor_kernel.plugins import DEFAULT_PLUGINS, make_plugin_manager

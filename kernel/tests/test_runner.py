@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from levqor_kernel import hookimpl
 from levqor_kernel.errors import PermanentError, RetryableError
 from levqor_kernel.plugins import make_plugin_manager

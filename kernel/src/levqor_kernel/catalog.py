@@ -28,10 +28,21 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
         "title": {"type": "string", "minLength": 1, "maxLength": 80},
         "description": {"type": "string", "minLength": 1, "maxLength": 2000},
         "icon": {"type": "string", "maxLength": 20000},
-        "categories": {"type": "array", "items": {"type": "string", "pattern": r"^[a-z][a-z0-9-]*$"}},
+        "categories": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[a-z][a-z0-9-]*$"},
+        },
         "credentials": {"type": ["object", "null"]},
         "docs_url": {"type": "string"},
-        "kernel": {"type": "string", "description": "supported levqor-kernel versions, PEP 440 specifier"},
+        "kernel": {
+            "type": "string",
+            "description": "supported levqor-kernel versions, PEP 440 specifier",
+        },
+        "cooperative": {
+            "type": "boolean",
+            "description": "every action returns by context.deadline on its own, so the runner may call it "
+            "inline instead of on a watchdog thread",
+        },
         "actions": {
             "type": "object",
             "minProperties": 1,
@@ -111,6 +122,7 @@ class ConnectorInfo:
     version: str | None = None
     kernel: str | None = None
     docs_url: str | None = None
+    cooperative: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,8 +149,96 @@ def _check_schema(schema: Any, where: str) -> list[str]:
     return []
 
 
+class _CheckCache:
+    """Content-addressed memory of descriptions already found valid.
+
+    Checking schemas against the draft 2020-12 metaschema costs about a millisecond each, so
+    hundreds of plugins would dominate start-up. A description's validity depends only on its
+    content and the kernel and jsonschema versions, so the SHA-256 of its canonical JSON is
+    remembered in memory and in ``$LEVQOR_CACHE_DIR`` (default ``~/.cache/levqor``; set it to
+    an empty string to disable the file). Invalid descriptions are never cached.
+    """
+
+    def __init__(self) -> None:
+        self.valid: set[str] = set()
+        self._loaded_from: str | None = None
+        self._dirty = False
+
+    def _path(self) -> str | None:
+        import os
+
+        base = os.environ.get("LEVQOR_CACHE_DIR")
+        if base is None:
+            base = os.path.join(os.path.expanduser("~"), ".cache", "levqor")
+        if not base:
+            return None
+        import jsonschema
+
+        from . import __version__
+
+        ver = getattr(jsonschema, "__version__", None)
+        if ver is None:
+            from importlib.metadata import version
+
+            ver = version("jsonschema")
+        return os.path.join(base, f"schema-checks-{__version__}-{ver}.txt")
+
+    def load(self) -> None:
+        path = self._path()
+        if path is None or path == self._loaded_from:
+            return
+        self._loaded_from = path
+        try:
+            with open(path, encoding="ascii") as f:
+                self.valid.update(line.strip() for line in f if len(line.strip()) == 64)
+        except OSError:
+            pass
+
+    def save(self) -> None:
+        import os
+        import tempfile
+
+        path = self._path()
+        if path is None or not self._dirty:
+            return
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write("\n".join(sorted(self.valid)))
+            os.replace(tmp, path)
+            self._dirty = False
+        except OSError:
+            pass
+
+    @staticmethod
+    def key(desc: Any) -> str | None:
+        import hashlib
+        import json
+
+        try:
+            data = json.dumps(desc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            return None
+        return hashlib.sha256(data.encode()).hexdigest()
+
+
+CHECK_CACHE = _CheckCache()
+
+
 def check_description(desc: Any) -> list[str]:
     """Every problem with one connector description; an empty list when it is valid."""
+    key = CHECK_CACHE.key(desc)
+    if key is not None and key in CHECK_CACHE.valid:
+        return []
+    problems = _check_description(desc)
+    if not problems and key is not None:
+        CHECK_CACHE.valid.add(key)
+        CHECK_CACHE._dirty = True
+    return problems
+
+
+def _check_description(desc: Any) -> list[str]:
     problems: list[str] = []
     if not isinstance(desc, Mapping):
         return [f"connector description must be an object, got {type(desc).__name__}"]
@@ -155,9 +255,13 @@ def check_description(desc: Any) -> list[str]:
         for key in ("payload", "output"):
             problems += _check_schema(action[key], f"{where}: {key} schema")
         if not problems:
-            v = Draft202012Validator(action["payload"], format_checker=Draft202012Validator.FORMAT_CHECKER)
+            v = Draft202012Validator(
+                action["payload"], format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
             for err in v.iter_errors(action["example"]):
-                problems.append(f"{where}: example does not match the payload schema: {err.message}")
+                problems.append(
+                    f"{where}: example does not match the payload schema: {err.message}"
+                )
     return problems
 
 
@@ -186,7 +290,13 @@ class Catalog:
         return None if c is None else c.actions.get(action)
 
     def validate_payload(
-        self, connector: str, action: str, payload: Any, *, base: str = "/payload", step: str | None = None,
+        self,
+        connector: str,
+        action: str,
+        payload: Any,
+        *,
+        base: str = "/payload",
+        step: str | None = None,
         skip: Any = None,
     ) -> list[Problem]:
         """Validate ``payload`` against the action's JSON Schema.
@@ -201,13 +311,19 @@ class Catalog:
         for err in a.validator.iter_errors(payload):
             if skip is not None and skip(err.instance):
                 continue
-            ptr = base + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in err.absolute_path)
+            ptr = base + "".join(
+                "/" + str(p).replace("~", "~0").replace("/", "~1") for p in err.absolute_path
+            )
             out.append(Problem(ptr, err.message, step))
         return out
 
     def to_json(self) -> dict[str, Any]:
         """The catalog as plain JSON (what the API and the planner see)."""
-        return {"connectors": {n: copy.deepcopy(c.to_json()) for n, c in sorted(self.connectors.items())}}
+        return {
+            "connectors": {
+                n: copy.deepcopy(c.to_json()) for n, c in sorted(self.connectors.items())
+            }
+        }
 
 
 def connector_from_description(
@@ -241,4 +357,5 @@ def connector_from_description(
         version=version,
         kernel=desc.get("kernel"),
         docs_url=desc.get("docs_url"),
+        cooperative=bool(desc.get("cooperative", False)),
     )

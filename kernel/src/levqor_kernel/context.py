@@ -44,7 +44,9 @@ class StepContext:
         """Seconds left before this step's deadline (None when it has none)."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
-    def api_base(self, name: str, default: str, credentials: Mapping[str, Any] | None = None) -> tuple[str, bool]:
+    def api_base(
+        self, name: str, default: str, credentials: Mapping[str, Any] | None = None
+    ) -> tuple[str, bool]:
         """See :func:`levqor_kernel.http.api_base`."""
         return api_base(name, default, credentials, self.env)
 

@@ -41,7 +41,11 @@ class ConnectorError(LevqorError):
 
     def to_dict(self) -> dict:
         """A JSON-able description, safe to store and show (messages are pre-redacted)."""
-        out: dict = {"type": type(self).__name__, "message": self.message, "retryable": self.retryable}
+        out: dict = {
+            "type": type(self).__name__,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
         if self.status is not None:
             out["status"] = self.status
         if self.retry_after is not None:

@@ -86,7 +86,9 @@ def price_task(connector: str, action: str, payload: dict[str, Any], price: int)
 
 
 @hookspec(firstresult=True)
-def gate_run(user: dict[str, Any], pipeline: dict[str, Any], price: int, ledger: Any) -> dict[str, Any] | None:
+def gate_run(
+    user: dict[str, Any], pipeline: dict[str, Any], price: int, ledger: Any
+) -> dict[str, Any] | None:
     """Decide whether ``user`` may start a run of ``pipeline`` costing ``price`` credits.
 
     Called before the run row is queued, inside the transaction that will reserve its

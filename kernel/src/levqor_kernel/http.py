@@ -56,11 +56,18 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{6,}"), r"\1" + REDACTED),
     # key=value query parameters that look secret
     (
-        re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)[^&\s\"']+"),
+        re.compile(
+            r"(?i)([?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)[^&\s\"']+"
+        ),
         r"\1" + REDACTED,
     ),
     # Well-known key prefixes
-    (re.compile(r"\b(re_|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|secret_|ntn_|xox[abposr]-|lvq_)[A-Za-z0-9_-]{6,}"), r"\1" + REDACTED),
+    (
+        re.compile(
+            r"\b(re_|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|secret_|ntn_|xox[abposr]-|lvq_)[A-Za-z0-9_-]{6,}"
+        ),
+        r"\1" + REDACTED,
+    ),
     # user:password@ in URLs
     (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
 ]
@@ -71,7 +78,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     if not text:
         return text
     out = str(text)
-    for s in sorted({s for s in secrets if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True):
+    for s in sorted(
+        {s for s in secrets if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True
+    ):
         out = out.replace(s, REDACTED)
     for pattern, repl in _SECRET_PATTERNS:
         out = pattern.sub(repl, out)
@@ -160,7 +169,11 @@ class UrlGuard:
     def ip_allowed(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip.split("%", 1)[0])
         eff = _effective_ip(addr)
-        if any(eff in n or addr in n for n in self.allow_nets if n.version in (eff.version, addr.version)):
+        if any(
+            eff in n or addr in n
+            for n in self.allow_nets
+            if n.version in (eff.version, addr.version)
+        ):
             return True
         return is_public_ip(addr)
 
@@ -175,7 +188,9 @@ class UrlGuard:
         if not parts.hostname:
             raise BlockedURLError("URL has no host", code="blocked_url")
         if parts.username or parts.password:
-            raise BlockedURLError("URLs with embedded credentials are not allowed", code="blocked_url")
+            raise BlockedURLError(
+                "URLs with embedded credentials are not allowed", code="blocked_url"
+            )
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
@@ -190,7 +205,9 @@ class UrlGuard:
         try:
             infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         except socket.gaierror as e:
-            raise BlockedURLError(f"cannot resolve host: {e.strerror}", code="blocked_url") from None
+            raise BlockedURLError(
+                f"cannot resolve host: {e.strerror}", code="blocked_url"
+            ) from None
         if not infos:
             raise BlockedURLError("host resolves to no address", code="blocked_url")
         for info in infos:
@@ -240,10 +257,22 @@ class _GuardedMixin:
 
 
 def _guarded_pools(guard: UrlGuard) -> dict[str, type]:
-    http_conn = type("GuardedHTTPConnection", (_GuardedMixin, u3_connection.HTTPConnection), {"levqor_guard": guard})
-    https_conn = type("GuardedHTTPSConnection", (_GuardedMixin, u3_connection.HTTPSConnection), {"levqor_guard": guard})
-    http_pool = type("GuardedHTTPConnectionPool", (u3_pool.HTTPConnectionPool,), {"ConnectionCls": http_conn})
-    https_pool = type("GuardedHTTPSConnectionPool", (u3_pool.HTTPSConnectionPool,), {"ConnectionCls": https_conn})
+    http_conn = type(
+        "GuardedHTTPConnection",
+        (_GuardedMixin, u3_connection.HTTPConnection),
+        {"levqor_guard": guard},
+    )
+    https_conn = type(
+        "GuardedHTTPSConnection",
+        (_GuardedMixin, u3_connection.HTTPSConnection),
+        {"levqor_guard": guard},
+    )
+    http_pool = type(
+        "GuardedHTTPConnectionPool", (u3_pool.HTTPConnectionPool,), {"ConnectionCls": http_conn}
+    )
+    https_pool = type(
+        "GuardedHTTPSConnectionPool", (u3_pool.HTTPSConnectionPool,), {"ConnectionCls": https_conn}
+    )
     return {"http": http_pool, "https": https_pool}
 
 
@@ -313,8 +342,12 @@ def error_for_response(
     if status >= 500 or status == 408:
         return RetryableError(msg, status=status, retry_after=retry_after, code="upstream_error")
     if status in (401, 403):
-        return CredentialError(msg, status=status, code="unauthorized" if status == 401 else "forbidden")
-    return PermanentError(msg, status=status, code="bad_request" if status == 400 else f"http_{status}")
+        return CredentialError(
+            msg, status=status, code="unauthorized" if status == 401 else "forbidden"
+        )
+    return PermanentError(
+        msg, status=status, code="bad_request" if status == 400 else f"http_{status}"
+    )
 
 
 class Http:
@@ -375,7 +408,9 @@ class Http:
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
-                raise RetryableError("step deadline reached before the request was sent", code="timeout")
+                raise RetryableError(
+                    "step deadline reached before the request was sent", code="timeout"
+                )
             connect, read = min(connect, left), min(read, left)
         return (connect, read)
 
@@ -414,7 +449,8 @@ class Http:
                 if len(body) > self.max_response_bytes:
                     resp.close()
                     raise PermanentError(
-                        f"{service} response larger than {self.max_response_bytes} bytes", code="response_too_large"
+                        f"{service} response larger than {self.max_response_bytes} bytes",
+                        code="response_too_large",
                     )
             resp._content = bytes(body)
             resp._content_consumed = True
@@ -427,11 +463,17 @@ class Http:
                 redact(f"{service} timed out: {type(e).__name__}", all_secrets), code="timeout"
             ) from None
         except requests.exceptions.TooManyRedirects:
-            raise PermanentError(f"{service}: too many redirects", code="too_many_redirects") from None
+            raise PermanentError(
+                f"{service}: too many redirects", code="too_many_redirects"
+            ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-            raise RetryableError(redact(f"{service} connection failed: {e}", all_secrets), code="connection") from None
+            raise RetryableError(
+                redact(f"{service} connection failed: {e}", all_secrets), code="connection"
+            ) from None
         except requests.exceptions.RequestException as e:
-            raise PermanentError(redact(f"{service} request failed: {e}", all_secrets), code="request") from None
+            raise PermanentError(
+                redact(f"{service} request failed: {e}", all_secrets), code="request"
+            ) from None
         ok = (200 <= resp.status_code < 300) if expect is None else resp.status_code in set(expect)
         if ok:
             return resp
@@ -447,7 +489,9 @@ class Http:
                 ra = retry_after(resp)
             except Exception:  # noqa: BLE001
                 ra = None
-        raise error_for_response(resp, detail=d, retry_after=ra, secrets=all_secrets, service=service)
+        raise error_for_response(
+            resp, detail=d, retry_after=ra, secrets=all_secrets, service=service
+        )
 
     def json(self, resp: requests.Response, *, service: str = "upstream") -> Any:
         """The response body as JSON, or a permanent error naming the service (fail closed)."""
@@ -455,7 +499,8 @@ class Http:
             return resp.json()
         except ValueError:
             raise PermanentError(
-                f"{service} answered HTTP {resp.status_code} with a body that is not JSON", code="malformed_response"
+                f"{service} answered HTTP {resp.status_code} with a body that is not JSON",
+                code="malformed_response",
             ) from None
 
     def close(self) -> None:
@@ -465,7 +510,10 @@ class Http:
 
 
 def api_base(
-    name: str, default: str, credentials: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    name: str,
+    default: str,
+    credentials: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[str, bool]:
     """The API base URL for connector ``name`` and whether it must go through the SSRF guard.
 

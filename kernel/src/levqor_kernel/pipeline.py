@@ -49,7 +49,10 @@ PIPELINE_SCHEMA: dict[str, Any] = {
                         "additionalProperties": False,
                         "properties": {
                             "type": True,
-                            "wait": {"type": "boolean", "description": "Answer the webhook with the finished run"},
+                            "wait": {
+                                "type": "boolean",
+                                "description": "Answer the webhook with the finished run",
+                            },
                             "wait_seconds": {"type": "number", "minimum": 0, "maximum": 30},
                             "require_signature": {"type": "boolean"},
                         },
@@ -121,7 +124,15 @@ def _step_of(doc: Any, parts: list) -> str | None:
 
 def check_cron(expr: str) -> str | None:
     """A message when ``expr`` is not a 5-field cron expression (or an @alias)."""
-    if expr.strip() in ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"):
+    if expr.strip() in (
+        "@hourly",
+        "@daily",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@annually",
+        "@midnight",
+    ):
         return None
     fields = expr.split()
     if len(fields) != 5:
@@ -186,7 +197,13 @@ def validate_pipeline(
             problems.append(Problem(f"{base}/id", f"duplicate step id {sid!r}", sid))
         info = catalog.get(step["connector"])
         if info is None:
-            problems.append(Problem(f"{base}/connector", f"unknown connector {step['connector']!r} (not installed)", sid))
+            problems.append(
+                Problem(
+                    f"{base}/connector",
+                    f"unknown connector {step['connector']!r} (not installed)",
+                    sid,
+                )
+            )
         elif step["action"] not in info.actions:
             problems.append(
                 Problem(
@@ -199,10 +216,18 @@ def validate_pipeline(
             if info.credentials is not None:
                 cname = step.get("credential")
                 if not cname:
-                    problems.append(Problem(f"{base}/credential", f"connector {info.name!r} needs a credential", sid))
+                    problems.append(
+                        Problem(
+                            f"{base}/credential", f"connector {info.name!r} needs a credential", sid
+                        )
+                    )
                 elif credentials is not None:
                     if cname not in credentials:
-                        problems.append(Problem(f"{base}/credential", f"credential {cname!r} does not exist", sid))
+                        problems.append(
+                            Problem(
+                                f"{base}/credential", f"credential {cname!r} does not exist", sid
+                            )
+                        )
                     elif credentials[cname] != info.name:
                         problems.append(
                             Problem(
@@ -213,7 +238,12 @@ def validate_pipeline(
                         )
             # payload: templated strings are checked after rendering, at run time
             problems += catalog.validate_payload(
-                info.name, step["action"], step["payload"], base=f"{base}/payload", step=sid, skip=is_template
+                info.name,
+                step["action"],
+                step["payload"],
+                base=f"{base}/payload",
+                step=sid,
+                skip=is_template,
             )
         for parts, s in _walk_strings(step["payload"], ["payload"]):
             if not is_template(s):
@@ -228,7 +258,11 @@ def validate_pipeline(
             unknown = roots - {"trigger", "steps", "run"}
             if unknown:
                 problems.append(
-                    Problem(where, f"unknown name(s) {', '.join(sorted(unknown))}: use trigger, steps or run", sid)
+                    Problem(
+                        where,
+                        f"unknown name(s) {', '.join(sorted(unknown))}: use trigger, steps or run",
+                        sid,
+                    )
                 )
             for r in sorted(refs):
                 if r not in seen:
@@ -239,7 +273,9 @@ def validate_pipeline(
     return problems
 
 
-def assert_valid(doc: Any, catalog: Catalog, *, credentials: Mapping[str, str] | None = None) -> None:
+def assert_valid(
+    doc: Any, catalog: Catalog, *, credentials: Mapping[str, str] | None = None
+) -> None:
     """Raise :class:`PipelineInvalid` listing every problem."""
     problems = validate_pipeline(doc, catalog, credentials=credentials)
     if problems:

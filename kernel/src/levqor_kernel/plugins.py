@@ -20,7 +20,13 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from . import __version__, hookspecs
-from .catalog import Catalog, ConnectorInfo, check_description, connector_from_description
+from .catalog import (
+    CHECK_CACHE,
+    Catalog,
+    ConnectorInfo,
+    check_description,
+    connector_from_description,
+)
 from .errors import PluginConflictError
 
 ENTRY_POINT_GROUP = "levqor"
@@ -81,7 +87,9 @@ class LevqorPluginManager(pluggy.PluginManager):
         self._dispatch: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------------ registration
-    def add_plugin(self, plugin: Any, name: str, dist: str | None = None, version: str | None = None) -> bool:
+    def add_plugin(
+        self, plugin: Any, name: str, dist: str | None = None, version: str | None = None
+    ) -> bool:
         """Register ``plugin``; on any error record a failure and return False."""
         try:
             self.register(plugin, name=name)
@@ -107,6 +115,7 @@ class LevqorPluginManager(pluggy.PluginManager):
         unregistered. Two plugins claiming one connector name raise PluginConflictError.
         """
         self.check_unknown_hooks()
+        CHECK_CACHE.load()
         owners: dict[str, ConnectorInfo] = {}
         for impl in list(self.hook.describe_schema.get_hookimpls()):
             name = self.get_name(impl.plugin)
@@ -134,12 +143,16 @@ class LevqorPluginManager(pluggy.PluginManager):
                                 f"{d.get('name')}: requires levqor-kernel {spec}, but levqor-kernel {__version__} is installed"
                             )
                     except InvalidSpecifier:
-                        problems.append(f"{d.get('name')}: invalid kernel version specifier {spec!r}")
+                        problems.append(
+                            f"{d.get('name')}: invalid kernel version specifier {spec!r}"
+                        )
             if problems:
                 self.fail(name, "invalid describe_schema: " + "; ".join(problems[:5]))
                 continue
             for d in descs:
-                info = connector_from_description(d, plugin_name=name, plugin=impl.plugin, dist=dist, version=version)
+                info = connector_from_description(
+                    d, plugin_name=name, plugin=impl.plugin, dist=dist, version=version
+                )
                 other = owners.get(info.name)
                 if other is not None:
                     raise PluginConflictError(
@@ -148,6 +161,7 @@ class LevqorPluginManager(pluggy.PluginManager):
                         f"block one with LEVQOR_DISABLE_PLUGINS"
                     )
                 owners[info.name] = info
+        CHECK_CACHE.save()
         self.catalog = Catalog(owners.values())
         self._dispatch.clear()
         return self.catalog
@@ -201,7 +215,9 @@ class LevqorPluginManager(pluggy.PluginManager):
                 continue
             hooks = tuple(sorted(hc.name for hc in (self.get_hookcallers(plugin) or [])))
             dist, version = self.dists.get(name, (None, None))
-            out.append(PluginInfo(name, dist, version, hooks, tuple(sorted(by_plugin.get(name, [])))))
+            out.append(
+                PluginInfo(name, dist, version, hooks, tuple(sorted(by_plugin.get(name, []))))
+            )
         return out
 
 
@@ -258,10 +274,17 @@ def make_plugin_manager(
             version = ep.dist.version if ep.dist is not None else None
             if ep.name in seen or pm.has_plugin(ep.name):
                 # the same distribution visible twice on sys.path, or a name clash
-                if pm.get_plugin(ep.name) is not None and pm.dists.get(ep.name, (None,))[0] == dist_name:
+                if (
+                    pm.get_plugin(ep.name) is not None
+                    and pm.dists.get(ep.name, (None,))[0] == dist_name
+                ):
                     continue
             seen.add(ep.name)
-            if allow_n is not None and _norm(ep.name) not in allow_n and not (dist_name and _norm(dist_name) in allow_n):
+            if (
+                allow_n is not None
+                and _norm(ep.name) not in allow_n
+                and not (dist_name and _norm(dist_name) in allow_n)
+            ):
                 continue
             if blocked(ep.name, dist_name):
                 continue
@@ -273,7 +296,11 @@ def make_plugin_manager(
                 continue
             if pm.has_plugin(ep.name):
                 pm.failures.append(
-                    PluginFailure(ep.name, dist_name, f"plugin name {ep.name!r} is already taken by {pm.dists.get(ep.name, (None,))[0]}")
+                    PluginFailure(
+                        ep.name,
+                        dist_name,
+                        f"plugin name {ep.name!r} is already taken by {pm.dists.get(ep.name, (None,))[0]}",
+                    )
                 )
                 continue
             pm.add_plugin(obj, ep.name, dist_name, version)
@@ -283,7 +310,11 @@ def make_plugin_manager(
             name, obj = item
         else:
             obj = item
-            name = getattr(obj, "LEVQOR_PLUGIN_NAME", None) or getattr(obj, "__name__", None) or repr(obj)
+            name = (
+                getattr(obj, "LEVQOR_PLUGIN_NAME", None)
+                or getattr(obj, "__name__", None)
+                or repr(obj)
+            )
         if blocked(name):
             continue
         pm.add_plugin(obj, name, getattr(obj, "__dist__", None), getattr(obj, "__version__", None))

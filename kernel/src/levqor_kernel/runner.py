@@ -41,16 +41,30 @@ from .templating import render
 
 log = logging.getLogger("levqor.runner")
 
-SUCCEEDED, FAILED, CANCELLED, SKIPPED, RUNNING = "succeeded", "failed", "cancelled", "skipped", "running"
+SUCCEEDED, FAILED, CANCELLED, SKIPPED, RUNNING = (
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+    "running",
+)
 
 
 class Recorder(Protocol):
     """Receives every transition of a run. The host persists them; tests collect them."""
 
-    def step_started(self, run_id: str, step: Mapping[str, Any], position: int, attempt: int) -> None: ...
+    def step_started(
+        self, run_id: str, step: Mapping[str, Any], position: int, attempt: int
+    ) -> None: ...
 
     def step_retrying(
-        self, run_id: str, step: Mapping[str, Any], position: int, attempt: int, error: dict, delay: float
+        self,
+        run_id: str,
+        step: Mapping[str, Any],
+        position: int,
+        attempt: int,
+        error: dict,
+        delay: float,
     ) -> None: ...
 
     def step_finished(
@@ -96,7 +110,12 @@ class ListRecorder(NullRecorder):
         self.events.append(("step_started", {"step": step["id"], "attempt": attempt}))
 
     def step_retrying(self, run_id, step, position, attempt, error, delay):  # type: ignore[override]
-        self.events.append(("step_retrying", {"step": step["id"], "attempt": attempt, "error": error, "delay": delay}))
+        self.events.append(
+            (
+                "step_retrying",
+                {"step": step["id"], "attempt": attempt, "error": error, "delay": delay},
+            )
+        )
 
     def step_finished(self, run_id, step, position, **kw):  # type: ignore[override]
         self.events.append(("step_finished", {"step": step["id"], **kw}))
@@ -213,8 +232,30 @@ class Runner:
         ceiling = min(max_delay, float(policy["initial_delay"]) * (2 ** (attempt - 1)))
         return self.rng() * ceiling  # full jitter
 
-    def _call(self, step: Mapping[str, Any], payload: dict, creds: Any, ctx: StepContext, timeout: float) -> Any:
+    def _call(
+        self,
+        step: Mapping[str, Any],
+        payload: dict,
+        creds: Any,
+        ctx: StepContext,
+        timeout: float,
+        inline: bool,
+    ) -> Any:
         connector = step["connector"]
+        if inline:
+            # a cooperative connector returns by its deadline by itself: no thread hop
+            out = self.pm.call_owner(
+                "run_task",
+                connector,
+                connector=connector,
+                action=step["action"],
+                payload=payload,
+                credentials=creds,
+                context=ctx,
+            )
+            if ctx.deadline is not None and time.monotonic() > ctx.deadline + 1.0:
+                raise RetryableError(f"step overran its {timeout:g}s timeout", code="timeout")
+            return out
         fut = self._pool.submit(
             self.pm.call_owner,
             "run_task",
@@ -234,7 +275,8 @@ class Runner:
     def _check_output(self, connector: str, action: str, out: Any) -> None:
         if not _is_json_object(out):
             raise PermanentError(
-                f"connector {connector!r} returned {type(out).__name__}, not a JSON object", code="malformed_result"
+                f"connector {connector!r} returned {type(out).__name__}, not a JSON object",
+                code="malformed_result",
             )
         if not self.validate_output:
             return
@@ -273,27 +315,44 @@ class Runner:
         try:
             info = self.pm.catalog.get(connector)
             if info is None or action not in info.actions:
-                raise PermanentError(f"connector {connector}.{action} is not installed", code="unknown_connector")
+                raise PermanentError(
+                    f"connector {connector}.{action} is not installed", code="unknown_connector"
+                )
             if self.pm.owner_impl("run_task", connector) is None:
-                raise PermanentError(f"no plugin runs connector {connector!r}", code="unknown_connector")
+                raise PermanentError(
+                    f"no plugin runs connector {connector!r}", code="unknown_connector"
+                )
             creds = None
             if info.credentials is not None:
                 cname = step.get("credential")
                 creds = resolve(cname, connector) if cname else None
                 if not creds:
                     raise CredentialError(
-                        f"credential {cname!r} for {connector!r} is missing" if cname else f"{connector!r} needs a credential",
+                        f"credential {cname!r} for {connector!r} is missing"
+                        if cname
+                        else f"{connector!r} needs a credential",
                         code="missing_credential",
                     )
                 secrets = [s for s in secrets_in(creds) if len(s) >= 6]
             payload = render(step.get("payload", {}), scope)
             problems = self.pm.catalog.validate_payload(connector, action, payload)
             if problems:
-                raise PayloadError("payload invalid: " + "; ".join(str(p) for p in problems[:5]), code="invalid_payload")
+                raise PayloadError(
+                    "payload invalid: " + "; ".join(str(p) for p in problems[:5]),
+                    code="invalid_payload",
+                )
             if self.pm.owner_impl("validate_payload", connector) is not None:
-                extra = self.pm.call_owner("validate_payload", connector, connector=connector, action=action, payload=payload)
+                extra = self.pm.call_owner(
+                    "validate_payload",
+                    connector,
+                    connector=connector,
+                    action=action,
+                    payload=payload,
+                )
                 if extra:
-                    raise PayloadError("payload invalid: " + "; ".join(map(str, extra[:5])), code="invalid_payload")
+                    raise PayloadError(
+                        "payload invalid: " + "; ".join(map(str, extra[:5])), code="invalid_payload"
+                    )
 
             policy = retry_policy(step)
             timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
@@ -315,7 +374,7 @@ class Runner:
                 )
                 ctx.http.add_secrets(*secrets)
                 try:
-                    out = self._call(step, payload, creds, ctx, timeout)
+                    out = self._call(step, payload, creds, ctx, timeout, info.cooperative)
                 finally:
                     ctx.http.close()
                 self._check_output(connector, action, out)
@@ -324,11 +383,15 @@ class Runner:
             def before_sleep(rs: RetryCallState) -> None:
                 exc = rs.outcome.exception() if rs.outcome else None
                 delay = rs.upcoming_sleep
-                recorder.step_retrying(req.run_id, step, position, rs.attempt_number, _error_dict(exc, secrets), delay)
+                recorder.step_retrying(
+                    req.run_id, step, position, rs.attempt_number, _error_dict(exc, secrets), delay
+                )
 
             retrying = Retrying(
                 stop=stop_after_attempt(int(policy["max_attempts"])),
-                wait=lambda rs: self._delay(policy, rs.attempt_number, rs.outcome.exception() if rs.outcome else None),
+                wait=lambda rs: self._delay(
+                    policy, rs.attempt_number, rs.outcome.exception() if rs.outcome else None
+                ),
                 retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
                 sleep=lambda s: self._wait(s, cancelled),
                 before_sleep=before_sleep,
@@ -342,13 +405,22 @@ class Runner:
         except StopRun as e:
             return "stopped", {"passed": False, **e.output, "reason": e.reason}, None
         except _Cancelled:
-            return CANCELLED, None, {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+            return (
+                CANCELLED,
+                None,
+                {"type": "Cancelled", "message": "run cancelled", "retryable": False},
+            )
         except Exception as e:  # noqa: BLE001 - fail closed on anything
             if not isinstance(e, ConnectorError):
                 log.warning("step %s of run %s raised %s", sid, req.run_id, type(e).__name__)
             return FAILED, None, _error_dict(e, secrets)
         finally:
-            meta.update(attempts=attempts, duration=time.monotonic() - started, payload=payload, secrets=secrets)
+            meta.update(
+                attempts=attempts,
+                duration=time.monotonic() - started,
+                payload=payload,
+                secrets=secrets,
+            )
 
     # ------------------------------------------------------------------ one run
     def run(
@@ -378,17 +450,34 @@ class Runner:
                 result.steps[sid] = SUCCEEDED
                 continue
             if cancelled():
-                result.status, result.error = CANCELLED, {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+                result.status, result.error = (
+                    CANCELLED,
+                    {"type": "Cancelled", "message": "run cancelled", "retryable": False},
+                )
                 stop_from = pos
                 break
             meta: dict = {}
-            status, out, err = self._run_step(req, step, pos, scope, resolve, recorder, cancelled, meta)
-            attempts, duration, payload, secrets = meta["attempts"], meta["duration"], meta["payload"], meta["secrets"]
+            status, out, err = self._run_step(
+                req, step, pos, scope, resolve, recorder, cancelled, meta
+            )
+            attempts, duration, payload, secrets = (
+                meta["attempts"],
+                meta["duration"],
+                meta["payload"],
+                meta["secrets"],
+            )
             shown_input = redact_value(payload, secrets)
             if status in (SUCCEEDED, "stopped"):
                 recorder.step_finished(
-                    req.run_id, step, pos, status=SUCCEEDED, attempts=attempts, input=shown_input,
-                    output=redact_value(out, secrets), error=None, duration=duration,
+                    req.run_id,
+                    step,
+                    pos,
+                    status=SUCCEEDED,
+                    attempts=attempts,
+                    input=shown_input,
+                    output=redact_value(out, secrets),
+                    error=None,
+                    duration=duration,
                 )
                 scope["steps"][sid] = {"output": out}
                 result.outputs[sid] = out
@@ -398,8 +487,15 @@ class Runner:
                     break
                 continue
             recorder.step_finished(
-                req.run_id, step, pos, status=status, attempts=attempts, input=shown_input, output=None,
-                error=err, duration=duration,
+                req.run_id,
+                step,
+                pos,
+                status=status,
+                attempts=attempts,
+                input=shown_input,
+                output=None,
+                error=err,
+                duration=duration,
             )
             result.steps[sid] = status
             result.status = CANCELLED if status == CANCELLED else FAILED
@@ -412,7 +508,15 @@ class Runner:
                 if step["id"] in result.steps:
                     continue
                 recorder.step_finished(
-                    req.run_id, step, pos, status=SKIPPED, attempts=0, input=None, output=None, error=None, duration=0.0
+                    req.run_id,
+                    step,
+                    pos,
+                    status=SKIPPED,
+                    attempts=0,
+                    input=None,
+                    output=None,
+                    error=None,
+                    duration=0.0,
                 )
                 result.steps[step["id"]] = SKIPPED
         recorder.run_finished(req.run_id, result.status, result.error)

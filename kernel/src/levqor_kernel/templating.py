@@ -17,7 +17,8 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError, UndefinedError
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
@@ -51,7 +52,12 @@ class _Env(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
-            if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(right) > 64 and abs(left) > 1:
+            if (
+                isinstance(left, (int, float))
+                and isinstance(right, (int, float))
+                and abs(right) > 64
+                and abs(left) > 1
+            ):
                 raise SecurityError("exponent too large")
             result = left**right
             if isinstance(result, int) and result.bit_length() > 4096:
@@ -141,7 +147,9 @@ def render_string(source: str, scope: Mapping[str, Any]) -> Any:
     except SecurityError as e:
         raise TemplateError(f"template refused by the sandbox: {e}") from None
     except UndefinedError as e:
-        raise TemplateError(f"template refers to something that does not exist: {e.message}") from None
+        raise TemplateError(
+            f"template refers to something that does not exist: {e.message}"
+        ) from None
     except TemplateSyntaxError as e:
         raise TemplateError(f"template syntax error: {e.message}") from None
     except JinjaTemplateError as e:

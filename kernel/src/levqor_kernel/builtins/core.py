@@ -21,7 +21,9 @@ CONDITION = {
     "required": ["left", "op"],
     "additionalProperties": False,
     "properties": {
-        "left": {"description": "The value to test, usually a template such as {{ trigger.amount }}"},
+        "left": {
+            "description": "The value to test, usually a template such as {{ trigger.amount }}"
+        },
         "op": {"type": "string", "enum": list(OPS)},
         "right": {"description": "The value to compare with (not used by exists)"},
     },
@@ -37,6 +39,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "description": "Built-in steps that need no account: reshape data, stop a run on a condition, wait.",
             "icon": ICON,
             "categories": ["utility"],
+            "cooperative": True,
             "credentials": None,
             "actions": {
                 "transform": {
@@ -46,10 +49,17 @@ def describe_schema() -> list[dict[str, Any]]:
                         "type": "object",
                         "required": ["value"],
                         "additionalProperties": False,
-                        "properties": {"value": {"description": "Any JSON value; strings may be templates"}},
+                        "properties": {
+                            "value": {"description": "Any JSON value; strings may be templates"}
+                        },
                     },
                     "output": {"type": "object", "properties": {"value": {}}},
-                    "example": {"value": {"name": "{{ trigger.name }}", "greeting": "Hello {{ trigger.name }}"}},
+                    "example": {
+                        "value": {
+                            "name": "{{ trigger.name }}",
+                            "greeting": "Hello {{ trigger.name }}",
+                        }
+                    },
                     "price": 0,
                     "minutes_saved": 0.5,
                 },
@@ -61,7 +71,12 @@ def describe_schema() -> list[dict[str, Any]]:
                         "required": ["conditions"],
                         "additionalProperties": False,
                         "properties": {
-                            "conditions": {"type": "array", "minItems": 1, "maxItems": 50, "items": CONDITION},
+                            "conditions": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 50,
+                                "items": CONDITION,
+                            },
                             "mode": {"type": "string", "enum": ["all", "any"], "default": "all"},
                         },
                     },
@@ -70,7 +85,9 @@ def describe_schema() -> list[dict[str, Any]]:
                         "required": ["passed"],
                         "properties": {"passed": {"type": "boolean"}},
                     },
-                    "example": {"conditions": [{"left": "{{ trigger.amount }}", "op": "gt", "right": 100}]},
+                    "example": {
+                        "conditions": [{"left": "{{ trigger.amount }}", "op": "gt", "right": 100}]
+                    },
                     "price": 0,
                     "minutes_saved": 0.2,
                 },
@@ -81,7 +98,9 @@ def describe_schema() -> list[dict[str, Any]]:
                         "type": "object",
                         "required": ["seconds"],
                         "additionalProperties": False,
-                        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 3600}},
+                        "properties": {
+                            "seconds": {"type": "number", "minimum": 0, "maximum": 3600}
+                        },
                     },
                     "output": {"type": "object", "properties": {"waited": {"type": "number"}}},
                     "example": {"seconds": 1},
@@ -149,7 +168,9 @@ def validate_payload(connector: str, action: str, payload: dict[str, Any]) -> li
 
 
 @hookimpl
-def run_task(connector: str, action: str, payload: dict[str, Any], credentials: Any, context: StepContext) -> dict[str, Any]:
+def run_task(
+    connector: str, action: str, payload: dict[str, Any], credentials: Any, context: StepContext
+) -> dict[str, Any]:
     if action == "transform":
         return {"value": payload["value"]}
     if action == "filter":

@@ -11,4 +11,11 @@
 from .contract import ConnectorContract, ContractResult, check_connector
 from .fakeserver import FakeServer, Recorded, Reply
 
-__all__ = ["ConnectorContract", "ContractResult", "check_connector", "FakeServer", "Recorded", "Reply"]
+__all__ = [
+    "ConnectorContract",
+    "ContractResult",
+    "check_connector",
+    "FakeServer",
+    "Recorded",
+    "Reply",
+]

@@ -63,7 +63,9 @@ def check_connector(
             for p in pm.catalog.validate_payload(c.name, a.name, a.example):
                 res.problems.append(f"{c.name}.{a.name}: example: {p}")
             if pm.owner_impl("validate_payload", c.name) is not None:
-                extra = pm.call_owner("validate_payload", c.name, connector=c.name, action=a.name, payload=a.example)
+                extra = pm.call_owner(
+                    "validate_payload", c.name, connector=c.name, action=a.name, payload=a.example
+                )
                 for msg in extra or []:
                     res.problems.append(f"{c.name}.{a.name}: example fails validate_payload: {msg}")
     if pm.owner_impl("run_task", next(iter(pm.catalog)).name) is None:
@@ -75,31 +77,83 @@ def check_connector(
             for a in c.actions.values():
                 res.checks.append(f"{c.name}.{a.name}: offline, network scenarios not applicable")
         return res
-    targets = list(actions) if actions is not None else [(c.name, a) for c in pm.catalog for a in c.actions]
+    targets = (
+        list(actions)
+        if actions is not None
+        else [(c.name, a) for c in pm.catalog for a in c.actions]
+    )
     with FakeServer() as srv:
         creds = credentials(srv.url) if credentials else None
         step_env = {"LEVQOR_SSRF_ALLOW": "127.0.0.1", **(env(srv.url) if env else {})}
         secrets = _secrets(creds, secret_fields)
 
         def call(conn: str, act: str, c: Any, t: float = 10.0) -> Any:
-            ctx = StepContext(run_id="contract", step_id=f"{conn}-{act}", deadline=time.monotonic() + t, env=step_env)
+            ctx = StepContext(
+                run_id="contract",
+                step_id=f"{conn}-{act}",
+                deadline=time.monotonic() + t,
+                env=step_env,
+            )
             payload = pm.catalog.action(conn, act).example
-            return pm.call_owner("run_task", conn, connector=conn, action=act, payload=payload, credentials=c, context=ctx)
+            return pm.call_owner(
+                "run_task",
+                conn,
+                connector=conn,
+                action=act,
+                payload=payload,
+                credentials=c,
+                context=ctx,
+            )
 
         def leaked(text: str) -> list[str]:
             return [s for s in secrets if s in text]
 
         scenarios: list[tuple[str, Reply, type, Callable[[ConnectorError], str | None]]] = [
-            ("401 fails closed with a credential error", Reply(401, {"error": "unauthorized", "message": "invalid token"}),
-             CredentialError, lambda e: None),
-            ("403 fails closed with a credential error", Reply(403, {"error": "forbidden", "message": "forbidden"}),
-             CredentialError, lambda e: None),
-            ("429 with Retry-After is retryable and keeps the delay",
-             Reply(429, {"error": "rate_limited", "ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7", "parameters": {"retry_after": 7}, "message": "rate limited"}, {"Retry-After": "7"}),
-             RetryableError, lambda e: None if e.retry_after and abs(e.retry_after - 7) < 0.01 else f"retry_after is {e.retry_after!r}, expected 7"),
-            ("503 is retryable", Reply(503, {"error": "unavailable", "message": "try later"}), RetryableError, lambda e: None),
-            ("a malformed 200 response fails closed", Reply(200, b"<html>surprise</html>", {"Content-Type": "text/html"}),
-             ConnectorError, lambda e: None),
+            (
+                "401 fails closed with a credential error",
+                Reply(401, {"error": "unauthorized", "message": "invalid token"}),
+                CredentialError,
+                lambda e: None,
+            ),
+            (
+                "403 fails closed with a credential error",
+                Reply(403, {"error": "forbidden", "message": "forbidden"}),
+                CredentialError,
+                lambda e: None,
+            ),
+            (
+                "429 with Retry-After is retryable and keeps the delay",
+                Reply(
+                    429,
+                    {
+                        "error": "rate_limited",
+                        "ok": False,
+                        "error_code": 429,
+                        "description": "Too Many Requests: retry after 7",
+                        "parameters": {"retry_after": 7},
+                        "message": "rate limited",
+                    },
+                    {"Retry-After": "7"},
+                ),
+                RetryableError,
+                lambda e: (
+                    None
+                    if e.retry_after and abs(e.retry_after - 7) < 0.01
+                    else f"retry_after is {e.retry_after!r}, expected 7"
+                ),
+            ),
+            (
+                "503 is retryable",
+                Reply(503, {"error": "unavailable", "message": "try later"}),
+                RetryableError,
+                lambda e: None,
+            ),
+            (
+                "a malformed 200 response fails closed",
+                Reply(200, b"<html>surprise</html>", {"Content-Type": "text/html"}),
+                ConnectorError,
+                lambda e: None,
+            ),
         ]
         if lenient_body:  # connectors that return any body as data (levqor-http)
             scenarios = scenarios[:-1]
@@ -115,11 +169,17 @@ def check_connector(
                     if why:
                         res.problems.append(f"{name}: {why}")
                     if leaked(str(e)) or leaked(repr(e.to_dict())):
-                        res.problems.append(f"{name}: a credential value appears in the error message")
+                        res.problems.append(
+                            f"{name}: a credential value appears in the error message"
+                        )
                 except ConnectorError as e:
-                    res.problems.append(f"{name}: raised {type(e).__name__} ({e}), expected {expected.__name__}")
+                    res.problems.append(
+                        f"{name}: raised {type(e).__name__} ({e}), expected {expected.__name__}"
+                    )
                 except Exception as e:  # noqa: BLE001
-                    res.problems.append(f"{name}: raised {type(e).__name__} instead of a ConnectorError: {e}")
+                    res.problems.append(
+                        f"{name}: raised {type(e).__name__} instead of a ConnectorError: {e}"
+                    )
                 else:
                     res.problems.append(f"{name}: returned {str(out)[:80]!r} instead of failing")
             # a timeout: the server answers after the step deadline
@@ -146,9 +206,13 @@ def check_connector(
                     except ConnectorError:
                         pass
                     except Exception as e:  # noqa: BLE001
-                        res.problems.append(f"{name}: credentials={bad!r} raised {type(e).__name__}: {e}")
+                        res.problems.append(
+                            f"{name}: credentials={bad!r} raised {type(e).__name__}: {e}"
+                        )
                     else:
-                        res.problems.append(f"{name}: credentials={bad!r} returned {str(out)[:80]!r}")
+                        res.problems.append(
+                            f"{name}: credentials={bad!r} returned {str(out)[:80]!r}"
+                        )
         srv.answer_all(None)
     return res
 
@@ -181,8 +245,13 @@ class ConnectorContract:
     def test_levqor_contract(self) -> None:
         assert self.plugin is not None, "set `plugin` on your ConnectorContract subclass"
         result = check_connector(
-            self.plugin, credentials=self.credentials, env=self.env, secret_fields=self.secret_fields,
-            timeout=self.timeout, lenient_body=self.lenient_body, offline=self.offline,
+            self.plugin,
+            credentials=self.credentials,
+            env=self.env,
+            secret_fields=self.secret_fields,
+            timeout=self.timeout,
+            lenient_body=self.lenient_body,
+            offline=self.offline,
         )
         assert len(result.checks) >= 3
         assert result.ok, "connector contract problems:\n  " + "\n  ".join(result.problems)

@@ -84,7 +84,13 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                rec = Recorded(self.command, parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
+                rec = Recorded(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query),
+                    dict(self.headers.items()),
+                    body,
+                )
                 reply = outer._dispatch(rec)
                 if reply.delay:
                     time.sleep(reply.delay)
@@ -184,4 +190,6 @@ class FakeServer:
         return Reply(404, {"error": "not found", "path": rec.path})
 
     def requests_to(self, path: str, method: str | None = None) -> list[Recorded]:
-        return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
+        return [
+            r for r in self.requests if r.path == path and (method is None or r.method == method)
+        ]
