@@ -82,6 +82,7 @@ class ActionInfo:
     example: dict[str, Any]
     price: int = 1
     minutes_saved: float = 0.0
+    idempotent: bool | None = None
     _validator: Draft202012Validator | None = field(default=None, repr=False)
 
     @property
@@ -102,6 +103,7 @@ class ActionInfo:
             "example": self.example,
             "price": self.price,
             "minutes_saved": self.minutes_saved,
+            "idempotent": self.idempotent,
         }
 
 
@@ -172,15 +174,11 @@ class _CheckCache:
             base = os.path.join(os.path.expanduser("~"), ".cache", "levqor")
         if not base:
             return None
-        import jsonschema
-
         from . import __version__
 
-        ver = getattr(jsonschema, "__version__", None)
-        if ver is None:
-            from importlib.metadata import version
+        from importlib.metadata import version
 
-            ver = version("jsonschema")
+        ver = version("jsonschema")
         return os.path.join(base, f"schema-checks-{__version__}-{ver}.txt")
 
     def load(self) -> None:
@@ -340,6 +338,7 @@ def connector_from_description(
             example=a["example"],
             price=a.get("price", 1),
             minutes_saved=a.get("minutes_saved", 0),
+            idempotent=a.get("idempotent"),
         )
         for n, a in desc["actions"].items()
     }

@@ -64,7 +64,7 @@ _SECRET_PATTERNS = [
     # Well-known key prefixes
     (
         re.compile(
-            r"\b(re_|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|secret_|ntn_|xox[abposr]-|lvq_)[A-Za-z0-9_-]{6,}"
+            r"\b(re_|sk_live_|sk_test_|rk_live_|rk_test_|whsec_|secret_|ntn_|xox[abposr]-|lvq_)[A-Za-z0-9_-]{16,}"
         ),
         r"\1" + REDACTED,
     ),
@@ -446,6 +446,9 @@ class Http:
             body = bytearray()
             for chunk in resp.iter_content(65536):
                 body.extend(chunk)
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    resp.close()
+                    raise RetryableError(f"{service} response did not finish before the step deadline", code="timeout")
                 if len(body) > self.max_response_bytes:
                     resp.close()
                     raise PermanentError(
