@@ -19,6 +19,7 @@ import ipaddress
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -350,6 +351,24 @@ def error_for_response(
     )
 
 
+class _DeadlineTimer(threading.Timer):
+    def __init__(self, delay: float, resp: requests.Response) -> None:
+        super().__init__(delay, self._fire)
+        self.daemon = True
+        self.resp = resp
+        self.fired = False
+
+    def _fire(self) -> None:
+        self.fired = True
+        conn = getattr(self.resp.raw, "connection", None) or getattr(self.resp.raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Http:
     """A configured requests session for one step (or one connector instance).
 
@@ -403,6 +422,15 @@ class Http:
         for v in values:
             self.secrets.extend(secrets_in(v))
 
+    def _deadline_timer(self, resp: requests.Response) -> _DeadlineTimer | None:
+        """Shut the socket down when the step deadline passes while the body is still arriving
+        (a read timeout alone restarts with every byte a slow server trickles)."""
+        if self.deadline is None:
+            return None
+        t = _DeadlineTimer(max(0.0, self.deadline - time.monotonic()), resp)
+        t.start()
+        return t
+
     def _timeout(self) -> tuple[float, float]:
         connect, read = self.timeout
         if self.deadline is not None:
@@ -444,17 +472,29 @@ class Http:
         try:
             resp = sess.request(method, url, **kwargs)
             body = bytearray()
-            for chunk in resp.iter_content(65536):
-                body.extend(chunk)
-                if self.deadline is not None and time.monotonic() > self.deadline:
-                    resp.close()
-                    raise RetryableError(f"{service} response did not finish before the step deadline", code="timeout")
-                if len(body) > self.max_response_bytes:
-                    resp.close()
-                    raise PermanentError(
-                        f"{service} response larger than {self.max_response_bytes} bytes",
-                        code="response_too_large",
-                    )
+            timer = self._deadline_timer(resp)
+            try:
+                for chunk in resp.iter_content(65536):
+                    body.extend(chunk)
+                    if len(body) > self.max_response_bytes:
+                        break
+            except requests.exceptions.RequestException:
+                if timer is not None and timer.fired:
+                    raise RetryableError(
+                        f"{service} response did not finish before the step deadline", code="timeout"
+                    ) from None
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if timer is not None and timer.fired:
+                resp.close()
+                raise RetryableError(f"{service} response did not finish before the step deadline", code="timeout")
+            if len(body) > self.max_response_bytes:
+                resp.close()
+                raise PermanentError(
+                    f"{service} response larger than {self.max_response_bytes} bytes", code="response_too_large"
+                )
             resp._content = bytes(body)
             resp._content_consumed = True
         except ConnectorError as e:
