@@ -28,3 +28,77 @@ def extract_files(markdown: str) -> dict[str, str]:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+# ---------------------------------------------------------------- live Levqor servers
+import threading  # noqa: E402
+from typing import Any  # noqa: E402
+
+import requests  # noqa: E402
+
+
+class LiveServer:
+    """A Levqor app served over real HTTP on 127.0.0.1 (werkzeug, threaded) for one test."""
+
+    def __init__(self, app: Any) -> None:
+        from werkzeug.serving import make_server
+
+        self.app = app
+        self.state = app.extensions["levqor"]
+        self._srv = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self._srv.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+        st = self.state
+        if st.scheduler is not None:
+            st.scheduler.stop()
+        if st.executor is not None:
+            st.executor.stop(2.0)
+        st.runner.close()
+        st.store.close()
+
+    def client(self, key: str | None = None) -> "Client":
+        return Client(self.url, key)
+
+    def user_with_key(self, email: str, scopes: list[str] | None = None, **kw: Any) -> tuple[dict, str]:
+        store = self.state.store
+        user = store.create_user(email, **kw)
+        key, _ = store.create_api_key(
+            user["id"], name="test", scopes=scopes or ["pipelines:read", "pipelines:write", "runs:execute",
+                                                      "credentials:write", "billing"])
+        return user, key
+
+
+class Client(requests.Session):
+    """requests.Session with the base URL and the API key filled in."""
+
+    def __init__(self, base: str, key: str | None = None) -> None:
+        super().__init__()
+        self.base = base
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        if url.startswith("/"):
+            url = self.base + url
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_app(tmp_path, *, env: dict | None = None, plugins: list | None = None, start_workers: bool = True,
+             start_scheduler: bool = False, **overrides: Any):
+    """A Levqor app on its own data folder (SQLite unless database_url is given)."""
+    import os
+
+    from levqor_host.app import create_app
+    from levqor_host.config import Config
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
+    full_env = {**base_env, "LEVQOR_SSRF_ALLOW": "127.0.0.1", "LEVQOR_CACHE_DIR": "", **(env or {})}
+    cfg = Config.from_env(full_env, data_dir=tmp_path / "data", poll_interval=0.05, **overrides)
+    return create_app(cfg, start_workers=start_workers, start_scheduler=start_scheduler, plugins=plugins)

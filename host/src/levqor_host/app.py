@@ -1,0 +1,293 @@
+"""The application factory: everything is built per app, nothing at import time."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from levqor_kernel.pipeline import validate_pipeline
+from levqor_kernel.plugins import LevqorPluginManager, make_plugin_manager
+from levqor_kernel.runner import Runner
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from . import __version__
+from .config import Config
+from .errors import ApiError, register_error_handlers
+from .executor import FINAL, EmbeddedExecutor, job_line
+from .security.vault import Vault
+from .store import Store
+
+log = logging.getLogger("levqor")
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so tests never share counters)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs_started = Counter("levqor_runs_started", "Runs started", registry=self.registry)
+        self.runs_finished = Counter(
+            "levqor_runs_finished", "Runs finished by status", ["status"], registry=self.registry
+        )
+        self.retries = Counter(
+            "levqor_step_retries",
+            "Step retries by connector",
+            ["connector"],
+            registry=self.registry,
+        )
+        self.step_seconds = Histogram(
+            "levqor_step_duration_seconds",
+            "Step duration by connector",
+            ["connector"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+
+@dataclass
+class LevqorState:
+    """Per-app state, kept in ``app.extensions["levqor"]``."""
+
+    config: Config
+    pm: LevqorPluginManager
+    store: Store
+    vault: Vault
+    runner: Runner
+    metrics: Metrics
+    executor: EmbeddedExecutor | None = None
+    scheduler: Any = None
+    started_at: float = field(default_factory=time.time)
+    _waiters: dict[str, threading.Event] = field(default_factory=dict)
+    _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ----------------------------------------------------------------- metrics
+    def metrics_inc(self, name: str, **labels: str) -> None:
+        if name == "runs_started":
+            self.metrics.runs_started.inc()
+        elif name == "retries":
+            self.metrics.retries.labels(labels.get("connector", "")).inc()
+
+    def metrics_observe(self, name: str, value: float, **labels: str) -> None:
+        if name == "step_seconds":
+            self.metrics.step_seconds.labels(labels.get("connector", "")).observe(value)
+
+    # ----------------------------------------------------------------- pipelines
+    def credential_map(self, user_id: str) -> dict[str, str]:
+        return {c["name"]: c["connector"] for c in self.store.list_credentials(user_id)}
+
+    def validate(self, user_id: str, doc: Any) -> list[dict]:
+        return [
+            p.to_dict()
+            for p in validate_pipeline(
+                doc, self.pm.catalog, credentials=self.credential_map(user_id)
+            )
+        ]
+
+    def export_pipeline(self, pipeline: dict) -> None:
+        """``data/pipelines/<id>.json``: the current version of a pipeline, written on save."""
+        d = self.config.pipelines_dir
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{pipeline['id']}.json.tmp"
+        out = {k: pipeline[k] for k in ("id", "name", "version", "doc") if k in pipeline}
+        tmp.write_text(json.dumps(out, indent=2, default=str))
+        os.replace(tmp, d / f"{pipeline['id']}.json")
+
+    # ----------------------------------------------------------------- runs
+    def price(self, doc: dict) -> int:
+        total = 0
+        for step in doc.get("steps", []):
+            a = self.pm.catalog.action(step.get("connector"), step.get("action"))
+            base = a.price if a else 0
+            p = self.pm.hook.price_task(
+                connector=step.get("connector"),
+                action=step.get("action"),
+                payload=step.get("payload", {}),
+                price=base,
+            )
+            total += base if p is None else int(p)
+        return total
+
+    def start_run(
+        self,
+        user: dict,
+        pipeline: dict,
+        input: Any,
+        *,
+        trigger: str = "manual",
+        idempotency_key: str | None = None,
+        retry_of: str | None = None,
+        copy_steps_from: str | None = None,
+        version: int | None = None,
+    ) -> tuple[dict, bool]:
+        """Validate, gate and queue a run. Raises ApiError (422 invalid, 402 refused)."""
+        if idempotency_key:
+            existing = self.store.find_run_by_idempotency_key(user["id"], idempotency_key)
+            if existing is not None:
+                return existing, False
+        doc = pipeline["doc"]
+        if version is not None and version != pipeline["version"]:
+            v = self.store.get_version(user["id"], pipeline["id"], version)
+            if v is None:
+                raise ApiError(404, "not_found", "pipeline version not found")
+            doc = v["doc"]
+        else:
+            version = pipeline["version"]
+        problems = self.validate(user["id"], doc)
+        if problems:
+            raise ApiError(
+                422, "invalid_pipeline", "the pipeline cannot run as it is", {"problems": problems}
+            )
+        price = self.price(doc)
+        decision = self.pm.hook.gate_run(user=user, pipeline=pipeline, price=price, ledger=None)
+        if decision is not None and not decision.get("allow", False):
+            raise ApiError(
+                int(decision.get("status", 402)),
+                "payment_required",
+                decision.get("reason", "this run is not allowed by your plan"),
+                {"retry_at": decision.get("retry_at")},
+            )
+        run, created = self.store.create_run(
+            user["id"],
+            pipeline["id"],
+            version,
+            input,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            retry_of=retry_of,
+            copy_steps_from=copy_steps_from,
+        )
+        if created and self.executor is not None:
+            self.executor.notify()
+        return run, created
+
+    def run_finished(self, run: dict, result: Any) -> None:
+        """Called by the executor when it finished a run it owned."""
+        self.metrics.runs_finished.labels(result.status).inc()
+        line = job_line(run, result.status, result.error, len(result.steps))
+        path: Path = self.config.jobs_log
+        with self._jobs_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        user = self.store.get_user(run["user_id"]) or {"id": run["user_id"]}
+        try:
+            self.pm.hook.record_run_cost(
+                user=user,
+                run={
+                    "id": run["id"],
+                    "status": result.status,
+                    "pipeline_id": run["pipeline_id"],
+                    "platform_failure": bool((result.error or {}).get("platform")),
+                },
+                cost=0,
+                ledger=None,
+            )
+        except Exception:  # noqa: BLE001 - billing plugins must not break run completion
+            log.exception("record_run_cost failed for run %s", run["id"])
+        with self._waiters_lock:
+            ev = self._waiters.pop(run["id"], None)
+        if ev is not None:
+            ev.set()
+
+    def wait_for_run(self, user_id: str, run_id: str, timeout: float) -> dict | None:
+        """The run once it is final, or as it is when ``timeout`` passes."""
+        with self._waiters_lock:
+            ev = self._waiters.setdefault(run_id, threading.Event())
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.store.get_run(user_id, run_id)
+            if run is None or run["status"] in FINAL:
+                return run
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return run
+            ev.wait(min(left, 0.1))
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger("levqor")
+    if not root.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+def create_app(
+    config: Config | dict | None = None,
+    *,
+    start_workers: bool | None = None,
+    start_scheduler: bool | None = None,
+    plugins: list | None = None,
+) -> Flask:
+    """Build a Levqor app. ``config`` is a Config, or a dict of overrides on the environment's.
+
+    ``plugins`` adds plugin objects beside the installed ones (tests use it for test-only
+    connectors). Workers start unless ``start_workers`` is False or the executor is off.
+    """
+    if isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = Config.from_env(**(config or {}))
+    _setup_logging(cfg.log_level)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+
+    pm = make_plugin_manager(env=cfg.env, plugins=plugins or ())
+    for f in pm.failures:
+        log.warning("plugin %s (%s) skipped: %s", f.name, f.dist or "?", f.error)
+    vault = Vault.from_config(cfg.data_dir, cfg.secret_key)
+    store = Store(cfg.database_url, vault)
+    store.upgrade()
+    store.check_vault()
+    runner = Runner(pm, env=cfg.env)
+    state = LevqorState(
+        config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=Metrics()
+    )
+
+    app = Flask("levqor_host")
+    app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_body_bytes, cfg.webhook_max_bytes)
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False
+    app.extensions["levqor"] = state
+    register_error_handlers(app)
+
+    from .api import bp as api_bp
+    from .hooks import bp as hooks_bp
+    from .ops import bp as ops_bp
+
+    app.register_blueprint(ops_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(hooks_bp)
+
+    if start_workers is None:
+        start_workers = cfg.executor == "embedded"
+    if start_workers and cfg.executor == "embedded":
+        state.executor = EmbeddedExecutor(state)
+        state.executor.start()
+        atexit.register(state.executor.stop, 1.0)
+    if start_scheduler is None:
+        start_scheduler = cfg.scheduler == "on"
+    if start_scheduler and cfg.scheduler != "off":
+        from .scheduler import SchedulerService
+
+        state.scheduler = SchedulerService(state)
+        state.scheduler.start()
+        atexit.register(state.scheduler.stop)
+    app.logger.debug("levqor %s ready with %d connectors", __version__, len(pm.catalog))
+    return app
+
+
+def get_state(app: Flask) -> LevqorState:
+    return app.extensions["levqor"]

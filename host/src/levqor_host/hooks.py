@@ -1,0 +1,131 @@
+"""Webhook triggers: ``POST /hooks/<token>``.
+
+The token is unguessable and per pipeline. When the pipeline has a webhook secret (or its
+trigger sets ``require_signature``), the request must carry ``X-Levqor-Timestamp`` (Unix
+seconds, within 5 minutes) and ``X-Levqor-Signature: sha256=<hex HMAC-SHA256 of
+"<timestamp>.<raw body>">``. A repeated ``X-Levqor-Delivery`` (or ``Idempotency-Key``) id
+returns the run it started the first time instead of starting another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+
+from .errors import ApiError
+
+bp = Blueprint("hooks", __name__)
+
+SIGNATURE_TOLERANCE = 300
+
+
+def _parse_body(max_bytes: int, max_depth: int) -> dict:
+    raw = request.get_data(cache=True)
+    if len(raw) > max_bytes:
+        raise ApiError(413, "body_too_large", f"webhook body larger than {max_bytes} bytes")
+    ctype = (request.mimetype or "").lower()
+    if not raw:
+        return {}
+    if ctype == "application/json" or ctype.endswith("+json"):
+        from .errors import _depth
+
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ApiError(400, "invalid_json", "malformed JSON body") from None
+        if _depth(value, max_depth):
+            raise ApiError(400, "invalid_json", f"JSON nested deeper than {max_depth} levels")
+        return value if isinstance(value, dict) else {"body": value}
+    if ctype == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qs
+
+        try:
+            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "invalid_form", "malformed form body") from None
+        return {k: (v[0] if len(v) == 1 else v) for k, v in form.items()}
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "webhooks accept application/json or application/x-www-form-urlencoded bodies",
+    )
+
+
+def _check_signature(secret: str) -> None:
+    ts = request.headers.get("X-Levqor-Timestamp", "")
+    sig = request.headers.get("X-Levqor-Signature", "")
+    if not ts or not sig:
+        raise ApiError(
+            401,
+            "signature_required",
+            "X-Levqor-Timestamp and X-Levqor-Signature headers are required",
+        )
+    try:
+        ts_i = int(ts)
+    except ValueError:
+        raise ApiError(
+            401, "invalid_signature", "X-Levqor-Timestamp must be Unix seconds"
+        ) from None
+    if abs(time.time() - ts_i) > SIGNATURE_TOLERANCE:
+        raise ApiError(
+            401, "invalid_signature", "timestamp outside the 5 minute tolerance (replay?)"
+        )
+    expected = hmac.new(
+        secret.encode(), f"{ts_i}.".encode() + request.get_data(cache=True), hashlib.sha256
+    ).hexdigest()
+    given = sig.split("=", 1)[1] if sig.startswith("sha256=") else ""
+    if not hmac.compare_digest(expected, given):
+        raise ApiError(401, "invalid_signature", "signature does not match")
+
+
+@bp.post("/hooks/<token>")
+def receive(token: str):
+    st = current_app.extensions["levqor"]
+    cfg = st.config
+    if len(token) > 200:
+        raise ApiError(404, "not_found", "not found")
+    p = st.store.get_pipeline_by_webhook_token(token)
+    if p is None or (p.get("doc") or {}).get("trigger", {}).get("type") != "webhook":
+        raise ApiError(404, "not_found", "not found")
+    trig = p["doc"]["trigger"]
+    secret = st.store.get_webhook_secret(p["id"])
+    if secret:
+        _check_signature(secret)
+    elif trig.get("require_signature"):
+        raise ApiError(
+            401, "signature_required", "this webhook requires a signature but has no secret yet"
+        )
+    data = _parse_body(cfg.webhook_max_bytes, cfg.max_json_depth)
+    delivery = request.headers.get("X-Levqor-Delivery") or request.headers.get("Idempotency-Key")
+    if delivery is not None and not (1 <= len(delivery) <= 200):
+        raise ApiError(400, "invalid_request", "delivery id must be 1-200 characters")
+    user = st.store.get_user(p["user_id"])
+    if user is None:
+        raise ApiError(404, "not_found", "not found")
+    run, created = st.start_run(
+        user,
+        p,
+        data,
+        trigger="webhook",
+        idempotency_key=f"hook:{p['id']}:{delivery}" if delivery else None,
+    )
+    if trig.get("wait"):
+        run = st.wait_for_run(user["id"], run["id"], float(trig.get("wait_seconds", 10))) or run
+        final = run["status"] in ("succeeded", "failed", "cancelled")
+        full = st.store.get_run(user["id"], run["id"]) or run
+        out = {"run_id": run["id"], "status": run["status"], "created": created}
+        if final:
+            steps = full.get("steps") or []
+            last = [s for s in steps if s["status"] == "succeeded"]
+            out["output"] = last[-1]["output"] if last else None
+            out["error"] = full.get("error")
+        resp = jsonify(out)
+        resp.status_code = 200 if final else 202
+        return resp
+    resp = jsonify({"run_id": run["id"], "status": run["status"], "created": created})
+    resp.status_code = 202
+    return resp

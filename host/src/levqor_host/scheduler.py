@@ -1,0 +1,166 @@
+"""Cron triggers, fired by exactly one scheduler per deployment.
+
+Every process that may schedule (``levqor scheduler``, or each ``levqor serve`` worker when
+``LEVQOR_SCHEDULER=auto``) runs this service, but only the holder of the database leader
+lock ``scheduler`` has its APScheduler jobs running. A fire also carries an idempotency key
+(pipeline + scheduled minute), so even two leaders during a lock hand-over start one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+if TYPE_CHECKING:
+    from .app import LevqorState
+
+log = logging.getLogger("levqor.scheduler")
+
+LOCK = "scheduler"
+
+
+def cron_trigger(expr: str, tz: str = "UTC") -> CronTrigger:
+    aliases = {
+        "@hourly": "0 * * * *",
+        "@daily": "0 0 * * *",
+        "@midnight": "0 0 * * *",
+        "@weekly": "0 0 * * 0",
+        "@monthly": "0 0 1 * *",
+        "@yearly": "0 0 1 1 *",
+        "@annually": "0 0 1 1 *",
+    }
+    return CronTrigger.from_crontab(aliases.get(expr.strip(), expr), timezone=tz)
+
+
+def next_fire_times(expr: str, tz: str = "UTC", count: int = 5) -> list[str]:
+    trig = cron_trigger(expr, tz)
+    out: list[str] = []
+    prev = None
+    now = datetime.now(UTC)
+    for _ in range(count):
+        nxt = trig.get_next_fire_time(prev, now if prev is None else prev)
+        if nxt is None:
+            break
+        out.append(nxt.isoformat())
+        prev = nxt
+        now = nxt
+    return out
+
+
+class SchedulerService:
+    def __init__(
+        self, state: LevqorState, *, ttl: float = 30.0, sync_interval: float = 10.0
+    ) -> None:
+        self.state = state
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.ttl = ttl
+        self.sync_interval = sync_interval
+        self.sched = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={"coalesce": True, "misfire_grace_time": 60, "max_instances": 1},
+        )
+        self.is_leader = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._jobs: dict[str, tuple] = {}
+        self.fired = 0
+
+    def start(self) -> None:
+        self.sched.start(paused=True)
+        self._thread = threading.Thread(target=self._loop, name="levqor-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        try:
+            self.sched.shutdown(wait=False)
+        except Exception:  # noqa: BLE001
+            pass
+        if self.is_leader:
+            try:
+                self.state.store.release_lock(LOCK, self.owner)
+            except Exception:  # noqa: BLE001
+                log.exception("releasing the scheduler lock failed")
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def next_fire(self) -> str | None:
+        times = [j.next_run_time for j in self.sched.get_jobs() if j.next_run_time]
+        return min(times).isoformat() if times and self.is_leader else None
+
+    # ------------------------------------------------------------------ leadership
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                leader = self.state.store.acquire_lock(LOCK, self.owner, self.ttl)
+            except Exception:  # noqa: BLE001
+                log.exception("scheduler lock check failed")
+                leader = False
+            if leader and not self.is_leader:
+                log.info("scheduler %s is now the leader", self.owner)
+                self.is_leader = True
+                self.sync()
+                self.sched.resume()
+            elif not leader and self.is_leader:
+                log.info("scheduler %s lost the leadership", self.owner)
+                self.is_leader = False
+                self.sched.pause()
+            elif leader:
+                self.sync()
+            self._stop.wait(min(self.sync_interval, self.ttl / 3))
+
+    def sync(self) -> None:
+        """Make the APScheduler jobs match the scheduled pipelines in the database."""
+        wanted: dict[str, tuple] = {}
+        for p in self.state.store.list_scheduled_pipelines():
+            trig = p["doc"]["trigger"]
+            wanted[p["id"]] = (p["version"], trig["cron"], trig.get("timezone", "UTC"))
+        for pid in list(self._jobs):
+            if pid not in wanted:
+                self.sched.remove_job(pid)
+                del self._jobs[pid]
+        for pid, spec in wanted.items():
+            if self._jobs.get(pid) == spec:
+                continue
+            try:
+                trigger = cron_trigger(spec[1], spec[2])
+            except (ValueError, KeyError) as e:
+                log.warning("pipeline %s has an unusable schedule: %s", pid, e)
+                continue
+            self.sched.add_job(self.fire, trigger, args=[pid], id=pid, replace_existing=True)
+            self._jobs[pid] = spec
+
+    def fire(self, pipeline_id: str) -> dict[str, Any] | None:
+        st = self.state
+        if not self.is_leader:
+            return None
+        minute = datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
+        p = st.store.get_pipeline_any(pipeline_id)
+        if p is None or p.get("archived"):
+            return None
+        user = st.store.get_user(p["user_id"])
+        if user is None:
+            return None
+        trig = p["doc"].get("trigger", {})
+        data = {**(trig.get("input") or {}), "scheduled_at": minute}
+        try:
+            run, created = st.start_run(
+                user, p, data, trigger="schedule", idempotency_key=f"sched:{pipeline_id}:{minute}"
+            )
+        except Exception as e:  # noqa: BLE001 - a refused or invalid run must not stop the scheduler
+            log.warning("scheduled run of %s not started: %s", pipeline_id, e)
+            return None
+        if created:
+            self.fired += 1
+        return run

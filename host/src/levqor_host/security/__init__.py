@@ -1,0 +1,7 @@
+"""Security: the secrets vault (and, in the host, API key authentication)."""
+
+from __future__ import annotations
+
+from .vault import Vault, VaultKeyError
+
+__all__ = ["Vault", "VaultKeyError"]

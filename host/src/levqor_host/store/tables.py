@@ -1,0 +1,270 @@
+"""SQLAlchemy Core tables of the Levqor store.
+
+The schema itself is created and changed only by the Alembic migrations in ``migrations/``;
+this module mirrors it for queries. Every time is a timezone-aware UTC datetime (:class:`UTCDateTime`),
+every id is text (``usr_``, ``key_``, ``pl_``, ``cred_``, ``run_`` + uuid4 hex, ...).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator):
+    """``DateTime(timezone=True)`` that always hands back aware UTC datetimes.
+
+    SQLite has no time zones: values are stored as naive UTC (so that text comparison orders
+    them correctly) and come back with ``tzinfo=UTC``. Naive input is taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text from a SQLite expression
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def JSONType() -> JSON:  # noqa: N802 - reads like a type
+    """JSON where Python ``None`` is SQL NULL (not the JSON text ``null``)."""
+    return JSON(none_as_null=True)
+
+
+ID = 64  # length of id columns
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200)),
+    Column("plan", String(40), nullable=False, default="free"),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("referral_code", String(32), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("scopes", JSONType(), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Index("ix_api_keys_user_id", "user_id"),
+)
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("current_version", Integer, nullable=False),
+    Column("webhook_token", String(64), nullable=False, unique=True),
+    Column("webhook_secret_enc", Text),
+    Column("archived_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_pipelines_user_id_created_at", "user_id", "created_at"),
+)
+
+pipeline_versions = Table(
+    "pipeline_versions",
+    metadata,
+    Column(
+        "pipeline_id", String(ID), ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version", Integer, nullable=False),
+    Column("doc", JSONType(), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("pipeline_id", "version"),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("connector", String(100), nullable=False),
+    Column("value_enc", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "name", name="uq_credentials_user_id_name"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "pipeline_id", String(ID), ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("input", JSONType()),
+    Column("idempotency_key", String(200)),
+    Column("retry_of", String(ID)),
+    Column("error", JSONType()),
+    Column("lease_owner", String(200)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("claims", Integer, nullable=False, default=0),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    UniqueConstraint("user_id", "idempotency_key", name="uq_runs_user_id_idempotency_key"),
+    Index("ix_runs_status_lease_created", "status", "lease_expires_at", "created_at"),
+    Index("ix_runs_user_id_created_at", "user_id", "created_at"),
+)
+
+run_steps = Table(
+    "run_steps",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step_id", String(100), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("connector", String(100), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("input", JSONType()),
+    Column("output", JSONType()),
+    Column("error", JSONType()),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    PrimaryKeyConstraint("run_id", "step_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column(
+        "pipeline_id", String(ID), ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("delivery_id", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("pipeline_id", "delivery_id"),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+credit_ledger = Table(
+    "credit_ledger",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("delta", Integer, nullable=False),
+    Column("reason", String(100), nullable=False),
+    Column("run_id", String(ID)),
+    Column("external_id", String(200), unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_credit_ledger_user_id_created_at", "user_id", "created_at"),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("jobs", Integer, nullable=False, default=0),
+    Column("steps", Integer, nullable=False, default=0),
+    Column("credits", Integer, nullable=False, default=0),
+    Column("cost_saving_minutes", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("user_id", "day"),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("referrer_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "referred_user_id",
+        String(ID),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("code", String(32), nullable=False),
+    Column("rewarded_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_referrals_referrer_id", "referrer_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID)),
+    Column("type", String(100), nullable=False),
+    Column("email_hash", String(64)),
+    Column("props", JSONType()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_events_type_created_at", "type", "created_at"),
+)

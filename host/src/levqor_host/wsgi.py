@@ -1,0 +1,73 @@
+"""Gunicorn entry points.
+
+``levqor serve --prod`` runs gunicorn in-process with the seed's defaults (2 workers, 4
+threads, 30 s timeout, 20 s graceful shutdown), each overridable by ``GUNICORN_WORKERS``,
+``GUNICORN_THREADS``, ``GUNICORN_TIMEOUT``, ``GUNICORN_GRACEFUL_TIMEOUT``,
+``GUNICORN_KEEPALIVE`` and ``GUNICORN_BIND``. An external gunicorn can serve
+``levqor_host.wsgi:app`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _settings(host: str, port: int) -> dict[str, Any]:
+    env = os.environ
+    return {
+        "bind": env.get("GUNICORN_BIND") or f"{host}:{port}",
+        "workers": int(env.get("GUNICORN_WORKERS", "2")),
+        "threads": int(env.get("GUNICORN_THREADS", "4")),
+        "worker_class": "gthread",
+        "timeout": int(env.get("GUNICORN_TIMEOUT", "30")),
+        "graceful_timeout": int(env.get("GUNICORN_GRACEFUL_TIMEOUT", "20")),
+        "keepalive": int(env.get("GUNICORN_KEEPALIVE", "5")),
+        "accesslog": env.get("GUNICORN_ACCESSLOG") or None,
+        "errorlog": "-",
+        "loglevel": env.get("GUNICORN_LOGLEVEL", "warning"),
+        "proc_name": "levqor",
+    }
+
+
+def run_gunicorn(host: str, port: int, *, scheduler: bool = True) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+    from .config import Config
+
+    class LevqorGunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for k, v in _settings(host, port).items():
+                if v is not None:
+                    self.cfg.set(k, v)
+            self.cfg.set("worker_exit", _worker_exit)
+
+        def load(self):
+            cfg = Config.from_env()
+            return create_app(
+                cfg, start_workers=cfg.executor == "embedded", start_scheduler=scheduler
+            )
+
+    LevqorGunicorn().run()
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    app = getattr(worker, "wsgi", None)
+    st = getattr(app, "extensions", {}).get("levqor") if app is not None else None
+    if st is None:
+        return
+    if st.scheduler is not None:
+        st.scheduler.stop()
+    if st.executor is not None:
+        st.executor.stop(float(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20")) * 0.9)
+
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn levqor_host.wsgi:app`: built on first access, in the worker process
+    if name == "app":
+        from .app import create_app
+
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)
