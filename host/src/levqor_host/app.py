@@ -244,7 +244,9 @@ def create_app(
     _setup_logging(cfg.log_level)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
 
-    pm = make_plugin_manager(env=cfg.env, plugins=plugins or ())
+    from . import hookspecs as host_hookspecs
+
+    pm = make_plugin_manager(env=cfg.env, plugins=plugins or (), extra_hookspecs=[host_hookspecs])
     for f in pm.failures:
         log.warning("plugin %s (%s) skipped: %s", f.name, f.dist or "?", f.error)
     vault = Vault.from_config(cfg.data_dir, cfg.secret_key)
@@ -270,6 +272,7 @@ def create_app(
     app.register_blueprint(ops_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(hooks_bp)
+    pm.hook.register_blueprints(app=app, state=state)
 
     if start_workers is None:
         start_workers = cfg.executor == "embedded"

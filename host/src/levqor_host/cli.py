@@ -175,7 +175,9 @@ def plugins(as_json: bool) -> None:
     """Installed plugins: name, version, hooks, connectors, and failures."""
     from levqor_kernel.plugins import make_plugin_manager
 
-    pm = make_plugin_manager()
+    from . import hookspecs as host_hookspecs
+
+    pm = make_plugin_manager(extra_hookspecs=[host_hookspecs])
     infos = [p.to_dict() for p in pm.plugin_infos()]
     failures = [f.to_dict() for f in pm.failures]
     if as_json:
@@ -407,6 +409,21 @@ def run_cmd(
     if final["status"] != "succeeded":
         sys.exit(1)
 
+
+def _plugin_commands() -> None:
+    """Let plugins add commands (host hook ``register_commands``)."""
+    try:
+        from levqor_kernel.plugins import make_plugin_manager
+
+        from . import hookspecs as host_hookspecs
+
+        pm = make_plugin_manager(extra_hookspecs=[host_hookspecs])
+        pm.hook.register_commands(cli=main)
+    except Exception as e:  # noqa: BLE001 - a broken plugin must not break the CLI
+        click.echo(f"warning: plugin commands not loaded: {e}", err=True)
+
+
+_plugin_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

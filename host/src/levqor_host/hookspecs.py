@@ -1,0 +1,28 @@
+"""Hooks the host offers plugins (beside the kernel's). Documented in docs/connectors.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from levqor_kernel import hookspec
+
+
+@hookspec
+def register_blueprints(app: Any, state: Any) -> None:
+    """Add Flask blueprints (routes) to the host app.
+
+    Called once per app by ``create_app`` after the built-in blueprints, with the app and its
+    ``LevqorState``. Subsystem plugins (billing) add their API routes here.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add click commands to the ``levqor`` command group.
+
+    Called once when the ``levqor`` command starts.
+
+    .. versionadded:: 0.1
+    """
