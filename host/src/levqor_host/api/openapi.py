@@ -468,5 +468,19 @@ def openapi_document(state: Any = None) -> dict:
             },
             "schemas": schemas,
         },
-        "paths": paths(),
+        "paths": {**paths(), **_blueprint_paths()},
     }
+
+
+def _blueprint_paths() -> dict:
+    """Paths documented by other blueprints: each may carry an ``openapi_paths`` dict (a plugin's
+    blueprint too), merged here so the document always matches what is served."""
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        return {}
+    out: dict = {}
+    for bp in current_app.blueprints.values():
+        for path, ops in (getattr(bp, "openapi_paths", None) or {}).items():
+            out.setdefault(path, {}).update(ops)
+    return out
