@@ -165,6 +165,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "description": "Send email through Resend or a Gmail account.",
             "icon": ICON,
             "categories": ["communication", "email"],
+            "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://resend.com/docs/api-reference/emails/send-email",
             "kernel": ">=0.1,<1",
             "credentials": CREDENTIALS_SCHEMA,

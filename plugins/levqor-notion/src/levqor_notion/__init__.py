@@ -159,6 +159,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "description": "Create pages in Notion databases or under existing pages.",
             "icon": ICON,
             "categories": ["productivity", "notes"],
+            "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://developers.notion.com/reference/post-page",
             "kernel": ">=0.1,<1",
             "credentials": CREDENTIALS_SCHEMA,

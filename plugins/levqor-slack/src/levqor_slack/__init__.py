@@ -154,6 +154,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "description": "Post messages to a Slack channel through an incoming webhook.",
             "icon": ICON,
             "categories": ["communication", "chat"],
+            "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://api.slack.com/messaging/webhooks",
             "kernel": ">=0.1,<1",
             "credentials": CREDENTIALS_SCHEMA,

@@ -103,6 +103,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "description": "Send messages from your Telegram bot to users, groups and channels.",
             "icon": ICON,
             "categories": ["communication", "chat"],
+            "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://core.telegram.org/bots/api#sendmessage",
             "kernel": ">=0.1,<1",
             "credentials": CREDENTIALS_SCHEMA,
