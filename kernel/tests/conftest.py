@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 
 
-def write_dist(root: Path, dist: str, ep_name: str, module: str, source: str, version: str = "1.0") -> None:
+def write_dist(
+    root: Path, dist: str, ep_name: str, module: str, source: str, version: str = "1.0"
+) -> None:
     """Lay out a real installed distribution (dist-info + module) under ``root``."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\nSummary: test plugin\n")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\nSummary: test plugin\n"
+    )
     (info / "entry_points.txt").write_text(f"[levqor]\n{ep_name} = {module}\n")
     (info / "RECORD").write_text("")
 
@@ -29,7 +33,7 @@ def site(tmp_path, monkeypatch):
             del sys.modules[name]
 
 
-CONNECTOR_SRC = '''
+CONNECTOR_SRC = """
 from levqor_kernel import hookimpl
 
 @hookimpl
@@ -52,16 +56,29 @@ def describe_schema():
 @hookimpl
 def run_task(connector, action, payload, credentials, context):
     return {{"echo": payload.get("text"), "by": "{name}", "key": context.idempotency_key}}
-'''
+"""
 
 
 @pytest.fixture
 def make_dist(site):
     """``make_dist(dist, ep_name, module, source=None, version="1.0", connector=None)``."""
 
-    def make(dist: str, ep_name: str, module: str, source: str | None = None, version: str = "1.0",
-             connector: str | None = None) -> None:
-        write_dist(site, dist, ep_name, module, source or CONNECTOR_SRC.format(name=connector or ep_name), version)
+    def make(
+        dist: str,
+        ep_name: str,
+        module: str,
+        source: str | None = None,
+        version: str = "1.0",
+        connector: str | None = None,
+    ) -> None:
+        write_dist(
+            site,
+            dist,
+            ep_name,
+            module,
+            source or CONNECTOR_SRC.format(name=connector or ep_name),
+            version,
+        )
 
     return make
 

@@ -19,13 +19,26 @@ class TestCoreContract(ConnectorContract):
 @pytest.mark.parametrize(
     ("left", "op", "right", "expected"),
     [
-        (5, "eq", 5, True), ("5", "eq", 5, True), ("a", "eq", "b", False), (True, "eq", 1, False),
-        (1, "ne", 2, True), ("x", "ne", "x", False),
-        (10, "gt", 9.5, True), ("10", "gt", "9", True), ("b", "gt", "a", True), (None, "gt", 1, False),
-        (1, "lt", 2, True), ("abc", "lt", 1, False),
-        ("hello world", "contains", "world", True), (["a", "b"], "contains", "b", True),
-        ({"k": 1}, "contains", "k", True), (5, "contains", 5, False),
-        ("x", "exists", None, True), ("", "exists", None, False), (None, "exists", None, False), ([], "exists", None, False),
+        (5, "eq", 5, True),
+        ("5", "eq", 5, True),
+        ("a", "eq", "b", False),
+        (True, "eq", 1, False),
+        (1, "ne", 2, True),
+        ("x", "ne", "x", False),
+        (10, "gt", 9.5, True),
+        ("10", "gt", "9", True),
+        ("b", "gt", "a", True),
+        (None, "gt", 1, False),
+        (1, "lt", 2, True),
+        ("abc", "lt", 1, False),
+        ("hello world", "contains", "world", True),
+        (["a", "b"], "contains", "b", True),
+        ({"k": 1}, "contains", "k", True),
+        (5, "contains", 5, False),
+        ("x", "exists", None, True),
+        ("", "exists", None, False),
+        (None, "exists", None, False),
+        ([], "exists", None, False),
     ],
 )
 def test_filter_operators(left, op, right, expected):
@@ -34,7 +47,10 @@ def test_filter_operators(left, op, right, expected):
 
 def test_filter_modes():
     ctx = make_context()
-    any_payload = {"mode": "any", "conditions": [{"left": 1, "op": "eq", "right": 2}, {"left": 1, "op": "eq", "right": 1}]}
+    any_payload = {
+        "mode": "any",
+        "conditions": [{"left": 1, "op": "eq", "right": 2}, {"left": 1, "op": "eq", "right": 1}],
+    }
     assert core.run_task("core", "filter", any_payload, None, ctx) == {"passed": True}
     with pytest.raises(StopRun):
         core.run_task("core", "filter", {**any_payload, "mode": "all"}, None, ctx)
@@ -43,7 +59,9 @@ def test_filter_modes():
 def test_filter_validate_payload_needs_a_right_value():
     problems = core.validate_payload("core", "filter", {"conditions": [{"left": 1, "op": "eq"}]})
     assert problems and "right-hand" in problems[0]
-    assert core.validate_payload("core", "filter", {"conditions": [{"left": 1, "op": "exists"}]}) == []
+    assert (
+        core.validate_payload("core", "filter", {"conditions": [{"left": 1, "op": "exists"}]}) == []
+    )
 
 
 def test_delay_is_capped_by_configuration_and_deadline():
@@ -57,4 +75,6 @@ def test_delay_is_capped_by_configuration_and_deadline():
 
 
 def test_transform_returns_its_value():
-    assert core.run_task("core", "transform", {"value": [1, {"a": 2}]}, None, make_context()) == {"value": [1, {"a": 2}]}
+    assert core.run_task("core", "transform", {"value": [1, {"a": 2}]}, None, make_context()) == {
+        "value": [1, {"a": 2}]
+    }

@@ -36,15 +36,31 @@ class Planner:
     @hookimpl
     def plan_pipeline(self, prompt, catalog, credentials, options):
         step = {"id": "t", "connector": "core", "action": "transform", "payload": {"value": prompt}}
-        return {"pipeline": {"levqor": 1, "trigger": {"type": "manual"}, "steps": [step]}, "explanation": "one step"}
+        return {
+            "pipeline": {"levqor": 1, "trigger": {"type": "manual"}, "steps": [step]},
+            "explanation": "one step",
+        }
 
 
 class Creds:
     @hookimpl
     def describe_schema(self):
-        return [{"name": "acct", "title": "Acct", "description": "d",
-                 "credentials": {"type": "object", "properties": {"key": {"type": "string"}}},
-                 "actions": {"a": {"title": "A", "payload": {"type": "object"}, "output": {"type": "object"}, "example": {}}}}]
+        return [
+            {
+                "name": "acct",
+                "title": "Acct",
+                "description": "d",
+                "credentials": {"type": "object", "properties": {"key": {"type": "string"}}},
+                "actions": {
+                    "a": {
+                        "title": "A",
+                        "payload": {"type": "object"},
+                        "output": {"type": "object"},
+                        "example": {},
+                    }
+                },
+            }
+        ]
 
     @hookimpl
     def check_credentials(self, connector, credentials, context):
@@ -67,21 +83,35 @@ def test_hook_describe_schema():
 
 def test_hook_validate_payload():
     pm = make_plugin_manager(entry_points=False, plugins=[("c", Creds())])
-    assert pm.call_owner("validate_payload", "acct", connector="acct", action="a", payload={"x": 3}) == ["x must be even"]
-    assert pm.call_owner("validate_payload", "acct", connector="acct", action="a", payload={"x": 2}) == []
+    assert pm.call_owner(
+        "validate_payload", "acct", connector="acct", action="a", payload={"x": 3}
+    ) == ["x must be even"]
+    assert (
+        pm.call_owner("validate_payload", "acct", connector="acct", action="a", payload={"x": 2})
+        == []
+    )
 
 
 def test_hook_run_task():
     pm = make_plugin_manager(entry_points=False, plugins=[("c", Creds())])
-    out = pm.call_owner("run_task", "acct", connector="acct", action="a", payload={}, credentials={"key": "k"},
-                        context=make_context())
+    out = pm.call_owner(
+        "run_task",
+        "acct",
+        connector="acct",
+        action="a",
+        payload={},
+        credentials={"key": "k"},
+        context=make_context(),
+    )
     assert out == {"ran": True}
 
 
 def test_hook_check_credentials():
     pm = make_plugin_manager(entry_points=False, plugins=[("c", Creds())])
     ctx = make_context()
-    assert pm.call_owner("check_credentials", "acct", connector="acct", credentials={"key": "good"}, context=ctx) == {"ok": True}
+    assert pm.call_owner(
+        "check_credentials", "acct", connector="acct", credentials={"key": "good"}, context=ctx
+    ) == {"ok": True}
     assert pm.owner_impl("check_credentials", "core") is None
 
 
@@ -95,26 +125,34 @@ def test_hook_gate_run():
     pm = make_plugin_manager(entry_points=False, plugins=[("b", Billing())])
     refused = pm.hook.gate_run(user={"plan": "free"}, pipeline={}, price=5, ledger={"balance": 1})
     assert refused["allow"] is False and refused["status"] == 402
-    assert pm.hook.gate_run(user={"plan": "free"}, pipeline={}, price=1, ledger={"balance": 1}) is None
+    assert (
+        pm.hook.gate_run(user={"plan": "free"}, pipeline={}, price=1, ledger={"balance": 1}) is None
+    )
 
 
 def test_hook_record_run_cost():
     b = Billing()
     pm = make_plugin_manager(entry_points=False, plugins=[("b", b)])
-    pm.hook.record_run_cost(user={"id": "u1"}, run={"id": "r1", "status": "succeeded"}, cost=3, ledger=None)
+    pm.hook.record_run_cost(
+        user={"id": "u1"}, run={"id": "r1", "status": "succeeded"}, cost=3, ledger=None
+    )
     assert b.recorded == [("u1", "r1", 3)]
 
 
 def test_hook_plan_pipeline():
     pm = make_plugin_manager(entry_points=False, plugins=[("p", Planner())])
-    out = pm.hook.plan_pipeline(prompt="hello", catalog=pm.catalog.to_json(), credentials=[], options={})
+    out = pm.hook.plan_pipeline(
+        prompt="hello", catalog=pm.catalog.to_json(), credentials=[], options={}
+    )
     from levqor_kernel.pipeline import validate_pipeline
 
     assert validate_pipeline(out["pipeline"], pm.catalog) == []
 
 
 def test_every_hook_is_tested_and_documented():
-    specs = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "levqor_spec")]
+    specs = [
+        n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "levqor_spec")
+    ]
     assert sorted(specs) == sorted(hookspecs.HOOK_NAMES)
     tested = set(re.findall(r"^def test_hook_(\w+)\(", Path(__file__).read_text(), re.M))
     docs = (ROOT / "docs" / "connectors.md").read_text()
@@ -122,4 +160,6 @@ def test_every_hook_is_tested_and_documented():
         func = getattr(hookspecs, name)
         assert func.__doc__ and "versionadded" in func.__doc__, f"hookspec {name} has no docstring"
         assert name in tested, f"hookspec {name} has no test_hook_{name}"
-        assert re.search(rf"^#+ .*`{name}`", docs, re.M), f"hookspec {name} has no section in docs/connectors.md"
+        assert re.search(rf"^#+ .*`{name}`", docs, re.M), (
+            f"hookspec {name} has no section in docs/connectors.md"
+        )

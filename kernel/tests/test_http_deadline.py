@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from levqor_kernel.errors import RetryableError
 from levqor_kernel.http import Http
 

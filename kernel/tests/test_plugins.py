@@ -37,7 +37,9 @@ def test_allow_list_and_block_list(make_dist):
     assert {"alpha", "beta", "core"} <= set(both.catalog.connectors)
     only_alpha = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha"})
     assert "beta" not in only_alpha.catalog
-    blocked = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha,beta", "LEVQOR_DISABLE_PLUGINS": "lvqtest-beta,core"})
+    blocked = make_plugin_manager(
+        env={"LEVQOR_PLUGINS": "alpha,beta", "LEVQOR_DISABLE_PLUGINS": "lvqtest-beta,core"}
+    )
     assert set(blocked.catalog.connectors) == {"alpha"}
     assert set(DEFAULT_PLUGINS) == {"core"}
 
@@ -54,7 +56,9 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(make_dist):
 
 
 def test_plugin_with_invalid_describe_schema_is_skipped(make_dist, connector_src):
-    bad = connector_src.format(name="bad").replace('"example": {"text": "hi"}', '"example": {"text": 5}')
+    bad = connector_src.format(name="bad").replace(
+        '"example": {"text": "hi"}', '"example": {"text": 5}'
+    )
     make_dist("lvqtest-bad", "bad", "lvqtest_bad", bad)
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha")
     pm = make_plugin_manager(env=ONLY_TEST)
@@ -68,8 +72,21 @@ def test_invalid_json_schema_in_a_description_is_rejected():
     class P:
         @hookimpl
         def describe_schema(self):
-            return [{"name": "p", "title": "P", "description": "d", "actions": {
-                "a": {"title": "A", "payload": {"type": "nonsense"}, "output": {}, "example": {}}}}]
+            return [
+                {
+                    "name": "p",
+                    "title": "P",
+                    "description": "d",
+                    "actions": {
+                        "a": {
+                            "title": "A",
+                            "payload": {"type": "nonsense"},
+                            "output": {},
+                            "example": {},
+                        }
+                    },
+                }
+            ]
 
     pm = make_plugin_manager(entry_points=False, plugins=[("p", P())])
     assert "p" not in pm.catalog
@@ -114,20 +131,48 @@ def test_dispatch_goes_to_the_owner_only(make_dist):
     pm = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha,beta"})
     from levqor_kernel.context import make_context
 
-    out = pm.call_owner("run_task", "beta", connector="beta", action="echo", payload={"text": "x"},
-                        credentials=None, context=make_context("r", "s"))
+    out = pm.call_owner(
+        "run_task",
+        "beta",
+        connector="beta",
+        action="echo",
+        payload={"text": "x"},
+        credentials=None,
+        context=make_context("r", "s"),
+    )
     assert out == {"echo": "x", "by": "beta", "key": "r:s"}
     with pytest.raises(KeyError):
-        pm.call_owner("run_task", "nope", connector="nope", action="echo", payload={}, credentials=None,
-                      context=make_context())
+        pm.call_owner(
+            "run_task",
+            "nope",
+            connector="nope",
+            action="echo",
+            payload={},
+            credentials=None,
+            context=make_context(),
+        )
 
 
 def test_kernel_version_requirement_is_enforced():
     class Old:
         @hookimpl
         def describe_schema(self):
-            return [{"name": "old", "title": "Old", "description": "d", "kernel": ">=9", "actions": {
-                "a": {"title": "A", "payload": {"type": "object"}, "output": {"type": "object"}, "example": {}}}}]
+            return [
+                {
+                    "name": "old",
+                    "title": "Old",
+                    "description": "d",
+                    "kernel": ">=9",
+                    "actions": {
+                        "a": {
+                            "title": "A",
+                            "payload": {"type": "object"},
+                            "output": {"type": "object"},
+                            "example": {},
+                        }
+                    },
+                }
+            ]
 
     pm = make_plugin_manager(entry_points=False, plugins=[("old", Old())])
     assert "old" not in pm.catalog

@@ -23,20 +23,37 @@ class Flaky:
 
     @hookimpl
     def describe_schema(self):
-        return [{
-            "name": "flaky", "title": "Flaky", "description": "scripted",
-            "credentials": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
-            "actions": {"do": {
-                "title": "Do", "payload": {"type": "object", "properties": {"n": {}, "text": {}}},
-                "output": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
-                "example": {"n": 1},
-            }},
-        }]
+        return [
+            {
+                "name": "flaky",
+                "title": "Flaky",
+                "description": "scripted",
+                "credentials": {
+                    "type": "object",
+                    "required": ["token"],
+                    "properties": {"token": {"type": "string"}},
+                },
+                "actions": {
+                    "do": {
+                        "title": "Do",
+                        "payload": {"type": "object", "properties": {"n": {}, "text": {}}},
+                        "output": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
+                        "example": {"n": 1},
+                    }
+                },
+            }
+        ]
 
     @hookimpl
     def run_task(self, connector, action, payload, credentials, context):
-        self.calls.append({"payload": payload, "credentials": credentials, "attempt": context.attempt,
-                           "key": context.idempotency_key})
+        self.calls.append(
+            {
+                "payload": payload,
+                "credentials": credentials,
+                "attempt": context.attempt,
+                "key": context.idempotency_key,
+            }
+        )
         item = self.script.pop(0) if self.script else {"ok": True}
         if isinstance(item, BaseException):
             raise item
@@ -60,7 +77,14 @@ def doc(*steps):
 
 
 def fstep(sid="s1", **kw):
-    return {"id": sid, "connector": "flaky", "action": "do", "credential": "main", "payload": kw.pop("payload", {"n": 1}), **kw}
+    return {
+        "id": sid,
+        "connector": "flaky",
+        "action": "do",
+        "credential": "main",
+        "payload": kw.pop("payload", {"n": 1}),
+        **kw,
+    }
 
 
 def creds(name, connector):
@@ -73,25 +97,44 @@ def make_runner(pm, sleeps, rng=lambda: 1.0):
 
 def test_steps_run_in_order_with_templates_from_trigger_and_earlier_steps(pm, flaky):
     d = doc(
-        {"id": "t", "connector": "core", "action": "transform", "payload": {"value": {"who": "{{ trigger.name }}"}}},
+        {
+            "id": "t",
+            "connector": "core",
+            "action": "transform",
+            "payload": {"value": {"who": "{{ trigger.name }}"}},
+        },
         fstep("s1", payload={"text": "hi {{ steps.t.output.value.who }}", "n": "{{ trigger.n }}"}),
     )
     rec = ListRecorder()
-    res = Runner(pm, env={}).run(RunRequest("run1", d, {"name": "Ann", "n": 3}), credentials=creds, recorder=rec)
+    res = Runner(pm, env={}).run(
+        RunRequest("run1", d, {"name": "Ann", "n": 3}), credentials=creds, recorder=rec
+    )
     assert res.status == "succeeded"
     assert flaky.calls[0]["payload"] == {"text": "hi Ann", "n": 3}
     assert flaky.calls[0]["credentials"] == {"token": SECRET}
     kinds = [k for k, _ in rec.events]
-    assert kinds == ["step_started", "step_finished", "step_started", "step_finished", "run_finished"]
+    assert kinds == [
+        "step_started",
+        "step_finished",
+        "step_started",
+        "step_finished",
+        "run_finished",
+    ]
 
 
 def test_retryable_errors_are_retried_with_full_jitter_exponential_backoff(pm, flaky):
-    flaky.script = [RetryableError("503"), RetryableError("503"), RetryableError("503"), {"ok": True}]
+    flaky.script = [
+        RetryableError("503"),
+        RetryableError("503"),
+        RetryableError("503"),
+        {"ok": True},
+    ]
     sleeps: list[float] = []
     rec = ListRecorder()
     res = make_runner(pm, sleeps).run(
         RunRequest("r", doc(fstep(retry={"max_attempts": 5, "initial_delay": 2, "max_delay": 5}))),
-        credentials=creds, recorder=rec,
+        credentials=creds,
+        recorder=rec,
     )
     assert res.status == "succeeded"
     assert [c["attempt"] for c in flaky.calls] == [1, 2, 3, 4]
@@ -105,14 +148,21 @@ def test_jitter_is_random_within_the_ceiling(pm, flaky):
     flaky.script = [RetryableError("x"), {"ok": True}]
     sleeps: list[float] = []
     make_runner(pm, sleeps, rng=lambda: 0.25).run(
-        RunRequest("r", doc(fstep(retry={"initial_delay": 8}))), credentials=creds)
+        RunRequest("r", doc(fstep(retry={"initial_delay": 8}))), credentials=creds
+    )
     assert sleeps == [2.0]
 
 
 def test_retry_after_is_honoured_and_capped_by_max_delay(pm, flaky):
-    flaky.script = [RetryableError("429", retry_after=7), RetryableError("429", retry_after=900), {"ok": True}]
+    flaky.script = [
+        RetryableError("429", retry_after=7),
+        RetryableError("429", retry_after=900),
+        {"ok": True},
+    ]
     sleeps: list[float] = []
-    res = make_runner(pm, sleeps).run(RunRequest("r", doc(fstep(retry={"max_delay": 60}))), credentials=creds)
+    res = make_runner(pm, sleeps).run(
+        RunRequest("r", doc(fstep(retry={"max_delay": 60}))), credentials=creds
+    )
     assert res.status == "succeeded"
     assert sleeps == [7, 60]
 
@@ -121,7 +171,9 @@ def test_default_policy_is_five_attempts_then_fail_and_later_steps_never_run(pm,
     flaky.script = [RetryableError("down")] * 5
     sleeps: list[float] = []
     rec = ListRecorder()
-    res = make_runner(pm, sleeps).run(RunRequest("r", doc(fstep("a"), fstep("b"))), credentials=creds, recorder=rec)
+    res = make_runner(pm, sleeps).run(
+        RunRequest("r", doc(fstep("a"), fstep("b"))), credentials=creds, recorder=rec
+    )
     assert res.status == "failed"
     assert len(flaky.calls) == 5 and len(sleeps) == 4
     assert res.steps == {"a": "failed", "b": "skipped"}
@@ -139,7 +191,14 @@ def test_permanent_errors_are_not_retried(pm, flaky):
 
 @pytest.mark.parametrize(
     "bad",
-    [ValueError("surprise"), ["not", "a", "dict"], {"ok": {1, 2}}, {"ok": "not-a-boolean"}, None, "text"],
+    [
+        ValueError("surprise"),
+        ["not", "a", "dict"],
+        {"ok": {1, 2}},
+        {"ok": "not-a-boolean"},
+        None,
+        "text",
+    ],
     ids=["exception", "list", "not-json", "breaks-output-schema", "none", "string"],
 )
 def test_fail_closed_on_exceptions_and_malformed_results(pm, flaky, bad):
@@ -164,16 +223,28 @@ def test_missing_credentials_fail_before_the_connector_is_called(pm, flaky):
 
 
 def test_payload_invalid_after_rendering_fails_closed(pm, flaky):
-    d = doc({"id": "f", "connector": "core", "action": "delay", "payload": {"seconds": "{{ trigger.s }}"}})
+    d = doc(
+        {
+            "id": "f",
+            "connector": "core",
+            "action": "delay",
+            "payload": {"seconds": "{{ trigger.s }}"},
+        }
+    )
     res = Runner(pm, env={}).run(RunRequest("r", d, {"s": "not a number"}))
     assert res.status == "failed" and res.error["code"] == "invalid_payload"
 
 
 def test_secrets_are_redacted_from_errors_inputs_and_outputs(pm, flaky):
-    flaky.script = [lambda p, c, ctx: {"ok": True, "echo": c["token"]}, PermanentError(f"upstream said {SECRET}")]
+    flaky.script = [
+        lambda p, c, ctx: {"ok": True, "echo": c["token"]},
+        PermanentError(f"upstream said {SECRET}"),
+    ]
     rec = ListRecorder()
     Runner(pm, env={}).run(
-        RunRequest("r", doc(fstep("a", payload={"text": "x"}), fstep("b"))), credentials=creds, recorder=rec
+        RunRequest("r", doc(fstep("a", payload={"text": "x"}), fstep("b"))),
+        credentials=creds,
+        recorder=rec,
     )
     dumped = repr(rec.events)
     assert SECRET not in dumped
@@ -184,7 +255,9 @@ def test_step_timeout_fails_slow_connectors(pm, flaky):
     gate = threading.Event()
     flaky.script = [lambda p, c, ctx: gate.wait(5) and {"ok": True}]
     t0 = time.monotonic()
-    res = Runner(pm, env={}).run(RunRequest("r", doc(fstep(timeout=0.2, retry={"max_attempts": 1}))), credentials=creds)
+    res = Runner(pm, env={}).run(
+        RunRequest("r", doc(fstep(timeout=0.2, retry={"max_attempts": 1}))), credentials=creds
+    )
     gate.set()
     assert res.status == "failed" and res.error["code"] == "timeout"
     assert time.monotonic() - t0 < 2
@@ -199,7 +272,9 @@ def test_the_deadline_reaches_the_connector(pm, flaky):
 
 def test_resume_skips_finished_steps_and_reuses_their_outputs(pm, flaky):
     d = doc(fstep("a"), fstep("b", payload={"text": "{{ steps.a.output.v }}"}))
-    res = Runner(pm, env={}).run(RunRequest("r", d, completed={"a": {"ok": True, "v": "from-before"}}), credentials=creds)
+    res = Runner(pm, env={}).run(
+        RunRequest("r", d, completed={"a": {"ok": True, "v": "from-before"}}), credentials=creds
+    )
     assert res.status == "succeeded"
     assert len(flaky.calls) == 1 and flaky.calls[0]["payload"] == {"text": "from-before"}
     assert flaky.calls[0]["key"] == "r:b"
@@ -208,7 +283,9 @@ def test_resume_skips_finished_steps_and_reuses_their_outputs(pm, flaky):
 def test_cancel_between_steps(pm, flaky):
     cancel = threading.Event()
     flaky.script = [lambda p, c, ctx: cancel.set() or {"ok": True}]
-    res = Runner(pm, env={}).run(RunRequest("r", doc(fstep("a"), fstep("b"))), credentials=creds, cancelled=cancel.is_set)
+    res = Runner(pm, env={}).run(
+        RunRequest("r", doc(fstep("a"), fstep("b"))), credentials=creds, cancelled=cancel.is_set
+    )
     assert res.status == "cancelled"
     assert res.steps == {"a": "succeeded", "b": "skipped"}
 
@@ -217,14 +294,19 @@ def test_cancel_during_backoff(pm, flaky):
     flaky.script = [RetryableError("x"), {"ok": True}]
     cancel = threading.Event()
     res = Runner(pm, env={}, sleep=lambda s: cancel.set()).run(
-        RunRequest("r", doc(fstep())), credentials=creds, cancelled=cancel.is_set)
+        RunRequest("r", doc(fstep())), credentials=creds, cancelled=cancel.is_set
+    )
     assert res.status == "cancelled" and len(flaky.calls) == 1
 
 
 def test_filter_stops_the_run_successfully(pm, flaky):
     d = doc(
-        {"id": "f", "connector": "core", "action": "filter",
-         "payload": {"conditions": [{"left": "{{ trigger.amount }}", "op": "gt", "right": 100}]}},
+        {
+            "id": "f",
+            "connector": "core",
+            "action": "filter",
+            "payload": {"conditions": [{"left": "{{ trigger.amount }}", "op": "gt", "right": 100}]},
+        },
         fstep("after"),
     )
     res = Runner(pm, env={}).run(RunRequest("r", d, {"amount": 5}), credentials=creds)
@@ -235,7 +317,13 @@ def test_filter_stops_the_run_successfully(pm, flaky):
 
 
 def test_sandbox_escape_in_a_payload_fails_the_step(pm, flaky):
-    d = doc({"id": "x", "connector": "core", "action": "transform",
-             "payload": {"value": "{{ cycler.__init__.__globals__.os.popen('id').read() }}"}})
+    d = doc(
+        {
+            "id": "x",
+            "connector": "core",
+            "action": "transform",
+            "payload": {"value": "{{ cycler.__init__.__globals__.os.popen('id').read() }}"},
+        }
+    )
     res = Runner(pm, env={}).run(RunRequest("r", d))
     assert res.status == "failed" and res.error["type"] == "TemplateError"

@@ -174,9 +174,9 @@ class _CheckCache:
             base = os.path.join(os.path.expanduser("~"), ".cache", "levqor")
         if not base:
             return None
-        from . import __version__
-
         from importlib.metadata import version
+
+        from . import __version__
 
         ver = version("jsonschema")
         return os.path.join(base, f"schema-checks-{__version__}-{ver}.txt")

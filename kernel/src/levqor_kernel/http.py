@@ -201,14 +201,14 @@ class UrlGuard:
     def resolve(self, host: str, port: int) -> list[tuple]:
         """Resolve ``host`` and return getaddrinfo entries, refusing any non-allowed address."""
         host = host.strip("[]")
-        if self.host_allowed(host):
-            return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         try:
             infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         except socket.gaierror as e:
             raise BlockedURLError(
                 f"cannot resolve host: {e.strerror}", code="blocked_url"
             ) from None
+        if self.host_allowed(host):
+            return infos
         if not infos:
             raise BlockedURLError("host resolves to no address", code="blocked_url")
         for info in infos:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import operator
 import re
+import string
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -47,8 +48,123 @@ def _size(v: Any) -> int:
         return 1
 
 
+# printf-style conversion specs: %[(key)][flags][width][.precision]
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _too_big(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and abs(n) > MAX_OUTPUT
+
+
+def _check_printf(fmt: str, args: Any) -> None:
+    """Refuse ``'%1000000000d' % x``-style padding bombs before Python allocates them."""
+    star = False
+    for m in _PRINTF_SPEC.finditer(fmt):
+        for g in m.groups():
+            if g == "*":
+                star = True
+            elif g and int(g) > MAX_OUTPUT:
+                raise SecurityError("format width too large")
+    if star:
+        vals = args if isinstance(args, (tuple, list)) else (args,)
+        if any(_too_big(v) for v in vals):
+            raise SecurityError("format width too large")
+
+
+def _check_format_spec(fmt: str, args: Any, kwargs: Any) -> None:
+    """The same for ``str.format``: literal or nested widths in the format spec."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # str.format raises the same error itself
+    for _lit, _name, spec, _conv in fields:
+        if not spec:
+            continue
+        if any(int(d) > MAX_OUTPUT for d in re.findall(r"\d+", spec)):
+            raise SecurityError("format width too large")
+        if "{" in spec and any(_too_big(v) for v in (*args, *dict(kwargs).values())):
+            raise SecurityError("format width too large")
+
+
+def _check_replace(s: Any, old: Any, new: Any) -> None:
+    if isinstance(s, str) and isinstance(old, str) and isinstance(new, str):
+        n = s.count(old) if old else len(s) + 1
+        if len(s) + n * (len(new) - len(old)) > MAX_OUTPUT:
+            raise SecurityError("replace result too large")
+
+
+def _guard_filter(name: str, check: Any) -> Any:
+    from functools import wraps
+
+    from jinja2.filters import FILTERS
+
+    original = FILTERS[name]
+
+    @wraps(original)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        check(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    return guarded
+
+
+def _chk_center(value: Any, width: Any = 80, *_a: Any, **_k: Any) -> None:
+    if _too_big(width):
+        raise SecurityError("width too large")
+
+
+def _chk_indent(s: Any, width: Any = 4, *_a: Any, **_k: Any) -> None:
+    w = len(width) if isinstance(width, str) else width
+    if isinstance(w, int) and w * (str(s).count("\n") + 1) > MAX_OUTPUT:
+        raise SecurityError("indent result too large")
+
+
+def _chk_format(value: Any, *args: Any, **kwargs: Any) -> None:
+    _check_printf(str(value), kwargs or args)
+
+
+def _chk_replace(_eval_ctx: Any, s: Any, old: Any, new: Any, *_a: Any, **_k: Any) -> None:
+    _check_replace(str(s), str(old), str(new))
+
+
+def _chk_counts(value: Any, n: Any = 0, *_a: Any, **_k: Any) -> None:
+    if _too_big(n):
+        raise SecurityError("argument too large")
+
+
+def _chk_slice(_eval_ctx: Any, value: Any, slices: Any = 0, *_a: Any, **_k: Any) -> None:
+    _chk_counts(value, slices)
+
+
 class _Env(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _PADDING_METHODS and any(_too_big(a) for a in (*args, *kwargs.values())):
+                raise SecurityError("width too large")
+            if name == "replace" and len(args) >= 2:
+                _check_replace(owner, args[0], args[1])
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt = value.__self__
+        is_map = value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if is_map and len(args) == 1 and isinstance(args[0], Mapping):
+                _check_format_spec(fmt, (), args[0])
+            else:
+                _check_format_spec(fmt, args, kwargs)
+            return wrapped(*args, **kwargs)
+
+        return checked
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
@@ -72,6 +188,10 @@ class _Env(ImmutableSandboxedEnvironment):
             if isinstance(result, int) and result.bit_length() > 4096:
                 raise SecurityError("number too large")
             return result
+        if operator_ == "%":
+            if isinstance(left, str):
+                _check_printf(left, right)
+            return left % right
         if operator_ == "+":
             if isinstance(left, (str, list, tuple)) and _size(left) + _size(right) > MAX_OUTPUT:
                 raise SecurityError("concatenation result too large")
@@ -84,6 +204,13 @@ def _make_env() -> _Env:
     # No helper globals: cycler, joiner, lipsum and namespace are classic escape gadgets.
     env.globals.clear()
     env.globals["range"] = _safe_range
+    # Filters whose size argument multiplies memory: check before they allocate.
+    env.filters["center"] = _guard_filter("center", _chk_center)
+    env.filters["indent"] = _guard_filter("indent", _chk_indent)
+    env.filters["format"] = _guard_filter("format", _chk_format)
+    env.filters["replace"] = _guard_filter("replace", _chk_replace)
+    env.filters["batch"] = _guard_filter("batch", _chk_counts)
+    env.filters["slice"] = _guard_filter("slice", _chk_slice)
     return env
 
 
@@ -137,6 +264,10 @@ def render_string(source: str, scope: Mapping[str, Any]) -> Any:
             value = _compile_expression(m.group("expr").strip())(**scope)
             if isinstance(value, str) and len(value) > MAX_OUTPUT:
                 raise SecurityError("rendered value too large")
+            if isinstance(value, Undefined):
+                str(value)  # raises UndefinedError with the name of what is missing
+            if callable(value):
+                raise TemplateError("template refers to a method or function instead of a value") from None
             if value is not None and not isinstance(value, (str, int, float, bool, list, dict)):
                 value = str(value)
             return value

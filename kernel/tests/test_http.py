@@ -1,0 +1,569 @@
+"""The shared HTTP helper: SSRF guard, error mapping, redaction, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+import time
+
+import pytest
+from levqor_kernel import __version__
+from levqor_kernel.errors import (
+    BlockedURLError,
+    ConnectorError,
+    CredentialError,
+    PermanentError,
+    RetryableError,
+)
+from levqor_kernel.http import (
+    USER_AGENT,
+    Http,
+    UrlGuard,
+    api_base,
+    is_public_ip,
+    parse_retry_after,
+    redact,
+    secrets_in,
+)
+from levqor_kernel.testing import FakeServer
+from levqor_kernel.testing.fakeserver import Reply
+
+
+@pytest.fixture
+def server():
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def http():
+    h = Http(timeout=(2.0, 2.0))
+    yield h
+    h.close()
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# --------------------------------------------------------------------- UrlGuard
+
+BLOCKED = [
+    "http://127.0.0.1/",
+    "http://localhost/",
+    "http://0.0.0.0/",
+    "http://10.0.0.1/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[::]/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://[2002:7f00:1::]/",
+    "http://[::127.0.0.1]/",
+    "http://100.64.0.1/",
+    "http://224.0.0.1/",
+    "http://2130706433/",
+    "http://0177.0.0.1/",
+    "http://0x7f.0.0.1/",
+    "http://127.1/",
+    "https://127.0.0.1:8443/x",
+    "file:///etc/passwd",
+    "gopher://x",
+    "ftp://x",
+    "http://user:pass@example.com/",
+    "http://user@example.com/",
+    "http:///nohost",
+    "http://example.com:99999/",
+]
+
+
+@pytest.mark.parametrize("url", BLOCKED)
+def test_url_guard_refuses(url):
+    with pytest.raises(BlockedURLError) as ei:
+        UrlGuard([]).check_url(url)
+    assert ei.value.code == "blocked_url"
+    assert ei.value.retryable is False
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://x", "ftp://x"])
+def test_url_guard_names_the_scheme_problem(url):
+    with pytest.raises(BlockedURLError, match="only http and https"):
+        UrlGuard([]).check_url(url)
+
+
+def test_url_guard_refuses_credentials_in_urls():
+    with pytest.raises(BlockedURLError, match="credentials"):
+        UrlGuard([]).check_url("http://user:pass@example.com/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://93.184.216.34/",
+        "https://93.184.216.34:8443/path?q=1",
+        "http://[2606:2800:220:1:248:1893:25c7:1946]/",
+    ],
+)
+def test_url_guard_allows_public_ip_literals(url):
+    assert UrlGuard([]).check_url(url) is None  # resolution only, nothing is sent
+
+
+def test_is_public_ip():
+    assert is_public_ip("93.184.216.34") and is_public_ip("8.8.8.8")
+    for ip in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "::1",
+        "::ffff:10.0.0.1",
+        "169.254.1.1",
+        "0.0.0.0",
+        "fd00::1",
+    ):
+        assert not is_public_ip(ip), ip
+
+
+def test_allow_list_networks_and_host_names():
+    UrlGuard(["127.0.0.1"]).check_url("http://127.0.0.1:1234/")
+    UrlGuard(["127.0.0.0/8"]).check_url("http://127.0.0.5/")
+    UrlGuard([" 10.0.0.0/8 ", ""]).check_url("http://10.2.3.4/")
+    UrlGuard(["LOCALHOST"]).check_url("http://localhost/")
+    assert UrlGuard(["localhost"]).host_allowed("localhost.")
+    # an allowed name that does not resolve is a clean BlockedURLError, not a socket error
+    with pytest.raises(BlockedURLError, match="cannot resolve"):
+        UrlGuard(["nothing.invalid"]).check_url("http://nothing.invalid/")
+    # an allow-list entry allows only itself
+    with pytest.raises(BlockedURLError):
+        UrlGuard(["127.0.0.1"]).check_url("http://10.0.0.1/")
+    with pytest.raises(BlockedURLError):
+        UrlGuard(["10.0.0.0/8"]).check_url("http://192.168.0.1/")
+    with pytest.raises(BlockedURLError):
+        UrlGuard(["localhost"]).check_url("http://127.0.0.1/")
+    # the allow-list does not relax scheme or credential rules
+    with pytest.raises(BlockedURLError):
+        UrlGuard(["127.0.0.1"]).check_url("file://127.0.0.1/etc/passwd")
+    with pytest.raises(BlockedURLError):
+        UrlGuard(["127.0.0.1"]).check_url("http://u:p@127.0.0.1/")
+
+
+def test_url_guard_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("LEVQOR_SSRF_ALLOW", "127.0.0.1,internal.example")
+    g = UrlGuard()
+    assert g.host_allowed("internal.example")
+    g.check_url("http://127.0.0.1/")
+    g2 = UrlGuard.from_env({"LEVQOR_SSRF_ALLOW": "10.0.0.0/8"})
+    g2.check_url("http://10.9.9.9/")
+    with pytest.raises(BlockedURLError):
+        UrlGuard.from_env({}).check_url("http://10.9.9.9/")
+
+
+# --------------------------------------------------------------------- guarded requests
+
+
+def test_guarded_request_to_loopback_is_refused_before_sending(server):
+    server.route("GET", "/x", {"ok": True})
+    h = Http(guard=UrlGuard([]))
+    try:
+        with pytest.raises(BlockedURLError):
+            h.request("GET", server.url + "/x", guard=True)
+    finally:
+        h.close()
+    assert server.requests == []
+
+
+def test_guarded_request_with_allow_list_goes_through(server):
+    server.route("GET", "/x", {"ok": True})
+    h = Http(guard=UrlGuard(["127.0.0.1"]))
+    try:
+        resp = h.request("GET", server.url + "/x", guard=True)
+    finally:
+        h.close()
+    assert resp.json() == {"ok": True}
+    assert len(server.requests_to("/x", "GET")) == 1
+
+
+def test_unguarded_request_reaches_loopback(server, http):
+    server.route("GET", "/x", {"ok": True})
+    assert http.request("GET", server.url + "/x").json() == {"ok": True}
+
+
+def test_redirect_to_a_forbidden_address_is_refused():
+    with FakeServer() as first, FakeServer() as second:
+        second.route("GET", "/secret", {"secret": True})
+        target = f"http://127.0.0.1:{second.port}/secret"
+        first.route("GET", "/go", Reply(302, b"", {"Location": target}))
+        h = Http(guard=UrlGuard(["localhost"]), timeout=(2.0, 2.0))
+        try:
+            with pytest.raises(BlockedURLError):
+                h.request("GET", f"http://localhost:{first.port}/go", guard=True)
+        finally:
+            h.close()
+        assert len(first.requests_to("/go")) == 1
+        assert second.requests == []
+
+
+def test_redirect_within_the_allow_list_is_followed():
+    with FakeServer() as first, FakeServer() as second:
+        second.route("GET", "/end", {"done": True})
+        first.route("GET", "/go", Reply(302, b"", {"Location": f"{second.url}/end"}))
+        h = Http(guard=UrlGuard(["127.0.0.1"]))
+        try:
+            assert h.request("GET", f"{first.url}/go", guard=True).json() == {"done": True}
+        finally:
+            h.close()
+        assert len(second.requests_to("/end")) == 1
+
+
+def test_redirect_loop_is_a_permanent_error(server, http):
+    server.route("GET", "/loop", Reply(302, b"", {"Location": "/loop"}))
+    with pytest.raises(PermanentError) as ei:
+        http.request("GET", server.url + "/loop")
+    assert ei.value.code == "too_many_redirects"
+    assert not ei.value.retryable
+
+
+def test_guarded_session_ignores_environment_proxies(server, monkeypatch):
+    # a proxy from the environment would connect to the proxy, not the checked address
+    monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.1:3128")
+    monkeypatch.setenv("http_proxy", "http://10.0.0.1:3128")
+    server.route("GET", "/x", {"ok": True})
+    h = Http(guard=UrlGuard(["127.0.0.1"]), timeout=(1.0, 1.0))
+    try:
+        assert h.request("GET", server.url + "/x", guard=True).json() == {"ok": True}
+    finally:
+        h.close()
+
+
+# --------------------------------------------------------------------- error mapping
+
+
+def test_success_and_user_agent(server, http):
+    server.route("POST", "/echo", lambda req: {"got": req.json()})
+    resp = http.request("POST", server.url + "/echo", json={"a": 1})
+    assert resp.status_code == 200 and resp.json() == {"got": {"a": 1}}
+    assert USER_AGENT == f"levqor/{__version__}"
+    assert server.requests[0].header("User-Agent") == f"levqor/{__version__}"
+
+
+def test_guarded_requests_send_the_user_agent_too(server):
+    server.route("GET", "/x", {})
+    h = Http(guard=UrlGuard(["127.0.0.1"]))
+    try:
+        h.request("GET", server.url + "/x", guard=True)
+    finally:
+        h.close()
+    assert server.requests[0].header("User-Agent") == f"levqor/{__version__}"
+
+
+def test_429_with_retry_after_seconds(server, http):
+    server.route("GET", "/r", Reply(429, {"error": "slow down"}, {"Retry-After": "7"}))
+    with pytest.raises(RetryableError) as ei:
+        http.request("GET", server.url + "/r", service="Acme")
+    e = ei.value
+    assert e.status == 429 and e.retry_after == 7.0 and e.code == "rate_limited"
+    assert e.retryable and "Acme answered HTTP 429" in e.message and "slow down" in e.message
+
+
+def test_429_with_retry_after_http_date(server, http):
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    server.route("GET", "/r", Reply(429, "", {"Retry-After": when}))
+    with pytest.raises(RetryableError) as ei:
+        http.request("GET", server.url + "/r")
+    assert ei.value.retry_after is not None and 25 <= ei.value.retry_after <= 31
+
+
+def test_retry_after_from_the_body_extractor(server, http):
+    server.route("GET", "/r", Reply(429, {"parameters": {"retry_after": 12}}))
+    with pytest.raises(RetryableError) as ei:
+        http.request(
+            "GET",
+            server.url + "/r",
+            retry_after=lambda r: r.json()["parameters"]["retry_after"],
+            detail=lambda r: "too many",
+        )
+    assert ei.value.retry_after == 12 and ei.value.message.endswith("too many")
+
+
+def test_broken_extractors_do_not_mask_the_error(server, http):
+    server.route("GET", "/r", Reply(503, "not json"))
+    with pytest.raises(RetryableError) as ei:
+        http.request(
+            "GET", server.url + "/r", detail=lambda r: r.json()["x"], retry_after=lambda r: 1 / 0
+        )
+    assert ei.value.status == 503 and ei.value.retry_after is None
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
+def test_5xx_are_retryable(server, http, status):
+    server.route("GET", "/e", Reply(status, {"error": "boom"}))
+    with pytest.raises(RetryableError) as ei:
+        http.request("GET", server.url + "/e")
+    assert ei.value.status == status and ei.value.code == "upstream_error"
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "unauthorized"), (403, "forbidden")])
+def test_401_403_are_credential_errors(server, http, status, code):
+    server.route("GET", "/e", Reply(status, {"error": "no"}))
+    with pytest.raises(CredentialError) as ei:
+        http.request("GET", server.url + "/e")
+    assert ei.value.status == status and ei.value.code == code and not ei.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "bad_request"), (404, "http_404"), (422, "http_422")]
+)
+def test_other_4xx_are_permanent(server, http, status, code):
+    server.route("GET", "/e", Reply(status, {"error": "bad"}))
+    with pytest.raises(PermanentError) as ei:
+        http.request("GET", server.url + "/e")
+    e = ei.value
+    assert type(e) is PermanentError
+    assert e.status == status and e.code == code and not e.retryable
+    assert e.to_dict()["status"] == status and e.to_dict()["retryable"] is False
+
+
+def test_expect_overrides_the_accepted_statuses(server, http):
+    server.route("GET", "/e", Reply(404, {"error": "gone"}))
+    assert http.request("GET", server.url + "/e", expect=[200, 404]).status_code == 404
+    server.route("GET", "/ok", {"ok": True})
+    with pytest.raises(PermanentError):
+        http.request("GET", server.url + "/ok", expect=[201])
+
+
+def test_slow_server_past_the_timeout_is_retryable(server):
+    server.route("GET", "/slow", Reply(200, {"late": True}, delay=1.0))
+    h = Http(timeout=(1.0, 0.2))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RetryableError) as ei:
+            h.request("GET", server.url + "/slow")
+    finally:
+        h.close()
+    assert ei.value.code == "timeout"
+    assert time.monotonic() - t0 < 0.9
+
+
+def test_step_deadline_caps_the_timeout(server):
+    server.route("GET", "/slow", Reply(200, {"late": True}, delay=1.0))
+    h = Http(timeout=(5.0, 30.0), deadline=time.monotonic() + 0.25)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RetryableError) as ei:
+            h.request("GET", server.url + "/slow")
+    finally:
+        h.close()
+    assert ei.value.code == "timeout" and time.monotonic() - t0 < 0.9
+
+
+def test_expired_deadline_sends_nothing(server):
+    server.route("GET", "/x", {})
+    h = Http(deadline=time.monotonic() - 1)
+    with pytest.raises(RetryableError) as ei:
+        h.request("GET", server.url + "/x")
+    assert ei.value.code == "timeout" and server.requests == []
+
+
+def test_closed_port_is_a_retryable_connection_error(http):
+    with pytest.raises(RetryableError) as ei:
+        http.request("GET", f"http://127.0.0.1:{closed_port()}/x")
+    assert ei.value.code == "connection"
+
+
+def test_body_larger_than_the_limit_is_refused(server):
+    server.route("GET", "/big", Reply(200, b"x" * 200_000))
+    h = Http(max_response_bytes=10_000)
+    try:
+        with pytest.raises(PermanentError) as ei:
+            h.request("GET", server.url + "/big")
+    finally:
+        h.close()
+    assert ei.value.code == "response_too_large" and not ei.value.retryable
+    server.route("GET", "/small", Reply(200, b"y" * 5_000))
+    h = Http(max_response_bytes=10_000)
+    try:
+        assert h.request("GET", server.url + "/small").content == b"y" * 5_000
+    finally:
+        h.close()
+
+
+def test_json_helper(server, http):
+    server.route("GET", "/j", {"a": 1})
+    server.route("GET", "/t", "not json")
+    assert http.json(http.request("GET", server.url + "/j")) == {"a": 1}
+    with pytest.raises(PermanentError) as ei:
+        http.json(http.request("GET", server.url + "/t"), service="Acme")
+    assert ei.value.code == "malformed_response" and "Acme" in ei.value.message
+
+
+# --------------------------------------------------------------------- redaction
+
+TG = "123456789:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-aB"
+SLACK = "https://hooks.slack.com/services/T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX"
+
+
+def test_redact_registered_secrets():
+    out = redact("token is s3cr3t-value and again s3cr3t-value", ["s3cr3t-value"])
+    assert "s3cr3t-value" not in out and out.count("***") == 2
+    # very short values are not treated as secrets (they would shred the text)
+    assert redact("a b c", ["a"]) == "a b c"
+    # the longest secret wins when one contains another
+    assert redact("abcdefgh", ["abcd", "abcdefgh"]) == "***"
+    assert redact("", ["x"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "leak"),
+    [
+        (f"POST https://api.telegram.org/bot{TG}/sendMessage failed", TG.split(":")[1]),
+        (f"url {SLACK} gave 404", "XXXXXXXXXXXXXXXXXXXXXXXX"),
+        ("Authorization: Bearer abcdef123456.xyz", "abcdef123456"),
+        ("header was bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
+        ("GET https://x.io/v1?api_key=KEY123456&q=1", "KEY123456"),
+        ("GET https://x.io/v1?q=1&apikey=KEY123456", "KEY123456"),
+        ("GET https://x.io/v1?access_token=TOK98765", "TOK98765"),
+        ("connect to https://bob:hunter2pass@db.example.com/x", "hunter2pass"),
+        ("key re_abcdefghijklmnopqrstuvwx leaked", "abcdefghijklmnopqrstuvwx"),
+    ],
+)
+def test_redact_known_secret_shapes(text, leak):
+    out = redact(text)
+    assert leak not in out
+    assert "***" in out
+
+
+def test_redact_keeps_innocent_text():
+    text = "GET https://x.io/v1?q=1&page=2 answered 404: not found"
+    assert redact(text) == text
+
+
+def test_secrets_in_collects_nested_values():
+    found = secrets_in({"token": "abc123", "nested": {"list": ["x1", {"k": SLACK}]}, "n": 5})
+    assert {"abc123", "x1", SLACK} <= set(found)
+    assert "/services/T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX" in found
+
+
+def test_secrets_never_appear_in_errors_even_when_echoed(server):
+    secret = "sk_test_supersecretvalue123"
+    server.route(
+        "POST", "/e", lambda req: Reply(401, {"error": f"invalid key {req.header('X-Key')}"})
+    )
+    server.route("POST", "/bad", lambda req: Reply(400, f"you sent {req.body.decode()}"))
+    h = Http(timeout=(2.0, 2.0))
+    try:
+        with pytest.raises(CredentialError) as ei:
+            h.request("POST", server.url + "/e", headers={"X-Key": secret}, secrets=[secret])
+        with pytest.raises(PermanentError) as ei2:
+            h.request(
+                "POST",
+                server.url + "/bad",
+                data="tok=ZZZZ-my-secret-ZZZZ",
+                secrets=["ZZZZ-my-secret-ZZZZ"],
+            )
+    finally:
+        h.close()
+    for e in (ei.value, ei2.value):
+        assert secret not in str(e) and "ZZZZ-my-secret-ZZZZ" not in str(e)
+        assert secret not in repr(e.to_dict()) and "ZZZZ-my-secret-ZZZZ" not in repr(e.to_dict())
+        assert "***" in e.message
+
+
+def test_helper_secrets_redact_connection_errors():
+    secret = "verysecretpathtoken"
+    h = Http(secrets=[secret], timeout=(1.0, 1.0))
+    try:
+        with pytest.raises(RetryableError) as ei:
+            h.request("GET", f"http://127.0.0.1:{closed_port()}/hook/{secret}?sig=abcdef")
+    finally:
+        h.close()
+    assert secret not in str(ei.value) and "abcdef" not in str(ei.value)
+    h2 = Http()
+    h2.add_secrets({"token": "another-secret-token"})
+    try:
+        with pytest.raises(RetryableError) as ei:
+            h2.request("GET", f"http://127.0.0.1:{closed_port()}/x/another-secret-token")
+    finally:
+        h2.close()
+    assert "another-secret-token" not in str(ei.value)
+
+
+def test_secret_in_url_is_redacted_from_oversize_and_timeout_errors(server):
+    secret = "url-secret-999999"
+    server.route("GET", "/big/.*", Reply(200, b"x" * 50_000))
+    h = Http(max_response_bytes=1000)
+    try:
+        with pytest.raises(ConnectorError) as ei:
+            h.request(
+                "GET", f"{server.url}/big/{secret}", secrets=[secret], service=f"svc {secret}"
+            )
+    finally:
+        h.close()
+    assert secret not in str(ei.value)
+
+
+# --------------------------------------------------------------------- parse_retry_after / api_base
+
+
+def test_parse_retry_after():
+    now = time.time()
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after(
+        email.utils.formatdate(now + 60, usegmt=True), now=now
+    ) == pytest.approx(60, abs=1)
+    assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now=now) == 0.0
+    for garbage in (None, "", "   ", "soon", "nan", "inf", "Mon, 99 Foo 2020", "12abc"):
+        assert parse_retry_after(garbage) is None, garbage
+
+
+def test_api_base_precedence():
+    env = {"LEVQOR_MY_CONN_API_BASE": "http://operator.internal:8080/"}
+    default = "https://api.example.com/v1/"
+    # a credential's api_base is honoured but must go through the guard
+    assert api_base("my-conn", default, {"api_base": "https://user.example/api/"}, env) == (
+        "https://user.example/api",
+        True,
+    )
+    # the operator's environment is trusted
+    assert api_base("my-conn", default, {"token": "x"}, env) == (
+        "http://operator.internal:8080",
+        False,
+    )
+    assert api_base("my-conn", default, {"api_base": ""}, env) == (
+        "http://operator.internal:8080",
+        False,
+    )
+    assert api_base("my-conn", default, {"api_base": 5}, env) == (
+        "http://operator.internal:8080",
+        False,
+    )
+    # otherwise the default
+    assert api_base("my-conn", default, None, {}) == ("https://api.example.com/v1", False)
+    assert api_base("other", default, None, env) == ("https://api.example.com/v1", False)
+
+
+def test_api_base_reads_os_environ_by_default(monkeypatch):
+    monkeypatch.setenv("LEVQOR_ACME_API_BASE", "http://127.0.0.1:9/")
+    assert api_base("acme", "https://acme.io") == ("http://127.0.0.1:9", False)
+
+
+def test_step_context_http_uses_the_env_allow_list(server):
+    from levqor_kernel.context import make_context
+
+    server.route("GET", "/x", {"ok": True})
+    ctx = make_context(env={"LEVQOR_SSRF_ALLOW": "127.0.0.1"})
+    assert ctx.http.request("GET", server.url + "/x", guard=True).json() == {"ok": True}
+    ctx2 = make_context(env={})
+    with pytest.raises(BlockedURLError):
+        ctx2.http.request("GET", server.url + "/x", guard=True)
+    assert len(server.requests) == 1
+    assert ctx.api_base("acme", "https://a.io/", {"api_base": "http://x/"}) == ("http://x", True)

@@ -1,0 +1,357 @@
+"""Payload templating: native values, data never evaluated, sandbox escapes refused."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from levqor_kernel.errors import TemplateError
+from levqor_kernel.templating import (
+    contains_template,
+    is_template,
+    parse,
+    render,
+    render_string,
+    root_names,
+    step_references,
+)
+
+
+@pytest.fixture
+def scope():
+    return {
+        "trigger": {
+            "amount": 42,
+            "price": 9.5,
+            "name": "Ada",
+            "tags": ["a", "b"],
+            "customer": {"email": "ada@example.com", "vip": True},
+            "nothing": None,
+        },
+        "steps": {"fetch": {"status": 200, "items": [{"id": 1}, {"id": 2}]}},
+        "run": {"id": "run-1"},
+    }
+
+
+# --------------------------------------------------------------------- native values
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ trigger.amount }}", 42),
+        ("  {{ trigger.amount }}  ", 42),
+        ("{{trigger.price}}", 9.5),
+        ("{{ trigger.customer.vip }}", True),
+        ("{{ trigger.tags }}", ["a", "b"]),
+        ("{{ trigger.customer }}", {"email": "ada@example.com", "vip": True}),
+        ("{{ trigger.nothing }}", None),
+        ("{{ trigger.amount * 2 }}", 84),
+        ("{{ steps.fetch['items'][1].id }}", 2),
+        ("{{ steps['fetch'].status }}", 200),
+        ("{{ trigger.name }}", "Ada"),
+        ("{{ trigger.tags | length }}", 2),
+    ],
+)
+def test_single_expression_keeps_native_type(scope, source, expected):
+    value = render_string(source, scope)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("Amount: {{ trigger.amount }}", "Amount: 42"),
+        ("{{ trigger.amount }}{{ trigger.amount }}", "4242"),
+        ("{{ trigger.name }} <{{ trigger.customer.email }}>", "Ada <ada@example.com>"),
+        ("{% if trigger.customer.vip %}VIP{% else %}-{% endif %}", "VIP"),
+        ("{{ trigger.amount }}{# note #}", "42"),
+        ("{% for t in trigger.tags %}{{ t }},{% endfor %}", "a,b,"),
+        ("run {{ run.id }}", "run run-1"),
+    ],
+)
+def test_mixed_strings_render_to_strings(scope, source, expected):
+    assert render_string(source, scope) == expected
+
+
+def test_render_walks_nested_dicts_and_lists(scope):
+    payload = {
+        "to": "{{ trigger.customer.email }}",
+        "count": "{{ trigger.amount }}",
+        "literal": "no template here",
+        "number": 7,
+        "flag": False,
+        "nested": {
+            "list": ["{{ trigger.tags[0] }}", 3, {"deep": "x{{ trigger.amount + 1 }}y"}],
+            "none": None,
+        },
+    }
+    out = render(payload, scope)
+    assert out == {
+        "to": "ada@example.com",
+        "count": 42,
+        "literal": "no template here",
+        "number": 7,
+        "flag": False,
+        "nested": {"list": ["a", 3, {"deep": "x43y"}], "none": None},
+    }
+    # the input is not modified
+    assert payload["to"] == "{{ trigger.customer.email }}"
+
+
+def test_is_template_and_contains_template():
+    assert (
+        is_template("{{ x }}") and is_template("{% if 1 %}{% endif %}") and is_template("{# c #}")
+    )
+    assert not is_template("plain") and not is_template(5) and not is_template(None)
+    assert contains_template({"a": [1, {"b": "{{ trigger.x }}"}]})
+    assert not contains_template({"a": [1, {"b": "plain"}], "c": 3})
+
+
+# --------------------------------------------------------------------- data is data
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "{{ 7*7 }}",
+        "{% for x in range(3) %}boom{% endfor %}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{# comment #}",
+    ],
+)
+def test_trigger_data_is_never_evaluated(evil):
+    scope = {"trigger": {"text": evil, "nested": {"list": [evil]}}, "steps": {}, "run": {}}
+    assert render_string("{{ trigger.text }}", scope) == evil
+    assert render_string("Got: {{ trigger.text }}!", scope) == f"Got: {evil}!"
+    assert render_string("{{ trigger.nested.list[0] }}", scope) == evil
+    assert render({"a": ["{{ trigger.text }}"]}, scope) == {"a": [evil]}
+    # step outputs are data too
+    scope2 = {"trigger": {}, "steps": {"s": {"out": evil}}, "run": {}}
+    assert render_string("<{{ steps.s.out }}>", scope2) == f"<{evil}>"
+
+
+def test_trigger_value_7x7_comes_out_verbatim():
+    scope = {"trigger": {"v": "{{ 7*7 }}"}}
+    assert render_string("{{ trigger.v }}", scope) == "{{ 7*7 }}"
+    assert render_string("value={{ trigger.v }};", scope) == "value={{ 7*7 }};"
+    assert "49" not in render_string("a {{ trigger.v }} b", scope)
+
+
+# --------------------------------------------------------------------- StrictUndefined
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("{{ trigger.missing }}", "missing"),
+        ("Hi {{ trigger.missing }}", "missing"),
+        ("{{ trigger.customer.phone }}", "phone"),
+        ("{{ steps.nope.value }}", "nope"),
+        ("{{ unknown_root }}", "unknown_root"),
+        ("{{ trigger.missing | upper }}", "missing"),
+    ],
+)
+def test_missing_fields_raise_a_clear_template_error(scope, source, needle):
+    with pytest.raises(TemplateError) as ei:
+        render_string(source, scope)
+    msg = str(ei.value)
+    assert "does not exist" in msg
+    assert needle in msg
+    assert ei.value.retryable is False
+
+
+def test_syntax_error_at_render_is_a_template_error(scope):
+    with pytest.raises(TemplateError, match="syntax"):
+        render_string("{{ trigger.amount ", scope)
+    with pytest.raises(TemplateError, match="syntax"):
+        render_string("x {% if %} y", scope)
+
+
+# --------------------------------------------------------------------- sandbox escapes
+
+ESCAPES = [
+    "''.__class__.__mro__",
+    "''.__class__.__mro__[1].__subclasses__()",
+    "cycler.__init__.__globals__",
+    "joiner.__init__.__globals__",
+    "lipsum.__globals__",
+    "namespace.__init__.__globals__",
+    "self.__init__.__globals__",
+    "self._TemplateReference__context",
+    "config.items()",
+    "request.application",
+    "().__class__.__bases__[0].__subclasses__()",
+    "trigger.__class__",
+    "trigger|attr('__globals__')",
+    "range|attr('__globals__')",
+    "range.__globals__",
+    "trigger|attr('__class__')|attr('__mro__')",
+    "range(10**9)|list",
+    "range(10**9)",
+    "'a' * 10**9",
+    "10**9 * 'a'",
+    "[1] * 10**9",
+    "('a' * 1000) * 1000 * 1000",
+    "10**(10**10)",
+    "(2**64)**64",
+    "2**4096 * 2**4096",
+    '"{0.__class__}".format(trigger)',
+    '"{0.__class__.__mro__}".format(trigger)',
+    '"{0[__class__]}".format_map(trigger)',
+    "'%s' % trigger.__class__",
+    "'%s'|format(trigger.__class__)",
+    "'%1000000000d' % 1",
+    "'%*d' % (10**9, 1)",
+    "'%1000000000d'|format(1)",
+    "'{0:>1000000000}'.format(1)",
+    "'{0:>{1}}'.format(1, 10**9)",
+    "'a'|center(10**9)",
+    "'a'.center(10**9)",
+    "'a'.zfill(10**9)",
+    "'a\\nb'|indent(10**9)",
+    "('a' * 1000)|replace('a', 'a' * 10000)",
+    "('a' * 1000).replace('a', 'a' * 10000)",
+    "[1]|batch(10**9, 0)|list",
+    "[1]|slice(10**9)|list",
+    "trigger.items.__self__",
+    "trigger.items.__self__.__class__",
+    "trigger.update({'x': 1})",
+    "trigger.tags.append(1)",
+    "trigger.__init__",
+    "trigger.tags.pop()",
+]
+
+
+@pytest.mark.parametrize("expr", ESCAPES)
+@pytest.mark.parametrize("shape", ["{{ %s }}", "pre {{ %s }} post"])
+def test_sandbox_escapes_fail_with_template_error(expr, shape):
+    tags = ["a"]
+    trigger = {"x": 1, "tags": tags}
+    scope = {"trigger": trigger, "steps": {}, "run": {}}
+    t0 = time.monotonic()
+    with pytest.raises(TemplateError) as ei:
+        render_string(shape % expr, scope)
+    assert time.monotonic() - t0 < 2, "refused only after doing the expensive work"
+    assert ei.value.retryable is False
+    # nothing was modified
+    assert trigger == {"x": 1, "tags": ["a"]} and tags == ["a"]
+
+
+def test_sandbox_message_names_the_refusal():
+    with pytest.raises(TemplateError, match="sandbox"):
+        render_string("{{ ''.__class__ }}", {})
+    with pytest.raises(TemplateError, match="too large"):
+        render_string("{{ 'a' * 10**9 }}", {})
+
+
+def test_power_is_left_associative_and_bounded():
+    # Jinja parses a**b**c as (a**b)**c, so 10**10**10 is 10**100: small and harmless.
+    assert render_string("{{ 10**10**10 }}", {}) == 10**100
+    # the Python-semantics reading, 10**(10**10), is refused without computing it
+    with pytest.raises(TemplateError):
+        render_string("{{ 10**(10**10) }}", {})
+    with pytest.raises(TemplateError):
+        render_string("{{ 2**64**64 }}", {})
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ 'Order %d' % 1234567890 }}", "Order 1234567890"),
+        ("{{ '%.2f|%05d' % (1.5, 3) }}", "1.50|00003"),
+        ("{{ '%s-%d'|format('a', 3) }}", "a-3"),
+        ("{{ 'id {} {:>3}'.format(1234567890, 'x') }}", "id 1234567890   x"),
+        ("{{ 'a'|center(5) }}", "  a  "),
+        ("{{ 'aXb'.replace('X', '-') }}", "a-b"),
+        ("{{ 'aXb'|replace('X', '--') }}", "a--b"),
+        ("{{ [1, 2, 3]|batch(2)|list }}", [[1, 2], [3]]),
+        ("{{ [1, 2, 3]|slice(2)|list }}", [[1, 2], [3]]),
+        ("{{ 'a\nb'|indent(2) }}", "a\n  b"),
+        ("{{ range(3)|list }}", [0, 1, 2]),
+        ("{{ 'ab' * 3 }}", "ababab"),
+        ("{{ 2**10 }}", 1024),
+        ("{{ 7 % 3 }}", 1),
+        ("{{ 'a' + 'b' }}", "ab"),
+    ],
+)
+def test_harmless_uses_of_guarded_operations_still_work(source, expected):
+    assert render_string(source, {}) == expected
+
+
+@pytest.mark.parametrize("expr", ESCAPES)
+def test_escape_payload_in_trigger_data_comes_out_as_plain_text(expr):
+    payloads = ["{{ " + expr + " }}", "{% set x = " + expr + " %}{{ x }}", expr]
+    for text in payloads:
+        scope = {"trigger": {"text": text}, "steps": {}, "run": {}}
+        assert render_string("{{ trigger.text }}", scope) == text
+        assert render_string("Message: {{ trigger.text }}", scope) == f"Message: {text}"
+        assert render({"body": "{{ trigger.text }}"}, scope) == {"body": text}
+
+
+def test_huge_trigger_value_is_refused_not_truncated():
+    scope = {"trigger": {"big": "a" * 1_000_001}}
+    with pytest.raises(TemplateError, match="too large"):
+        render_string("{{ trigger.big }}", scope)
+    with pytest.raises(TemplateError, match="too large"):
+        render_string("x{{ trigger.big }}", scope)
+
+
+def test_non_json_values_are_stringified(scope):
+    out = render_string("{{ range(2) }}", scope)
+    assert isinstance(out, str) and out == "range(0, 2)"
+
+
+# --------------------------------------------------------------------- static analysis
+
+
+def test_parse_accepts_good_and_rejects_bad_syntax():
+    assert parse("Hello {{ trigger.name }}") is not None
+    for bad in ("{{ trigger.name ", "{% for %}", "{{ }}", "{% if x %}no end"):
+        with pytest.raises(TemplateError, match="syntax error"):
+            parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "refs"),
+    [
+        ("{{ steps.fetch.status }}", {"fetch"}),
+        ("{{ steps['fetch'].status }}", {"fetch"}),
+        ("{{ steps.a.x }} and {{ steps['b'].y }}", {"a", "b"}),
+        ("{% if steps.c.ok %}{{ steps.d }}{% endif %}", {"c", "d"}),
+        ("{{ trigger.steps.fake }}", set()),
+        ("{{ trigger.amount }}", set()),
+        ("plain", set()),
+    ],
+)
+def test_step_references(source, refs):
+    assert step_references(source) == refs
+
+
+@pytest.mark.parametrize(
+    ("source", "roots"),
+    [
+        ("{{ trigger.a }} {{ steps.b.c }} {{ run.id }}", {"trigger", "steps", "run"}),
+        ("{{ os.system }}", {"os"}),
+        ("{% for t in trigger.tags %}{{ t }}{% endfor %}", {"trigger"}),
+        ("{% set x = 1 %}{{ x }}", set()),
+        ("{{ range(3)|list }}", set()),  # a global, not a variable
+        ("no template", set()),
+    ],
+)
+def test_root_names(source, roots):
+    assert root_names(source) == roots
+
+
+def test_static_helpers_raise_template_error_on_bad_syntax():
+    with pytest.raises(TemplateError):
+        step_references("{{ steps.a ")
+    with pytest.raises(TemplateError):
+        root_names("{% for %}")
+
+
+def test_a_method_reference_is_an_error_not_a_memory_address(scope):
+    with pytest.raises(TemplateError, match="method or function"):
+        render_string("{{ trigger.keys }}", scope)
