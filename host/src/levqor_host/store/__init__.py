@@ -81,7 +81,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "retry"})
-STEP_STATUSES = frozenset({"running", "succeeded", "failed", "skipped"})
+STEP_STATUSES = frozenset({"running", "succeeded", "failed", "skipped", "cancelled"})
 
 API_KEY_PREFIX = "lvq"
 VAULT_CANARY_KEY = "vault_canary"

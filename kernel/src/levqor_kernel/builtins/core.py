@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import hookimpl
 from ..context import StepContext
-from ..errors import PayloadError, StopRun
+from ..errors import PayloadError, RetryableError, StopRun
 
 ICON = (
     "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'%3E%3Ccircle cx='12' cy='12' "
@@ -188,7 +188,9 @@ def run_task(
         end = time.monotonic() + want
         while (now := time.monotonic()) < end:
             if context.cancelled():
-                break
-            time.sleep(min(0.25, end - now))
+                # not a success: the run is being cancelled or handed to another worker,
+                # which will wait again from the start of this step
+                raise RetryableError("delay interrupted", code="interrupted")
+            time.sleep(min(0.05, end - now))
         return {"waited": round(want, 3)}
     raise PayloadError(f"core has no action {action!r}")

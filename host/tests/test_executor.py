@@ -1,0 +1,89 @@
+"""The embedded executor: graceful shutdown, hand-back of unfinished runs, per-user caps."""
+
+from __future__ import annotations
+
+import time
+
+from e2e_support import make_app
+
+from levqor_host.executor import EmbeddedExecutor
+
+
+def delay_doc(seconds: float, steps: int = 1):
+    return {"levqor": 1, "trigger": {"type": "manual"}, "steps": [
+        {"id": f"d{i}", "connector": "core", "action": "delay", "payload": {"seconds": seconds}} for i in range(steps)]}
+
+
+def wait_status(store, rid, statuses, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = store.get_run(None, rid)
+        if r["status"] in statuses:
+            return r
+        time.sleep(0.02)
+    raise AssertionError(f"run {rid} stayed {r['status']}")
+
+
+def test_graceful_shutdown_lets_the_step_in_flight_finish(tmp_path):
+    app = make_app(tmp_path, start_workers=False)
+    st = app.extensions["levqor"]
+    user = st.store.create_user("g@example.com")
+    p = st.store.create_pipeline(user["id"], "slow", delay_doc(0.8))
+    p = st.store.get_pipeline(user["id"], p["id"])
+    ex = EmbeddedExecutor(st, threads=1)
+    st.executor = ex
+    ex.start()
+    rid = st.start_run(user, p, {})[0]["id"]
+    wait_status(st.store, rid, ("running",))
+    ex.stop(grace=5)
+    assert st.store.get_run(None, rid)["status"] == "succeeded"
+    st.store.close()
+
+
+def test_unfinished_runs_are_handed_back_and_resumed_elsewhere(tmp_path):
+    app = make_app(tmp_path, start_workers=False, shutdown_grace=0.5)
+    st = app.extensions["levqor"]
+    user = st.store.create_user("h@example.com")
+    p = st.store.create_pipeline(user["id"], "three", delay_doc(0.6, steps=3))
+    p = st.store.get_pipeline(user["id"], p["id"])
+    first = EmbeddedExecutor(st, threads=1, worker_id="first")
+    st.executor = first
+    first.start()
+    rid = st.start_run(user, p, {})[0]["id"]
+    wait_status(st.store, rid, ("running",))
+    first.stop(grace=2)  # the grace period ends before the run does: it goes back to the queue
+    r = st.store.get_run(None, rid)
+    assert r["status"] == "queued", (r["error"], r["steps"])
+    done_before = [s["step_id"] for s in r["steps"] if s["status"] == "succeeded"]
+    assert done_before, r["steps"]
+    second = EmbeddedExecutor(st, threads=1, worker_id="second")
+    st.executor = second
+    second.start()
+    r = wait_status(st.store, rid, ("succeeded", "failed"))
+    second.stop(2)
+    assert r["status"] == "succeeded"
+    assert [s["status"] for s in r["steps"]] == ["succeeded"] * 3
+    # the steps finished before the hand-back kept their single attempt (not sent again)
+    assert all(s["attempts"] == 1 for s in r["steps"])
+    st.store.close()
+
+
+def test_per_user_concurrency_cap(tmp_path):
+    app = make_app(tmp_path, start_workers=False, max_running_per_user=1)
+    st = app.extensions["levqor"]
+    a = st.store.create_user("a@example.com")
+    b = st.store.create_user("b@example.com")
+    pa = st.store.get_pipeline(a["id"], st.store.create_pipeline(a["id"], "a", delay_doc(0.4))["id"])
+    pb = st.store.get_pipeline(b["id"], st.store.create_pipeline(b["id"], "b", delay_doc(0.4))["id"])
+    ex = EmbeddedExecutor(st, threads=3)
+    st.executor = ex
+    ex.start()
+    ids_a = [st.start_run(a, pa, {})[0]["id"] for _ in range(2)]
+    id_b = st.start_run(b, pb, {})[0]["id"]
+    runs_a = [wait_status(st.store, rid, ("succeeded",)) for rid in ids_a]
+    run_b = wait_status(st.store, id_b, ("succeeded",))
+    ex.stop(2)
+    (s1, f1), (s2, f2) = sorted((r["started_at"], r["finished_at"]) for r in runs_a)
+    assert s2 >= f1  # user a's runs never overlapped
+    assert run_b["started_at"] < f1  # while user b's ran beside them
+    st.store.close()
