@@ -44,13 +44,18 @@ def test_unfinished_runs_are_handed_back_and_resumed_elsewhere(tmp_path):
     app = make_app(tmp_path, start_workers=False, shutdown_grace=0.5)
     st = app.extensions["levqor"]
     user = st.store.create_user("h@example.com")
-    p = st.store.create_pipeline(user["id"], "three", delay_doc(0.6, steps=3))
+    p = st.store.create_pipeline(user["id"], "three", delay_doc(0.7, steps=3))
     p = st.store.get_pipeline(user["id"], p["id"])
     first = EmbeddedExecutor(st, threads=1, worker_id="first")
     st.executor = first
     first.start()
     rid = st.start_run(user, p, {})[0]["id"]
-    wait_status(st.store, rid, ("running",))
+    end = time.monotonic() + 10
+    while time.monotonic() < end:  # wait for the first step to finish and the second to start
+        steps = st.store.get_run(None, rid)["steps"]
+        if [s["status"] for s in steps[:2]] == ["succeeded", "running"]:
+            break
+        time.sleep(0.01)
     first.stop(grace=2)  # the grace period ends before the run does: it goes back to the queue
     r = st.store.get_run(None, rid)
     assert r["status"] == "queued", (r["error"], r["steps"])
