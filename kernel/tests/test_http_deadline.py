@@ -37,3 +37,16 @@ def test_trickled_body_stops_at_the_deadline():
     assert e.value.code == "timeout"
     assert time.monotonic() - t0 < 1.5
     srv.close()
+
+
+def test_a_callers_own_timeout_is_capped_by_the_deadline():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    http = Http(deadline=time.monotonic() + 0.5)
+    t0 = time.monotonic()
+    with pytest.raises(RetryableError):  # the server accepts but never answers
+        http.request("GET", f"http://127.0.0.1:{port}/", timeout=30)
+    assert time.monotonic() - t0 < 2
+    srv.close()

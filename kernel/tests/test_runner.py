@@ -327,3 +327,47 @@ def test_sandbox_escape_in_a_payload_fails_the_step(pm, flaky):
     )
     res = Runner(pm, env={}).run(RunRequest("r", d))
     assert res.status == "failed" and res.error["type"] == "TemplateError"
+
+
+class Optional_:
+    @hookimpl
+    def describe_schema(self):
+        return [{
+            "name": "opt", "title": "Opt", "description": "optional credential", "credentials_required": False,
+            "credentials": {"type": "object", "properties": {
+                "token": {"type": "string", "writeOnly": True}, "account": {"type": "string"}}},
+            "actions": {"go": {"title": "Go", "payload": {"type": "object"}, "output": {"type": "object"},
+                               "example": {}}},
+        }]
+
+    @hookimpl
+    def run_task(self, connector, action, payload, credentials, context):
+        if credentials and credentials.get("fail"):
+            raise PermanentError(f"account {credentials['account']} with token {credentials['token']} refused")
+        return {"had": sorted(credentials or {})}
+
+
+def test_optional_credentials_may_be_omitted_but_a_named_one_must_exist():
+    from levqor_kernel.pipeline import validate_pipeline
+
+    pm = make_plugin_manager(entry_points=False, plugins=[("opt", Optional_())])
+    bare = doc({"id": "a", "connector": "opt", "action": "go", "payload": {}})
+    assert validate_pipeline(bare, pm.catalog, credentials={}) == []
+    res = Runner(pm, env={}).run(RunRequest("r", bare))
+    assert res.status == "succeeded" and res.outputs["a"] == {"had": []}
+    named = doc({"id": "a", "connector": "opt", "action": "go", "credential": "c", "payload": {}})
+    assert [p.message for p in validate_pipeline(named, pm.catalog, credentials={})] == ["credential 'c' does not exist"]
+    res = Runner(pm, env={}).run(RunRequest("r", named), credentials=lambda n, c: None)
+    assert res.status == "failed" and res.error["code"] == "missing_credential"
+    res = Runner(pm, env={}).run(RunRequest("r", named), credentials=lambda n, c: {"token": "tok-123456", "account": "acct-77"})
+    assert res.outputs["a"] == {"had": ["account", "token"]}
+    core_with_cred = doc({"id": "a", "connector": "core", "action": "transform", "credential": "x", "payload": {"value": 1}})
+    assert "takes no credential" in validate_pipeline(core_with_cred, pm.catalog)[0].message
+
+
+def test_only_write_only_credential_fields_are_redacted():
+    pm = make_plugin_manager(entry_points=False, plugins=[("opt", Optional_())])
+    named = doc({"id": "a", "connector": "opt", "action": "go", "credential": "c", "payload": {}})
+    res = Runner(pm, env={}).run(RunRequest("r", named),
+                                 credentials=lambda n, c: {"token": "tok-SECRET-99", "account": "acct-77", "fail": True})
+    assert "acct-77" in res.error["message"] and "tok-SECRET-99" not in res.error["message"]

@@ -33,6 +33,10 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
             "items": {"type": "string", "pattern": r"^[a-z][a-z0-9-]*$"},
         },
         "credentials": {"type": ["object", "null"]},
+        "credentials_required": {
+            "type": "boolean",
+            "description": "false when a step may omit the credential (default true when a credentials schema is given)",
+        },
         "docs_url": {"type": "string"},
         "kernel": {
             "type": "string",
@@ -125,6 +129,7 @@ class ConnectorInfo:
     kernel: str | None = None
     docs_url: str | None = None
     cooperative: bool = False
+    credentials_required: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +139,7 @@ class ConnectorInfo:
             "icon": self.icon,
             "categories": list(self.categories),
             "credentials": self.credentials,
+            "credentials_required": self.credentials is not None and self.credentials_required,
             "actions": {n: a.to_json() for n, a in self.actions.items()},
             "plugin": self.plugin_name,
             "distribution": self.dist,
@@ -357,4 +363,5 @@ def connector_from_description(
         kernel=desc.get("kernel"),
         docs_url=desc.get("docs_url"),
         cooperative=bool(desc.get("cooperative", False)),
+        credentials_required=bool(desc.get("credentials_required", True)),
     )

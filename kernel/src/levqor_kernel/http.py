@@ -467,7 +467,13 @@ class Http:
             sess = self.guarded_session
         else:
             sess = self.session
-        kwargs.setdefault("timeout", self._timeout())
+        cap = self._timeout()
+        asked = kwargs.get("timeout")
+        if asked is None:
+            kwargs["timeout"] = cap
+        else:  # a caller's own timeout never outlives the step deadline
+            a_conn, a_read = asked if isinstance(asked, tuple) else (asked, asked)
+            kwargs["timeout"] = (min(a_conn, cap[0]), min(a_read, cap[1]))
         kwargs["stream"] = True
         try:
             resp = sess.request(method, url, **kwargs)

@@ -213,15 +213,19 @@ def validate_pipeline(
                 )
             )
         else:
+            if info.credentials is None and step.get("credential"):
+                problems.append(
+                    Problem(f"{base}/credential", f"connector {info.name!r} takes no credential", sid)
+                )
             if info.credentials is not None:
                 cname = step.get("credential")
-                if not cname:
+                if not cname and info.credentials_required:
                     problems.append(
                         Problem(
                             f"{base}/credential", f"connector {info.name!r} needs a credential", sid
                         )
                     )
-                elif credentials is not None:
+                elif cname and credentials is not None:
                     if cname not in credentials:
                         problems.append(
                             Problem(

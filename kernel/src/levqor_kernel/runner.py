@@ -151,6 +151,21 @@ class _Cancelled(LevqorError):
     pass
 
 
+def secret_fields(creds: Mapping[str, Any], schema: Mapping[str, Any] | None) -> Any:
+    """The credential values to redact: the fields the schema marks ``writeOnly`` when it marks
+    any (an email or a token URL in a service-account key is not secret), else every value."""
+    marked: set[str] = set()
+    if isinstance(schema, Mapping):
+        for sub in [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]:
+            props = sub.get("properties") if isinstance(sub, Mapping) else None
+            for name, prop in (props or {}).items():
+                if isinstance(prop, Mapping) and prop.get("writeOnly"):
+                    marked.add(name)
+    if not marked:
+        return creds
+    return {k: v for k, v in creds.items() if k in marked}
+
+
 def _error_dict(e: BaseException, secrets: list[str]) -> dict:
     if isinstance(e, ConnectorError):
         d = e.to_dict()
@@ -326,14 +341,14 @@ class Runner:
             if info.credentials is not None:
                 cname = step.get("credential")
                 creds = resolve(cname, connector) if cname else None
-                if not creds:
+                if not creds and (cname or info.credentials_required):
                     raise CredentialError(
                         f"credential {cname!r} for {connector!r} is missing"
                         if cname
                         else f"{connector!r} needs a credential",
                         code="missing_credential",
                     )
-                secrets = [s for s in secrets_in(creds) if len(s) >= 6]
+                secrets = [s for s in secrets_in(secret_fields(creds or {}, info.credentials)) if len(s) >= 6]
             payload = render(step.get("payload", {}), scope)
             problems = self.pm.catalog.validate_payload(connector, action, payload)
             if problems:

@@ -1,0 +1,481 @@
+"""A local fake of Google's OAuth token endpoint and the Sheets API ``values.append`` method,
+over real HTTP on 127.0.0.1.
+
+Wire contracts followed (checked against the providers' documentation):
+
+* https://developers.google.com/identity/protocols/oauth2/service-account (mirrored at
+  https://gist.github.com/fsans/6c88cb755837c22b265f31d9aa8fdc23): a JWT with header
+  ``{"alg": "RS256", "typ": "JWT", "kid": <private_key_id>}`` and claims ``iss`` (the service
+  account email), ``scope`` (space separated), ``aud`` (the token URI), ``iat`` and ``exp`` (at
+  most one hour after ``iat``), signed with the key's private key, is POSTed form-encoded as
+  ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<jwt>`` to the token URI
+  (``https://oauth2.googleapis.com/token``); the answer is
+  ``{"access_token", "expires_in": 3599, "token_type": "Bearer"}``. Errors follow RFC 6749
+  section 5.2: ``400 {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}``
+  and similar (RFC 7523 section 3.1, https://dret.github.io/webconcepts/concepts/oauth-uri/urn:ietf:params:oauth:grant-type:jwt-bearer).
+* https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append :
+  ``POST /v4/spreadsheets/{spreadsheetId}/values/{range}:append`` with query parameters
+  ``valueInputOption`` (required, RAW | USER_ENTERED) and ``insertDataOption``
+  (OVERWRITE | INSERT_ROWS), a ValueRange body ``{"range", "majorDimension", "values"}`` and an
+  OAuth bearer token with the ``https://www.googleapis.com/auth/spreadsheets`` scope; the answer
+  is ``{"spreadsheetId", "tableRange", "updates": UpdateValuesResponse}``.
+* https://developers.google.com/sheets/reference/rest/v4/UpdateValuesResponse :
+  ``{"spreadsheetId", "updatedRange", "updatedRows", "updatedColumns", "updatedCells"}``.
+* https://cloud.google.com/apis/design/errors and
+  https://cloud.google.com/video-intelligence/docs/reference/rest/Shared.Types/Code : error
+  bodies ``{"error": {"code", "message", "status"}}`` with canonical codes INVALID_ARGUMENT (400),
+  UNAUTHENTICATED (401), PERMISSION_DENIED (403), NOT_FOUND (404), RESOURCE_EXHAUSTED (429),
+  INTERNAL (500), UNAVAILABLE (503).
+* https://developers.google.com/sheets/api/limits : per-minute quotas, ``429: Too many requests``
+  when exceeded.
+
+Usage::
+
+    with FakeGoogleSheets() as google:          # generates a test RSA key pair
+        creds = google.service_account()        # a key file pointing token_uri at the fake
+        google.add_spreadsheet("sheet123", ["Orders"])
+        ... LEVQOR_SHEETS_API_BASE=google.url, LEVQOR_SSRF_ALLOW=127.0.0.1 ...
+        assert google.rows("sheet123", "Orders") == [["a", 1]]
+        google.fail_next(429, headers={"Retry-After": "3"})
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from levqor_kernel.testing import FakeServer, Recorded, Reply
+
+__all__ = [
+    "FakeGoogleSheets",
+    "google_error",
+    "generate_key_pair",
+    "SCOPE",
+    "JWT_GRANT",
+]
+
+SCOPE = "https://www.googleapis.com/auth/spreadsheets"
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+_CANONICAL = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: (
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+        "cookie or other valid authentication credential.",
+    ),
+    403: ("PERMISSION_DENIED", "The caller does not have permission"),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute "
+        "per user' of service 'sheets.googleapis.com'.",
+    ),
+    500: ("INTERNAL", "Internal error encountered."),
+    503: ("UNAVAILABLE", "The service is currently unavailable."),
+}
+
+
+def google_error(status: int, message: str | None = None, canonical: str | None = None) -> dict:
+    """A documented Google API error body."""
+    canon, msg = _CANONICAL.get(status, ("UNKNOWN", "Unknown error."))
+    return {
+        "error": {
+            "code": status,
+            "message": message if message is not None else msg,
+            "status": canonical or canon,
+        }
+    }
+
+
+def _gerr(status: int, message: str | None = None, canonical: str | None = None) -> Reply:
+    return Reply(status, google_error(status, message, canonical))
+
+
+def _oauth_err(error: str, description: str, status: int = 400) -> Reply:
+    return Reply(status, {"error": error, "error_description": description})
+
+
+def generate_key_pair() -> tuple[str, Any]:
+    """A fresh 2048-bit RSA key: (private key PEM in PKCS#8 like Google's key files, public key)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return pem, key.public_key()
+
+
+_APPEND_PATH = r"/v4/spreadsheets/([^/]+)/values/([^/]+):append"
+_CELL_RE = re.compile(r"^\$?([A-Za-z]{1,3})?\$?(\d+)?$")
+
+
+def _col_index(letters: str) -> int:
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + (ord(ch) - 64)
+    return n - 1
+
+
+def _col_letters(index: int) -> str:
+    out = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        out = chr(65 + rem) + out
+    return out
+
+
+def _split_range(a1: str, sheets: dict[str, Any]) -> tuple[str, str]:
+    """(sheet title, 'A1:B2' or '') of an A1 range; a bare cell range means the first sheet."""
+    if "!" in a1:
+        sheet, _, cells = a1.rpartition("!")
+    else:
+        sheet, cells = a1, ""
+    if len(sheet) >= 2 and sheet[0] == sheet[-1] == "'":
+        sheet = sheet[1:-1].replace("''", "'")
+    if "!" not in a1 and sheet not in sheets and _CELL_RE.match(a1.split(":")[0]):
+        sheet, cells = next(iter(sheets), ""), a1
+    return sheet, cells
+
+
+def _quote_sheet(name: str) -> str:
+    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        return name
+    return "'" + name.replace("'", "''") + "'"
+
+
+class FakeGoogleSheets:
+    """Google's token endpoint (``POST /token``) and Sheets ``values.append`` in one server.
+
+    ``public_key``: the service account's public key (a ``cryptography`` key or PEM); when
+    omitted a key pair is generated and :meth:`service_account` includes its private key.
+    ``spreadsheets`` maps id -> sheet title -> rows; ``appends`` records every accepted append;
+    ``token_requests`` counts token grants (accepted or not).
+    """
+
+    def __init__(
+        self,
+        *,
+        client_email: str = "levqor-bot@levqor-test.iam.gserviceaccount.com",
+        public_key: Any = None,
+        key_id: str = "0123456789abcdef0123456789abcdef01234567",
+        token_lifetime: int = 3599,
+    ) -> None:
+        self.private_key_pem: str | None = None
+        if public_key is None:
+            self.private_key_pem, public_key = generate_key_pair()
+        elif isinstance(public_key, (str, bytes)):
+            public_key = serialization.load_pem_public_key(
+                public_key.encode() if isinstance(public_key, str) else public_key
+            )
+        self.public_key = public_key
+        self.client_email = client_email
+        self.key_id = key_id
+        self.token_lifetime = token_lifetime
+        self.server = FakeServer()
+        self._lock = threading.Lock()
+        self.spreadsheets: dict[str, dict[str, list[list[Any]]]] = {}
+        #: spreadsheet ids the service account may not edit (403 PERMISSION_DENIED)
+        self.denied: set[str] = set()
+        self.appends: list[dict[str, Any]] = []
+        #: access token -> (scopes, expiry as time.time())
+        self.tokens: dict[str, tuple[set[str], float]] = {}
+        self.token_requests = 0
+        #: the claims of the last accepted assertion
+        self.last_claims: dict[str, Any] | None = None
+        self._fail: dict[str, deque[Reply]] = {"token": deque(), "append": deque()}
+        self.server.route("POST", r"/token", self._token)
+        self.server.route("POST", _APPEND_PATH, self._append)
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.server.url}/token"
+
+    @property
+    def requests(self) -> list[Recorded]:
+        return self.server.requests
+
+    def start(self) -> FakeGoogleSheets:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> FakeGoogleSheets:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget requests, spreadsheets, tokens and scripted failures (keeps the key)."""
+        with self._lock:
+            self.server.reset()
+            self.spreadsheets.clear()
+            self.denied.clear()
+            self.appends.clear()
+            self.tokens.clear()
+            self.token_requests = 0
+            self.last_claims = None
+            for q in self._fail.values():
+                q.clear()
+        self.token_lifetime = 3599
+
+    # ------------------------------------------------------------------ set-up
+    def service_account(self, private_key_pem: str | None = None, **overrides: Any) -> dict:
+        """A service-account key file (as a dict) whose token_uri is this fake."""
+        pem = private_key_pem or self.private_key_pem
+        if pem is None:
+            raise ValueError("give the private key PEM matching the fake's public key")
+        key = {
+            "type": "service_account",
+            "project_id": "levqor-test",
+            "private_key_id": self.key_id,
+            "private_key": pem,
+            "client_email": self.client_email,
+            "client_id": "100000000000000000001",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "universe_domain": "googleapis.com",
+        }
+        key.update(overrides)
+        return key
+
+    def add_spreadsheet(
+        self, spreadsheet_id: str, sheets: list[str] | tuple[str, ...] = ("Sheet1",)
+    ) -> None:
+        with self._lock:
+            self.spreadsheets[spreadsheet_id] = {name: [] for name in sheets}
+
+    def rows(self, spreadsheet_id: str, sheet: str = "Sheet1") -> list[list[Any]]:
+        with self._lock:
+            return [list(r) for r in self.spreadsheets[spreadsheet_id][sheet]]
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued access token (the next API call answers 401)."""
+        with self._lock:
+            self.tokens.clear()
+
+    def fail_next(
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        endpoint: str = "append",
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next request to ``endpoint`` ("append" or "token") with this reply
+        (default body: the documented error body for the status)."""
+        if body is None and status >= 400:
+            body = (
+                google_error(status)
+                if endpoint == "append"
+                else {"error": "invalid_request", "error_description": "Scripted failure."}
+            )
+        with self._lock:
+            self._fail[endpoint].append(Reply(status, body, dict(headers or {}), delay))
+
+    def delay_next(self, seconds: float, *, endpoint: str = "append") -> None:
+        """Process the next request normally but only after ``seconds``."""
+        with self._lock:
+            self._fail[endpoint].append(Reply(-1, None, {}, seconds))
+
+    def _scripted(self, endpoint: str) -> Reply | None:
+        with self._lock:
+            q = self._fail[endpoint]
+            return q.popleft() if q else None
+
+    # ------------------------------------------------------------------ token endpoint
+    def _token(self, req: Recorded) -> Reply:
+        with self._lock:
+            self.token_requests += 1
+        scripted = self._scripted("token")
+        if scripted is not None:
+            if scripted.status != -1:
+                return scripted
+            time.sleep(scripted.delay)
+        ctype = (req.header("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return _oauth_err("invalid_request", "Invalid Content-Type.")
+        form = parse_qs(req.body.decode("utf-8", "replace"))
+        grant = form.get("grant_type", [""])[0]
+        if grant != JWT_GRANT:
+            return _oauth_err("unsupported_grant_type", f"Invalid grant_type: {grant}")
+        assertion = form.get("assertion", [""])[0]
+        if not assertion:
+            return _oauth_err("invalid_request", "Missing required parameter: assertion")
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.InvalidTokenError:
+            return _oauth_err("invalid_grant", "Invalid JWT: malformed.")
+        if header.get("alg") != "RS256" or header.get("kid") not in (None, self.key_id):
+            return _oauth_err("invalid_grant", "Invalid JWT Signature.")
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.public_key,
+                algorithms=["RS256"],
+                audience=self.token_uri,
+                options={"require": ["iss", "aud", "iat", "exp"]},
+                leeway=0,
+            )
+        except jwt.InvalidSignatureError:
+            return _oauth_err("invalid_grant", "Invalid JWT Signature.")
+        except jwt.InvalidAudienceError:
+            return _oauth_err(
+                "invalid_grant",
+                f"Invalid JWT: Failed audience check. The right audience is {self.token_uri}",
+            )
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError, jwt.InvalidIssuedAtError):
+            return _oauth_err(
+                "invalid_grant",
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
+                "timeframe. Check your iat and exp values in the JWT claim.",
+            )
+        except jwt.InvalidTokenError as e:
+            return _oauth_err("invalid_grant", f"Invalid JWT: {e}")
+        now = time.time()
+        if claims["exp"] - claims["iat"] > 3600 or claims["iat"] > now + 300:
+            return _oauth_err(
+                "invalid_grant",
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
+                "timeframe. Check your iat and exp values in the JWT claim.",
+            )
+        if claims["iss"] != self.client_email:
+            return _oauth_err("invalid_grant", "Invalid grant: account not found")
+        scopes = set(str(claims.get("scope") or "").split())
+        if not scopes:
+            return _oauth_err("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+        token = "ya29.c." + secrets.token_urlsafe(24)
+        with self._lock:
+            self.tokens[token] = (scopes, now + self.token_lifetime)
+            self.last_claims = dict(claims, _kid=header.get("kid"))
+        return Reply(
+            200,
+            {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"},
+        )
+
+    # ------------------------------------------------------------------ values.append
+    def _append(self, req: Recorded) -> Reply:
+        scripted = self._scripted("append")
+        if scripted is not None:
+            if scripted.status != -1:
+                return scripted
+            time.sleep(scripted.delay)
+        auth = req.header("Authorization") or ""
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        with self._lock:
+            info = self.tokens.get(token)
+        if info is None or info[1] < time.time():
+            return Reply(
+                401,
+                google_error(401),
+                {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+            )
+        if not info[0] & {SCOPE, "https://www.googleapis.com/auth/drive"}:
+            return _gerr(403, "Request had insufficient authentication scopes.")
+        assert req.match is not None
+        sid, rng = unquote(req.match.group(1)), unquote(req.match.group(2))
+        q = {k: v[0] for k, v in req.query.items()}
+        vio = q.get("valueInputOption")
+        if vio not in ("RAW", "USER_ENTERED"):
+            return _gerr(
+                400,
+                f"Invalid value at 'value_input_option' ({vio})"
+                if vio
+                else "'valueInputOption' is required but not specified",
+            )
+        ido = q.get("insertDataOption", "OVERWRITE")
+        if ido not in ("OVERWRITE", "INSERT_ROWS"):
+            return _gerr(400, f"Invalid value at 'insert_data_option' ({ido})")
+        try:
+            body = req.json()
+        except ValueError:
+            return _gerr(400, "Invalid JSON payload received.")
+        if not isinstance(body, dict):
+            return _gerr(400, "Invalid JSON payload received. Expected an object.")
+        if "range" in body and body["range"] != rng:
+            return _gerr(
+                400,
+                f"Requested writing within range [{rng}], but tried writing to [{body['range']}]",
+            )
+        if body.get("majorDimension", "ROWS") not in ("ROWS", "COLUMNS"):
+            return _gerr(400, "Invalid value at 'data.major_dimension'")
+        values = body.get("values")
+        if not isinstance(values, list) or not all(isinstance(r, list) for r in values):
+            return _gerr(400, "Invalid value at 'data.values'")
+        for row in values:
+            for cell in row:
+                if isinstance(cell, (dict, list)):
+                    return _gerr(400, "Invalid values: cells must be scalar")
+        if body.get("majorDimension") == "COLUMNS":
+            width = max((len(r) for r in values), default=0)
+            values = [[c[i] if i < len(c) else None for c in values] for i in range(width)]
+        with self._lock:
+            book = self.spreadsheets.get(sid)
+            if book is None:
+                return _gerr(404)
+            if sid in self.denied:
+                return _gerr(403)
+            sheet, cells = _split_range(rng, book)
+            m = _CELL_RE.match(cells.split(":")[0]) if cells else _CELL_RE.match("A1")
+            if sheet not in book or m is None:
+                return _gerr(400, f"Unable to parse range: {rng}")
+            col0 = _col_index(m.group(1) or "A")
+            table = book[sheet]
+            first_row = len(table) + 1
+            table_range = (
+                f"{_quote_sheet(sheet)}!A1:{_col_letters(max(len(r) for r in table) - 1)}{len(table)}"
+                if table and any(table)
+                else None
+            )
+            for row in values:
+                table.append([None] * col0 + list(row))
+            width = max((len(r) for r in values), default=0)
+            n_rows = len(values)
+            n_cells = sum(len(r) for r in values)
+            updated_range = (
+                f"{_quote_sheet(sheet)}!{_col_letters(col0)}{first_row}:"
+                f"{_col_letters(col0 + max(width, 1) - 1)}{first_row + max(n_rows, 1) - 1}"
+            )
+            self.appends.append(
+                {
+                    "spreadsheet_id": sid,
+                    "range": rng,
+                    "value_input_option": vio,
+                    "insert_data_option": ido,
+                    "values": values,
+                    "updated_range": updated_range,
+                }
+            )
+        out: dict[str, Any] = {
+            "spreadsheetId": sid,
+            "updates": {
+                "spreadsheetId": sid,
+                "updatedRange": updated_range,
+                "updatedRows": n_rows,
+                "updatedColumns": width,
+                "updatedCells": n_cells,
+            },
+        }
+        if table_range:
+            out["tableRange"] = table_range
+        return Reply(200, out)
