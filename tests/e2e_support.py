@@ -99,6 +99,8 @@ def make_app(tmp_path, *, env: dict | None = None, plugins: list | None = None, 
     from levqor_host.config import Config
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
-    full_env = {**base_env, "LEVQOR_SSRF_ALLOW": "127.0.0.1", "LEVQOR_CACHE_DIR": "", **(env or {})}
+    # rate limits off unless a test turns them on (most tests make many requests quickly)
+    full_env = {**base_env, "LEVQOR_SSRF_ALLOW": "127.0.0.1", "LEVQOR_CACHE_DIR": "",
+                "LEVQOR_RATE_LIMITS": "off", **(env or {})}
     cfg = Config.from_env(full_env, data_dir=tmp_path / "data", poll_interval=0.05, **overrides)
     return create_app(cfg, start_workers=start_workers, start_scheduler=start_scheduler, plugins=plugins)

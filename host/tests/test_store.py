@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from levqor_host.store import Conflict, NotFound, Store
+from levqor_host.store import Conflict, NotFound, Store, _script_heads
 from levqor_host.store import tables as t
 from sqlalchemy import inspect, select, text, update
 
@@ -91,9 +91,10 @@ def test_migrations_apply_and_reapply(fresh_store: Store):
     s.upgrade()  # idempotent
     assert s.is_migrated() is True
     with s.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0001"
-        ]
+        # one head: the newest migration (0002 billing, 0003 auth, ...)
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == (
+            sorted(_script_heads())
+        )
 
 
 def test_migrated_schema_matches_tables_module(store: Store):

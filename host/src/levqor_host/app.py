@@ -50,6 +50,48 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+        # operations (issue 5): HTTP, rate limits, inboxes, email, backups
+        self.http_requests = Counter(
+            "levqor_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "levqor_http_request_duration_seconds",
+            "HTTP request duration by route template",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.rate_limited = Counter(
+            "levqor_rate_limited",
+            "Requests refused by a rate limit, by limit scope",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.error_reports = Counter(
+            "levqor_error_reports",
+            "Error reports written to logs/errors.jsonl by source",
+            ["source"],
+            registry=self.registry,
+        )
+        self.support_messages = Counter(
+            "levqor_support_messages", "Support messages received", registry=self.registry
+        )
+        self.emails = Counter(
+            "levqor_emails",
+            "Emails through Resend by kind and outcome",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.backups = Counter(
+            "levqor_backups", "Backups by outcome", ["outcome"], registry=self.registry
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_seconds.labels(route).observe(seconds)
 
 
 @dataclass
@@ -64,6 +106,10 @@ class LevqorState:
     metrics: Metrics
     executor: EmbeddedExecutor | None = None
     scheduler: Any = None
+    ledger: Any = None  # ledger.Ledger: credits, the run gate, usage (issue 7)
+    inboxes: Any = None  # inbox.Inboxes: logs/errors.jsonl, logs/support.jsonl (issue 5)
+    mailer: Any = None  # mail.Mailer: transactional email through Resend (issue 5)
+    dispatcher: Any = None  # celery_executor.CeleryDispatcher when LEVQOR_EXECUTOR=celery
     started_at: float = field(default_factory=time.time)
     _waiters: dict[str, threading.Event] = field(default_factory=dict)
     _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,6 +121,22 @@ class LevqorState:
             self.metrics.runs_started.inc()
         elif name == "retries":
             self.metrics.retries.labels(labels.get("connector", "")).inc()
+
+    def count_rate_limited(self, scope: str) -> None:
+        """Count one request refused by a rate limit (``levqor_rate_limited_total{scope}``).
+
+        Call it where a limit refuses a request; a 429 answered without this call is counted
+        with scope ``app`` by the request hook, so nothing is counted twice."""
+        from flask import g, has_request_context
+
+        self.metrics.rate_limited.labels(scope).inc()
+        if has_request_context():
+            g.levqor_rate_limit_counted = True
+
+    def report_exception(self, exc: BaseException, *, where: str, **context: Any) -> None:
+        """A server-side exception: one line in logs/errors.jsonl, and Sentry when configured."""
+        if self.inboxes is not None:
+            self.inboxes.server_exception(exc, where=where, **context)
 
     def metrics_observe(self, name: str, value: float, **labels: str) -> None:
         if name == "step_seconds":
@@ -103,6 +165,8 @@ class LevqorState:
 
     # ----------------------------------------------------------------- runs
     def price(self, doc: dict) -> int:
+        if self.ledger is not None:  # catalog price, LEVQOR_PRICES overrides, price_task hook
+            return self.ledger.price(self.pm, doc)
         total = 0
         for step in doc.get("steps", []):
             a = self.pm.catalog.action(step.get("connector"), step.get("action"))
@@ -146,28 +210,31 @@ class LevqorState:
             raise ApiError(
                 422, "invalid_pipeline", "the pipeline cannot run as it is", {"problems": problems}
             )
-        price = self.price(doc)
-        decision = self.pm.hook.gate_run(user=user, pipeline=pipeline, price=price, ledger=None)
-        if decision is not None and not decision.get("allow", False):
-            raise ApiError(
-                int(decision.get("status", 402)),
-                "payment_required",
-                decision.get("reason", "this run is not allowed by your plan"),
-                {"retry_at": decision.get("retry_at")},
-            )
-        run, created = self.store.create_run(
-            user["id"],
-            pipeline["id"],
+        # the gate (gate_run hook), its credit reservation and the run row: one transaction
+        run, created = self.ledger.start_run(
+            self,
+            user,
+            pipeline,
             version,
             input,
+            price=self.price(doc),
             trigger=trigger,
             idempotency_key=idempotency_key,
             retry_of=retry_of,
             copy_steps_from=copy_steps_from,
         )
-        if created and self.executor is not None:
-            self.executor.notify()
+        if created:
+            self.dispatch(run)
         return run, created
+
+    def dispatch(self, run: dict) -> None:
+        """Hand a just-queued run (its row is committed) to the executor: wake an embedded
+        worker, or send the run id to Celery (never raises: a run the broker did not take
+        stays queued and the lease sweep sends it again)."""
+        if self.executor is not None:
+            self.executor.notify()
+        if self.dispatcher is not None:
+            self.dispatcher.send(run["id"])
 
     def run_finished(self, run: dict, result: Any) -> None:
         """Called by the executor when it finished a run it owned."""
@@ -181,21 +248,12 @@ class LevqorState:
                 os.write(fd, (line + "\n").encode())
             finally:
                 os.close(fd)
-        user = self.store.get_user(run["user_id"]) or {"id": run["user_id"]}
-        try:
-            self.pm.hook.record_run_cost(
-                user=user,
-                run={
-                    "id": run["id"],
-                    "status": result.status,
-                    "pipeline_id": run["pipeline_id"],
-                    "platform_failure": bool((result.error or {}).get("platform")),
-                },
-                cost=0,
-                ledger=None,
-            )
-        except Exception:  # noqa: BLE001 - billing plugins must not break run completion
-            log.exception("record_run_cost failed for run %s", run["id"])
+        try:  # record_run_cost hook (refunds), usage_daily, events, referral reward
+            self.ledger.settle_run(self, run, result)
+        except Exception:  # noqa: BLE001 - billing must not break run completion
+            log.exception("settling run %s failed", run["id"])
+        if result.status == "failed" and self.mailer is not None:
+            self.mailer.run_failed(run, result)  # opt-in per pipeline: "notify_on_failure"
         with self._waiters_lock:
             ev = self._waiters.pop(run["id"], None)
         if ev is not None:
@@ -216,13 +274,10 @@ class LevqorState:
             ev.wait(min(left, 0.1))
 
 
-def _setup_logging(level: str) -> None:
-    root = logging.getLogger("levqor")
-    if not root.handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        root.addHandler(h)
-    root.setLevel(level)
+def _setup_logging(level: str, fmt: str = "json") -> None:
+    from .observability import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def create_app(
@@ -241,7 +296,7 @@ def create_app(
         cfg = config
     else:
         cfg = Config.from_env(**(config or {}))
-    _setup_logging(cfg.log_level)
+    _setup_logging(cfg.log_level, cfg.log_format)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
 
     from . import hookspecs as host_hookspecs
@@ -254,9 +309,15 @@ def create_app(
     store.upgrade()
     store.check_vault()
     runner = Runner(pm, env=cfg.env)
+    if cfg.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
+        Path(cfg.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
     state = LevqorState(
         config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=Metrics()
     )
+    from .analytics import EmailHasher
+    from .ledger import Ledger
+
+    state.ledger = Ledger(store, cfg, EmailHasher.from_config(cfg, vault))
 
     app = Flask("levqor_host")
     app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_body_bytes, cfg.webhook_max_bytes)
@@ -264,14 +325,36 @@ def create_app(
     app.json.sort_keys = False
     app.extensions["levqor"] = state
     register_error_handlers(app)
+    from .inbox import Inboxes
+    from .mail import Mailer
+    from .observability import install_observability
+
+    install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
+    state.inboxes = Inboxes(state)
+    state.mailer = Mailer(state)
+    store.add_listener("user_created", state.mailer.welcome)
+    from .security.install import install_security
+
+    install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies
 
     from .api import bp as api_bp
     from .hooks import bp as hooks_bp
+    from .inbox import bp as inbox_bp
     from .ops import bp as ops_bp
 
     app.register_blueprint(ops_bp)
+    app.register_blueprint(inbox_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(hooks_bp)
+    from .analytics import bp as analytics_bp
+
+    app.register_blueprint(analytics_bp)
+    from .api.plan import bp as plan_bp
+
+    app.register_blueprint(plan_bp)
+    from .marketplace import bp as marketplace_bp
+
+    app.register_blueprint(marketplace_bp)
     pm.hook.register_blueprints(app=app, state=state)
 
     if start_workers is None:
@@ -280,6 +363,10 @@ def create_app(
         state.executor = EmbeddedExecutor(state)
         state.executor.start()
         atexit.register(state.executor.stop, 1.0)
+    if cfg.executor == "celery":
+        from .celery_executor import CeleryDispatcher
+
+        state.dispatcher = CeleryDispatcher(state)
     if start_scheduler is None:
         start_scheduler = cfg.scheduler == "on"
     if start_scheduler and cfg.scheduler != "off":

@@ -121,9 +121,35 @@ def serve(host: str, port: int, prod: bool) -> None:
 
 @main.command()
 @click.option("--threads", type=int, default=None, help="Worker threads (default LEVQOR_WORKERS).")
-def worker(threads: int | None) -> None:
+@click.option(
+    "--executor",
+    "executor_mode",
+    type=click.Choice(["embedded", "celery"]),
+    default=None,
+    help="embedded (claims from the database) or celery (a Celery worker on LEVQOR_BROKER_URL); "
+    "default LEVQOR_EXECUTOR.",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "prefork", "solo"]),
+    default="threads",
+    show_default=True,
+    help="Celery pool (--executor celery); --threads is its concurrency.",
+)
+def worker(threads: int | None, executor_mode: str | None, pool: str) -> None:
     """Run queued runs (a separate process beside `levqor serve`)."""
     overrides = {"workers": threads} if threads else {}
+    if (executor_mode or Config.from_env().executor) == "celery":
+        from .celery_executor import run_worker  # docs/scaling.md
+
+        try:
+            cfg = Config.from_env(executor="celery", **overrides)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        run_worker(cfg, pool=pool)
+        return
+    if executor_mode == "embedded":
+        overrides["executor"] = "embedded"
     app = _app(start_workers=True, **overrides)
     st = _state(app)
     click.echo(f"levqor worker {st.executor.worker_id} with {st.executor.threads} threads")
@@ -203,11 +229,32 @@ def users() -> None:
 @click.option("--admin", is_flag=True)
 @click.option("--plan", default="free", show_default=True)
 @click.option("--with-key", is_flag=True, help="Also create an API key and print it once.")
-def users_create(email: str, name: str | None, admin: bool, plan: str, with_key: bool) -> None:
+@click.option("--ref", default=None, help="Referral code of the user who referred this one.")
+@click.option("--utm-source", default=None)
+@click.option("--utm-medium", default=None)
+@click.option("--utm-campaign", default=None)
+def users_create(
+    email: str,
+    name: str | None,
+    admin: bool,
+    plan: str,
+    with_key: bool,
+    ref: str | None,
+    utm_source: str | None,
+    utm_medium: str | None,
+    utm_campaign: str | None,
+) -> None:
+    from .analytics import ReferralError, record_signup
+
     st = _state(_app())
     if st.store.get_user_by_email(email):
         raise click.ClickException(f"a user with email {email} exists")
     u = st.store.create_user(email, name=name, is_admin=admin, plan=plan)
+    utm = {"utm_source": utm_source, "utm_medium": utm_medium, "utm_campaign": utm_campaign}
+    try:
+        record_signup(st, u, ref=ref, utm=utm)
+    except ReferralError as e:
+        click.echo(f"warning: referral not recorded: {e.message}", err=True)
     click.echo(f"created user {u['id']} ({email})")
     if with_key:
         scopes = list(ALL_SCOPES) if admin else [s for s in ALL_SCOPES if s != "admin"]
@@ -222,6 +269,11 @@ def users_list() -> None:
         click.echo(
             f"{u['id']}  {u['email']}  plan={u['plan']}{'  admin' if u.get('is_admin') else ''}"
         )
+
+
+from .security.cli import add_user_commands  # noqa: E402
+
+add_user_commands(users)  # users set-password, users login-link
 
 
 @main.group()
@@ -408,6 +460,25 @@ def run_cmd(
     click.echo(f"run {final['id']} {final['status']}")
     if final["status"] != "succeeded":
         sys.exit(1)
+
+
+from .planner import plan_command  # noqa: E402
+
+main.add_command(plan_command)
+from .backup import backup_command, restore_command  # noqa: E402
+
+main.add_command(backup_command)
+main.add_command(restore_command)
+
+from .marketplace import marketplace_cli  # noqa: E402
+from .scaffold.cli import connector_cli  # noqa: E402
+
+main.add_command(connector_cli)  # levqor connector new|check
+main.add_command(marketplace_cli)  # levqor marketplace build
+
+
+# Plugin commands (register_commands) reach the app state through the group: main.levqor_state()
+main.levqor_state = lambda: _state(_app())  # type: ignore[attr-defined]
 
 
 def _plugin_commands() -> None:

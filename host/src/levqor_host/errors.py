@@ -127,7 +127,25 @@ def register_error_handlers(app: Flask) -> None:
         )
         return ApiError(e.code or 500, code, msg).response()
 
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(e: DBAPIError):
+        # the database is away (restart, fail-over, killed connection): 503, the client retries
+        if isinstance(e, OperationalError) or e.connection_invalidated:
+            log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                        type(e.orig).__name__ if e.orig is not None else type(e).__name__)
+            return ApiError(
+                503, "database_unavailable", "the database cannot be reached right now; retry",
+                headers={"Retry-After": "1"},
+            ).response()
+        return _unexpected(e)
+
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
+        st = app.extensions.get("levqor")
+        if st is not None and hasattr(st, "report_exception"):  # logs/errors.jsonl, Sentry
+            route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+            st.report_exception(e, where="request", route=f"{request.method} {route}")
         return ApiError(500, "internal_error", "internal error").response()

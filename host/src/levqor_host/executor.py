@@ -19,7 +19,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from levqor_kernel.runner import RunRequest
+from levqor_kernel.runner import RunRequest, RunResult
 
 if TYPE_CHECKING:
     from .app import LevqorState
@@ -272,15 +272,14 @@ class EmbeddedExecutor:
                 return None
             state.run_finished(run, result)
             return result.status
-        except Exception:  # noqa: BLE001 - a broken run must not kill the worker
+        except Exception as exc:  # noqa: BLE001 - a broken run must not kill the worker
             log.exception("run %s crashed the executor", rid)
+            state.report_exception(exc, where="executor", run_id=rid)
             try:
-                store.finish_run(
-                    rid,
-                    self.worker_id,
-                    "failed",
-                    {"type": "InternalError", "message": "internal error", "platform": True},
-                )
+                err = {"type": "InternalError", "message": "internal error", "platform": True}
+                if store.finish_run(rid, self.worker_id, "failed", err):
+                    # settles the run: a platform failure refunds its credits
+                    state.run_finished(run, RunResult("failed", err))
             except Exception:  # noqa: BLE001
                 log.exception("could not mark run %s failed", rid)
             return "failed"

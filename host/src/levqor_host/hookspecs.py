@@ -22,7 +22,8 @@ def register_blueprints(app: Any, state: Any) -> None:
 def register_commands(cli: Any) -> None:
     """Add click commands to the ``levqor`` command group.
 
-    Called once when the ``levqor`` command starts.
+    Called once when the ``levqor`` command starts. A command reaches the app state (store,
+    ledger, config) with ``click.get_current_context().find_root().command.levqor_state()``.
 
     .. versionadded:: 0.1
     """

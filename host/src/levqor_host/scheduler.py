@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -79,6 +79,8 @@ class SchedulerService:
         self._thread.start()
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread:
             self._thread.join(5)
@@ -120,8 +122,63 @@ class SchedulerService:
                 self.sync()
             self._stop.wait(min(self.sync_interval, self.ttl / 3))
 
+    BACKUP_JOB = "levqor:backup"
+
+    def _sync_backup_job(self) -> None:
+        """The daily backup (``LEVQOR_BACKUP_CRON``, default 00:00 UTC; ``off`` disables it)."""
+        expr = self.state.config.backup_cron
+        if expr.lower() == "off" or self.sched.get_job(self.BACKUP_JOB) is not None:
+            return
+        try:
+            trigger = cron_trigger(expr, "UTC")
+        except (ValueError, KeyError) as e:
+            log.error("LEVQOR_BACKUP_CRON %r is unusable: %s", expr, e)
+            return
+        self.sched.add_job(
+            self.run_backup, trigger, id=self.BACKUP_JOB, replace_existing=True,
+            misfire_grace_time=3600,
+        )
+
+    def next_backup(self) -> str | None:
+        job = self.sched.get_job(self.BACKUP_JOB)
+        if job is None or not self.is_leader or job.next_run_time is None:
+            return None
+        return job.next_run_time.isoformat()
+
+    def run_backup(self) -> dict | None:
+        """The backup job: only the leader backs up."""
+        if not self.is_leader:
+            return None
+        from .backup import scheduled_backup
+
+        return scheduled_backup(self.state)
+
+    PRUNE_JOB = "levqor:prune-runs"
+
+    def _sync_prune_job(self) -> None:
+        """Run retention (``LEVQOR_RUN_RETENTION_DAYS``; 0, the default, keeps every run): daily
+        at 00:30 UTC the leader deletes finished runs older than that many days."""
+        if self.state.config.run_retention_days <= 0 or self.sched.get_job(self.PRUNE_JOB):
+            return
+        self.sched.add_job(
+            self.prune_runs, cron_trigger("30 0 * * *"), id=self.PRUNE_JOB,
+            replace_existing=True, misfire_grace_time=3600,
+        )
+
+    def prune_runs(self) -> int | None:
+        """The retention job: only the leader prunes. Returns how many runs were deleted."""
+        days = self.state.config.run_retention_days
+        if not self.is_leader or days <= 0:
+            return None
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        deleted = self.state.store.prune_runs(cutoff)
+        log.info("run retention: deleted %d runs finished before %s", deleted, cutoff.isoformat())
+        return deleted
+
     def sync(self) -> None:
         """Make the APScheduler jobs match the scheduled pipelines in the database."""
+        self._sync_backup_job()
+        self._sync_prune_job()
         wanted: dict[str, tuple] = {}
         for p in self.state.store.list_scheduled_pipelines():
             trig = p["doc"]["trigger"]

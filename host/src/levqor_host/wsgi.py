@@ -3,7 +3,7 @@
 ``levqor serve --prod`` runs gunicorn in-process with the seed's defaults (2 workers, 4
 threads, 30 s timeout, 20 s graceful shutdown), each overridable by ``GUNICORN_WORKERS``,
 ``GUNICORN_THREADS``, ``GUNICORN_TIMEOUT``, ``GUNICORN_GRACEFUL_TIMEOUT``,
-``GUNICORN_KEEPALIVE`` and ``GUNICORN_BIND``. An external gunicorn can serve
+``GUNICORN_KEEPALIVE``, ``GUNICORN_MAX_REQUESTS`` (+ ``_JITTER``) and ``GUNICORN_BIND``. An external gunicorn can serve
 ``levqor_host.wsgi:app`` instead.
 """
 
@@ -23,6 +23,9 @@ def _settings(host: str, port: int) -> dict[str, Any]:
         "timeout": int(env.get("GUNICORN_TIMEOUT", "30")),
         "graceful_timeout": int(env.get("GUNICORN_GRACEFUL_TIMEOUT", "20")),
         "keepalive": int(env.get("GUNICORN_KEEPALIVE", "5")),
+        # recycle a worker after this many requests (0: never), with jitter
+        "max_requests": int(env.get("GUNICORN_MAX_REQUESTS", "0")),
+        "max_requests_jitter": int(env.get("GUNICORN_MAX_REQUESTS_JITTER", "0")),
         "accesslog": env.get("GUNICORN_ACCESSLOG") or None,
         "errorlog": "-",
         "loglevel": env.get("GUNICORN_LOGLEVEL", "warning"),
@@ -49,10 +52,29 @@ def run_gunicorn(host: str, port: int, *, scheduler: bool = True) -> None:
                 cfg, start_workers=cfg.executor == "embedded", start_scheduler=scheduler
             )
 
+    _prepare_multiproc_dir()
     LevqorGunicorn().run()
 
 
+def _prepare_multiproc_dir() -> None:
+    """Prometheus multiprocess mode: the folder must exist and start empty (stale files of an
+    earlier run would be merged into the counters)."""
+    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not d:
+        return
+    from pathlib import Path
+
+    p = Path(d)
+    p.mkdir(parents=True, exist_ok=True)
+    for f in p.glob("*.db"):
+        f.unlink(missing_ok=True)
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
     app = getattr(worker, "wsgi", None)
     st = getattr(app, "extensions", {}).get("levqor") if app is not None else None
     if st is None:

@@ -150,6 +150,9 @@ def create_pipeline():
         raise ApiError(400, "invalid_request", "name must be 1-200 characters")
     p = state().store.create_pipeline(user["id"], name, doc)
     state().export_pipeline(p)
+    from ..analytics import record_event
+
+    record_event(state(), "pipeline_created", user["id"], props={"pipeline_id": p["id"]})
     resp = jsonify({**pipeline_out(p), "warnings": warnings})
     resp.status_code = 201
     return resp

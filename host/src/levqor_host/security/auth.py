@@ -1,8 +1,26 @@
-"""API key authentication (``Authorization: Bearer lvq_...``) and scopes."""
+"""Authentication and scopes.
+
+Three ways in, tried in this order:
+
+* ``Authorization: Bearer lvq_...``: an API key; its scopes are the key's.
+* ``Authorization: Bearer <jwt>``: a Supabase access token (see :mod:`.jwt_auth`); the user is
+  created on first sight and has every scope but ``admin`` (``admin`` too when the user is an
+  admin).
+* the host's session cookie (dashboard sign-in, :mod:`.sessions`), with the same scopes as a
+  JWT. A cookie-authenticated request that changes something (any method but GET, HEAD,
+  OPTIONS) must also carry the session's CSRF token in ``X-CSRF-Token`` (or a ``csrf_token``
+  form field); bearer requests are exempt, since a browser never adds them by itself.
+
+A request that sends an ``Authorization`` header is judged by it alone (a bad key never falls
+back to a cookie). The outcome is computed once per request and cached on ``flask.g``, so the
+rate limiter (which keys authenticated callers by user) and the route share it.
+"""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
@@ -25,6 +43,20 @@ DEFAULT_SCOPES = (
     "credentials:write",
     "billing",
 )
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+
+@dataclass
+class Identity:
+    """Who is calling: ``kind`` is ``key``, ``jwt`` or ``session``."""
+
+    kind: str
+    user: dict
+    scopes: frozenset[str]
+    key: dict = field(default_factory=dict)
+    session: dict | None = None
+    session_id: str | None = None
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -37,26 +69,129 @@ def current_user() -> dict:
     return g.levqor_user
 
 
-def authenticate() -> tuple[dict, dict]:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("send an API key as 'Authorization: Bearer lvq_...'")
+def user_scopes(user: dict) -> frozenset[str]:
+    """Scopes of a signed-in person (JWT or session): everything, admin only for admins."""
+    return frozenset(DEFAULT_SCOPES) | ({"admin"} if user.get("is_admin") else set())
+
+
+def security_state() -> Any:
+    return current_app.extensions.get("levqor_security")
+
+
+def _identify() -> Identity:
+    """Authenticate the request (raises ApiError 401/503); no CSRF check here."""
     state = current_app.extensions["levqor"]
-    found = state.store.authenticate_key(token.strip())
-    if found is None:
-        raise _unauthorized("invalid or revoked API key")
-    return found
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("send an API key as 'Authorization: Bearer lvq_...'")
+        if token.startswith("lvq_"):
+            found = state.store.authenticate_key(token)
+            if found is None:
+                raise _unauthorized("invalid or revoked API key")
+            user, key = found
+            return Identity("key", user, frozenset(key.get("scopes") or ()), key=key)
+        from .jwt_auth import InvalidToken, ProviderUnavailable, looks_like_jwt
+
+        sec = security_state()
+        verifier = sec.verifier if sec is not None else None
+        if not looks_like_jwt(token):
+            raise _unauthorized("invalid or revoked API key")
+        if verifier is None:
+            raise _unauthorized(
+                "sign-in tokens are not accepted here: set SUPABASE_JWT_SECRET or SUPABASE_URL "
+                "(or use an API key)"
+            )
+        try:
+            claims = verifier.verify(token)
+        except InvalidToken as e:
+            raise _unauthorized(f"invalid sign-in token: {e}") from None
+        except ProviderUnavailable:
+            raise ApiError(
+                503, "auth_unavailable", "the sign-in provider's keys cannot be fetched right now"
+            ) from None
+        from ..store.auth import user_for_identity
+
+        user = user_for_identity(state.store, "supabase", claims["sub"], claims["email"])
+        return Identity("jwt", user, user_scopes(user), key={"id": None, "kind": "jwt"})
+    from .sessions import cookie_name
+
+    sid = request.cookies.get(cookie_name(state.config))
+    if sid:
+        from ..store.auth import get_session
+
+        found = get_session(state.store, sid)
+        if found is None:
+            raise _unauthorized("your session expired: sign in again")
+        user, sess = found
+        return Identity(
+            "session",
+            user,
+            user_scopes(user),
+            key={"id": None, "kind": "session"},
+            session=sess,
+            session_id=sid,
+        )
+    raise _unauthorized("send an API key as 'Authorization: Bearer lvq_...' or sign in")
+
+
+def identify(*, cached_errors: bool = True) -> Identity:
+    """The caller's identity, computed once per request (errors are cached too)."""
+    cached = g.get("_levqor_identity")
+    if cached is None:
+        try:
+            cached = _identify()
+        except ApiError as e:
+            cached = e
+        g._levqor_identity = cached
+    if isinstance(cached, ApiError):
+        raise cached
+    return cached
+
+
+def peek_identity() -> Identity | None:
+    """The identity when the request carries valid credentials, else None (never raises)."""
+    try:
+        return identify()
+    except ApiError:
+        return None
+
+
+def check_csrf(ident: Identity) -> None:
+    if ident.kind != "session" or request.method in SAFE_METHODS:
+        return
+    given = request.headers.get(CSRF_HEADER) or ""
+    if not given and request.mimetype == "application/x-www-form-urlencoded":
+        given = request.form.get("csrf_token", "")
+    expected = (ident.session or {}).get("csrf_token") or ""
+    if not given or not expected or not hmac.compare_digest(given, expected):
+        raise ApiError(
+            403,
+            "csrf_failed",
+            f"missing or wrong CSRF token: send the {CSRF_HEADER} header with the token "
+            "from sign-in (cookie levqor_csrf)",
+        )
+
+
+def authenticate() -> tuple[dict, dict]:
+    """``(user, key)`` of the caller (raises 401/403); ``key`` is the API key row for keys,
+    ``{"id": None, "kind": "jwt"|"session"}`` otherwise."""
+    ident = identify()
+    check_csrf(ident)
+    return ident.user, {**ident.key, "scopes": sorted(ident.scopes)}
 
 
 def require(scope: str | None = None) -> Callable:
-    """Decorator: the route needs a valid API key (with ``scope`` when given)."""
+    """Decorator: the route needs a signed-in caller (with ``scope`` when given)."""
 
     def deco(fn: Callable) -> Callable:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user, key = authenticate()
-            scopes = set(key.get("scopes") or ())
+            ident = identify()
+            check_csrf(ident)
+            scopes = ident.scopes
             if scope and scope not in scopes and "admin" not in scopes:
                 raise ApiError(
                     403,
@@ -64,7 +199,9 @@ def require(scope: str | None = None) -> Callable:
                     f"this API key lacks the scope {scope!r}",
                     {"required_scope": scope},
                 )
-            g.levqor_user, g.levqor_key = user, key
+            g.levqor_user = ident.user
+            g.levqor_key = {**ident.key, "scopes": sorted(scopes)}
+            g.levqor_identity = ident
             return fn(*args, **kwargs)
 
         wrapper.levqor_scope = scope  # type: ignore[attr-defined]

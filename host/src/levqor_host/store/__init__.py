@@ -17,8 +17,10 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
@@ -46,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from ..security.vault import Vault, VaultKeyError
@@ -170,6 +172,29 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _retry_on_disconnect(fn):
+    """Run ``fn`` again (twice at most) when the database connection died under it (a server
+    restart, ``pg_terminate_backend``, a fail-over): the pool has dropped the dead connection and
+    the next attempt gets a fresh one. Only on methods that are safe to repeat (reads, upserts,
+    updates conditional on the lease). Added for issue 10 (docs/scaling.md)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(3):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as e:
+                if not e.connection_invalidated or attempt == 2:
+                    raise
+                logging.getLogger("levqor.store").warning(
+                    "database connection lost in %s; retrying on a new one", fn.__name__
+                )
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------- helpers
@@ -392,6 +417,27 @@ _SQL_HEARTBEAT = (
     .values(lease_expires_at=_B("lease_until", type_=UTCDateTime))
     .returning(runs.c.id)
 )
+_SQL_CLAIM_ONE = (
+    update(runs)
+    .where(
+        runs.c.id == _B("run_id"),
+        or_(
+            and_(runs.c.status == "queued", runs.c.lease_expires_at.is_(None)),
+            and_(
+                runs.c.status == "running",
+                runs.c.lease_expires_at < _B("now", type_=UTCDateTime),
+            ),
+        ),
+    )
+    .values(
+        status="running",
+        lease_owner=_B("worker_id"),
+        lease_expires_at=_B("lease_until", type_=UTCDateTime),
+        claims=runs.c.claims + 1,
+        started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
+    )
+    .returning(*runs.c)
+)
 _CLAIM_COLS = (runs.c.id, runs.c.user_id, runs.c.created_at)
 _SQL_CLAIM_QUEUED = (
     select(*_CLAIM_COLS)
@@ -545,9 +591,26 @@ class Store:
                     conn.execute(users.insert().values(**values))
             except IntegrityError:
                 continue  # referral code collision or a concurrent insert: check again
-            return _user_dict(_Row(values))
+            user = _user_dict(_Row(values))
+            self._emit("user_created", user)
+            return user
         raise Conflict(f"could not create user {email!r}")
 
+    # ------------------------------------------------------------------ listeners
+
+    def add_listener(self, event: str, fn: Any) -> None:
+        """Call ``fn(payload)`` after ``event`` committed (``user_created``: the user dict).
+        A listener's exception is logged, never raised into the caller."""
+        self.__dict__.setdefault("_listeners", {}).setdefault(event, []).append(fn)
+
+    def _emit(self, event: str, payload: Any) -> None:
+        for fn in self.__dict__.get("_listeners", {}).get(event, ()):
+            try:
+                fn(payload)
+            except Exception:  # noqa: BLE001 - a listener never breaks a write
+                logging.getLogger("levqor.store").exception("%s listener failed", event)
+
+    @_retry_on_disconnect
     def get_user(self, user_id: str) -> dict | None:
         with self.read() as conn:
             row = conn.execute(select(users).where(users.c.id == user_id)).first()
@@ -742,6 +805,7 @@ class Store:
         with self.read() as conn:
             return self._pipeline(conn, user_id, pipeline_id)
 
+    @_retry_on_disconnect
     def get_pipeline_any(self, pipeline_id: str) -> dict | None:
         """The pipeline whoever owns it (archived ones too): for the scheduler and workers."""
         with self.read() as conn:
@@ -792,6 +856,7 @@ class Store:
             ).all()
         return [_version_dict(r) for r in rows]
 
+    @_retry_on_disconnect
     def get_version(self, user_id: str, pipeline_id: str, version: int) -> dict | None:
         """One version of the user's pipeline; None if unknown or not the user's."""
         params = {"pipeline_id": pipeline_id, "version": version, "user_id": user_id}
@@ -829,6 +894,7 @@ class Store:
             ).scalar_one_or_none()
         return self.vault.decrypt(enc) if enc is not None else None
 
+    @_retry_on_disconnect
     def list_scheduled_pipelines(self) -> list[dict]:
         """Every not-archived pipeline whose current doc has a ``schedule`` trigger (all users)."""
         q = (
@@ -903,6 +969,7 @@ class Store:
             )
         return res.rowcount == 1
 
+    @_retry_on_disconnect
     def get_credential_values(self, user_id: str, name: str) -> tuple[str, dict] | None:
         """``(connector, decrypted values)`` of the user's credential called ``name``."""
         with self.read() as conn:
@@ -1052,6 +1119,82 @@ class Store:
                 )
         return _run_dict(_Row(values)), True
 
+    def create_run_in(
+        self,
+        conn: Connection,
+        user_id: str,
+        pipeline_id: str,
+        version: int | None,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        trigger: str = "manual",
+        idempotency_key: str | None = None,
+        retry_of: str | None = None,
+        copy_steps_from: str | None = None,
+    ) -> tuple[dict, bool]:
+        """:meth:`create_run` inside a write transaction the caller holds (``conn`` from
+        :meth:`write`), so that a billing gate, its credit reservation and the run row commit or
+        roll back together. ``run_id`` lets the caller name the run before it exists (ledger
+        lines refer to it). Same answers and errors as :meth:`create_run`."""
+        if trigger not in RUN_TRIGGERS:
+            raise ValueError(f"unknown trigger {trigger!r}")
+        if idempotency_key is not None:
+            row = conn.execute(
+                _SQL_RUN_BY_IDEMPOTENCY_KEY, {"user_id": user_id, "key": idempotency_key}
+            ).first()
+            if row is not None:
+                return _run_dict(row), False
+        owner = {"pipeline_id": pipeline_id, "user_id": user_id}
+        if version is None:
+            version = conn.execute(_SQL_CURRENT_VERSION_OF_USER, owner).scalar_one_or_none()
+            found = version is not None
+        else:
+            found = (
+                conn.execute(_SQL_VERSION_OF_USER, {**owner, "version": version}).first()
+                is not None
+            )
+        if not found:
+            raise NotFound(f"no pipeline {pipeline_id!r} version {version!r} for this user")
+        values = {
+            "id": run_id or _new_id("run"),
+            "user_id": user_id,
+            "pipeline_id": pipeline_id,
+            "version": version,
+            "status": "queued",
+            "trigger": trigger,
+            "input": input,
+            "idempotency_key": idempotency_key,
+            "retry_of": retry_of,
+            "error": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "claims": 0,
+            "cancel_requested": False,
+            "created_at": _now(),
+            "started_at": None,
+            "finished_at": None,
+        }
+        conn.execute(_SQL_INSERT_RUN, values)
+        if copy_steps_from is not None:
+            cols = [c.name for c in run_steps.c]
+            src = (
+                select(
+                    *[
+                        literal(values["id"]).label("run_id") if c == "run_id" else run_steps.c[c]
+                        for c in cols
+                    ]
+                )
+                .select_from(run_steps.join(runs, runs.c.id == run_steps.c.run_id))
+                .where(
+                    run_steps.c.run_id == copy_steps_from,
+                    runs.c.user_id == user_id,
+                    run_steps.c.status == "succeeded",
+                )
+            )
+            conn.execute(run_steps.insert().from_select(cols, src))
+        return _run_dict(_Row(values)), True
+
     def find_run_by_idempotency_key(self, user_id: str, idempotency_key: str) -> dict | None:
         """The user's run created with ``idempotency_key`` (no ``steps``), None if there is none."""
         with self.read() as conn:
@@ -1060,6 +1203,7 @@ class Store:
             ).first()
         return _run_dict(row) if row else None
 
+    @_retry_on_disconnect
     def claim_runs(
         self,
         worker_id: str,
@@ -1129,6 +1273,7 @@ class Store:
         rows.sort(key=lambda r: (r.created_at, r.id))
         return [_run_dict(r) for r in rows]
 
+    @_retry_on_disconnect
     def heartbeat(
         self, worker_id: str, run_ids: Iterable[str], *, lease_seconds: float
     ) -> set[str]:
@@ -1144,12 +1289,112 @@ class Store:
         with self.write() as conn:
             return set(conn.execute(_SQL_HEARTBEAT, params).scalars())
 
+    @_retry_on_disconnect
     def release_run(self, worker_id: str, run_id: str) -> bool:
         """Put a run the worker owns back in the queue (graceful shutdown); False if not owned."""
         with self.write() as conn:
             res = conn.execute(_SQL_RELEASE, {"run_id": run_id, "worker_id": worker_id})
         return res.rowcount == 1
 
+    # ------------------------------------------------------------------ runs by id (Celery)
+
+    @_retry_on_disconnect
+    def claim_run(
+        self,
+        worker_id: str,
+        run_id: str,
+        *,
+        lease_seconds: float,
+        max_running_per_user: int | None = None,
+    ) -> dict | None:
+        """Take the run ``run_id`` with a lease, as :meth:`claim_runs` would: when it is queued,
+        or running with an expired lease (its worker died). None when it is final, cancelled,
+        unknown, leased by a live worker, or when its user already has ``max_running_per_user``
+        running runs. One conditional UPDATE, so two deliveries of one message never both win.
+        """
+        now = _now()
+        params = {
+            "run_id": run_id,
+            "worker_id": worker_id,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            "now": now,
+        }
+        with self.write() as conn:
+            if max_running_per_user is not None:
+                if self._pg:  # per-user counting needs the claimers to take turns
+                    conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_CLAIM)))
+                user_id = conn.execute(
+                    select(runs.c.user_id).where(runs.c.id == run_id)
+                ).scalar_one_or_none()
+                if user_id is None:
+                    return None
+                running = conn.execute(
+                    select(func.count())
+                    .select_from(runs)
+                    .where(
+                        runs.c.user_id == user_id,
+                        runs.c.status == "running",
+                        runs.c.lease_expires_at >= now,
+                        runs.c.id != run_id,
+                    )
+                ).scalar_one()
+                if running >= max_running_per_user:
+                    return None
+            row = conn.execute(_SQL_CLAIM_ONE, params).first()
+        return _run_dict(row) if row is not None else None
+
+    @_retry_on_disconnect
+    def runs_to_resend(
+        self, *, queued_before: datetime | None, limit: int = 500
+    ) -> dict[str, list[str]]:
+        """Ids of runs a lost message may have stranded: ``expired`` (running, lease expired:
+        the worker died) and, when ``queued_before`` is given, ``queued`` (queued since before
+        it), oldest first, at most ``limit`` of each."""
+        now = _now()
+        with self.read() as conn:
+            expired = conn.execute(
+                select(runs.c.id)
+                .where(runs.c.status == "running", runs.c.lease_expires_at < now)
+                .order_by(runs.c.created_at)
+                .limit(limit)
+            ).scalars().all()
+            queued: list[str] = []
+            if queued_before is not None:
+                queued = conn.execute(
+                    select(runs.c.id)
+                    .where(
+                        runs.c.status == "queued",
+                        runs.c.lease_expires_at.is_(None),
+                        runs.c.created_at < queued_before,
+                    )
+                    .order_by(runs.c.created_at)
+                    .limit(limit)
+                ).scalars().all()
+        return {"expired": list(expired), "queued": list(queued)}
+
+    def prune_runs(self, older_than: datetime, *, batch: int = 2000) -> int:
+        """Delete finished runs (succeeded, failed, cancelled) created and finished before
+        ``older_than``, with their steps, in batches of ``batch`` (short transactions). Ledger
+        lines stay (money is never deleted). Returns how many runs were deleted."""
+        total = 0
+        while True:
+            with self.write() as conn:
+                ids = conn.execute(
+                    select(runs.c.id)
+                    .where(
+                        runs.c.status.in_(sorted(FINAL_RUN_STATUSES)),
+                        runs.c.created_at < older_than,
+                        runs.c.finished_at < older_than,
+                    )
+                    .limit(batch)
+                ).scalars().all()
+                if not ids:
+                    return total
+                conn.execute(delete(run_steps).where(run_steps.c.run_id.in_(ids)))
+                conn.execute(delete(runs).where(runs.c.id.in_(ids)))
+            total += len(ids)
+
+    @_retry_on_disconnect
     def record_step(
         self,
         run_id: str,
@@ -1187,12 +1432,14 @@ class Store:
         with self.write() as conn:
             conn.execute(self._step_upsert, params)
 
+    @_retry_on_disconnect
     def succeeded_outputs(self, run_id: str) -> dict[str, dict]:
         """``{step_id: output}`` of the run's succeeded steps."""
         with self.read() as conn:
             rows = conn.execute(_SQL_SUCCEEDED_OUTPUTS, {"run_id": run_id}).all()
         return {r.step_id: r.output for r in rows}
 
+    @_retry_on_disconnect
     def finish_run(self, run_id: str, worker_id: str, status: str, error: Any = None) -> bool:
         """Move a running run the worker still owns to a final status; False otherwise."""
         if status not in FINAL_RUN_STATUSES:
@@ -1220,6 +1467,7 @@ class Store:
         out["steps"] = [_step_dict(s) for s in steps]
         return out
 
+    @_retry_on_disconnect
     def get_run(self, user_id: str | None, run_id: str) -> dict | None:
         """The run with its ``steps`` (by position); ``user_id`` None = any user (workers)."""
         with self.read() as conn:
@@ -1286,6 +1534,7 @@ class Store:
                 )
             return self._get_run(conn, user_id, run_id)
 
+    @_retry_on_disconnect
     def is_cancel_requested(self, run_id: str) -> bool:
         with self.read() as conn:
             row = conn.execute(_SQL_CANCEL_STATE, {"run_id": run_id}).first()
@@ -1321,6 +1570,7 @@ class Store:
 
     # ------------------------------------------------------------------ leader lock
 
+    @_retry_on_disconnect
     def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Take the lock ``name`` for ``ttl_seconds``, renew it when ``owner`` holds it, or steal
         it when the holder's lease expired. False while someone else holds it."""

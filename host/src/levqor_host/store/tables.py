@@ -268,3 +268,67 @@ events = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_events_type_created_at", "type", "created_at"),
 )
+
+# Issue 7 (billing): external events applied exactly once, and each user's billing account.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("key", String(200), primary_key=True),  # "stripe:evt_..."
+    Column("type", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+billing_accounts = Table(
+    "billing_accounts",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("provider", String(40), nullable=False),
+    Column("customer_id", String(200), unique=True),
+    Column("subscription_id", String(200)),
+    Column("status", String(40)),
+    # the (event created, rank) of the last plan change applied: older deliveries are ignored
+    Column("plan_event_at", Integer, nullable=False, default=0),
+    Column("plan_event_rank", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Issue 4 (sign-in): host passwords, sessions, one-time login links, external identities.
+# Secrets (session ids, link tokens) are stored as SHA-256 hashes only.
+user_passwords = Table(
+    "user_passwords",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("password_hash", String(400), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_sessions_user_id", "user_id"),
+)
+
+login_links = Table(
+    "login_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
+user_identities = Table(
+    "user_identities",
+    metadata,
+    Column("provider", String(40), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("provider", "subject"),
+)

@@ -1,0 +1,344 @@
+"""The Celery executor (``LEVQOR_EXECUTOR=celery``, ``LEVQOR_BROKER_URL=redis://...``).
+
+The database stays the source of truth; the broker only rings the bell.
+
+- Web hosts (``levqor serve``) write the run row, then :class:`CeleryDispatcher` publishes the
+  task ``levqor.run`` with the run id. A publish that fails (broker down) is logged and the run
+  stays queued: it is not lost, the lease sweep sends it again.
+- ``levqor worker --executor celery`` (:func:`run_worker`) starts a Celery worker in-process
+  with Levqor's plugins loaded. The task claims its run with the same lease as the embedded
+  executor (:meth:`Store.claim_run`: one conditional UPDATE), so a message delivered twice never
+  runs a run twice, then runs it through :meth:`EmbeddedExecutor.execute` (same recorder,
+  heartbeat, resume from the first unfinished step, hand-back on shutdown).
+- The lease sweep (:class:`LeaseSweeper`, in every worker process, one active at a time behind
+  the database lock ``celery-sweep``) re-sends runs whose lease expired (a worker was killed and
+  its message is parked in Redis until the visibility timeout) and, when the broker queue is
+  empty, runs queued for longer than ``LEVQOR_CELERY_REQUEUE_AFTER`` (their message was lost:
+  Redis restarted without persistence, or the publish failed).
+
+Celery settings for at-least-once delivery: ``task_acks_late`` (ack after the run), reject on
+worker lost, prefetch multiplier 1 (a worker thread holds one message), a broker visibility
+timeout above the longest step timeout, and connection retries forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from .app import LevqorState
+    from .config import Config
+
+log = logging.getLogger("levqor.celery")
+
+TASK_NAME = "levqor.run"
+SWEEP_LOCK = "celery-sweep"
+
+
+def _missing() -> RuntimeError:
+    return RuntimeError(
+        "LEVQOR_EXECUTOR=celery needs Celery: pip install 'levqor[celery]' (celery[redis])"
+    )
+
+
+def make_celery(cfg: Config) -> Celery:
+    """The Celery app of a Levqor deployment (no result backend: state is in the database)."""
+    try:
+        from celery import Celery
+    except ImportError as e:  # pragma: no cover - the extra is installed in CI
+        raise _missing() from e
+    if not cfg.broker_url:
+        raise ValueError("LEVQOR_EXECUTOR=celery needs LEVQOR_BROKER_URL (redis://host:6379/0)")
+    app = Celery("levqor", broker=cfg.broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=cfg.celery_queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        # at-least-once: ack after the run, requeue when the worker process dies
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # the run keeps going when the broker connection drops; the database lease guards it
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=3,
+        broker_transport_options={
+            # a message not acked within this is delivered again (must exceed a step's timeout)
+            "visibility_timeout": cfg.celery_visibility_timeout,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 30,
+            "socket_keepalive": True,
+        },
+        # a publish from a web request waits at most ~1 s on a dead broker
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.25,
+            "interval_max": 0.5,
+        },
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_heartbeat=0,
+    )
+    return app
+
+
+class CeleryDispatcher:
+    """Publishes run ids to the broker (web hosts, the scheduler, the sweep)."""
+
+    DOWN_FOR = 2.0  # after a failed publish, skip publishing for this long (the sweep catches up)
+
+    def __init__(self, state: LevqorState, celery: Celery | None = None) -> None:
+        self.state = state
+        self.celery = celery or make_celery(state.config)
+        self.queue = state.config.celery_queue
+        self._down_until = 0.0
+        self.sent = 0
+        self.failed = 0
+
+    def send(self, run_id: str, *, countdown: float | None = None) -> bool:
+        """Publish ``levqor.run(run_id)``; False (never an exception) when the broker is away."""
+        if time.monotonic() < self._down_until:
+            self.failed += 1
+            return False
+        try:
+            self.celery.send_task(
+                TASK_NAME, args=[run_id], queue=self.queue, countdown=countdown, retry=True
+            )
+        except Exception as e:  # noqa: BLE001 - kombu/redis errors vary by transport
+            self._down_until = time.monotonic() + self.DOWN_FOR
+            self.failed += 1
+            log.warning(
+                "broker unreachable, run %s stays queued (the lease sweep sends it): %s",
+                run_id,
+                type(e).__name__,
+            )
+            return False
+        self.sent += 1
+        return True
+
+    def queue_length(self) -> int | None:
+        """Messages waiting in the broker queue; None when the broker cannot be reached."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+                try:
+                    ok = conn.default_channel.queue_declare(queue=self.queue, passive=True)
+                except Exception:  # noqa: BLE001 - passive declare of an unknown queue: empty
+                    return 0
+                return int(ok.message_count)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def check(self) -> dict[str, Any]:
+        """For /health/ready: the broker answers, and how many messages wait."""
+        n = self.queue_length()
+        if n is None:
+            return {
+                "ok": False,
+                "error": "the broker (LEVQOR_BROKER_URL) is unreachable: runs stay queued in "
+                "the database and are sent when it is back",
+            }
+        return {"ok": True, "queue_length": n}
+
+    def close(self) -> None:
+        try:
+            self.celery.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class LeaseSweeper:
+    """Re-sends runs whose message was lost (see the module docstring)."""
+
+    def __init__(self, state: LevqorState, dispatcher: CeleryDispatcher) -> None:
+        self.state = state
+        self.dispatcher = dispatcher
+        self.owner = f"sweep:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._recent: dict[str, float] = {}
+        self.resent = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="levqor-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        try:
+            self.state.store.release_lock(SWEEP_LOCK, self.owner)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _loop(self) -> None:
+        interval = self.state.config.celery_sweep_interval
+        while not self._stop.wait(interval):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the database or broker may be briefly away
+                log.warning("lease sweep failed", exc_info=True)
+
+    def sweep(self) -> int:
+        """One pass (when this process holds the sweep lock); returns how many runs were sent."""
+        cfg, store = self.state.config, self.state.store
+        if not store.acquire_lock(SWEEP_LOCK, self.owner, max(3.0, cfg.celery_sweep_interval * 3)):
+            return 0
+        now_m = time.monotonic()
+        self._recent = {k: t for k, t in self._recent.items() if now_m - t < cfg.celery_requeue_after}
+        waiting = self.dispatcher.queue_length()
+        if waiting is None:
+            return 0  # the broker is away: nothing can be sent now
+        cutoff = datetime.now(UTC) - timedelta(seconds=cfg.celery_requeue_after)
+        found = store.runs_to_resend(queued_before=cutoff if waiting == 0 else None)
+        sent = 0
+        for rid in [*found["expired"], *found["queued"]]:
+            if rid in self._recent:
+                continue
+            if not self.dispatcher.send(rid):
+                break
+            self._recent[rid] = now_m
+            sent += 1
+        if sent:
+            log.info("lease sweep re-sent %d runs", sent)
+        self.resent += sent
+        return sent
+
+
+class CeleryWorker:
+    """What a worker process needs: the app state, a lease heartbeat, the task body."""
+
+    def __init__(self, state: LevqorState, dispatcher: CeleryDispatcher) -> None:
+        from .executor import EmbeddedExecutor, worker_identity
+
+        self.state = state
+        self.dispatcher = dispatcher
+        # no claiming threads: Celery's pool calls execute(); the heartbeat thread renews leases
+        self.executor = EmbeddedExecutor(state, threads=0, worker_id="celery:" + worker_identity())
+        self.executor.start()
+
+    def handle(self, run_id: str) -> str:
+        st, cfg = self.state, self.state.config
+        run = st.store.claim_run(
+            self.executor.worker_id,
+            run_id,
+            lease_seconds=cfg.lease_seconds,
+            max_running_per_user=cfg.max_running_per_user,
+        )
+        if run is None:
+            current = st.store.get_run(None, run_id)
+            if current is not None and current["status"] == "queued":
+                # the user is at LEVQOR_MAX_RUNNING_PER_USER: try again shortly
+                self.dispatcher.send(run_id, countdown=max(0.5, cfg.poll_interval * 2))
+                return "deferred"
+            return "skipped"  # finished, cancelled, or leased by a live worker: a duplicate
+        status = self.executor.execute(run)
+        if status is None:
+            current = st.store.get_run(None, run_id)
+            if current is not None and current["status"] == "queued":
+                self.dispatcher.send(run_id)  # handed back on shutdown: resume elsewhere
+            return "handed back"
+        return status
+
+    def stop(self, grace: float | None = None) -> None:
+        self.executor.stop(grace)
+
+
+def register_task(celery: Celery, get_worker: Any) -> Any:
+    @celery.task(
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
+    def run_task(self: Any, run_id: str) -> str:
+        return get_worker().handle(run_id)
+
+    return run_task
+
+
+def run_worker(
+    cfg: Config,
+    *,
+    concurrency: int | None = None,
+    pool: str = "threads",
+    loglevel: str | None = None,
+    plugins: list | None = None,
+) -> None:
+    """``levqor worker --executor celery``: a Celery worker in this process (blocks)."""
+    from celery import signals
+
+    from .app import create_app
+
+    concurrency = concurrency or cfg.workers
+    app = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
+    state = app.extensions["levqor"]
+    dispatcher: CeleryDispatcher = state.dispatcher or CeleryDispatcher(state)
+    celery = dispatcher.celery
+    holder: dict[str, Any] = {"pid": os.getpid(), "worker": None}
+    lock = threading.Lock()
+
+    def get_worker() -> CeleryWorker:
+        with lock:
+            if holder["worker"] is None or holder["pid"] != os.getpid():
+                st = state
+                if holder["pid"] != os.getpid():  # a prefork child: its own engine and threads
+                    st = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
+                    st = st.extensions["levqor"]
+                    holder["pid"] = os.getpid()
+                holder["worker"] = CeleryWorker(st, st.dispatcher or dispatcher)
+            return holder["worker"]
+
+    @signals.worker_process_init.connect(weak=False)
+    def _child_init(**_kw: Any) -> None:
+        state.store.engine.dispose(close=False)  # never use the parent's connections
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _shutting_down(**_kw: Any) -> None:
+        w = holder["worker"]
+        if w is not None:
+            # stop() sets the flag at once; in-flight runs are handed back after the grace
+            threading.Thread(target=w.stop, daemon=True).start()
+
+    register_task(celery, get_worker)
+    if pool != "prefork":
+        get_worker()  # heartbeat thread up before the first message
+    sweeper = LeaseSweeper(state, dispatcher)
+    sweeper.start()
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel or cfg.log_level}",
+        f"--queues={cfg.celery_queue}",
+        f"--hostname=levqor-{os.getpid()}@{socket.gethostname()}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    log.info("levqor celery worker: pool %s, concurrency %d", pool, concurrency)
+    try:
+        celery.worker_main(argv=argv)
+    finally:
+        sweeper.stop()
+        w = holder["worker"]
+        if w is not None:
+            w.stop(1.0)

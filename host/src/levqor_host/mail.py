@@ -1,0 +1,219 @@
+"""Transactional email through Resend: support forwarding, welcome, run failure, low credit.
+
+Resend's API (https://resend.com/docs/api-reference/emails/send-email): ``POST {base}/emails``
+with ``Authorization: Bearer $RESEND_API_KEY`` and JSON ``from``, ``to``, ``subject``, ``text``
+(and ``reply_to``), answering ``{"id": ...}``; an ``Idempotency-Key`` header makes a retried
+send go out once. The base is ``LEVQOR_RESEND_API_BASE`` (default https://api.resend.com), the
+sender ``LEVQOR_MAIL_FROM`` (a verified domain of the Resend account).
+
+Without ``RESEND_API_KEY`` nothing is sent (and nothing pretends to be): welcome, failure and
+low-credit emails are skipped with a debug line, support messages stay in the inbox only.
+Background sends (welcome, run failure, low credit) run on a small thread pool so a slow mail
+server never delays a request or a worker. Logs name user ids, never addresses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:
+    from .app import LevqorState
+
+log = logging.getLogger("levqor.mail")
+
+
+class MailError(Exception):
+    """Resend refused or could not be reached (message names the reason, never the key)."""
+
+
+class Mailer:
+    def __init__(self, state: LevqorState) -> None:
+        self.state = state
+        self.cfg = state.config
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.cfg.resend_api_key)
+
+    # ------------------------------------------------------------------ sending
+    def send(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        kind: str,
+        reply_to: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Send one email now; returns Resend's id. Raises MailError."""
+        if not self.configured:
+            raise MailError("email is off: set RESEND_API_KEY (and LEVQOR_MAIL_FROM)")
+        body: dict[str, Any] = {
+            "from": self.cfg.mail_from,
+            "to": [to],
+            "subject": subject[:250],
+            "text": text,
+        }
+        if reply_to:
+            body["reply_to"] = reply_to
+        headers = {"Authorization": f"Bearer {self.cfg.resend_api_key}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key[:256]
+        url = f"{self.cfg.resend_api_base}/emails"
+        last = ""
+        for attempt in range(3):
+            try:
+                r = self._session.post(url, json=body, headers=headers, timeout=(5, 15))
+            except requests.RequestException as e:
+                last = f"Resend unreachable: {type(e).__name__}"
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if r.status_code < 300:
+                self.state.metrics.emails.labels(kind, "sent").inc()
+                try:
+                    return str(r.json().get("id") or "")
+                except ValueError:
+                    return ""
+            try:
+                err = r.json()
+                reason = f"{err.get('name', 'error')}: {err.get('message', '')}"
+            except ValueError:
+                reason = r.text[:200]
+            last = f"Resend answered {r.status_code} ({reason})"
+            if r.status_code == 429 or r.status_code >= 500:
+                try:
+                    wait = min(float(r.headers.get("retry-after") or 0.5), 5.0)
+                except ValueError:
+                    wait = 0.5
+                time.sleep(wait)
+                continue
+            break
+        self.state.metrics.emails.labels(kind, "failed").inc()
+        from .observability import scrub
+
+        raise MailError(scrub(last))
+
+    def _background(self, kind: str, what: str, fn: Any, /, *args: Any, **kw: Any) -> Future | None:
+        if not self.configured:
+            log.debug("%s email skipped: RESEND_API_KEY is not set", kind)
+            self.state.metrics.emails.labels(kind, "skipped").inc()
+            return None
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="levqor-mail")
+            pool = self._pool
+
+        def job() -> None:
+            try:
+                fn(*args, **kw)
+            except MailError as e:
+                log.warning("%s email for %s not sent: %s", kind, what, e)
+            except Exception:  # noqa: BLE001
+                log.exception("%s email for %s failed", kind, what)
+
+        return pool.submit(job)
+
+    # ------------------------------------------------------------------ transactional
+    def welcome(self, user: dict) -> Future | None:
+        """Store listener ``user_created``: a welcome email to the new user."""
+        base = self.cfg.base_url
+        text = (
+            "Welcome to Levqor.\n\n"
+            f"Your automation dashboard: {base}\n"
+            f"API reference: {base}/api/v1/openapi.json\n\n"
+            "Build a pipeline from a webhook, a schedule or a manual trigger, connect your "
+            "services, and every run is recorded step by step.\n"
+        )
+        return self._background(
+            "welcome",
+            f"user {user['id']}",
+            self.send,
+            to=user["email"],
+            subject="Welcome to Levqor",
+            text=text,
+            kind="welcome",
+            idempotency_key=f"welcome:{user['id']}",
+        )
+
+    def run_failed(self, run: dict, result: Any) -> Future | None:
+        """Called by LevqorState.run_finished for a failed run: an email to the pipeline's
+        owner when the pipeline document has ``"notify_on_failure": true``."""
+        if not self.configured:
+            return None
+        return self._background("run_failed", f"run {run['id']}", self._run_failed, run, result)
+
+    def _run_failed(self, run: dict, result: Any) -> None:
+        store = self.state.store
+        version = store.get_version(run["user_id"], run["pipeline_id"], run["version"])
+        if not version or not version["doc"].get("notify_on_failure"):
+            return
+        user = store.get_user(run["user_id"])
+        pipeline = store.get_pipeline(run["user_id"], run["pipeline_id"])
+        if user is None or pipeline is None:
+            return
+        err = result.error or {}
+        from .observability import scrub
+
+        text = (
+            f'A run of your pipeline "{pipeline["name"]}" failed.\n\n'
+            f"Run: {run['id']}\n"
+            f"Failed step: {err.get('step') or '-'}\n"
+            f"Error: {scrub(err.get('type') or '')} {scrub(err.get('message') or '')}\n\n"
+            f"Details: {self.cfg.base_url}/api/v1/runs/{run['id']}\n"
+            "You get this email because the pipeline sets notify_on_failure.\n"
+        )
+        self.send(
+            to=user["email"],
+            subject=f'Levqor: a run of "{pipeline["name"]}" failed',
+            text=text,
+            kind="run_failed",
+            idempotency_key=f"run-failed:{run['id']}",
+        )
+
+    def low_credit_warning(self, user: dict, balance: int) -> Future | None:
+        """For the billing code: warn ``user`` that their balance (``balance`` credits) is below
+        ``LEVQOR_LOW_CREDIT_THRESHOLD``. Sends at most one warning per user per UTC day (the
+        Resend Idempotency-Key carries the day); returns None when nothing is sent."""
+        if balance >= self.cfg.low_credit_threshold:
+            return None
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        key = f"low-credit:{user['id']}:{day}"
+        meta_key = f"mail.low_credit.{user['id']}"
+        try:
+            if self.state.store.get_meta(meta_key) == day:
+                return None
+            self.state.store.set_meta(meta_key, day)
+        except Exception:  # noqa: BLE001 - still send; Resend's idempotency key dedupes the day
+            log.exception("low-credit bookkeeping failed for user %s", user["id"])
+        text = (
+            f"Your Levqor balance is {balance} credits, below {self.cfg.low_credit_threshold}.\n"
+            "Runs that cost more than your balance are refused. Top up or change your plan: "
+            f"{self.cfg.base_url}\n"
+        )
+        return self._background(
+            "low_credit",
+            f"user {user['id']}",
+            self.send,
+            to=user["email"],
+            subject="Levqor: your credits are running low",
+            text=text,
+            kind="low_credit",
+            idempotency_key=key,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None

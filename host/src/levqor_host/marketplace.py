@@ -1,0 +1,410 @@
+"""The marketplace: generated from what installed plugins describe, never written by hand.
+
+One function, :func:`listing`, turns a plugin manager's catalog plus each distribution's
+package metadata into the marketplace data. ``GET /api/v1/marketplace`` serves it and
+``levqor marketplace build <dir>`` writes it as a static site (index.json, a searchable index
+page and one page per connector; no external asset, no inline script or style, so it works
+under ``Content-Security-Policy: default-src 'self'; img-src 'self' data:``).
+
+A plugin whose description is broken is not in the catalog, so it is in neither; ``levqor
+plugins`` and the listing's ``failures`` say why.
+
+The endpoint is public (no API key), like a public plugin directory: it shows only what is
+installed, its public package metadata, and credential field names and descriptions, never a
+schema's defaults or examples and never a stored value.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata as md
+import json
+import re
+import shutil
+from email.utils import getaddresses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from .api.openapi import _json, _op
+
+SAFE_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+# ------------------------------------------------------------------------------ data
+def dist_metadata(dist: str | None) -> dict[str, Any]:
+    """Summary, author, license and homepage of an installed distribution (None when unknown)."""
+    out: dict[str, Any] = {"summary": None, "author": None, "license": None, "homepage": None}
+    if not dist:
+        return out
+    try:
+        meta = md.metadata(dist)
+    except md.PackageNotFoundError:
+        return out
+    out["summary"] = meta.get("Summary")
+    author = meta.get("Author")
+    if not author and meta.get("Author-email"):
+        # "Ada <ada@example.org>, Bob <b@x>" -> "Ada, Bob": names only, no addresses
+        names = [n for n, _ in getaddresses([meta["Author-email"]]) if n]
+        author = ", ".join(names) or None
+    out["author"] = author
+    out["license"] = meta.get("License-Expression") or meta.get("License")
+    home = meta.get("Home-page")
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower().replace("-", "").replace("_", "") == "homepage":
+            home = url.strip()
+            break
+    out["homepage"] = home
+    return out
+
+
+def credential_fields(schema: Any) -> list[dict[str, Any]]:
+    """Names, titles, descriptions, required and secret flags of a credential schema's fields.
+
+    Deliberately nothing else: a schema's ``default``/``examples``/``const`` may hold a real
+    value an author left in, and the marketplace is public."""
+    if not isinstance(schema, dict):
+        return []
+    required = set(schema.get("required") or [])
+    out = []
+    for name, sub in (schema.get("properties") or {}).items():
+        sub = sub if isinstance(sub, dict) else {}
+        out.append(
+            {
+                "name": str(name),
+                "title": str(sub.get("title") or name),
+                "description": str(sub.get("description") or ""),
+                "required": name in required,
+                "secret": bool(sub.get("writeOnly")),
+            }
+        )
+    return out
+
+
+def connector_entry(info: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    actions = [
+        {
+            "name": a.name,
+            "title": a.title,
+            "description": a.description,
+            "price": a.price,
+            "payload": a.payload,
+            "output": a.output,
+            "example": a.example,
+        }
+        for a in info.actions.values()
+    ]
+    prices = [a["price"] for a in actions]
+    return {
+        "name": info.name,
+        "title": info.title,
+        "description": info.description,
+        "icon": info.icon if info.icon.startswith("data:image/") else "",
+        "categories": list(info.categories),
+        "distribution": info.dist,
+        "version": info.version,
+        **meta,
+        "kernel": info.kernel,
+        "price": {"min": min(prices), "max": max(prices)} if prices else {"min": 0, "max": 0},
+        "credentials": credential_fields(info.credentials),
+        "actions": actions,
+    }
+
+
+def listing(pm: Any) -> dict[str, Any]:
+    """The marketplace data of every connector in ``pm``'s catalog, sorted by name."""
+    metas: dict[str | None, dict[str, Any]] = {}
+    connectors = []
+    for info in sorted(pm.catalog, key=lambda c: c.name):
+        if info.dist not in metas:
+            metas[info.dist] = dist_metadata(info.dist)
+        connectors.append(connector_entry(info, metas[info.dist]))
+    from levqor_kernel import __version__ as kernel_version
+
+    from . import __version__
+
+    return {
+        "generator": f"levqor {__version__}",
+        "kernel": kernel_version,
+        "connectors": connectors,
+        "failures": [f.to_dict() for f in pm.failures],
+    }
+
+
+# ------------------------------------------------------------------------------ API
+bp = Blueprint("marketplace", __name__, url_prefix="/api/v1")
+
+_EXT = "levqor_marketplace"
+
+
+@bp.get("/marketplace")
+def marketplace():
+    """Public: every installed connector (computed once per app; plugins load at start-up)."""
+    data = current_app.extensions.get(_EXT)
+    if data is None:
+        data = current_app.extensions[_EXT] = listing(current_app.extensions["levqor"].pm)
+    # plugin failures can name local paths: the public listing only says how many there are
+    return jsonify({**data, "failures": len(data["failures"])})
+
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+MARKETPLACE_SCHEMA = {
+    "type": "object",
+    "required": ["connectors", "kernel", "failures"],
+    "properties": {
+        "generator": _STR,
+        "kernel": {**_STR, "description": "the installed levqor-kernel version"},
+        "failures": {
+            "type": "integer",
+            "description": "plugins skipped for a broken description (`levqor plugins` says why)",
+        },
+        "connectors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "title", "distribution", "version", "actions", "credentials"],
+                "properties": {
+                    "name": _STR,
+                    "title": _STR,
+                    "description": _STR,
+                    "icon": {**_STR, "description": "a data:image/ URI, or empty"},
+                    "categories": {"type": "array", "items": _STR},
+                    "distribution": _NSTR,
+                    "version": _NSTR,
+                    "summary": _NSTR,
+                    "author": _NSTR,
+                    "license": _NSTR,
+                    "homepage": _NSTR,
+                    "kernel": {
+                        **_NSTR,
+                        "description": "supported levqor-kernel versions (PEP 440)",
+                    },
+                    "price": {
+                        "type": "object",
+                        "description": "credits per step, cheapest and dearest action",
+                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                    },
+                    "credentials": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "description", "required", "secret"],
+                            "properties": {
+                                "name": _STR,
+                                "title": _STR,
+                                "description": _STR,
+                                "required": {"type": "boolean"},
+                                "secret": {"type": "boolean"},
+                            },
+                        },
+                    },
+                    "actions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "title", "price", "payload", "output"],
+                            "properties": {
+                                "name": _STR,
+                                "title": _STR,
+                                "description": _STR,
+                                "price": {"type": "integer"},
+                                "payload": {"type": "object"},
+                                "output": {"type": "object"},
+                                "example": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+bp.openapi_paths = {
+    "/api/v1/marketplace": {
+        "get": _op(
+            "The marketplace: installed connectors with package metadata, actions, schemas and "
+            "prices (public)",
+            {"200": _json(MARKETPLACE_SCHEMA)},
+            public=True,
+            tag="catalog",
+        )
+    }
+}
+
+
+# ------------------------------------------------------------------------------ static site
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _http_url(url: Any) -> str | None:
+    return url if isinstance(url, str) and re.match(r"^https?://[^\s\"'<>]+$", url) else None
+
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _page(title: str, body: str, *, root: str, script: bool = False) -> str:
+    js = f'<script src="{root}assets/search.js" defer></script>' if script else ""
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title>"
+        f'<link rel="stylesheet" href="{root}assets/style.css">{js}</head>\n'
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def _icon(c: dict[str, Any]) -> str:
+    return f'<img class="icon" src="{_e(c["icon"])}" alt="">' if c.get("icon") else ""
+
+
+def _price(c: dict[str, Any]) -> str:
+    p = c["price"]
+    n = p["min"] if p["min"] == p["max"] else f"{p['min']}-{p['max']}"
+    return f"{n} credit{'' if n == 1 else 's'} a step"
+
+
+def _index_html(data: dict[str, Any]) -> str:
+    cards = []
+    for c in data["connectors"]:
+        words = " ".join(
+            [c["name"], c["title"], c["description"], c.get("distribution") or "", *c["categories"]]
+            + [a["title"] for a in c["actions"]]
+        ).lower()
+        cats = "".join(f'<span class="cat">{_e(x)}</span>' for x in c["categories"])
+        cards.append(
+            f'<li class="card" data-search="{_e(words)}">'
+            f'<a href="connectors/{_e(c["name"])}.html">{_icon(c)}<strong>{_e(c["title"])}</strong></a>'
+            f" <code>{_e(c.get('distribution') or '')}</code> {_e(c.get('version') or '')}"
+            f'<p>{_e(c["description"])}</p><p class="meta">{cats} {_e(_price(c))}</p></li>'
+        )
+    body = (
+        "<header><h1>Levqor connectors</h1>"
+        f"<p>{len(data['connectors'])} connectors, generated by {_e(data['generator'])} from the "
+        'installed plugins\' own descriptions. <a href="index.json">index.json</a></p></header>'
+        '<main><label for="q">Search</label> <input id="q" type="search" '
+        'placeholder="name, category, action" autocomplete="off">'
+        '<p id="count" aria-live="polite"></p>'
+        f'<ul id="connectors">{"".join(cards)}</ul></main>'
+    )
+    return _page("Levqor connectors", body, root="", script=True)
+
+
+def _schema_block(title: str, schema: Any) -> str:
+    return f"<h4>{_e(title)}</h4><pre>{_e(json.dumps(schema, indent=2, ensure_ascii=False))}</pre>"
+
+
+def _connector_html(c: dict[str, Any]) -> str:
+    home = _http_url(c.get("homepage"))
+    facts = [
+        ("Distribution", f"<code>{_e(c.get('distribution') or '-')}</code>"),
+        ("Version", _e(c.get("version") or "-")),
+        ("Install", f"<code>pip install {_e(c.get('distribution') or '')}</code>"),
+        ("Author", _e(c.get("author") or "-")),
+        ("License", _e(c.get("license") or "-")),
+        (
+            "Homepage",
+            f'<a href="{_e(home)}" rel="nofollow noopener">{_e(home)}</a>' if home else "-",
+        ),
+        ("Categories", _e(", ".join(c["categories"]) or "-")),
+        ("Price", _e(_price(c))),
+        ("Kernel", _e(c.get("kernel") or "any")),
+    ]
+    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    if c["credentials"]:
+        rows = "".join(
+            f"<tr><td><code>{_e(f['name'])}</code></td><td>{_e(f['title'])}</td>"
+            f"<td>{'yes' if f['required'] else 'no'}</td><td>{'yes' if f['secret'] else 'no'}</td>"
+            f"<td>{_e(f['description'])}</td></tr>"
+            for f in c["credentials"]
+        )
+        creds = (
+            "<h2>Credential</h2><table><thead><tr><th>field</th><th>title</th><th>required</th>"
+            f"<th>secret</th><th>description</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    else:
+        creds = "<h2>Credential</h2><p>None needed.</p>"
+    actions = "".join(
+        f'<section class="action"><h3>{_e(a["title"])} <code>{_e(c["name"])}.{_e(a["name"])}</code></h3>'
+        f'<p>{_e(a["description"])}</p><p class="meta">{_e(a["price"])} credit(s) a step</p>'
+        + _schema_block("Payload", a["payload"])
+        + _schema_block("Output", a["output"])
+        + _schema_block("Example payload", a["example"])
+        + "</section>"
+        for a in c["actions"]
+    )
+    body = (
+        f'<header><p><a href="../index.html">All connectors</a></p>'
+        f"<h1>{_icon(c)}{_e(c['title'])}</h1><p>{_e(c.get('summary') or c['description'])}</p></header>"
+        f"<main><p>{_e(c['description'])}</p><dl>{dl}</dl>{creds}<h2>Actions</h2>{actions}</main>"
+    )
+    return _page(f"{c['title']} - Levqor connector", body, root="../")
+
+
+def build_site(data: dict[str, Any], out: Path) -> list[Path]:
+    """Write the static marketplace to ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "connectors").mkdir(exist_ok=True)
+    (out / "assets").mkdir(exist_ok=True)
+    written = []
+    public = {**data, "failures": len(data.get("failures") or [])}
+    p = out / "index.json"
+    p.write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.append(p)
+    p = out / "index.html"
+    p.write_text(_index_html(data), encoding="utf-8")
+    written.append(p)
+    for c in data["connectors"]:
+        if not SAFE_SLUG.match(c["name"]):  # catalog names are checked already; belt and braces
+            continue
+        p = out / "connectors" / f"{c['name']}.html"
+        p.write_text(_connector_html(c), encoding="utf-8")
+        written.append(p)
+    assets = resources.files(__package__) / "marketplace_assets"
+    for name in ("search.js", "style.css"):
+        with resources.as_file(assets / name) as src:
+            shutil.copyfile(src, out / "assets" / name)
+        written.append(out / "assets" / name)
+    return written
+
+
+# ------------------------------------------------------------------------------ CLI
+import click  # noqa: E402
+
+
+@click.group("marketplace")
+def marketplace_cli() -> None:
+    """The connector marketplace, generated from the installed plugins."""
+
+
+@marketplace_cli.command("build")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def marketplace_build(out: Path) -> None:
+    """Write a static marketplace site for the installed plugins to OUT.
+
+    index.json, index.html (searchable) and connectors/<name>.html, with local assets only.
+    LEVQOR_PLUGINS / LEVQOR_DISABLE_PLUGINS choose the set of plugins, as for the server.
+    """
+    from levqor_kernel.plugins import make_plugin_manager
+
+    from . import hookspecs as host_hookspecs
+
+    pm = make_plugin_manager(extra_hookspecs=[host_hookspecs])
+    data = listing(pm)
+    files = build_site(data, out)
+    for f in data["failures"]:
+        click.echo(
+            f"skipped {f['name']} ({f['distribution'] or '?'}): {f['error']}  (see `levqor plugins`)",
+            err=True,
+        )
+    click.echo(f"wrote {len(files)} files for {len(data['connectors'])} connectors to {out}")

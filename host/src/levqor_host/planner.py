@@ -1,0 +1,283 @@
+"""The AI builder on the host side: plain words -> a validated, stored pipeline.
+
+Shared by ``POST /api/v1/plan`` (api/plan.py) and ``levqor plan``. The host never imports a
+planner: it calls the kernel hook ``plan_pipeline`` (firstresult) on whatever plugin provides it
+(``levqor-openai``). The hook's answer contract (docs/ai-builder.md):
+
+* ``{"pipeline": {...}, "explanation": str, "warnings": [str, ...]?, "planner": {...}?}``
+* ``{"error": {"status": int, "code": str, "message": str, "details": {...}?}}`` for an expected
+  failure (503 ``not_configured``, 422 ``invalid_plan``, 502/503/504 upstream problems), which
+  the host answers with that status;
+* ``None`` when no plugin plans (the host answers 503: install levqor-openai).
+
+Whatever the planner says, the host validates the pipeline again with the installed catalog and
+the user's credentials before storing it: an invalid pipeline is never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import click
+
+from .errors import ApiError
+
+log = logging.getLogger("levqor.planner")
+
+MAX_PROMPT_CHARS = 4000
+PLANNER_CONNECTOR = "planner"
+PLANNER_ACTION = "plan"
+
+
+class PlanRateLimiter:
+    """A sliding one-minute window of plan requests per user (in this process)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user_id: str, now: float | None = None) -> None:
+        """Count one request; ApiError 429 with Retry-After when over the limit."""
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            q = self._hits.setdefault(user_id, deque())
+            while q and q[0] <= now - 60.0:
+                q.popleft()
+            if len(q) >= self.per_minute:
+                retry = max(1, int(q[0] + 60.0 - now + 0.999))
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"at most {self.per_minute} plan requests per minute "
+                    "(LEVQOR_PLAN_RATE_PER_MINUTE); try again later",
+                    {"retry_after": retry},
+                    headers={"Retry-After": str(retry)},
+                )
+            q.append(now)
+
+
+def has_planner(state: Any) -> bool:
+    return bool(state.pm.hook.plan_pipeline.get_hookimpls())
+
+
+def _no_planner() -> ApiError:
+    return ApiError(
+        503,
+        "planner_not_installed",
+        "no AI planner is installed: pip install levqor-openai (and set OPENAI_API_KEY)",
+    )
+
+
+def check_prompt(prompt: Any, name: Any = None) -> tuple[str, str | None]:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ApiError(400, "invalid_request", "prompt must be a non-empty string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ApiError(
+            400, "invalid_request", f"prompt must be at most {MAX_PROMPT_CHARS} characters"
+        )
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
+        raise ApiError(400, "invalid_request", "name must be 1-200 characters")
+    return prompt.strip(), name
+
+
+def gate_planning(state: Any, user: dict) -> int:
+    """Price a plan through the billing hooks and ask the gate (402 when refused)."""
+    base = state.config.plan_price_credits
+    p = state.pm.hook.price_task(
+        connector=PLANNER_CONNECTOR, action=PLANNER_ACTION, payload={}, price=base
+    )
+    price = base if p is None else int(p)
+    synthetic = {
+        "id": None,
+        "name": "AI builder",
+        "kind": "plan",
+        "doc": {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "plan",
+                    "connector": PLANNER_CONNECTOR,
+                    "action": PLANNER_ACTION,
+                    "payload": {},
+                }
+            ],
+        },
+    }
+    decision = state.pm.hook.gate_run(user=user, pipeline=synthetic, price=price, ledger=None)
+    if decision is not None and not decision.get("allow", False):
+        raise ApiError(
+            int(decision.get("status", 402)),
+            "payment_required",
+            decision.get("reason", "planning is not allowed by your plan"),
+            {"retry_at": decision.get("retry_at"), "price": price},
+        )
+    return price
+
+
+def _warnings(state: Any, problems: list[dict], doc: dict) -> list[dict]:
+    """Missing credentials as warnings the user can act on."""
+    out = []
+    steps = {s.get("id"): s for s in doc.get("steps", []) if isinstance(s, dict)}
+    for p in problems:
+        step = steps.get(p.get("step")) or {}
+        cname = step.get("credential")
+        connector = step.get("connector")
+        out.append(
+            {
+                **p,
+                "credential": cname,
+                "connector": connector,
+                "message": f"add a {connector} credential named {cname!r} before running "
+                f"(POST /api/v1/credentials)",
+            }
+        )
+    return out
+
+
+def plan(
+    state: Any, user: dict, prompt: str, *, name: str | None = None, dry_run: bool = False
+) -> dict:
+    """Plan, validate and (unless ``dry_run``) store. Raises ApiError with the right status."""
+    prompt, name = check_prompt(prompt, name)
+    if not has_planner(state):
+        raise _no_planner()
+    price = gate_planning(state, user)
+    creds = [
+        {"name": c["name"], "connector": c["connector"]}
+        for c in state.store.list_credentials(user["id"])
+    ]
+    options = {
+        "name": name,
+        "repair_rounds": state.config.planner_repair_rounds,
+        "env": state.config.env,
+    }
+    try:
+        result = state.pm.hook.plan_pipeline(
+            prompt=prompt, catalog=state.pm.catalog.to_json(), credentials=creds, options=options
+        )
+    except Exception as e:  # noqa: BLE001 - a broken planner is a bad gateway, not a 500
+        log.exception("plan_pipeline raised")
+        code = getattr(e, "code", None) or "planner_failed"
+        status = getattr(e, "status", None)
+        raise ApiError(
+            status if isinstance(status, int) and 400 <= status < 600 else 502,
+            str(code),
+            f"the planner failed: {getattr(e, 'message', None) or type(e).__name__}",
+        ) from None
+    if result is None:
+        raise _no_planner()
+    if not isinstance(result, dict):
+        raise ApiError(502, "planner_failed", "the planner answered something that is not a plan")
+    if "error" in result:
+        err = result["error"] if isinstance(result["error"], dict) else {}
+        status = err.get("status")
+        status = status if isinstance(status, int) and 400 <= status < 600 else 502
+        details = err.get("details") if isinstance(err.get("details"), dict) else None
+        headers = {}
+        if details and details.get("retry_after"):
+            headers["Retry-After"] = str(int(float(details["retry_after"]) + 0.999))
+        raise ApiError(
+            status,
+            str(err.get("code") or "planner_failed"),
+            str(err.get("message") or "the planner failed"),
+            details,
+            headers=headers,
+        )
+    doc = result.get("pipeline")
+    if not isinstance(doc, dict):
+        raise ApiError(502, "planner_failed", "the planner answered without a pipeline")
+    problems = state.validate(user["id"], doc)
+    missing = [
+        p
+        for p in problems
+        if p["pointer"].endswith("/credential") and "does not exist" in p["message"]
+    ]
+    blocking = [p for p in problems if p not in missing]
+    if blocking:
+        raise ApiError(
+            422,
+            "invalid_plan",
+            "the planned pipeline is not valid for this installation",
+            {"problems": blocking},
+        )
+    warnings = _warnings(state, missing, doc) + [
+        {"message": str(w)} for w in (result.get("warnings") or []) if w
+    ]
+    explanation = str(result.get("explanation") or "")
+    final_name = (name or doc.get("name") or prompt[:60]).strip()[:200] or "AI pipeline"
+    out: dict[str, Any] = {
+        "dry_run": bool(dry_run),
+        "name": final_name,
+        "explanation": explanation,
+        "warnings": warnings,
+        "price": price,
+        "planner": result.get("planner") or {},
+    }
+    if dry_run:
+        out["pipeline"] = doc
+        return out
+    p = state.store.create_pipeline(user["id"], final_name, doc)
+    state.export_pipeline(p)
+    out["stored"] = p
+    log.info(
+        "plan stored: pipeline=%s steps=%d warnings=%d",
+        p["id"],
+        len(doc.get("steps", [])),
+        len(warnings),
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------- CLI
+@click.command("plan")
+@click.argument("description")
+@click.option("--name", default=None, help="Pipeline name (default: the planner's).")
+@click.option("--dry-run", is_flag=True, help="Show the plan without storing it.")
+@click.option("--user", "email", default=None, help="Email (default: the first admin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
+def plan_command(
+    description: str, name: str | None, dry_run: bool, email: str | None, as_json: bool
+) -> None:
+    """Plan a pipeline from a plain-words DESCRIPTION with the AI builder and store it."""
+    import json
+
+    from .cli import _app, _state, _user
+
+    st = _state(_app())
+    u = _user(st, email)
+    try:
+        out = plan(st, u, description, name=name, dry_run=dry_run)
+    except ApiError as e:
+        lines = "".join(
+            f"\n  {p.get('pointer') or '/'}: {p.get('message')}"
+            for p in (e.details or {}).get("problems", [])
+        )
+        raise click.ClickException(f"{e.message} ({e.status} {e.code}){lines}") from None
+    finally:
+        st.store.close()
+    stored = out.pop("stored", None)
+    if as_json:
+        if stored is not None:
+            out["id"] = stored["id"]
+            out["version"] = stored["version"]
+            out["pipeline"] = stored["doc"]
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    if stored is not None:
+        click.echo(f"pipeline {stored['id']}  v{stored['version']}  {out['name']}")
+        if (stored["doc"].get("trigger") or {}).get("type") == "webhook":
+            click.echo(f"webhook: {st.config.base_url}/hooks/{stored['webhook_token']}")
+    else:
+        click.echo(f"dry run (not stored): {out['name']}")
+        click.echo(json.dumps(out["pipeline"], indent=2))
+    click.echo(f"explanation: {out['explanation']}")
+    for w in out["warnings"]:
+        click.echo(f"warning: {w['message']}")

@@ -1,0 +1,121 @@
+"""levqor-stripe: billing for Levqor (plans, credits, the free-plan gate, Stripe Checkout,
+the customer portal and webhooks).
+
+Implements the kernel's billing hooks (``price_task`` is left to the catalog; ``gate_run`` and
+``record_run_cost``) over the ledger objects the host passes, and the host hooks
+``register_blueprints`` (``/api/v1/billing/*``) and ``register_commands`` (``levqor credits``).
+It never imports the host: it only uses the objects it is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from levqor_kernel import hookimpl
+
+from . import config as _config
+
+__version__ = "0.1.0"
+
+_CACHE: dict[tuple, _config.BillingConfig] = {}
+_ENV_KEYS = (
+    "LEVQOR_BILLING",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "LEVQOR_PLANS",
+    "LEVQOR_STRIPE_PRICE_PRO",
+    "LEVQOR_STRIPE_PRICE_BUSINESS",
+    "LEVQOR_CREDIT_PACKS",
+    "LEVQOR_STRIPE_API_BASE",
+)
+
+
+def billing_config(env: Any, base_url: str = "http://127.0.0.1:8000") -> _config.BillingConfig:
+    """The (cached) billing configuration of an environment mapping."""
+    key = (base_url, *(env.get(k) for k in _ENV_KEYS))
+    cfg = _CACHE.get(key)
+    if cfg is None:
+        cfg = _config.load(env, base_url)
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[key] = cfg
+    return cfg
+
+
+def _refuse(reason: str, retry_at: str | None, **details: Any) -> dict:
+    return {
+        "allow": False,
+        "status": 402,
+        "reason": reason,
+        "retry_at": retry_at,
+        "details": details,
+    }
+
+
+@hookimpl
+def gate_run(user: dict, pipeline: dict, price: int, ledger: Any) -> dict | None:
+    """Plans and credits: the daily run limit first, then the balance. Reserves the credits
+    through ``ledger.charge`` inside the host's run transaction."""
+    if ledger is None or not hasattr(ledger, "runs_today"):
+        return None
+    cfg = billing_config(ledger.env)
+    if not cfg.enforced:
+        return None  # unlimited: no gate
+    plan = cfg.plan(ledger.plan)
+    used = ledger.runs_today()
+    next_day = ledger.next_day_at.isoformat()
+    if plan.runs_per_day is not None and used >= plan.runs_per_day:
+        return _refuse(
+            f"the {plan.title} plan allows {plan.runs_per_day} run(s) a day and today's are "
+            f"used: the next run is possible at {next_day} (midnight UTC), or upgrade your plan",
+            next_day,
+            plan=plan.name,
+            runs_today=used,
+            runs_per_day=plan.runs_per_day,
+        )
+    if used < plan.included_runs_per_day:
+        return {"allow": True, "charged": 0, "included": True}
+    balance = ledger.balance()
+    if balance < price:
+        reason = (
+            f"this run costs {price} credits and your balance is {balance}: buy credits or "
+            "upgrade your plan"
+        )
+        retry = None
+        if plan.included_runs_per_day:
+            retry = next_day
+            reason += f"; your next free run is possible at {next_day} (midnight UTC)"
+        return _refuse(reason, retry, plan=plan.name, balance=balance)
+    ledger.charge(price)
+    return {"allow": True, "charged": price}
+
+
+@hookimpl
+def record_run_cost(user: dict, run: dict, cost: int, ledger: Any) -> None:
+    """Refund a platform failure in full (the ledger keeps the charge and the refund), and
+    the part of the reservation that the steps which really ran did not use."""
+    if ledger is None or not hasattr(ledger, "refund"):
+        return
+    charged = int(run.get("charged", ledger.charged) or 0)
+    cfg = billing_config(ledger.env)
+    if not cfg.enforced and charged == 0:
+        return
+    if run.get("platform_failure"):
+        ledger.refund(None, "refund")
+    elif 0 <= cost < charged:
+        ledger.refund(charged - cost, "unused")
+
+
+@hookimpl
+def register_blueprints(app: Any, state: Any) -> None:
+    from .web import bp
+
+    app.extensions["levqor_stripe"] = billing_config(state.config.env, state.config.base_url)
+    app.register_blueprint(bp)
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    from .commands import credits
+
+    cli.add_command(credits)

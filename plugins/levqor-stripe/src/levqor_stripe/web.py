@@ -1,0 +1,345 @@
+"""``/api/v1/billing``: the user's plan and balance, Stripe Checkout, the customer portal and
+the Stripe webhook. Uses only what the host gives: ``app.extensions["levqor"]`` (its state,
+with ``state.store`` and ``state.ledger``) and the request's signed-in user."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import stripe
+from flask import Blueprint, current_app, g, jsonify, request
+
+from .config import BillingConfig
+from .webhooks import handle_event
+
+log = logging.getLogger("levqor.stripe")
+
+bp = Blueprint("levqor_stripe", __name__, url_prefix="/api/v1/billing")
+
+
+class BillingError(Exception):
+    """Rendered as the host's error shape ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+@bp.errorhandler(BillingError)
+def _billing_error(e: BillingError):
+    body: dict[str, Any] = {"error": {"code": e.code, "message": e.message}}
+    if e.details:
+        body["error"]["details"] = e.details
+    resp = jsonify(body)
+    resp.status_code = e.status
+    return resp
+
+
+def _state() -> Any:
+    return current_app.extensions["levqor"]
+
+
+def _cfg() -> BillingConfig:
+    return current_app.extensions["levqor_stripe"]
+
+
+def _user(scope: str | None = "billing") -> dict:
+    """The signed-in user, authenticated by the host's API key check (its store)."""
+    header = request.headers.get("Authorization", "")
+    kind, _, token = header.partition(" ")
+    found = _state().store.authenticate_key(token.strip()) if kind.lower() == "bearer" else None
+    if found is None:
+        raise BillingError(
+            401, "unauthorized", "send an API key as 'Authorization: Bearer lvq_...'"
+        )
+    user, key = found
+    scopes = set(key.get("scopes") or ())
+    if scope and scope not in scopes and "admin" not in scopes:
+        raise BillingError(
+            403,
+            "insufficient_scope",
+            f"this API key lacks the scope {scope!r}",
+            {"required_scope": scope},
+        )
+    g.levqor_user, g.levqor_key = user, key
+    return user
+
+
+def _body(allowed: dict[str, type]) -> dict:
+    raw = request.get_data(cache=True)
+    if not raw:
+        return {}
+    if (request.mimetype or "") != "application/json":
+        raise BillingError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        b = json.loads(raw)
+    except ValueError:
+        raise BillingError(400, "invalid_json", "malformed JSON") from None
+    if not isinstance(b, dict):
+        raise BillingError(400, "invalid_request", "the body must be a JSON object")
+    unknown = sorted(set(b) - set(allowed))
+    if unknown:
+        raise BillingError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
+    for k, v in b.items():
+        if v is not None and (not isinstance(v, allowed[k]) or isinstance(v, bool)):
+            raise BillingError(400, "invalid_request", f"field {k} has the wrong type")
+    return b
+
+
+def _client(cfg: BillingConfig) -> stripe.StripeClient:
+    missing = cfg.stripe_missing()
+    if missing:
+        raise BillingError(503, "billing_not_configured", missing)
+    kw: dict[str, Any] = {"max_network_retries": 1}
+    if cfg.api_base:  # LEVQOR_STRIPE_API_BASE: a local fake in tests, a proxy in production
+        kw["base_addresses"] = {"api": cfg.api_base}
+    return stripe.StripeClient(cfg.secret_key, **kw)
+
+
+def _stripe_call(fn, params: dict) -> Any:
+    try:
+        return fn(params=params)
+    except stripe.StripeError as e:
+        msg = (e.user_message or str(e) or "request failed").replace(
+            _cfg().secret_key or "\0", "***"
+        )
+        log.warning("Stripe refused a request: %s %s", type(e).__name__, e.code)
+        raise BillingError(
+            502,
+            "stripe_error",
+            f"Stripe refused the request: {msg}",
+            {"stripe_code": e.code} if e.code else None,
+        ) from None
+
+
+def _url(value: str | None, default: str, field: str) -> str:
+    if value is None:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2000:
+        raise BillingError(400, "invalid_request", f"{field} must be an http(s) URL")
+    return value
+
+
+# ------------------------------------------------------------------ routes
+@bp.get("")
+def billing_info():
+    user = _user(None)
+    st, cfg = _state(), _cfg()
+    account = st.ledger.account(user["id"]) or {}
+    plan = cfg.plan(user.get("plan"))
+    return jsonify(
+        {
+            "billing": cfg.mode,
+            "enforced": cfg.enforced,
+            "stripe": {
+                "configured": cfg.stripe_missing() is None,
+                "webhook_configured": bool(cfg.webhook_secret),
+                "missing": cfg.stripe_missing(),
+            },
+            "plan": plan.public(),
+            "balance": st.ledger.balance(user["id"]),
+            "runs_today": st.ledger.runs_today(user["id"]),
+            "subscription_status": account.get("status"),
+            "has_customer": bool(account.get("customer_id")),
+            "plans": [p.public() for p in cfg.plans.values()],
+            "packs": [{"name": p.name, "credits": p.credits} for p in cfg.packs.values()],
+        }
+    )
+
+
+@bp.post("/checkout")
+def checkout():
+    user = _user()
+    cfg = _cfg()
+    b = _body({"plan": str, "pack": str, "success_url": str, "cancel_url": str})
+    client = _client(cfg)
+    if bool(b.get("plan")) == bool(b.get("pack")):
+        raise BillingError(400, "invalid_request", "name either a plan or a credit pack")
+    meta = {"levqor_user_id": user["id"]}
+    params: dict[str, Any] = {
+        "client_reference_id": user["id"],
+        "success_url": _url(
+            b.get("success_url"), f"{cfg.base_url}/?checkout=success", "success_url"
+        ),
+        "cancel_url": _url(
+            b.get("cancel_url"), f"{cfg.base_url}/?checkout=cancelled", "cancel_url"
+        ),
+    }
+    if b.get("plan"):
+        plan = cfg.plans.get(b["plan"])
+        if plan is None:
+            raise BillingError(404, "not_found", f"no plan {b['plan']!r}")
+        if not plan.price_id:
+            raise BillingError(
+                422,
+                "not_purchasable",
+                f"the {plan.name} plan has no Stripe price: "
+                f"set LEVQOR_STRIPE_PRICE_{plan.name.upper()} or its price_id in LEVQOR_PLANS",
+            )
+        meta["plan"] = plan.name
+        params.update(
+            mode="subscription",
+            line_items=[{"price": plan.price_id, "quantity": 1}],
+            subscription_data={"metadata": dict(meta)},
+        )
+    else:
+        pack = cfg.packs.get(b["pack"])
+        if pack is None:
+            raise BillingError(
+                404, "not_found", f"no credit pack {b['pack']!r} (LEVQOR_CREDIT_PACKS)"
+            )
+        meta.update(pack=pack.name, credits=str(pack.credits))
+        params.update(mode="payment", line_items=[{"price": pack.price_id, "quantity": 1}])
+    params["metadata"] = meta
+    account = _state().ledger.account(user["id"]) or {}
+    if account.get("customer_id"):
+        params["customer"] = account["customer_id"]
+    else:
+        params["customer_email"] = user["email"]
+    session = _stripe_call(client.v1.checkout.sessions.create, params)
+    st = _state()
+    with st.ledger.transaction() as tx:
+        tx.event(
+            "checkout_started",
+            user["id"],
+            email=user["email"],
+            props={
+                "session": session.id,
+                "mode": params["mode"],
+                **({"plan": meta["plan"]} if "plan" in meta else {"pack": meta["pack"]}),
+            },
+        )
+    resp = jsonify({"id": session.id, "url": session.url, "mode": params["mode"]})
+    resp.status_code = 201
+    return resp
+
+
+@bp.post("/portal")
+def portal():
+    user = _user()
+    cfg = _cfg()
+    b = _body({"return_url": str})
+    client = _client(cfg)
+    account = _state().ledger.account(user["id"]) or {}
+    if not account.get("customer_id"):
+        raise BillingError(
+            409,
+            "no_customer",
+            "you have no Stripe customer yet: buy a plan or "
+            "credits through /api/v1/billing/checkout first",
+        )
+    session = _stripe_call(
+        client.v1.billing_portal.sessions.create,
+        {
+            "customer": account["customer_id"],
+            "return_url": _url(b.get("return_url"), cfg.base_url + "/", "return_url"),
+        },
+    )
+    return jsonify({"url": session.url})
+
+
+@bp.post("/webhook")
+def webhook():
+    cfg = _cfg()
+    if cfg.mode != "stripe" or not cfg.webhook_secret:
+        raise BillingError(
+            503,
+            "billing_not_configured",
+            "set STRIPE_WEBHOOK_SECRET (and STRIPE_SECRET_KEY) to receive Stripe webhooks",
+        )
+    payload = request.get_data(cache=False)  # the raw bytes, verified before anything is read
+    try:
+        stripe.Webhook.construct_event(
+            payload, request.headers.get("Stripe-Signature"), cfg.webhook_secret, tolerance=300
+        )
+    except stripe.SignatureVerificationError:
+        raise BillingError(
+            400,
+            "invalid_signature",
+            "the Stripe-Signature header does not verify (forged or older than 300 s)",
+        ) from None
+    except ValueError:
+        raise BillingError(
+            400, "invalid_payload", "the webhook body is not a Stripe event"
+        ) from None
+    event = json.loads(payload)
+    if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
+        raise BillingError(400, "invalid_payload", "the webhook body is not a Stripe event")
+    outcome = handle_event(_state(), cfg, event)
+    return jsonify({"received": True, **outcome})
+
+
+_ERR = {
+    "description": "Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_OBJ = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _doc(
+    summary: str,
+    ok: str,
+    *,
+    scope: str | None = "billing",
+    body: dict | None = None,
+    public: bool = False,
+    extra: tuple = (),
+) -> dict:
+    responses = {ok: _OBJ, **{c: _ERR for c in ("400", "401", "403", "503", *extra)}}
+    op: dict[str, Any] = {"summary": summary, "tags": ["billing"], "responses": responses}
+    if body:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    if public:
+        op["security"] = []
+    elif scope:
+        op["x-levqor-scope"] = scope
+    return op
+
+
+bp.openapi_paths = {  # type: ignore[attr-defined]
+    "/api/v1/billing": {"get": _doc("Plan, balance and whether billing is on", "200", scope=None)},
+    "/api/v1/billing/checkout": {
+        "post": _doc(
+            "Start a Stripe Checkout Session for a plan (subscription) or a credit pack",
+            "201",
+            body={
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "plan": {"type": "string"},
+                    "pack": {"type": "string"},
+                    "success_url": {"type": "string", "format": "uri"},
+                    "cancel_url": {"type": "string", "format": "uri"},
+                },
+            },
+            extra=("404", "422", "502"),
+        )
+    },
+    "/api/v1/billing/portal": {
+        "post": _doc(
+            "Open the Stripe customer portal",
+            "200",
+            body={
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"return_url": {"type": "string", "format": "uri"}},
+            },
+            extra=("409", "502"),
+        )
+    },
+    "/api/v1/billing/webhook": {
+        "post": {
+            **_doc(
+                "Stripe webhook (Stripe-Signature verified, 300 s tolerance)", "200", public=True
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+        }
+    },
+}

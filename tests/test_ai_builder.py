@@ -1,0 +1,354 @@
+"""The AI builder end to end: POST /api/v1/plan and `levqor plan` against a fake OpenAI-compatible
+server, then the stored pipeline runs through its webhook against the Slack and Sheets fakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from e2e_support import LiveServer, make_app
+from levqor_kernel import hookimpl
+from levqor_openai.fake import FakeOpenAI
+from levqor_openai.schema import plan_schema
+from levqor_sheets.fake import FakeGoogleSheets
+from levqor_slack.fake import FakeSlack
+
+KEY = "sk-test-e2e-planner-0123456789"
+SHEET = "sheet123"
+PROMPT = "when a webhook arrives, post its name to Slack and add a row to a Google Sheet"
+
+
+def plan_answer(**over) -> dict:
+    doc = {
+        "levqor": 1,
+        "name": "webhook to Slack and Sheets",
+        "trigger": {"type": "webhook", "wait": True},
+        "steps": [
+            {
+                "id": "notify",
+                "connector": "slack",
+                "action": "post_message",
+                "credential": over.get("slack_cred", "team-slack"),
+                "payload": {"text": "New arrival: {{ trigger.name }}"},
+            },
+            {
+                "id": "log_row",
+                "connector": "sheets",
+                "action": "append_rows",
+                "credential": over.get("sheets_cred", "bot-sheets"),
+                "payload": {
+                    "spreadsheet_id": SHEET,
+                    "range": "Sheet1!A1",
+                    "values": [["{{ trigger.name }}"]],
+                    "value_input_option": "RAW",
+                },
+            },
+        ],
+    }
+    return {
+        "explanation": "Posts each arrival's name to Slack and appends it to the sheet.",
+        "pipeline": doc,
+    }
+
+
+@pytest.fixture
+def fakes():
+    with FakeOpenAI(api_key=KEY) as ai, FakeSlack() as slack, FakeGoogleSheets() as google:
+        google.add_spreadsheet(SHEET, ["Sheet1"])
+        yield ai, slack, google
+
+
+def env_for(ai: FakeOpenAI, google: FakeGoogleSheets, **extra) -> dict:
+    return {
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": ai.base_url,
+        "LEVQOR_PLANNER_MAX_RETRIES": "0",
+        "LEVQOR_SLACK_ALLOWED_HOSTS": "127.0.0.1",
+        "LEVQOR_SHEETS_API_BASE": google.url,
+        **extra,
+    }
+
+
+@pytest.fixture
+def server(tmp_path, fakes):
+    ai, slack, google = fakes
+    srv = LiveServer(make_app(tmp_path, env=env_for(ai, google)))
+    yield srv
+    srv.stop()
+
+
+def test_plan_then_run_through_the_webhook(server, fakes):
+    ai, slack, google = fakes
+    _, key = server.user_with_key("ada@example.com")
+    c = server.client(key)
+    assert (
+        c.post(
+            "/api/v1/credentials",
+            json={
+                "name": "team-slack",
+                "connector": "slack",
+                "values": {"webhook_url": slack.webhook_url},
+            },
+        ).status_code
+        == 201
+    )
+    assert (
+        c.post(
+            "/api/v1/credentials",
+            json={"name": "bot-sheets", "connector": "sheets", "values": google.service_account()},
+        ).status_code
+        == 201
+    )
+
+    creds = [
+        {"name": "bot-sheets", "connector": "sheets"},
+        {"name": "team-slack", "connector": "slack"},
+    ]
+    catalog = server.state.pm.catalog.to_json()
+    expected = json.dumps(plan_schema(catalog, creds), separators=(",", ":"))
+    seen: list[str] = []
+
+    def check(body):
+        # the schema built from this installation's catalog and the user's credential names
+        rf = body["response_format"]
+        if rf["type"] == "json_schema":
+            schema = json.dumps(rf["json_schema"]["schema"])
+        else:
+            schema = body["messages"][0]["content"]
+            if expected not in schema:
+                return "the system message lacks the schema built from the catalog"
+        for name in ("slack", "sheets", "post_message", "append_rows", "team-slack", "bot-sheets"):
+            if f'"{name}"' not in schema:
+                return f"{name} missing from the schema"
+        seen.append(rf["type"])
+        return None
+
+    ai.check = check
+    broken = plan_answer()
+    del broken["pipeline"]["steps"][1]["payload"]["range"]
+    ai.answer_plan(broken)  # invalid first: must be repaired
+    ai.answer_plan(plan_answer())
+
+    r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["id"].startswith("pl_") and out["version"] == 1
+    assert out["explanation"].startswith("Posts each arrival")
+    assert out["warnings"] == []
+    assert out["planner"]["attempts"] == 2 and out["price"] == 1
+    assert r.headers["Location"] == f"/api/v1/pipelines/{out['id']}"
+    assert seen and "range" in ai.completions[1]["messages"][-1]["content"]
+    stored = c.get(f"/api/v1/pipelines/{out['id']}").json()
+    assert [s["connector"] for s in stored["pipeline"]["steps"]] == ["slack", "sheets"]
+
+    hook_path = "/hooks/" + out["webhook_url"].rsplit("/hooks/", 1)[1]
+    run = c.post(hook_path, json={"name": "Grace Hopper"})
+    assert run.status_code == 200, run.text
+    assert run.json()["status"] == "succeeded", run.json()
+    assert slack.messages == [{"text": "New arrival: Grace Hopper"}]
+    assert google.rows(SHEET, "Sheet1") == [["Grace Hopper"]]
+
+
+def test_dry_run_and_missing_credentials_are_warnings(server, fakes):
+    ai, _, _ = fakes
+    _, key = server.user_with_key("bob@example.com")
+    c = server.client(key)
+    ai.answer_plan(plan_answer(slack_cred="slack", sheets_cred="sheets"))
+    r = c.post("/api/v1/plan", json={"prompt": PROMPT, "dry_run": True, "name": "trial"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["dry_run"] is True and out["name"] == "trial" and "id" not in out
+    assert out["pipeline"]["steps"][0]["connector"] == "slack"
+    assert {(w["connector"], w["credential"]) for w in out["warnings"]} == {
+        ("slack", "slack"),
+        ("sheets", "sheets"),
+    }
+    assert all("add a" in w["message"] for w in out["warnings"])
+    assert c.get("/api/v1/pipelines").json()["items"] == []
+
+
+def test_never_valid_is_422_and_nothing_is_stored(server, fakes):
+    ai, _, _ = fakes
+    _, key = server.user_with_key("carol@example.com")
+    c = server.client(key)
+    bad = plan_answer()
+    bad["pipeline"]["steps"][0]["payload"]["text"] = "{{ steps.log_row.output.updated_range }}"
+    for _ in range(3):
+        ai.answer_plan(bad)
+    r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_plan"
+    assert any("not an earlier step" in p["message"] for p in err["details"]["problems"])
+    assert len(ai.completions) == 3
+    assert c.get("/api/v1/pipelines").json()["items"] == []
+
+
+def test_bad_input_and_upstream_errors(server, fakes):
+    ai, _, _ = fakes
+    _, key = server.user_with_key("dan@example.com")
+    c = server.client(key)
+    assert c.post("/api/v1/plan", json={}).status_code == 400
+    assert c.post("/api/v1/plan", json={"prompt": "  "}).status_code == 400
+    assert c.post("/api/v1/plan", json={"prompt": "x", "extra": 1}).status_code == 400
+    assert c.post("/api/v1/plan", json={"prompt": "x" * 4001}).status_code == 400
+    assert server.client().post("/api/v1/plan", json={"prompt": "x"}).status_code == 401
+    ai.fail_next(429, headers={"retry-after": "7"}, code="rate_limit_exceeded")
+    r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "planner_rate_limited"
+    assert r.headers["Retry-After"] == "7"
+    ai.fail_next(503)
+    r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "planner_upstream_error"
+    ai.refuse_next()
+    r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "planner_refused"
+
+
+def test_missing_key_is_503_naming_the_variable(tmp_path, fakes):
+    ai, _, google = fakes
+    env = env_for(ai, google)
+    env.pop("OPENAI_API_KEY")
+    srv = LiveServer(make_app(tmp_path, env=env, start_workers=False))
+    try:
+        _, key = srv.user_with_key("eve@example.com")
+        r = srv.client(key).post("/api/v1/plan", json={"prompt": PROMPT})
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "not_configured"
+        assert "OPENAI_API_KEY" in r.json()["error"]["message"]
+        assert ai.requests == []
+    finally:
+        srv.stop()
+
+
+def test_no_planner_installed_is_503(tmp_path):
+    srv = LiveServer(
+        make_app(tmp_path, env={"LEVQOR_DISABLE_PLUGINS": "openai"}, start_workers=False)
+    )
+    try:
+        _, key = srv.user_with_key("fay@example.com")
+        r = srv.client(key).post("/api/v1/plan", json={"prompt": PROMPT})
+        assert r.status_code == 503
+        assert "levqor-openai" in r.json()["error"]["message"]
+    finally:
+        srv.stop()
+
+
+class Billing:
+    """A test billing plugin: prices the planner and refuses when told to."""
+
+    def __init__(self) -> None:
+        self.priced: list[tuple] = []
+        self.gated: list[tuple] = []
+        self.refuse = False
+
+    @hookimpl
+    def price_task(self, connector, action, payload, price):
+        self.priced.append((connector, action, price))
+        return 3 if connector == "planner" else None
+
+    @hookimpl
+    def gate_run(self, user, pipeline, price, ledger):
+        self.gated.append((pipeline["doc"]["steps"][0]["connector"], price))
+        if self.refuse:
+            return {"allow": False, "status": 402, "reason": "out of credits", "retry_at": None}
+        return None
+
+
+def test_billing_gate_and_rate_limit(tmp_path, fakes):
+    ai, _, google = fakes
+    billing = Billing()
+    app = make_app(
+        tmp_path,
+        env=env_for(
+            ai,
+            google,
+            LEVQOR_PLAN_PRICE_CREDITS="2",
+            LEVQOR_PLAN_RATE_PER_MINUTE="2",
+            LEVQOR_RATE_LIMITS="on",
+        ),
+        plugins=[("billing", billing)],
+        start_workers=False,
+    )
+    srv = LiveServer(app)
+    try:
+        _, key = srv.user_with_key("gus@example.com")
+        c = srv.client(key)
+        ai.answer_plan(plan_answer())
+        r = c.post("/api/v1/plan", json={"prompt": PROMPT, "dry_run": True})
+        assert r.status_code == 200 and r.json()["price"] == 3
+        assert billing.priced == [("planner", "plan", 2)] and billing.gated == [("planner", 3)]
+        billing.refuse = True
+        r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+        assert r.status_code == 402 and r.json()["error"]["message"] == "out of credits"
+        assert len(ai.completions) == 1  # refused before the model was asked
+        r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert "LEVQOR_PLAN_RATE_PER_MINUTE" in r.json()["error"]["message"]
+        # another user has their own window
+        _, key2 = srv.user_with_key("hal@example.com")
+        billing.refuse = False
+        ai.answer_plan(plan_answer())
+        assert srv.client(key2).post("/api/v1/plan", json={"prompt": PROMPT}).status_code == 201
+    finally:
+        srv.stop()
+
+
+def test_cli_plan(tmp_path, fakes):
+    ai, _, google = fakes
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LEVQOR_", "OPENAI_")) and k != "DATABASE_URL"
+    }
+    env.update(
+        env_for(ai, google),
+        LEVQOR_DATA_DIR=str(tmp_path / "data"),
+        LEVQOR_CACHE_DIR="",
+        LEVQOR_EXECUTOR="off",
+        LEVQOR_SCHEDULER="off",
+    )
+    cli = [sys.executable, "-m", "levqor_host.cli"]
+
+    def levqor(*args):
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    assert levqor("users", "create", "ops@example.com", "--admin").returncode == 0
+    ai.answer_plan(plan_answer())
+    p = levqor("plan", PROMPT, "--name", "from the cli", "--user", "ops@example.com")
+    assert p.returncode == 0, p.stderr
+    assert "pipeline pl_" in p.stdout and "from the cli" in p.stdout
+    assert "explanation: Posts each arrival" in p.stdout
+    assert "warning: add a slack credential named 'team-slack'" in p.stdout
+    assert "/hooks/" in p.stdout
+    listed = levqor("pipelines", "list", "--user", "ops@example.com")
+    assert "from the cli" in listed.stdout
+
+    ai.answer_plan(plan_answer())
+    d = levqor("plan", PROMPT, "--dry-run")
+    assert d.returncode == 0, d.stderr
+    assert "dry run (not stored)" in d.stdout
+    assert levqor("pipelines", "list").stdout.count("pl_") == 1
+
+    for _ in range(3):
+        ai.answer_plan({"explanation": "", "pipeline": {"levqor": 1}})
+    bad = levqor("plan", PROMPT)
+    assert bad.returncode != 0
+    assert "could not produce a valid pipeline" in bad.stderr and "422" in bad.stderr
+
+
+def test_in_process_plan_window_without_the_security_layer():
+    from levqor_host.errors import ApiError
+    from levqor_host.planner import PlanRateLimiter
+
+    lim = PlanRateLimiter(2)
+    lim.check("u1", now=100.0)
+    lim.check("u1", now=110.0)
+    lim.check("u2", now=110.0)
+    with pytest.raises(ApiError) as e:
+        lim.check("u1", now=120.0)
+    assert e.value.status == 429 and e.value.headers["Retry-After"] == "40"
+    lim.check("u1", now=160.5)  # the first hit left the window
