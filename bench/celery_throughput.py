@@ -35,7 +35,9 @@ BROKER = os.environ.get("BENCH_BROKER_URL") or "redis://127.0.0.1:6379/0"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
+    }
     env.update({"PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -66,11 +68,36 @@ def bare(n_procs: int, threads: int, tasks: int, log: Path) -> float:
     importlib.reload(celery_noop)
     for i in range(tasks):
         celery_noop.noop.apply_async(args=[i], queue=queue)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_noop", "worker", "--pool", "threads",
-         "--concurrency", str(threads), "-Q", queue, "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-n", f"noop{i}-{queue}@%h", "--loglevel", "WARNING"],
-        cwd=BENCH, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT) for i in range(n_procs)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celery_noop",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(threads),
+                "-Q",
+                queue,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"noop{i}-{queue}@%h",
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=BENCH,
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(n_procs)
+    ]
     try:
         deadline = time.monotonic() + 600
         while int(r.get(f"{queue}:done") or 0) < tasks and time.monotonic() < deadline:
@@ -83,39 +110,88 @@ def bare(n_procs: int, threads: int, tasks: int, log: Path) -> float:
     return done / max(1e-9, last - first)
 
 
-def levqor(n_procs: int, threads: int, runs: int, db_url: str, data: Path, fake_url: str, log: Path) -> tuple[float, int]:
+def levqor(
+    n_procs: int, threads: int, runs: int, db_url: str, data: Path, fake_url: str, log: Path
+) -> tuple[float, int]:
     from levqor_host.app import create_app
     from levqor_host.config import Config
     from sqlalchemy import create_engine, text
 
     queue = f"bench-levqor-{secrets.token_hex(3)}"
     env = clean_env(
-        LEVQOR_DATA_DIR=str(data), DATABASE_URL=db_url, LEVQOR_EXECUTOR="celery", LEVQOR_BROKER_URL=BROKER,
-        LEVQOR_CELERY_QUEUE=queue, LEVQOR_SSRF_ALLOW="127.0.0.1", LEVQOR_SCHEDULER="off", LEVQOR_LOG_LEVEL="WARNING",
-        LEVQOR_RATE_LIMITS="off", LEVQOR_MAX_RUNNING_PER_USER="100000", LEVQOR_CACHE_DIR="",
+        LEVQOR_DATA_DIR=str(data),
+        DATABASE_URL=db_url,
+        LEVQOR_EXECUTOR="celery",
+        LEVQOR_BROKER_URL=BROKER,
+        LEVQOR_CELERY_QUEUE=queue,
+        LEVQOR_SSRF_ALLOW="127.0.0.1",
+        LEVQOR_SCHEDULER="off",
+        LEVQOR_LOG_LEVEL="WARNING",
+        LEVQOR_RATE_LIMITS="off",
+        LEVQOR_MAX_RUNNING_PER_USER="100000",
+        LEVQOR_CACHE_DIR="",
     )
     cfg = Config.from_env(env)
     app = create_app(cfg, start_workers=False, start_scheduler=False)
     st = app.extensions["levqor"]
-    user = st.store.get_user_by_email("bench@example.com") or st.store.create_user("bench@example.com", plan="business")
-    doc = {"levqor": 1, "trigger": {"type": "webhook"}, "steps": [
-        {"id": "shape", "connector": "core", "action": "transform",
-         "payload": {"value": {"order": "{{ trigger.id }}", "total": "{{ trigger.amount * 1.2 }}"}}},
-        {"id": "send", "connector": "http", "action": "request",
-         "payload": {"method": "POST", "url": f"{fake_url}/orders",
-                     "json": {"order": "{{ steps.shape.output.value.order }}",
-                              "total": "{{ steps.shape.output.value.total }}"}}}]}
+    user = st.store.get_user_by_email("bench@example.com") or st.store.create_user(
+        "bench@example.com", plan="business"
+    )
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "webhook"},
+        "steps": [
+            {
+                "id": "shape",
+                "connector": "core",
+                "action": "transform",
+                "payload": {
+                    "value": {"order": "{{ trigger.id }}", "total": "{{ trigger.amount * 1.2 }}"}
+                },
+            },
+            {
+                "id": "send",
+                "connector": "http",
+                "action": "request",
+                "payload": {
+                    "method": "POST",
+                    "url": f"{fake_url}/orders",
+                    "json": {
+                        "order": "{{ steps.shape.output.value.order }}",
+                        "total": "{{ steps.shape.output.value.total }}",
+                    },
+                },
+            },
+        ],
+    }
     p = st.store.create_pipeline(user["id"], f"bench-{queue}", doc)
     p = st.store.get_pipeline(user["id"], p["id"])
     for i in range(runs):  # rows written and messages published; no worker is up yet
         st.start_run(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")
     st.store.close()
-    procs = [subprocess.Popen([sys.executable, "-m", "levqor_host.cli", "worker", "--executor", "celery",
-                               "--threads", str(threads)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-             for _ in range(n_procs)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "levqor_host.cli",
+                "worker",
+                "--executor",
+                "celery",
+                "--threads",
+                str(threads),
+            ],
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(n_procs)
+    ]
     engine = create_engine(db_url)
-    q = text("SELECT count(*) FILTER (WHERE status IN ('succeeded','failed')), count(*) FILTER (WHERE status = 'succeeded'),"
-             " min(started_at), max(finished_at) FROM runs WHERE pipeline_id = :p")
+    q = text(
+        "SELECT count(*) FILTER (WHERE status IN ('succeeded','failed')), count(*) FILTER (WHERE status = 'succeeded'),"
+        " min(started_at), max(finished_at) FROM runs WHERE pipeline_id = :p"
+    )
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -151,16 +227,23 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="levqor-celery-bench-"))
     log = tmp / "workers.log"
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"runs {args.runs}, no-op tasks {args.noop}, threads per worker process {args.threads}; logs in {log}")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    print(
+        f"runs {args.runs}, no-op tasks {args.noop}, threads per worker process {args.threads}; logs in {log}"
+    )
     try:
         with FakeServer() as fake:
             fake.route("POST", "/orders", lambda req: Reply(201, {"received": True}))
             for n in args.procs:
                 b = bare(n, args.threads, args.noop, log)
                 rate, ok = levqor(n, args.threads, args.runs, db_url, tmp / "data", fake.url, log)
-                print(f"{n} worker process(es): bare no-op {b:8.1f} tasks/s | levqor {rate:7.1f} runs/s "
-                      f"({ok}/{args.runs} succeeded) | {100 * rate / b:5.1f} % of bare", flush=True)
+                print(
+                    f"{n} worker process(es): bare no-op {b:8.1f} tasks/s | levqor {rate:7.1f} runs/s "
+                    f"({ok}/{args.runs} succeeded) | {100 * rate / b:5.1f} % of bare",
+                    flush=True,
+                )
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

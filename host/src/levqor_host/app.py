@@ -112,8 +112,20 @@ class LevqorState:
     dispatcher: Any = None  # celery_executor.CeleryDispatcher when LEVQOR_EXECUTOR=celery
     started_at: float = field(default_factory=time.time)
     _waiters: dict[str, threading.Event] = field(default_factory=dict)
+    _validation_cache: dict[str, list] = field(default_factory=dict)
     _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ----------------------------------------------------------------- plugins' auth
+    def authenticate(self, scope: str | None = None) -> dict:
+        """The signed-in user of the current request, for plugins' routes (which cannot import
+        the host): the same check as the host's ``@require(scope)``: an API key, a Supabase
+        JWT or the dashboard's session cookie (with its X-CSRF-Token on mutations), and the
+        scope when given. Raises the host's ``ApiError`` (401/403/503), which the app renders
+        as ``{"error": {...}}``; let it propagate."""
+        from .security.auth import check_request
+
+        return check_request(scope).user
 
     # ----------------------------------------------------------------- metrics
     def metrics_inc(self, name: str, **labels: str) -> None:
@@ -147,12 +159,26 @@ class LevqorState:
         return {c["name"]: c["connector"] for c in self.store.list_credentials(user_id)}
 
     def validate(self, user_id: str, doc: Any) -> list[dict]:
-        return [
-            p.to_dict()
-            for p in validate_pipeline(
-                doc, self.pm.catalog, credentials=self.credential_map(user_id)
-            )
-        ]
+        """Whole-pipeline validation against the catalog and the user's credentials.
+
+        Results are memoised by the document's content and the credential names (a run of an
+        unchanged pipeline is not validated from scratch on every webhook)."""
+        creds = self.credential_map(user_id)
+        try:
+            key = json.dumps([doc, sorted(creds.items())], sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            key = None
+        if key is not None:
+            hit = self._validation_cache.get(key)
+            if hit is not None:
+                return [dict(p) for p in hit]
+        problems = [p.to_dict() for p in validate_pipeline(doc, self.pm.catalog, credentials=creds)]
+        if key is not None:
+            with self._waiters_lock:
+                if len(self._validation_cache) > 2048:
+                    self._validation_cache.clear()
+                self._validation_cache[key] = problems
+        return [dict(p) for p in problems]
 
     def export_pipeline(self, pipeline: dict) -> None:
         """``data/pipelines/<id>.json``: the current version of a pipeline, written on save."""
@@ -355,6 +381,11 @@ def create_app(
     from .marketplace import bp as marketplace_bp
 
     app.register_blueprint(marketplace_bp)
+    from .api.schedule import bp as schedule_bp
+    from .dashboard import bp as dashboard_bp
+
+    app.register_blueprint(schedule_bp)
+    app.register_blueprint(dashboard_bp)  # HTML shells + ES modules over the JSON API (issue 9)
     pm.hook.register_blueprints(app=app, state=state)
 
     if start_workers is None:

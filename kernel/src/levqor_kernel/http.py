@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import email.utils
+import heapq
+import http.cookiejar
 import ipaddress
 import os
 import re
@@ -351,22 +353,94 @@ def error_for_response(
     )
 
 
-class _DeadlineTimer(threading.Timer):
-    def __init__(self, delay: float, resp: requests.Response) -> None:
-        super().__init__(delay, self._fire)
-        self.daemon = True
+class _Watchdog:
+    """One daemon thread for every deadline in the process (a timer thread per request
+    would cost more than the request on a fast local API)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._cv = threading.Condition()
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, when: float, resp: requests.Response) -> _Deadline:
+        d = _Deadline(resp)
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, d))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="levqor-http-deadlines", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return d
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                when, _, d = self._heap[0]
+                left = when - time.monotonic()
+                if left > 0:
+                    self._cv.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+            if d.active:
+                d.fire()
+
+
+class _Deadline:
+    def __init__(self, resp: requests.Response) -> None:
         self.resp = resp
+        self.active = True
         self.fired = False
 
-    def _fire(self) -> None:
+    def cancel(self) -> None:
+        self.active = False
+        self.resp = None  # type: ignore[assignment]
+
+    def fire(self) -> None:
+        resp = self.resp
+        if resp is None:
+            return
         self.fired = True
-        conn = getattr(self.resp.raw, "connection", None) or getattr(self.resp.raw, "_connection", None)
+        conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
         sock = getattr(conn, "sock", None)
         try:
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+_WATCHDOG = _Watchdog()
+_LOCAL = threading.local()
+
+
+def _no_cookies(s: requests.Session) -> requests.Session:
+    # sessions are shared by the steps a thread runs: nothing may carry over between them
+    s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return s
+
+
+def _thread_session(guard: UrlGuard | None) -> requests.Session:
+    """A keep-alive session per thread (and per guard configuration), reused across steps."""
+    cache = getattr(_LOCAL, "sessions", None)
+    if cache is None:
+        cache = _LOCAL.sessions = {}
+    key = None if guard is None else (tuple(sorted(guard.allow_hosts)), tuple(sorted(map(str, guard.allow_nets))))
+    s = cache.get(key)
+    if s is None:
+        s = _no_cookies(requests.Session())
+        s.headers["User-Agent"] = USER_AGENT
+        s.max_redirects = 5
+        if guard is not None:
+            s.trust_env = False  # an environment proxy would bypass the address check
+            adapter = GuardedAdapter(guard)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+        cache[key] = s
+    return s
 
 
 class Http:
@@ -394,27 +468,17 @@ class Http:
         self._session = session
         self._guarded: requests.Session | None = None
 
-    # sessions are created lazily: many steps never touch the network
+    # sessions are per thread and kept alive across steps; many steps never touch the network
     @property
     def session(self) -> requests.Session:
         if self._session is None:
-            s = requests.Session()
-            s.headers["User-Agent"] = USER_AGENT
-            s.max_redirects = 5
-            self._session = s
+            self._session = _thread_session(None)
         return self._session
 
     @property
     def guarded_session(self) -> requests.Session:
         if self._guarded is None:
-            s = requests.Session()
-            s.trust_env = False  # an environment proxy would bypass the address check
-            s.headers["User-Agent"] = USER_AGENT
-            s.max_redirects = 5
-            adapter = GuardedAdapter(self.guard)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            self._guarded = s
+            self._guarded = _thread_session(self.guard)
         return self._guarded
 
     def add_secrets(self, *values: Any) -> None:
@@ -422,14 +486,12 @@ class Http:
         for v in values:
             self.secrets.extend(secrets_in(v))
 
-    def _deadline_timer(self, resp: requests.Response) -> _DeadlineTimer | None:
+    def _deadline_timer(self, resp: requests.Response) -> _Deadline | None:
         """Shut the socket down when the step deadline passes while the body is still arriving
         (a read timeout alone restarts with every byte a slow server trickles)."""
         if self.deadline is None:
             return None
-        t = _DeadlineTimer(max(0.0, self.deadline - time.monotonic()), resp)
-        t.start()
-        return t
+        return _WATCHDOG.schedule(self.deadline, resp)
 
     def _timeout(self) -> tuple[float, float]:
         connect, read = self.timeout
@@ -553,9 +615,9 @@ class Http:
             ) from None
 
     def close(self) -> None:
-        for s in (self._session, self._guarded):
-            if s is not None:
-                s.close()
+        """Forget the sessions (they are shared per thread and stay open for the next step)."""
+        self._session = None
+        self._guarded = None
 
 
 def api_base(

@@ -237,6 +237,11 @@ def parse(source: str) -> nodes.Template:
 
 def step_references(source: str) -> set[str]:
     """Names of steps a template reads (``steps.<id>`` or ``steps['<id>']``)."""
+    return set(_step_references(source))
+
+
+@lru_cache(maxsize=4096)
+def _step_references(source: str) -> frozenset[str]:
     tree = parse(source)
     refs: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
@@ -246,14 +251,19 @@ def step_references(source: str) -> set[str]:
                 refs.add(node.attr)
             elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 refs.add(node.arg.value)
-    return refs
+    return frozenset(refs)
 
 
 def root_names(source: str) -> set[str]:
     """Top-level variable names a template reads."""
+    return set(_root_names(source))
+
+
+@lru_cache(maxsize=4096)
+def _root_names(source: str) -> frozenset[str]:
     from jinja2 import meta
 
-    return set(meta.find_undeclared_variables(parse(source)))
+    return frozenset(meta.find_undeclared_variables(parse(source)))
 
 
 def render_string(source: str, scope: Mapping[str, Any]) -> Any:

@@ -76,6 +76,7 @@ class FakeServer:
 
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes on keep-alive
 
             def log_message(self, *a: Any) -> None:  # keep test output quiet
                 pass
