@@ -45,6 +45,8 @@ class StoreRecorder:
         self.store = state.store
         self.run = run
         self._started: dict[str, datetime] = {}
+        #: the final rows this recorder wrote (the billing settlement reads them instead of the DB)
+        self.rows: list[dict[str, Any]] = []
 
     def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:
         started = self._started.setdefault(step["id"], now())
@@ -102,6 +104,11 @@ class StoreRecorder:
             started_at=self._started.get(step["id"]) if status != "skipped" else None,
             finished_at=now() if status != "skipped" else None,
         )
+        self.rows.append({
+            "step_id": step["id"], "position": position, "connector": step["connector"],
+            "action": step["action"], "status": status, "attempts": attempts,
+            "started_at": self._started.get(step["id"]) if status != "skipped" else None,
+        })
         if status != "skipped":
             self.state.metrics_observe("step_seconds", duration, connector=step["connector"])
 
@@ -253,14 +260,18 @@ class EmbeddedExecutor:
                 return found[1]
 
             state.metrics_inc("runs_started")
+            recorder = StoreRecorder(state, run)
             result = state.runner.run(
                 RunRequest(
                     rid, version["doc"], run.get("input") or {}, completed, uid, run["pipeline_id"]
                 ),
                 credentials=credentials,
-                recorder=StoreRecorder(state, run),
+                recorder=recorder,
                 cancelled=cancelled,
             )
+            if not completed:  # every step row is known here: spare the settlement two reads
+                result.levqor_rows = recorder.rows
+                result.levqor_doc = version["doc"]
             if rid in self._lost:
                 log.warning("lost the lease on run %s; another worker resumes it", rid)
                 return None

@@ -527,11 +527,17 @@ class Ledger:
         uid, rid = run["user_id"], run["id"]
         error = result.error or {}
         platform = result.status == "failed" and is_platform_failure(error)
-        full = state.store.get_run(None, rid) or {"steps": []}
+        rows = getattr(result, "levqor_rows", None)
+        doc = getattr(result, "levqor_doc", None)
+        if rows is None or doc is None or not run.get("created_at"):
+            full = state.store.get_run(None, rid) or {"steps": []}
+            version = state.store.get_version(uid, run["pipeline_id"], run["version"])
+            doc = (version or {}).get("doc", {})
+        else:  # the executor passed what it recorded (a run that was not resumed)
+            full = {"steps": rows, "created_at": run.get("created_at")}
         created = _as_dt(run.get("created_at") or full.get("created_at"))
         doc_steps: dict[str, dict] = {}
-        version = state.store.get_version(uid, run["pipeline_id"], run["version"])
-        for s in (version or {}).get("doc", {}).get("steps", []):
+        for s in doc.get("steps", []):
             doc_steps[s.get("id")] = s
         executed = [
             s
