@@ -8,13 +8,12 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
 import pytest
 import requests
-
+from e2e_support import ROOT
 from levqor_kernel.testing import FakeServer, Reply
 
 
@@ -33,10 +32,11 @@ def server(tmp_path):
     env.update({"LEVQOR_DATA_DIR": str(tmp_path / "data"), "LEVQOR_SSRF_ALLOW": "127.0.0.1",
                 "GUNICORN_WORKERS": "2", "PYTHONUNBUFFERED": "1", "LEVQOR_POLL_INTERVAL": "0.1"})
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "levqor_host.cli", "serve", "--prod", "--port", str(port)],
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    # the README's first command, exactly (it re-runs the install, which is quick when nothing changed)
+    proc = subprocess.Popen([str(ROOT / "scripts" / "start"), "--prod", "--port", str(port)],
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
             if requests.get(base + "/health", timeout=1).status_code == 200:
@@ -44,15 +44,15 @@ def server(tmp_path):
         except requests.ConnectionError:
             time.sleep(0.2)
     else:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(log.read_text())
     key = re.search(r"(lvq_\S+)", log.read_text()).group(1)
     yield base, key, log
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(40)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise
 
 
