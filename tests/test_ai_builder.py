@@ -352,3 +352,33 @@ def test_in_process_plan_window_without_the_security_layer():
         lim.check("u1", now=120.0)
     assert e.value.status == 429 and e.value.headers["Retry-After"] == "40"
     lim.check("u1", now=160.5)  # the first hit left the window
+
+
+def test_planning_costs_credits_and_a_failed_plan_is_refunded(tmp_path, fakes):
+    ai, _, google = fakes
+    app = make_app(tmp_path, env=env_for(ai, google, LEVQOR_BILLING="local", LEVQOR_PLAN_PRICE_CREDITS="2"),
+                   start_workers=False)
+    srv = LiveServer(app)
+    try:
+        user, key = srv.user_with_key("ivy@example.com", plan="pro")
+        c = srv.client(key)
+        ledger = srv.state.ledger
+        ledger.grant(user["id"], 5)
+        ai.answer_plan(plan_answer())
+        assert c.post("/api/v1/plan", json={"prompt": PROMPT}).status_code == 201
+        assert ledger.balance(user["id"]) == 3
+        # a plan that never becomes valid costs nothing: charge and refund are both in the ledger
+        bad = plan_answer()
+        bad["pipeline"]["steps"][0]["connector"] = "nope"
+        for _ in range(3):
+            ai.answer_plan(bad)
+        r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+        assert r.status_code == 422
+        assert ledger.balance(user["id"]) == 3
+        reasons = [line["reason"] for line in ledger.lines(user["id"])]
+        assert reasons.count("plan") == 2 and reasons.count("plan_refund") == 1
+        ledger.grant(user["id"], -2)
+        r = c.post("/api/v1/plan", json={"prompt": PROMPT})
+        assert r.status_code == 402 and "balance is 1" in r.json()["error"]["message"]
+    finally:
+        srv.stop()

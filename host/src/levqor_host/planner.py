@@ -87,7 +87,7 @@ def check_prompt(prompt: Any, name: Any = None) -> tuple[str, str | None]:
     return prompt.strip(), name
 
 
-def gate_planning(state: Any, user: dict) -> int:
+def gate_planning(state: Any, user: dict) -> tuple[int, int]:
     """Price a plan through the billing hooks and ask the gate (402 when refused)."""
     base = state.config.plan_price_credits
     p = state.pm.hook.price_task(
@@ -111,15 +111,30 @@ def gate_planning(state: Any, user: dict) -> int:
             ],
         },
     }
-    decision = state.pm.hook.gate_run(user=user, pipeline=synthetic, price=price, ledger=None)
-    if decision is not None and not decision.get("allow", False):
-        raise ApiError(
-            int(decision.get("status", 402)),
-            "payment_required",
-            decision.get("reason", "planning is not allowed by your plan"),
-            {"retry_at": decision.get("retry_at"), "price": price},
-        )
-    return price
+    from .ledger import RunGate
+
+    # the gate and the charge in one transaction with the user row locked, like a run's
+    with state.ledger.transaction() as tx:
+        locked = tx.lock_user(user["id"]) or user
+        gate = RunGate(tx, locked, None, price)
+        decision = state.pm.hook.gate_run(user=locked, pipeline=synthetic, price=price, ledger=gate)
+        if decision is not None and not decision.get("allow", False):
+            raise ApiError(
+                int(decision.get("status", 402)),
+                "payment_required",
+                decision.get("reason", "planning is not allowed by your plan"),
+                {"retry_at": decision.get("retry_at"), "price": price},
+            )
+    return price, gate.charged
+
+
+def refund_planning(state: Any, user: dict, charged: int) -> None:
+    """A plan that failed costs nothing: give back what the gate charged (the ledger keeps both lines)."""
+    if charged:
+        try:
+            state.ledger.grant(user["id"], charged, reason="plan_refund")
+        except Exception:  # noqa: BLE001 - the failure answer matters more than the refund line
+            log.exception("refunding a failed plan failed")
 
 
 def _warnings(state: Any, problems: list[dict], doc: dict) -> list[dict]:
@@ -149,7 +164,15 @@ def plan(
     prompt, name = check_prompt(prompt, name)
     if not has_planner(state):
         raise _no_planner()
-    price = gate_planning(state, user)
+    price, charged = gate_planning(state, user)
+    try:
+        return _plan_charged(state, user, prompt, name, dry_run, price)
+    except ApiError:
+        refund_planning(state, user, charged)
+        raise
+
+
+def _plan_charged(state: Any, user: dict, prompt: str, name: str | None, dry_run: bool, price: int) -> dict:
     creds = [
         {"name": c["name"], "connector": c["connector"]}
         for c in state.store.list_credentials(user["id"])

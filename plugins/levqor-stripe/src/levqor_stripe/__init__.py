@@ -62,6 +62,18 @@ def gate_run(user: dict, pipeline: dict, price: int, ledger: Any) -> dict | None
     if not cfg.enforced:
         return None  # unlimited: no gate
     plan = cfg.plan(ledger.plan)
+    if pipeline.get("kind") == "plan":  # the AI builder: credits only, no daily run allowance
+        balance = ledger.balance()
+        if balance < price:
+            return _refuse(
+                f"planning costs {price} credits and your balance is {balance}: buy credits or "
+                "upgrade your plan",
+                None,
+                plan=plan.name,
+                balance=balance,
+            )
+        ledger.charge(price, reason="plan")
+        return {"allow": True, "charged": price}
     used = ledger.runs_today()
     next_day = ledger.next_day_at.isoformat()
     if plan.runs_per_day is not None and used >= plan.runs_per_day:
