@@ -62,7 +62,7 @@ class LiveServer:
         st.runner.close()
         st.store.close()
 
-    def client(self, key: str | None = None) -> "Client":
+    def client(self, key: str | None = None) -> Client:
         return Client(self.url, key)
 
     def user_with_key(self, email: str, scopes: list[str] | None = None, **kw: Any) -> tuple[dict, str]:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from e2e_support import make_app
-
 from levqor_kernel.testing import FakeServer, Reply
 
 RUNS = 40

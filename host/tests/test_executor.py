@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from e2e_support import make_app
-
 from levqor_host.executor import EmbeddedExecutor
 
 
