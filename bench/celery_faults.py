@@ -53,7 +53,7 @@ def main() -> int:
     lines = [
         x
         for x in r.stdout.splitlines()
-        if "kills:" in x or "passed" in x or "failed" in x or "Error" in x
+        if "kills:" in x or "settling" in x or " passed" in x or " failed" in x
     ]
     print("\n".join(lines))
     print(

@@ -102,5 +102,46 @@ def make_app(tmp_path, *, env: dict | None = None, plugins: list | None = None, 
     # rate limits off unless a test turns them on (most tests make many requests quickly)
     full_env = {**base_env, "LEVQOR_SSRF_ALLOW": "127.0.0.1", "LEVQOR_CACHE_DIR": "",
                 "LEVQOR_RATE_LIMITS": "off", **(env or {})}
+    if os.environ.get("LEVQOR_TEST_ON_POSTGRES") and "DATABASE_URL" not in full_env and "database_url" not in overrides:
+        full_env["DATABASE_URL"] = _postgres_for(tmp_path)  # the suite on PostgreSQL (issue 10)
     cfg = Config.from_env(full_env, data_dir=tmp_path / "data", poll_interval=0.05, **overrides)
     return create_app(cfg, start_workers=start_workers, start_scheduler=start_scheduler, plugins=plugins)
+
+
+_PG_DATABASES: dict[str, str] = {}
+
+
+def _postgres_for(tmp_path) -> str:
+    """``LEVQOR_TEST_ON_POSTGRES=1`` (or a server URL): every app a test builds without its own
+    database gets a fresh PostgreSQL database, one per ``tmp_path`` (two apps of one test share
+    it, as two processes would), all dropped when the test session ends."""
+    import atexit
+    import hashlib
+    import os
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    key = str(tmp_path)
+    if key in _PG_DATABASES:
+        return _PG_DATABASES[key]
+    server = os.environ["LEVQOR_TEST_ON_POSTGRES"]
+    if server == "1":
+        server = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    name = "levqor_suite_" + hashlib.sha256(f"{os.getpid()}:{key}".encode()).hexdigest()[:12]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    if _PG_DATABASES:
+        admin.dispose()
+    else:
+        def drop_all() -> None:
+            with admin.connect() as conn:
+                for db in _PG_DATABASES.values():
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(db).database}" WITH (FORCE)'))
+            admin.dispose()
+
+        atexit.register(drop_all)
+    _PG_DATABASES[key] = make_url(server).set(database=name).render_as_string(hide_password=False)
+    return _PG_DATABASES[key]

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from e2e_support import require_services
 
-PG_SERVER = os.environ.get("LEVQOR_TEST_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_SERVER = (
+    os.environ.get("LEVQOR_TEST_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_URL = os.environ.get("LEVQOR_TEST_REDIS_URL") or f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 PG_DOWN = "PostgreSQL not reachable on 127.0.0.1:5432: start it (service postgresql start) or set LEVQOR_TEST_PG_URL"
@@ -92,29 +94,56 @@ def queue() -> Iterator[str]:
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a Levqor subprocess: this interpreter's, minus LEVQOR_*/DATABASE_URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
-    env.update({
-        "LEVQOR_DATA_DIR": str(data_dir), "LEVQOR_SSRF_ALLOW": "127.0.0.1", "LEVQOR_SCHEDULER": "off",
-        "LEVQOR_RATE_LIMITS": "off", "LEVQOR_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
-        "LEVQOR_CACHE_DIR": "",
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
+    }
+    env.update(
+        {
+            "LEVQOR_DATA_DIR": str(data_dir),
+            "LEVQOR_SSRF_ALLOW": "127.0.0.1",
+            "LEVQOR_SCHEDULER": "off",
+            "LEVQOR_RATE_LIMITS": "off",
+            "LEVQOR_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            "LEVQOR_CACHE_DIR": "",
+        }
+    )
     env.update(extra)
     return env
 
 
 def celery_env(data_dir: Path, db_url: str, queue: str, **extra: str) -> dict[str, str]:
     return base_env(
-        data_dir, DATABASE_URL=db_url, LEVQOR_EXECUTOR="celery", LEVQOR_BROKER_URL=REDIS_URL,
-        LEVQOR_CELERY_QUEUE=queue, LEVQOR_LEASE_SECONDS="2", LEVQOR_POLL_INTERVAL="0.1",
-        LEVQOR_CELERY_SWEEP_INTERVAL="0.5", LEVQOR_CELERY_REQUEUE_AFTER="2",
-        LEVQOR_MAX_RUNNING_PER_USER="1000", LEVQOR_SHUTDOWN_GRACE="5", **extra,
+        data_dir,
+        DATABASE_URL=db_url,
+        LEVQOR_EXECUTOR="celery",
+        LEVQOR_BROKER_URL=REDIS_URL,
+        LEVQOR_CELERY_QUEUE=queue,
+        LEVQOR_LEASE_SECONDS="2",
+        LEVQOR_POLL_INTERVAL="0.1",
+        LEVQOR_CELERY_SWEEP_INTERVAL="0.5",
+        LEVQOR_CELERY_REQUEUE_AFTER="2",
+        LEVQOR_MAX_RUNNING_PER_USER="1000",
+        LEVQOR_SHUTDOWN_GRACE="5",
+        **extra,
     )
 
 
 def start_celery_worker(env: dict[str, str], log: Path, threads: int = 4) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "levqor_host.cli", "worker", "--executor", "celery", "--threads", str(threads)],
-        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "levqor_host.cli",
+            "worker",
+            "--executor",
+            "celery",
+            "--threads",
+            str(threads),
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -138,8 +167,11 @@ def wait_final(store, run_ids: list[str], timeout: float) -> list[dict]:
 
 
 def redis_shutdown() -> None:
-    subprocess.run(["redis-cli", "-h", REDIS_HOST, "-p", str(REDIS_PORT), "shutdown", "nosave"],
-                   capture_output=True, timeout=10)
+    subprocess.run(
+        ["redis-cli", "-h", REDIS_HOST, "-p", str(REDIS_PORT), "shutdown", "nosave"],
+        capture_output=True,
+        timeout=10,
+    )
     deadline = time.monotonic() + 10
     while redis_up(0.2) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -148,8 +180,21 @@ def redis_shutdown() -> None:
 def redis_start() -> None:
     if redis_up():
         return
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", REDIS_HOST, "--port", str(REDIS_PORT),
-                    "--save", ""], capture_output=True, timeout=10)
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            REDIS_HOST,
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+        ],
+        capture_output=True,
+        timeout=10,
+    )
     deadline = time.monotonic() + 10
     while not redis_up(0.2) and time.monotonic() < deadline:
         time.sleep(0.1)

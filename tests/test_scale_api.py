@@ -15,9 +15,8 @@ import time
 
 import pytest
 from e2e_support import LiveServer, make_app
-from scale_support import celery_env, pg_url, queue, redis_url, start_celery_worker, stop  # noqa: F401
-
 from levqor_kernel.testing import FakeServer, Reply
+from scale_support import celery_env, pg_url, queue, redis_url, start_celery_worker, stop  # noqa: F401
 
 pytestmark = pytest.mark.services
 
@@ -45,17 +44,34 @@ class Target:
 
 
 def http_step(url: str, sid: str, value: str = "{{ trigger.v }}") -> dict:
-    return {"id": sid, "connector": "http", "action": "request",
-            "payload": {"method": "POST", "url": f"{url}/deliver",
-                        "headers": {"Idempotency-Key": "{{ run.id }}:" + sid}, "json": {"v": value}}}
+    return {
+        "id": sid,
+        "connector": "http",
+        "action": "request",
+        "payload": {
+            "method": "POST",
+            "url": f"{url}/deliver",
+            "headers": {"Idempotency-Key": "{{ run.id }}:" + sid},
+            "json": {"v": value},
+        },
+    }
 
 
 def two_step(url: str, trigger: str = "manual") -> dict:
-    return {"levqor": 1, "trigger": {"type": trigger}, "steps": [
-        {"id": "shape", "connector": "core", "action": "transform",
-         "payload": {"value": {"v": "{{ trigger.v }}-shaped"}}},
-        http_step(url, "one", "{{ steps.shape.output.value.v }}"),
-        http_step(url, "two", "{{ steps.one.output.body.echo.v }}")]}
+    return {
+        "levqor": 1,
+        "trigger": {"type": trigger},
+        "steps": [
+            {
+                "id": "shape",
+                "connector": "core",
+                "action": "transform",
+                "payload": {"value": {"v": "{{ trigger.v }}-shaped"}},
+            },
+            http_step(url, "one", "{{ steps.shape.output.value.v }}"),
+            http_step(url, "two", "{{ steps.one.output.body.echo.v }}"),
+        ],
+    }
 
 
 @pytest.fixture(params=["embedded", "celery"])
@@ -70,8 +86,13 @@ def deployment(request, tmp_path, pg_url):  # noqa: F811
             q = request.getfixturevalue("queue")
             request.getfixturevalue("redis_url")
             env = celery_env(tmp_path / "data", pg_url, q)
-            app = make_app(tmp_path, env={k: v for k, v in env.items() if k.startswith("LEVQOR_") or k == "DATABASE_URL"},
-                           start_workers=False)
+            app = make_app(
+                tmp_path,
+                env={
+                    k: v for k, v in env.items() if k.startswith("LEVQOR_") or k == "DATABASE_URL"
+                },
+                start_workers=False,
+            )
             worker = start_celery_worker(env, tmp_path / "worker.log", threads=2)
         srv = LiveServer(app)
         _, key = srv.user_with_key("alice@example.com")
@@ -124,7 +145,9 @@ def test_cancel_a_running_run(deployment):
     srv, alice, fake, target, mode = deployment
     p = create(alice, two_step(fake.url))
     target.hold.clear()
-    rid = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"v": 1}}).json()["run_id"]
+    rid = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"v": 1}}).json()[
+        "run_id"
+    ]
     assert target.entered.wait(20), "the run never reached step one"
     c = alice.post(f"/api/v1/runs/{rid}/cancel").json()
     assert c["cancel_requested"] is True
@@ -139,9 +162,13 @@ def test_webhook_starts_a_run(deployment):
     srv, alice, fake, target, mode = deployment
     p = create(alice, two_step(fake.url, trigger="webhook"))
     token = p["webhook_url"].split("/hooks/")[1]
-    r = srv.client().post(f"/hooks/{token}", json={"v": "hook"}, headers={"X-Levqor-Delivery": "d-1"})
+    r = srv.client().post(
+        f"/hooks/{token}", json={"v": "hook"}, headers={"X-Levqor-Delivery": "d-1"}
+    )
     assert r.status_code == 202, r.text
-    again = srv.client().post(f"/hooks/{token}", json={"v": "hook"}, headers={"X-Levqor-Delivery": "d-1"})
+    again = srv.client().post(
+        f"/hooks/{token}", json={"v": "hook"}, headers={"X-Levqor-Delivery": "d-1"}
+    )
     assert again.json()["run_id"] == r.json()["run_id"] and again.json()["created"] is False
     run = srv.state.wait_for_run(None, r.json()["run_id"], 30)
     assert run["status"] == "succeeded", run
@@ -154,7 +181,9 @@ def test_a_message_delivered_twice_runs_once(deployment):
     srv, alice, fake, target, mode = deployment
     p = create(alice, two_step(fake.url))
     target.hold.clear()
-    rid = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"v": 2}}).json()["run_id"]
+    rid = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"v": 2}}).json()[
+        "run_id"
+    ]
     assert target.entered.wait(20)
     # the same run id sent again, twice, while the first delivery holds the run's lease
     assert srv.state.dispatcher.send(rid) and srv.state.dispatcher.send(rid)
@@ -169,3 +198,18 @@ def test_a_message_delivered_twice_runs_once(deployment):
     time.sleep(1.0)
     assert srv.state.store.get_run(None, rid)["claims"] == 1
     assert target.deliveries == {f"{rid}:one": 1, f"{rid}:two": 1}
+
+
+def test_values_postgresql_cannot_store_are_a_400_not_a_500(tmp_path, pg_url):  # noqa: F811
+    srv = LiveServer(make_app(tmp_path, env={"DATABASE_URL": pg_url}, start_workers=False))
+    try:
+        _, key = srv.user_with_key("pg@example.com")
+        alice = srv.client(key)
+        p = create(alice, two_step("http://127.0.0.1:9"))
+        # an integer beyond PostgreSQL's 32 bits (SQLite would take it)
+        r = alice.get(f"/api/v1/pipelines/{p['id']}/versions/22653975496116200")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_value", r.text
+        r = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "version": 2**40})
+        assert r.status_code in (400, 404), r.text
+    finally:
+        srv.stop()

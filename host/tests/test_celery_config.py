@@ -17,8 +17,11 @@ def test_celery_needs_a_broker_url():
 
 
 def test_visibility_timeout_must_exceed_the_longest_step_timeout():
-    env = {"LEVQOR_EXECUTOR": "celery", "LEVQOR_BROKER_URL": "redis://127.0.0.1:6379/0",
-           "LEVQOR_CELERY_VISIBILITY_TIMEOUT": "600"}
+    env = {
+        "LEVQOR_EXECUTOR": "celery",
+        "LEVQOR_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "LEVQOR_CELERY_VISIBILITY_TIMEOUT": "600",
+    }
     with pytest.raises(ValueError, match="above 900"):
         Config.from_env(env)
 
@@ -29,8 +32,13 @@ def test_retention_must_not_be_negative():
 
 
 def test_at_least_once_settings():
-    cfg = Config.from_env({"LEVQOR_EXECUTOR": "celery", "LEVQOR_BROKER_URL": "redis://127.0.0.1:6379/3",
-                           "LEVQOR_CELERY_QUEUE": "runs-eu"})
+    cfg = Config.from_env(
+        {
+            "LEVQOR_EXECUTOR": "celery",
+            "LEVQOR_BROKER_URL": "redis://127.0.0.1:6379/3",
+            "LEVQOR_CELERY_QUEUE": "runs-eu",
+        }
+    )
     conf = make_celery(cfg).conf
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
@@ -42,8 +50,15 @@ def test_at_least_once_settings():
 
 
 def test_worker_without_a_broker_says_what_to_set(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
+    }
     env["LEVQOR_DATA_DIR"] = str(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "levqor_host.cli", "worker", "--executor", "celery"],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "levqor_host.cli", "worker", "--executor", "celery"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "LEVQOR_BROKER_URL" in r.stderr

@@ -12,8 +12,11 @@ from levqor_host.scheduler import SchedulerService
 from levqor_host.store.tables import run_steps, runs
 from sqlalchemy import func, select, update
 
-DOC = {"levqor": 1, "trigger": {"type": "manual"},
-       "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 1}}]}
+DOC = {
+    "levqor": 1,
+    "trigger": {"type": "manual"},
+    "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 1}}],
+}
 
 
 def setup(store):
@@ -74,8 +77,11 @@ def test_runs_to_resend(store):
     expired, _ = store.create_run(user["id"], p["id"], None, {})
     store.claim_run("dead", expired["id"], lease_seconds=0.1)
     with store.write() as conn:
-        conn.execute(update(runs).where(runs.c.id == old["id"])
-                     .values(created_at=datetime.now(UTC) - timedelta(minutes=5)))
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == old["id"])
+            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
     time.sleep(0.3)
     found = store.runs_to_resend(queued_before=datetime.now(UTC) - timedelta(minutes=1))
     assert found == {"expired": [expired["id"]], "queued": [old["id"]]}
@@ -97,8 +103,15 @@ def test_prune_runs_deletes_only_old_finished_runs(store):
         ids.append(r["id"])
         if status in ("succeeded", "failed", "cancelled", "running"):
             store.claim_run("w", r["id"], lease_seconds=60)
-            store.record_step(r["id"], "t", position=0, connector="core", action="transform",
-                              status="succeeded", attempts=1)
+            store.record_step(
+                r["id"],
+                "t",
+                position=0,
+                connector="core",
+                action="transform",
+                status="succeeded",
+                attempts=1,
+            )
         if status in ("succeeded", "failed", "cancelled"):
             store.finish_run(r["id"], "w", status)
         age(store, r["id"], 40)
@@ -109,8 +122,9 @@ def test_prune_runs_deletes_only_old_finished_runs(store):
     left = {r["id"] for r in store.list_runs(user["id"], limit=100)[0]}
     assert left == {ids[3], ids[4], recent["id"]}  # unfinished and recent runs stay
     with store.read() as conn:
-        orphans = conn.execute(select(func.count()).select_from(run_steps)
-                               .where(run_steps.c.run_id.in_(ids[:3]))).scalar_one()
+        orphans = conn.execute(
+            select(func.count()).select_from(run_steps).where(run_steps.c.run_id.in_(ids[:3]))
+        ).scalar_one()
     assert orphans == 0
 
 

@@ -21,6 +21,10 @@ PUBLIC = {
     ("GET", "/auth/link/<token>"),  # the one-time token is the credential
     ("POST", "/api/v1/auth/logout"),  # needs a session (checked in the view, 401 otherwise)
     ("POST", "/api/v1/billing/webhook"),  # Stripe's signature is the credential
+    # dashboard shells: the same HTML for everyone, no data (the page's API calls are checked)
+    ("GET", "/pipelines/<pipeline_id>"),
+    ("GET", "/runs/<run_id>"),
+    ("GET", "/dashboard/static/<path:filename>"),  # CSS, ES modules, vendored Chart.js
 }
 
 

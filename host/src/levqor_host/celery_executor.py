@@ -202,7 +202,9 @@ class LeaseSweeper:
         if not store.acquire_lock(SWEEP_LOCK, self.owner, max(3.0, cfg.celery_sweep_interval * 3)):
             return 0
         now_m = time.monotonic()
-        self._recent = {k: t for k, t in self._recent.items() if now_m - t < cfg.celery_requeue_after}
+        self._recent = {
+            k: t for k, t in self._recent.items() if now_m - t < cfg.celery_requeue_after
+        }
         waiting = self.dispatcher.queue_length()
         if waiting is None:
             return 0  # the broker is away: nothing can be sent now
@@ -301,7 +303,9 @@ def run_worker(
             if holder["worker"] is None or holder["pid"] != os.getpid():
                 st = state
                 if holder["pid"] != os.getpid():  # a prefork child: its own engine and threads
-                    st = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
+                    st = create_app(
+                        cfg, start_workers=False, start_scheduler=False, plugins=plugins
+                    )
                     st = st.extensions["levqor"]
                     holder["pid"] = os.getpid()
                 holder["worker"] = CeleryWorker(st, st.dispatcher or dispatcher)

@@ -127,10 +127,16 @@ def register_error_handlers(app: Flask) -> None:
         )
         return ApiError(e.code or 500, code, msg).response()
 
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
     @app.errorhandler(DBAPIError)
     def _database_error(e: DBAPIError):
+        if isinstance(e, DataError):
+            # PostgreSQL refused a value SQLite takes (an integer beyond 32/64 bits, a NUL
+            # character in text): the request's fault, never a 500
+            return ApiError(
+                400, "invalid_value", "a value in the request is out of range or not storable"
+            ).response()
         # the database is away (restart, fail-over, killed connection): 503, the client retries
         if isinstance(e, OperationalError) or e.connection_invalidated:
             log.warning("database unavailable on %s %s: %s", request.method, request.path,

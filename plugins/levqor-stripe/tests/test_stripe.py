@@ -11,94 +11,15 @@ from urllib.parse import parse_qs
 import pytest
 import stripe
 from e2e_support import LiveServer, make_app
-from levqor_kernel.testing.fakeserver import FakeServer, Recorded, Reply
+from levqor_stripe.fake import FakeStripe
 
 SK = "sk_test_levqor_fake_123"
 WHSEC = "whsec_test_levqor"
 
 
-class FakeStripe(FakeServer):
-    """The two Stripe endpoints Levqor calls, as documented at
-    https://docs.stripe.com/api/checkout/sessions/create and
-    https://docs.stripe.com/api/customer_portal/sessions/create: form-encoded bodies
-    (``line_items[0][price]=...``), ``Authorization: Bearer sk_...``, errors as
-    ``{"error": {"type", "code", "message"}}`` (https://docs.stripe.com/api/errors)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sessions: list[dict] = []
-        self.route("POST", "/v1/checkout/sessions", self._checkout)
-        self.route("POST", "/v1/billing_portal/sessions", self._portal)
-
-    @staticmethod
-    def _auth(req: Recorded) -> Reply | None:
-        if req.header("Authorization") != f"Bearer {SK}":
-            return Reply(
-                401,
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "code": None,
-                        "message": "Invalid API Key provided: sk_test_****",
-                    }
-                },
-            )
-        if not (req.header("Content-Type") or "").startswith("application/x-www-form-urlencoded"):
-            return Reply(
-                400,
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "code": "parameter_invalid",
-                        "message": "form body expected",
-                    }
-                },
-            )
-        return None
-
-    def _checkout(self, req: Recorded):
-        bad = self._auth(req)
-        if bad:
-            return bad
-        form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
-        price = form.get("line_items[0][price]")
-        if not price or not price.startswith("price_"):
-            return Reply(
-                400,
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "code": "resource_missing",
-                        "message": f"No such price: '{price}'",
-                    }
-                },
-            )
-        sid = f"cs_test_{len(self.sessions) + 1}"
-        self.sessions.append(form)
-        return {
-            "id": sid,
-            "object": "checkout.session",
-            "mode": form["mode"],
-            "url": f"https://checkout.stripe.com/c/pay/{sid}",
-            "client_reference_id": form.get("client_reference_id"),
-        }
-
-    def _portal(self, req: Recorded):
-        bad = self._auth(req)
-        if bad:
-            return bad
-        form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
-        return {
-            "id": "bps_1",
-            "object": "billing_portal.session",
-            "customer": form["customer"],
-            "url": "https://billing.stripe.com/p/session/test_1",
-        }
-
-
 @pytest.fixture
 def fake():
-    with FakeStripe() as f:
+    with FakeStripe(SK) as f:
         yield f
 
 
@@ -193,6 +114,56 @@ def test_checkout_and_portal_through_the_stripe_api(srv, fake):
     # the next checkout reuses the customer
     c.post("/api/v1/billing/checkout", json={"pack": "small"})
     assert fake.sessions[-1]["customer"] == "cus_1"
+
+
+@pytest.fixture
+def dev_srv(tmp_path, fake):
+    """Like srv, with LEVQOR_DEV=1: plain-HTTP cookies (no Secure flag, no __Host- prefix)."""
+    env = {
+        "STRIPE_SECRET_KEY": SK,
+        "LEVQOR_STRIPE_API_BASE": fake.url,
+        "LEVQOR_STRIPE_PRICE_PRO": "price_pro",
+        "LEVQOR_DEV": "1",
+    }
+    s = LiveServer(make_app(tmp_path, env=env, start_workers=False))
+    yield s
+    s.stop()
+
+
+def test_a_dashboard_session_opens_billing_through_the_hosts_sign_in(dev_srv, fake):
+    """The plugin authenticates with state.authenticate(): the session cookie works, and a
+    change without the CSRF token is refused by the host's own check."""
+    from levqor_host.security.passwords import hash_password
+    from levqor_host.store.auth import set_password_hash
+
+    srv = dev_srv
+    user = srv.state.store.create_user("cookie@example.com")
+    set_password_hash(srv.state.store, user["id"], hash_password("correct horse battery"))
+    browser = srv.client()
+    login = browser.post(
+        "/api/v1/auth/login",
+        json={"email": "cookie@example.com", "password": "correct horse battery"},
+    )
+    assert login.status_code == 200, login.text
+    csrf = login.json()["csrf_token"]
+    info = browser.get("/api/v1/billing")
+    assert info.status_code == 200, info.text
+    assert info.json()["plan"]["name"] == "free"
+    r = browser.post("/api/v1/billing/checkout", json={"plan": "pro"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed"
+    assert fake.sessions == []
+    r = browser.post(
+        "/api/v1/billing/checkout", json={"plan": "pro"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status_code == 201, r.text
+    assert fake.sessions[-1]["client_reference_id"] == user["id"]
+    # signed out: the host's 401 shape
+    anon = srv.client().get("/api/v1/billing")
+    assert anon.status_code == 401 and anon.json()["error"]["code"] == "unauthorized"
+    # an API key without the billing scope: the host's 403 naming it
+    _, narrow = srv.user_with_key("narrow@example.com", scopes=["pipelines:read"])
+    r = srv.client(narrow).post("/api/v1/billing/checkout", json={"plan": "pro"})
+    assert r.status_code == 403 and r.json()["error"]["details"] == {"required_scope": "billing"}
 
 
 def test_stripe_errors_are_reported_without_the_key(tmp_path, fake):

@@ -183,25 +183,34 @@ def authenticate() -> tuple[dict, dict]:
     return ident.user, {**ident.key, "scopes": sorted(ident.scopes)}
 
 
+def check_request(scope: str | None = None) -> Identity:
+    """Authenticate the current request as :func:`require` does: the caller (API key, JWT or
+    session cookie plus its CSRF token on mutations), with ``scope`` when given. Sets
+    ``g.levqor_user``/``g.levqor_key``; raises ApiError 401/403 (and 503 from the JWT check).
+    Plugins reach it through ``LevqorState.authenticate(scope)``."""
+    ident = identify()
+    check_csrf(ident)
+    scopes = ident.scopes
+    if scope and scope not in scopes and "admin" not in scopes:
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            f"this API key lacks the scope {scope!r}",
+            {"required_scope": scope},
+        )
+    g.levqor_user = ident.user
+    g.levqor_key = {**ident.key, "scopes": sorted(scopes)}
+    g.levqor_identity = ident
+    return ident
+
+
 def require(scope: str | None = None) -> Callable:
     """Decorator: the route needs a signed-in caller (with ``scope`` when given)."""
 
     def deco(fn: Callable) -> Callable:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ident = identify()
-            check_csrf(ident)
-            scopes = ident.scopes
-            if scope and scope not in scopes and "admin" not in scopes:
-                raise ApiError(
-                    403,
-                    "insufficient_scope",
-                    f"this API key lacks the scope {scope!r}",
-                    {"required_scope": scope},
-                )
-            g.levqor_user = ident.user
-            g.levqor_key = {**ident.key, "scopes": sorted(scopes)}
-            g.levqor_identity = ident
+            check_request(scope)
             return fn(*args, **kwargs)
 
         wrapper.levqor_scope = scope  # type: ignore[attr-defined]

@@ -15,7 +15,8 @@ billing     /api/v1/billing and below            the user (else address)    LEVQ
 webhook     /hooks/<token>                       the token                  LEVQOR_RATE_LIMIT_WEBHOOK
 =========== =================================== =========================== =================
 
-``/health`` is never limited. ``LEVQOR_RATE_LIMITS=off`` turns every limit off.
+``/health`` and the dashboard's static files are never limited. ``LEVQOR_RATE_LIMITS=off`` turns
+every limit off.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .jwt_auth import SupabaseVerifier
 log = logging.getLogger("levqor.security")
 
 EXEMPT_PATHS = ("/health",)
+#: the dashboard's static files (CSS, ES modules): a page load fetches several at once
+EXEMPT_PREFIXES = ("/dashboard/static/",)
 SIGNIN_PATHS = ("/api/v1/auth/login",)
 SIGNIN_PREFIXES = ("/auth/link/",)
 BILLING_PREFIX = "/api/v1/billing"
@@ -49,7 +52,11 @@ def _client_ip() -> str:
 
 
 def _exempt() -> bool:
-    return request.path in EXEMPT_PATHS or request.method == "OPTIONS"
+    return (
+        request.path in EXEMPT_PATHS
+        or request.path.startswith(EXEMPT_PREFIXES)
+        or request.method == "OPTIONS"
+    )
 
 
 def _is_signin() -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import stripe
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from .config import BillingConfig
 from .webhooks import handle_event
@@ -47,25 +47,10 @@ def _cfg() -> BillingConfig:
 
 
 def _user(scope: str | None = "billing") -> dict:
-    """The signed-in user, authenticated by the host's API key check (its store)."""
-    header = request.headers.get("Authorization", "")
-    kind, _, token = header.partition(" ")
-    found = _state().store.authenticate_key(token.strip()) if kind.lower() == "bearer" else None
-    if found is None:
-        raise BillingError(
-            401, "unauthorized", "send an API key as 'Authorization: Bearer lvq_...'"
-        )
-    user, key = found
-    scopes = set(key.get("scopes") or ())
-    if scope and scope not in scopes and "admin" not in scopes:
-        raise BillingError(
-            403,
-            "insufficient_scope",
-            f"this API key lacks the scope {scope!r}",
-            {"required_scope": scope},
-        )
-    g.levqor_user, g.levqor_key = user, key
-    return user
+    """The signed-in user, checked by the host (``state.authenticate``): an API key, a Supabase
+    JWT or the dashboard's session cookie with its CSRF token, and ``scope`` when given. The
+    host's error (401/403) propagates and is rendered by the host."""
+    return _state().authenticate(scope)
 
 
 def _body(allowed: dict[str, type]) -> dict:

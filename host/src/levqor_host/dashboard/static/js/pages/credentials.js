@@ -1,0 +1,113 @@
+import { get, post, del, ApiError } from "../api.js";
+import { boot, start } from "../common.js";
+import { objectForm, showProblems, clearProblems } from "../schemaform.js";
+import { $, h, clear, toast, busy, errorText, fmtTime } from "../ui.js";
+
+let connectors = {};
+let form = null;
+
+function renderList(items) {
+  const box = $("#cred-list");
+  if (!items.length) { clear(box, h("p", { class: "muted" }, "No credential yet.")); return; }
+  clear(box, h("ul", { class: "cards", id: "creds" }, items.map((c) => {
+    const result = h("p", { class: "small", role: "status" });
+    const test = h("button", { type: "button", class: "secondary small" }, "Test");
+    test.addEventListener("click", async () => {
+      busy(test, true, "Testing…");
+      result.textContent = "";
+      try {
+        const out = await post(`/api/v1/credentials/${encodeURIComponent(c.id)}/test`);
+        if (!out.supported) { result.className = "small muted"; result.textContent = out.message; }
+        else if (out.ok) {
+          result.className = "small"; result.replaceChildren(h("span", { class: "badge ok" }, "works"),
+            Object.keys(out.details || {}).length ? ` ${Object.entries(out.details).map(([k, v]) => `${k}: ${v}`).join(", ")}` : "");
+        } else { result.className = "small"; result.replaceChildren(h("span", { class: "badge bad" }, "failed"), ` ${out.message}`); }
+      } catch (e) { result.className = "small form-error"; result.textContent = errorText(e); }
+      finally { busy(test, false); }
+    });
+    const remove = h("button", { type: "button", class: "danger small" }, "Delete");
+    let armed = false;
+    remove.addEventListener("click", async () => {
+      if (!armed) {
+        armed = true;
+        remove.textContent = `Really delete ${c.name}?`;
+        setTimeout(() => { armed = false; remove.textContent = "Delete"; }, 5000);
+        return;
+      }
+      busy(remove, true, "Deleting…");
+      try {
+        await del(`/api/v1/credentials/${encodeURIComponent(c.id)}`);
+        toast(`Deleted ${c.name}`, "ok");
+        await load();
+      } catch (e) { toast(errorText(e), "bad", 8000); busy(remove, false); }
+    });
+    const con = connectors[c.connector];
+    return h("li", { class: "card", "data-credential": c.name },
+      h("h3", {}, c.name), h("p", { class: "muted small" }, `${con ? con.title : c.connector} · added ${fmtTime(c.created_at)}`),
+      h("div", { class: "actions" }, test, remove), result);
+  })));
+}
+
+async function load() {
+  const { items } = await get("/api/v1/credentials");
+  renderList(items);
+}
+
+function renderForm() {
+  const c = connectors[$("#cred-connector").value];
+  const box = $("#cred-fields");
+  clearProblems($("#cred-form"));
+  $("#cred-problems").hidden = true;
+  form = objectForm(c.credentials, {}, "/values", { idPrefix: "cv" });
+  clear(box, h("legend", {}, `${c.title} values`), c.docs_url ? h("p", { class: "help" }, "Where to find them: ", h("a", { href: c.docs_url, rel: "noopener noreferrer", target: "_blank" }, c.docs_url)) : null, form.element);
+  box.setAttribute("data-pointer", "/values");
+}
+
+async function submit(ev) {
+  ev.preventDefault();
+  const btn = $("#cred-save");
+  const name = $("#cred-name").value.trim();
+  const problems = [];
+  if (!name) problems.push({ pointer: "/name", message: "give the credential a name" });
+  for (const p of form.invalid()) problems.push({ pointer: p, message: "not valid JSON" });
+  if (problems.length) { showProblems($("#cred-form"), problems); return; }
+  busy(btn, true, "Adding…");
+  try {
+    await post("/api/v1/credentials", { name, connector: $("#cred-connector").value, values: form.value() });
+    toast(`Added ${name}: its values are stored encrypted and never shown again`, "ok", 6000);
+    $("#cred-name").value = "";
+    renderForm(); // the values are gone from the page too
+    await load();
+  } catch (e) {
+    const box = $("#cred-problems");
+    if (e instanceof ApiError && e.problems.length) {
+      const left = showProblems($("#cred-form"), e.problems);
+      clear(box, left.map((p) => h("li", {}, p.message)));
+      box.hidden = !left.length;
+    } else if (e instanceof ApiError && e.status === 409) {
+      showProblems($("#cred-form"), [{ pointer: "/name", message: e.message }]);
+    } else {
+      clear(box, h("li", {}, errorText(e)));
+      box.hidden = false;
+    }
+  } finally {
+    busy(btn, false);
+  }
+}
+
+async function main() {
+  await boot();
+  const cat = await get("/api/v1/connectors");
+  connectors = Object.fromEntries(cat.connectors.filter((c) => c.credentials).map((c) => [c.name, c]));
+  const sel = $("#cred-connector");
+  clear(sel, Object.values(connectors).map((c) => h("option", { value: c.name }, c.title)));
+  const params = new URLSearchParams(location.search);
+  if (params.get("connector") && connectors[params.get("connector")]) sel.value = params.get("connector");
+  if (params.get("name")) $("#cred-name").value = params.get("name").slice(0, 100);
+  renderForm();
+  sel.addEventListener("change", renderForm);
+  $("#cred-form").addEventListener("submit", submit);
+  await load();
+}
+
+start(main);
