@@ -91,3 +91,28 @@ def test_per_user_concurrency_cap(tmp_path):
     assert s2 >= f1  # user a's runs never overlapped
     assert run_b["started_at"] < f1  # while user b's ran beside them
     st.store.close()
+
+
+def test_a_settlement_lost_to_a_crash_is_repaired_exactly_once(tmp_path):
+    """The worker died after finishing a run and before settling it: the repair sweep settles it
+    (usage, jobs.jsonl) once, however many executors sweep."""
+    import json
+
+    app = make_app(tmp_path, start_workers=False)
+    st = app.extensions["levqor"]
+    user = st.store.create_user("r@example.com")
+    p = st.store.get_pipeline(user["id"], st.store.create_pipeline(user["id"], "p", delay_doc(0))["id"])
+    rid = st.start_run(user, p, {})[0]["id"]
+    [claimed] = st.store.claim_runs("dead-worker", lease_seconds=30, limit=1)
+    assert claimed["id"] == rid
+    assert st.store.finish_run(rid, "dead-worker", "succeeded")  # ... and the process died here
+    assert [r["id"] for r in st.store.unsettled_runs(older_than=0)] == [rid]
+    one, two = EmbeddedExecutor(st, threads=0), EmbeddedExecutor(st, threads=0)
+    assert one.repair_settlements(older_than=0) == 1
+    assert two.repair_settlements(older_than=0) == 0
+    assert st.store.unsettled_runs(older_than=0) == []
+    lines = [json.loads(x) for x in st.config.jobs_log.read_text().splitlines()]
+    assert [x["run_id"] for x in lines] == [rid]
+    assert st.ledger.settle_run(st, claimed, type("R", (), {"status": "succeeded", "error": None})()) == {
+        "settled": False}
+    st.store.close()

@@ -263,7 +263,17 @@ class LevqorState:
             self.dispatcher.send(run["id"])
 
     def run_finished(self, run: dict, result: Any) -> None:
-        """Called by the executor when it finished a run it owned."""
+        """Called by the executor when it finished a run it owned, and by the repair sweep for
+        a final run whose settlement was lost (the worker died in between). The settlement
+        (credits, usage, events) claims the run's ``settled_at`` in its own transaction, so it
+        happens exactly once; the jobs.jsonl line and the notification follow it."""
+        try:  # record_run_cost hook (refunds), usage_daily, events, referral reward
+            settled = self.ledger.settle_run(self, run, result)
+        except Exception:  # noqa: BLE001 - billing must not break run completion
+            log.exception("settling run %s failed", run["id"])
+            settled = {"settled": True}
+        if not settled.get("settled", True):
+            return
         self.metrics.runs_finished.labels(result.status).inc()
         line = job_line(run, result.status, result.error, len(result.steps))
         path: Path = self.config.jobs_log
@@ -274,10 +284,6 @@ class LevqorState:
                 os.write(fd, (line + "\n").encode())
             finally:
                 os.close(fd)
-        try:  # record_run_cost hook (refunds), usage_daily, events, referral reward
-            self.ledger.settle_run(self, run, result)
-        except Exception:  # noqa: BLE001 - billing must not break run completion
-            log.exception("settling run %s failed", run["id"])
         if result.status == "failed" and self.mailer is not None:
             self.mailer.run_failed(run, result)  # opt-in per pipeline: "notify_on_failure"
         with self._waiters_lock:

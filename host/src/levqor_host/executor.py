@@ -206,10 +206,31 @@ class EmbeddedExecutor:
             for run in runs:
                 self.execute(run)
 
+    def repair_settlements(self, older_than: float | None = None) -> int:
+        """Settle final runs whose settlement was lost (a worker died between finishing a run
+        and settling it, or the run was cancelled while queued). Exactly once: the settlement
+        claims the run's ``settled_at``. Returns how many this call settled."""
+        st = self.state
+        if older_than is None:
+            older_than = float(st.config.env.get("LEVQOR_SETTLE_AFTER_SECONDS", "60"))
+        n = 0
+        for run in st.store.unsettled_runs(older_than=older_than, limit=50):
+            st.run_finished(run, RunResult(run["status"], run.get("error")))
+            n += 1
+        return n
+
     def _beat(self) -> None:
         interval = max(0.2, self.state.config.lease_seconds / 3)
+        sweep_every = max(interval, float(self.state.config.env.get("LEVQOR_SETTLE_SWEEP_SECONDS", "30")))
+        next_sweep = time.monotonic() + sweep_every
         while not (self._stopping.is_set() and not self.active_runs):
             time.sleep(interval)
+            if not self._stopping.is_set() and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + sweep_every
+                try:
+                    self.repair_settlements()
+                except Exception:  # noqa: BLE001 - the sweep retries on its next round
+                    log.exception("repairing settlements failed")
             ids = self.active_runs
             if not ids:
                 if self._stopping.is_set():

@@ -552,8 +552,15 @@ class Ledger:
             if s["status"] == "succeeded":
                 a = state.pm.catalog.action(s["connector"], s["action"])
                 minutes += float(getattr(a, "minutes_saved", 0) or 0)
-        out: dict[str, Any] = {"cost": cost, "platform_failure": platform}
+        out: dict[str, Any] = {"cost": cost, "platform_failure": platform, "settled": True}
         with self.transaction() as tx:
+            claimed = tx.conn.execute(
+                update(runs)
+                .where(runs.c.id == rid, runs.c.settled_at.is_(None))
+                .values(settled_at=_now())
+            )
+            if claimed.rowcount != 1:  # settled already (a repair sweep raced a worker)
+                return {"settled": False}
             user = tx.lock_user(uid) or {"id": uid}
             settle = RunSettlement(tx, uid, rid)
             try:

@@ -1455,6 +1455,25 @@ class Store:
             res = conn.execute(_SQL_FINISH, params)
         return res.rowcount == 1
 
+    @_retry_on_disconnect
+    def unsettled_runs(self, *, older_than: float, limit: int = 50) -> list[dict]:
+        """Final runs whose settlement (credits, usage, events) never happened: the worker died
+        between finishing the run and settling it, or the run was cancelled while queued."""
+        cutoff = _now() - timedelta(seconds=older_than)
+        q = (
+            select(runs)
+            .where(
+                runs.c.settled_at.is_(None),
+                runs.c.finished_at.is_not(None),
+                runs.c.finished_at < cutoff,
+                runs.c.status.in_(tuple(FINAL_RUN_STATUSES)),
+            )
+            .order_by(runs.c.finished_at)
+            .limit(limit)
+        )
+        with self.read() as conn:
+            return [_run_dict(r) for r in conn.execute(q).all()]
+
     def _get_run(self, conn: Connection, user_id: str | None, run_id: str) -> dict | None:
         if user_id is None:
             row = conn.execute(_SQL_RUN, {"run_id": run_id}).first()

@@ -163,9 +163,12 @@ runs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    # set in the transaction that settles a final run (credits, usage, events): exactly once
+    Column("settled_at", UTCDateTime),
     UniqueConstraint("user_id", "idempotency_key", name="uq_runs_user_id_idempotency_key"),
     Index("ix_runs_status_lease_created", "status", "lease_expires_at", "created_at"),
     Index("ix_runs_user_id_created_at", "user_id", "created_at"),
+    Index("ix_runs_settled_finished", "settled_at", "finished_at"),
 )
 
 run_steps = Table(
