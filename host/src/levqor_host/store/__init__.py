@@ -1038,86 +1038,17 @@ class Store:
         copy_steps_from,
     ) -> tuple[dict, bool]:
         with self.write() as conn:
-            if idempotency_key is not None:
-                row = conn.execute(
-                    _SQL_RUN_BY_IDEMPOTENCY_KEY, {"user_id": user_id, "key": idempotency_key}
-                ).first()
-                if row is not None:
-                    return _run_dict(row), False
-            owner = {"pipeline_id": pipeline_id, "user_id": user_id}
-            if version is None:
-                version = conn.execute(_SQL_CURRENT_VERSION_OF_USER, owner).scalar_one_or_none()
-                found = version is not None
-            else:
-                found = (
-                    conn.execute(_SQL_VERSION_OF_USER, {**owner, "version": version}).first()
-                    is not None
-                )
-            if not found:
-                raise NotFound(f"no pipeline {pipeline_id!r} version {version!r} for this user")
-            values = {
-                "id": _new_id("run"),
-                "user_id": user_id,
-                "pipeline_id": pipeline_id,
-                "version": version,
-                "status": "queued",
-                "trigger": trigger,
-                "input": input,
-                "idempotency_key": idempotency_key,
-                "retry_of": retry_of,
-                "error": None,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "claims": 0,
-                "cancel_requested": False,
-                "created_at": _now(),
-                "started_at": None,
-                "finished_at": None,
-            }
-            conn.execute(_SQL_INSERT_RUN, values)
-            if copy_steps_from is not None:
-                src = (
-                    select(
-                        literal(values["id"]).label("run_id"),
-                        run_steps.c.step_id,
-                        run_steps.c.position,
-                        run_steps.c.connector,
-                        run_steps.c.action,
-                        run_steps.c.status,
-                        run_steps.c.attempts,
-                        run_steps.c.input,
-                        run_steps.c.output,
-                        run_steps.c.error,
-                        run_steps.c.started_at,
-                        run_steps.c.finished_at,
-                    )
-                    .select_from(run_steps.join(runs, runs.c.id == run_steps.c.run_id))
-                    .where(
-                        run_steps.c.run_id == copy_steps_from,
-                        runs.c.user_id == user_id,
-                        run_steps.c.status == "succeeded",
-                    )
-                )
-                conn.execute(
-                    run_steps.insert().from_select(
-                        [
-                            "run_id",
-                            "step_id",
-                            "position",
-                            "connector",
-                            "action",
-                            "status",
-                            "attempts",
-                            "input",
-                            "output",
-                            "error",
-                            "started_at",
-                            "finished_at",
-                        ],
-                        src,
-                    )
-                )
-        return _run_dict(_Row(values)), True
+            return self.create_run_in(
+                conn,
+                user_id,
+                pipeline_id,
+                version,
+                input,
+                trigger=trigger,
+                idempotency_key=idempotency_key,
+                retry_of=retry_of,
+                copy_steps_from=copy_steps_from,
+            )
 
     def create_run_in(
         self,
