@@ -340,20 +340,6 @@ def test_cli_plan(tmp_path, fakes):
     assert "could not produce a valid pipeline" in bad.stderr and "422" in bad.stderr
 
 
-def test_in_process_plan_window_without_the_security_layer():
-    from levqor_host.errors import ApiError
-    from levqor_host.planner import PlanRateLimiter
-
-    lim = PlanRateLimiter(2)
-    lim.check("u1", now=100.0)
-    lim.check("u1", now=110.0)
-    lim.check("u2", now=110.0)
-    with pytest.raises(ApiError) as e:
-        lim.check("u1", now=120.0)
-    assert e.value.status == 429 and e.value.headers["Retry-After"] == "40"
-    lim.check("u1", now=160.5)  # the first hit left the window
-
-
 def test_planning_costs_credits_and_a_failed_plan_is_refunded(tmp_path, fakes):
     ai, _, google = fakes
     app = make_app(tmp_path, env=env_for(ai, google, LEVQOR_BILLING="local", LEVQOR_PLAN_PRICE_CREDITS="2"),

@@ -17,9 +17,6 @@ the user's credentials before storing it: an invalid pipeline is never stored.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import deque
 from typing import Any
 
 import click
@@ -31,36 +28,6 @@ log = logging.getLogger("levqor.planner")
 MAX_PROMPT_CHARS = 4000
 PLANNER_CONNECTOR = "planner"
 PLANNER_ACTION = "plan"
-
-
-class PlanRateLimiter:
-    """A sliding one-minute window of plan requests per user (in this process)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, user_id: str, now: float | None = None) -> None:
-        """Count one request; ApiError 429 with Retry-After when over the limit."""
-        if self.per_minute <= 0:
-            return
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            q = self._hits.setdefault(user_id, deque())
-            while q and q[0] <= now - 60.0:
-                q.popleft()
-            if len(q) >= self.per_minute:
-                retry = max(1, int(q[0] + 60.0 - now + 0.999))
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"at most {self.per_minute} plan requests per minute "
-                    "(LEVQOR_PLAN_RATE_PER_MINUTE); try again later",
-                    {"retry_after": retry},
-                    headers={"Retry-After": str(retry)},
-                )
-            q.append(now)
 
 
 def has_planner(state: Any) -> bool:

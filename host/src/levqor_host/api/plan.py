@@ -7,33 +7,24 @@ import time
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import ApiError, check_fields, json_body
-from ..planner import PlanRateLimiter, check_prompt, has_planner, plan
+from ..planner import check_prompt, has_planner, plan
 from ..security.auth import current_user, require
 from . import pipeline_out
 from .openapi import ERR, _json, _op, _ref
 
 bp = Blueprint("plan", __name__, url_prefix="/api/v1")
 
-_LIMITER_KEY = "levqor.plan_limiter"
-
-
 def check_rate(st, user_id: str) -> None:
     """LEVQOR_PLAN_RATE_PER_MINUTE plans per user and minute (429 with Retry-After).
 
     Counted in the app's Flask-Limiter storage (memory, or Redis shared by every worker with
     LEVQOR_RATE_LIMIT_STORAGE) with its strategy, so ``LEVQOR_RATE_LIMITS=off`` turns this
-    limit off too. Without the security layer, an in-process window.
+    limit off too.
     """
     per_minute = st.config.plan_rate_per_minute
     if per_minute <= 0:
         return
-    sec = current_app.extensions.get("levqor_security")
-    fl = getattr(sec, "limiter", None)
-    if fl is None:
-        ext = current_app.extensions
-        lim = ext.get(_LIMITER_KEY) or ext.setdefault(_LIMITER_KEY, PlanRateLimiter(per_minute))
-        lim.check(user_id)
-        return
+    fl = current_app.extensions["levqor_security"].limiter  # create_app always installs it
     if not getattr(fl, "enabled", True):
         return
     from limits import RateLimitItemPerMinute
