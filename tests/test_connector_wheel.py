@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_support import ROOT, extract_files
+from e2e_support import ROOT, extract_files, free_port
 from levqor_kernel.testing import FakeServer, Reply
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,21 +22,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from e2e_support import make_app
+from e2e_support import free_port, make_app
 from levqor_host.security.vault import Vault
 from levqor_kernel.testing import FakeServer, Reply
 from scale_support import base_env, celery_env, pg_url, queue, redis_url, start_celery_worker, stop  # noqa: F401
 from sqlalchemy import create_engine, text
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def scheduled_doc(url: str | None = None) -> dict:

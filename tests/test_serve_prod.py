@@ -6,23 +6,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from datetime import UTC, datetime
 
 import pytest
 import requests
-from e2e_support import ROOT
+from e2e_support import ROOT, free_port
 from levqor_kernel.testing import FakeServer, Reply
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
