@@ -239,7 +239,13 @@ def test_run_and_wait(srv, alice):
     [step] = run["steps"]
     assert step["output"] == {"value": {"hello": "Ann", "n": 42}}
     assert step["attempts"] == 1 and step["started_at"] and step["finished_at"]
-    lines = srv.state.config.jobs_log.read_text().splitlines()
+    # the jobs.jsonl line follows the run's settlement, just after the run row turns final
+    log = srv.state.config.jobs_log
+    for _ in range(100):
+        if log.exists() and run["id"] in log.read_text():
+            break
+        threading.Event().wait(0.02)
+    lines = log.read_text().splitlines()
     assert json.loads(lines[-1])["run_id"] == run["id"]
 
 
