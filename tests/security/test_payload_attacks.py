@@ -290,6 +290,10 @@ def test_planted_secrets_never_appear_anywhere(srv, client, caplog, tmp_path):
         for s in leaks:
             assert s not in line, (rec.name, line[:300])
     data = srv.state.config.data_dir
+    for _ in range(100):  # the jobs.jsonl line follows the run's settlement
+        if srv.state.config.jobs_log.exists():
+            break
+        time.sleep(0.02)
     written = [p for p in data.rglob("*") if p.is_file()]
     assert srv.state.config.jobs_log in written
     for path in written:
