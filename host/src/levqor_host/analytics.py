@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import Connection, and_, distinct, func, select, update
+from sqlalchemy import Connection, and_, bindparam, distinct, func, select, update
 
 from .api.openapi import ERR, _json, _op
 from .errors import ApiError, check_fields, json_body
@@ -84,15 +84,19 @@ def insert_event(
     props: dict | None = None,
 ) -> None:
     conn.execute(
-        events.insert().values(
-            id=f"evt_{uuid.uuid4().hex}",
-            user_id=user_id,
-            type=type,
-            email_hash=hasher(email) if email else None,
-            props=props or None,
-            created_at=datetime.now(UTC),
-        )
+        _INSERT_EVENT,
+        {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "user_id": user_id,
+            "type": type,
+            "email_hash": hasher(email) if email else None,
+            "props": props or None,
+            "created_at": datetime.now(UTC),
+        },
     )
+
+
+_INSERT_EVENT = events.insert()  # built once: statements built per call cost more than the I/O
 
 
 def record_event(
@@ -188,13 +192,14 @@ def claim_referral(state: LevqorState, user: dict, code: str, utm: dict | None =
         return _add_referral(tx, user, code, utm)
 
 
+_PENDING_REFERRAL = select(referrals).where(
+    referrals.c.referred_user_id == bindparam("user_id"), referrals.c.rewarded_at.is_(None)
+)
+
+
 def reward_referral(tx: BillingTx, user_id: str, bonus: int) -> dict | None:
     """Once the referred user's first run succeeded: ``bonus`` credits to both sides, once."""
-    row = tx.conn.execute(
-        select(referrals).where(
-            referrals.c.referred_user_id == user_id, referrals.c.rewarded_at.is_(None)
-        )
-    ).first()
+    row = tx.conn.execute(_PENDING_REFERRAL, {"user_id": user_id}).first()
     if row is None or row.referrer_id == user_id:
         return None
     res = tx.conn.execute(

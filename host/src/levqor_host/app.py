@@ -262,16 +262,36 @@ class LevqorState:
         if self.dispatcher is not None:
             self.dispatcher.send(run["id"])
 
-    def run_finished(self, run: dict, result: Any) -> None:
-        """Called by the executor when it finished a run it owned, and by the repair sweep for
-        a final run whose settlement was lost (the worker died in between). The settlement
-        (credits, usage, events) claims the run's ``settled_at`` in its own transaction, so it
-        happens exactly once; the jobs.jsonl line and the notification follow it."""
-        try:  # record_run_cost hook (refunds), usage_daily, events, referral reward
-            settled = self.ledger.settle_run(self, run, result)
-        except Exception:  # noqa: BLE001 - billing must not break run completion
-            log.exception("settling run %s failed", run["id"])
-            settled = {"settled": True}
+    def complete_run(self, run: dict, result: Any, worker_id: str, steps: list[dict]) -> bool:
+        """The executor's end of a run it owns: the step rows it has not written yet, the
+        final status and the settlement in one transaction, then :meth:`run_finished`. False
+        when the worker no longer holds the lease (another worker resumes the run)."""
+        try:
+            settled = self.ledger.finish_and_settle(self, run, result, worker_id, steps)
+        except Exception:  # noqa: BLE001 - billing must not keep a run from finishing
+            log.exception("finishing and settling run %s in one go failed", run["id"])
+            self.store.record_steps(steps)
+            if not self.store.finish_run(run["id"], worker_id, result.status, result.error):
+                return False
+            self.run_finished(run, result)  # settles on its own (or the repair sweep does)
+            return True
+        if settled is None:
+            return False
+        self.run_finished(run, result, settled=settled)
+        return True
+
+    def run_finished(self, run: dict, result: Any, *, settled: dict | None = None) -> None:
+        """Called when a run is final and, unless ``settled`` is given (what
+        :meth:`complete_run` settled with the final status), settles it: also by the repair
+        sweep for a final run whose settlement was lost. The settlement (credits, usage,
+        events) claims the run's ``settled_at``, so it happens exactly once; the jobs.jsonl line
+        and the notification follow it."""
+        if settled is None:
+            try:  # record_run_cost hook (refunds), usage_daily, events, referral reward
+                settled = self.ledger.settle_run(self, run, result)
+            except Exception:  # noqa: BLE001 - billing must not break run completion
+                log.exception("settling run %s failed", run["id"])
+                settled = {"settled": True}
         if not settled.get("settled", True):
             return
         self.metrics.runs_finished.labels(result.status).inc()

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("levqor.executor")
 
 FINAL = ("succeeded", "failed", "cancelled")
+#: seconds between two reads of a running run's cancel request
+CANCEL_CHECK_INTERVAL = 0.2
 
 
 def now() -> datetime:
@@ -38,42 +40,63 @@ def worker_identity() -> str:
 
 
 class StoreRecorder:
-    """Persists every runner transition through the Store."""
+    """Persists every runner transition through the Store, in as few write transactions as
+    the guarantees allow: a finished step's row is held back until the next step starts (then
+    it is written together with that step's "running" row, before the next connector is
+    called, so a succeeded step is never sent again) or until the run ends (then it is written
+    in the transaction that finishes and settles the run, see :meth:`LevqorState.complete_run`).
+    """
 
     def __init__(self, state: LevqorState, run: dict[str, Any]) -> None:
         self.state = state
         self.store = state.store
         self.run = run
         self._started: dict[str, datetime] = {}
+        #: finished step rows not written yet
+        self.pending: list[dict[str, Any]] = []
         #: the final rows this recorder wrote (the billing settlement reads them instead of the DB)
         self.rows: list[dict[str, Any]] = []
+        #: time.monotonic() when the last step finished
+        self.last_finish = 0.0
 
-    def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:
-        started = self._started.setdefault(step["id"], now())
-        self.store.record_step(
+    def _row(self, run_id: str, step: dict, position: int, **values: Any) -> dict[str, Any]:
+        return self.store.step_row(
             run_id,
             step["id"],
             position=position,
             connector=step["connector"],
             action=step["action"],
-            status="running",
-            attempts=attempt,
-            started_at=started,
+            **values,
+        )
+
+    def flush(self, *also: dict[str, Any]) -> None:
+        """Write the held-back rows (and ``also``) now, in one transaction."""
+        rows = [*self.pending, *also]
+        if rows:
+            self.store.record_steps(rows)
+        self.pending = []
+
+    def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:
+        started = self._started.setdefault(step["id"], now())
+        self.flush(
+            self._row(
+                run_id, step, position, status="running", attempts=attempt, started_at=started
+            )
         )
 
     def step_retrying(
         self, run_id: str, step: dict, position: int, attempt: int, error: dict, delay: float
     ) -> None:
-        self.store.record_step(
-            run_id,
-            step["id"],
-            position=position,
-            connector=step["connector"],
-            action=step["action"],
-            status="running",
-            attempts=attempt,
-            error={**error, "retry_in": round(delay, 3)},
-            started_at=self._started.get(step["id"]),
+        self.flush(
+            self._row(
+                run_id,
+                step,
+                position,
+                status="running",
+                attempts=attempt,
+                error={**error, "retry_in": round(delay, 3)},
+                started_at=self._started.get(step["id"]),
+            )
         )
         self.state.metrics_inc("retries", connector=step["connector"])
 
@@ -90,26 +113,34 @@ class StoreRecorder:
         error: dict | None,
         duration: float,
     ) -> None:
-        self.store.record_step(
-            run_id,
-            step["id"],
-            position=position,
-            connector=step["connector"],
-            action=step["action"],
-            status=status,
-            attempts=attempts,
-            input=input,
-            output=output,
-            error=error,
-            started_at=self._started.get(step["id"]) if status != "skipped" else None,
-            finished_at=now() if status != "skipped" else None,
+        ran = status != "skipped"
+        self.last_finish = time.monotonic()
+        self.pending.append(
+            self._row(
+                run_id,
+                step,
+                position,
+                status=status,
+                attempts=attempts,
+                input=input,
+                output=output,
+                error=error,
+                started_at=self._started.get(step["id"]) if ran else None,
+                finished_at=now() if ran else None,
+            )
         )
-        self.rows.append({
-            "step_id": step["id"], "position": position, "connector": step["connector"],
-            "action": step["action"], "status": status, "attempts": attempts,
-            "started_at": self._started.get(step["id"]) if status != "skipped" else None,
-        })
-        if status != "skipped":
+        self.rows.append(
+            {
+                "step_id": step["id"],
+                "position": position,
+                "connector": step["connector"],
+                "action": step["action"],
+                "status": status,
+                "attempts": attempts,
+                "started_at": self._started.get(step["id"]) if ran else None,
+            }
+        )
+        if ran:
             self.state.metrics_observe("step_seconds", duration, connector=step["connector"])
 
     def run_finished(self, run_id: str, status: str, error: dict | None) -> None:
@@ -221,7 +252,9 @@ class EmbeddedExecutor:
 
     def _beat(self) -> None:
         interval = max(0.2, self.state.config.lease_seconds / 3)
-        sweep_every = max(interval, float(self.state.config.env.get("LEVQOR_SETTLE_SWEEP_SECONDS", "30")))
+        sweep_every = max(
+            interval, float(self.state.config.env.get("LEVQOR_SETTLE_SWEEP_SECONDS", "30"))
+        )
         next_sweep = time.monotonic() + sweep_every
         while not (self._stopping.is_set() and not self.active_runs):
             time.sleep(interval)
@@ -254,6 +287,7 @@ class EmbeddedExecutor:
         rid, uid = run["id"], run["user_id"]
         with self._lock:
             self._active[rid] = time.time()
+        recorder: StoreRecorder | None = None
         try:
             version = store.get_version(uid, run["pipeline_id"], run["version"])
             if version is None:
@@ -264,12 +298,24 @@ class EmbeddedExecutor:
                     {"type": "NotFound", "message": "pipeline version is gone"},
                 )
                 return "failed"
-            completed = store.succeeded_outputs(rid)
+            # a run claimed for the first time that is not a retry has no step rows yet
+            fresh = run.get("claims") == 1 and not run.get("retry_of")
+            completed = {} if fresh else store.succeeded_outputs(rid)
+            recorder = StoreRecorder(state, run)
+            # A cancel request is read from the database at every step boundary (once a step
+            # has finished) and, within a step, at most every CANCEL_CHECK_INTERVAL; the claim
+            # itself saw none.
+            checked = [time.monotonic()]
+
             def cancelled() -> bool:
                 if rid in self._lost:
                     return True
                 if self._stopping.is_set() and time.monotonic() > self._stop_deadline():
                     return True
+                t = time.monotonic()
+                if t - checked[0] < CANCEL_CHECK_INTERVAL and checked[0] > recorder.last_finish:
+                    return False
+                checked[0] = t
                 return store.is_cancel_requested(rid)
 
             def credentials(name: str | None, connector: str) -> dict | None:
@@ -281,7 +327,6 @@ class EmbeddedExecutor:
                 return found[1]
 
             state.metrics_inc("runs_started")
-            recorder = StoreRecorder(state, run)
             result = state.runner.run(
                 RunRequest(
                     rid, version["doc"], run.get("input") or {}, completed, uid, run["pipeline_id"]
@@ -294,19 +339,27 @@ class EmbeddedExecutor:
                 result.levqor_rows = recorder.rows
                 result.levqor_doc = version["doc"]
             if rid in self._lost:
+                recorder.flush()
                 log.warning("lost the lease on run %s; another worker resumes it", rid)
                 return None
             if result.status == "cancelled" and not store.is_cancel_requested(rid):
                 # shutting down: hand the run back; it resumes from its first unfinished step
+                recorder.flush()
                 store.release_run(self.worker_id, rid)
                 return None
-            if not store.finish_run(rid, self.worker_id, result.status, result.error):
+            done = state.complete_run(run, result, self.worker_id, recorder.pending)
+            recorder.pending = []  # written (kept above if complete_run raised: see below)
+            if not done:
                 return None
-            state.run_finished(run, result)
             return result.status
         except Exception as exc:  # noqa: BLE001 - a broken run must not kill the worker
             log.exception("run %s crashed the executor", rid)
             state.report_exception(exc, where="executor", run_id=rid)
+            try:
+                if recorder is not None and recorder.pending:
+                    recorder.flush()  # what succeeded before the crash is never sent again
+            except Exception:  # noqa: BLE001
+                log.exception("could not record the steps of run %s", rid)
             try:
                 err = {"type": "InternalError", "message": "internal error", "platform": True}
                 if store.finish_run(rid, self.worker_id, "failed", err):

@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .errors import ApiError
 from .store.tables import (
@@ -134,10 +136,8 @@ class BillingTx:
     def lock_user(self, user_id: str) -> dict | None:
         """The user row, locked until the transaction ends (PostgreSQL; SQLite's whole
         database is already locked by ``BEGIN IMMEDIATE``)."""
-        q = select(users).where(users.c.id == user_id)
-        if self.ledger.store.dialect == "postgresql":
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+        pg = self.ledger.store.dialect == "postgresql"
+        row = self.conn.execute(_USER_FOR_UPDATE if pg else _USER, {"user_id": user_id}).first()
         if row is None:
             return None
         return {
@@ -328,32 +328,28 @@ class RunSettlement:
         self.tx = tx
         self.user_id = user_id
         self.run_id = run_id
+        self._cached: list[int] | None = None
 
     @property
     def env(self):
         return self.tx.env
 
+    def _sums(self) -> list[int]:
+        """[charged, refunded] of the run, read once per settlement (refund() keeps it up to
+        date: the settlement holds the run's ``settled_at`` claim, nothing else writes them)."""
+        if self._cached is None:
+            charged, refunded = self.tx.conn.execute(_RUN_SUMS, {"run_id": self.run_id}).one()
+            self._cached = [-int(charged), int(refunded)]
+        return self._cached
+
     @property
     def charged(self) -> int:
         """Credits reserved for the run (positive)."""
-        return -int(
-            self.tx.conn.execute(
-                select(func.coalesce(func.sum(credit_ledger.c.delta), 0)).where(
-                    credit_ledger.c.run_id == self.run_id, credit_ledger.c.reason == "run"
-                )
-            ).scalar_one()
-        )
+        return self._sums()[0]
 
     @property
     def refunded(self) -> int:
-        return int(
-            self.tx.conn.execute(
-                select(func.coalesce(func.sum(credit_ledger.c.delta), 0)).where(
-                    credit_ledger.c.run_id == self.run_id,
-                    credit_ledger.c.reason.in_(("refund", "unused")),
-                )
-            ).scalar_one()
-        )
+        return self._sums()[1]
 
     def refund(self, amount: int | None = None, reason: str = "refund") -> bool:
         """Give back ``amount`` (default: all) of what the run was charged, once per reason.
@@ -363,13 +359,16 @@ class RunSettlement:
             raise ValueError("reason must be 'refund' or 'unused'")
         left = max(0, self.charged - self.refunded)
         amount = left if amount is None else max(0, min(int(amount), left))
-        return self.tx.add_line(
+        added = self.tx.add_line(
             self.user_id,
             amount,
             reason,
             run_id=self.run_id,
             external_id=f"{reason}:{self.run_id}",
         )
+        if added:
+            self._sums()[1] += amount
+        return added
 
 
 # --------------------------------------------------------------------------- the ledger
@@ -383,6 +382,13 @@ class Ledger:
         self.config = config
         self.hasher = hasher  # analytics.EmailHasher
         self.price_overrides = parse_price_overrides(getattr(config, "prices", None))
+        #: users known to have a finished (succeeded or failed) run: no "first_run" any more
+        self._finished_users: set[str] = set()
+
+    def _remember_finished(self, user_id: str) -> None:
+        if len(self._finished_users) >= 100_000:  # bounded: forgetting only costs a query
+            self._finished_users.clear()
+        self._finished_users.add(user_id)
 
     @property
     def env(self):
@@ -521,12 +527,49 @@ class Ledger:
 
     def settle_run(self, state: LevqorState, run: dict, result: Any) -> dict:
         """After a run is final: ``record_run_cost`` (refunds), ``usage_daily``, events and the
-        referral reward, in one transaction. Returns what was recorded."""
-        from .analytics import reward_referral
+        referral reward, in one transaction that first claims the run's ``settled_at`` (so a
+        run is settled once). Returns what was recorded (``settled`` False: settled already)."""
+        prepared = self._prepare_settlement(state, run, result)
+        with self.transaction() as tx:
+            claimed = tx.conn.execute(
+                update(runs)
+                .where(runs.c.id == run["id"], runs.c.settled_at.is_(None))
+                .values(settled_at=_now())
+            )
+            if claimed.rowcount != 1:  # settled already (a repair sweep raced a worker)
+                return {"settled": False}
+            out = self._settle_in(tx, state, run, result, prepared)
+        if out.pop("user_has_finished_run"):
+            self._remember_finished(run["user_id"])
+        return out
 
+    def finish_and_settle(
+        self,
+        state: LevqorState,
+        run: dict,
+        result: Any,
+        worker_id: str,
+        steps: list[dict],
+    ) -> dict | None:
+        """The end of a run in one write transaction: the step rows not yet written, the final
+        status (only while ``worker_id`` still holds the lease) and the settlement. None when the
+        lease was lost (the step rows are written all the same; the settlement is not)."""
+        prepared = self._prepare_settlement(state, run, result)
+        with self.transaction() as tx:
+            state.store.record_steps_in(tx.conn, steps)
+            if not state.store.finish_run_in(
+                tx.conn, run["id"], worker_id, result.status, result.error, settled=True
+            ):
+                return None
+            out = self._settle_in(tx, state, run, result, prepared)
+        if out.pop("user_has_finished_run"):
+            self._remember_finished(run["user_id"])
+        return out
+
+    def _prepare_settlement(self, state: LevqorState, run: dict, result: Any) -> dict:
+        """What the settlement needs that is read outside its transaction: the steps that ran
+        in this run (not those copied from a retried one), their cost and minutes saved."""
         uid, rid = run["user_id"], run["id"]
-        error = result.error or {}
-        platform = result.status == "failed" and is_platform_failure(error)
         rows = getattr(result, "levqor_rows", None)
         doc = getattr(result, "levqor_doc", None)
         if rows is None or doc is None or not run.get("created_at"):
@@ -552,17 +595,22 @@ class Ledger:
             if s["status"] == "succeeded":
                 a = state.pm.catalog.action(s["connector"], s["action"])
                 minutes += float(getattr(a, "minutes_saved", 0) or 0)
+        return {"cost": cost, "minutes": minutes, "steps": len(executed)}
+
+    def _settle_in(
+        self, tx: BillingTx, state: LevqorState, run: dict, result: Any, prepared: dict
+    ) -> dict:
+        """The settlement inside ``tx``, whose caller has claimed the run's ``settled_at``."""
+        from .analytics import reward_referral
+
+        uid, rid = run["user_id"], run["id"]
+        error = result.error or {}
+        platform = result.status == "failed" and is_platform_failure(error)
+        cost, n_steps = prepared["cost"], prepared["steps"]
         out: dict[str, Any] = {"cost": cost, "platform_failure": platform, "settled": True}
-        with self.transaction() as tx:
-            claimed = tx.conn.execute(
-                update(runs)
-                .where(runs.c.id == rid, runs.c.settled_at.is_(None))
-                .values(settled_at=_now())
-            )
-            if claimed.rowcount != 1:  # settled already (a repair sweep raced a worker)
-                return {"settled": False}
+        settle = RunSettlement(tx, uid, rid)
+        if state.pm.hook.record_run_cost.get_hookimpls():
             user = tx.lock_user(uid) or {"id": uid}
-            settle = RunSettlement(tx, uid, rid)
             try:
                 with tx.conn.begin_nested():
                     state.pm.hook.record_run_cost(
@@ -580,18 +628,22 @@ class Ledger:
                     )
             except Exception:  # noqa: BLE001 - billing plugins must not break run completion
                 log.exception("record_run_cost failed for run %s", rid)
-            spent = settle.charged - settle.refunded
-            out["credits"] = spent
-            _add_usage(
-                tx,
-                uid,
-                day_start().date(),
-                jobs=1,
-                steps=len(executed),
-                credits=spent,
-                minutes=minutes,
-            )
-            first = not tx.conn.execute(
+                settle._cached = None  # what the hook refunded was rolled back
+        spent = settle.charged - settle.refunded
+        out["credits"] = spent
+        _add_usage(
+            tx,
+            uid,
+            day_start().date(),
+            jobs=1,
+            steps=n_steps,
+            credits=spent,
+            minutes=prepared["minutes"],
+        )
+        # a user seen with a finished run keeps having one: ask the database once per process
+        first = (
+            uid not in self._finished_users
+            and not tx.conn.execute(
                 select(runs.c.id)
                 .where(
                     runs.c.user_id == uid,
@@ -601,13 +653,16 @@ class Ledger:
                 )
                 .limit(1)
             ).first()
-            props = {"run_id": rid, "pipeline_id": run["pipeline_id"], "steps": len(executed)}
-            if first:
-                tx.event("first_run", uid, props={**props, "status": result.status})
-            if result.status in ("succeeded", "failed"):
-                tx.event(f"run_{result.status}", uid, props=props)
-            if result.status == "succeeded":
-                out["referral"] = reward_referral(tx, uid, self.config.referral_bonus)
+        )
+        # remembered once the transaction has committed (by the callers)
+        out["user_has_finished_run"] = not first or result.status in ("succeeded", "failed")
+        props = {"run_id": rid, "pipeline_id": run["pipeline_id"], "steps": n_steps}
+        if first:
+            tx.event("first_run", uid, props={**props, "status": result.status})
+        if result.status in ("succeeded", "failed"):
+            tx.event(f"run_{result.status}", uid, props=props)
+        if result.status == "succeeded":
+            out["referral"] = reward_referral(tx, uid, self.config.referral_bonus)
         return out
 
 
@@ -617,28 +672,46 @@ def _as_dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
+def _usage_upsert(insert_fn: Any) -> Any:
+    ins = insert_fn(usage_daily)
+    ex = ins.excluded
+    return ins.on_conflict_do_update(
+        index_elements=[usage_daily.c.user_id, usage_daily.c.day],
+        set_={
+            "jobs": usage_daily.c.jobs + ex.jobs,
+            "steps": usage_daily.c.steps + ex.steps,
+            "credits": usage_daily.c.credits + ex.credits,
+            "cost_saving_minutes": usage_daily.c.cost_saving_minutes + ex.cost_saving_minutes,
+        },
+    )
+
+
+# Statements of the settlement, built once (building one per call costs more CPU than running it)
+_USAGE_UPSERT = {"postgresql": _usage_upsert(pg_insert), "sqlite": _usage_upsert(sqlite_insert)}
+_USER = select(users).where(users.c.id == bindparam("user_id"))
+_USER_FOR_UPDATE = _USER.with_for_update()
+_RUN_SUMS = select(
+    func.coalesce(func.sum(case((credit_ledger.c.reason == "run", credit_ledger.c.delta))), 0),
+    func.coalesce(
+        func.sum(case((credit_ledger.c.reason.in_(("refund", "unused")), credit_ledger.c.delta))),
+        0,
+    ),
+).where(credit_ledger.c.run_id == bindparam("run_id"))
+
+
 def _add_usage(
     tx: BillingTx, user_id: str, day: date, *, jobs: int, steps: int, credits: int, minutes: float
 ) -> None:
-    ins = tx.ledger.store._insert(usage_daily).values(
-        user_id=user_id,
-        day=day,
-        jobs=jobs,
-        steps=steps,
-        credits=credits,
-        cost_saving_minutes=int(round(minutes)),
-    )
-    ex = ins.excluded
     tx.conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=[usage_daily.c.user_id, usage_daily.c.day],
-            set_={
-                "jobs": usage_daily.c.jobs + ex.jobs,
-                "steps": usage_daily.c.steps + ex.steps,
-                "credits": usage_daily.c.credits + ex.credits,
-                "cost_saving_minutes": usage_daily.c.cost_saving_minutes + ex.cost_saving_minutes,
-            },
-        )
+        _USAGE_UPSERT[tx.ledger.store.dialect],
+        {
+            "user_id": user_id,
+            "day": day,
+            "jobs": jobs,
+            "steps": steps,
+            "credits": credits,
+            "cost_saving_minutes": int(round(minutes)),
+        },
     )
 
 

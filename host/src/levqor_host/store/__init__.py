@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
@@ -94,6 +95,8 @@ _REFERRAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # pg_advisory_xact_lock keys (stable across processes).
 _PG_LOCK_MIGRATE = zlib.crc32(b"levqor:migrate")
 _PG_LOCK_CLAIM = zlib.crc32(b"levqor:claim")
+_SQL_CLAIM_LOCK = select(func.pg_advisory_xact_lock(_PG_LOCK_CLAIM))
+_VERSION_CACHE_SIZE = 1024  # pipeline versions kept in memory per Store
 
 
 class StoreError(Exception):
@@ -406,6 +409,7 @@ _SQL_FINISH = (
         lease_expires_at=None,
     )
 )
+_SQL_FINISH_SETTLED = _SQL_FINISH.values(settled_at=_B("now", type_=UTCDateTime))
 _SQL_RELEASE = (
     update(runs)
     .where(runs.c.id == _B("run_id"), *_OWNED_RUNNING)
@@ -437,6 +441,20 @@ _SQL_CLAIM_ONE = (
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
+)
+_OTHERS = runs.alias("others")
+# the claim of one run, only while its user has fewer than :cap other runs holding a lease
+_SQL_CLAIM_ONE_CAPPED = _SQL_CLAIM_ONE.where(
+    select(func.count())
+    .select_from(_OTHERS)
+    .where(
+        _OTHERS.c.user_id == runs.c.user_id,
+        _OTHERS.c.status == "running",
+        _OTHERS.c.lease_expires_at >= _B("now", type_=UTCDateTime),
+        _OTHERS.c.id != runs.c.id,
+    )
+    .scalar_subquery()
+    < _B("cap")
 )
 _CLAIM_COLS = (runs.c.id, runs.c.user_id, runs.c.created_at)
 _SQL_CLAIM_QUEUED = (
@@ -512,6 +530,8 @@ class Store:
             self.engine.execution_options(levqor_write=True) if self._sqlite else self.engine
         )
         self._step_upsert = _SQL_STEP_UPSERT["postgresql" if self._pg else "sqlite"]
+        self._versions: OrderedDict[tuple, dict] = OrderedDict()
+        self._versions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Store {self.engine.url.render_as_string(hide_password=True)}>"
@@ -858,11 +878,26 @@ class Store:
 
     @_retry_on_disconnect
     def get_version(self, user_id: str, pipeline_id: str, version: int) -> dict | None:
-        """One version of the user's pipeline; None if unknown or not the user's."""
+        """One version of the user's pipeline; None if unknown or not the user's. Versions are
+        immutable and never deleted, so the ones found are kept in a small in-process cache
+        (every run reads its version); treat the returned ``doc`` as read-only."""
+        key = (user_id, pipeline_id, version)
+        with self._versions_lock:
+            hit = self._versions.get(key)
+            if hit is not None:
+                self._versions.move_to_end(key)
+                return dict(hit)
         params = {"pipeline_id": pipeline_id, "version": version, "user_id": user_id}
         with self.read() as conn:
             row = conn.execute(_SQL_VERSION_OF_USER, params).first()
-        return _version_dict(row) if row else None
+        if row is None:
+            return None
+        found = _version_dict(row)
+        with self._versions_lock:
+            self._versions[key] = found
+            while len(self._versions) > _VERSION_CACHE_SIZE:
+                self._versions.popitem(last=False)
+        return dict(found)
 
     def get_pipeline_by_webhook_token(self, token: str) -> dict | None:
         """The (not archived) pipeline whose webhook token is ``token``."""
@@ -1158,7 +1193,7 @@ class Store:
             if self._pg:
                 if max_running_per_user is not None:
                     # per-user counting needs the claimers to take turns
-                    conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_CLAIM)))
+                    conn.execute(_SQL_CLAIM_LOCK)
                 candidates = [
                     *conn.execute(_SQL_CLAIM_QUEUED_PG, params).all(),
                     *conn.execute(_SQL_CLAIM_EXPIRED_PG, params).all(),
@@ -1251,27 +1286,13 @@ class Store:
             "now": now,
         }
         with self.write() as conn:
-            if max_running_per_user is not None:
+            if max_running_per_user is None:
+                row = conn.execute(_SQL_CLAIM_ONE, params).first()
+            else:
                 if self._pg:  # per-user counting needs the claimers to take turns
-                    conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_CLAIM)))
-                user_id = conn.execute(
-                    select(runs.c.user_id).where(runs.c.id == run_id)
-                ).scalar_one_or_none()
-                if user_id is None:
-                    return None
-                running = conn.execute(
-                    select(func.count())
-                    .select_from(runs)
-                    .where(
-                        runs.c.user_id == user_id,
-                        runs.c.status == "running",
-                        runs.c.lease_expires_at >= now,
-                        runs.c.id != run_id,
-                    )
-                ).scalar_one()
-                if running >= max_running_per_user:
-                    return None
-            row = conn.execute(_SQL_CLAIM_ONE, params).first()
+                    conn.execute(_SQL_CLAIM_LOCK)
+                params["cap"] = max_running_per_user
+                row = conn.execute(_SQL_CLAIM_ONE_CAPPED, params).first()
         return _run_dict(row) if row is not None else None
 
     @_retry_on_disconnect
@@ -1325,7 +1346,6 @@ class Store:
                 conn.execute(delete(runs).where(runs.c.id.in_(ids)))
             total += len(ids)
 
-    @_retry_on_disconnect
     def record_step(
         self,
         run_id: str,
@@ -1344,9 +1364,57 @@ class Store:
     ) -> None:
         """Insert or update a step row. ``input`` and ``started_at`` given as None keep the
         stored values (so the final update need not repeat them); the rest is overwritten."""
-        if status not in STEP_STATUSES:
-            raise ValueError(f"unknown step status {status!r}")
-        params = {
+        self.record_steps([
+            self.step_row(
+                run_id,
+                step_id,
+                position=position,
+                connector=connector,
+                action=action,
+                status=status,
+                attempts=attempts,
+                input=input,
+                output=output,
+                error=error,
+                started_at=started_at,
+                finished_at=finished_at,
+            )
+        ])
+
+    @_retry_on_disconnect
+    def record_steps(self, rows: list[dict[str, Any]]) -> None:
+        """Insert or update several step rows in one write transaction (same columns and rules
+        as :meth:`record_step`; see :meth:`step_row`)."""
+        if rows:
+            with self.write() as conn:
+                self.record_steps_in(conn, rows)
+
+    def record_steps_in(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """:meth:`record_steps` inside the caller's transaction."""
+        for r in rows:
+            if r["status"] not in STEP_STATUSES:
+                raise ValueError(f"unknown step status {r['status']!r}")
+        if rows:
+            conn.execute(self._step_upsert, rows)
+
+    @staticmethod
+    def step_row(
+        run_id: str,
+        step_id: str,
+        *,
+        position: int,
+        connector: str,
+        action: str,
+        status: str,
+        attempts: int,
+        input: Any = None,
+        output: Any = None,
+        error: Any = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The parameters of one step row for :meth:`record_steps`."""
+        return {
             "run_id": run_id,
             "step_id": step_id,
             "position": position,
@@ -1360,8 +1428,6 @@ class Store:
             "started_at": started_at,
             "finished_at": finished_at,
         }
-        with self.write() as conn:
-            conn.execute(self._step_upsert, params)
 
     @_retry_on_disconnect
     def succeeded_outputs(self, run_id: str) -> dict[str, dict]:
@@ -1375,16 +1441,32 @@ class Store:
         """Move a running run the worker still owns to a final status; False otherwise."""
         if status not in FINAL_RUN_STATUSES:
             raise ValueError(f"not a final run status: {status!r}")
+        with self.write() as conn:
+            return self.finish_run_in(conn, run_id, worker_id, status, error)
+
+    def finish_run_in(
+        self,
+        conn: Connection,
+        run_id: str,
+        worker_id: str,
+        status: str,
+        error: Any = None,
+        *,
+        settled: bool = False,
+    ) -> bool:
+        """:meth:`finish_run` inside the caller's transaction; ``settled`` also claims the run's
+        settlement (``settled_at``) in the same statement."""
+        if status not in FINAL_RUN_STATUSES:
+            raise ValueError(f"not a final run status: {status!r}")
+        now = _now()
         params = {
             "run_id": run_id,
             "worker_id": worker_id,
             "new_status": status,
             "new_error": error,
-            "now": _now(),
+            "now": now,
         }
-        with self.write() as conn:
-            res = conn.execute(_SQL_FINISH, params)
-        return res.rowcount == 1
+        return conn.execute(_SQL_FINISH_SETTLED if settled else _SQL_FINISH, params).rowcount == 1
 
     @_retry_on_disconnect
     def unsettled_runs(self, *, older_than: float, limit: int = 50) -> list[dict]:

@@ -1,0 +1,118 @@
+"""What a run costs the database: the executor writes a fresh two-step run in three write
+transactions (the claim is one more), a succeeded step is stored before the next step starts,
+and the final status and the settlement are one transaction (issue 10: throughput)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from e2e_support import make_app
+from levqor_host.executor import EmbeddedExecutor
+from sqlalchemy import event
+
+TWO_STEPS = {
+    "levqor": 1,
+    "trigger": {"type": "manual"},
+    "steps": [
+        {"id": "a", "connector": "core", "action": "transform", "payload": {"value": 1}},
+        {"id": "b", "connector": "core", "action": "transform", "payload": {"value": 2}},
+    ],
+}
+
+
+class WriteLog:
+    """Observes the engine: the statements of every committed transaction that wrote."""
+
+    def __init__(self, engine) -> None:
+        self.transactions: list[list[str]] = []
+        self._open: dict[int, list[str]] = {}
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+
+    def _statement(self, conn, cursor, statement, params, context, executemany) -> None:
+        word = statement.lstrip().split(None, 1)[0].upper()
+        if word in ("INSERT", "UPDATE", "DELETE"):
+            table = statement.split(None, 3)[1 if word == "UPDATE" else 2]  # INTO/FROM table
+            with self._lock:
+                self._open.setdefault(id(conn), []).append(f"{word} {table}")
+
+    def _commit(self, conn) -> None:
+        with self._lock:
+            wrote = self._open.pop(id(conn), None)
+            if wrote:
+                self.transactions.append(wrote)
+
+    def _rollback(self, conn) -> None:
+        with self._lock:
+            self._open.pop(id(conn), None)
+
+
+def test_a_fresh_two_step_run_takes_three_write_transactions(tmp_path):
+    app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
+    st = app.extensions["levqor"]
+    try:
+        user = st.store.create_user("tx@example.com")
+        p = st.store.get_pipeline(
+            user["id"], st.store.create_pipeline(user["id"], "two", TWO_STEPS)["id"]
+        )
+        rid = st.start_run(user, p, {})[0]["id"]
+        ex = EmbeddedExecutor(st, threads=0, worker_id="w")
+        (run,) = st.store.claim_runs("w", lease_seconds=30, limit=1)
+        log = WriteLog(st.store.engine)
+        assert ex.execute(run) == "succeeded"
+        txs = log.transactions
+        # 1: step a "running"; 2: step a "succeeded" + step b "running" (a is stored before b
+        # starts); 3: step b "succeeded" + the run final + its settlement, together
+        assert len(txs) == 3, txs
+        assert txs[0] == ["INSERT run_steps"]
+        assert txs[1] == ["INSERT run_steps"]  # one executemany of both rows
+        final = txs[2]
+        assert final[0] == "INSERT run_steps" and "UPDATE runs" in final, final
+        assert "INSERT usage_daily" in final and "INSERT events" in final, final
+        done = st.store.get_run(None, rid)
+        assert done["status"] == "succeeded"
+        assert [(s["step_id"], s["status"], s["attempts"]) for s in done["steps"]] == [
+            ("a", "succeeded", 1),
+            ("b", "succeeded", 1),
+        ]
+        with st.store.read() as conn:
+            from levqor_host.store.tables import runs
+
+            row = conn.execute(runs.select().where(runs.c.id == rid)).one()
+        assert row.settled_at is not None and row.settled_at == row.finished_at
+        lines = [json.loads(x) for x in st.config.jobs_log.read_text().splitlines()]
+        assert [(x["run_id"], x["status"]) for x in lines] == [(rid, "succeeded")]
+    finally:
+        st.runner.close()
+        st.store.close()
+
+
+def test_a_run_whose_lease_was_taken_writes_its_steps_but_is_not_finished_or_settled(tmp_path):
+    app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
+    st = app.extensions["levqor"]
+    try:
+        user = st.store.create_user("lease@example.com")
+        p = st.store.get_pipeline(
+            user["id"], st.store.create_pipeline(user["id"], "two", TWO_STEPS)["id"]
+        )
+        rid = st.start_run(user, p, {})[0]["id"]
+        (run,) = st.store.claim_runs("old", lease_seconds=30, limit=1)
+        with st.store.write() as conn:  # another worker took the run over meanwhile
+            from levqor_host.store.tables import runs
+
+            conn.execute(runs.update().where(runs.c.id == rid).values(lease_owner="new"))
+        ex = EmbeddedExecutor(st, threads=0, worker_id="old")
+        assert ex.execute(run) is None
+        r = st.store.get_run(None, rid)
+        assert r["status"] == "running" and r["lease_owner"] == "new"
+        assert [s["status"] for s in r["steps"]] == ["succeeded", "succeeded"]
+        with st.store.read() as conn:
+            row = conn.execute(runs.select().where(runs.c.id == rid)).one()
+        assert row.settled_at is None
+        assert not st.config.jobs_log.exists()
+    finally:
+        st.runner.close()
+        st.store.close()
