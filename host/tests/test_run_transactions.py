@@ -116,3 +116,25 @@ def test_a_run_whose_lease_was_taken_writes_its_steps_but_is_not_finished_or_set
     finally:
         st.runner.close()
         st.store.close()
+
+
+def test_a_pinned_store_checks_out_one_connection_and_still_nests(tmp_path):
+    app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
+    st = app.extensions["levqor"]
+    try:
+        user = st.store.create_user("pin@example.com")
+        checkouts: list[int] = []
+        event.listen(st.store.engine, "checkout", lambda *a: checkouts.append(1))
+        with st.store.pinned():
+            for _ in range(5):
+                assert st.store.get_user(user["id"])["email"] == "pin@example.com"
+            with st.store.write() as conn:
+                from levqor_host.store.tables import users
+
+                conn.execute(users.update().where(users.c.id == user["id"]).values(name="P"))
+                # a transaction inside a transaction takes a connection of its own
+                assert st.store.get_user(user["id"])["id"] == user["id"]
+        assert len(checkouts) == 2, checkouts
+        assert st.store.get_user(user["id"])["name"] == "P"
+    finally:
+        st.store.close()

@@ -283,6 +283,10 @@ class EmbeddedExecutor:
 
     # ------------------------------------------------------------------ one run
     def execute(self, run: dict[str, Any]) -> str | None:
+        with self.state.store.pinned():  # one connection for the whole run
+            return self._execute(run)
+
+    def _execute(self, run: dict[str, Any]) -> str | None:
         state, store = self.state, self.state.store
         rid, uid = run["id"], run["user_id"]
         with self._lock:

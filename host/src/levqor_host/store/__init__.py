@@ -532,6 +532,7 @@ class Store:
         self._step_upsert = _SQL_STEP_UPSERT["postgresql" if self._pg else "sqlite"]
         self._versions: OrderedDict[tuple, dict] = OrderedDict()
         self._versions_lock = threading.Lock()
+        self._local = threading.local()  # this thread's pinned connection (see pinned())
 
     def __repr__(self) -> str:
         return f"<Store {self.engine.url.render_as_string(hide_password=True)}>"
@@ -541,14 +542,53 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
-        with self._serial or nullcontext(), self._write_engine.connect() as conn, conn.begin():
-            yield conn
+        with self._serial or nullcontext():
+            pinned = self._pinned_free()
+            if pinned is not None:
+                if self._sqlite:
+                    pinned.execution_options(levqor_write=True)
+                with pinned.begin():
+                    yield pinned
+                return
+            with self._write_engine.connect() as conn, conn.begin():
+                yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction (a consistent snapshot on SQLite WAL)."""
-        with self._serial or nullcontext(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        with self._serial or nullcontext():
+            pinned = self._pinned_free()
+            if pinned is not None:
+                if self._sqlite:
+                    pinned.execution_options(levqor_write=False)
+                with pinned.begin():
+                    yield pinned
+                return
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within the block, this thread's transactions reuse one pooled connection: one
+        checkout and one liveness ping for, say, a whole run instead of one per call. A
+        transaction opened inside another one still takes a connection of its own. A
+        connection that died is replaced on its next use (see ``_retry_on_disconnect``)."""
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        conn = self.engine.connect()
+        self._local.conn = conn
+        try:
+            yield
+        finally:
+            self._local.conn = None
+            conn.close()
+
+    def _pinned_free(self) -> Connection | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.in_transaction():
+            return None
+        return conn
 
     def _insert(self, table):
         return pg_insert(table) if self._pg else sqlite_insert(table)
