@@ -13,23 +13,38 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import make_app
+from e2e_support import backend_env, make_app
 from levqor_kernel.testing import FakeServer, Reply
 
 RUNS = 40
 
 
 def worker_env(data_dir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
-    env.update({"LEVQOR_DATA_DIR": str(data_dir), "LEVQOR_LEASE_SECONDS": "2", "LEVQOR_POLL_INTERVAL": "0.1",
-                "LEVQOR_SSRF_ALLOW": "127.0.0.1", "LEVQOR_SCHEDULER": "off", "PYTHONUNBUFFERED": "1"})
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
+    }
+    env.update(
+        {
+            "LEVQOR_DATA_DIR": str(data_dir),
+            "LEVQOR_LEASE_SECONDS": "2",
+            "LEVQOR_POLL_INTERVAL": "0.1",
+            "LEVQOR_SSRF_ALLOW": "127.0.0.1",
+            "LEVQOR_SCHEDULER": "off",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    # the database of make_app(data_dir.parent); `levqor worker` stays on the embedded executor
+    # in every mode of the suite (tests/test_scale_faults.py kills Celery worker processes)
+    env.update(backend_env(data_dir.parent))
     return env
 
 
 def start_worker(data_dir: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "levqor_host.cli", "worker", "--threads", "4"],
-        env=worker_env(data_dir), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        env=worker_env(data_dir),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -49,11 +64,23 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
         user = st.store.create_user("ops@example.com")
 
         def step(sid):
-            return {"id": sid, "connector": "http", "action": "request",
-                    "payload": {"method": "POST", "url": f"{fake.url}/deliver",
-                                "headers": {"Idempotency-Key": "{{ run.id }}:" + sid}, "json": {"step": sid}}}
+            return {
+                "id": sid,
+                "connector": "http",
+                "action": "request",
+                "payload": {
+                    "method": "POST",
+                    "url": f"{fake.url}/deliver",
+                    "headers": {"Idempotency-Key": "{{ run.id }}:" + sid},
+                    "json": {"step": sid},
+                },
+            }
 
-        doc = {"levqor": 1, "trigger": {"type": "manual"}, "steps": [step("s1"), step("s2"), step("s3")]}
+        doc = {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [step("s1"), step("s2"), step("s3")],
+        }
         p = st.store.create_pipeline(user["id"], "crash", doc)
         p = st.store.get_pipeline(user["id"], p["id"])
         run_ids = [st.start_run(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
@@ -87,7 +114,9 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
             if a.poll() is None:
                 a.kill()
 
-        assert all(r["status"] == "succeeded" for r in runs), [(r["id"], r["status"], r["error"]) for r in runs]
+        assert all(r["status"] == "succeeded" for r in runs), [
+            (r["id"], r["status"], r["error"]) for r in runs
+        ]
         for r in runs:
             assert [s["status"] for s in r["steps"]] == ["succeeded"] * 3
         # every step of every run was delivered; only steps in flight at the kill were sent twice
@@ -97,7 +126,9 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
         assert all(n == 2 for n in dupes.values())
         assert len(dupes) <= 4, dupes  # at most one step in flight per killed worker thread
         for key in dupes:
-            assert key in before_kill  # the duplicate is the step that was in flight when the worker died
+            assert (
+                key in before_kill
+            )  # the duplicate is the step that was in flight when the worker died
         # one jobs.jsonl line per finished run, never two
         lines = [json.loads(x) for x in (data_dir / "data" / "jobs.jsonl").read_text().splitlines()]
         per_run = collections.Counter(x["run_id"] for x in lines)

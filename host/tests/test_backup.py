@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from e2e_support import LiveServer, make_app
+from e2e_support import LiveServer, backend_env, make_app
 from levqor_host.backup import BackupError, create_backup, list_backups, prune, restore_backup
 from levqor_host.config import Config
 from levqor_kernel import hookimpl
@@ -131,7 +131,8 @@ def test_backup_during_live_runs_restores_every_finished_run(srv, tmp_path):
         and (qs["queued"] + qs["running"] + still["queued"] + still["running"]) > 0
     )
     m = res["manifest"]
-    assert m["format"] == "levqor-backup" and m["dialect"] == "sqlite" and m["alembic_revision"]
+    dialect = srv.state.store.dialect  # sqlite, or postgresql (pg_dump) when the suite runs on it
+    assert m["format"] == "levqor-backup" and m["dialect"] == dialect and m["alembic_revision"]
     assert m["row_counts"]["runs"] >= len(finished_before) and m["row_counts"]["users"] == 1
     assert "files/logs/support.jsonl" in m["files"] and "files/secret.key" in m["files"]
     assert any(n.startswith("files/data/pipelines/") for n in m["files"])
@@ -139,7 +140,8 @@ def test_backup_during_live_runs_restores_every_finished_run(srv, tmp_path):
 
     # restore with the CLI into a new, empty data folder
     new = tmp_path / "restored" / "data"  # make_app's data folder under tmp_path / "restored"
-    out = _cli(["restore", str(res["path"]), "--data-dir", str(new)], _env(tmp_path, new))
+    target = backend_env(tmp_path / "restored")  # and its (empty) PostgreSQL database, if any
+    out = _cli(["restore", str(res["path"]), "--data-dir", str(new)], _env(tmp_path, new, **target))
     assert out.returncode == 0, out.stderr
     assert "restored" in out.stdout
     app = make_app(tmp_path / "restored", start_workers=False)
@@ -167,7 +169,9 @@ def test_backup_during_live_runs_restores_every_finished_run(srv, tmp_path):
         app.extensions["levqor"].store.close()
 
     # a second restore over it is refused without --force
-    again = _cli(["restore", str(res["path"]), "--data-dir", str(new)], _env(tmp_path, new))
+    again = _cli(
+        ["restore", str(res["path"]), "--data-dir", str(new)], _env(tmp_path, new, **target)
+    )
     assert again.returncode != 0 and "--force" in again.stderr
 
 
@@ -243,14 +247,16 @@ def test_force_restore_refuses_a_database_in_use_and_moves_files_aside(tmp_path)
         while not live.state.scheduler.is_leader and time.monotonic() < deadline:
             time.sleep(0.05)
         archive = create_backup(live.state.store, live.state.config)["path"]
-        cfg = Config.from_env({}, data_dir=live.state.config.data_dir)
+        cfg = Config.from_env(backend_env(tmp_path / "live"), data_dir=live.state.config.data_dir)
         with pytest.raises(BackupError, match="in use .*scheduler lock"):
             restore_backup(archive, cfg, force=True)
     finally:
         live.stop()
     res = restore_backup(archive, cfg, force=True)  # stopped: the lock is released
     aside = Path(res["moved_aside"])
-    assert (aside / "levqor.db").exists() and (aside / "secret.key").exists()
+    assert (aside / "secret.key").exists()
+    if res["dialect"] == "sqlite":  # PostgreSQL: pg_restore --clean replaced the tables
+        assert (aside / "levqor.db").exists()
     assert res["vault_key_restored"] is True
 
 
@@ -312,7 +318,7 @@ def test_backup_cli_writes_a_verified_archive(tmp_path):
     st = app.extensions["levqor"]
     st.store.create_user("c@example.com")
     st.store.close()
-    out = _cli(["backup"], _env(tmp_path, data))
+    out = _cli(["backup"], _env(tmp_path, data, **backend_env(tmp_path)))
     assert out.returncode == 0, out.stderr
     assert "backup " in out.stdout and "revision" in out.stdout
     archives = list((data / "backups").glob("levqor-backup-*.tar.gz"))

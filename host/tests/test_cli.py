@@ -9,16 +9,35 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_support import backend_env
 
 
-def levqor(data: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
-    full = {**base, "LEVQOR_DATA_DIR": str(data), "LEVQOR_SCHEDULER": "off", "LEVQOR_POLL_INTERVAL": "0.05",
-            **(env or {})}
-    r = subprocess.run([sys.executable, "-m", "levqor_host.cli", *args], env=full, capture_output=True, text=True,
-                       timeout=120)
+def levqor(
+    data: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
+    }
+    # the database of make_app(data.parent) (PostgreSQL when the suite runs on it)
+    full = {
+        **base,
+        "LEVQOR_DATA_DIR": str(data),
+        "LEVQOR_SCHEDULER": "off",
+        "LEVQOR_POLL_INTERVAL": "0.05",
+        **backend_env(data.parent),
+        **(env or {}),
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "levqor_host.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check and r.returncode != 0:
-        raise AssertionError(f"levqor {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        raise AssertionError(
+            f"levqor {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
     return r
 
 
@@ -47,21 +66,43 @@ def test_users_and_keys(data):
     assert key.startswith("lvq_")
     listed = levqor(data, "users", "list").stdout
     assert "dev@example.com" in listed and "admin@example.com" in listed
-    k2 = levqor(data, "keys", "create", "--user", "dev@example.com", "--scope", "pipelines:read").stdout.strip()
+    k2 = levqor(
+        data, "keys", "create", "--user", "dev@example.com", "--scope", "pipelines:read"
+    ).stdout.strip()
     assert k2.startswith("lvq_") and k2 != key
     keys = levqor(data, "keys", "list", "--user", "dev@example.com").stdout.splitlines()
     assert len(keys) == 2 and all(k2 not in line for line in keys)  # only prefixes are shown
-    key_id = next(line.split()[0] for line in keys if "pipelines:read" in line and "runs:execute" not in line)
+    key_id = next(
+        line.split()[0] for line in keys if "pipelines:read" in line and "runs:execute" not in line
+    )
     assert "revoked" in levqor(data, "keys", "revoke", key_id, "--user", "dev@example.com").stdout
     assert "revoked" in levqor(data, "keys", "list", "--user", "dev@example.com").stdout
     assert levqor(data, "users", "create", "dev@example.com", check=False).returncode != 0
 
 
 def test_pipelines_import_export_and_run_follow(data, tmp_path):
-    doc = {"levqor": 1, "trigger": {"type": "manual"}, "steps": [
-        {"id": "hello", "connector": "core", "action": "transform", "payload": {"value": "hi {{ trigger.who }}"}},
-        {"id": "check", "connector": "core", "action": "filter",
-         "payload": {"conditions": [{"left": "{{ steps.hello.output.value }}", "op": "contains", "right": "hi"}]}}]}
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {
+                "id": "hello",
+                "connector": "core",
+                "action": "transform",
+                "payload": {"value": "hi {{ trigger.who }}"},
+            },
+            {
+                "id": "check",
+                "connector": "core",
+                "action": "filter",
+                "payload": {
+                    "conditions": [
+                        {"left": "{{ steps.hello.output.value }}", "op": "contains", "right": "hi"}
+                    ]
+                },
+            },
+        ],
+    }
     f = tmp_path / "hello.json"
     f.write_text(json.dumps({"name": "hello", "doc": doc}))
     pid = levqor(data, "pipelines", "import", str(f)).stdout.split()[0]
@@ -73,8 +114,15 @@ def test_pipelines_import_export_and_run_follow(data, tmp_path):
     lines = [json.loads(x) for x in (data / "data" / "jobs.jsonl").read_text().splitlines()]
     assert lines[-1]["status"] == "succeeded" and lines[-1]["pipeline_id"] == pid
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"levqor": 1, "trigger": {"type": "manual"},
-                               "steps": [{"id": "x", "connector": "ghost", "action": "a", "payload": {}}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "levqor": 1,
+                "trigger": {"type": "manual"},
+                "steps": [{"id": "x", "connector": "ghost", "action": "a", "payload": {}}],
+            }
+        )
+    )
     r = levqor(data, "pipelines", "import", str(bad), check=False)
     assert r.returncode != 0 and "/steps/0/connector" in r.stderr
     r = levqor(data, "run", pid, "--input", "{nope", check=False)
@@ -103,7 +151,10 @@ def test_vault_key_rotation_and_canary(data, tmp_path):
     # the new key reads the credential back
     app = make_app(tmp_path, start_workers=False)
     st = app.extensions["levqor"]
-    assert st.store.get_credential_values(user["id"], "k") == (conn, {"token": "plaintext-secret-value"})
+    assert st.store.get_credential_values(user["id"], "k") == (
+        conn,
+        {"token": "plaintext-secret-value"},
+    )
     st.store.close()
     # start-up with the old key is refused by the canary, not run by run
     r = levqor(data, "db", "upgrade", env={"LEVQOR_SECRET_KEY": old_key}, check=False)

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 import requests
-from e2e_support import LiveServer, make_app, require_services
+from e2e_support import LiveServer, backend_env, make_app, require_services
 from flask import Blueprint, jsonify
 from levqor_kernel import hookimpl
 
@@ -300,6 +300,7 @@ def test_two_gunicorn_workers_share_the_limit_through_redis(tmp_path):
             "LEVQOR_RATE_LIMIT_PREFIX": f"levqor-test-{uuid.uuid4().hex}",
             "LEVQOR_RATE_LIMITS_BUSINESS": "8/minute",
             "PYTHONUNBUFFERED": "1",
+            **backend_env(tmp_path),  # PostgreSQL when the suite runs on it
         }
     )
     log = tmp_path / "serve.log"
@@ -316,7 +317,7 @@ def test_two_gunicorn_workers_share_the_limit_through_redis(tmp_path):
             try:
                 if requests.get(base + "/health", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or slow to answer under load
                 pass
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_support import LiveServer, make_app
+from e2e_support import (
+    LiveServer,
+    backend_env,
+    drop_postgres_database,
+    make_app,
+    on_celery,
+    skip_under_celery,
+    skip_unless_sqlite,
+)
 from fake_sentry import FakeSentry
 from flask import Blueprint
 from levqor_gmail.fake import FakeResend
@@ -128,29 +136,38 @@ def test_everything_healthy_then_the_database_file_is_removed(live):
     assert status == 200, body
     assert body["status"] == "ok" and body["failing"] == []
     c = body["checks"]
-    assert c["database"]["ok"] and c["database"]["dialect"] == "sqlite"
-    assert (
-        c["executor"]["threads_alive"] == c["executor"]["threads"]
-        and c["executor"]["queue_depth"] == 0
-    )
+    dialect = srv.state.store.dialect  # sqlite, or postgresql when the suite runs on it
+    assert c["database"]["ok"] and c["database"]["dialect"] == dialect
+    assert c["executor"]["queue_depth"] == 0
+    if on_celery():  # a web host on Celery: no worker threads here, the broker answers
+        assert c["executor"]["in_this_process"] is False and c["executor"]["broker"]["ok"]
+    else:
+        assert c["executor"]["threads_alive"] == c["executor"]["threads"]
     assert c["scheduler"]["is_leader"] and c["scheduler"]["next_backup"].endswith("T00:00:00+00:00")
     assert {"core", "flaky"} <= {p["name"] for p in c["plugins"]["loaded"]}
     assert c["disk"]["free_bytes"] > 0 and c["backup"]["latest"] is None
 
-    db = srv.state.config.data_dir / "levqor.db"
-    srv.state.executor.stop(1.0)  # quiet workers before the file goes
+    if srv.state.executor is not None:
+        srv.state.executor.stop(1.0)  # quiet workers before the database goes
     srv.state.scheduler.stop()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
+    if dialect == "sqlite":
+        db = srv.state.config.data_dir / "levqor.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        gone = "missing"
+    else:  # PostgreSQL: the database is dropped under the running host
+        drop_postgres_database(srv.state.store.url)
+        gone = "does not exist"
     status, body = health(srv)
     assert status == 503 and "database" in body["failing"]
-    assert "missing" in body["checks"]["database"]["error"]
+    assert gone in body["checks"]["database"]["error"], body["checks"]["database"]
     # liveness and uptime never touch the database
     assert srv.client().get("/health").status_code == 200
     up = srv.client().get("/ops/uptime").json()
     assert up["status"] == "up" and up["uptime_seconds"] > 0 and up["started_at"]
 
 
+@skip_unless_sqlite("a SQLite write lock held by another connection fails the write probe")
 def test_a_locked_database_fails_the_write_probe(live):
     srv = live(start_scheduler=True)
     wait_for(lambda: srv.state.scheduler.is_leader)
@@ -167,6 +184,10 @@ def test_a_locked_database_fails_the_write_probe(live):
     assert health(srv)[0] == 200
 
 
+@skip_under_celery(
+    "stops the embedded executor's worker threads, which a web host on Celery does not have "
+    "(the broker in health: tests/test_scale_faults.py)"
+)
 def test_stopped_executor_and_missing_scheduler_leader(live):
     srv = live(start_scheduler=True)
     wait_for(lambda: srv.state.scheduler.is_leader)
@@ -493,6 +514,7 @@ def _levqor_env(tmp_path, **extra) -> dict:
             "LEVQOR_DATA_DIR": str(tmp_path / "data"),
             "LEVQOR_RATE_LIMITS": "off",
             "LEVQOR_ADMIN_EMAIL": "owner@example.com",
+            **backend_env(tmp_path),  # PostgreSQL when the suite runs on it (executor: embedded)
             **extra,
         }
     )

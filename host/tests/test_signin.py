@@ -23,7 +23,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from e2e_support import LiveServer, make_app
+from e2e_support import LiveServer, backend_env, make_app
 from levqor_kernel.testing import FakeServer
 
 HS_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -277,6 +277,7 @@ def levqor(data, *args, stdin: str | None = None):
         "LEVQOR_DATA_DIR": str(data),
         "LEVQOR_SCHEDULER": "off",
         "LEVQOR_BASE_URL": "http://levqor.test",
+        **backend_env(data.parent),  # the database of make_app(data.parent)
     }
     r = subprocess.run(
         [sys.executable, "-m", "levqor_host.cli", *args],

@@ -264,8 +264,11 @@ class CeleryWorker:
 
 
 def register_task(celery: Celery, get_worker: Any) -> Any:
+    # shared=False: Celery's default registers a task on every Celery app of the process,
+    # created later too; another app's task would then run its runs with this app's worker
     @celery.task(
         name=TASK_NAME,
+        shared=False,
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
@@ -275,6 +278,61 @@ def register_task(celery: Celery, get_worker: Any) -> Any:
         return get_worker().handle(run_id)
 
     return run_task
+
+
+class WorkerRuntime:
+    """The Levqor side of a Celery worker, bound to one app's state: the ``levqor.run`` task
+    (:func:`register_task`), the :class:`CeleryWorker` that runs it (built once per process: a
+    prefork child builds its own app through ``rebuild``) and the :class:`LeaseSweeper`.
+
+    :func:`run_worker` (``levqor worker --executor celery``) wraps it around
+    ``celery.worker_main``; the test suite (tests/e2e_support.py, ``LEVQOR_TEST_EXECUTOR=celery``)
+    around an in-process Celery worker thread, so that connectors registered in the test's own
+    process are reachable."""
+
+    def __init__(self, state: LevqorState, *, rebuild: Any = None) -> None:
+        self.state = state
+        self.dispatcher: CeleryDispatcher = state.dispatcher or CeleryDispatcher(state)
+        self.celery = self.dispatcher.celery
+        self._rebuild = rebuild  # () -> LevqorState, for a prefork child
+        self._pid = os.getpid()
+        self._worker: CeleryWorker | None = None
+        self._lock = threading.Lock()
+        self.task = register_task(self.celery, self.get_worker)
+        self.sweeper = LeaseSweeper(state, self.dispatcher)
+
+    def get_worker(self) -> CeleryWorker:
+        with self._lock:
+            if self._worker is None or self._pid != os.getpid():
+                st = self.state
+                if self._pid != os.getpid():  # a prefork child: its own engine and threads
+                    if self._rebuild is None:
+                        raise RuntimeError("a forked Celery pool needs WorkerRuntime(rebuild=...)")
+                    st = self._rebuild()
+                    self._pid = os.getpid()
+                self._worker = CeleryWorker(st, st.dispatcher or self.dispatcher)
+            return self._worker
+
+    def start(self, *, eager: bool = True) -> None:
+        """Start the lease sweep; with ``eager`` (any pool but prefork) build the worker now, so
+        that its lease heartbeat runs before the first message."""
+        if eager:
+            self.get_worker()
+        self.sweeper.start()
+
+    def begin_shutdown(self) -> None:
+        """The Celery worker is shutting down: stop taking runs at once; runs in flight are
+        handed back after the grace (in a thread: this is called from a signal handler)."""
+        w = self._worker
+        if w is not None:
+            threading.Thread(target=w.stop, daemon=True).start()
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """After the Celery worker stopped: the sweep (its lock released) and the worker."""
+        self.sweeper.stop()
+        w = self._worker
+        if w is not None:
+            w.stop(grace)
 
 
 def run_worker(
@@ -293,23 +351,12 @@ def run_worker(
     concurrency = concurrency or cfg.workers
     app = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
     state = app.extensions["levqor"]
-    dispatcher: CeleryDispatcher = state.dispatcher or CeleryDispatcher(state)
-    celery = dispatcher.celery
-    holder: dict[str, Any] = {"pid": os.getpid(), "worker": None}
-    lock = threading.Lock()
 
-    def get_worker() -> CeleryWorker:
-        with lock:
-            if holder["worker"] is None or holder["pid"] != os.getpid():
-                st = state
-                if holder["pid"] != os.getpid():  # a prefork child: its own engine and threads
-                    st = create_app(
-                        cfg, start_workers=False, start_scheduler=False, plugins=plugins
-                    )
-                    st = st.extensions["levqor"]
-                    holder["pid"] = os.getpid()
-                holder["worker"] = CeleryWorker(st, st.dispatcher or dispatcher)
-            return holder["worker"]
+    def rebuild() -> LevqorState:
+        child = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
+        return child.extensions["levqor"]
+
+    runtime = WorkerRuntime(state, rebuild=rebuild)
 
     @signals.worker_process_init.connect(weak=False)
     def _child_init(**_kw: Any) -> None:
@@ -317,16 +364,9 @@ def run_worker(
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_kw: Any) -> None:
-        w = holder["worker"]
-        if w is not None:
-            # stop() sets the flag at once; in-flight runs are handed back after the grace
-            threading.Thread(target=w.stop, daemon=True).start()
+        runtime.begin_shutdown()
 
-    register_task(celery, get_worker)
-    if pool != "prefork":
-        get_worker()  # heartbeat thread up before the first message
-    sweeper = LeaseSweeper(state, dispatcher)
-    sweeper.start()
+    runtime.start(eager=pool != "prefork")
     argv = [
         "worker",
         f"--pool={pool}",
@@ -340,9 +380,6 @@ def run_worker(
     ]
     log.info("levqor celery worker: pool %s, concurrency %d", pool, concurrency)
     try:
-        celery.worker_main(argv=argv)
+        runtime.celery.worker_main(argv=argv)
     finally:
-        sweeper.stop()
-        w = holder["worker"]
-        if w is not None:
-            w.stop(1.0)
+        runtime.stop(1.0)
