@@ -156,7 +156,7 @@ def make_app(
     )
     if celery:
         try:
-            _TestCeleryWorker(app)
+            _TestCeleryWorker(app, str(tmp_path))
         except BaseException:
             stop_app(app)
             raise
@@ -237,58 +237,105 @@ def _services_unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-_PG_DATABASES: dict[str, str] = {}
+_PG_DATABASES: dict[str, str] = {}  # tmp_path -> URL of its database
+_PG_ADMIN: list = []  # the engine on the server URL (AUTOCOMMIT), made on first use
+
+
+def _pg_admin() -> Any:
+    import os
+
+    from sqlalchemy import create_engine
+
+    if not _PG_ADMIN:
+        server = os.environ["LEVQOR_TEST_ON_POSTGRES"]
+        if server == "1":
+            server = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        _PG_ADMIN.append(
+            create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        )
+        atexit.register(_drop_all_databases)
+    return _PG_ADMIN[0]
 
 
 def _postgres_for(tmp_path) -> str:
     """``LEVQOR_TEST_ON_POSTGRES=1`` (or a server URL): every app a test builds without its own
     database gets a fresh PostgreSQL database, one per ``tmp_path`` (two apps of one test share
-    it, as two processes would), all dropped when the test session ends."""
-    import atexit
+    it, as two processes would), dropped after the test (:func:`release_after_test`) or when
+    the test session ends."""
     import hashlib
     import os
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
     key = str(tmp_path)
     if key in _PG_DATABASES:
         return _PG_DATABASES[key]
-    server = os.environ["LEVQOR_TEST_ON_POSTGRES"]
-    if server == "1":
-        server = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    admin = _pg_admin()
     name = "levqor_suite_" + hashlib.sha256(f"{os.getpid()}:{key}".encode()).hexdigest()[:12]
-    admin = create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
     try:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError:
-        admin.dispose()
         _services_unavailable(
-            f"LEVQOR_TEST_ON_POSTGRES: PostgreSQL not reachable at {make_url(server).host}:"
-            f"{make_url(server).port}: start it (service postgresql start)"
+            f"LEVQOR_TEST_ON_POSTGRES: PostgreSQL not reachable at {admin.url.host}:"
+            f"{admin.url.port}: start it (service postgresql start)"
         )
-    if _PG_DATABASES:
-        admin.dispose()
-    else:
-
-        def drop_all() -> None:
-            _stop_leftover_workers()  # they use the databases
-            with admin.connect() as conn:
-                for db in _PG_DATABASES.values():
-                    try:
-                        conn.execute(
-                            text(f'DROP DATABASE IF EXISTS "{make_url(db).database}" WITH (FORCE)')
-                        )
-                    except Exception as e:  # noqa: BLE001 - one that cannot go keeps no other
-                        print(f"could not drop {make_url(db).database}: {e}", file=sys.stderr)
-            admin.dispose()
-
-        atexit.register(drop_all)
-    _PG_DATABASES[key] = make_url(server).set(database=name).render_as_string(hide_password=False)
+    _PG_DATABASES[key] = admin.url.set(database=name).render_as_string(hide_password=False)
     return _PG_DATABASES[key]
+
+
+def _drop_databases(keys: list[str]) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    if not keys or not _PG_ADMIN:
+        return
+    with _PG_ADMIN[0].connect() as conn:
+        for key in keys:
+            url = _PG_DATABASES.pop(key, None)
+            if url is None:
+                continue
+            try:
+                conn.execute(
+                    text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+                )
+            except Exception as e:  # noqa: BLE001 - one that cannot go keeps no other
+                print(f"could not drop {make_url(url).database}: {e}", file=sys.stderr)
+
+
+def _drop_all_databases() -> None:
+    _stop_leftover_workers()  # they use the databases
+    _drop_databases(list(_PG_DATABASES))
+    if _PG_ADMIN:
+        _PG_ADMIN[0].dispose()
+
+
+def release_test_path(tmp_path) -> None:
+    """What the apps under ``tmp_path`` left behind once their test is over: stop the Celery
+    workers a test did not stop, drop the PostgreSQL databases."""
+    base = str(tmp_path)
+
+    def inside(key: str) -> bool:
+        return key == base or key.startswith(base + os.sep)
+
+    for sid, worker in list(_CELERY_WORKERS.items()):
+        if inside(worker.key) and _CELERY_WORKERS.pop(sid, None) is not None:
+            worker.stop(0.5)
+    _drop_databases([k for k in list(_PG_DATABASES) if inside(k)])
+
+
+@pytest.fixture(autouse=True)
+def release_after_test(request) -> Any:
+    """Autouse where a conftest imports it (tests/, host/tests/): after each test that has a
+    ``tmp_path``, :func:`release_test_path` of it. Dropping the databases test by test, not all
+    at exit, matters under pytest-xdist: a worker process is killed 10 s after its session ends,
+    too soon to drop a few dozen databases."""
+    yield
+    tmp = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if tmp is not None and (_PG_DATABASES or _CELERY_WORKERS):
+        release_test_path(tmp)
 
 
 # ---------------------------------------------------------------- the suite on Celery (issue 10)
@@ -395,12 +442,13 @@ class _TestCeleryWorker:
     ``levqor.run`` task, CeleryWorker, LeaseSweeper): test-only connectors registered with
     ``make_app(plugins=...)`` are reachable, which a worker process could not load."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, key: str) -> None:
         from celery.worker import WorkController
         from levqor_host.celery_executor import WorkerRuntime
 
         st = app.extensions["levqor"]
         cfg = st.config
+        self.key = key
         self.queue = cfg.celery_queue
         self.runtime = WorkerRuntime(st)
         celery = self.runtime.celery
@@ -469,7 +517,7 @@ class _TestCeleryWorker:
 
 def _stop_leftover_workers() -> None:
     """At exit (and before the PostgreSQL databases are dropped): workers of apps that no test
-    stopped."""
+    stopped (module-scoped servers whose module never tore them down)."""
     while _CELERY_WORKERS:
         _, worker = _CELERY_WORKERS.popitem()
         worker.stop(0.5)

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
+from e2e_support import release_after_test  # noqa: F401 - autouse: a test's databases go after it
 from levqor_host.security.vault import Vault
 from levqor_host.store import Store, normalize_url
 from sqlalchemy import create_engine, text
