@@ -1226,10 +1226,12 @@ class Store:
         """
         if limit <= 0:
             return []
-        now = _now()
         fetch = limit if max_running_per_user is None else limit * 4 + 16
-        params = {"now": now, "fetch": fetch}
         with self.write() as conn:
+            # the time is read once the write lock is held: a run finished while this claim
+            # waited for the lock never ends after the next one starts
+            now = _now()
+            params = {"now": now, "fetch": fetch}
             if self._pg:
                 if max_running_per_user is not None:
                     # per-user counting needs the claimers to take turns
@@ -1318,14 +1320,14 @@ class Store:
         unknown, leased by a live worker, or when its user already has ``max_running_per_user``
         running runs. One conditional UPDATE, so two deliveries of one message never both win.
         """
-        now = _now()
-        params = {
-            "run_id": run_id,
-            "worker_id": worker_id,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-            "now": now,
-        }
         with self.write() as conn:
+            now = _now()  # once the write lock is held (see claim_runs)
+            params = {
+                "run_id": run_id,
+                "worker_id": worker_id,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+                "now": now,
+            }
             if max_running_per_user is None:
                 row = conn.execute(_SQL_CLAIM_ONE, params).first()
             else:
