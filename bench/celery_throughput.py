@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from run_cost import pipeline  # bench/ is on sys.path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 PG = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -137,33 +139,7 @@ def levqor(
     user = st.store.get_user_by_email("bench@example.com") or st.store.create_user(
         "bench@example.com", plan="business"
     )
-    doc = {
-        "levqor": 1,
-        "trigger": {"type": "webhook"},
-        "steps": [
-            {
-                "id": "shape",
-                "connector": "core",
-                "action": "transform",
-                "payload": {
-                    "value": {"order": "{{ trigger.id }}", "total": "{{ trigger.amount * 1.2 }}"}
-                },
-            },
-            {
-                "id": "send",
-                "connector": "http",
-                "action": "request",
-                "payload": {
-                    "method": "POST",
-                    "url": f"{fake_url}/orders",
-                    "json": {
-                        "order": "{{ steps.shape.output.value.order }}",
-                        "total": "{{ steps.shape.output.value.total }}",
-                    },
-                },
-            },
-        ],
-    }
+    doc = pipeline(fake_url)  # the same two-step pipeline as bench/run_cost.py
     p = st.store.create_pipeline(user["id"], f"bench-{queue}", doc)
     p = st.store.get_pipeline(user["id"], p["id"])
     for i in range(runs):  # rows written and messages published; no worker is up yet
