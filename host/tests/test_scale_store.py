@@ -56,6 +56,31 @@ def test_claim_run_races_have_one_winner(store):
     assert len(wins) == 1
 
 
+def test_capped_claims_of_one_users_runs_racing_have_one_winner(store):
+    """Eight deliveries of eight runs of one user, with a cap of one running run per user."""
+    user, p = setup(store)
+    ids = [store.create_run(user["id"], p["id"], None, {})[0]["id"] for _ in range(8)]
+    wins: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(rid: str) -> None:
+        barrier.wait()
+        if store.claim_run("w", rid, lease_seconds=30, max_running_per_user=1) is not None:
+            wins.append(rid)
+
+    threads = [threading.Thread(target=claim, args=(rid,)) for rid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    first = store.get_run(None, wins[0])
+    assert store.finish_run(wins[0], "w", "succeeded")
+    after = store.claim_run("w", next(r for r in ids if r != wins[0]), lease_seconds=30,
+                            max_running_per_user=1)
+    assert after is not None and after["started_at"] >= store.get_run(None, first["id"])["finished_at"]
+
+
 def test_claim_run_takes_over_an_expired_lease_and_respects_the_user_cap(store):
     user, p = setup(store)
     a, _ = store.create_run(user["id"], p["id"], None, {})

@@ -456,6 +456,18 @@ _SQL_CLAIM_ONE_CAPPED = _SQL_CLAIM_ONE.where(
     .scalar_subquery()
     < _B("cap")
 )
+# the runs holding a lease of the user of run :run_id, other than that run
+_SQL_RUNNING_OF_RUNS_USER = (
+    select(func.count())
+    .select_from(_OTHERS)
+    .where(
+        _OTHERS.c.user_id
+        == select(runs.c.user_id).where(runs.c.id == _B("run_id")).scalar_subquery(),
+        _OTHERS.c.status == "running",
+        _OTHERS.c.lease_expires_at >= _B("now", type_=UTCDateTime),
+        _OTHERS.c.id != _B("run_id"),
+    )
+)
 _CLAIM_COLS = (runs.c.id, runs.c.user_id, runs.c.created_at)
 _SQL_CLAIM_QUEUED = (
     select(*_CLAIM_COLS)
@@ -1269,6 +1281,10 @@ class Store:
                 chosen = [r.id for r in candidates[:limit]]
             if not chosen:
                 return []
+            if max_running_per_user is not None:
+                # PostgreSQL: a run whose finish committed after ``now`` was read may have freed
+                # its user's slot above; the claimed runs start after that finish, not before
+                now = _now()
             rows = conn.execute(
                 _SQL_CLAIM,
                 {
@@ -1330,9 +1346,22 @@ class Store:
             }
             if max_running_per_user is None:
                 row = conn.execute(_SQL_CLAIM_ONE, params).first()
-            else:
-                if self._pg:  # per-user counting needs the claimers to take turns
-                    conn.execute(_SQL_CLAIM_LOCK)
+            elif self._pg:
+                # per-user counting needs the claimers to take turns; finishes are not among
+                # them, so the count is one statement and the claim, timed after it, another:
+                # a run whose finish the count saw never ends after this one starts (a finish
+                # committed later only frees a slot, which the next claim will see)
+                conn.execute(_SQL_CLAIM_LOCK)
+                running = conn.execute(
+                    _SQL_RUNNING_OF_RUNS_USER, {"run_id": run_id, "now": now}
+                ).scalar_one()
+                if running >= max_running_per_user:
+                    return None
+                now = _now()
+                params["now"] = now
+                params["lease_until"] = now + timedelta(seconds=lease_seconds)
+                row = conn.execute(_SQL_CLAIM_ONE, params).first()
+            else:  # SQLite: the write lock also holds finishes back, so one statement will do
                 params["cap"] = max_running_per_user
                 row = conn.execute(_SQL_CLAIM_ONE_CAPPED, params).first()
         return _run_dict(row) if row is not None else None
