@@ -39,7 +39,8 @@ from scale_support import (  # noqa: F401
 )
 from sqlalchemy import create_engine, text
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+# serial: a test here restarts the machine's Redis, which every other Redis user would feel
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.serial]
 
 RUNS = int(os.environ.get("LEVQOR_TEST_KILL_RUNS", "300"))
 KILLS = int(os.environ.get("LEVQOR_TEST_KILLS", "6"))
