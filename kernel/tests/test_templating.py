@@ -355,3 +355,76 @@ def test_static_helpers_raise_template_error_on_bad_syntax():
 def test_a_method_reference_is_an_error_not_a_memory_address(scope):
     with pytest.raises(TemplateError, match="method or function"):
         render_string("{{ trigger.keys }}", scope)
+
+
+# --------------------------------------------------------------------- work and output bounds
+
+CPU_BOMBS = [
+    # nested loops with no output: 10^12 iterations
+    "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}"
+    "{% endfor %}{% endfor %}{% endfor %}",
+    # the same over trigger data (within any body limit)
+    "{% for a in trigger.rows %}{% for b in trigger.rows %}{% for c in trigger.rows %}"
+    "{% endfor %}{% endfor %}{% endfor %}",
+    # a macro calling itself twice per level: 2^40 calls
+    "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+    # a recursive loop over all of its data at each of three levels: 5000^3 items
+    "{% for x in trigger.rows recursive %}{% if loop.depth < 3 %}{{ loop(trigger.rows) }}"
+    "{% endif %}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", CPU_BOMBS)
+def test_templates_that_would_hold_a_cpu_are_stopped(source):
+    scope = {"trigger": {"rows": list(range(5000))}, "steps": {}, "run": {}}
+    t0 = time.monotonic()
+    with pytest.raises(TemplateError, match="too much work") as ei:
+        render_string(source, scope)
+    assert time.monotonic() - t0 < 5
+    assert ei.value.retryable is False
+
+
+def test_nested_loops_cannot_fill_memory_before_the_size_check():
+    source = "{% for a in range(10000) %}{% for b in range(10000) %}" + "x" * 100 + "{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError, match="too large"):
+        render_string(source, {})
+
+
+def test_one_payload_shares_one_work_budget():
+    from levqor_kernel.templating import MAX_WORK
+
+    scope = {"trigger": {"rows": list(range(MAX_WORK // 4))}}
+    loop = "{% for x in trigger.rows %}{% endfor %}done"
+    # each string alone is within the budget ...
+    assert render({"a": loop, "b": loop}, scope) == {"a": "done", "b": "done"}
+    # ... but a payload of eight of them is not
+    with pytest.raises(TemplateError, match="too much work"):
+        render({"items": [loop] * 8}, scope)
+    # and the budget is fresh for the next payload
+    assert render({"a": loop}, scope) == {"a": "done"}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{% for x in trigger.rows %}{{ x }},{% endfor %}", ",".join(map(str, range(5000))) + ","),
+        (
+            "{% for x in trigger.rows if x > 4997 %}{{ loop.index }}/{{ loop.length }} {% endfor %}",
+            "1/2 2/2 ",
+        ),
+        ("{% for x in [] %}{{ x }}{% else %}none{% endfor %}", "none"),
+        ("{% for k, v in {'a': 1}|dictsort %}{{ k }}={{ v }}{% endfor %}", "a=1"),
+        (
+            "{% for n in trigger.tree recursive %}{{ n.name }}({{ loop(n.kids) }}){% endfor %}",
+            "a(b()c())",
+        ),
+    ],
+)
+def test_ordinary_loops_still_work(source, expected):
+    scope = {
+        "trigger": {
+            "rows": list(range(5000)),
+            "tree": [{"name": "a", "kids": [{"name": "b", "kids": []}, {"name": "c", "kids": []}]}],
+        }
+    }
+    assert render_string(source, scope) == expected

@@ -6,6 +6,11 @@ nothing a webhook caller sends is ever evaluated.
 
 A string that is exactly one expression (``"{{ trigger.amount }}"``) renders to the native
 value (a number stays a number, a list a list); any other string renders to a string.
+
+Bounds: a rendered string has at most MAX_OUTPUT characters (checked while it is produced, so
+nested loops cannot fill memory first), and one :func:`render` of a step's payload at most
+MAX_WORK loop iterations plus calls (nested loops and recursive macros cannot hold a worker's
+CPU). Operators that multiply sizes are checked before they allocate.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from __future__ import annotations
 import operator
 import re
 import string
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
@@ -27,6 +34,7 @@ from .errors import TemplateError
 MAX_OUTPUT = 1_000_000  # characters a single rendered string may have
 MAX_RANGE = 10_000
 MAX_POWER = 1_000_000
+MAX_WORK = 200_000  # loop iterations plus calls in one render() of a step's payload
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
 
@@ -39,6 +47,52 @@ def _safe_range(*args: int) -> range:
     if len(r) > MAX_RANGE:
         raise SecurityError(f"range too big (at most {MAX_RANGE} items)")
     return r
+
+
+_budget = threading.local()
+_budget.left = None
+
+
+class _Metered:
+    """One work budget for everything rendered inside (the outermost ``with`` sets it)."""
+
+    __slots__ = ("outer",)
+
+    def __enter__(self) -> None:
+        self.outer = getattr(_budget, "left", None) is None
+        if self.outer:
+            _budget.left = MAX_WORK
+
+    def __exit__(self, *exc: object) -> None:
+        if self.outer:
+            _budget.left = None
+
+
+def _too_much_work() -> SecurityError:
+    return SecurityError(
+        f"template does too much work (more than {MAX_WORK} loop iterations and calls)"
+    )
+
+
+def _spend() -> None:
+    left = getattr(_budget, "left", None)
+    if left is None:
+        return
+    if left <= 0:
+        raise _too_much_work()
+    _budget.left = left - 1
+
+
+def _metered_iter(iterable: Iterable[Any]) -> Iterator[Any]:
+    """What every ``{% for %}`` loops over: the items, each paid for from the budget."""
+    budget = _budget
+    for item in iterable:
+        left = getattr(budget, "left", None)
+        if left is not None:
+            if left <= 0:
+                raise _too_much_work()
+            budget.left = left - 1
+        yield item
 
 
 def _size(v: Any) -> int:
@@ -140,7 +194,18 @@ def _chk_slice(_eval_ctx: Any, value: Any, slices: Any = 0, *_a: Any, **_k: Any)
 class _Env(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):  # each loop iterates through _metered_iter
+            loop.iter = nodes.Filter(
+                loop.iter, "levqor_metered", [], [], None, None, lineno=loop.lineno
+            )
+        return tree
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _spend()  # the sandbox routes every call here: macros (recursive ones too) included
+        if isinstance(__obj, LoopContext) and args:  # loop(children) in a recursive loop
+            args = (_metered_iter(args[0]), *args[1:])
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str):
             name = getattr(__obj, "__name__", "")
@@ -211,6 +276,7 @@ def _make_env() -> _Env:
     env.filters["replace"] = _guard_filter("replace", _chk_replace)
     env.filters["batch"] = _guard_filter("batch", _chk_counts)
     env.filters["slice"] = _guard_filter("slice", _chk_slice)
+    env.filters["levqor_metered"] = _metered_iter
     return env
 
 
@@ -271,7 +337,8 @@ def render_string(source: str, scope: Mapping[str, Any]) -> Any:
     try:
         m = _SINGLE.match(source)
         if m and "{%" not in source and "{#" not in source:
-            value = _compile_expression(m.group("expr").strip())(**scope)
+            with _Metered():
+                value = _compile_expression(m.group("expr").strip())(**scope)
             if isinstance(value, str) and len(value) > MAX_OUTPUT:
                 raise SecurityError("rendered value too large")
             if isinstance(value, Undefined):
@@ -281,10 +348,15 @@ def render_string(source: str, scope: Mapping[str, Any]) -> Any:
             if value is not None and not isinstance(value, (str, int, float, bool, list, dict)):
                 value = str(value)
             return value
-        out = _compile_template(source).render(**scope)
-        if len(out) > MAX_OUTPUT:
-            raise SecurityError("rendered value too large")
-        return out
+        parts: list[str] = []
+        size = 0
+        with _Metered():
+            for chunk in _compile_template(source).generate(**scope):
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    raise SecurityError("rendered value too large")
+                parts.append(chunk)
+        return "".join(parts)
     except SecurityError as e:
         raise TemplateError(f"template refused by the sandbox: {e}") from None
     except UndefinedError as e:
@@ -302,13 +374,19 @@ def render_string(source: str, scope: Mapping[str, Any]) -> Any:
 
 
 def render(value: Any, scope: Mapping[str, Any]) -> Any:
-    """Render every template string inside ``value`` (dicts and lists recursively)."""
+    """Render every template string inside ``value`` (dicts and lists recursively), all of
+    them on one work budget (MAX_WORK)."""
+    with _Metered():
+        return _render(value, scope)
+
+
+def _render(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         return render_string(value, scope) if is_template(value) else value
     if isinstance(value, dict):
-        return {k: render(v, scope) for k, v in value.items()}
+        return {k: _render(v, scope) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, scope) for v in value]
+        return [_render(v, scope) for v in value]
     return value
 
 
