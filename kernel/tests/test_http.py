@@ -222,6 +222,57 @@ def test_redirect_within_the_allow_list_is_followed():
         assert len(second.requests_to("/end")) == 1
 
 
+def test_a_redirect_to_another_origin_drops_every_header_carrying_a_secret():
+    secret = "sk-live-1234567890"
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "X-Api-Key": "short",  # a conventional credential header, whatever its value
+        "X-Custom-Token": f"token={secret}",  # a secret of the step in a header of any name
+        "X-Trace": "trace-1",
+        "Accept": "application/json",
+    }
+    with FakeServer() as first, FakeServer() as second:
+        second.route("GET", "/end", {"done": True})
+        first.route("GET", "/away", Reply(302, b"", {"Location": f"{second.url}/end"}))
+        first.route("GET", "/here", Reply(307, b"", {"Location": "/end"}))
+        first.route("GET", "/end", {"done": True})
+        plain, guarded = Http(secrets=[secret]), Http(guard=UrlGuard(["127.0.0.1"]), secrets=[secret])
+        for h, guard in ((plain, False), (guarded, True)):
+            try:
+                for path in ("/away", "/here"):
+                    resp = h.request("GET", first.url + path, guard=guard, headers=headers)
+                    assert resp.json() == {"done": True}
+            finally:
+                h.close()
+        for moved in second.requests_to("/end"):  # another port: another origin
+            assert moved.header("Authorization") is None
+            assert moved.header("X-Api-Key") is None
+            assert moved.header("X-Custom-Token") is None
+            assert moved.header("X-Trace") == "trace-1"
+            assert moved.header("Accept") == "application/json"
+        for stayed in first.requests_to("/end"):  # the same origin keeps them all
+            assert stayed.header("Authorization") == f"Bearer {secret}"
+            assert stayed.header("X-Api-Key") == "short"
+            assert stayed.header("X-Custom-Token") == f"token={secret}"
+        assert len(second.requests_to("/end")) == 2 and len(first.requests_to("/end")) == 2
+
+
+def test_a_secret_given_to_one_request_is_dropped_on_its_redirect_only():
+    with FakeServer() as first, FakeServer() as second:
+        second.route("GET", "/end", {"done": True})
+        first.route("GET", "/away", Reply(302, b"", {"Location": f"{second.url}/end"}))
+        h = Http()
+        try:
+            h.request("GET", first.url + "/away", headers={"X-Sig": "per-request-secret"},
+                      secrets=["per-request-secret"])
+            h.request("GET", first.url + "/away", headers={"X-Sig": "per-request-secret"})
+        finally:
+            h.close()
+        one, two = second.requests_to("/end")
+        assert one.header("X-Sig") is None
+        assert two.header("X-Sig") == "per-request-secret"  # not a secret of that request
+
+
 def test_redirect_loop_is_a_permanent_error(server, http):
     server.route("GET", "/loop", Reply(302, b"", {"Location": "/loop"}))
     with pytest.raises(PermanentError) as ei:

@@ -417,6 +417,42 @@ _WATCHDOG = _Watchdog()
 _LOCAL = threading.local()
 
 
+# headers that carry credentials by convention: dropped on a redirect to another origin,
+# whatever their value (requests itself drops only Authorization)
+_CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-access-token",
+    }
+)
+_MIN_SECRET_IN_HEADER = 8  # shorter credential values ("json", "true") are not looked for
+
+
+class _Session(requests.Session):
+    """A session whose redirects to another origin (scheme, host or port) also drop every
+    header that carries one of the step's secrets (an ``X-Api-Key``, a token in a custom
+    header), not only ``Authorization``: a connector author never has to think about it."""
+
+    redirect_secrets: tuple[str, ...] = ()
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        old_url = response.request.url if response.request is not None else None
+        new_url = prepared_request.url
+        if old_url and new_url and self.should_strip_auth(old_url, new_url):
+            for name in list(prepared_request.headers):
+                value = str(prepared_request.headers[name])
+                if name.lower() in _CREDENTIAL_HEADERS or any(
+                    s in value for s in self.redirect_secrets
+                ):
+                    del prepared_request.headers[name]
+        super().rebuild_auth(prepared_request, response)
+
+
 def _no_cookies(s: requests.Session) -> requests.Session:
     # sessions are shared by the steps a thread runs: nothing may carry over between them
     s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -431,7 +467,7 @@ def _thread_session(guard: UrlGuard | None) -> requests.Session:
     key = None if guard is None else (tuple(sorted(guard.allow_hosts)), tuple(sorted(map(str, guard.allow_nets))))
     s = cache.get(key)
     if s is None:
-        s = _no_cookies(requests.Session())
+        s = _no_cookies(_Session())
         s.headers["User-Agent"] = USER_AGENT
         s.max_redirects = 5
         if guard is not None:
@@ -537,8 +573,16 @@ class Http:
             a_conn, a_read = asked if isinstance(asked, tuple) else (asked, asked)
             kwargs["timeout"] = (min(a_conn, cap[0]), min(a_read, cap[1]))
         kwargs["stream"] = True
+        if isinstance(sess, _Session):
+            sess.redirect_secrets = tuple(
+                x for x in all_secrets if len(x) >= _MIN_SECRET_IN_HEADER
+            )
         try:
-            resp = sess.request(method, url, **kwargs)
+            try:
+                resp = sess.request(method, url, **kwargs)
+            finally:
+                if isinstance(sess, _Session):
+                    sess.redirect_secrets = ()
             body = bytearray()
             timer = self._deadline_timer(resp)
             try:
