@@ -495,3 +495,43 @@ def test_usage_referrals_marketplace_and_a_phone(page, dash, browser):
         shot(p, "18-phone-builder")
     finally:
         phone.close()
+
+
+def test_the_builder_buttons_wait_for_the_page_to_be_ready(page, dash):
+    """A click on Run now before the page's script has attached its handlers would submit the
+    form natively and go nowhere: the buttons stay disabled until the page is ready."""
+    s, csrf = api_session(dash)
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "one", "connector": "core", "action": "transform", "payload": {"value": 1}}],
+    }
+    r = s.post(
+        dash.url + "/api/v1/pipelines",
+        headers={"X-CSRF-Token": csrf},
+        json={"name": "ready", "pipeline": doc},
+    )
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    sign_in(page, dash, "/pipelines")
+    held = []  # the versions request, answered only when the test lets it go
+    versions = re.compile(r".*/api/v1/pipelines/[^/]+/versions.*")
+
+    def hold(route) -> None:
+        held.append(route)
+
+    page.route(versions, hold)
+    page.goto(f"/pipelines/{pid}")
+    expect(page.locator("#run-section")).to_be_visible()  # shown as soon as the pipeline loads
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the builder never asked for the pipeline's versions"
+    for button in ("Run now", "Save", "Show the difference"):
+        expect(page.get_by_role("button", name=button)).to_be_disabled()
+    held[0].continue_()
+    page.unroute(versions, hold)
+    expect(page.get_by_role("button", name="Run now")).to_be_enabled()
+    page.get_by_role("button", name="Run now").click()
+    page.wait_for_url(re.compile(r"/runs/run_"))
+    expect(page.locator("#run-status")).to_have_attribute("data-run-status", "succeeded")
