@@ -50,6 +50,13 @@ def test_every_page_is_a_shell_under_the_strict_csp(srv):
                 assert "javascript" in a.headers["Content-Type"], ref
         # a support widget and a label for every input on every page
         assert 'id="support-form"' in html
+        # a form submitted before the page's script took over never puts its fields (a
+        # password, a credential) in a URL, and its buttons wait for the script
+        for form in re.findall(r"<form\b[^>]*>", html):
+            assert 'method="post"' in form, (path, form)
+        for button in re.findall(r'<button[^>]*type="submit"[^>]*>', html):
+            if 'id="support-send"' not in button:  # the widget opens only once its script runs
+                assert "disabled data-wait-ready" in button, (path, button)
         for input_id in re.findall(r'<(?:input|select|textarea)[^>]*\bid="([^"]+)"', html):
             assert f'for="{input_id}"' in html, (path, input_id)
 

@@ -134,9 +134,9 @@ export async function boot({ anonymous = false } = {}) {
 /**
  * Run a page's main(): an error it did not handle becomes a message on the page; a script
  * error (not an API answer) is also reported to /api/v1/errors by the global handler.
+ * Buttons marked `data-wait-ready` (`disabled` in the template) are enabled once main() has
+ * attached its handlers: a click before that would submit the form natively.
  */
-// Buttons marked `data-wait-ready` (with `disabled` in the template) are enabled once the page's
-// main() has attached its handlers: a click before that would submit the form natively.
 export function start(main) {
   main().then(() => {
     for (const el of document.querySelectorAll("[data-wait-ready]")) el.disabled = false;
