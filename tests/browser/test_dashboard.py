@@ -535,3 +535,41 @@ def test_the_builder_buttons_wait_for_the_page_to_be_ready(page, dash):
     page.get_by_role("button", name="Run now").click()
     page.wait_for_url(re.compile(r"/runs/run_"))
     expect(page.locator("#run-status")).to_have_attribute("data-run-status", "succeeded")
+
+
+def test_sign_out_is_not_overtaken_by_a_poll_answered_401(page, dash):
+    """The runs page polls; a poll still in flight when you sign out is answered 401 after the
+    sign-out. It must not send the browser to "sign in to continue" instead of "signed out"."""
+    sign_in(page, dash, "/runs")
+    expect(page.locator("#who-email")).to_have_text(EMAIL)
+    polls: list = []
+    navs: list = []
+    poll_url = re.compile(r".*/api/v1/runs(\?.*)?$")
+    signed_out_url = re.compile(r".*/signin\?signed_out=1$")
+
+    def hold_poll(route) -> None:
+        polls.append(route)
+
+    def hold_nav(route) -> None:
+        navs.append(route)
+
+    def wait_for(items: list, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not items and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert items, f"no {what} within 10 s"
+
+    page.route(poll_url, hold_poll)
+    wait_for(polls, "poll of the runs list")  # the next poll (every 2.5 s) is held
+    page.route(signed_out_url, hold_nav)
+    page.get_by_role("button", name="Sign out").click()
+    wait_for(navs, "navigation to the signed-out page")  # signed out, the page is leaving
+    with page.expect_response(poll_url) as answer:
+        polls[0].continue_()  # the poll reaches the server now: the session is gone
+    assert answer.value.status == 401
+    page.wait_for_timeout(300)  # the page handles that answer
+    navs[0].continue_()
+    page.unroute(poll_url, hold_poll)
+    page.unroute(signed_out_url, hold_nav)
+    page.wait_for_url(signed_out_url)
+    expect(page.locator("#signin-notice")).to_have_text("You are signed out.")

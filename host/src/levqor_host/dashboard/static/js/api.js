@@ -35,6 +35,11 @@ export function cookie(name) {
   return null;
 }
 
+// Set once the page is leaving on purpose (signing out): a 401 that a request still in
+// flight gets afterwards must not send the browser somewhere else instead.
+let leaving = false;
+export function leavePage() { leaving = true; }
+
 export function signinUrl() {
   const next = location.pathname + location.search;
   return "/signin?next=" + encodeURIComponent(next);
@@ -79,7 +84,7 @@ export async function api(method, path, body, opts = {}) {
     if (resp.status === 401 && !opts.allow401) {
       // signed out or expired: leave for the sign-in page; the caller waits for nothing
       setToken(null);
-      location.assign(signinUrl());
+      if (!leaving) location.assign(signinUrl());
       return new Promise(() => {});
     }
     throw e;

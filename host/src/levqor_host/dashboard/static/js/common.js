@@ -1,5 +1,5 @@
 // Every page: the navigation, sign-out, the support widget, and who is signed in.
-import { api, get, post, setToken, getToken, cookie, ApiError } from "./api.js";
+import { api, get, post, setToken, getToken, cookie, leavePage, ApiError } from "./api.js";
 import { $, show, toast, busy, errorText } from "./ui.js";
 
 const REF_KEY = "levqor_ref";
@@ -51,6 +51,7 @@ function wireNav() {
   if (out) {
     out.addEventListener("click", async () => {
       busy(out, true);
+      leavePage();  // a poll answered 401 after the sign-out must not redirect elsewhere
       if (getToken()) {
         setToken(null);
       } else {
