@@ -23,7 +23,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -433,6 +433,20 @@ _CREDENTIAL_HEADERS = frozenset(
 _MIN_SECRET_IN_HEADER = 8  # shorter credential values ("json", "true") are not looked for
 
 
+def drop_credential_headers(
+    headers: MutableMapping[str, Any], secrets: Iterable[str] = (), names: Iterable[str] = ()
+) -> None:
+    """Remove from ``headers``, in place, what must not follow a redirect to another origin:
+    the conventional credential headers (``Authorization``, ``Cookie``, ``X-Api-Key``...), the
+    headers named in ``names``, and every header whose value holds one of ``secrets`` (those of
+    at least 8 characters)."""
+    drop = _CREDENTIAL_HEADERS | {n.lower() for n in names}
+    held = [x for x in secrets if len(x) >= _MIN_SECRET_IN_HEADER]
+    for name in list(headers):
+        if name.lower() in drop or any(x in str(headers[name]) for x in held):
+            del headers[name]
+
+
 class _Session(requests.Session):
     """A session whose redirects to another origin (scheme, host or port) also drop every
     header that carries one of the step's secrets (an ``X-Api-Key``, a token in a custom
@@ -440,16 +454,13 @@ class _Session(requests.Session):
 
     redirect_secrets: tuple[str, ...] = ()
 
-    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
         old_url = response.request.url if response.request is not None else None
         new_url = prepared_request.url
         if old_url and new_url and self.should_strip_auth(old_url, new_url):
-            for name in list(prepared_request.headers):
-                value = str(prepared_request.headers[name])
-                if name.lower() in _CREDENTIAL_HEADERS or any(
-                    s in value for s in self.redirect_secrets
-                ):
-                    del prepared_request.headers[name]
+            drop_credential_headers(prepared_request.headers, self.redirect_secrets)
         super().rebuild_auth(prepared_request, response)
 
 
@@ -574,9 +585,7 @@ class Http:
             kwargs["timeout"] = (min(a_conn, cap[0]), min(a_read, cap[1]))
         kwargs["stream"] = True
         if isinstance(sess, _Session):
-            sess.redirect_secrets = tuple(
-                x for x in all_secrets if len(x) >= _MIN_SECRET_IN_HEADER
-            )
+            sess.redirect_secrets = tuple(all_secrets)
         try:
             try:
                 resp = sess.request(method, url, **kwargs)

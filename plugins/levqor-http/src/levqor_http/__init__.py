@@ -22,7 +22,7 @@ from levqor_kernel.errors import (
     PermanentError,
     RetryableError,
 )
-from levqor_kernel.http import error_for_response
+from levqor_kernel.http import drop_credential_headers, error_for_response
 
 __all__ = [
     "CREDENTIALS_SCHEMA",
@@ -60,8 +60,6 @@ FORBIDDEN_HEADERS = frozenset(
         "proxy-connection",
     }
 )
-#: payload headers that also carry credentials and are dropped on a cross-origin redirect
-SENSITIVE_HEADERS = frozenset({"authorization", "cookie"})
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
@@ -483,9 +481,7 @@ def run_task(
             )
         target = urljoin(resp.url, location.strip())
         if _origin(target) != _origin(resp.url):
-            for name in list(headers):
-                if name.lower() in credential_names or name.lower() in SENSITIVE_HEADERS:
-                    del headers[name]
+            drop_credential_headers(headers, secrets, credential_names)
         if status == 303 and method != "HEAD" or status in (301, 302) and method == "POST":
             method = "GET"
             body = {}
