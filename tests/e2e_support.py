@@ -118,14 +118,11 @@ def make_app(
     **overrides: Any,
 ):
     """A Levqor app on its own data folder (SQLite unless database_url is given)."""
-    import os
 
     from levqor_host.app import create_app
     from levqor_host.config import Config
 
-    base_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    base_env = clean_env()
     # rate limits off unless a test turns them on (most tests make many requests quickly)
     full_env = {
         **base_env,
@@ -190,6 +187,16 @@ def on_postgres() -> bool:
 def on_celery() -> bool:
     """``LEVQOR_TEST_EXECUTOR=celery``: apps that start workers run their runs on Celery."""
     return os.environ.get("LEVQOR_TEST_EXECUTOR", "embedded") == "celery"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This interpreter's environment without any ``LEVQOR_*`` variable or ``DATABASE_URL`` (a
+    Levqor app or subprocess of a test sees only what the test gives it), plus ``extra``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
+    }
+    env.update(extra)
+    return env
 
 
 def backend_env(tmp_path) -> dict[str, str]:

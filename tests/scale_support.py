@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import require_services
+from e2e_support import clean_env, require_services
 
 PG_SERVER = (
     os.environ.get("LEVQOR_TEST_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -94,9 +94,7 @@ def queue() -> Iterator[str]:
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a Levqor subprocess: this interpreter's, minus LEVQOR_*/DATABASE_URL."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    env = clean_env()
     env.update(
         {
             "LEVQOR_DATA_DIR": str(data_dir),

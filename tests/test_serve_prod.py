@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from e2e_support import ROOT, free_port
+from e2e_support import ROOT, clean_env, free_port
 from levqor_kernel.testing import FakeServer, Reply
 
 
 @pytest.fixture
 def server(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"}
+    env = clean_env()
     env.update({"LEVQOR_DATA_DIR": str(tmp_path / "data"), "LEVQOR_SSRF_ALLOW": "127.0.0.1",
                 "GUNICORN_WORKERS": "2", "PYTHONUNBUFFERED": "1", "LEVQOR_POLL_INTERVAL": "0.1"})
     log = tmp_path / "serve.log"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,16 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import backend_env, make_app
+from e2e_support import backend_env, clean_env, make_app
 from levqor_kernel.testing import FakeServer, Reply
 
 RUNS = 40
 
 
 def worker_env(data_dir: Path) -> dict:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    env = clean_env()
     env.update(
         {
             "LEVQOR_DATA_DIR": str(data_dir),

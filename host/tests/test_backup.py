@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from e2e_support import LiveServer, backend_env, make_app
+from e2e_support import LiveServer, backend_env, clean_env, make_app
 from levqor_host.backup import BackupError, create_backup, list_backups, prune, restore_backup
 from levqor_host.config import Config
 from levqor_kernel import hookimpl
@@ -63,9 +63,7 @@ DOC = {
 
 
 def _env(tmp_path: Path, data: Path, **extra) -> dict:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    env = clean_env()
     env.update({"LEVQOR_DATA_DIR": str(data), **extra})
     return env
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
+from e2e_support import clean_env
 from levqor_host.celery_executor import make_celery
 from levqor_host.config import Config
 
@@ -50,9 +50,7 @@ def test_at_least_once_settings():
 
 
 def test_worker_without_a_broker_says_what_to_set(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    env = clean_env()
     env["LEVQOR_DATA_DIR"] = str(tmp_path)
     r = subprocess.run(
         [sys.executable, "-m", "levqor_host.cli", "worker", "--executor", "celery"],

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from e2e_support import backend_env
+from e2e_support import backend_env, clean_env
 
 
 def levqor(
     data: Path, *args: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    base = clean_env()
     # the database of make_app(data.parent) (PostgreSQL when the suite runs on it)
     full = {
         **base,

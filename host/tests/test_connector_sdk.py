@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from e2e_support import clean_env
 from levqor_host import hookspecs as host_hookspecs
 from levqor_host.scaffold import Names, ScaffoldError, default_parent, find_repo, scaffold
 
@@ -21,9 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def levqor(
     *args: str, cwd: Path | None = None, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    base = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "levqor_host.cli", *args],
         cwd=cwd,

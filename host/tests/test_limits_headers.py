@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -13,7 +12,7 @@ import uuid
 
 import pytest
 import requests
-from e2e_support import LiveServer, backend_env, make_app, require_services
+from e2e_support import LiveServer, backend_env, clean_env, make_app, require_services
 from flask import Blueprint, jsonify
 from levqor_kernel import hookimpl
 
@@ -285,9 +284,7 @@ def test_two_gunicorn_workers_share_the_limit_through_redis(tmp_path):
             pytest.fail("Redis is not running on 127.0.0.1:6379 (LEVQOR_REQUIRE_SERVICES=1)")
         pytest.skip("start Redis on 127.0.0.1:6379 to run this test")
     port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    env = clean_env()
     env.update(
         {
             "LEVQOR_DATA_DIR": str(tmp_path / "data"),

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from e2e_support import LiveServer, backend_env, make_app
+from e2e_support import LiveServer, backend_env, clean_env, make_app
 from levqor_kernel.testing import FakeServer
 
 HS_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -269,9 +268,7 @@ def test_without_supabase_settings_tokens_are_refused_with_a_hint(tmp_path, supa
 
 # ---------------------------------------------------------------- host sessions
 def levqor(data, *args, stdin: str | None = None):
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_") and k != "DATABASE_URL"
-    }
+    base = clean_env()
     env = {
         **base,
         "LEVQOR_DATA_DIR": str(data),
