@@ -562,7 +562,8 @@ def test_sign_out_is_not_overtaken_by_a_poll_answered_401(page, dash):
     page.route(poll_url, hold_poll)
     wait_for(polls, "poll of the runs list")  # the next poll (every 2.5 s) is held
     page.route(signed_out_url, hold_nav)
-    page.get_by_role("button", name="Sign out").click()
+    # The click starts a navigation that this test holds, so the click must not wait for it.
+    page.get_by_role("button", name="Sign out").click(no_wait_after=True)
     wait_for(navs, "navigation to the signed-out page")  # signed out, the page is leaving
     with page.expect_response(poll_url) as answer:
         polls[0].continue_()  # the poll reaches the server now: the session is gone
