@@ -4,8 +4,11 @@ and the final status and the settlement are one transaction (issue 10: throughpu
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
 
 from e2e_support import make_app
 from levqor_host.executor import EmbeddedExecutor
@@ -136,5 +139,52 @@ def test_a_pinned_store_checks_out_one_connection_and_still_nests(tmp_path):
                 assert st.store.get_user(user["id"])["id"] == user["id"]
         assert len(checkouts) == 2, checkouts
         assert st.store.get_user(user["id"])["name"] == "P"
+    finally:
+        st.store.close()
+
+
+def test_a_webhook_delivery_is_one_read_and_one_write_on_one_connection(tmp_path):
+    """Accepting a webhook: the lookups (pipeline, owner, secret, credential names) are one
+    read transaction, the gate and the run row one write transaction, both on one pooled
+    connection (issue 3: acceptances per second)."""
+    app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
+    st = app.extensions["levqor"]
+    try:
+        user = st.store.create_user("hook@example.com")
+        doc = {**TWO_STEPS, "trigger": {"type": "webhook"}}
+        p = st.store.create_pipeline(user["id"], "hook", doc)
+        st.store.set_webhook_secret(user["id"], p["id"], "whsec-tx")
+        client = app.test_client()
+        body = json.dumps({"n": 1}).encode()
+
+        def deliver():
+            ts = str(int(time.time()))
+            sig = hmac.new(b"whsec-tx", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+            return client.post(
+                f"/hooks/{p['webhook_token']}",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Levqor-Timestamp": ts,
+                    "X-Levqor-Signature": f"sha256={sig}",
+                },
+            )
+
+        assert deliver().status_code == 202  # warm the validation cache
+        checkouts: list[int] = []
+        begins: list[str] = []
+        event.listen(st.store.engine, "checkout", lambda *a: checkouts.append(1))
+        event.listen(
+            st.store.engine,
+            "before_cursor_execute",
+            lambda c, cur, stmt, *a: begins.append(stmt) if stmt.startswith("BEGIN") else None,
+        )
+        log = WriteLog(st.store.engine)
+        r = deliver()
+        assert r.status_code == 202, r.get_json()
+        assert begins == ["BEGIN", "BEGIN IMMEDIATE"], begins
+        assert len(checkouts) == 1, checkouts
+        assert len(log.transactions) == 1 and "INSERT runs" in log.transactions[0]
+        assert st.store.get_run(user["id"], r.get_json()["run_id"])["status"] == "queued"
     finally:
         st.store.close()

@@ -253,6 +253,29 @@ def test_list_archive_and_webhook_lookup(store: Store, alice: dict):
     assert store.list_scheduled_pipelines() == []
 
 
+def test_webhook_target_is_pipeline_owner_secret_and_credential_names(
+    store: Store, alice: dict, bob: dict
+):
+    a = store.create_pipeline(alice["id"], "a", DOC)
+    store.create_credential(alice["id"], "ops slack", "slack", {"webhook_url": "https://x/y"})
+    store.create_credential(bob["id"], "bob notion", "notion", {"token": "secret_bob"})
+    got = store.get_webhook_target(a["webhook_token"])
+    assert got.pipeline == store.get_pipeline(alice["id"], a["id"])
+    assert got.user == store.get_user(alice["id"])
+    assert got.secret is None
+    assert got.credentials == {"ops slack": "slack"}  # names only, and only the owner's
+    assert "https://x/y" not in repr(got)
+
+    store.set_webhook_secret(alice["id"], a["id"], "whsec-target")
+    got = store.get_webhook_target(a["webhook_token"])
+    assert got.secret == "whsec-target" and got.pipeline["has_webhook_secret"] is True
+    assert "whsec-target" not in repr(got)
+
+    assert store.get_webhook_target("nope") is None
+    store.archive_pipeline(alice["id"], a["id"])
+    assert store.get_webhook_target(a["webhook_token"]) is None
+
+
 def test_webhook_secret_encrypted(store: Store, alice: dict, pipeline: dict):
     assert store.get_webhook_secret(pipeline["id"]) is None
     assert store.set_webhook_secret(alice["id"], pipeline["id"], "whsec-very-secret") is True

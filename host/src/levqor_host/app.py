@@ -158,12 +158,15 @@ class LevqorState:
     def credential_map(self, user_id: str) -> dict[str, str]:
         return {c["name"]: c["connector"] for c in self.store.list_credentials(user_id)}
 
-    def validate(self, user_id: str, doc: Any) -> list[dict]:
-        """Whole-pipeline validation against the catalog and the user's credentials.
+    def validate(
+        self, user_id: str, doc: Any, credentials: dict[str, str] | None = None
+    ) -> list[dict]:
+        """Whole-pipeline validation against the catalog and the user's credentials
+        (``credentials``, name -> connector, when the caller has just read them).
 
         Results are memoised by the document's content and the credential names (a run of an
         unchanged pipeline is not validated from scratch on every webhook)."""
-        creds = self.credential_map(user_id)
+        creds = self.credential_map(user_id) if credentials is None else credentials
         try:
             key = json.dumps([doc, sorted(creds.items())], sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError):
@@ -217,8 +220,11 @@ class LevqorState:
         retry_of: str | None = None,
         copy_steps_from: str | None = None,
         version: int | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> tuple[dict, bool]:
-        """Validate, gate and queue a run. Raises ApiError (422 invalid, 402 refused)."""
+        """Validate, gate and queue a run. Raises ApiError (422 invalid, 402 refused).
+        ``credentials``: the user's credential names (name -> connector) when the caller has
+        just read them (a webhook delivery), so validation does not read them again."""
         if idempotency_key:
             existing = self.store.find_run_by_idempotency_key(user["id"], idempotency_key)
             if existing is not None:
@@ -231,7 +237,7 @@ class LevqorState:
             doc = v["doc"]
         else:
             version = pipeline["version"]
-        problems = self.validate(user["id"], doc)
+        problems = self.validate(user["id"], doc, credentials)
         if problems:
             raise ApiError(
                 422, "invalid_pipeline", "the pipeline cannot run as it is", {"problems": problems}

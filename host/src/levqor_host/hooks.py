@@ -44,7 +44,12 @@ def _parse_body(max_bytes: int, max_depth: int) -> dict:
         from urllib.parse import parse_qs
 
         try:
-            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
+            form = parse_qs(
+                raw.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=1000,
+            )
         except (UnicodeDecodeError, ValueError):
             raise ApiError(400, "invalid_form", "malformed form body") from None
         return {k: (v[0] if len(v) == 1 else v) for k, v in form.items()}
@@ -85,38 +90,15 @@ def _check_signature(secret: str) -> None:
 @bp.post("/hooks/<token>")
 def receive(token: str):
     st = current_app.extensions["levqor"]
-    cfg = st.config
     if len(token) > 200:
         raise ApiError(404, "not_found", "not found")
-    p = st.store.get_pipeline_by_webhook_token(token)
-    if p is None or (p.get("doc") or {}).get("trigger", {}).get("type") != "webhook":
-        raise ApiError(404, "not_found", "not found")
-    trig = p["doc"]["trigger"]
-    secret = st.store.get_webhook_secret(p["id"])
-    if secret:
-        _check_signature(secret)
-    elif trig.get("require_signature"):
-        raise ApiError(
-            401, "signature_required", "this webhook requires a signature but has no secret yet"
-        )
-    data = _parse_body(cfg.webhook_max_bytes, cfg.max_json_depth)
-    delivery = request.headers.get("X-Levqor-Delivery") or request.headers.get("Idempotency-Key")
-    if delivery is not None and not (1 <= len(delivery) <= 200):
-        raise ApiError(400, "invalid_request", "delivery id must be 1-200 characters")
-    user = st.store.get_user(p["user_id"])
-    if user is None:
-        raise ApiError(404, "not_found", "not found")
-    run, created = st.start_run(
-        user,
-        p,
-        data,
-        trigger="webhook",
-        idempotency_key=f"hook:{p['id']}:{delivery}" if delivery else None,
-    )
+    # The lookups and the transaction that queues the run share one pooled connection.
+    with st.store.pinned():
+        run, created, user_id, trig = _accept(st, token)
     if trig.get("wait"):
-        run = st.wait_for_run(user["id"], run["id"], float(trig.get("wait_seconds", 10))) or run
+        run = st.wait_for_run(user_id, run["id"], float(trig.get("wait_seconds", 10))) or run
         final = run["status"] in ("succeeded", "failed", "cancelled")
-        full = st.store.get_run(user["id"], run["id"]) or run
+        full = st.store.get_run(user_id, run["id"]) or run
         out = {"run_id": run["id"], "status": run["status"], "created": created}
         if final:
             steps = full.get("steps") or []
@@ -129,3 +111,31 @@ def receive(token: str):
     resp = jsonify({"run_id": run["id"], "status": run["status"], "created": created})
     resp.status_code = 202
     return resp
+
+
+def _accept(st, token: str) -> tuple[dict, bool, str, dict]:
+    """Check and queue a delivery: (run, created, user id, the pipeline's trigger)."""
+    target = st.store.get_webhook_target(token)
+    doc = target.pipeline.get("doc") if target is not None else None
+    if not isinstance(doc, dict) or (doc.get("trigger") or {}).get("type") != "webhook":
+        raise ApiError(404, "not_found", "not found")
+    p, trig = target.pipeline, doc["trigger"]
+    if target.secret:
+        _check_signature(target.secret)
+    elif trig.get("require_signature"):
+        raise ApiError(
+            401, "signature_required", "this webhook requires a signature but has no secret yet"
+        )
+    data = _parse_body(st.config.webhook_max_bytes, st.config.max_json_depth)
+    delivery = request.headers.get("X-Levqor-Delivery") or request.headers.get("Idempotency-Key")
+    if delivery is not None and not (1 <= len(delivery) <= 200):
+        raise ApiError(400, "invalid_request", "delivery id must be 1-200 characters")
+    run, created = st.start_run(
+        target.user,
+        p,
+        data,
+        trigger="webhook",
+        idempotency_key=f"hook:{p['id']}:{delivery}" if delivery else None,
+        credentials=target.credentials,
+    )
+    return run, created, target.user["id"], trig

@@ -26,6 +26,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ __all__ = [
     "NotFound",
     "Store",
     "StoreError",
+    "WebhookTarget",
     "make_engine",
     "normalize_url",
     "MIGRATIONS_DIR",
@@ -97,6 +99,17 @@ _PG_LOCK_MIGRATE = zlib.crc32(b"levqor:migrate")
 _PG_LOCK_CLAIM = zlib.crc32(b"levqor:claim")
 _SQL_CLAIM_LOCK = select(func.pg_advisory_xact_lock(_PG_LOCK_CLAIM))
 _VERSION_CACHE_SIZE = 1024  # pipeline versions kept in memory per Store
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """A webhook token's pipeline, its owner, its signing secret (None when unset) and the
+    owner's credentials by name (name -> connector, never values)."""
+
+    pipeline: dict
+    user: dict
+    secret: str | None = field(repr=False)
+    credentials: dict[str, str]
 
 
 class StoreError(Exception):
@@ -367,6 +380,24 @@ _PIPELINE_JOIN = pipelines.join(
 _B = bindparam
 _SQL_PIPELINE = (
     select(*_PIPELINE_COLS).select_from(_PIPELINE_JOIN).where(pipelines.c.id == _B("pipeline_id"))
+)
+# A webhook delivery's lookups (Store.get_webhook_target): the pipeline by token with its owner,
+# then the owner's credential names.
+_SQL_WEBHOOK_TARGET = (
+    select(
+        *_PIPELINE_COLS,
+        users.c.email.label("u_email"),
+        users.c.name.label("u_name"),
+        users.c.plan.label("u_plan"),
+        users.c.is_admin.label("u_is_admin"),
+        users.c.referral_code.label("u_referral_code"),
+        users.c.created_at.label("u_created_at"),
+    )
+    .select_from(_PIPELINE_JOIN.join(users, users.c.id == pipelines.c.user_id))
+    .where(pipelines.c.webhook_token == _B("token"), pipelines.c.archived_at.is_(None))
+)
+_SQL_CREDENTIAL_NAMES = select(credentials.c.name, credentials.c.connector).where(
+    credentials.c.user_id == _B("user_id")
 )
 _SQL_PIPELINE_OF_USER = _SQL_PIPELINE.where(pipelines.c.user_id == _B("user_id"))
 _SQL_VERSION_OF_USER = (
@@ -953,14 +984,35 @@ class Store:
 
     def get_pipeline_by_webhook_token(self, token: str) -> dict | None:
         """The (not archived) pipeline whose webhook token is ``token``."""
-        q = (
-            select(*_PIPELINE_COLS)
-            .select_from(_PIPELINE_JOIN)
-            .where(pipelines.c.webhook_token == token, pipelines.c.archived_at.is_(None))
-        )
+        target = self.get_webhook_target(token)
+        return target.pipeline if target is not None else None
+
+    @_retry_on_disconnect
+    def get_webhook_target(self, token: str) -> WebhookTarget | None:
+        """What a webhook delivery to ``token`` needs, in one read transaction of two
+        statements: the (not archived) pipeline with its current document, its owner, its
+        decrypted signing secret and the owner's credential names. None for an unknown token."""
         with self.read() as conn:
-            row = conn.execute(q).first()
-        return _pipeline_dict(row) if row else None
+            row = conn.execute(_SQL_WEBHOOK_TARGET, {"token": token}).first()
+            if row is None:
+                return None
+            creds = conn.execute(_SQL_CREDENTIAL_NAMES, {"user_id": row.user_id}).all()
+        user = {
+            "id": row.user_id,
+            "email": row.u_email,
+            "name": row.u_name,
+            "plan": row.u_plan,
+            "is_admin": bool(row.u_is_admin),
+            "referral_code": row.u_referral_code,
+            "created_at": _iso(row.u_created_at),
+        }
+        enc = row.webhook_secret_enc
+        return WebhookTarget(
+            pipeline=_pipeline_dict(row),
+            user=user,
+            secret=self.vault.decrypt(enc) if enc is not None else None,
+            credentials={c.name: c.connector for c in creds},
+        )
 
     def set_webhook_secret(self, user_id: str, pipeline_id: str, secret: str | None) -> bool:
         """Set (encrypted) or clear the webhook signing secret; False if not the user's."""
