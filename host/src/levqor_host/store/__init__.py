@@ -5,9 +5,11 @@ short transaction of its own and returns plain dicts (never Row objects); dateti
 are ISO 8601 strings in UTC (``2025-01-01T12:00:00.123456+00:00``).
 
 Writes on SQLite go through :meth:`Store.write`, which opens the transaction with
-``BEGIN IMMEDIATE`` so that the write lock is taken up front (no deadlock-prone lock upgrades,
-concurrent writers simply queue behind ``busy_timeout``). On PostgreSQL, claiming runs uses
-``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never take the same run.
+``BEGIN IMMEDIATE`` so that the write lock is taken up front (no deadlock-prone lock upgrades).
+Concurrent writers of a database file queue on a gate first (``write_gate.py``): each goes in as
+soon as the one before it commits, instead of sleeping in SQLite's busy handler. On PostgreSQL,
+claiming runs uses ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never take the
+same run.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from .tables import (
     users,
     webhook_deliveries,
 )
+from .write_gate import gate_for
 
 __all__ = [
     "Conflict",
@@ -568,6 +571,10 @@ class Store:
         self._serial = (
             threading.RLock() if self._sqlite and _is_memory_sqlite(self.engine.url) else None
         )
+        # A file database's writers take turns on a gate before BEGIN IMMEDIATE (write_gate.py).
+        self._gate = (
+            gate_for(self.engine.url.database) if self._sqlite and self._serial is None else None
+        )
         # Same pool; connections from it begin with BEGIN IMMEDIATE on SQLite.
         self._write_engine = (
             self.engine.execution_options(levqor_write=True) if self._sqlite else self.engine
@@ -584,16 +591,17 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, after this writer's turn at the
+        write gate); commits on success."""
         with self._serial or nullcontext():
             pinned = self._pinned_free()
             if pinned is not None:
                 if self._sqlite:
                     pinned.execution_options(levqor_write=True)
-                with pinned.begin():
+                with self._gate or nullcontext(), pinned.begin():
                     yield pinned
                 return
-            with self._write_engine.connect() as conn, conn.begin():
+            with self._write_engine.connect() as conn, self._gate or nullcontext(), conn.begin():
                 yield conn
 
     @contextmanager
