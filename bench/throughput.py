@@ -66,7 +66,9 @@ def wrk(url: str, duration: int, connections: int, script: Path) -> dict:
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "non2xx": int(non2xx.group(1)) if non2xx else 0, "raw": out}
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return {"rps": rps, "non2xx": int(non2xx.group(1)) if non2xx else 0, "raw": out,
+            "p50": lat.get("50", "?"), "p99": lat.get("99", "?")}
 
 
 def rss_kb(pid: int) -> int:
@@ -129,7 +131,7 @@ def main() -> None:
     finally:
         bare.send_signal(signal.SIGTERM)
         bare.wait(30)
-    print(f"bare Flask route: {ceiling['rps']:.0f} req/s")
+    print(f"bare Flask route: {ceiling['rps']:.0f} req/s, response p50 {ceiling['p50']}, p99 {ceiling['p99']}")
 
     with FakeServer() as downstream:
         downstream.route("POST", "/orders", lambda req: Reply(201, {"ok": True}))
@@ -156,7 +158,7 @@ def main() -> None:
             # 2. acceptances
             acc = wrk(hook, args.duration, args.connections, script)
             print(f"levqor webhook acceptances: {acc['rps']:.0f} req/s ({acc['rps'] / ceiling['rps'] * 100:.0f} % of "
-                  f"the bare route), non-2xx: {acc['non2xx']}")
+                  f"the bare route), non-2xx: {acc['non2xx']}, response p50 {acc['p50']}, p99 {acc['p99']}")
             # 3. completed runs per second while the backlog drains
             t0 = time.time()
             drain(db, 600)
