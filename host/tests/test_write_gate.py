@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from levqor_host.security.vault import Vault
 from levqor_host.store import Store
-from levqor_host.store.write_gate import WriteGate, gate_for
+from levqor_host.store.write_gate import WriteGate, background, gate_for
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -131,6 +131,65 @@ def test_threads_of_one_process_take_turns(tmp_path):
     for t in threads:
         t.join(30)
     assert most == 1
+
+
+def _wait_until(cond, what: str, timeout: float = 5) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, what
+        time.sleep(0.005)
+
+
+def test_a_request_goes_before_a_background_writer_that_came_first(tmp_path):
+    gate = WriteGate(tmp_path / "levqor.db", timeout=10, starve_after=30)
+    order: list[str] = []
+
+    def writer(name: str, is_background: bool) -> None:
+        background(is_background)
+        with gate:
+            order.append(name)
+
+    with gate:  # held while both queue up: the background writer first
+        runs = threading.Thread(target=writer, args=("executor", True))
+        runs.start()
+        time.sleep(0.2)
+        request = threading.Thread(target=writer, args=("request", False))
+        request.start()
+        _wait_until(lambda: gate._urgent == 1, "the request never queued")
+    runs.join(5)
+    request.join(5)
+    assert order == ["request", "executor"]
+
+
+def test_a_background_writer_still_gets_its_turn_under_a_stream_of_requests(tmp_path):
+    gate = WriteGate(tmp_path / "levqor.db", timeout=10, starve_after=0.2)
+    stop = threading.Event()
+    requests_done = 0
+    got_in: list[bool] = []
+
+    def request_stream() -> None:  # always one request waiting while another holds the gate
+        nonlocal requests_done
+        while not stop.is_set():
+            with gate:
+                requests_done += 1
+                time.sleep(0.002)
+
+    def background_write() -> None:
+        background()
+        with gate:
+            got_in.append(not stop.is_set())  # in while the requests still came
+
+    stream = [threading.Thread(target=request_stream) for _ in range(3)]
+    for t in stream:
+        t.start()
+    _wait_until(lambda: requests_done > 20, "the requests did not start")
+    b = threading.Thread(target=background_write)
+    b.start()
+    b.join(8)
+    stop.set()
+    for t in stream:
+        t.join(5)
+    assert got_in == [True]
 
 
 def _child_after_fork(path: str, to_parent, to_child) -> None:  # runs in the forked child

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.runner import RunRequest, RunResult
 
+from .store.write_gate import background as background_writes
+
 if TYPE_CHECKING:
     from .app import LevqorState
 
@@ -214,6 +216,7 @@ class EmbeddedExecutor:
 
     # ------------------------------------------------------------------ loops
     def _loop(self) -> None:
+        background_writes()  # at SQLite's write gate, this process's requests go first
         cfg = self.state.config
         while not self._stopping.is_set():
             self.last_loop = time.time()

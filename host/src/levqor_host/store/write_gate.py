@@ -9,13 +9,18 @@ acceptances answered in 0.9 ms of CPU took 30 ms at the median and 0.8 s at p99
 
 The gate queues the writers instead:
 
-- the threads of a process on a lock of the process;
+- the threads of a process on a condition of the process;
 - the processes on an exclusive ``flock`` of ``<database>-lock`` beside the database. The kernel
   releases it when its holder exits or dies.
 
 A waiter goes in as soon as the writer before it is done. After ``timeout`` seconds (SQLite's
 ``busy_timeout``) it fails with the same error as a busy database: ``OperationalError``
 "database is locked". The API answers that with 503 and ``Retry-After``.
+
+Within a process, requests go first. Threads marked with :func:`background` (the embedded
+executor's) wait while a request of their process waits, so a burst of webhooks is accepted
+at once and its runs follow from the durable queue. A background writer that has waited
+``STARVE_AFTER`` seconds goes next, so runs still progress under a constant stream of requests.
 
 Writers that do not use the gate (the ``sqlite3`` shell, a health probe) are still
 serialized by SQLite itself: the gate only decides the order among Levqor's writers. When
@@ -39,15 +44,30 @@ from sqlalchemy.exc import OperationalError
 log = logging.getLogger("levqor.store")
 
 TIMEOUT = 10.0  # seconds, the same as the engine's busy_timeout
+STARVE_AFTER = 0.1  # seconds a background writer yields to requests before it goes next
+
+_local = threading.local()
+
+
+def background(flag: bool = True) -> None:
+    """Mark this thread's writes as background work (or not, with ``False``): at the gate,
+    requests of the same process go first."""
+    _local.background = flag
 
 
 class WriteGate:
     """Exclusive across the threads and the processes that use the same database file."""
 
-    def __init__(self, database: str | Path, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, database: str | Path, timeout: float = TIMEOUT, starve_after: float = STARVE_AFTER
+    ) -> None:
         self.path = Path(f"{Path(database).resolve()}-lock")
         self.timeout = timeout
-        self._lock = threading.Lock()
+        self.starve_after = starve_after
+        self._cond = threading.Condition(threading.Lock())
+        self._held = False
+        self._urgent = 0  # requests waiting for a turn
+        self._starving = 0  # background writers that waited starve_after
         self._fd: int | None = None
         self._fd_failed = False
 
@@ -70,8 +90,7 @@ class WriteGate:
 
     def __enter__(self) -> WriteGate:
         deadline = time.monotonic() + self.timeout
-        if not self._lock.acquire(timeout=self.timeout):
-            raise _locked(self.timeout)
+        self._turn(not getattr(_local, "background", False), deadline)
         try:
             fd = self._file()
             if fd is not None:
@@ -86,16 +105,56 @@ class WriteGate:
                         time.sleep(pause)
                         pause = min(pause * 2, 0.001)
         except BaseException:
-            self._lock.release()
+            self._release()
             raise
         return self
+
+    def _turn(self, urgent: bool, deadline: float) -> None:
+        """This process's turn: requests first, then background writers, except that one which
+        has waited ``starve_after`` goes before both."""
+        since = time.monotonic()
+        starving = False
+        with self._cond:
+            if urgent:
+                self._urgent += 1
+            try:
+                while True:
+                    if not self._held and (
+                        starving
+                        or (urgent and self._starving == 0)
+                        or (not urgent and self._urgent == 0 and self._starving == 0)
+                    ):
+                        break
+                    now = time.monotonic()
+                    if now >= deadline:
+                        self._cond.notify_all()  # waiters that deferred to this one re-check
+                        raise _locked(self.timeout)
+                    if not urgent and not starving and now - since >= self.starve_after:
+                        starving = True
+                        self._starving += 1
+                        continue
+                    wake = (
+                        deadline if urgent or starving else min(deadline, since + self.starve_after)
+                    )
+                    self._cond.wait(wake - now)
+            finally:
+                if urgent:
+                    self._urgent -= 1
+                if starving:
+                    self._starving -= 1
+            self._held = True
+
+    def _release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
 
     def __exit__(self, *exc: object) -> None:
         try:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
-            self._lock.release()
+            self._release()
 
     def __del__(self) -> None:
         if self._fd is not None:
@@ -107,7 +166,10 @@ class WriteGate:
     def after_fork(self) -> None:
         """In a child process: a fresh lock (another thread may have held the parent's) and a
         file descriptor of its own (a shared one would share the parent's ``flock``)."""
-        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._held = False
+        self._urgent = 0
+        self._starving = 0
         if self._fd is not None:
             try:
                 os.close(self._fd)
