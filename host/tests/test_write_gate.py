@@ -108,6 +108,33 @@ def test_a_turn_that_does_not_come_fails_like_a_busy_database(tmp_path):
         pass
 
 
+def test_a_writer_that_gave_up_waiting_is_not_handed_the_turn(tmp_path):
+    gate = WriteGate(tmp_path / "levqor.db", timeout=0.3)
+    failed: list[BaseException] = []
+
+    def impatient() -> None:
+        try:
+            with gate:
+                pass
+        except OperationalError as e:
+            failed.append(e)
+
+    with gate:
+        for is_background in (False, True):
+            t = threading.Thread(target=lambda b=is_background: (background(b), impatient()))
+            t.start()
+            t.join(5)
+    assert len(failed) == 2 and all("database is locked" in str(e) for e in failed)
+    done = threading.Event()
+
+    def later() -> None:
+        with gate:
+            done.set()
+
+    threading.Thread(target=later).start()
+    assert done.wait(2), "the turn went to a writer that had left"
+
+
 def test_threads_of_one_process_take_turns(tmp_path):
     gate = WriteGate(tmp_path / "levqor.db", timeout=5)
     inside = 0
@@ -155,7 +182,7 @@ def test_a_request_goes_before_a_background_writer_that_came_first(tmp_path):
         time.sleep(0.2)
         request = threading.Thread(target=writer, args=("request", False))
         request.start()
-        _wait_until(lambda: gate._urgent == 1, "the request never queued")
+        _wait_until(lambda: len(gate._urgent) == 1, "the request never queued")
     runs.join(5)
     request.join(5)
     assert order == ["request", "executor"]

@@ -9,7 +9,8 @@ acceptances answered in 0.9 ms of CPU took 30 ms at the median and 0.8 s at p99
 
 The gate queues the writers instead:
 
-- the threads of a process on a condition of the process;
+- the threads of a process in queues of the process: a writer that is done hands the turn to
+  the next one;
 - the processes on an exclusive ``flock`` of ``<database>-lock`` beside the database. The kernel
   releases it when its holder exits or dies.
 
@@ -37,6 +38,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import deque
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
@@ -55,6 +57,14 @@ def background(flag: bool = True) -> None:
     _local.background = flag
 
 
+class _Waiter:
+    __slots__ = ("event", "granted")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.granted = False
+
+
 class WriteGate:
     """Exclusive across the threads and the processes that use the same database file."""
 
@@ -64,10 +74,11 @@ class WriteGate:
         self.path = Path(f"{Path(database).resolve()}-lock")
         self.timeout = timeout
         self.starve_after = starve_after
-        self._cond = threading.Condition(threading.Lock())
-        self._held = False
-        self._urgent = 0  # requests waiting for a turn
-        self._starving = 0  # background writers that waited starve_after
+        self._mutex = threading.Lock()
+        self._held = False  # a writer of this process has the turn
+        self._urgent: deque[_Waiter] = deque()  # requests waiting for a turn
+        self._background: deque[_Waiter] = deque()  # background writers waiting
+        self._starving: deque[_Waiter] = deque()  # background writers that waited starve_after
         self._fd: int | None = None
         self._fd_failed = False
 
@@ -110,44 +121,44 @@ class WriteGate:
         return self
 
     def _turn(self, urgent: bool, deadline: float) -> None:
-        """This process's turn: requests first, then background writers, except that one which
-        has waited ``starve_after`` goes before both."""
+        """This process's turn. A free gate is taken at once; otherwise the writer queues and
+        the writer before it hands the turn over (no herd of woken threads racing for it):
+        first to a background writer that has waited ``starve_after``, then to requests, then
+        to background writers, each in the order they came."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            waiter = _Waiter()
+            queue = self._urgent if urgent else self._background
+            queue.append(waiter)
         since = time.monotonic()
-        starving = False
-        with self._cond:
-            if urgent:
-                self._urgent += 1
-            try:
-                while True:
-                    if not self._held and (
-                        starving
-                        or (urgent and self._starving == 0)
-                        or (not urgent and self._urgent == 0 and self._starving == 0)
-                    ):
-                        break
-                    now = time.monotonic()
-                    if now >= deadline:
-                        self._cond.notify_all()  # waiters that deferred to this one re-check
-                        raise _locked(self.timeout)
-                    if not urgent and not starving and now - since >= self.starve_after:
-                        starving = True
-                        self._starving += 1
-                        continue
-                    wake = (
-                        deadline if urgent or starving else min(deadline, since + self.starve_after)
-                    )
-                    self._cond.wait(wake - now)
-            finally:
-                if urgent:
-                    self._urgent -= 1
-                if starving:
-                    self._starving -= 1
-            self._held = True
+        while True:
+            now = time.monotonic()
+            until = deadline if queue is not self._background else since + self.starve_after
+            if waiter.event.wait(max(0.0, min(until, deadline) - now)):
+                return  # handed over
+            with self._mutex:
+                if waiter.granted:
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    queue.remove(waiter)
+                    raise _locked(self.timeout)
+                if queue is self._background and now - since >= self.starve_after:
+                    self._background.remove(waiter)
+                    queue = self._starving
+                    queue.append(waiter)
 
     def _release(self) -> None:
-        with self._cond:
+        with self._mutex:
+            for queue in (self._starving, self._urgent, self._background):
+                if queue:
+                    waiter = queue.popleft()
+                    waiter.granted = True
+                    waiter.event.set()  # the turn passes to it: the gate stays held
+                    return
             self._held = False
-            self._cond.notify_all()
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -166,10 +177,11 @@ class WriteGate:
     def after_fork(self) -> None:
         """In a child process: a fresh lock (another thread may have held the parent's) and a
         file descriptor of its own (a shared one would share the parent's ``flock``)."""
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._held = False
-        self._urgent = 0
-        self._starving = 0
+        self._urgent = deque()
+        self._background = deque()
+        self._starving = deque()
         if self._fd is not None:
             try:
                 os.close(self._fd)
