@@ -172,17 +172,13 @@ def test_a_webhook_delivery_is_one_read_and_one_write_on_one_connection(tmp_path
 
         assert deliver().status_code == 202  # warm the validation cache
         checkouts: list[int] = []
-        begins: list[str] = []
+        begins: list[int] = []
         event.listen(st.store.engine, "checkout", lambda *a: checkouts.append(1))
-        event.listen(
-            st.store.engine,
-            "before_cursor_execute",
-            lambda c, cur, stmt, *a: begins.append(stmt) if stmt.startswith("BEGIN") else None,
-        )
+        event.listen(st.store.engine, "begin", lambda conn: begins.append(1))
         log = WriteLog(st.store.engine)
         r = deliver()
         assert r.status_code == 202, r.get_json()
-        assert begins == ["BEGIN", "BEGIN IMMEDIATE"], begins
+        assert len(begins) == 2, begins  # the lookups, then the gate and the run row
         assert len(checkouts) == 1, checkouts
         assert len(log.transactions) == 1 and "INSERT runs" in log.transactions[0]
         assert st.store.get_run(user["id"], r.get_json()["run_id"])["status"] == "queued"

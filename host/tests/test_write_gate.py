@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_support import make_app, skip_unless_sqlite, stop_app
 from levqor_host.security.vault import Vault
 from levqor_host.store import Store
 from levqor_host.store.write_gate import WriteGate, background, gate_for
@@ -301,3 +302,37 @@ store.close()
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it once they are done
     finally:
         os.close(fd)
+
+
+@skip_unless_sqlite("the write gate is SQLite's")
+def test_a_webhook_that_gets_no_write_turn_is_refused_503_and_writes_nothing(tmp_path):
+    app = make_app(tmp_path, start_workers=False)
+    st = app.extensions["levqor"]
+    gate = gate_for(st.store.engine.url.database)
+    try:
+        user = st.store.create_user("gate@example.com")
+        doc = {
+            "levqor": 1,
+            "trigger": {"type": "webhook"},
+            "steps": [
+                {"id": "a", "connector": "core", "action": "transform", "payload": {"value": 1}}
+            ],
+        }
+        p = st.store.create_pipeline(user["id"], "gated", doc)
+        assert st.store._gate is gate
+        gate.timeout = 0.5  # the operator's 10 s, shortened for the test
+        client = app.test_client()
+        hook = f"/hooks/{p['webhook_token']}"
+        with Holder(gate.path):  # another process has the turn and keeps it
+            r = client.post(hook, json={"n": 1})
+            assert r.status_code == 503, r.get_json()
+            assert r.get_json()["error"]["code"] == "database_unavailable"
+            assert r.headers["Retry-After"] == "1"
+            assert st.store.list_runs(user["id"])[0] == []
+        r = client.post(hook, json={"n": 2})
+        assert r.status_code == 202, r.get_json()
+        runs, _ = st.store.list_runs(user["id"])
+        assert [st.store.get_run(user["id"], run["id"])["input"] for run in runs] == [{"n": 2}]
+    finally:
+        gate.timeout = 10.0
+        stop_app(app)
