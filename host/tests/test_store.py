@@ -230,8 +230,8 @@ def test_list_archive_and_webhook_lookup(store: Store, alice: dict):
     a = store.create_pipeline(alice["id"], "a", DOC)
     b = store.create_pipeline(alice["id"], "b", SCHEDULED_DOC)
     assert [p["id"] for p in store.list_pipelines(alice["id"])] == [b["id"], a["id"]]
-    assert store.get_pipeline_by_webhook_token(a["webhook_token"])["id"] == a["id"]
-    assert store.get_pipeline_by_webhook_token("nope") is None
+    assert store.get_webhook_target(a["webhook_token"]).pipeline["id"] == a["id"]
+    assert store.get_webhook_target("nope") is None
     assert [p["id"] for p in store.list_scheduled_pipelines()] == [b["id"]]
 
     assert store.archive_pipeline(alice["id"], a["id"]) is True
@@ -242,7 +242,7 @@ def test_list_archive_and_webhook_lookup(store: Store, alice: dict):
         b["id"],
     }
     assert store.get_pipeline(alice["id"], a["id"])["archived"] is True
-    assert store.get_pipeline_by_webhook_token(a["webhook_token"]) is None
+    assert store.get_webhook_target(a["webhook_token"]) is None
 
     # a later version without a schedule trigger drops out of the scheduled list
     store.update_pipeline(alice["id"], b["id"], DOC)

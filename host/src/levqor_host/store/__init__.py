@@ -239,16 +239,15 @@ def _referral_code() -> str:
     return "".join(secrets.choice(_REFERRAL_ALPHABET) for _ in range(8))
 
 
-def _user_dict(row) -> dict:
-    return {
-        "id": row.id,
-        "email": row.email,
-        "name": row.name,
-        "plan": row.plan,
-        "is_admin": bool(row.is_admin),
-        "referral_code": row.referral_code,
-        "created_at": _iso(row.created_at),
-    }
+_USER_FIELDS = ("id", "email", "name", "plan", "is_admin", "referral_code", "created_at")
+
+
+def _user_dict(row, prefix: str = "") -> dict:
+    """A user from ``row``; ``prefix``: its columns are labelled ``<prefix><column>`` (joins)."""
+    d = {f: getattr(row, prefix + f) for f in _USER_FIELDS}
+    d["is_admin"] = bool(d["is_admin"])
+    d["created_at"] = _iso(d["created_at"])
+    return d
 
 
 def _key_dict(row) -> dict:
@@ -387,15 +386,7 @@ _SQL_PIPELINE = (
 # A webhook delivery's lookups (Store.get_webhook_target): the pipeline by token with its owner,
 # then the owner's credential names.
 _SQL_WEBHOOK_TARGET = (
-    select(
-        *_PIPELINE_COLS,
-        users.c.email.label("u_email"),
-        users.c.name.label("u_name"),
-        users.c.plan.label("u_plan"),
-        users.c.is_admin.label("u_is_admin"),
-        users.c.referral_code.label("u_referral_code"),
-        users.c.created_at.label("u_created_at"),
-    )
+    select(*_PIPELINE_COLS, *(users.c[f].label(f"u_{f}") for f in _USER_FIELDS))
     .select_from(_PIPELINE_JOIN.join(users, users.c.id == pipelines.c.user_id))
     .where(pipelines.c.webhook_token == _B("token"), pipelines.c.archived_at.is_(None))
 )
@@ -990,11 +981,6 @@ class Store:
                 self._versions.popitem(last=False)
         return dict(found)
 
-    def get_pipeline_by_webhook_token(self, token: str) -> dict | None:
-        """The (not archived) pipeline whose webhook token is ``token``."""
-        target = self.get_webhook_target(token)
-        return target.pipeline if target is not None else None
-
     @_retry_on_disconnect
     def get_webhook_target(self, token: str) -> WebhookTarget | None:
         """What a webhook delivery to ``token`` needs, in one read transaction of two
@@ -1005,19 +991,10 @@ class Store:
             if row is None:
                 return None
             creds = conn.execute(_SQL_CREDENTIAL_NAMES, {"user_id": row.user_id}).all()
-        user = {
-            "id": row.user_id,
-            "email": row.u_email,
-            "name": row.u_name,
-            "plan": row.u_plan,
-            "is_admin": bool(row.u_is_admin),
-            "referral_code": row.u_referral_code,
-            "created_at": _iso(row.u_created_at),
-        }
         enc = row.webhook_secret_enc
         return WebhookTarget(
             pipeline=_pipeline_dict(row),
-            user=user,
+            user=_user_dict(row, "u_"),
             secret=self.vault.decrypt(enc) if enc is not None else None,
             credentials={c.name: c.connector for c in creds},
         )

@@ -26,7 +26,7 @@ at once and its runs follow from the durable queue. A background writer that has
 Writers that do not use the gate (the ``sqlite3`` shell, a health probe) are still
 serialized by SQLite itself: the gate only decides the order among Levqor's writers. When
 the lock file cannot be created (a read-only folder), processes fall back to SQLite's busy
-handler and threads still queue on the process lock.
+handler and the threads of each process still queue as above.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class WriteGate:
         if self._fd is not None:
             try:
                 os.close(self._fd)
-            except OSError:
+            except Exception:  # noqa: BLE001 - at interpreter exit, or closed already
                 pass
 
     def after_fork(self) -> None:
