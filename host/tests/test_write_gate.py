@@ -136,6 +136,34 @@ def test_a_writer_that_gave_up_waiting_is_not_handed_the_turn(tmp_path):
     assert done.wait(2), "the turn went to a writer that had left"
 
 
+def test_without_a_lock_file_writes_still_work_and_it_is_said(tmp_path, caplog):
+    (tmp_path / "levqor.db-lock").mkdir()  # the lock file cannot be opened
+    store = _store(tmp_path)
+    try:
+        with caplog.at_level("WARNING", logger="levqor.store"):
+            with store.write() as conn:
+                conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        assert "cannot open the write lock file" in caplog.text
+        assert "busy handler" in caplog.text
+        threads = [
+            threading.Thread(target=lambda: _insert(store)) for _ in range(4)
+        ]  # threads still take turns without it
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        with store.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 40
+    finally:
+        store.close()
+
+
+def _insert(store: Store) -> None:
+    for _ in range(10):
+        with store.write() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+
+
 def test_threads_of_one_process_take_turns(tmp_path):
     gate = WriteGate(tmp_path / "levqor.db", timeout=5)
     inside = 0

@@ -90,14 +90,26 @@ class WriteGate:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as e:
-                self._fd_failed = True
-                log.warning(
-                    "cannot open the write lock file %s (%s): writers from other processes "
-                    "queue on SQLite's busy handler instead",
-                    self.path,
-                    e.strerror,
-                )
+                self._without_file("cannot open", e)
         return self._fd
+
+    def _without_file(self, what: str, e: OSError) -> None:
+        """Go on without the lock file (a read-only folder, a file system without ``flock``):
+        other processes' writers then queue on SQLite's busy handler."""
+        self._fd_failed = True
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        log.warning(
+            "%s the write lock file %s (%s): writers from other processes queue on SQLite's "
+            "busy handler instead",
+            what,
+            self.path,
+            e.strerror or e,
+        )
 
     def __enter__(self) -> WriteGate:
         deadline = time.monotonic() + self.timeout
@@ -115,6 +127,9 @@ class WriteGate:
                             raise _locked(self.timeout) from None
                         time.sleep(pause)
                         pause = min(pause * 2, 0.001)
+                    except OSError as e:  # ENOLCK, EOPNOTSUPP: no flock on this file system
+                        self._without_file("cannot lock", e)
+                        break
         except BaseException:
             self._release()
             raise
