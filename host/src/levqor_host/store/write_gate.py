@@ -31,6 +31,7 @@ handler and the threads of each process still queue as above.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -74,13 +75,26 @@ class WriteGate:
         self.path = Path(f"{Path(database).resolve()}-lock")
         self.timeout = timeout
         self.starve_after = starve_after
+        self._fd: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """No turn taken, nobody waiting, the lock file not open yet."""
         self._mutex = threading.Lock()
         self._held = False  # a writer of this process has the turn
         self._urgent: deque[_Waiter] = deque()  # requests waiting for a turn
         self._background: deque[_Waiter] = deque()  # background writers waiting
         self._starving: deque[_Waiter] = deque()  # background writers that waited starve_after
-        self._fd: int | None = None
+        self._close_file()
         self._fd_failed = False
+
+    def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:  # closed already
+                pass
 
     def __repr__(self) -> str:
         return f"<WriteGate {self.path}>"
@@ -97,12 +111,7 @@ class WriteGate:
         """Go on without the lock file (a read-only folder, a file system without ``flock``):
         other processes' writers then queue on SQLite's busy handler."""
         self._fd_failed = True
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        self._close_file()
         log.warning(
             "%s the write lock file %s (%s): writers from other processes queue on SQLite's "
             "busy handler instead",
@@ -183,27 +192,13 @@ class WriteGate:
             self._release()
 
     def __del__(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except Exception:  # noqa: BLE001 - at interpreter exit, or closed already
-                pass
+        with contextlib.suppress(Exception):  # at interpreter exit, os may be half torn down
+            self._close_file()
 
     def after_fork(self) -> None:
         """In a child process: a fresh lock (another thread may have held the parent's) and a
         file descriptor of its own (a shared one would share the parent's ``flock``)."""
-        self._mutex = threading.Lock()
-        self._held = False
-        self._urgent = deque()
-        self._background = deque()
-        self._starving = deque()
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-        self._fd = None
-        self._fd_failed = False
+        self._reset()
 
 
 def _locked(timeout: float) -> OperationalError:
