@@ -61,3 +61,42 @@ def test_connectors_install_and_uninstall_as_distributions(tmp_path):
     after = probe(venv)
     assert "notion" not in after["connectors"]
     assert after["connectors"] == sorted(["core", *(c for c in CONNECTORS.values() if c != "notion")])
+
+
+def _distributions() -> list:
+    return [ROOT / "kernel", ROOT / "host", *sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())]
+
+
+def test_every_distribution_ships_the_one_license_and_a_bounded_kernel_range():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root_license = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in root_license and "Version 2.0" in root_license
+    kernel_version = Version(tomllib.loads((ROOT / "kernel" / "pyproject.toml").read_text())["project"]["version"])
+    for dist in _distributions():
+        project = tomllib.loads((dist / "pyproject.toml").read_text())["project"]
+        assert project["license"] == "Apache-2.0", dist.name
+        assert (dist / "LICENSE").read_text() == root_license, dist.name
+        if project["name"] == "levqor-kernel":
+            continue
+        (kernel,) = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "levqor-kernel"]
+        bounds = {s.operator for s in kernel.specifier}
+        assert ">=" in bounds and "<" in bounds, f"{dist.name}: levqor-kernel needs a compatible range, got {kernel}"
+        assert kernel.specifier.contains(kernel_version), f"{dist.name}: {kernel} excludes the kernel {kernel_version}"
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_its_license(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                    str(ROOT / "plugins" / "levqor-slack")], check=True)
+    import zipfile
+
+    (wheel,) = tmp_path.glob("levqor_slack-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert any(n.endswith("licenses/LICENSE") for n in names), names
+    assert "License-Expression: Apache-2.0" in meta
