@@ -159,7 +159,7 @@ def test_two_prod_hosts_share_postgres_and_redis(tmp_path, pg_url, redis_url, qu
             "LEVQOR_RATE_LIMIT_PREFIX": f"levqor-test-{secrets.token_hex(4)}",
             "LEVQOR_RATE_LIMITS_METERED": "6/minute",
             "LEVQOR_RATE_LIMIT_IP": "1000/minute",
-            "LEVQOR_RATE_LIMIT_GLOBAL": "1000/minute",
+            "LEVQOR_RATE_LIMIT_USER_DEFAULT": "1000/minute",
         }
     )
     app = make_app(

@@ -163,6 +163,20 @@ def test_per_plan_tiers_for_api_keys(tmp_path, stop):
     assert statuses(lambda: s.client(other).get("/api/v1/me"), 3) == [200, 200, 200]
 
 
+@pytest.mark.parametrize("name", ["LEVQOR_RATE_LIMIT_USER_DEFAULT", "LEVQOR_RATE_LIMIT_GLOBAL"])
+def test_a_plan_without_a_tier_gets_the_per_user_default(tmp_path, stop, name):
+    # LEVQOR_RATE_LIMIT_GLOBAL is the old, deprecated name of LEVQOR_RATE_LIMIT_USER_DEFAULT
+    s = serve(tmp_path, **{name: "2/minute", "LEVQOR_RATE_LIMIT_IP": "1/minute"})
+    stop(s)
+    _, first = s.user_with_key("team1@example.com", plan="team")
+    _, second = s.user_with_key("team2@example.com", plan="team")
+    _, pro = s.user_with_key("pro@example.com", plan="pro")
+    assert statuses(lambda: s.client(first).get("/api/v1/me"), 3) == [200, 200, 429]
+    # per user, not global; and a plan with its own tier keeps it
+    assert statuses(lambda: s.client(second).get("/api/v1/me"), 2) == [200, 200]
+    assert statuses(lambda: s.client(pro).get("/api/v1/me"), 3) == [200, 200, 200]
+
+
 def test_sign_in_is_limited_tighter(tmp_path, stop):
     from levqor_host.security.passwords import hash_password
     from levqor_host.store.auth import set_password_hash
@@ -245,6 +259,7 @@ def test_limits_can_be_turned_off(tmp_path, stop):
 @pytest.mark.parametrize(
     ("name", "value"),
     [
+        ("LEVQOR_RATE_LIMIT_USER_DEFAULT", "lots"),
         ("LEVQOR_RATE_LIMIT_GLOBAL", "lots"),
         ("LEVQOR_RATE_LIMITS_PRO", "5 per fortnight"),
         ("LEVQOR_RATE_LIMIT_STORAGE", "mongodb://x"),

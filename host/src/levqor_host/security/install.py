@@ -83,7 +83,7 @@ def _make_limiter(app: Flask, settings: Any) -> Any:
     def plan_limit() -> str:
         ident = peek_identity()
         plan = (ident.user.get("plan") if ident else None) or "free"
-        return settings.plan_limits.get(plan, settings.rate_limit_global)
+        return settings.plan_limits.get(plan, settings.rate_limit_user_default)
 
     limits = [
         ApplicationLimit(

@@ -6,6 +6,7 @@ default is listed in docs/security.md. Every default is safe on a laptop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,6 +35,21 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+
+
+def _user_default_limit(env: Mapping[str, str]) -> str:
+    """The per-user limit for a plan without a `LEVQOR_RATE_LIMITS_<PLAN>` tier.
+
+    `LEVQOR_RATE_LIMIT_GLOBAL`, its old name, is still read when the new one is unset: it never was a
+    global limit (each signed-in user has their own counter).
+    """
+    if env.get("LEVQOR_RATE_LIMIT_USER_DEFAULT") or not env.get("LEVQOR_RATE_LIMIT_GLOBAL"):
+        return _limit(env, "LEVQOR_RATE_LIMIT_USER_DEFAULT", "100/minute")
+    logging.getLogger("levqor.config").warning(
+        "LEVQOR_RATE_LIMIT_GLOBAL is deprecated: it is the per-user limit for plans without their own "
+        "tier; set LEVQOR_RATE_LIMIT_USER_DEFAULT instead"
+    )
+    return _limit(env, "LEVQOR_RATE_LIMIT_GLOBAL", "100/minute")
 
 
 def _limit(env: Mapping[str, str], key: str, default: str) -> str:
@@ -65,7 +81,7 @@ class SecuritySettings:
     rate_limit_storage: str = "memory://"
     rate_limit_strategy: str = "fixed-window"
     rate_limit_prefix: str = "levqor"
-    rate_limit_global: str = "100/minute"
+    rate_limit_user_default: str = "100/minute"
     rate_limit_ip: str = "20/minute"
     rate_limit_signin: str = "5/minute"
     rate_limit_billing: str = "10/minute"
@@ -136,7 +152,7 @@ class SecuritySettings:
             rate_limit_storage=storage,
             rate_limit_strategy=strategy,
             rate_limit_prefix=(env.get("LEVQOR_RATE_LIMIT_PREFIX") or "levqor").strip(),
-            rate_limit_global=_limit(env, "LEVQOR_RATE_LIMIT_GLOBAL", "100/minute"),
+            rate_limit_user_default=_user_default_limit(env),
             rate_limit_ip=_limit(env, "LEVQOR_RATE_LIMIT_IP", "20/minute"),
             rate_limit_signin=_limit(env, "LEVQOR_RATE_LIMIT_SIGNIN", "5/minute"),
             rate_limit_billing=_limit(env, "LEVQOR_RATE_LIMIT_BILLING", "10/minute"),
