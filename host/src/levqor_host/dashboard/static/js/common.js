@@ -124,6 +124,9 @@ export async function boot({ anonymous = false } = {}) {
     try { user = await api("GET", "/api/v1/me", undefined, { allow401: true }); } catch { return null; }
   } else {
     user = await me();
+    // a `?ref=` code remembered before this browser's first sign-in (a login link lands here, not
+    // on the sign-in page): claim it now, in the background
+    claimReferral().catch(() => {});
   }
   const who = $("#who-email");
   if (who) who.textContent = user.email;
