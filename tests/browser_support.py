@@ -27,6 +27,7 @@ PASSWORD = "dashboard-test-password"
 EMAIL = "admin@example.com"
 OPENAI_KEY = "sk-test-dashboard-0123456789"
 STRIPE_KEY = "sk_test_dashboard_fake"
+WAIT_MS = 30_000  # the bound of every browser wait (Playwright actions and expect)
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -202,7 +203,12 @@ def page(browser, dash, console, request):
     ctx = browser.new_context(
         base_url=dash.url, viewport={"width": 1280, "height": 900}, locale="en-GB"
     )
-    ctx.set_default_timeout(15_000)
+    # generous bounds: CI machines are busy (four test processes on two cores). Every wait is for an
+    # event (an element's state, an answer, a navigation), so a quiet machine never waits this long.
+    ctx.set_default_timeout(WAIT_MS)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)  # expect()'s own default is 5 s
     pg = ctx.new_page()
     pg.on("console", lambda m: console.messages.append(f"{m.type}: {m.text}"))
     pg.on("pageerror", lambda e: console.page_errors.append(str(e)))
