@@ -36,7 +36,7 @@ class Target:
         step = key.rsplit(":", 1)[-1]
         self.deliveries[key] += 1
         self.entered.set()
-        self.hold.wait(20)
+        self.hold.wait(60)
         if step in self.fail_next:
             self.fail_next.discard(step)
             return Reply(400, {"error": "refused once"})
@@ -148,11 +148,11 @@ def test_cancel_a_running_run(deployment):
     rid = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"v": 1}}).json()[
         "run_id"
     ]
-    assert target.entered.wait(20), "the run never reached step one"
+    assert target.entered.wait(60), "the run never reached step one"
     c = alice.post(f"/api/v1/runs/{rid}/cancel").json()
     assert c["cancel_requested"] is True
     target.hold.set()
-    final = srv.state.wait_for_run(None, rid, 20)
+    final = srv.state.wait_for_run(None, rid, 60)
     assert final["status"] == "cancelled", final
     assert [s["status"] for s in final["steps"]] == ["succeeded", "succeeded", "skipped"]
     assert f"{rid}:two" not in target.deliveries
@@ -184,7 +184,7 @@ def test_a_message_delivered_twice_runs_once(deployment):
     rid = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"v": 2}}).json()[
         "run_id"
     ]
-    assert target.entered.wait(20)
+    assert target.entered.wait(60)
     # the same run id sent again, twice, while the first delivery holds the run's lease
     assert srv.state.dispatcher.send(rid) and srv.state.dispatcher.send(rid)
     time.sleep(0.5)

@@ -187,8 +187,8 @@ def test_two_prod_hosts_share_postgres_and_redis(tmp_path, pg_url, redis_url, qu
 
             def up(base=base):
                 try:
-                    return requests.get(base + "/health", timeout=1).status_code == 200
-                except requests.ConnectionError:
+                    return requests.get(base + "/health", timeout=5).status_code == 200
+                except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
                     return False
 
             assert wait_for(up, 60), (tmp_path / f"host{i}.log").read_text()[-3000:]

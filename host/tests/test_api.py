@@ -318,7 +318,7 @@ def test_cancel_a_running_run(srv, alice, gate):
     c = alice.post(f"/api/v1/runs/{rid}/cancel").json()
     assert c["cancel_requested"] is True
     gate.block.set()
-    final = srv.state.wait_for_run(None, rid, 10)
+    final = srv.state.wait_for_run(None, rid, 60)
     assert final["status"] == "cancelled"
     assert [s["status"] for s in final["steps"]] == ["succeeded", "skipped"]
 

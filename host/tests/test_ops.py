@@ -581,8 +581,8 @@ def _get_retry(url: str) -> requests.Response:
     """A GET on a fresh connection; retried when it lands on a worker that is being recycled."""
     for _ in range(50):
         try:
-            return requests.get(url, headers={"Connection": "close"}, timeout=10)
-        except requests.ConnectionError:
+            return requests.get(url, headers={"Connection": "close"}, timeout=30)
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.1)
     raise AssertionError(f"{url} unreachable")
 
