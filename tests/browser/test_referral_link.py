@@ -14,7 +14,7 @@ try:
 except ImportError:  # the chromium fixture skips (or fails in CI) and says why
     expect = None
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]  # the module starts its own server
 
 
 def referrals(session: requests.Session, dash) -> dict:
