@@ -72,11 +72,43 @@ def test_unknown_token_is_404(srv, token):
 
 
 def test_manual_pipeline_tokens_do_not_trigger(srv, alice):
+    p, token = make_hook(alice)
     doc = hook_doc()
     doc["trigger"] = {"type": "manual"}
-    p = alice.post("/api/v1/pipelines", json={"pipeline": doc}).json()
-    token = p["webhook_url"].split("/hooks/")[1]
+    r = alice.put(f"/api/v1/pipelines/{p['id']}", json={"pipeline": doc})
+    assert r.status_code == 200 and r.json()["webhook_url"] is None
     assert srv.client().post(f"/hooks/{token}", json={}).status_code == 404
+
+
+SCHEDULE = {"type": "schedule", "cron": "0 9 * * 1-5", "timezone": "UTC"}
+
+
+@pytest.mark.parametrize("trigger", [{"type": "manual"}, SCHEDULE], ids=["manual", "schedule"])
+def test_only_webhook_pipelines_report_a_webhook_url(srv, alice, trigger):
+    """Every answer that carries webhook_url says null for a pipeline no webhook starts."""
+    doc = hook_doc()
+    doc["trigger"] = trigger
+    r = alice.post("/api/v1/pipelines", json={"name": "quiet", "pipeline": doc})
+    assert r.status_code == 201, r.text
+    p = r.json()
+    assert "webhook_url" in p and p["webhook_url"] is None
+    assert alice.get(f"/api/v1/pipelines/{p['id']}").json()["webhook_url"] is None
+    listed = {i["id"]: i for i in alice.get("/api/v1/pipelines").json()["items"]}
+    assert listed[p["id"]]["webhook_url"] is None
+    # switched to a webhook trigger: now it has a URL, and that URL starts a run
+    r = alice.put(f"/api/v1/pipelines/{p['id']}", json={"pipeline": hook_doc()})
+    assert r.status_code == 200, r.text
+    url = r.json()["webhook_url"]
+    assert url.startswith(srv.state.config.base_url + "/hooks/")
+    listed = {i["id"]: i for i in alice.get("/api/v1/pipelines").json()["items"]}
+    assert listed[p["id"]]["webhook_url"] == url
+    hit = srv.client().post(url.replace(srv.state.config.base_url, ""), json={"name": "x"})
+    assert hit.status_code == 202, hit.text
+    # and back: the URL is gone from every answer again (and answers 404)
+    r = alice.put(f"/api/v1/pipelines/{p['id']}", json={"pipeline": doc})
+    assert r.status_code == 200 and r.json()["webhook_url"] is None
+    assert alice.get(f"/api/v1/pipelines/{p['id']}").json()["webhook_url"] is None
+    assert srv.client().post(url.replace(srv.state.config.base_url, ""), json={}).status_code == 404
 
 
 def test_repeated_delivery_id_does_not_start_a_second_run(srv, alice):

@@ -61,16 +61,9 @@ def dist_metadata(dist: str | None) -> dict[str, Any]:
     return out
 
 
-def credential_fields(schema: Any) -> list[dict[str, Any]]:
-    """Names, titles, descriptions, required and secret flags of a credential schema's fields.
-
-    Deliberately nothing else: a schema's ``default``/``examples``/``const`` may hold a real
-    value an author left in, and the marketplace is public."""
-    if not isinstance(schema, dict):
-        return []
-    required = set(schema.get("required") or [])
+def _fields(properties: Any, required: set[str]) -> list[dict[str, Any]]:
     out = []
-    for name, sub in (schema.get("properties") or {}).items():
+    for name, sub in (properties if isinstance(properties, dict) else {}).items():
         sub = sub if isinstance(sub, dict) else {}
         out.append(
             {
@@ -79,6 +72,41 @@ def credential_fields(schema: Any) -> list[dict[str, Any]]:
                 "description": str(sub.get("description") or ""),
                 "required": name in required,
                 "secret": bool(sub.get("writeOnly")),
+            }
+        )
+    return out
+
+
+def credential_fields(schema: Any) -> list[dict[str, Any]]:
+    """Names, titles, descriptions, required and secret flags of a credential schema's fields
+    (those every variant shares; :func:`credential_variants` has the rest).
+
+    Deliberately nothing else: a schema's ``default``/``examples``/``const`` may hold a real
+    value an author left in, and the marketplace is public."""
+    if not isinstance(schema, dict):
+        return []
+    return _fields(schema.get("properties"), set(schema.get("required") or []))
+
+
+def credential_variants(schema: Any) -> list[dict[str, Any]]:
+    """The alternatives of a credential schema written with ``oneOf``/``anyOf`` (say, an API key
+    or an OAuth token): per variant its title, description and fields as in
+    :func:`credential_fields`; [] for a schema without alternatives."""
+    if not isinstance(schema, dict):
+        return []
+    alts = schema.get("oneOf") or schema.get("anyOf")
+    if not isinstance(alts, list):
+        return []
+    shared = set(schema.get("required") or [])
+    out = []
+    for i, alt in enumerate(alts, 1):
+        if not isinstance(alt, dict):
+            continue
+        out.append(
+            {
+                "title": str(alt.get("title") or f"Option {i}"),
+                "description": str(alt.get("description") or ""),
+                "fields": _fields(alt.get("properties"), shared | set(alt.get("required") or [])),
             }
         )
     return out
@@ -110,6 +138,7 @@ def connector_entry(info: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "kernel": info.kernel,
         "price": {"min": min(prices), "max": max(prices)} if prices else {"min": 0, "max": 0},
         "credentials": credential_fields(info.credentials),
+        "credential_variants": credential_variants(info.credentials),
         "actions": actions,
     }
 
@@ -152,6 +181,20 @@ def marketplace():
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
+_FIELDS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "description", "required", "secret"],
+        "properties": {
+            "name": _STR,
+            "title": _STR,
+            "description": _STR,
+            "required": {"type": "boolean"},
+            "secret": {"type": "boolean"},
+        },
+    },
+}
 MARKETPLACE_SCHEMA = {
     "type": "object",
     "required": ["connectors", "kernel", "failures"],
@@ -189,17 +232,16 @@ MARKETPLACE_SCHEMA = {
                         "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
                     },
                     "credentials": {
+                        **_FIELDS,
+                        "description": "credential fields (those every variant shares)",
+                    },
+                    "credential_variants": {
                         "type": "array",
+                        "description": "the credential's alternatives (oneOf/anyOf): fill in one",
                         "items": {
                             "type": "object",
-                            "required": ["name", "description", "required", "secret"],
-                            "properties": {
-                                "name": _STR,
-                                "title": _STR,
-                                "description": _STR,
-                                "required": {"type": "boolean"},
-                                "secret": {"type": "boolean"},
-                            },
+                            "required": ["title", "description", "fields"],
+                            "properties": {"title": _STR, "description": _STR, "fields": _FIELDS},
                         },
                     },
                     "actions": {
@@ -304,6 +346,19 @@ def _schema_block(title: str, schema: Any) -> str:
     return f"<h4>{_e(title)}</h4><pre>{_e(json.dumps(schema, indent=2, ensure_ascii=False))}</pre>"
 
 
+def _fields_table(fields: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{_e(f['name'])}</code></td><td>{_e(f['title'])}</td>"
+        f"<td>{'yes' if f['required'] else 'no'}</td><td>{'yes' if f['secret'] else 'no'}</td>"
+        f"<td>{_e(f['description'])}</td></tr>"
+        for f in fields
+    )
+    return (
+        "<table><thead><tr><th>field</th><th>title</th><th>required</th>"
+        f"<th>secret</th><th>description</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def _connector_html(c: dict[str, Any]) -> str:
     home = _http_url(c.get("homepage"))
     facts = [
@@ -321,19 +376,19 @@ def _connector_html(c: dict[str, Any]) -> str:
         ("Kernel", _e(c.get("kernel") or "any")),
     ]
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    creds = "<h2>Credential</h2>"
+    variants = c.get("credential_variants") or []
     if c["credentials"]:
-        rows = "".join(
-            f"<tr><td><code>{_e(f['name'])}</code></td><td>{_e(f['title'])}</td>"
-            f"<td>{'yes' if f['required'] else 'no'}</td><td>{'yes' if f['secret'] else 'no'}</td>"
-            f"<td>{_e(f['description'])}</td></tr>"
-            for f in c["credentials"]
+        creds += _fields_table(c["credentials"])
+    if variants:
+        creds += f"<p>One of these {len(variants)} kinds:</p>" + "".join(
+            f'<section class="variant"><h3>{_e(v["title"])}</h3><p>{_e(v["description"])}</p>'
+            + (_fields_table(v["fields"]) if v["fields"] else "<p>No field.</p>")
+            + "</section>"
+            for v in variants
         )
-        creds = (
-            "<h2>Credential</h2><table><thead><tr><th>field</th><th>title</th><th>required</th>"
-            f"<th>secret</th><th>description</th></tr></thead><tbody>{rows}</tbody></table>"
-        )
-    else:
-        creds = "<h2>Credential</h2><p>None needed.</p>"
+    if not c["credentials"] and not variants:
+        creds += "<p>None needed.</p>"
     actions = "".join(
         f'<section class="action"><h3>{_e(a["title"])} <code>{_e(c["name"])}.{_e(a["name"])}</code></h3>'
         f'<p>{_e(a["description"])}</p><p class="meta">{_e(a["price"])} credit(s) a step</p>'

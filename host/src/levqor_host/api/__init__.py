@@ -32,8 +32,17 @@ def _iso(v: Any) -> Any:
     return v.isoformat() if hasattr(v, "isoformat") else v
 
 
+def webhook_url(p: dict) -> str | None:
+    """The URL that starts a run of ``p``: only a webhook-triggered pipeline has one (any
+    other answers 404 at ``/hooks/<token>``, so it gets None rather than a dead address)."""
+    doc = p.get("doc")
+    trigger = doc.get("trigger") if isinstance(doc, dict) else None
+    if not isinstance(trigger, dict) or trigger.get("type") != "webhook":
+        return None
+    return f"{state().config.base_url}/hooks/{p['webhook_token']}"
+
+
 def pipeline_out(p: dict, *, with_doc: bool = True) -> dict:
-    cfg = state().config
     out = {
         "id": p["id"],
         "name": p["name"],
@@ -41,7 +50,7 @@ def pipeline_out(p: dict, *, with_doc: bool = True) -> dict:
         "archived": bool(p.get("archived")),
         "created_at": _iso(p.get("created_at")),
         "updated_at": _iso(p.get("updated_at")),
-        "webhook_url": f"{cfg.base_url}/hooks/{p['webhook_token']}",
+        "webhook_url": webhook_url(p),
         "has_webhook_secret": bool(p.get("has_webhook_secret")),
     }
     doc = p.get("doc")

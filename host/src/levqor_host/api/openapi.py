@@ -58,7 +58,10 @@ SCHEMAS: dict[str, Any] = {
             "archived": {"type": "boolean"},
             "created_at": TS,
             "updated_at": TS,
-            "webhook_url": {"type": "string"},
+            "webhook_url": {
+                "type": ["string", "null"],
+                "description": "POST here to start a run; null unless the trigger is a webhook",
+            },
             "has_webhook_secret": {"type": "boolean"},
             "trigger": {"type": "string"},
         },

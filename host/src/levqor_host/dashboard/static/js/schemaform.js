@@ -1,6 +1,9 @@
 // Forms generated from JSON Schema (an action's payload, a connector's credentials):
 // required fields, enums, types, descriptions and examples; every field carries the JSON
 // pointer of its value (data-pointer) so a 422 problem from the API lands at that field.
+// An object schema with alternatives (oneOf/anyOf of object schemas, say an API key or an
+// OAuth token) is a choice between them, each showing its own fields; a schema the form
+// cannot render is edited as JSON.
 
 import { h, nextId } from "./ui.js";
 
@@ -51,6 +54,8 @@ function hintText(schema) {
  * Returns {element, value(): current object, invalid(): [pointer] of fields whose text does not parse}.
  */
 export function objectForm(schema, value, pointer, opts = {}) {
+  const variants = variantsOf(schema);
+  if (variants) return variantForm(variants, value, pointer, opts);
   const obj = value && typeof value === "object" && !Array.isArray(value) ? { ...value } : {};
   const props = (schema && schema.properties) || {};
   const required = new Set((schema && schema.required) || []);
@@ -61,8 +66,8 @@ export function objectForm(schema, value, pointer, opts = {}) {
 
   const names = Object.keys(props);
   if (!names.length) {
-    // a free-form object: edit it as JSON
-    wrap.append(jsonField("Payload (JSON)", obj, pointer, (v, ok) => {
+    // a free-form object (or one the form cannot render): edit it as JSON
+    wrap.append(jsonField(opts.jsonLabel || "Payload (JSON)", obj, pointer, (v, ok) => {
       if (ok) { for (const k of Object.keys(obj)) delete obj[k]; Object.assign(obj, v); bad.delete(pointer); } else bad.add(pointer);
       changed();
     }, true, "a JSON object"));
@@ -148,6 +153,103 @@ export function objectForm(schema, value, pointer, opts = {}) {
     }, false, "fields beyond the schema's"));
   }
   return { element: wrap, value: () => obj, invalid: () => [...bad] };
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+function constProps(schema) {
+  return Object.entries(schema.properties || {}).filter(([, ps]) => isObject(ps) && "const" in ps);
+}
+
+/**
+ * The alternatives of an object schema written with oneOf (else anyOf), each merged with the
+ * properties and required names of the schema around it:
+ * [{title, description, schema}], or null when there are none or one the form cannot render
+ * (not an object schema, nested alternatives, a $ref, no field at all).
+ */
+export function variantsOf(schema) {
+  if (!isObject(schema)) return null;
+  const alts = Array.isArray(schema.oneOf) ? schema.oneOf : Array.isArray(schema.anyOf) ? schema.anyOf : null;
+  if (!alts || !alts.length) return null;
+  if (schema.type !== undefined && schema.type !== "object") return null;
+  const outer = { ...schema };
+  delete outer.oneOf;
+  delete outer.anyOf;
+  const out = [];
+  for (const [i, alt] of alts.entries()) {
+    if (!isObject(alt) || "$ref" in alt || alt.oneOf || alt.anyOf || alt.allOf || alt.not) return null;
+    if (alt.type !== undefined && alt.type !== "object") return null;
+    const properties = { ...(outer.properties || {}), ...(alt.properties || {}) };
+    if (!Object.keys(properties).length) return null;
+    const required = [...new Set([...(outer.required || []), ...(alt.required || [])])];
+    const merged = { ...outer, ...alt, type: "object", properties, required };
+    if (alt.additionalProperties === undefined && outer.additionalProperties !== undefined) merged.additionalProperties = outer.additionalProperties;
+    // a variant without a title is named by its discriminator, else by the fields it requires
+    const consts = constProps(alt);
+    const named = (alt.required || []).map((n) => (properties[n] && properties[n].title) || n);
+    const title = alt.title
+      || (consts.length ? consts.map(([, ps]) => String(ps.const)).join(" / ") : "")
+      || (named.length ? named.join(" + ") : `Option ${i + 1}`);
+    out.push({ title, description: alt.description || "", schema: merged });
+  }
+  return out;
+}
+
+/** The variant a value was made with: its discriminators match and its required fields are there. */
+export function matchVariant(variants, value) {
+  const v = isObject(value) ? value : {};
+  const score = (variant) => {
+    const s = variant.schema;
+    if (constProps(s).some(([n, ps]) => n in v && JSON.stringify(v[n]) !== JSON.stringify(ps.const))) return -1;
+    if (!(s.required || []).every((n) => n in v)) return 0;
+    return 1 + Object.keys(v).filter((k) => k in s.properties).length;
+  };
+  let best = 0;
+  variants.forEach((variant, i) => { if (score(variant) > score(variants[best])) best = i; });
+  return best;
+}
+
+/** ``value`` reduced to what ``schema`` names (a variant's own fields), its discriminators set. */
+export function variantValue(schema, value) {
+  const v = isObject(value) ? value : {};
+  const out = {};
+  for (const k of Object.keys(v)) if (k in schema.properties) out[k] = v[k];
+  for (const [n, ps] of constProps(schema)) out[n] = ps.const;
+  return out;
+}
+
+function variantForm(variants, value, pointer, opts) {
+  let current = matchVariant(variants, value);
+  let sub = null;
+  const group = nextId(opts.idPrefix ? `${opts.idPrefix}-kind` : "kind");
+  const help = h("small", { class: "help", id: `${group}-desc` });
+  const fields = h("div", { class: "variant-fields" });
+  const wrap = h("div", { class: "schema-form variant-form" });
+  const result = () => variantValue(variants[current].schema, sub.value());
+  const changed = () => opts.onChange && opts.onChange(result());
+  const render = (values) => {
+    const v = variants[current];
+    sub = objectForm(v.schema, variantValue(v.schema, values), pointer, { ...opts, onChange: changed });
+    help.textContent = v.description;
+    help.hidden = !v.description;
+    wrap.dataset.variant = v.title;
+    fields.replaceChildren(sub.element);
+  };
+  const radios = variants.map((v, i) => {
+    const id = `${group}-${i}`;
+    const input = h("input", { type: "radio", id, name: group, value: String(i), checked: i === current, "aria-describedby": help.id });
+    input.addEventListener("change", () => {
+      if (!input.checked) return;
+      const before = sub.value();
+      current = i;
+      render(before); // only fields the chosen variant names survive the switch
+      changed();
+    });
+    return h("span", { class: "choice" }, input, h("label", { for: id }, v.title));
+  });
+  wrap.append(h("fieldset", { class: "variant-choice" }, h("legend", {}, opts.variantLegend || "Kind"), ...radios, help), fields);
+  render(value);
+  return { element: wrap, value: result, invalid: () => sub.invalid() };
 }
 
 function jsonField(title, value, pointer, onValue, isReq, help, example) {

@@ -32,7 +32,8 @@ function renderTrigger() {
   $("#trigger-type").value = t.type;
   $("#trigger-webhook").hidden = t.type !== "webhook";
   $("#trigger-schedule").hidden = t.type !== "schedule";
-  $("#webhook-url").value = saved ? saved.webhook_url : "";
+  // only a saved webhook-triggered pipeline has a URL (any other answers 404)
+  $("#webhook-url").value = (saved && saved.webhook_url) || "";
   $("#webhook-wait").checked = !!t.wait;
   $("#webhook-sig").checked = !!t.require_signature;
   $("#cron").value = t.cron || "";
@@ -262,7 +263,7 @@ function setSaved(p) {
   $("#versions-section").hidden = false;
   $("#save-status").textContent = `saved as version ${p.version}`;
   $("#run-note").textContent = "";
-  $("#webhook-url").value = p.webhook_url;
+  $("#webhook-url").value = p.webhook_url || "";
 }
 
 async function save(ev) {

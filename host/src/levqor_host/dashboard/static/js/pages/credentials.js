@@ -58,7 +58,7 @@ function renderForm() {
   const box = $("#cred-fields");
   clearProblems($("#cred-form"));
   $("#cred-problems").hidden = true;
-  form = objectForm(c.credentials, {}, "/values", { idPrefix: "cv" });
+  form = objectForm(c.credentials, {}, "/values", { idPrefix: "cv", variantLegend: "Kind of credential", jsonLabel: "Values (JSON, advanced)" });
   clear(box, h("legend", {}, `${c.title} values`), c.docs_url ? h("p", { class: "help" }, "Where to find them: ", h("a", { href: c.docs_url, rel: "noopener noreferrer", target: "_blank" }, c.docs_url)) : null, form.element);
   box.setAttribute("data-pointer", "/values");
 }

@@ -9,6 +9,18 @@ function text(c) {
     ...c.actions.map((a) => `${a.name} ${a.title} ${a.description || ""}`)].join(" ").toLowerCase();
 }
 
+const fieldList = (fields) => fields.map((f) => f.name + (f.secret ? " (secret)" : "")).join(", ");
+
+function credentials(c) {
+  const variants = c.credential_variants || [];
+  if (!c.credentials.length && !variants.length) return h("p", { class: "small muted" }, "No credentials needed");
+  return h("div", { class: "small credentials" },
+    c.credentials.length ? h("p", {}, "Credentials: ", fieldList(c.credentials)) : null,
+    variants.length ? h("p", {}, `Credentials, one of ${variants.length}:`) : null,
+    variants.length ? h("ul", { class: "variants" }, variants.map((v) => h("li", { "data-variant": v.title },
+      h("strong", {}, v.title), v.fields.length ? `: ${fieldList(v.fields)}` : "", v.description ? h("span", { class: "muted" }, ` (${v.description})`) : null))) : null);
+}
+
 function card(c) {
   const price = c.price ? (c.price.min === c.price.max ? `${c.price.min} credit(s) a step` : `${c.price.min}–${c.price.max} credits a step`) : "";
   return h("article", { class: "card connector", "data-connector": c.name },
@@ -18,7 +30,7 @@ function card(c) {
     c.categories && c.categories.length ? h("ul", { class: "tags", "aria-label": "Categories" }, c.categories.map((t) => h("li", {}, t))) : null,
     h("details", {}, h("summary", {}, `${c.actions.length} action${c.actions.length === 1 ? "" : "s"}${price ? ` · ${price}` : ""}`),
       h("ul", {}, c.actions.map((a) => h("li", {}, h("strong", {}, a.title), ` (${a.name}, ${a.price} credit${a.price === 1 ? "" : "s"})`, a.description ? ` ${a.description}` : "")))),
-    c.credentials.length ? h("p", { class: "small" }, "Credentials: ", c.credentials.map((f) => f.name + (f.secret ? " (secret)" : "")).join(", ")) : h("p", { class: "small muted" }, "No credentials needed"),
+    credentials(c),
     c.homepage ? h("p", { class: "small" }, h("a", { href: c.homepage, rel: "noopener noreferrer", target: "_blank" }, "Home page")) : null);
 }
 
