@@ -6,6 +6,7 @@ authenticated key, a fixed number of examples per operation and a fixed seed (re
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -252,6 +253,17 @@ def test_huge_integers_in_bodies_and_url_segments_are_4xx(seeded):
     assert r.status_code == 404 and "version" in r.json()["error"]["message"], r.text
     r = c.post("/api/v1/run", json={"pipeline_id": pid, "input": {"n": 2**70}})
     assert r.status_code == 202, r.text
+
+
+def test_hostile_json_inside_a_list_cursor_is_a_400(seeded):
+    """``/api/v1/runs?cursor=`` carries JSON the server wrote, but a client can send any."""
+    s, c, ids = seeded
+    for name, body in {**HOSTILE_JSON, "surrogate-id": b'["2025-01-01T00:00:00+00:00", "\\udcff"]',
+                       "huge": b'["2025-01-01T00:00:00+00:00", 99999999999999999999]'}.items():
+        cursor = base64.urlsafe_b64encode(body).decode().rstrip("=")
+        r = c.get("/api/v1/runs", params={"cursor": cursor})
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["message"] == "invalid cursor", (name, r.text)
 
 
 def _fill(rule, ids: dict, **override: str) -> str:
