@@ -7,6 +7,7 @@ authenticated key, a fixed number of examples per operation and a fixed seed (re
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -253,6 +254,90 @@ def test_huge_integers_in_bodies_and_url_segments_are_4xx(seeded):
     assert r.status_code == 404 and "version" in r.json()["error"]["message"], r.text
     r = c.post("/api/v1/run", json={"pipeline_id": pid, "input": {"n": 2**70}})
     assert r.status_code == 202, r.text
+
+
+#: a well-formed body per route of JSON_ROUTES, whose fields are then replaced one at a time
+def _valid_bodies(ids: dict) -> dict[tuple[str, str], dict]:
+    return {
+        ("POST", "/api/v1/run"): {
+            "pipeline_id": ids["pipeline_id"],
+            "input": {"n": 1},
+            "idempotency_key": "k-1",
+            "version": 1,
+        },
+        ("POST", "/api/v1/pipelines"): {"name": "n", "pipeline": WEBHOOK_DOC},
+        ("PUT", "/api/v1/pipelines/{pipeline_id}"): {"name": "n", "pipeline": WEBHOOK_DOC},
+        ("POST", "/api/v1/credentials"): {
+            "name": "c",
+            "connector": "slack",
+            "values": {"token": "xoxb-1"},
+        },
+        ("POST", "/api/v1/plan"): {"prompt": "post to slack", "name": "n", "dry_run": True},
+        ("POST", "/api/v1/auth/login"): {"email": "fuzz@example.com", "password": "pw"},
+        ("POST", "/api/v1/errors"): {
+            "message": "m",
+            "stack": "s",
+            "url": "https://example.com/",
+            "user_agent": "ua",
+            "release": "1",
+        },
+        ("POST", "/api/v1/support"): {"email": "a@example.com", "subject": "s", "message": "m"},
+        ("POST", "/api/v1/referrals/claim"): {"code": "abc", "utm_source": "x"},
+        ("POST", "/api/v1/billing/checkout"): {
+            "plan": "pro",
+            "success_url": "https://example.com/ok",
+            "cancel_url": "https://example.com/no",
+        },
+        ("POST", "/api/v1/billing/portal"): {"return_url": "https://example.com/"},
+        ("POST", "/hooks/{token}"): {"n": 1, "s": "x"},
+    }
+
+
+#: JSON values that are well-formed but awkward to store, compare or render
+AWKWARD = [
+    "a\\u0000b",
+    "\\u0000",
+    "\\ud83d\\ude00",  # a surrogate pair: one emoji, fine
+    '"{{ 7 * 7 }}%s%n"',
+    '""',
+    str(2**64),
+    str(-(2**63) - 1),
+    str(2**63 - 1),
+    str(2**31),
+    "1e308",
+    "-0.0",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "[" * 31 + "]" * 31,
+]
+
+
+def test_awkward_values_in_each_field_of_each_json_route_are_never_a_5xx(seeded):
+    """Every route that reads JSON, its plugins' too: each field of a valid body replaced by
+    each awkward value (NUL characters, integers past 64 bits, ...): a 2xx or a 4xx."""
+    s, c, ids = seeded
+    assert {k for k in _valid_bodies(ids)} == set(JSON_ROUTES)
+    server_errors = []
+    for (method, template), valid in _valid_bodies(ids).items():
+        path = template.format(**ids)
+        for field in valid:
+            for value in AWKWARD:
+                if value[0] not in '"[{-0123456789' and value not in ("null", "true"):
+                    value = f'"{value}"'
+                rest_fields = {k: v for k, v in valid.items() if k != field}
+                if "idempotency_key" in rest_fields:  # a new run each time, not the first again
+                    rest_fields["idempotency_key"] = f"k-{len(server_errors)}-{field}-{value}"
+                rest = json.dumps(rest_fields)
+                body = (rest[:-1] + (", " if len(rest) > 2 else "") + f'"{field}": {value}}}')
+                r = c.request(method, path, data=body.encode(), headers=JSON_HEADERS)
+                if r.status_code >= 500 and not (
+                    r.status_code == 503
+                    and CONFIGURED_OFF.get(f"{method} {template}", "-") in r.text
+                ):
+                    server_errors.append((method, template, field, value, r.status_code, r.text[:200]))
+    assert server_errors == []
 
 
 def test_hostile_json_inside_a_list_cursor_is_a_400(seeded):
