@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from . import __version__
 from .config import Config
-from .errors import ApiError, register_error_handlers
+from .errors import ApiError, BoundedIntConverter, json_body, register_error_handlers
 from .executor import FINAL, EmbeddedExecutor, job_line
 from .security.vault import Vault
 from .store import Store
@@ -126,6 +126,13 @@ class LevqorState:
         from .security.auth import check_request
 
         return check_request(scope).user
+
+    def json_body(self, *, required: bool = False, max_bytes: int | None = None) -> Any:
+        """The current request's JSON body through the host's one parser, for plugins' routes:
+        UTF-8 I-JSON only (no NaN/Infinity, no unpaired surrogate), nested at most
+        ``LEVQOR_MAX_JSON_DEPTH`` deep, sent as ``application/json``; an empty body is ``{}``
+        unless ``required``. Raises the host's ``ApiError`` (400/413/415); let it propagate."""
+        return json_body(self.config.max_json_depth, required=required, max_bytes=max_bytes)
 
     # ----------------------------------------------------------------- metrics
     def metrics_inc(self, name: str, **labels: str) -> None:
@@ -383,6 +390,7 @@ def create_app(
     app.json.sort_keys = False
     app.extensions["levqor"] = state
     register_error_handlers(app)
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     from .inbox import Inboxes
     from .mail import Mailer
     from .observability import install_observability

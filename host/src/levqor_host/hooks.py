@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .errors import ApiError
+from .errors import ApiError, parse_json
 
 bp = Blueprint("hooks", __name__)
 
@@ -31,14 +30,7 @@ def _parse_body(max_bytes: int, max_depth: int) -> dict:
     if not raw:
         return {}
     if ctype == "application/json" or ctype.endswith("+json"):
-        from .errors import _depth
-
-        try:
-            value = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ApiError(400, "invalid_json", "malformed JSON body") from None
-        if _depth(value, max_depth):
-            raise ApiError(400, "invalid_json", f"JSON nested deeper than {max_depth} levels")
+        value = parse_json(raw, max_depth)  # the API's parser: NaN, lone surrogates, depth: 400
         return value if isinstance(value, dict) else {"body": value}
     if ctype == "application/x-www-form-urlencoded":
         from urllib.parse import parse_qs

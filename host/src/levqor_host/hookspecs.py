@@ -15,7 +15,8 @@ def register_blueprints(app: Any, state: Any) -> None:
     ``LevqorState``. Subsystem plugins (billing) add their API routes here. A route
     authenticates its caller with ``state.authenticate(scope)`` (API key, Supabase JWT or the
     dashboard's session cookie with its CSRF token): it returns the user dict or raises the
-    host's error, which the host renders (401/403).
+    host's error, which the host renders (401/403). It reads a JSON body with
+    ``state.json_body()``, the host's one parser (400/413/415 rendered the same way).
 
     .. versionadded:: 0.1
     """

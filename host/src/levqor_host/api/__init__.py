@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from jsonschema import Draft202012Validator
 
-from ..errors import ApiError, check_fields, json_body
+from ..errors import MAX_VERSION, ApiError, check_fields, json_body
 from ..security.auth import current_user, require
 from .openapi import openapi_document
 
@@ -230,7 +230,9 @@ def list_versions(pipeline_id: str):
 @bp.get("/pipelines/<pipeline_id>/versions/<int:version>")
 @require("pipelines:read")
 def get_version(pipeline_id: str, version: int):
-    v = state().store.get_version(current_user()["id"], pipeline_id, version)
+    v = None
+    if version <= MAX_VERSION:  # a larger one cannot exist (nor be asked of PostgreSQL)
+        v = state().store.get_version(current_user()["id"], pipeline_id, version)
     if v is None:
         raise not_found("pipeline version")
     return jsonify(
@@ -447,6 +449,8 @@ def run_pipeline():
     key = b.get("idempotency_key")
     if key is not None and not (1 <= len(key) <= 200):
         raise ApiError(400, "invalid_request", "idempotency_key must be 1-200 characters")
+    if b.get("version") is not None and not 1 <= b["version"] <= MAX_VERSION:
+        raise ApiError(400, "invalid_request", f"version must be between 1 and {MAX_VERSION}")
     user = current_user()
     st = state()
     p = st.store.get_pipeline(user["id"], b["pipeline_id"])

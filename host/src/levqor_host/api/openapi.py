@@ -8,6 +8,7 @@ from typing import Any
 from levqor_kernel.pipeline import PIPELINE_SCHEMA
 
 from .. import __version__
+from ..errors import MAX_VERSION
 
 
 def _ref(name: str) -> dict:
@@ -113,7 +114,7 @@ SCHEMAS: dict[str, Any] = {
             "pipeline_id": {"type": "string"},
             "input": {"description": "trigger data, available to templates as trigger.*"},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-            "version": {"type": "integer", "minimum": 1},
+            "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
         },
     },
     "RunAccepted": {
@@ -287,7 +288,10 @@ def paths() -> dict:
                 "Get one version",
                 {"200": _json({"type": "object"})},
                 scope="pipelines:read",
-                params=[pid, _path_param("version", {"type": "integer"})],
+                params=[
+                    pid,
+                    _path_param("version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}),
+                ],
                 tag="pipelines",
             ),
         },

@@ -348,7 +348,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(iso)
         if not isinstance(run_id, str) or created_at.tzinfo is None:
             raise ValueError
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        run_id.encode("utf-8")  # an unpaired surrogate: UnicodeEncodeError, not storable text
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ValueError("invalid cursor") from exc
     return created_at, run_id
 

@@ -54,15 +54,9 @@ def _user(scope: str | None = "billing") -> dict:
 
 
 def _body(allowed: dict[str, type]) -> dict:
-    raw = request.get_data(cache=True)
-    if not raw:
-        return {}
-    if (request.mimetype or "") != "application/json":
-        raise BillingError(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        b = json.loads(raw)
-    except ValueError:
-        raise BillingError(400, "invalid_json", "malformed JSON") from None
+    """The JSON object sent, parsed by the host (``state.json_body``: its 400/415 propagate),
+    with only ``allowed`` fields of the right types; an empty body is ``{}``."""
+    b = _state().json_body()
     if not isinstance(b, dict):
         raise BillingError(400, "invalid_request", "the body must be a JSON object")
     unknown = sorted(set(b) - set(allowed))
