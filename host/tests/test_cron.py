@@ -11,12 +11,13 @@ runs normally (nothing in a skipped hour, both passes of a repeated one).
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from e2e_support import LiveServer, make_app
+from e2e_support import ROOT, LiveServer, make_app
 from levqor_host.cron import next_fire_times
 from levqor_host.scheduler import SchedulerService
 
@@ -139,6 +140,19 @@ def _id(row):
 def test_next_fire_times_follow_the_man_pages(row):
     expr, tz, after, expected = row
     assert next_fire_times(expr, tz, len(expected), datetime.fromisoformat(after)) == expected
+
+
+def test_the_examples_in_the_docs_hold():
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text.split("<!-- cron-examples -->")[1].split("<!-- /cron-examples -->")[0]
+    rows = table.strip().splitlines()[2:]
+    assert len(rows) >= 5
+    for line in rows:
+        expr, tz, after, times = (c.strip() for c in line.strip("|").split("|"))
+        expected = [t.strip() for t in times.split(",")]
+        after = re.sub(r" \(.*\)$", "", after)
+        got = next_fire_times(expr.strip("`"), tz, len(expected), datetime.fromisoformat(after))
+        assert got == expected, line
 
 
 @pytest.fixture(scope="module")
