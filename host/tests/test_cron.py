@@ -262,3 +262,76 @@ def test_the_scheduler_fires_on_the_cron_weekday(tmp_path):
     finally:
         s.stop()
         st.store.close()
+
+
+# ------------------------------------------------------------------ property: any expression
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _item(lo: int, hi: int):
+    value = st.integers(lo, hi)
+    single = value.map(str)
+    span = st.tuples(value, value).map(lambda ab: f"{min(ab)}-{max(ab)}")
+    stepped = st.tuples(st.one_of(st.just("*"), span), st.integers(1, hi - lo + 1)).map(
+        lambda s: f"{s[0]}/{s[1]}"
+    )
+    return st.one_of(single, span, stepped)
+
+
+def _field(lo: int, hi: int):
+    return st.one_of(st.just("*"), st.lists(_item(lo, hi), min_size=1, max_size=3).map(",".join))
+
+
+def _values(text: str, lo: int, hi: int) -> set[int]:
+    """crontab(5) read literally, independent of the parser under test."""
+    out: set[int] = set()
+    for item in text.split(","):
+        span, _, step = item.partition("/")
+        a, b = (lo, hi) if span == "*" else map(int, span.split("-")) if "-" in span else (
+            int(span), int(span))
+        out.update(range(a, b + 1, int(step or 1)))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    minute=_field(0, 59), hour=_field(0, 23), dom=_field(1, 31), month=_field(1, 12),
+    dow=_field(0, 7), start=st.datetimes(datetime(2026, 1, 1), datetime(2030, 1, 1)),
+)
+def test_every_fire_time_matches_the_fields_and_none_is_missed(minute, hour, dom, month, dow, start):
+    expr = f"{minute} {hour} {dom} {month} {dow}"
+    mins, hrs = _values(minute, 0, 59), _values(hour, 0, 23)
+    days, months = _values(dom, 1, 31), _values(month, 1, 12)
+    weekdays = {d % 7 for d in _values(dow, 0, 7)}
+    either = not dom.startswith("*") and not dow.startswith("*")
+
+    def matches(t: datetime) -> bool:
+        day_ok = t.day in days, t.isoweekday() % 7 in weekdays
+        return (t.minute in mins and t.hour in hrs and t.month in months
+                and (any(day_ok) if either else all(day_ok)))
+
+    start = start.replace(second=0, microsecond=0, tzinfo=UTC)
+    try:
+        got = next_fire_times(expr, "UTC", 3, start)
+    except ValueError as e:  # only a date that never occurs is refused
+        assert "never occurs" in str(e)
+        return
+    assert got, expr
+    times = [datetime.fromisoformat(t) for t in got]
+    assert all(matches(t) for t in times), (expr, got)
+    assert times == sorted(set(times))
+    # no matching minute before the first fire time (looked for up to two days ahead)
+    t = start
+    while t < min(times[0], start + timedelta(days=2)):
+        assert not matches(t), (expr, t, got)
+        t += timedelta(minutes=1)
+
+
+def test_the_backup_schedule_is_read_as_standard_cron(tmp_path):
+    from levqor_host.config import Config
+
+    assert Config.from_env({"LEVQOR_BACKUP_CRON": "0 3 * * 7"}, data_dir=tmp_path).backup_cron
+    assert Config.from_env({"LEVQOR_BACKUP_CRON": "off"}, data_dir=tmp_path).backup_cron == "off"
+    with pytest.raises(ValueError, match="LEVQOR_BACKUP_CRON.*day-of-week: 8 is out of range"):
+        Config.from_env({"LEVQOR_BACKUP_CRON": "0 3 * * 8"}, data_dir=tmp_path)

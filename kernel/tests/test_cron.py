@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from levqor_kernel.cron import CronError, parse_cron
 from levqor_kernel.pipeline import check_cron
 
@@ -127,3 +129,15 @@ def test_a_day_that_only_a_weekday_can_supply_is_fine():
     # Feb 30 never occurs, but with a restricted day-of-week the Fridays of February still match
     assert parse_cron("0 0 30 2 FRI").either_day
     assert parse_cron("0 0 29 2 *").days == {29}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789*/,- @MONFRIjanSUNWL#?²\t", max_size=40) | st.text(max_size=40))
+def test_any_text_is_parsed_or_refused_with_a_cron_error(text):
+    try:
+        parsed = parse_cron(text)
+    except CronError as e:
+        assert str(e)
+    else:
+        assert parsed.minutes and parsed.hours and parsed.days and parsed.months
+        assert parsed.weekdays and parsed.weekdays <= set(range(7))
