@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from e2e_support import make_app
-from levqor_host.scheduler import SchedulerService, next_fire_times
+from levqor_host.cron import next_fire_times
+from levqor_host.scheduler import SchedulerService
 
 
 def sched_doc(cron="*/5 * * * *", tz="Europe/London"):

@@ -325,7 +325,7 @@ def test_template_strings_are_not_type_checked_statically(catalog):
     [
         ("* * * * *", True),
         ("*/15 0-6 1,15 * MON-FRI", True),
-        ("0 0 L * ?", True),
+        ("0 0 L * ?", False),  # Quartz extensions are not cron
         ("@hourly", True),
         ("@yearly", True),
         ("* * * *", False),
@@ -347,6 +347,15 @@ def test_bad_cron_and_unknown_timezone(catalog):
     msgs = {p.pointer: p.message for p in problems}
     assert "5 fields" in msgs["/trigger/cron"]
     assert "Mars/Olympus" in msgs["/trigger/timezone"]
+
+
+def test_an_out_of_range_day_of_week_is_a_problem_naming_the_field(catalog):
+    d = doc(trigger={"type": "schedule", "cron": "0 9 * * 8", "timezone": "UTC"})
+    problems = validate_pipeline(d, catalog, credentials=CREDS)
+    assert [p.pointer for p in problems] == ["/trigger/cron"]
+    assert problems[0].message.startswith("day-of-week: 8 is out of range")
+    d = doc(trigger={"type": "schedule", "cron": "0 9 * * 7", "timezone": "UTC"})
+    assert validate_pipeline(d, catalog, credentials=CREDS) == []  # 7 is Sunday
 
 
 @pytest.mark.parametrize("tz", ["../../etc/passwd", "", "Not A Zone", "/etc/localtime"])

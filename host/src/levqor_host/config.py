@@ -192,6 +192,13 @@ class Config:
             raise ValueError("LEVQOR_LOG_FORMAT must be json or text")
         if cfg.backup_retention_days < 1:
             raise ValueError("LEVQOR_BACKUP_RETENTION_DAYS must be 1 or more")
+        if cfg.backup_cron.lower() != "off":
+            from levqor_kernel.cron import CronError, parse_cron
+
+            try:
+                parse_cron(cfg.backup_cron)
+            except CronError as e:
+                raise ValueError(f"LEVQOR_BACKUP_CRON must be standard cron or off: {e}") from None
         from limits import parse_many
 
         for key, value in (

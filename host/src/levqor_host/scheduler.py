@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+
+from .cron import cron_trigger
 
 if TYPE_CHECKING:
     from .app import LevqorState
@@ -25,34 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("levqor.scheduler")
 
 LOCK = "scheduler"
-
-
-def cron_trigger(expr: str, tz: str = "UTC") -> CronTrigger:
-    aliases = {
-        "@hourly": "0 * * * *",
-        "@daily": "0 0 * * *",
-        "@midnight": "0 0 * * *",
-        "@weekly": "0 0 * * 0",
-        "@monthly": "0 0 1 * *",
-        "@yearly": "0 0 1 1 *",
-        "@annually": "0 0 1 1 *",
-    }
-    return CronTrigger.from_crontab(aliases.get(expr.strip(), expr), timezone=tz)
-
-
-def next_fire_times(expr: str, tz: str = "UTC", count: int = 5) -> list[str]:
-    trig = cron_trigger(expr, tz)
-    out: list[str] = []
-    prev = None
-    now = datetime.now(UTC)
-    for _ in range(count):
-        nxt = trig.get_next_fire_time(prev, now if prev is None else prev)
-        if nxt is None:
-            break
-        out.append(nxt.isoformat())
-        prev = nxt
-        now = nxt
-    return out
 
 
 class SchedulerService:

@@ -6,7 +6,6 @@ pointer and, where it belongs to a step, the step id.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jsonschema import Draft202012Validator
 
 from .catalog import Catalog
+from .cron import CronError, parse_cron
 from .errors import PipelineInvalid, Problem, TemplateError
 from .templating import is_template, root_names, step_references
 
@@ -65,7 +65,12 @@ PIPELINE_SCHEMA: dict[str, Any] = {
                         "additionalProperties": False,
                         "properties": {
                             "type": True,
-                            "cron": {"type": "string", "maxLength": 200},
+                            "cron": {
+                                "type": "string",
+                                "maxLength": 200,
+                                "description": "Standard 5-field cron (day-of-week 0 and 7 "
+                                "are Sunday, 1-5 Monday to Friday) or an @-macro",
+                            },
                             "timezone": {"type": "string", "maxLength": 64, "default": "UTC"},
                             "input": {"type": "object"},
                         },
@@ -105,7 +110,6 @@ PIPELINE_SCHEMA: dict[str, Any] = {
 }
 
 _VALIDATOR = Draft202012Validator(PIPELINE_SCHEMA)
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?\-LW#]+$")
 
 
 def _ptr(parts: Any) -> str:
@@ -123,23 +127,11 @@ def _step_of(doc: Any, parts: list) -> str | None:
 
 
 def check_cron(expr: str) -> str | None:
-    """A message when ``expr`` is not a 5-field cron expression (or an @alias)."""
-    if expr.strip() in (
-        "@hourly",
-        "@daily",
-        "@weekly",
-        "@monthly",
-        "@yearly",
-        "@annually",
-        "@midnight",
-    ):
-        return None
-    fields = expr.split()
-    if len(fields) != 5:
-        return "cron must have 5 fields: minute hour day-of-month month day-of-week"
-    for f in fields:
-        if not _CRON_FIELD.match(f):
-            return f"invalid cron field {f!r}"
+    """A message when ``expr`` is not standard cron (five fields or an @-macro; see ``cron``)."""
+    try:
+        parse_cron(expr)
+    except CronError as e:
+        return str(e)
     return None
 
 

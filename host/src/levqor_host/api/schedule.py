@@ -1,15 +1,16 @@
 """``GET /api/v1/schedule/preview``: the next fire times of a cron trigger (the builder shows
-them while you type; the scheduler uses the same trigger code)."""
+them while you type; the scheduler uses the same trigger, ``levqor_host.cron``)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, jsonify, request
 from levqor_kernel.pipeline import check_cron
 
+from ..cron import next_fire_times
 from ..errors import ApiError
-from ..scheduler import next_fire_times
 from ..security.auth import require
 from .openapi import ERR, _json, _op, _q
 
@@ -50,17 +51,28 @@ def preview():
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise _problem("/trigger/timezone", f"unknown time zone {tz[:64]!r}") from None
-    try:
-        times = next_fire_times(cron, tz, count)
-    except ValueError as e:  # APScheduler's own parse (e.g. an out-of-range field)
-        raise _problem("/trigger/cron", f"invalid cron expression: {e}") from None
+    raw_after = request.args.get("after")
+    after = None
+    if raw_after is not None:
+        try:
+            after = datetime.fromisoformat(raw_after.strip())
+        except ValueError:
+            after = None
+        if after is None or after.tzinfo is None or not 1970 <= after.year <= 9000:
+            raise ApiError(
+                400, "invalid_request",
+                "after must be an ISO 8601 date-time with an offset between the years 1970 and "
+                "9000, e.g. 2026-03-08T00:00:00Z",
+            )
+    times = next_fire_times(cron, tz, count, after)
     return jsonify({"cron": cron, "timezone": tz, "next": times})
 
 
 bp.openapi_paths = {  # type: ignore[attr-defined]
     "/api/v1/schedule/preview": {
         "get": _op(
-            "The next fire times of a cron expression in a time zone (what the scheduler will do)",
+            "The next fire times of a standard cron expression in a time zone (what the "
+            "scheduler will do; 0 and 7 are Sunday, daylight-saving changes as cron(8))",
             {
                 "200": _json(
                     {
@@ -85,8 +97,13 @@ bp.openapi_paths = {  # type: ignore[attr-defined]
             },
             scope="pipelines:read",
             params=[
-                _q("cron", {"type": "string", "maxLength": 200}, "5-field cron or an @alias"),
+                _q("cron", {"type": "string", "maxLength": 200}, "5-field cron or an @-macro"),
                 _q("timezone", {"type": "string", "default": "UTC"}, "IANA time zone name"),
+                _q(
+                    "after",
+                    {"type": "string", "format": "date-time"},
+                    "fire times at or after this instant (default: now)",
+                ),
                 _q(
                     "count",
                     {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 5},

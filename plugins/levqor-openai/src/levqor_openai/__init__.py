@@ -93,7 +93,8 @@ Rules:
 - Use only the connectors and actions listed below; each step's payload must follow its action's
   payload schema.
 - Trigger "webhook" when something arrives from outside (its JSON body is trigger.*), "schedule"
-  with a 5-field cron for recurring work, "manual" otherwise.
+  with a standard 5-field cron for recurring work (day-of-week 0 and 7 are Sunday, 1-5 Monday
+  to Friday), "manual" otherwise.
 - Payload strings may be Jinja templates: {{ trigger.<field> }} for trigger data and
   {{ steps.<earlier step id>.output.<field> }} for an earlier step's output. Use no other names
   and never refer to a later step.

@@ -116,8 +116,8 @@ TRIGGERS: list[dict[str, Any]] = [
     },
     {
         "type": "object",
-        "description": "Started on a 5-field cron schedule (minute hour day-of-month month "
-        "day-of-week) in an IANA time zone.",
+        "description": "Started on a standard 5-field cron schedule (minute hour day-of-month "
+        "month day-of-week; day-of-week 0 and 7 are Sunday) in an IANA time zone.",
         "additionalProperties": False,
         "required": ["type", "cron", "timezone"],
         "properties": {
