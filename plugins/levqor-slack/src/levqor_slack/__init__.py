@@ -145,6 +145,9 @@ CREDENTIALS_SCHEMA: dict[str, Any] = {
             "pattern": "^https?://",
             "writeOnly": True,
             "title": "Webhook URL",
+            "examples": [
+                "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+            ],
             "description": "The incoming webhook URL from your Slack app "
             "(https://hooks.slack.com/services/T.../B.../...). Anyone with it can post to the "
             "channel.",
@@ -164,6 +167,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["communication", "chat"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://api.slack.com/messaging/webhooks",
+            "endpoint_field": "webhook_url",
             "kernel": ">=0.1,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "actions": {
