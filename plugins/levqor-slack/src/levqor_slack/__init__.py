@@ -270,7 +270,7 @@ def webhook_url(credentials: Mapping[str, Any] | None, env: Mapping[str, str]) -
     return url
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # kernel 0.1 has no such hook: the connector still loads there
 def validate_credentials(
     connector: str, credentials: dict[str, Any], env: Mapping[str, str]
 ) -> dict[str, str] | None:
