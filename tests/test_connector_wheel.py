@@ -186,3 +186,44 @@ def test_tutorial_wheel_in_a_fresh_venv_is_listed_marketed_and_runs(tmp_path):
         assert req.json() == {"title": "A7", "body": "Bo paid"}
         assert req.header("Authorization") == "Bearer tok-secret-123"
         assert req.header("Idempotency-Key", "").endswith(":note")
+
+
+@pytest.mark.slow
+def test_connector_check_works_in_a_fresh_venv_for_a_scaffold_and_for_slack(tmp_path):
+    # a fresh venv with the kernel, the host and levqor-slack from this checkout (not editable):
+    # whatever `levqor connector check` needs comes from their declared dependencies
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    py, bin_ = venv / "bin" / "python", venv / "bin"
+    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run(*pip, "hatchling", env=clean_env())
+    run(
+        *pip,
+        "--no-build-isolation",
+        ROOT / "kernel",
+        ROOT / "host",
+        ROOT / "plugins" / "levqor-slack",
+        env=clean_env(),
+    )
+    run(py, "-c", "import pytest", env=clean_env())  # declared, not installed by hand
+
+    run(bin_ / "levqor", "connector", "new", "okapi", "--dir", tmp_path / "new", env=clean_env())
+    r = run(
+        bin_ / "levqor",
+        "connector",
+        "check",
+        tmp_path / "new" / "levqor-okapi",
+        "--json",
+        env=clean_env(),
+    )
+    report = json.loads(r.stdout)
+    assert report["ok"], report
+    assert any("pytest -k levqor_contract" in c for c in report["checks"])
+
+    # levqor-slack's credential is the target URL: its endpoint_field points it at the fake,
+    # so the network checks run instead of being skipped
+    r = run(bin_ / "levqor", "connector", "check", "levqor-slack", "--json", env=clean_env())
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["notes"] == [], report
+    for title in ("401 fails closed", "429 with Retry-After", "503 is retryable", "a timeout"):
+        assert any(title in c for c in report["checks"]), (title, report["checks"])

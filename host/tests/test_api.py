@@ -41,6 +41,15 @@ class Gate:
         return {"ok": True, "account": "acct-1"}
 
     @hookimpl
+    def validate_credentials(self, connector, credentials, env):
+        token = credentials.get("token", "")
+        if token == "crash-the-check":
+            raise RuntimeError("a bug in the plugin")
+        if token.startswith(env.get("GATE_PUBLIC_PREFIX", "pk-")):
+            return {"token": f"{token} is a publishable key; a secret key is needed"}
+        return {}
+
+    @hookimpl
     def run_task(self, connector, action, payload, credentials, context):
         self.block.wait(10)
         self.calls.append({"payload": payload, "key": context.idempotency_key})
@@ -220,6 +229,22 @@ def test_credentials_are_never_returned_and_can_be_tested(srv, alice):
     assert alice.delete(f"/api/v1/credentials/{cid}").status_code == 200
     assert alice.get("/api/v1/credentials").json()["items"] == []
     assert alice.delete(f"/api/v1/credentials/{cid}").status_code == 404
+
+
+def test_credentials_that_can_never_work_are_refused_when_saved(alice):
+    public = "pk-live-publishable-77aa"
+    r = alice.post("/api/v1/credentials", json={"name": "p", "connector": "gate", "values": {"token": public}})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_credentials" and "token" in err["message"]
+    assert err["details"]["problems"] == [
+        {"pointer": "/values/token", "field": "token", "message": "*** is a publishable key; a secret key is needed"}
+    ]
+    assert public not in r.text
+    # a check that crashes stores nothing either
+    r = alice.post("/api/v1/credentials", json={"name": "c", "connector": "gate", "values": {"token": "crash-the-check"}})
+    assert r.status_code == 422 and "could not check" in r.text
+    assert alice.get("/api/v1/credentials").json()["items"] == []
 
 
 def test_failed_credential_check_is_redacted(alice):

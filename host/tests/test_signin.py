@@ -194,21 +194,47 @@ def test_bad_tokens_are_refused(srv, supa):
     assert "issuer" in msgs["wrong-iss"] and "algorithm" in msgs["alg-none"]
 
 
-def test_unknown_kid_refreshes_the_jwks_once(srv, supa):
+def test_random_kids_do_not_make_the_host_fetch_the_jwks_again(srv, supa):
     assert me(srv, supa.es256()).status_code == 200
     assert supa.fetches() == 1
-    # the project rotates to a new key: the first token naming it triggers one refresh
-    new = ec.generate_private_key(ec.SECP256R1())
-    supa.add("ec-2", new, "ES256")
-    assert me(srv, supa.es256(kid="ec-2", key=new)).status_code == 200
-    assert supa.fetches() == 2
-    assert me(srv, supa.es256(kid="ec-2", key=new)).status_code == 200
-    assert supa.fetches() == 2
-    # random kids do not hammer the JWKS endpoint: each one fetches once, then it is remembered
+    # 30 made-up kids within the default refetch interval (5 minutes): no fetch at all
     bogus = ec.generate_private_key(ec.SECP256R1())
-    for _ in range(3):
-        assert me(srv, supa.es256(kid="random-kid", key=bogus)).status_code == 401
-    assert supa.fetches() == 3
+    for i in range(30):
+        r = me(srv, supa.es256(kid=f"random-{i}", key=bogus))
+        assert r.status_code == 401 and "unknown key" in r.json()["error"]["message"]
+    assert supa.fetches() == 1
+    assert me(srv, supa.es256()).status_code == 200
+
+
+def test_unknown_kid_refetches_the_jwks_at_most_once_per_interval(tmp_path, supa):
+    app = make_app(
+        tmp_path,
+        env={"SUPABASE_URL": supa.url, "LEVQOR_JWKS_REFETCH_SECONDS": "1"},
+        start_workers=False,
+    )
+    s = LiveServer(app)
+    try:
+        assert me(s, supa.es256()).status_code == 200
+        assert supa.fetches() == 1
+        # the project rotates to a new key: within the interval the host does not refetch
+        new = ec.generate_private_key(ec.SECP256R1())
+        supa.add("ec-2", new, "ES256")
+        assert me(s, supa.es256(kid="ec-2", key=new)).status_code == 401
+        assert supa.fetches() == 1
+        time.sleep(1.2)
+        # after it, the first unknown kid refetches once and the rotated key is accepted
+        assert me(s, supa.es256(kid="ec-2", key=new)).status_code == 200
+        assert supa.fetches() == 2
+        bogus = ec.generate_private_key(ec.SECP256R1())
+        for i in range(30):
+            assert me(s, supa.es256(kid=f"random-{i}", key=bogus)).status_code == 401
+        assert supa.fetches() == 2
+        time.sleep(1.2)
+        for i in range(30):
+            assert me(s, supa.es256(kid=f"again-{i}", key=bogus)).status_code == 401
+        assert supa.fetches() == 3
+    finally:
+        s.stop()
 
 
 def test_algorithms_are_pinned_by_configuration(tmp_path, supa):

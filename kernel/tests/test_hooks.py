@@ -71,6 +71,11 @@ class Creds:
         return ["x must be even"] if payload.get("x", 0) % 2 else []
 
     @hookimpl
+    def validate_credentials(self, connector, credentials, env):
+        prefix = env.get("ACCT_KEY_PREFIX", "k-")
+        return {} if credentials.get("key", "").startswith(prefix) else {"key": "wrong prefix"}
+
+    @hookimpl
     def run_task(self, connector, action, payload, credentials, context):
         return {"ran": True}
 
@@ -90,6 +95,20 @@ def test_hook_validate_payload():
         pm.call_owner("validate_payload", "acct", connector="acct", action="a", payload={"x": 2})
         == []
     )
+
+
+def test_hook_validate_credentials():
+    pm = make_plugin_manager(entry_points=False, plugins=[("c", Creds())])
+
+    def check(creds, env):
+        return pm.call_owner(
+            "validate_credentials", "acct", connector="acct", credentials=creds, env=env
+        )
+
+    assert check({"key": "k-1"}, {}) == {}
+    assert check({"key": "x-1"}, {}) == {"key": "wrong prefix"}
+    assert check({"key": "x-1"}, {"ACCT_KEY_PREFIX": "x-"}) == {}
+    assert pm.owner_impl("validate_credentials", "core") is None
 
 
 def test_hook_run_task():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import socket
 import time
 
@@ -131,6 +132,144 @@ def test_is_public_ip():
         assert not is_public_ip(ip), ip
 
 
+# Written from the IANA IPv4 and IPv6 Special-Purpose Address Registries
+# (iana.org/assignments/iana-ipv4-special-registry, .../iana-ipv6-special-registry):
+# address block, name, "Globally Reachable". The N/A rows (6to4, Teredo) are tested below.
+IANA_SPECIAL_PURPOSE = [
+    ("0.0.0.0/8", "This network", False),
+    ("0.0.0.0/32", "This host on this network", False),
+    ("10.0.0.0/8", "Private-Use", False),
+    ("100.64.0.0/10", "Shared Address Space", False),
+    ("127.0.0.0/8", "Loopback", False),
+    ("169.254.0.0/16", "Link Local", False),
+    ("172.16.0.0/12", "Private-Use", False),
+    ("192.0.0.0/24", "IETF Protocol Assignments", False),
+    ("192.0.0.0/29", "IPv4 Service Continuity Prefix", False),
+    ("192.0.0.8/32", "IPv4 dummy address", False),
+    ("192.0.0.9/32", "Port Control Protocol Anycast", True),
+    ("192.0.0.10/32", "Traversal Using Relays around NAT Anycast", True),
+    ("192.0.0.170/32", "NAT64/DNS64 Discovery", False),
+    ("192.0.0.171/32", "NAT64/DNS64 Discovery", False),
+    ("192.0.2.0/24", "Documentation (TEST-NET-1)", False),
+    ("192.31.196.0/24", "AS112-v4", True),
+    ("192.52.193.0/24", "AMT", True),
+    ("192.88.99.0/24", "Deprecated (6to4 Relay Anycast)", False),
+    ("192.168.0.0/16", "Private-Use", False),
+    ("192.175.48.0/24", "Direct Delegation AS112 Service", True),
+    ("198.18.0.0/15", "Benchmarking", False),
+    ("198.51.100.0/24", "Documentation (TEST-NET-2)", False),
+    ("203.0.113.0/24", "Documentation (TEST-NET-3)", False),
+    ("240.0.0.0/4", "Reserved", False),
+    ("255.255.255.255/32", "Limited Broadcast", False),
+    ("::1/128", "Loopback Address", False),
+    ("::/128", "Unspecified Address", False),
+    ("::ffff:0:0/96", "IPv4-mapped Address", False),
+    ("64:ff9b:1::/48", "IPv4-IPv6 Translat.", False),
+    ("100::/64", "Discard-Only Address Block", False),
+    ("100:0:0:1::/64", "Dummy IPv6 Prefix", False),
+    ("2001::/23", "IETF Protocol Assignments", False),
+    ("2001:1::1/128", "Port Control Protocol Anycast", True),
+    ("2001:1::2/128", "Traversal Using Relays around NAT Anycast", True),
+    ("2001:1::3/128", "DNS-SD Service Registration Protocol Anycast", True),
+    ("2001:2::/48", "Benchmarking", False),
+    ("2001:3::/32", "AMT", True),
+    ("2001:4:112::/48", "AS112-v6", True),
+    ("2001:10::/28", "Deprecated (previously ORCHID)", False),
+    ("2001:20::/28", "ORCHIDv2", True),
+    ("2001:30::/28", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", True),
+    ("2001:db8::/32", "Documentation", False),
+    ("2620:4f:8000::/48", "Direct Delegation AS112 Service", True),
+    ("3fff::/20", "Documentation", False),
+    ("5f00::/16", "Segment Routing (SRv6) SIDs", False),
+    ("fc00::/7", "Unique-Local", False),
+    ("fe80::/10", "Link-Local Unicast", False),
+]
+TEREDO = ipaddress.IPv6Network("2001::/32")
+
+
+def _registry_verdict(addr: ipaddress._BaseAddress) -> bool | None:
+    """The most specific registry row containing ``addr`` decides (None: no row)."""
+    rows = [
+        (ipaddress.ip_network(b), g)
+        for b, _, g in IANA_SPECIAL_PURPOSE
+        if addr in ipaddress.ip_network(b)
+        if ipaddress.ip_network(b).version == addr.version
+    ]
+    return max(rows, key=lambda r: r[0].prefixlen)[1] if rows else None
+
+
+def _samples(block: str) -> list[ipaddress._BaseAddress]:
+    net = ipaddress.ip_network(block)
+    mid = net.network_address + net.num_addresses // 2
+    return [net.network_address, mid, net.broadcast_address]
+
+
+@pytest.mark.parametrize(("block", "name", "reachable"), IANA_SPECIAL_PURPOSE)
+def test_every_special_purpose_block_is_judged_as_the_registry_says(block, name, reachable):
+    for addr in _samples(block):
+        expected = _registry_verdict(addr)
+        if addr.version == 6 and addr in TEREDO:
+            continue  # N/A in the registry: judged by the IPv4 it carries (below)
+        if block == "::ffff:0:0/96":  # the socket connects to the IPv4 address it carries
+            expected = _registry_verdict(addr.ipv4_mapped) is not False
+        assert is_public_ip(addr) is expected, (block, name, str(addr))
+        assert UrlGuard([]).ip_allowed(str(addr)) is expected, (block, name, str(addr))
+
+
+@pytest.mark.parametrize(
+    ("block", "name", "reachable"), [r for r in IANA_SPECIAL_PURPOSE if ":" not in r[0]]
+)
+def test_ipv6_forms_carrying_an_ipv4_address_are_judged_by_it(block, name, reachable):
+    for v4 in _samples(block):
+        expected = _registry_verdict(v4)
+        packed = int(v4)
+        forms = {
+            "IPv4-mapped": ipaddress.IPv6Address((0xFFFF << 32) | packed),
+            "NAT64 64:ff9b::/96": ipaddress.IPv6Address(
+                int(ipaddress.IPv6Address("64:ff9b::")) | packed
+            ),
+            "6to4 2002::/16": ipaddress.IPv6Address((0x2002 << 112) | (packed << 80) | 1),
+            # Teredo: server 8.8.8.8, client address stored inverted (RFC 4380)
+            "Teredo client": ipaddress.IPv6Address(
+                (0x20010000 << 96) | (0x08080808 << 64) | (packed ^ 0xFFFFFFFF)
+            ),
+            "Teredo server": ipaddress.IPv6Address(
+                (0x20010000 << 96) | (packed << 64) | (0x08080808 ^ 0xFFFFFFFF)
+            ),
+        }
+        for form, addr in forms.items():
+            assert is_public_ip(addr) is expected, (block, name, form, str(addr))
+
+
+@pytest.mark.parametrize(
+    ("ip", "public"),
+    [
+        ("8.8.8.8", True),
+        ("93.184.216.34", True),
+        ("2606:4700:4700::1111", True),
+        ("64:ff9b::808:808", True),
+        ("2002:808:808::1", True),
+        ("224.0.0.1", False),  # multicast
+        ("239.255.255.250", False),
+        ("ff02::1", False),
+        ("ff0e::1", False),
+        ("fec0::1", False),  # deprecated site-local
+        ("feff:ffff::1", False),
+        ("::808:808", False),  # deprecated IPv4-compatible form
+        ("4000::1", False),  # reserved by IETF, outside 2000::/3
+        ("1::1", False),
+    ],
+)
+def test_outside_the_special_registries(ip, public):
+    assert is_public_ip(ip) is public
+
+
+def test_dummy_and_site_local_addresses_are_refused():
+    for url in ("http://192.0.0.8/", "http://[fec0::1]/", "http://[::ffff:192.0.0.8]/"):
+        with pytest.raises(BlockedURLError, match="not public"):
+            UrlGuard([]).check_url(url)
+
+
 def test_allow_list_networks_and_host_names():
     UrlGuard(["127.0.0.1"]).check_url("http://127.0.0.1:1234/")
     UrlGuard(["127.0.0.0/8"]).check_url("http://127.0.0.5/")
@@ -236,7 +375,10 @@ def test_a_redirect_to_another_origin_drops_every_header_carrying_a_secret():
         first.route("GET", "/away", Reply(302, b"", {"Location": f"{second.url}/end"}))
         first.route("GET", "/here", Reply(307, b"", {"Location": "/end"}))
         first.route("GET", "/end", {"done": True})
-        plain, guarded = Http(secrets=[secret]), Http(guard=UrlGuard(["127.0.0.1"]), secrets=[secret])
+        plain, guarded = (
+            Http(secrets=[secret]),
+            Http(guard=UrlGuard(["127.0.0.1"]), secrets=[secret]),
+        )
         for h, guard in ((plain, False), (guarded, True)):
             try:
                 for path in ("/away", "/here"):
@@ -263,8 +405,12 @@ def test_a_secret_given_to_one_request_is_dropped_on_its_redirect_only():
         first.route("GET", "/away", Reply(302, b"", {"Location": f"{second.url}/end"}))
         h = Http()
         try:
-            h.request("GET", first.url + "/away", headers={"X-Sig": "per-request-secret"},
-                      secrets=["per-request-secret"])
+            h.request(
+                "GET",
+                first.url + "/away",
+                headers={"X-Sig": "per-request-secret"},
+                secrets=["per-request-secret"],
+            )
             h.request("GET", first.url + "/away", headers={"X-Sig": "per-request-secret"})
         finally:
             h.close()

@@ -68,6 +68,24 @@ def test_plugin_with_invalid_describe_schema_is_skipped(make_dist, connector_src
     assert pm.get_plugin("bad") is None  # unregistered: none of its hooks can run
 
 
+def test_endpoint_field_must_name_a_credential_field():
+    from levqor_kernel.catalog import check_description
+
+    desc = {
+        "name": "hook",
+        "title": "Hook",
+        "description": "d",
+        "credentials": {"type": "object", "properties": {"url": {"type": "string"}}},
+        "endpoint_field": "url",
+        "actions": {"a": {"title": "A", "payload": {}, "output": {}, "example": {}}},
+    }
+    assert check_description(desc) == []
+    assert check_description({**desc, "endpoint_field": "nope"}) == [
+        "hook: endpoint_field 'nope' is not a property of the credentials schema"
+    ]
+    assert check_description({**desc, "credentials": None})
+
+
 def test_invalid_json_schema_in_a_description_is_rejected():
     class P:
         @hookimpl

@@ -241,3 +241,25 @@ def test_positive_control_the_listener_is_reachable_when_the_operator_allows_it(
         assert [r.path for r in listener.requests] == ["/latest/meta-data/"]
     finally:
         s.stop()
+
+
+def test_a_slack_url_the_connector_refuses_is_not_stored(client):
+    secret = "/services/T1/B1/neverstoredsecret"
+    for url in (f"https://evil.example.com{secret}", f"http://hooks.slack.com{secret}"):
+        r = client.post(
+            "/api/v1/credentials",
+            json={"name": "slack-bad", "connector": "slack", "values": {"webhook_url": url}},
+        )
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["code"] == "invalid_credentials" and "webhook_url" in err["message"]
+        assert [p["pointer"] for p in err["details"]["problems"]] == ["/values/webhook_url"]
+        assert "neverstoredsecret" not in r.text
+    names = [c["name"] for c in client.get("/api/v1/credentials").json()["items"]]
+    assert "slack-bad" not in names
+    good = "https://hooks.slack.com/services/T1/B1/acceptedsecret"
+    r = client.post(
+        "/api/v1/credentials",
+        json={"name": "slack-good", "connector": "slack", "values": {"webhook_url": good}},
+    )
+    assert r.status_code == 201, r.text

@@ -38,6 +38,12 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
             "description": "false when a step may omit the credential (default true when a credentials schema is given)",
         },
         "docs_url": {"type": "string"},
+        "endpoint_field": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the credential field that holds the URL the connector calls (a "
+            "webhook URL): the contract kit points it at its fake server",
+        },
         "kernel": {
             "type": "string",
             "description": "supported levqor-kernel versions, PEP 440 specifier",
@@ -130,6 +136,7 @@ class ConnectorInfo:
     docs_url: str | None = None
     cooperative: bool = False
     credentials_required: bool = True
+    endpoint_field: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,6 +153,7 @@ class ConnectorInfo:
             "version": self.version,
             "kernel": self.kernel,
             "docs_url": self.docs_url,
+            "endpoint_field": self.endpoint_field,
         }
 
 
@@ -254,6 +262,14 @@ def _check_description(desc: Any) -> list[str]:
     name = desc["name"]
     if desc.get("credentials") is not None:
         problems += _check_schema(desc["credentials"], f"{name}: credentials schema")
+    field_name = desc.get("endpoint_field")
+    if field_name is not None:
+        creds = desc.get("credentials")
+        props = creds.get("properties") if isinstance(creds, Mapping) else None
+        if not isinstance(props, Mapping) or field_name not in props:
+            problems.append(
+                f"{name}: endpoint_field {field_name!r} is not a property of the credentials schema"
+            )
     for aname, action in desc["actions"].items():
         where = f"{name}.{aname}"
         for key in ("payload", "output"):
@@ -364,4 +380,5 @@ def connector_from_description(
         docs_url=desc.get("docs_url"),
         cooperative=bool(desc.get("cooperative", False)),
         credentials_required=bool(desc.get("credentials_required", True)),
+        endpoint_field=desc.get("endpoint_field"),
     )

@@ -1,12 +1,14 @@
 """The hooks a Levqor plugin can implement. Every one is documented in docs/connectors.md.
 
-Connector hooks (``validate_payload``, ``run_task``, ``check_credentials``) are dispatched to
+Connector hooks (``validate_payload``, ``validate_credentials``, ``run_task``,
+``check_credentials``) are dispatched to
 the single plugin that owns the connector named in the call, never to every plugin. Billing
 and planner hooks are ``firstresult``: the first plugin that answers (not ``None``) decides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import hookspec
@@ -35,6 +37,22 @@ def validate_payload(connector: str, action: str, payload: dict[str, Any]) -> li
     of problem messages; an empty list or ``None`` means valid.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def validate_credentials(
+    connector: str, credentials: dict[str, Any], env: Mapping[str, str]
+) -> dict[str, str] | None:
+    """Check credential values beyond their JSON Schema, offline, before they are stored.
+
+    Called on the owning plugin when a user saves a credential, after schema validation, with
+    the host's configuration as ``env``. Returns ``{field: problem}`` for values that can never
+    work (the field names a property of the credentials schema; the message must not quote
+    secret values); an empty dict or ``None`` means valid. No network calls: that is
+    ``check_credentials``.
+
+    .. versionadded:: 0.2
     """
 
 
@@ -129,6 +147,7 @@ def plan_pipeline(
 HOOK_NAMES = (
     "describe_schema",
     "validate_payload",
+    "validate_credentials",
     "run_task",
     "check_credentials",
     "price_task",

@@ -7,9 +7,11 @@
   :class:`PermanentError`;
 * secrets (tokens, webhook paths, API keys) are redacted from every error message;
 * the SSRF guard (:class:`UrlGuard`) for URLs a user supplied: it checks the address the
-  socket is about to connect to (after DNS, on every redirect hop), so loopback, private,
-  link-local, unspecified and reserved addresses, their IPv6 and IPv4-mapped forms and
-  decimal/octal spellings are all refused before a single byte is sent.
+  socket is about to connect to (after DNS, on every redirect hop), so any address the IANA
+  special-purpose registries do not mark globally reachable (loopback, private, shared,
+  link-local, documentation, benchmarking, protocol assignments, site-local, ...), the IPv6
+  forms that carry one (IPv4-mapped, NAT64, 6to4, Teredo) and decimal/octal spellings are all
+  refused before a single byte is sent.
 """
 
 from __future__ import annotations
@@ -125,14 +127,89 @@ def _parse_allow(entries: Iterable[str]) -> tuple[set[str], list[ipaddress._Base
     return hosts, nets
 
 
+# The IANA special-purpose address registries (iana-ipv4-special-registry,
+# iana-ipv6-special-registry), column "Globally Reachable": the most specific block containing
+# an address decides. Blocks marked N/A there (6to4, Teredo) and the NAT64 and IPv4-mapped
+# forms are judged by the IPv4 address they carry. Python's ``ipaddress.is_global`` is not used:
+# its answer changes between patch releases (3.11.7 calls 192.0.0.8 and fec0::/10 global) and
+# lags the registries.
+SPECIAL_PURPOSE_BLOCKS: tuple[tuple[str, bool], ...] = (
+    # IPv4
+    ("0.0.0.0/8", False),
+    ("0.0.0.0/32", False),
+    ("10.0.0.0/8", False),
+    ("100.64.0.0/10", False),
+    ("127.0.0.0/8", False),
+    ("169.254.0.0/16", False),
+    ("172.16.0.0/12", False),
+    ("192.0.0.0/24", False),
+    ("192.0.0.0/29", False),
+    ("192.0.0.8/32", False),
+    ("192.0.0.9/32", True),
+    ("192.0.0.10/32", True),
+    ("192.0.0.170/32", False),
+    ("192.0.0.171/32", False),
+    ("192.0.2.0/24", False),
+    ("192.31.196.0/24", True),
+    ("192.52.193.0/24", True),
+    ("192.88.99.0/24", False),  # deprecated 6to4 relay anycast (RFC 7526)
+    ("192.168.0.0/16", False),
+    ("192.175.48.0/24", True),
+    ("198.18.0.0/15", False),
+    ("198.51.100.0/24", False),
+    ("203.0.113.0/24", False),
+    ("240.0.0.0/4", False),
+    ("255.255.255.255/32", False),
+    ("224.0.0.0/4", False),  # multicast (IPv4 address space registry)
+    # IPv6 (outside 2000::/3 nothing is global unicast: see is_public_ip)
+    ("::1/128", False),
+    ("::/128", False),
+    ("64:ff9b:1::/48", False),
+    ("100::/64", False),
+    ("100:0:0:1::/64", False),
+    ("2001::/23", False),
+    ("2001:1::1/128", True),
+    ("2001:1::2/128", True),
+    ("2001:1::3/128", True),
+    ("2001:2::/48", False),
+    ("2001:3::/32", True),
+    ("2001:4:112::/48", True),
+    ("2001:10::/28", False),
+    ("2001:20::/28", True),
+    ("2001:30::/28", True),
+    ("2001:db8::/32", False),
+    ("2620:4f:8000::/48", True),
+    ("3fff::/20", False),
+    ("5f00::/16", False),
+    ("fc00::/7", False),
+    ("fe80::/10", False),
+)
+_SPECIAL = sorted(
+    ((ipaddress.ip_network(net), reachable) for net, reachable in SPECIAL_PURPOSE_BLOCKS),
+    key=lambda e: -e[0].prefixlen,
+)
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a packet to ``ip`` ends up at (IPv4-mapped, NAT64, 6to4, Teredo)."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip in _NAT64:
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo  # the Teredo server and the client's public address
+    return ()
+
+
 def _effective_ip(ip: ipaddress._BaseAddress) -> ipaddress._BaseAddress:
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-        if ip.teredo is not None:
-            return ip.teredo[1]
+        embedded = _embedded_ipv4(ip)
+        if embedded:
+            return embedded[-1]
         # IPv4-compatible ::a.b.c.d (deprecated but still routable by some stacks)
         if int(ip) >> 32 == 0 and int(ip) > 1:
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
@@ -140,14 +217,24 @@ def _effective_ip(ip: ipaddress._BaseAddress) -> ipaddress._BaseAddress:
 
 
 def is_public_ip(ip: str | ipaddress._BaseAddress) -> bool:
-    """True when ``ip`` is a globally routable unicast address."""
+    """True when ``ip`` is globally reachable per the IANA special-purpose address registries.
+
+    An IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo) is public only when
+    every IPv4 address it carries is; other IPv6 addresses must be global unicast (2000::/3).
+    """
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    addr = _effective_ip(addr)
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
-        return False
-    if addr.is_private or addr.is_reserved:
-        return False
-    return bool(addr.is_global)
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.scope_id:
+            return False
+        embedded = _embedded_ipv4(addr)
+        if embedded:
+            return all(is_public_ip(v4) for v4 in embedded)
+        if addr not in _V6_GLOBAL_UNICAST:
+            return False
+    for net, reachable in _SPECIAL:
+        if net.version == addr.version and addr in net:
+            return reachable
+    return True
 
 
 class UrlGuard:
@@ -369,7 +456,9 @@ class _Watchdog:
             self._seq += 1
             heapq.heappush(self._heap, (when, self._seq, d))
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="levqor-http-deadlines", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="levqor-http-deadlines", daemon=True
+                )
                 self._thread.start()
             self._cv.notify()
         return d
@@ -475,7 +564,11 @@ def _thread_session(guard: UrlGuard | None) -> requests.Session:
     cache = getattr(_LOCAL, "sessions", None)
     if cache is None:
         cache = _LOCAL.sessions = {}
-    key = None if guard is None else (tuple(sorted(guard.allow_hosts)), tuple(sorted(map(str, guard.allow_nets))))
+    key = (
+        None
+        if guard is None
+        else (tuple(sorted(guard.allow_hosts)), tuple(sorted(map(str, guard.allow_nets))))
+    )
     s = cache.get(key)
     if s is None:
         s = _no_cookies(_Session())
@@ -602,7 +695,8 @@ class Http:
             except requests.exceptions.RequestException:
                 if timer is not None and timer.fired:
                     raise RetryableError(
-                        f"{service} response did not finish before the step deadline", code="timeout"
+                        f"{service} response did not finish before the step deadline",
+                        code="timeout",
                     ) from None
                 raise
             finally:
@@ -610,11 +704,14 @@ class Http:
                     timer.cancel()
             if timer is not None and timer.fired:
                 resp.close()
-                raise RetryableError(f"{service} response did not finish before the step deadline", code="timeout")
+                raise RetryableError(
+                    f"{service} response did not finish before the step deadline", code="timeout"
+                )
             if len(body) > self.max_response_bytes:
                 resp.close()
                 raise PermanentError(
-                    f"{service} response larger than {self.max_response_bytes} bytes", code="response_too_large"
+                    f"{service} response larger than {self.max_response_bytes} bytes",
+                    code="response_too_large",
                 )
             resp._content = bytes(body)
             resp._content_consumed = True

@@ -172,12 +172,44 @@ def test_fake_host_needs_the_operator_allow_list(slack: FakeSlack) -> None:
         "https://hooks.slack.com/workflows/T1/A1/1/secretsecret",  # not an incoming webhook
         "https://hooks.slack.com/services/T1/B1/secretsecret?x=1",
         "https://user:pw@hooks.slack.com/services/T1/B1/secretsecret",
+        "https://hooks.slack.com:8443/services/T1/B1/secretsecret",  # another port
+        "https://hooks.slack.com/services/T1/B1/secretsecret#frag",
+        "https://evil.example.com/services/T1/B1/secretsecret",  # another host, not allowed
+        "ftp://127.0.0.1/services/T1/B1/secretsecret",
     ],
 )
 def test_malformed_slack_urls_are_refused(url: str) -> None:
     with pytest.raises(CredentialError) as e:
         levqor_slack.run_task("slack", "post_message", {"text": "hi"}, {"webhook_url": url}, ctx())
     assert "secretsecret" not in str(e.value)
+    # the same rules refuse the credential when it is saved, naming the field
+    problems = levqor_slack.validate_credentials("slack", {"webhook_url": url}, ENV)
+    assert set(problems) == {"webhook_url"} and "secretsecret" not in problems["webhook_url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.slack.com/services/T1/B1/secretsecret", ""),
+        ("https://hooks.slack.com:443/services/T1/B1/secretsecret", ""),
+        ("https://slack-proxy.example.com/hook/secretsecret", "slack-proxy.example.com"),
+        ("http://127.0.0.1:8080/services/T1/B1/secretsecret", "127.0.0.1"),
+        ("http://localhost/services/T1/B1/secretsecret", "localhost"),
+        ("http://[::1]:9000/services/T1/B1/secretsecret", "::1"),
+    ],
+)
+def test_valid_webhook_urls_pass_the_save_time_check(url: str, allowed: str) -> None:
+    env = {"LEVQOR_SLACK_ALLOWED_HOSTS": allowed}
+    assert levqor_slack.validate_credentials("slack", {"webhook_url": url}, env) == {}
+
+
+def test_plain_http_to_an_allowed_host_off_the_machine_is_refused() -> None:
+    env = {"LEVQOR_SLACK_ALLOWED_HOSTS": "slack-proxy.example.com"}
+    creds = {"webhook_url": "http://slack-proxy.example.com/hook/secretsecret"}
+    problems = levqor_slack.validate_credentials("slack", creds, env)
+    assert "https" in problems["webhook_url"] and "secretsecret" not in problems["webhook_url"]
+    with pytest.raises(CredentialError, match="https"):
+        levqor_slack.run_task("slack", "post_message", {"text": "hi"}, creds, ctx(env=env))
 
 
 def test_wrong_secret_is_invalid_token(slack: FakeSlack) -> None:
@@ -319,7 +351,8 @@ def test_ssrf_guard_blocks_loopback_without_the_operator_allow(slack: FakeSlack)
 @pytest.mark.parametrize("host", ["169.254.169.254", "10.0.0.7", "localhost"])
 def test_ssrf_guard_blocks_private_hosts_even_when_allowed_as_slack_hosts(host: str) -> None:
     env = {"LEVQOR_SLACK_ALLOWED_HOSTS": host}
-    creds = {"webhook_url": f"http://{host}/services/T1/B1/secretsecret"}
+    scheme = "http" if host == "localhost" else "https"
+    creds = {"webhook_url": f"{scheme}://{host}/services/T1/B1/secretsecret"}
     with pytest.raises(BlockedURLError) as e:
         levqor_slack.run_task("slack", "post_message", {"text": "hi"}, creds, ctx(env=env))
     assert "secretsecret" not in str(e.value)

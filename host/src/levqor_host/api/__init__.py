@@ -282,6 +282,47 @@ def cred_out(c: dict) -> dict:
     }
 
 
+def _check_credential_rules(connector: str, values: dict) -> None:
+    """Refuse (422, naming each field) values the connector's ``validate_credentials`` rejects."""
+    from levqor_kernel.http import redact, secrets_in
+
+    st = state()
+    if st.pm.owner_impl("validate_credentials", connector) is None:
+        return
+    try:
+        problems = st.pm.call_owner(
+            "validate_credentials",
+            connector,
+            connector=connector,
+            credentials=values,
+            env=st.config.env,
+        )
+    except Exception:  # noqa: BLE001 - a broken check must not store what it could not judge
+        current_app.logger.exception("validate_credentials of %s failed", connector)
+        problems = {"": "the connector could not check these values"}
+    if not problems:
+        return
+    if not isinstance(problems, dict):
+        problems = {"": "; ".join(map(str, problems))}
+    secret_values = secrets_in(values)
+    safe = [
+        {
+            "pointer": "/values" + (f"/{field}" if field else ""),
+            "field": field or None,
+            "message": redact(str(message), secret_values),
+        }
+        for field, message in problems.items()
+    ]
+    first = safe[0]
+    where = f"{first['field']}: " if first["field"] else ""
+    raise ApiError(
+        422,
+        "invalid_credentials",
+        f"the credential values cannot work: {where}{first['message']}",
+        {"problems": safe},
+    )
+
+
 @bp.post("/credentials")
 @require("credentials:write")
 def create_credential():
@@ -316,6 +357,7 @@ def create_credential():
             "the credential values do not match the connector's schema",
             {"problems": safe},
         )
+    _check_credential_rules(info.name, b["values"])
     user = current_user()
     if any(c["name"] == b["name"] for c in st.store.list_credentials(user["id"])):
         raise ApiError(409, "conflict", f"a credential named {b['name']!r} already exists")

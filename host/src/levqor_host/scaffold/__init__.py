@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import importlib.util
 import os
 import re
 import subprocess
@@ -150,10 +151,25 @@ class CheckReport:
         }
 
 
-def sample_credentials(schema: Any, base_url: str) -> dict[str, Any] | None:
+def endpoint_url(sub: Any, base_url: str) -> str:
+    """``base_url`` with the path (and query) of the field's first example URL, so a connector
+    that checks the shape of its endpoint's path still accepts it; else a made-up path."""
+    from urllib.parse import urlsplit
+
+    examples = sub.get("examples") if isinstance(sub, dict) else None
+    if isinstance(examples, list) and examples and isinstance(examples[0], str):
+        parts = urlsplit(examples[0])
+        if parts.path:
+            return base_url + parts.path + (f"?{parts.query}" if parts.query else "")
+    return base_url + "/levqor-check/endpoint-secret-path"
+
+
+def sample_credentials(
+    schema: Any, base_url: str, endpoint_field: str | None = None
+) -> dict[str, Any] | None:
     """Credentials made up from a credential schema to drive the contract checks: ``api_base``
-    points at the fake server, strings are long dummy secrets, enums take their first value.
-    ``None`` when the connector takes no credentials."""
+    and the connector's ``endpoint_field`` point at the fake server, strings are long dummy
+    secrets, enums take their first value. ``None`` when the connector takes no credentials."""
     if not isinstance(schema, dict):
         return None
     out: dict[str, Any] = {}
@@ -161,6 +177,9 @@ def sample_credentials(schema: Any, base_url: str) -> dict[str, Any] | None:
     for key, sub in props.items():
         if key == "api_base":
             out[key] = base_url
+            continue
+        if key == endpoint_field:
+            out[key] = endpoint_url(sub, base_url)
             continue
         if key not in (schema.get("required") or []):
             continue
@@ -281,10 +300,18 @@ def _check_plugin(report: CheckReport, plugin: Any, label: str) -> None:
     def creds(base: str) -> dict | None:
         # one connector's credential schema drives the sample (a plugin offering several
         # connectors with different schemas should rely on its own ConnectorContract)
-        return sample_credentials(descs[0].credentials, base) if descs else None
+        if not descs:
+            return None
+        return sample_credentials(descs[0].credentials, base, descs[0].endpoint_field)
 
     def env(base: str) -> dict:
-        return {f"LEVQOR_{c.name.upper()}_API_BASE": base for c in descs}
+        out = {f"LEVQOR_{c.name.upper()}_API_BASE": base for c in descs}
+        # a connector whose endpoint is a credential (a webhook URL) limits its hosts; the fake
+        # is on the loopback interface
+        for c in descs:
+            if c.endpoint_field:
+                out[f"LEVQOR_{c.name.upper()}_ALLOWED_HOSTS"] = "127.0.0.1"
+        return out
 
     offline = _probe(report, pm, label, creds, env)
     res = check_connector(plugin, credentials=creds, env=env, offline=offline)
@@ -299,6 +326,7 @@ def _check_plugin(report: CheckReport, plugin: Any, label: str) -> None:
         if (
             not offline
             and c.credentials is not None
+            and not c.endpoint_field
             and "api_base" not in (c.credentials.get("properties") or {})
         ):
             report.notes.append(
@@ -344,6 +372,12 @@ def _run_project_tests(report: CheckReport, path: Path, src: Path) -> None:
         report.problems.append(
             "tests/ has no ConnectorContract subclass: add one (see docs/connectors.md, "
             "'Testing with the contract kit') so pytest runs the contract with your credentials"
+        )
+        return
+    if importlib.util.find_spec("pytest") is None:
+        report.problems.append(
+            "pytest is not installed beside Levqor, so the project's contract tests cannot run: "
+            "pip install 'levqor-kernel[testing]' (or use --no-tests)"
         )
         return
     env = {

@@ -6,10 +6,13 @@
   signature check.
 * HS256 is verified with the legacy project secret only. ES256/RS256 need a ``kid`` that names
   a key of the project's JWKS (``SUPABASE_URL/auth/v1/.well-known/jwks.json``), fetched and
-  cached for ``LEVQOR_JWKS_CACHE_SECONDS``, fetched again (once, for every waiting request) when
-  a token names a kid that is not cached; a kid still unknown after that is remembered as
-  unknown for a minute so random kids cannot make us hammer the JWKS endpoint. The key's type
-  must match the algorithm (an HS256 token "signed" with the public key never verifies).
+  cached for ``LEVQOR_JWKS_CACHE_SECONDS``. A token naming a kid that is not cached makes us fetch
+  the JWKS again (once, for every waiting request) only when the last fetch is older than
+  ``LEVQOR_JWKS_REFETCH_SECONDS`` (5 minutes by default): however many unknown kids arrive, the
+  JWKS endpoint sees at most one such fetch per interval. A rotated key is therefore accepted
+  at most that long after it is first used (publish standby keys ahead, as Supabase advises).
+  The key's type must match the algorithm (an HS256 token "signed" with the public key never
+  verifies).
 * ``exp``, ``aud`` (``authenticated``), ``iss`` (``SUPABASE_URL/auth/v1``) and ``sub`` are
   required and checked, with ``LEVQOR_JWT_LEEWAY`` seconds of clock skew.
 """
@@ -29,7 +32,6 @@ from .settings import SecuritySettings
 log = logging.getLogger("levqor.auth")
 
 _KTY_FOR_ALG = {"ES256": "EC", "RS256": "RSA"}
-UNKNOWN_KID_SECONDS = 60.0
 
 
 class InvalidToken(Exception):
@@ -45,17 +47,23 @@ def looks_like_jwt(token: str) -> bool:
 
 
 class JwksCache:
-    def __init__(self, url: str, ttl: float) -> None:
+    """The project's signing keys by kid.
+
+    Refreshed when older than ``ttl`` (the cached keys stay in use while a refresh fails), and
+    on an unknown kid only when the last fetch attempt is older than ``refetch_interval``.
+    """
+
+    def __init__(self, url: str, ttl: float, refetch_interval: float = 300.0) -> None:
         self.url = url
         self.ttl = ttl
+        self.refetch_interval = refetch_interval
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = 0.0
-        self._unknown: dict[str, float] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self._lock = threading.Lock()
-        self.fetches = 0
 
     def _fetch(self) -> None:
-        self.fetches += 1
+        self._attempted_at = time.monotonic()
         try:
             resp = requests.get(
                 self.url, timeout=(3.0, 5.0), headers={"Accept": "application/json"}
@@ -80,7 +88,7 @@ class JwksCache:
     def get(self, kid: str) -> jwt.PyJWK | None:
         now = time.monotonic()
         with self._lock:
-            stale = now - self._fetched_at > self.ttl
+            stale = self._fetched_at is None or now - self._fetched_at > self.ttl
             if stale:
                 try:
                     self._fetch()
@@ -89,19 +97,15 @@ class JwksCache:
                         raise
                     log.warning("JWKS refresh failed; using the cached keys")
             key = self._keys.get(kid)
-            if key is not None:
+            if key is not None or stale:
                 return key
-            seen = self._unknown.get(kid)
-            if seen is not None and now - seen < UNKNOWN_KID_SECONDS:
+            # a kid we do not know: the project may have rotated its keys, or the kid is made
+            # up; either way the endpoint sees at most one such fetch per interval
+            last = self._attempted_at
+            if last is not None and now - last < self.refetch_interval:
                 return None
-            if not stale:  # a kid we do not know: the project may have rotated its keys
-                self._fetch()
-                key = self._keys.get(kid)
-            if key is None:
-                if len(self._unknown) > 1000:
-                    self._unknown.clear()
-                self._unknown[kid] = now
-            return key
+            self._fetch()
+            return self._keys.get(kid)
 
 
 class SupabaseVerifier:
@@ -109,7 +113,7 @@ class SupabaseVerifier:
         self.settings = settings
         self.algorithms = tuple(settings.jwt_algorithms)
         self.jwks = (
-            JwksCache(settings.jwks_url, settings.jwks_cache_seconds)
+            JwksCache(settings.jwks_url, settings.jwks_cache_seconds, settings.jwks_refetch_seconds)
             if settings.jwks_url and any(a != "HS256" for a in self.algorithms)
             else None
         )

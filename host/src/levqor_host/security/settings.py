@@ -73,6 +73,7 @@ class SecuritySettings:
     jwt_issuer: str | None = None
     jwt_leeway: int = 30
     jwks_cache_seconds: int = 600
+    jwks_refetch_seconds: int = 300
     # ---- host sessions
     session_ttl: int = 14 * 24 * 3600
     login_link_ttl: int = 15 * 60
@@ -135,6 +136,8 @@ class SecuritySettings:
                 "LEVQOR_RATE_LIMIT_STRATEGY must be fixed-window, moving-window or "
                 "sliding-window-counter"
             )
+        if _int(env, "LEVQOR_JWKS_REFETCH_SECONDS", 300) < 0:
+            raise ValueError("LEVQOR_JWKS_REFETCH_SECONDS must be 0 or more")
         proxies = _int(env, "LEVQOR_TRUSTED_PROXIES", 0)
         if proxies < 0:
             raise ValueError("LEVQOR_TRUSTED_PROXIES must be 0 or more")
@@ -146,6 +149,7 @@ class SecuritySettings:
             jwt_issuer=issuer,
             jwt_leeway=_int(env, "LEVQOR_JWT_LEEWAY", 30),
             jwks_cache_seconds=_int(env, "LEVQOR_JWKS_CACHE_SECONDS", 600),
+            jwks_refetch_seconds=_int(env, "LEVQOR_JWKS_REFETCH_SECONDS", 300),
             session_ttl=_int(env, "LEVQOR_SESSION_TTL", 14 * 24 * 3600),
             login_link_ttl=_int(env, "LEVQOR_LOGIN_LINK_TTL", 15 * 60),
             rate_limits=mode in ("on", "1", "true"),

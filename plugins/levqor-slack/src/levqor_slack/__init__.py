@@ -1,9 +1,15 @@
 """Levqor connector for Slack: post a message through an incoming webhook.
 
 The webhook URL is the credential. Its path is a secret, so it never appears in an error
-message. It must be a ``https://hooks.slack.com/services/...`` URL unless the operator allows
-another host with ``LEVQOR_SLACK_ALLOWED_HOSTS`` (comma separated host names, for example a
-Slack-compatible proxy or a test fake), and it is always sent through the SSRF guard.
+message. The rules (:func:`webhook_url`, checked when the credential is saved and on every run):
+
+* on ``hooks.slack.com``: ``https``, the path ``/services/<team>/<bot>/<secret>``, no port
+  other than 443, no user name, password, query or fragment;
+* another host only when the operator lists it in ``LEVQOR_SLACK_ALLOWED_HOSTS`` (comma
+  separated host names: a Slack-compatible proxy, a test fake), with ``https``, or plain
+  ``http`` to a loopback host only (the path is a secret: it never crosses a network in clear);
+* every request goes through the SSRF guard, so a private address also needs
+  ``LEVQOR_SSRF_ALLOW``.
 
 There is no ``check_credentials``: an incoming webhook has no read-only endpoint, so the only
 way to test one is to post a message.
@@ -11,6 +17,7 @@ way to test one is to post a message.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -138,8 +145,12 @@ CREDENTIALS_SCHEMA: dict[str, Any] = {
             "pattern": "^https?://",
             "writeOnly": True,
             "title": "Webhook URL",
+            "examples": [
+                "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+            ],
             "description": "The incoming webhook URL from your Slack app "
-            "(https://hooks.slack.com/services/...). Anyone with it can post to the channel.",
+            "(https://hooks.slack.com/services/T.../B.../...). Anyone with it can post to the "
+            "channel.",
         }
     },
 }
@@ -156,6 +167,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["communication", "chat"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://api.slack.com/messaging/webhooks",
+            "endpoint_field": "webhook_url",
             "kernel": ">=0.1,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "actions": {
@@ -199,6 +211,15 @@ def _allowed_hosts(env: Mapping[str, str]) -> set[str]:
     return {h.strip().lower().rstrip(".") for h in extra.split(",") if h.strip()}
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def webhook_url(credentials: Mapping[str, Any] | None, env: Mapping[str, str]) -> str:
     """The checked webhook URL from ``credentials``, or a :class:`CredentialError`.
 
@@ -218,13 +239,27 @@ def webhook_url(credentials: Mapping[str, Any] | None, env: Mapping[str, str]) -
     if parts.username or parts.password:
         raise CredentialError("the Slack webhook URL must not contain a user name or password")
     if host == SLACK_HOST:
-        if parts.scheme != "https" or not _SLACK_PATH.fullmatch(parts.path) or parts.query:
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme != "https"
+            or port not in (None, 443)
+            or not _SLACK_PATH.fullmatch(parts.path)
+            or parts.query
+            or parts.fragment
+        ):
             raise CredentialError(
                 "the Slack webhook URL must look like https://hooks.slack.com/services/T.../B.../..."
             )
     elif host and host in _allowed_hosts(env):
+        if parts.scheme == "http" and not _is_loopback(host):
+            raise CredentialError(
+                "the Slack webhook URL must use https (plain http only to a loopback host)"
+            )
         if parts.scheme not in ("http", "https"):
-            raise CredentialError("the Slack webhook URL must be an http(s) URL")
+            raise CredentialError("the Slack webhook URL must be an https URL")
     else:
         shown = redact(host, [url, parts.path]) if host else "(none)"
         raise CredentialError(
@@ -233,6 +268,20 @@ def webhook_url(credentials: Mapping[str, Any] | None, env: Mapping[str, str]) -
             code="host_not_allowed",
         )
     return url
+
+
+@hookimpl(optionalhook=True)  # kernel 0.1 has no such hook: the connector still loads there
+def validate_credentials(
+    connector: str, credentials: dict[str, Any], env: Mapping[str, str]
+) -> dict[str, str] | None:
+    """The webhook URL rules, checked when the credential is saved."""
+    if connector != "slack":
+        return None
+    try:
+        webhook_url(credentials, env)
+    except CredentialError as e:
+        return {"webhook_url": e.message}
+    return {}
 
 
 def _message(payload: Mapping[str, Any]) -> dict[str, Any]:
