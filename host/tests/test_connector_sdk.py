@@ -67,7 +67,10 @@ def test_new_then_pip_install_e_then_pytest_then_levqor_plugins(tmp_path):
     } <= files
     pp = (proj / "pyproject.toml").read_text()
     assert 'zebra_notes = "levqor_zebra_notes"' in pp and '"levqor"' in pp
-    assert 'dependencies = ["levqor-kernel>=0.1,<1"]' in pp and "hatchling" in pp
+    from levqor_kernel import __version__
+
+    major, minor = __version__.split(".")[:2]  # this kernel's major version, from this minor on
+    assert f'dependencies = ["levqor-kernel>={major}.{minor},<{int(major) + 1}"]' in pp and "hatchling" in pp
     assert "ConnectorContract" in (proj / "tests" / "test_zebra_notes.py").read_text()
 
     py = layered_venv(tmp_path / "venv")
