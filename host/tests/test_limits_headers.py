@@ -15,6 +15,7 @@ import requests
 from e2e_support import LiveServer, backend_env, clean_env, make_app, require_services
 from flask import Blueprint, jsonify
 from levqor_kernel import hookimpl
+from levqor_kernel.access import public
 
 HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
@@ -33,6 +34,7 @@ class BillingRoutes:
         bp = Blueprint("test_billing", __name__)
 
         @bp.get("/api/v1/billing/ping")
+        @public("a test route with nothing to protect")
         def ping():
             return jsonify({"ok": True})
 

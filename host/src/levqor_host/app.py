@@ -419,6 +419,9 @@ def create_app(
     app.register_blueprint(schedule_bp)
     app.register_blueprint(dashboard_bp)  # HTML shells + ES modules over the JSON API (issue 9)
     pm.hook.register_blueprints(app=app, state=state)
+    from .security.install import report_undeclared_routes
+
+    report_undeclared_routes(app)
 
     if start_workers is None:
         start_workers = cfg.executor == "embedded"

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from jsonschema import Draft202012Validator
 
 from ..errors import ApiError, check_fields, json_body
-from ..security.auth import current_user, require
+from ..security.auth import current_user, public, require, signed_in
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -102,6 +102,7 @@ def _save_problems(user_id: str, doc: Any) -> tuple[list[dict], list[dict]]:
 
 # ---------------------------------------------------------------- catalog and spec
 @bp.get("/openapi.json")
+@public("the API description; it holds no data")
 def openapi():
     return jsonify(openapi_document(state()))
 
@@ -120,7 +121,7 @@ def connectors():
 
 
 @bp.get("/me")
-@require()
+@signed_in()
 def me():
     u = current_user()
     return jsonify(

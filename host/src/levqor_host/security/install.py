@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .auth import peek_identity
+from .auth import enforce_access, peek_identity, undeclared_routes
 from .jwt_auth import SupabaseVerifier
 
 log = logging.getLogger("levqor.security")
@@ -181,6 +181,7 @@ def install_security(app: Flask, state: Any) -> SecurityState:
     app.extensions["levqor_security"] = sec
     _security_headers(app, settings)
     sec.limiter = _make_limiter(app, settings)
+    app.before_request(enforce_access)  # after the limiter's check: a refused caller is counted
     if settings.rate_limits and settings.rate_limit_storage.startswith("memory://"):
         log.debug("rate limits kept in memory (per process); set LEVQOR_RATE_LIMIT_STORAGE")
 
@@ -188,3 +189,10 @@ def install_security(app: Flask, state: Any) -> SecurityState:
 
     app.register_blueprint(sessions_bp)
     return sec
+
+
+def report_undeclared_routes(app: Flask) -> None:
+    """Log each route that declares no access (it stays closed); called once all blueprints,
+    plugins' too, are registered."""
+    for route in undeclared_routes(app):
+        log.warning("route %s declares no access rule: it answers 500 until it declares one", route)
