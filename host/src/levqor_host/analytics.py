@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import Connection, and_, bindparam, distinct, func, select, update
 
-from .api.openapi import ERR, _json, _op
+from .api.idempotency import idempotent
+from .api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op
 from .errors import ApiError, check_fields, json_body
 from .security.auth import current_user, require, signed_in
 from .store.tables import (
@@ -380,6 +381,7 @@ def dashboard():
 
 @bp.post("/referrals/claim")
 @require("billing")
+@idempotent()
 def referral_claim():
     st = _state()
     b = check_fields(
@@ -450,6 +452,7 @@ bp.openapi_paths = {  # type: ignore[attr-defined]
             "Name the code that referred you (within the claim window after sign-up)",
             {"201": _json(_OBJ), "409": ERR},
             scope="billing",
+            params=[IDEMPOTENCY_KEY],
             body={
                 "type": "object",
                 "required": ["code"],

@@ -57,6 +57,7 @@ class Config:
     webhook_max_bytes: int = 256 * 1024
     max_json_depth: int = 32
     run_wait_max: float = 60.0
+    idempotency_hours: int = 24  # how long an Idempotency-Key's first answer is kept
     log_level: str = "INFO"
     dev: bool = False
     # billing, referrals, analytics (docs/billing.md)
@@ -122,6 +123,7 @@ class Config:
             webhook_max_bytes=_int(env, "LEVQOR_WEBHOOK_MAX_BYTES", 256 * 1024),
             max_json_depth=_int(env, "LEVQOR_MAX_JSON_DEPTH", 32),
             run_wait_max=_float(env, "LEVQOR_RUN_WAIT_MAX", 60.0),
+            idempotency_hours=_int(env, "LEVQOR_IDEMPOTENCY_HOURS", 24),
             log_level=(env.get("LEVQOR_LOG_LEVEL") or "INFO").upper(),
             dev=_bool(env, "LEVQOR_DEV", False),
             prices=env.get("LEVQOR_PRICES") or "",

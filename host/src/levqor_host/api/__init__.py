@@ -9,6 +9,7 @@ from jsonschema import Draft202012Validator
 
 from ..errors import ApiError, check_fields, json_body
 from ..security.auth import current_user, public, require, signed_in
+from .idempotency import idempotent, request_key
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -139,6 +140,7 @@ def me():
 # ---------------------------------------------------------------- pipelines
 @bp.post("/pipelines")
 @require("pipelines:write")
+@idempotent()
 def create_pipeline():
     b = check_fields(body(), {"name": str, "pipeline": dict}, required=("pipeline",))
     user = current_user()
@@ -274,6 +276,7 @@ def cred_out(c: dict) -> dict:
 
 @bp.post("/credentials")
 @require("credentials:write")
+@idempotent()
 def create_credential():
     b = check_fields(
         body(),
@@ -424,6 +427,7 @@ def _answer_run(run: dict, wait: float | None, created: bool):
 
 @bp.post("/run")
 @require("runs:execute")
+@idempotent(body_field="idempotency_key")
 def run_pipeline():
     wait = _wait_param()
     b = check_fields(
@@ -436,9 +440,7 @@ def run_pipeline():
         },
         required=("pipeline_id",),
     )
-    key = b.get("idempotency_key")
-    if key is not None and not (1 <= len(key) <= 200):
-        raise ApiError(400, "invalid_request", "idempotency_key must be 1-200 characters")
+    key = request_key("idempotency_key")  # the header or the field: also the run's own key
     user = current_user()
     st = state()
     p = st.store.get_pipeline(user["id"], b["pipeline_id"])
@@ -495,6 +497,7 @@ def cancel_run(run_id: str):
 
 @bp.post("/runs/<run_id>/retry")
 @require("runs:execute")
+@idempotent()
 def retry_run(run_id: str):
     """A new run of the same version that reuses the outputs of the steps that succeeded."""
     wait = _wait_param()
