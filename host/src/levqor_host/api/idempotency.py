@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -27,6 +28,8 @@ from flask import Response, current_app, request
 from ..errors import ApiError
 from ..security.auth import current_user
 from ..store import idempotency as keys
+
+log = logging.getLogger("levqor.idempotency")
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -112,17 +115,20 @@ def idempotent(body_field: str | None = None) -> Callable:
             except BaseException:
                 keys.release(st.store, user_id, key)
                 raise
-            if 200 <= resp.status_code < 300:
-                keys.complete(
-                    st.store,
-                    user_id,
-                    key,
-                    resp.status_code,
-                    resp.get_data(as_text=True),
-                    resp.headers.get("Location"),
-                )
-            else:
-                keys.release(st.store, user_id, key)
+            try:
+                if 200 <= resp.status_code < 300:
+                    keys.complete(
+                        st.store,
+                        user_id,
+                        key,
+                        resp.status_code,
+                        resp.get_data(as_text=True),
+                        resp.headers.get("Location"),
+                    )
+                else:
+                    keys.release(st.store, user_id, key)
+            except Exception:  # noqa: BLE001 - the work is done: answer it truthfully
+                log.warning("could not keep the answer for an Idempotency-Key", exc_info=True)
             return resp
 
         return wrapper

@@ -41,9 +41,7 @@ def claim(
     try:
         with store.write() as conn:
             conn.execute(delete(t).where(t.c.created_at < now - ttl))
-            conn.execute(
-                delete(t).where(mine, t.c.status.is_(None), t.c.created_at < now - stale)
-            )
+            conn.execute(delete(t).where(mine, t.c.status.is_(None), t.c.created_at < now - stale))
             row = conn.execute(select(t).where(mine)).first()
             if row is None:
                 conn.execute(
