@@ -186,6 +186,8 @@ class Config:
             raise ValueError(
                 "LEVQOR_CELERY_VISIBILITY_TIMEOUT must be above 900 (the longest step timeout)"
             )
+        if cfg.idempotency_hours < 1:
+            raise ValueError("LEVQOR_IDEMPOTENCY_HOURS must be 1 or more")
         if cfg.run_retention_days < 0:
             raise ValueError("LEVQOR_RUN_RETENTION_DAYS must be 0 (keep forever) or more")
         if cfg.scheduler not in ("auto", "on", "off"):
