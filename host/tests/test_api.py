@@ -285,11 +285,120 @@ def test_run_without_wait_answers_202_and_finishes(srv, alice):
 def test_same_idempotency_key_returns_the_same_run(srv, alice):
     p = create(alice, transform_doc())
     body = {"pipeline_id": p["id"], "input": {"name": "x", "n": 1}, "idempotency_key": "order-77"}
-    a = alice.post("/api/v1/run", json=body).json()
-    b = alice.post("/api/v1/run", json=body).json()
-    assert a["run_id"] == b["run_id"] and a["created"] is True and b["created"] is False
+    a = alice.post("/api/v1/run", json=body)
+    b = alice.post("/api/v1/run", json=body)
+    assert a.status_code == b.status_code == 202
+    assert b.json() == a.json() and a.json()["created"] is True  # the first answer, replayed
+    assert b.headers["Idempotent-Replayed"] == "true" and b.headers["Location"] == a.headers["Location"]
+    # the header is the same key as the field
+    c = alice.post("/api/v1/run", json=body, headers={"Idempotency-Key": "order-77"})
+    assert c.json() == a.json()
+    r = alice.post("/api/v1/run", json=body, headers={"Idempotency-Key": "order-78"})
+    assert r.status_code == 400 and "differ" in r.json()["error"]["message"]
     items = alice.get(f"/api/v1/runs?pipeline_id={p['id']}").json()["items"]
     assert len(items) == 1
+
+
+def _count(alice, what: str) -> int:
+    return len(alice.get(f"/api/v1/{what}").json()["items"])
+
+
+def test_idempotency_key_header_on_every_creating_post(srv, alice, bob):
+    """Same key and request: the first answer (status, body) and nothing created again; the
+    same key with another request: 422; another user's same key is their own."""
+    p = create(alice, transform_doc())
+    requests_ = [
+        ("/api/v1/pipelines", {"name": "idem", "pipeline": transform_doc()}, "pipelines", 201),
+        (
+            "/api/v1/credentials",
+            {"name": "g1", "connector": "gate", "values": {"token": SECRET}},
+            "credentials",
+            201,
+        ),
+        ("/api/v1/run", {"pipeline_id": p["id"], "input": {"name": "a", "n": 1}}, "runs", 202),
+        ("/api/v1/run?wait=10", {"pipeline_id": p["id"], "input": {"name": "b", "n": 2}}, "runs", 200),
+    ]
+    for i, (url, body, listing, status) in enumerate(requests_):
+        key = {"Idempotency-Key": f"create-{i}"}
+        before = _count(alice, listing)
+        first = alice.post(url, json=body, headers=key)
+        assert first.status_code == status, (url, first.text)
+        again = alice.post(url, json=body, headers=key)
+        assert again.status_code == status and again.json() == first.json(), url
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert "Idempotent-Replayed" not in first.headers
+        assert _count(alice, listing) == before + 1, url
+        other = alice.post(url, json={**body, "name": "other"} if "name" in body else
+                           {**body, "input": {"name": "z", "n": 9}}, headers=key)
+        assert other.status_code == 422, (url, other.text)
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+        assert _count(alice, listing) == before + 1, url
+    # keys are per user: bob's "create-0" is his own
+    r = bob.post("/api/v1/pipelines", json=requests_[0][1], headers={"Idempotency-Key": "create-0"})
+    assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+    assert _count(bob, "pipelines") == 1
+    # a failed request keeps nothing: the corrected retry with the same key proceeds
+    bad = alice.post("/api/v1/pipelines", json={"pipeline": {"levqor": 1}},
+                     headers={"Idempotency-Key": "fix-me"})
+    assert bad.status_code == 422
+    good = alice.post("/api/v1/pipelines", json={"pipeline": transform_doc()},
+                      headers={"Idempotency-Key": "fix-me"})
+    assert good.status_code == 201
+    # malformed keys are a 400
+    for k in ("", "k" * 201):
+        r = alice.post("/api/v1/pipelines", json={"pipeline": transform_doc()},
+                       headers={"Idempotency-Key": k})
+        assert r.status_code == 400, r.text
+
+
+def test_idempotency_key_in_use_while_the_first_request_runs(srv, gate, alice):
+    assert alice.post("/api/v1/credentials", json={"name": "g", "connector": "gate",
+                                                   "values": {"token": SECRET}}).status_code == 201
+    p = create(alice, gate_doc())
+    body = {"pipeline_id": p["id"], "input": {"v": 1}}
+    key = {"Idempotency-Key": "slow-1"}
+    gate.block.clear()
+    out = {}
+    t = threading.Thread(
+        target=lambda: out.setdefault("r", alice.post("/api/v1/run?wait=20", json=body, headers=key))
+    )
+    t.start()
+    try:
+        for _ in range(100):
+            if srv.state.store.list_runs(alice_id(srv), limit=5)[0]:
+                break
+            threading.Event().wait(0.05)
+        r = alice.post("/api/v1/run?wait=20", json=body, headers=key)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_key_in_use"
+    finally:
+        gate.block.set()
+        t.join(30)
+    assert out["r"].status_code == 200 and out["r"].json()["status"] == "succeeded"
+    again = alice.post("/api/v1/run?wait=20", json=body, headers=key)
+    assert again.json() == out["r"].json()
+    assert len(srv.state.store.list_runs(alice_id(srv), limit=5)[0]) == 1
+
+
+def alice_id(srv) -> str:
+    return srv.state.store.get_user_by_email("alice@example.com")["id"]
+
+
+def test_idempotency_keys_outlive_a_restart(tmp_path):
+    app = make_app(tmp_path, start_workers=False)
+    s = LiveServer(app)
+    user, key = s.user_with_key("carol@example.com")
+    body = {"name": "durable", "pipeline": transform_doc()}
+    first = s.client(key).post("/api/v1/pipelines", json=body, headers={"Idempotency-Key": "d-1"})
+    assert first.status_code == 201
+    s.stop()
+    s = LiveServer(make_app(tmp_path, start_workers=False))
+    try:
+        c = s.client(key)
+        again = c.post("/api/v1/pipelines", json=body, headers={"Idempotency-Key": "d-1"})
+        assert again.status_code == 201 and again.json() == first.json()
+        assert len(c.get("/api/v1/pipelines").json()["items"]) == 1
+    finally:
+        s.stop()
 
 
 def test_run_list_filters_and_cursor_pagination(srv, alice):

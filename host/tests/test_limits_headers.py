@@ -15,6 +15,7 @@ import requests
 from e2e_support import LiveServer, backend_env, clean_env, make_app, require_services
 from flask import Blueprint, jsonify
 from levqor_kernel import hookimpl
+from levqor_kernel.access import public
 
 HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
@@ -33,6 +34,7 @@ class BillingRoutes:
         bp = Blueprint("test_billing", __name__)
 
         @bp.get("/api/v1/billing/ping")
+        @public("a test route with nothing to protect")
         def ping():
             return jsonify({"ok": True})
 
@@ -141,6 +143,36 @@ def test_anonymous_callers_are_limited_per_ip_with_headers(tmp_path, stop):
     assert int(r.headers["X-RateLimit-Reset"]) >= int(time.time())
     # liveness is never limited
     assert statuses(lambda: c.get("/health"), 5) == [200] * 5
+
+
+def test_retry_after_only_with_429(tmp_path, stop):
+    """The rate-limit headers go on every limited answer; Retry-After only on a refusal."""
+    s = serve(tmp_path, LEVQOR_RATE_LIMITS_FREE="8/minute", LEVQOR_RATE_LIMIT_IP="3/minute")
+    stop(s)
+    _, key = s.user_with_key("ra@example.com", plan="free")
+    c, anon = s.client(key), s.client()
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "x", "connector": "core", "action": "transform", "payload": {"value": 1}}],
+    }
+    answers = [
+        c.get("/api/v1/me"),
+        c.get("/api/v1/pipelines"),
+        c.post("/api/v1/pipelines", json={"name": "ra", "pipeline": doc}),
+        c.get("/api/v1/runs/nope"),
+        c.post("/api/v1/pipelines", json={"pipeline": "not a document"}),
+        anon.get("/api/v1/pipelines"),
+        anon.get("/health"),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 201, 404, 400, 401, 200]
+    for r in answers:
+        assert "Retry-After" not in r.headers, (r.request.method, r.url, r.status_code)
+        assert not any(h.lower().startswith("x-levqor-limiter") for h in r.headers)
+    assert answers[0].headers["X-RateLimit-Limit"] == "8"
+    assert statuses(lambda: c.get("/api/v1/me"), 4) == [200, 200, 200, 429]
+    r = c.get("/api/v1/me")
+    assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 60
 
 
 def test_per_plan_tiers_for_api_keys(tmp_path, stop):

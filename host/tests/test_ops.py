@@ -28,6 +28,7 @@ from fake_sentry import FakeSentry
 from flask import Blueprint
 from levqor_gmail.fake import FakeResend
 from levqor_kernel import hookimpl
+from levqor_kernel.access import public
 from levqor_kernel.errors import PermanentError
 
 PLANTED = "sk_live_PLANTEDsecret0123456789abcdef"
@@ -65,6 +66,7 @@ class Flaky:
         bp = Blueprint("flaky_test", __name__)
 
         @bp.get("/flaky/boom")
+        @public("a test route that fails on purpose")
         def boom():
             raise RuntimeError(f"exploded for carol@example.com with {PLANTED}")
 

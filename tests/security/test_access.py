@@ -12,20 +12,44 @@ from e2e_support import LiveServer, make_app
 
 SUPA = "https://proj.supabase.example"
 SECRET = "cross-user-test-secret-with-32-plus-characters"
-#: routes reachable without credentials (each one justified)
-PUBLIC = {
-    ("GET", "/health"),  # liveness
-    ("GET", "/api/v1/openapi.json"),  # the public API description
-    ("POST", "/hooks/<token>"),  # the unguessable token (and optional HMAC) is the credential
-    ("POST", "/api/v1/auth/login"),  # sign-in itself
-    ("GET", "/auth/link/<token>"),  # the one-time token is the credential
-    ("POST", "/api/v1/auth/logout"),  # needs a session (checked in the view, 401 otherwise)
-    ("POST", "/api/v1/billing/webhook"),  # Stripe's signature is the credential
-    # dashboard shells: the same HTML for everyone, no data (the page's API calls are checked)
-    ("GET", "/pipelines/<pipeline_id>"),
-    ("GET", "/runs/<run_id>"),
-    ("GET", "/dashboard/static/<path:filename>"),  # CSS, ES modules, vendored Chart.js
+#: the reviewed public routes: each declares ``public(reason)`` on its view; adding one to the
+#: app without adding it here (after review) fails the inventory
+REVIEWED_PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/ops/uptime"),
+    ("GET", "/metrics"),  # LEVQOR_METRICS_TOKEN when set
+    ("GET", "/api/v1/ops/health"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/marketplace"),
+    ("POST", "/api/v1/errors"),
+    ("POST", "/api/v1/support"),
+    ("GET", "/api/v1/errors/health"),
+    ("GET", "/api/v1/support/health"),
+    ("POST", "/hooks/<token>"),
+    ("POST", "/api/v1/auth/login"),
+    ("GET", "/auth/link/<token>"),
+    ("POST", "/api/v1/billing/webhook"),
+    ("GET", "/dashboard/static/<path:filename>"),
+    ("GET", "/static/<path:filename>"),  # Flask's own static folder
+    *(
+        ("GET", rule)
+        for rule in (
+            "/",
+            "/signin",
+            "/pipelines/new",
+            "/pipelines/<pipeline_id>",
+            "/runs",
+            "/runs/<run_id>",
+            "/credentials",
+            "/usage",
+            "/billing",
+            "/referrals",
+            "/marketplace",
+        )
+    ),
 }
+#: routes for any signed-in caller whatever its scopes: reads of the caller's own account
+SIGNED_IN = {("GET", "/api/v1/me"), ("GET", "/api/v1/referrals"), ("GET", "/api/v1/billing")}
 
 
 def jwt_for(sub: str, email: str) -> str:
@@ -57,10 +81,16 @@ def srv(tmp_path_factory):
 
 def rules(app):
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield method, rule, app.view_functions[rule.endpoint]
+
+
+def declared(app, rule):
+    """The access the route carries on its view (``levqor_kernel.access``)."""
+    from levqor_host.security.auth import route_access
+
+    with app.app_context():
+        return route_access(rule.endpoint)
 
 
 def fill(rule) -> str:
@@ -71,29 +101,52 @@ def fill(rule) -> str:
     return re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>", sub, rule.rule)
 
 
-def documented_public(srv) -> set[tuple[str, str]]:
-    """Operations the OpenAPI document declares public (``security: []``), in rule syntax."""
+def openapi_op(doc, method, rule):
+    path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule)
+    return doc["paths"].get(path, {}).get(method.lower())
+
+
+def test_every_route_declares_its_access_and_the_document_agrees(srv):
+    """The inventory reads what each route carries (host and plugin routes alike): a scope, a
+    session, a signed-in read of one's own account, or a reviewed public declaration."""
     from levqor_host.api.openapi import openapi_document
 
     with srv.app.app_context():
         doc = openapi_document(srv.state)
-    out = set()
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            if isinstance(op, dict) and op.get("security") == []:
-                out.add((method.upper(), path))
-    return out
+    undeclared, public, signed_in, problems = [], set(), set(), []
+    for method, rule, _view in rules(srv.app):
+        access = declared(srv.app, rule)
+        if access is None:
+            undeclared.append((method, rule.rule))
+            continue
+        op = openapi_op(doc, method, rule)
+        if access.kind == "public":
+            public.add((method, rule.rule))
+            assert access.reason and len(access.reason) > 10, (method, rule.rule)
+            if op is not None and op.get("security") != []:
+                problems.append((method, rule.rule, "public but documented with credentials"))
+        elif access.kind == "signed_in":
+            signed_in.add((method, rule.rule))
+        elif access.kind == "scope":
+            if op is not None and op.get("x-levqor-scope") != access.scope:
+                problems.append((method, rule.rule, access.scope, op.get("x-levqor-scope")))
+        if access.kind != "public" and op is not None and op.get("security") == []:
+            problems.append((method, rule.rule, "documented public but needs credentials"))
+    assert undeclared == [], "routes without an access declaration"
+    assert public == REVIEWED_PUBLIC, {
+        "public, not reviewed": public - REVIEWED_PUBLIC,
+        "reviewed, not public": REVIEWED_PUBLIC - public,
+    }
+    # any scope will do only for reading one's own account: never for a change
+    assert signed_in == SIGNED_IN
+    assert problems == []
 
 
-def test_every_route_is_public_by_decision_or_needs_credentials(srv):
-    """Behavioural, so plugin routes (which cannot import the host's decorator) count too. A
-    route may answer anonymously only when listed in PUBLIC or documented with security: []."""
+def test_every_route_not_declared_public_needs_credentials(srv):
     anon = srv.client()
-    declared = documented_public(srv)
     open_routes = []
     for method, rule, _view in rules(srv.app):
-        path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule)
-        if (method, rule.rule) in PUBLIC or (method, path) in declared:
+        if declared(srv.app, rule).kind == "public":
             continue
         r = anon.request(method, fill(rule), json={})
         if r.status_code != 401:
@@ -103,35 +156,24 @@ def test_every_route_is_public_by_decision_or_needs_credentials(srv):
 
 
 def test_a_key_without_the_scope_gets_403_naming_it_on_every_route(srv):
-    from levqor_host.api.openapi import openapi_document
-
-    with srv.app.app_context():
-        doc = openapi_document(srv.state)
     _, nothing = srv.user_with_key("noscope@example.com", scopes=["__none__"])
     c = srv.client(nothing)
     checked = 0
-    declared = documented_public(srv)
-    for method, rule, view in rules(srv.app):
-        path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule)
-        if (method, rule.rule) in PUBLIC or (method, path) in declared:
+    for method, rule, _view in rules(srv.app):
+        access = declared(srv.app, rule)
+        if access.kind == "public":
             continue
-        op = doc["paths"].get(path, {}).get(method.lower())
-        if hasattr(view, "levqor_scope"):
-            scope = view.levqor_scope
-        else:  # a plugin route: its documented scope is what it must enforce
-            assert op is not None, (method, rule.rule, "undocumented")
-            scope = op.get("x-levqor-scope")
         r = c.request(method, fill(rule), json={})
-        if scope is None:  # any signed-in caller
+        if access.kind == "signed_in":  # any signed-in caller
             assert r.status_code != 403, (method, rule.rule, r.text)
             continue
         assert r.status_code == 403, (method, rule.rule, r.status_code, r.text)
         err = r.json()["error"]
-        assert err["code"] == "insufficient_scope" and scope in err["message"]
-        assert err["details"] == {"required_scope": scope}
-        # the documented scope is the enforced one
-        if op is not None and "x-levqor-scope" in op:
-            assert op["x-levqor-scope"] == scope, (method, rule.rule)
+        if access.kind == "session":
+            assert err["code"] == "session_required", (method, rule.rule)
+            continue
+        assert err["code"] == "insufficient_scope" and access.scope in err["message"]
+        assert err["details"] == {"required_scope": access.scope}
         checked += 1
     assert checked >= 15
     # each scope alone opens exactly its own routes
@@ -140,6 +182,74 @@ def test_a_key_without_the_scope_gets_403_naming_it_on_every_route(srv):
     assert rc.get("/api/v1/pipelines").status_code == 200
     r = rc.post("/api/v1/pipelines", json={})
     assert r.status_code == 403 and "pipelines:write" in r.json()["error"]["message"]
+
+
+def test_a_referral_claim_needs_the_billing_scope_and_never_names_the_referrer(srv):
+    from levqor_host.store.tables import events, referrals
+    from sqlalchemy import func, select
+
+    def counts():
+        with srv.state.store.read() as conn:
+            return (
+                conn.execute(select(func.count()).select_from(referrals)).scalar_one(),
+                conn.execute(select(func.count()).select_from(events)).scalar_one(),
+            )
+
+    referrer, _ = srv.user_with_key("referrer@example.com")
+    new, reader = srv.user_with_key("referred@example.com", scopes=["pipelines:read"])
+    before = counts()
+    r = srv.client(reader).post("/api/v1/referrals/claim", json={"code": referrer["referral_code"]})
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["details"] == {"required_scope": "billing"}
+    assert referrer["id"] not in r.text
+    assert counts() == before  # nothing written
+
+    _, billing = srv.user_with_key("referred2@example.com", scopes=["billing"])
+    r = srv.client(billing).post(
+        "/api/v1/referrals/claim", json={"code": referrer["referral_code"]}
+    )
+    assert r.status_code == 201, r.text
+    assert referrer["id"] not in r.text
+    assert r.json()["referral"]["code"] == referrer["referral_code"]
+
+
+def test_a_plugin_route_is_enforced_by_its_declaration_and_closed_without_one(tmp_path):
+    from flask import Blueprint, jsonify
+    from levqor_host.security.auth import undeclared_routes
+    from levqor_kernel import hookimpl
+    from levqor_kernel.access import requires
+
+    class Routes:
+        @hookimpl
+        def register_blueprints(self, app, state):
+            bp = Blueprint("access_test", __name__, url_prefix="/api/v1/x")
+
+            @bp.post("/declared")
+            @requires("billing")
+            def declared_view():  # no check of its own: the declaration is enforced
+                return jsonify({"ok": True})
+
+            @bp.get("/forgotten")
+            def forgotten():
+                return jsonify({"secret": "data"})
+
+            app.register_blueprint(bp)
+
+    s = LiveServer(make_app(tmp_path, plugins=[("access_test", Routes())], start_workers=False))
+    try:
+        assert undeclared_routes(s.app) == ["GET /api/v1/x/forgotten"]
+        _, reader = s.user_with_key("r@example.com", scopes=["pipelines:read"])
+        _, payer = s.user_with_key("p@example.com", scopes=["billing"])
+        assert s.client().post("/api/v1/x/declared").status_code == 401
+        r = s.client(reader).post("/api/v1/x/declared")
+        assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+        assert s.client(payer).post("/api/v1/x/declared").json() == {"ok": True}
+        for who in (s.client(), s.client(payer)):
+            r = who.get("/api/v1/x/forgotten")
+            assert r.status_code == 500 and "data" not in r.text
+            assert r.json()["error"]["code"] == "access_undeclared"
+    finally:
+        s.stop()
 
 
 def _doc():
@@ -196,7 +306,7 @@ def test_cross_user_access_to_every_id_route_fails_and_changes_nothing(srv):
     for who, b in attackers.items():
         assert b.get("/api/v1/me").status_code == 200, who
         for method, rule, _view in rules(srv.app):
-            if "<" not in rule.rule or (method, rule.rule) in PUBLIC:
+            if "<" not in rule.rule or declared(srv.app, rule).kind == "public":
                 continue
             url = re.sub(
                 r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", lambda m: str(ids[m.group(1)]), rule.rule

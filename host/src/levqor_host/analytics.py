@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import Connection, and_, bindparam, distinct, func, select, update
 
-from .api.openapi import ERR, _json, _op
+from .api.idempotency import idempotent
+from .api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op
 from .errors import ApiError, check_fields, json_body
-from .security.auth import current_user, require
+from .security.auth import current_user, require, signed_in
 from .store.tables import (
     credit_ledger,
     events,
@@ -155,7 +156,8 @@ def _add_referral(tx: BillingTx, user: dict, code: str, utm: dict) -> dict:
     }
     tx.conn.execute(referrals.insert().values(**ref))
     tx.event("referral", user["id"], props={"code": code, "referrer_id": referrer, **utm})
-    return {"id": ref["id"], "code": code, "referrer_id": referrer}
+    # the referrer's id stays inside: the code is all the referred user needs to see
+    return {"id": ref["id"], "code": code}
 
 
 def record_signup(
@@ -378,7 +380,8 @@ def dashboard():
 
 
 @bp.post("/referrals/claim")
-@require()
+@require("billing")
+@idempotent()
 def referral_claim():
     st = _state()
     b = check_fields(
@@ -396,7 +399,7 @@ def referral_claim():
 
 
 @bp.get("/referrals")
-@require()
+@signed_in()
 def referral_status():
     st = _state()
     user = current_user()
@@ -448,6 +451,8 @@ bp.openapi_paths = {  # type: ignore[attr-defined]
         "post": _op(
             "Name the code that referred you (within the claim window after sign-up)",
             {"201": _json(_OBJ), "409": ERR},
+            scope="billing",
+            params=[IDEMPOTENCY_KEY],
             body={
                 "type": "object",
                 "required": ["code"],

@@ -190,14 +190,27 @@ class LevqorState:
                 self._validation_cache[key] = problems
         return [dict(p) for p in problems]
 
-    def export_pipeline(self, pipeline: dict) -> None:
-        """``data/pipelines/<id>.json``: the current version of a pipeline, written on save."""
+    def export_pipeline(self, pipeline: dict) -> bool:
+        """``data/pipelines/<id>.json``: a copy of a pipeline's current version, written after
+        the save committed. The database holds the pipeline: a folder that cannot be written
+        (read-only, full) costs only the copy, logged as a warning, never the answer. False
+        then."""
         d = self.config.pipelines_dir
-        d.mkdir(parents=True, exist_ok=True)
         tmp = d / f".{pipeline['id']}.json.tmp"
         out = {k: pipeline[k] for k in ("id", "name", "version", "doc") if k in pipeline}
-        tmp.write_text(json.dumps(out, indent=2, default=str))
-        os.replace(tmp, d / f"{pipeline['id']}.json")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(out, indent=2, default=str))
+            os.replace(tmp, d / f"{pipeline['id']}.json")
+        except OSError as e:
+            log.warning(
+                "pipeline %s is saved, but its copy in %s could not be written: %s",
+                pipeline["id"],
+                d,
+                e.strerror or e,
+            )
+            return False
+        return True
 
     # ----------------------------------------------------------------- runs
     def price(self, doc: dict) -> int:
@@ -310,13 +323,18 @@ class LevqorState:
         self.metrics.runs_finished.labels(result.status).inc()
         line = job_line(run, result.status, result.error, len(result.steps))
         path: Path = self.config.jobs_log
-        with self._jobs_lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
+        try:  # the run and its settlement are committed: the audit line must not undo that
+            with self._jobs_lock:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, (line + "\n").encode())
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            log.warning(
+                "run %s finished, but %s could not be written: %s", run["id"], path, e.strerror or e
+            )
         if result.status == "failed" and self.mailer is not None:
             self.mailer.run_failed(run, result)  # opt-in per pipeline: "notify_on_failure"
         with self._waiters_lock:
@@ -427,6 +445,9 @@ def create_app(
     app.register_blueprint(schedule_bp)
     app.register_blueprint(dashboard_bp)  # HTML shells + ES modules over the JSON API (issue 9)
     pm.hook.register_blueprints(app=app, state=state)
+    from .security.install import report_undeclared_routes
+
+    report_undeclared_routes(app)
 
     if start_workers is None:
         start_workers = cfg.executor == "embedded"

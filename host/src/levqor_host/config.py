@@ -57,6 +57,7 @@ class Config:
     webhook_max_bytes: int = 256 * 1024
     max_json_depth: int = 32
     run_wait_max: float = 60.0
+    idempotency_hours: int = 24  # how long an Idempotency-Key's first answer is kept
     log_level: str = "INFO"
     dev: bool = False
     # billing, referrals, analytics (docs/billing.md)
@@ -122,6 +123,7 @@ class Config:
             webhook_max_bytes=_int(env, "LEVQOR_WEBHOOK_MAX_BYTES", 256 * 1024),
             max_json_depth=_int(env, "LEVQOR_MAX_JSON_DEPTH", 32),
             run_wait_max=_float(env, "LEVQOR_RUN_WAIT_MAX", 60.0),
+            idempotency_hours=_int(env, "LEVQOR_IDEMPOTENCY_HOURS", 24),
             log_level=(env.get("LEVQOR_LOG_LEVEL") or "INFO").upper(),
             dev=_bool(env, "LEVQOR_DEV", False),
             prices=env.get("LEVQOR_PRICES") or "",
@@ -184,6 +186,8 @@ class Config:
             raise ValueError(
                 "LEVQOR_CELERY_VISIBILITY_TIMEOUT must be above 900 (the longest step timeout)"
             )
+        if cfg.idempotency_hours < 1:
+            raise ValueError("LEVQOR_IDEMPOTENCY_HOURS must be 1 or more")
         if cfg.run_retention_days < 0:
             raise ValueError("LEVQOR_RUN_RETENTION_DAYS must be 0 (keep forever) or more")
         if cfg.scheduler not in ("auto", "on", "off"):

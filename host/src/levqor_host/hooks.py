@@ -16,6 +16,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 
 from .errors import ApiError, parse_json
+from .security.auth import public
 
 bp = Blueprint("hooks", __name__)
 
@@ -80,6 +81,7 @@ def _check_signature(secret: str) -> None:
 
 
 @bp.post("/hooks/<token>")
+@public("the unguessable token (and the optional HMAC signature) is the credential")
 def receive(token: str):
     st = current_app.extensions["levqor"]
     if len(token) > 200:

@@ -12,11 +12,12 @@ def register_blueprints(app: Any, state: Any) -> None:
     """Add Flask blueprints (routes) to the host app.
 
     Called once per app by ``create_app`` after the built-in blueprints, with the app and its
-    ``LevqorState``. Subsystem plugins (billing) add their API routes here. A route
-    authenticates its caller with ``state.authenticate(scope)`` (API key, Supabase JWT or the
-    dashboard's session cookie with its CSRF token): it returns the user dict or raises the
-    host's error, which the host renders (401/403). It reads a JSON body with
-    ``state.json_body()``, the host's one parser (400/413/415 rendered the same way).
+    ``LevqorState``. Subsystem plugins (billing) add their API routes here. Every route
+    declares its access with :mod:`levqor_kernel.access` (``requires(scope)``, ``signed_in()``,
+    ``session_only()``, ``public(reason)``), which the host enforces before the view runs; an
+    undeclared route is closed. ``state.authenticate(scope)`` hands the view the signed-in
+    user dict, and ``state.json_body()`` reads a JSON body with the host's one parser
+    (400/413/415 rendered the same way).
 
     .. versionadded:: 0.1
     """

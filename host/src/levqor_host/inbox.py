@@ -42,6 +42,7 @@ from .observability import (
     sentry_capture_exception,
     sentry_capture_report,
 )
+from .security.auth import public
 
 if TYPE_CHECKING:
     from .app import LevqorState
@@ -270,6 +271,7 @@ def _limited_fields(body: dict, limits: dict[str, int]) -> None:
 
 
 @bp.post("/errors")
+@public("the browser reports errors before sign-in too; rate limited, scrubbed")
 def report_error():
     st = _state()
     st.inboxes.check_rate("errors", st.config.errors_rate_limit)
@@ -288,6 +290,7 @@ def report_error():
 
 
 @bp.post("/support")
+@public("anyone may write to support; rate limited")
 def support():
     st = _state()
     st.inboxes.check_rate("support", st.config.support_rate_limit)
@@ -327,6 +330,7 @@ def _answer(checks: dict[str, dict]):
 
 
 @bp.get("/errors/health")
+@public("inbox health for monitoring; no messages")
 def errors_health():
     st = _state()
     problem = st.inboxes.errors.writable()
@@ -344,6 +348,7 @@ def errors_health():
 
 
 @bp.get("/support/health")
+@public("inbox health for monitoring; no messages")
 def support_health():
     st = _state()
     cfg = st.config

@@ -29,6 +29,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from .api.openapi import _json, _op
+from .security.auth import public
 
 SAFE_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -170,6 +171,7 @@ _EXT = "levqor_marketplace"
 
 
 @bp.get("/marketplace")
+@public("the catalog of installed connectors, the same for everyone")
 def marketplace():
     """Public: every installed connector (computed once per app; plugins load at start-up)."""
     data = current_app.extensions.get(_EXT)

@@ -24,6 +24,7 @@ from levqor_kernel.http import redact
 
 from . import __version__
 from .api.openapi import _json, _op
+from .security.auth import public
 
 bp = Blueprint("ops", __name__)
 
@@ -33,6 +34,7 @@ def _state():
 
 
 @bp.get("/health")
+@public("liveness for load balancers; version and uptime only")
 def health():
     st = _state()
     return jsonify(
@@ -45,6 +47,7 @@ def health():
 
 
 @bp.get("/ops/uptime")
+@public("status pages; version and start time only")
 def uptime():
     st = _state()
     now = time.time()
@@ -61,6 +64,7 @@ def uptime():
 
 
 @bp.get("/metrics")
+@public("its own credential: LEVQOR_METRICS_TOKEN when set")
 def metrics():
     from .observability import metrics_response
 
@@ -286,6 +290,7 @@ def readiness(st: Any) -> tuple[dict, int]:
 
 
 @bp.get("/api/v1/ops/health")
+@public("readiness for orchestrators; states of parts, no user data")
 def ops_health():
     body, status = readiness(_state())
     return jsonify(body), status

@@ -8,7 +8,8 @@ from flask import Blueprint, current_app, jsonify, request
 from jsonschema import Draft202012Validator
 
 from ..errors import MAX_VERSION, ApiError, check_fields, json_body
-from ..security.auth import current_user, require
+from ..security.auth import current_user, public, require, signed_in
+from .idempotency import idempotent, request_key
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -111,6 +112,7 @@ def _save_problems(user_id: str, doc: Any) -> tuple[list[dict], list[dict]]:
 
 # ---------------------------------------------------------------- catalog and spec
 @bp.get("/openapi.json")
+@public("the API description; it holds no data")
 def openapi():
     return jsonify(openapi_document(state()))
 
@@ -129,7 +131,7 @@ def connectors():
 
 
 @bp.get("/me")
-@require()
+@signed_in()
 def me():
     u = current_user()
     return jsonify(
@@ -147,6 +149,7 @@ def me():
 # ---------------------------------------------------------------- pipelines
 @bp.post("/pipelines")
 @require("pipelines:write")
+@idempotent()
 def create_pipeline():
     b = check_fields(body(), {"name": str, "pipeline": dict}, required=("pipeline",))
     user = current_user()
@@ -325,6 +328,7 @@ def _check_credential_rules(connector: str, values: dict) -> None:
 
 @bp.post("/credentials")
 @require("credentials:write")
+@idempotent()
 def create_credential():
     b = check_fields(
         body(),
@@ -476,6 +480,7 @@ def _answer_run(run: dict, wait: float | None, created: bool):
 
 @bp.post("/run")
 @require("runs:execute")
+@idempotent(body_field="idempotency_key")
 def run_pipeline():
     wait = _wait_param()
     b = check_fields(
@@ -488,9 +493,7 @@ def run_pipeline():
         },
         required=("pipeline_id",),
     )
-    key = b.get("idempotency_key")
-    if key is not None and not (1 <= len(key) <= 200):
-        raise ApiError(400, "invalid_request", "idempotency_key must be 1-200 characters")
+    key = request_key("idempotency_key")  # the header or the field: also the run's own key
     if b.get("version") is not None and not 1 <= b["version"] <= MAX_VERSION:
         raise ApiError(400, "invalid_request", f"version must be between 1 and {MAX_VERSION}")
     user = current_user()
@@ -549,6 +552,7 @@ def cancel_run(run_id: str):
 
 @bp.post("/runs/<run_id>/retry")
 @require("runs:execute")
+@idempotent()
 def retry_run(run_id: str):
     """A new run of the same version that reuses the outputs of the steps that succeeded."""
     wait = _wait_param()

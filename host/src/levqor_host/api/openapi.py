@@ -199,6 +199,17 @@ def _q(name: str, schema: dict, desc: str = "") -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
 
 
+#: on every creating POST (see levqor_host.api.idempotency)
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "retries with the same key and request get the first success again "
+    "(Idempotent-Replayed: true) and create nothing; 422 idempotency_key_reused with another "
+    "request, 409 idempotency_key_in_use while the first is running",
+}
+
 WAIT = _q(
     "wait", {"type": "number", "minimum": 0, "maximum": 60}, "seconds to wait for the run to finish"
 )
@@ -244,9 +255,10 @@ def paths() -> dict:
             ),
             "post": _op(
                 "Create a pipeline (version 1)",
-                {"201": _json(_ref("PipelineOut")), "422": ERR},
+                {"201": _json(_ref("PipelineOut")), "409": ERR, "422": ERR},
                 body=_ref("PipelineIn"),
                 scope="pipelines:write",
+                params=[IDEMPOTENCY_KEY],
                 tag="pipelines",
             ),
         },
@@ -330,6 +342,7 @@ def paths() -> dict:
                 {"201": _json(_ref("Credential")), "409": ERR, "422": ERR},
                 body=_ref("CredentialIn"),
                 scope="credentials:write",
+                params=[IDEMPOTENCY_KEY],
                 tag="credentials",
             ),
         },
@@ -358,11 +371,12 @@ def paths() -> dict:
                     "202": _json(_ref("RunAccepted")),
                     "200": _json(_ref("Run")),
                     "402": ERR,
+                    "409": ERR,
                     "422": ERR,
                 },
                 body=_ref("RunIn"),
                 scope="runs:execute",
-                params=[WAIT],
+                params=[WAIT, IDEMPOTENCY_KEY],
                 tag="runs",
             ),
         },
@@ -421,7 +435,7 @@ def paths() -> dict:
                     "422": ERR,
                 },
                 scope="runs:execute",
-                params=[rid, WAIT],
+                params=[rid, WAIT, IDEMPOTENCY_KEY],
                 tag="runs",
             ),
         },

@@ -10,7 +10,8 @@ from ..errors import ApiError, check_fields, json_body
 from ..planner import check_prompt, has_planner, plan
 from ..security.auth import current_user, require
 from . import pipeline_out
-from .openapi import ERR, _json, _op, _ref
+from .idempotency import idempotent
+from .openapi import ERR, IDEMPOTENCY_KEY, _json, _op, _ref
 
 bp = Blueprint("plan", __name__, url_prefix="/api/v1")
 
@@ -46,6 +47,7 @@ def check_rate(st, user_id: str) -> None:
 
 @bp.post("/plan")
 @require("pipelines:write")
+@idempotent()
 def create_plan():
     st = current_app.extensions["levqor"]
     b = check_fields(
@@ -136,6 +138,7 @@ bp.openapi_paths = {
                 },
             },
             scope="pipelines:write",
+            params=[IDEMPOTENCY_KEY],
             tag="pipelines",
         )
     }

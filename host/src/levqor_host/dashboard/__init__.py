@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, render_template
 
 from .. import __version__
 from ..api.openapi import _op, _path_param
+from ..security.auth import public
 
 bp = Blueprint(
     "dashboard",
@@ -65,6 +66,7 @@ NAV = (
 
 
 def _make_view(template: str, script: str, title: str, section: str | None):
+    @public("the page shell, the same for everyone; its data comes from the checked API")
     def view(**ids: str):
         cfg = current_app.extensions["levqor"].config
         resp = current_app.make_response(

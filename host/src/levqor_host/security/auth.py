@@ -1,5 +1,9 @@
 """Authentication and scopes.
 
+Every route declares who may call it (:mod:`levqor_kernel.access`: ``require(scope)`` here,
+``signed_in()``, ``session_only()``, ``public(reason)``); :func:`enforce_access` enforces the
+declaration before any view runs, and a route without one is closed.
+
 Three ways in, tried in this order:
 
 * ``Authorization: Bearer lvq_...``: an API key; its scopes are the key's.
@@ -21,10 +25,17 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import wraps
 from typing import Any
 
 from flask import current_app, g, request
+from levqor_kernel.access import (  # noqa: F401 - public, session_only, signed_in: for routes
+    Access,
+    access_of,
+    public,
+    requires,
+    session_only,
+    signed_in,
+)
 
 from ..errors import ApiError
 
@@ -204,16 +215,59 @@ def check_request(scope: str | None = None) -> Identity:
     return ident
 
 
-def require(scope: str | None = None) -> Callable:
-    """Decorator: the route needs a signed-in caller (with ``scope`` when given)."""
+def require(scope: str) -> Callable:
+    """Decorator: the route needs a signed-in caller holding ``scope``. It records the
+    declaration on the view (:mod:`levqor_kernel.access`); :func:`enforce_access` enforces it
+    before the view runs, for host and plugin routes alike."""
+    return requires(scope)
 
-    def deco(fn: Callable) -> Callable:
-        @wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            check_request(scope)
-            return fn(*args, **kwargs)
 
-        wrapper.levqor_scope = scope  # type: ignore[attr-defined]
-        return wrapper
+def _is_static(endpoint: str) -> bool:
+    """Flask's own view for a static folder (the app's or a blueprint's): public files."""
+    return endpoint == "static" or endpoint.endswith(".static")
 
-    return deco
+
+def route_access(endpoint: str) -> Access | None:
+    """The declaration of the route ``endpoint`` (static folders are public by construction)."""
+    if _is_static(endpoint):
+        return Access("public", reason="files of a package's static folder")
+    return access_of(current_app.view_functions.get(endpoint))
+
+
+def enforce_access() -> None:
+    """``before_request``: enforce the declaration of the matched route (see
+    :mod:`levqor_kernel.access`). A route without one is closed (500 ``access_undeclared``), so
+    a route nobody reviewed never answers; ``signed_in()`` holds only for GET and HEAD."""
+    endpoint = request.endpoint
+    if endpoint is None:  # no route matched: Flask answers 404/405
+        return
+    if request.method == "OPTIONS" and request.url_rule is not None:
+        if getattr(current_app.view_functions.get(endpoint), "provide_automatic_options", True):
+            return  # Flask's automatic answer, the view does not run
+    access = route_access(endpoint)
+    if access is None or (access.kind == "signed_in" and request.method not in SAFE_METHODS):
+        raise ApiError(
+            500,
+            "access_undeclared",
+            "this route declares no access rule and stays closed: its module must declare one "
+            "(levqor_kernel.access)",
+        )
+    if access.kind == "public":
+        return
+    ident = check_request(access.scope if access.kind == "scope" else None)
+    if access.kind == "session" and ident.kind != "session":
+        raise ApiError(
+            403,
+            "session_required",
+            "this route takes the dashboard's session cookie, not an API key or sign-in token",
+        )
+
+
+def undeclared_routes(app: Any) -> list[str]:
+    """Rules of ``app`` whose view declares no access (logged at start; closed when called)."""
+    with app.app_context():
+        return sorted(
+            f"{','.join(sorted(r.methods - {'HEAD', 'OPTIONS'}))} {r.rule}"
+            for r in app.url_map.iter_rules()
+            if route_access(r.endpoint) is None
+        )

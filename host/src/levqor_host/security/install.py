@@ -15,6 +15,8 @@ billing     /api/v1/billing and below            the user (else address)    LEVQ
 webhook     /hooks/<token>                       the token                  LEVQOR_RATE_LIMIT_WEBHOOK
 =========== =================================== =========================== =================
 
+Limited answers carry ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``; ``Retry-After`` goes
+only with a 429 (the limit's wait, unless the route gave its own) and a 503 that sets it.
 ``/health`` and the dashboard's static files are never limited. ``LEVQOR_RATE_LIMITS=off`` turns
 every limit off.
 """
@@ -28,7 +30,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .auth import peek_identity
+from .auth import enforce_access, peek_identity, undeclared_routes
 from .jwt_auth import SupabaseVerifier
 
 log = logging.getLogger("levqor.security")
@@ -39,6 +41,11 @@ EXEMPT_PREFIXES = ("/dashboard/static/",)
 SIGNIN_PATHS = ("/api/v1/auth/login",)
 SIGNIN_PREFIXES = ("/auth/link/",)
 BILLING_PREFIX = "/api/v1/billing"
+#: where Flask-Limiter writes its wait; :func:`_security_headers` turns it into ``Retry-After``
+#: on a 429 only (the extension sends it on every answer, 200s too)
+LIMITER_RETRY_AFTER = "X-Levqor-Limiter-Retry-After"
+#: the only statuses that tell a client to come back later
+RETRY_STATUSES = frozenset({429, 503})
 
 
 @dataclass
@@ -78,7 +85,7 @@ def _user_key() -> str:
 
 
 def _make_limiter(app: Flask, settings: Any) -> Any:
-    from flask_limiter import ApplicationLimit, Limiter
+    from flask_limiter import ApplicationLimit, HeaderNames, Limiter
 
     def plan_limit() -> str:
         ident = peek_identity()
@@ -125,6 +132,7 @@ def _make_limiter(app: Flask, settings: Any) -> Any:
         strategy=settings.rate_limit_strategy,
         key_prefix=settings.rate_limit_prefix,
         headers_enabled=True,
+        header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
         retry_after="delta-seconds",
         in_memory_fallback_enabled=settings.rate_limit_storage.startswith("redis"),
         enabled=settings.rate_limits,
@@ -145,8 +153,13 @@ def _security_headers(app: Flask, settings: Any) -> None:
     if settings.hsts_max_age > 0:
         static["Strict-Transport-Security"] = f"max-age={settings.hsts_max_age}; includeSubDomains"
 
-    @app.after_request
+    @app.after_request  # registered before the limiter's, so it runs after it
     def _add_headers(resp):
+        limiter_wait = resp.headers.pop(LIMITER_RETRY_AFTER, None)
+        if resp.status_code not in RETRY_STATUSES:
+            resp.headers.pop("Retry-After", None)
+        elif resp.status_code == 429 and limiter_wait is not None:
+            resp.headers.setdefault("Retry-After", limiter_wait)  # a route's own wait wins
         for k, v in static.items():
             resp.headers.setdefault(k, v)
         if request.path.startswith(("/api/", "/auth/", "/hooks/")):
@@ -181,6 +194,7 @@ def install_security(app: Flask, state: Any) -> SecurityState:
     app.extensions["levqor_security"] = sec
     _security_headers(app, settings)
     sec.limiter = _make_limiter(app, settings)
+    app.before_request(enforce_access)  # after the limiter's check: a refused caller is counted
     if settings.rate_limits and settings.rate_limit_storage.startswith("memory://"):
         log.debug("rate limits kept in memory (per process); set LEVQOR_RATE_LIMIT_STORAGE")
 
@@ -188,3 +202,10 @@ def install_security(app: Flask, state: Any) -> SecurityState:
 
     app.register_blueprint(sessions_bp)
     return sec
+
+
+def report_undeclared_routes(app: Flask) -> None:
+    """Log each route that declares no access (it stays closed); called once all blueprints,
+    plugins' too, are registered."""
+    for route in undeclared_routes(app):
+        log.warning("route %s declares no access rule: it answers 500 until it declares one", route)

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, redirect
 
 from ..api.openapi import ERR, _json, _op, _path_param
 from ..errors import ApiError, check_fields, json_body
-from .auth import CSRF_HEADER, identify
+from .auth import CSRF_HEADER, identify, public, session_only
 
 bp = Blueprint("auth", __name__)
 
@@ -57,6 +57,7 @@ def _clear_cookies(resp) -> None:
 
 
 @bp.post("/api/v1/auth/login")
+@public("sign-in itself; rate limited")
 def login():
     from ..store.auth import create_session, get_password_hash
     from .passwords import verify_password
@@ -79,16 +80,13 @@ def login():
 
 
 @bp.post("/api/v1/auth/logout")
+@session_only()
 def logout():
+    """Ends the browser session (``session_only``: the session and its CSRF token are checked
+    before this runs; an API key is revoked with ``levqor keys revoke`` instead)."""
     from ..store.auth import delete_session
-    from .auth import check_csrf
 
     ident = identify()
-    if ident.kind != "session":
-        raise ApiError(
-            400, "not_a_session", "logout ends a browser session; revoke API keys instead"
-        )
-    check_csrf(ident)
     delete_session(_state().store, ident.session_id or "")
     resp = jsonify({"signed_out": True})
     _clear_cookies(resp)
@@ -96,6 +94,7 @@ def logout():
 
 
 @bp.get("/auth/link/<token>")
+@public("the one-time token is the credential")
 def login_link(token: str):
     from ..store.auth import consume_login_link, create_session
 

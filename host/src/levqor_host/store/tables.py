@@ -335,3 +335,19 @@ user_identities = Table(
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("provider", "subject"),
 )
+
+#: the first answer to a creating request sent with an ``Idempotency-Key`` (see
+#: :mod:`levqor_host.store.idempotency`); ``status`` is NULL while that request is running
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("idem_key", String(200), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", Integer),
+    Column("body", Text),
+    Column("location", String(500)),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("user_id", "idem_key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)

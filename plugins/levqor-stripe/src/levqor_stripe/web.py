@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import stripe
 from flask import Blueprint, current_app, jsonify, request
+from levqor_kernel.access import public, requires, signed_in
 
 from .config import BillingConfig
 from .webhooks import handle_event
@@ -49,7 +50,8 @@ def _cfg() -> BillingConfig:
 def _user(scope: str | None = "billing") -> dict:
     """The signed-in user, checked by the host (``state.authenticate``): an API key, a Supabase
     JWT or the dashboard's session cookie with its CSRF token, and ``scope`` when given. The
-    host's error (401/403) propagates and is rendered by the host."""
+    host's error (401/403) propagates and is rendered by the host. The host has checked the
+    route's declaration already; this hands the view its user."""
     return _state().authenticate(scope)
 
 
@@ -105,6 +107,7 @@ def _url(value: str | None, default: str, field: str) -> str:
 
 # ------------------------------------------------------------------ routes
 @bp.get("")
+@signed_in()
 def billing_info():
     user = _user(None)
     st, cfg = _state(), _cfg()
@@ -131,6 +134,7 @@ def billing_info():
 
 
 @bp.post("/checkout")
+@requires("billing")
 def checkout():
     user = _user()
     cfg = _cfg()
@@ -198,6 +202,7 @@ def checkout():
 
 
 @bp.post("/portal")
+@requires("billing")
 def portal():
     user = _user()
     cfg = _cfg()
@@ -222,6 +227,7 @@ def portal():
 
 
 @bp.post("/webhook")
+@public("Stripe's signature (STRIPE_WEBHOOK_SECRET) is the credential")
 def webhook():
     cfg = _cfg()
     if cfg.mode != "stripe" or not cfg.webhook_secret:
