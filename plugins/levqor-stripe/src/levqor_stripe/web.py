@@ -84,20 +84,44 @@ def _client(cfg: BillingConfig) -> stripe.StripeClient:
     return stripe.StripeClient(cfg.secret_key, **kw)
 
 
-def _stripe_call(fn, params: dict) -> Any:
+def _stripe_call(fn, params: dict, *required: str) -> Any:
+    """Call Stripe; any failure, and an answer without the ``required`` string fields (a
+    proxy's page, JSON that is not the object asked for), is a 502 ``stripe_error``."""
     try:
-        return fn(params=params)
+        obj = fn(params=params)
     except stripe.StripeError as e:
-        msg = (e.user_message or str(e) or "request failed").replace(
-            _cfg().secret_key or "\0", "***"
-        )
-        log.warning("Stripe refused a request: %s %s", type(e).__name__, e.code)
+        body = e.json_body if isinstance(e.json_body, dict) else None
+        if e.http_status and (body is None or not isinstance(body.get("error"), dict)):
+            # not Stripe's error shape: a proxy or a load balancer answered (its page is not
+            # repeated to the user)
+            msg = f"Stripe's API answered HTTP {e.http_status} without a Stripe error"
+        else:
+            msg = "Stripe refused the request: " + (e.user_message or str(e) or "request failed")
+        log.warning("Stripe refused a request: %s %s %s", type(e).__name__, e.http_status, e.code)
         raise BillingError(
             502,
             "stripe_error",
-            f"Stripe refused the request: {msg}",
+            msg.replace(_cfg().secret_key or "\0", "***"),
             {"stripe_code": e.code} if e.code else None,
         ) from None
+    missing = [f for f in required if not _text_field(obj, f)]
+    if missing:
+        log.warning("Stripe answered without %s", ", ".join(missing))
+        raise BillingError(
+            502,
+            "stripe_error",
+            f"Stripe's API answered without the session's {', '.join(missing)}",
+        )
+    return obj
+
+
+def _text_field(obj: Any, name: str) -> str | None:
+    """``obj[name]`` when ``obj`` is a mapping holding a non-empty string there."""
+    try:
+        value = obj[name]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _url(value: str | None, default: str, field: str) -> str:
@@ -185,7 +209,7 @@ def checkout():
         params["customer"] = account["customer_id"]
     else:
         params["customer_email"] = user["email"]
-    session = _stripe_call(client.v1.checkout.sessions.create, params)
+    session = _stripe_call(client.v1.checkout.sessions.create, params, "id", "url")
     st = _state()
     with st.ledger.transaction() as tx:
         tx.event(
@@ -223,6 +247,7 @@ def portal():
             "customer": account["customer_id"],
             "return_url": _url(b.get("return_url"), cfg.base_url + "/", "return_url"),
         },
+        "url",
     )
     return jsonify({"url": session.url})
 
