@@ -4,6 +4,8 @@ local fakes of Stripe (levqor_stripe.fake) and Resend (levqor_gmail.fake), over 
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import stripe
@@ -95,5 +97,42 @@ def test_checkout_and_portal_answer_502_when_stripe_answers_a_non_stripe_body(
         fake_stripe.reset()
         r = c.post("/api/v1/billing/checkout", json={"plan": "pro"})
         assert r.status_code == 201 and r.json()["url"].startswith("https://checkout.stripe.com/")
+    finally:
+        s.stop()
+
+
+# ------------------------------------------------------------------ webhook deliveries and the limits
+def test_a_burst_of_signed_webhooks_is_not_throttled_but_forgeries_are(tmp_path, fake_stripe):
+    env = stripe_env(
+        fake_stripe,
+        LEVQOR_RATE_LIMITS="on",
+        LEVQOR_RATE_LIMIT_BILLING="10/minute",
+        LEVQOR_RATE_LIMIT_IP="20/minute",
+    )
+    s = LiveServer(make_app(tmp_path, env=env, start_workers=False))
+    try:
+        now = int(time.time())
+
+        def deliver(i: int, secret: str = WHSEC):
+            event = {
+                "id": f"evt_burst_{i}",
+                "object": "event",
+                "type": "customer.created",
+                "created": now,
+                "data": {"object": {"id": f"cus_{i}", "object": "customer"}},
+            }
+            body, headers = signed(event, secret)
+            return s.client().post("/api/v1/billing/webhook", data=body, headers=headers)
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(deliver, range(30)))
+        assert [r.status_code for r in answers] == [200] * 30, [r.text for r in answers]
+        # forged signatures from one address are limited after LEVQOR_RATE_LIMIT_BILLING
+        forged = [deliver(100 + i, "whsec_someone_else").status_code for i in range(12)]
+        assert forged[:10] == [400] * 10 and forged[10:] == [429, 429], forged
+        # signed-in billing requests keep their per-user limit
+        _, key = s.user_with_key("limits@example.com")
+        codes = [s.client(key).get("/api/v1/billing").status_code for _ in range(11)]
+        assert codes[:10] == [200] * 10 and codes[10] == 429
     finally:
         s.stop()
