@@ -498,6 +498,27 @@ def test_welcome_run_failure_and_low_credit_emails(live):
         )
 
 
+def test_failure_email_details_link_opens_the_dashboards_run_page(live):
+    with FakeResend(api_key=RESEND_KEY) as resend:
+        srv = live(env=mail_env(resend))
+        _, key = srv.user_with_key("jo@acme.example")
+        c = srv.client(key)
+        loud = c.post(
+            "/api/v1/pipelines", json={"name": "loud", "pipeline": flaky_doc(True, notify=True)}
+        ).json()
+        run = c.post("/api/v1/run?wait=10", json={"pipeline_id": loud["id"]}).json()
+        assert run["status"] == "failed"
+        wait_for(lambda: any("failed" in e["body"]["subject"] for e in resend.emails))
+        text = next(e for e in resend.emails if "failed" in e["body"]["subject"])["body"]["text"]
+        link = re.search(r"^Details: (\S+)$", text, re.M).group(1)
+        base = srv.state.config.base_url
+        assert link == f"{base}/runs/{run['id']}"
+        # the link is the dashboard's run page (HTML for a browser), not the JSON API
+        page = c.get(link.removeprefix(base), headers={"Accept": "text/html"})
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert run["id"] in page.text
+
+
 # ------------------------------------------------------------------------------ logs (a real process)
 def _free_port() -> int:
     with socket.socket() as s:
