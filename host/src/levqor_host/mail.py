@@ -170,7 +170,7 @@ class Mailer:
             f"Run: {run['id']}\n"
             f"Failed step: {err.get('step') or '-'}\n"
             f"Error: {scrub(err.get('type') or '')} {scrub(err.get('message') or '')}\n\n"
-            f"Details: {self.cfg.base_url}/api/v1/runs/{run['id']}\n"
+            f"Details: {self.cfg.base_url}/runs/{run['id']}\n"
             "You get this email because the pipeline sets notify_on_failure.\n"
         )
         self.send(
