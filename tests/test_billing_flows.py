@@ -4,13 +4,16 @@ local fakes of Stripe (levqor_stripe.fake) and Resend (levqor_gmail.fake), over 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 import stripe
-from e2e_support import LiveServer, make_app
-from levqor_kernel.testing.fakeserver import Reply
+from e2e_support import Client, LiveServer, backend_env, clean_env, free_port, make_app
+from levqor_kernel.testing.fakeserver import FakeServer, Reply
 
 pytest.importorskip("levqor_stripe")
 
@@ -134,5 +137,136 @@ def test_a_burst_of_signed_webhooks_is_not_throttled_but_forgeries_are(tmp_path,
         _, key = s.user_with_key("limits@example.com")
         codes = [s.client(key).get("/api/v1/billing").status_code for _ in range(11)]
         assert codes[:10] == [200] * 10 and codes[10] == 429
+    finally:
+        s.stop()
+
+
+# ------------------------------------------------------------------ local billing, from a fresh install
+def _levqor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "levqor_host.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_local_billing_grants_plan_credits_and_402s_name_the_grant_command(tmp_path):
+    """A fresh ``LEVQOR_BILLING=local`` install: the first admin (business plan, no credits
+    yet) runs a paid pipeline at once; a user whose credits are spent gets a 402 naming
+    ``levqor credits grant``, and running that command lets the next run through."""
+    with FakeServer() as api:
+        api.route("POST", "/orders", lambda req: Reply(201, {"ok": True}))
+        port = free_port()
+        data = tmp_path / "data"
+        env = clean_env(
+            LEVQOR_DATA_DIR=str(data),
+            LEVQOR_BILLING="local",
+            LEVQOR_PLANS=json.dumps({"pro": {"monthly_credits": 1}}),
+            LEVQOR_WRITE_FIRST_KEY="1",
+            LEVQOR_SCHEDULER="off",
+            LEVQOR_POLL_INTERVAL="0.05",
+            LEVQOR_SSRF_ALLOW="127.0.0.1",
+            LEVQOR_RATE_LIMITS="off",
+            LEVQOR_ADMIN_EMAIL="owner@example.com",
+            PYTHONUNBUFFERED="1",
+            **backend_env(tmp_path),
+        )
+        log = tmp_path / "serve.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "levqor_host.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+            doc = {
+                "levqor": 1,
+                "trigger": {"type": "manual"},
+                "steps": [
+                    {
+                        "id": "order",
+                        "connector": "http",
+                        "action": "request",
+                        "payload": {"method": "POST", "url": api.url + "/orders", "json": {}},
+                    }
+                ],
+            }
+
+            def run(key: str) -> requests.Response:
+                c = Client(base, key)
+                pid = c.post("/api/v1/pipelines", json={"name": "orders", "pipeline": doc})
+                assert pid.status_code == 201, pid.text
+                return c.post("/api/v1/run?wait=20", json={"pipeline_id": pid.json()["id"]})
+
+            admin_key = (data / "first-key.txt").read_text().strip()
+            info = Client(base, admin_key).get("/api/v1/billing").json()
+            assert info["billing"] == "local" and info["plan"]["name"] == "business"
+            assert info["balance"] == 50000  # the plan's credits of this month
+            r = run(admin_key)
+            assert r.status_code in (200, 201) and r.json()["status"] == "succeeded", r.text
+            assert Client(base, admin_key).get("/api/v1/billing").json()["balance"] == 49999
+
+            out = _levqor(env, "users", "create", "bo@example.com", "--plan", "pro", "--with-key")
+            assert out.returncode == 0, out.stderr
+            bo_key = out.stdout.strip().splitlines()[-1]
+            assert run(bo_key).json()["status"] == "succeeded"  # the month's one credit
+            refused = run(bo_key)
+            assert refused.status_code == 402, refused.text
+            err = refused.json()["error"]
+            assert "levqor credits grant bo@example.com 1" in err["message"]
+            assert "buy credits" not in err["message"]
+            assert err["details"]["command"] == "levqor credits grant bo@example.com 1"
+            # the operator does what the 402 says; the month's grant is not given twice
+            out = _levqor(env, *err["details"]["command"].split()[1:])
+            assert out.returncode == 0, out.stderr + out.stdout
+            assert run(bo_key).json()["status"] == "succeeded"
+            out = _levqor(env, "credits", "balance", "bo@example.com", "--lines", "10")
+            assert out.stdout.count("subscription") == 1, out.stdout
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+def test_a_refusal_in_stripe_mode_names_the_billing_page(tmp_path, fake_stripe):
+    env = stripe_env(fake_stripe, LEVQOR_BASE_URL="https://levqor.example.com")
+    s = LiveServer(make_app(tmp_path, env=env, start_workers=False))
+    try:
+        _, key = s.user_with_key("payer@example.com", plan="pro")
+        c = s.client(key)
+        assert c.get("/api/v1/billing").json()["balance"] == 0  # Stripe's invoices grant
+        doc = {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "s",
+                    "connector": "http",
+                    "action": "request",
+                    "payload": {"url": "https://example.com"},
+                }
+            ],
+        }
+        pid = c.post("/api/v1/pipelines", json={"name": "p", "pipeline": doc}).json()["id"]
+        r = c.post("/api/v1/run", json={"pipeline_id": pid})
+        assert r.status_code == 402, r.text
+        err = r.json()["error"]
+        assert (
+            "buy credits or upgrade your plan at https://levqor.example.com/billing"
+            in (err["message"])
+        )
+        assert err["details"]["url"] == "https://levqor.example.com/billing"
+        assert "levqor credits" not in err["message"]
     finally:
         s.stop()

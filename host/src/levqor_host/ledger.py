@@ -283,6 +283,11 @@ class RunGate:
         return self.tx.env
 
     @property
+    def base_url(self) -> str:
+        """The deployment's public address (``LEVQOR_BASE_URL``), for links in refusals."""
+        return self.tx.ledger.config.base_url
+
+    @property
     def day_started_at(self) -> datetime:
         return day_start(self.now)
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import stripe
 from flask import Blueprint, current_app, jsonify, request
 
+from . import grant_monthly_credits
 from .config import BillingConfig
 from .webhooks import handle_event
 
@@ -138,6 +140,10 @@ def _url(value: str | None, default: str, field: str) -> str:
 def billing_info():
     user = _user(None)
     st, cfg = _state(), _cfg()
+    if cfg.mode == "local":  # the month's plan credits show before the first run
+        with st.ledger.transaction() as tx:
+            if tx.lock_user(user["id"]) is not None:
+                grant_monthly_credits(tx, cfg, user["id"], user.get("plan"), datetime.now(UTC))
     account = st.ledger.account(user["id"]) or {}
     plan = cfg.plan(user.get("plan"))
     return jsonify(
