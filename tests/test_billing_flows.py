@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ import pytest
 import requests
 import stripe
 from e2e_support import Client, LiveServer, backend_env, clean_env, free_port, make_app
+from levqor_kernel import hookimpl
 from levqor_kernel.testing.fakeserver import FakeServer, Reply
 
 pytest.importorskip("levqor_stripe")
@@ -270,3 +272,123 @@ def test_a_refusal_in_stripe_mode_names_the_billing_page(tmp_path, fake_stripe):
         assert "levqor credits" not in err["message"]
     finally:
         s.stop()
+
+
+# ------------------------------------------------------------------ the low-credit email
+class Spend:
+    """A test connector: ``spend.small`` costs 5 credits, ``spend.big`` 90; ``spend.together``
+    (5 credits) waits until a second run of it is running too, so both finish at once."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=15)
+
+    @hookimpl
+    def describe_schema(self):
+        action = {"payload": {"type": "object"}, "output": {"type": "object"}, "example": {}}
+        return [
+            {
+                "name": "spend",
+                "title": "Spend",
+                "description": "test connector",
+                "actions": {
+                    "small": {**action, "title": "Small", "price": 5},
+                    "big": {**action, "title": "Big", "price": 90},
+                    "together": {**action, "title": "Together", "price": 5},
+                },
+            }
+        ]
+
+    @hookimpl
+    def run_task(self, connector, action, payload, credentials, context):
+        if action == "together":
+            self.barrier.wait()
+        return {"ok": True}
+
+
+def test_low_credit_email_is_sent_once_per_crossing_of_the_threshold(tmp_path):
+    from levqor_gmail.fake import FakeResend
+
+    with FakeResend(api_key="re_test_low_credit_0123456") as resend:
+        env = {
+            "LEVQOR_BILLING": "local",
+            "LEVQOR_PLANS": json.dumps({"pro": {"monthly_credits": 0}}),
+            "LEVQOR_LOW_CREDIT_THRESHOLD": "20",
+            "RESEND_API_KEY": "re_test_low_credit_0123456",
+            "LEVQOR_RESEND_API_BASE": resend.url,
+            "LEVQOR_MAIL_FROM": "Levqor <noreply@acme.example>",
+        }
+        s = LiveServer(make_app(tmp_path, env=env, plugins=[("spend", Spend())]))
+        try:
+            user, key = s.user_with_key("low@acme.example", plan="pro")
+            c = s.client(key)
+            pids = {
+                action: c.post(
+                    "/api/v1/pipelines",
+                    json={
+                        "name": action,
+                        "pipeline": {
+                            "levqor": 1,
+                            "trigger": {"type": "manual"},
+                            "steps": [
+                                {"id": "s", "connector": "spend", "action": action, "payload": {}}
+                            ],
+                        },
+                    },
+                ).json()["id"]
+                for action in ("small", "big", "together")
+            }
+
+            def run(action: str) -> dict:
+                r = c.post("/api/v1/run?wait=20", json={"pipeline_id": pids[action]})
+                assert r.status_code in (200, 201), r.text
+                assert r.json()["status"] == "succeeded", r.text
+                return r.json()
+
+            def warnings() -> list[dict]:
+                """Every low-credit send that reached Resend (retries with the same key too)."""
+                return [
+                    r.json()
+                    for r in resend.server.requests_to("/emails", "POST")
+                    if "running low" in r.json()["subject"]
+                ]
+
+            ledger = s.state.ledger
+            ledger.grant(user["id"], 25)  # 25: at or above the threshold
+            # two workers settle two runs at once: 25 -> 15 crosses once, one email
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(run, ["together", "together"]))
+            wait_for(lambda: len(warnings()) >= 1)
+            time.sleep(0.5)
+            assert len(warnings()) == 1 and ledger.balance(user["id"]) == 15
+            sent = warnings()[0]
+            assert sent["to"] == ["low@acme.example"]
+            assert "15 credits, below 20" in sent["text"] and "/billing" in sent["text"]
+            # still below: no second email
+            run("small")
+            time.sleep(0.5)
+            assert len(warnings()) == 1 and ledger.balance(user["id"]) == 10
+            # a top-up above the threshold, then a run that stays at it: nothing
+            ledger.grant(user["id"], 100)
+            run("big")
+            time.sleep(0.5)
+            assert len(warnings()) == 1 and ledger.balance(user["id"]) == 20
+            # the next crossing sends again, under another idempotency key
+            run("small")
+            wait_for(lambda: len(warnings()) >= 2)
+            time.sleep(0.5)
+            assert len(warnings()) == 2 and "15 credits" in warnings()[1]["text"]
+            keys = {
+                r.header("Idempotency-Key")
+                for r in resend.server.requests_to("/emails", "POST")
+                if "running low" in r.json()["subject"]
+            }
+            assert len(keys) == 2
+        finally:
+            s.stop()
+
+
+def wait_for(cond, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
