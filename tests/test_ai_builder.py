@@ -342,8 +342,15 @@ def test_cli_plan(tmp_path, fakes):
 
 def test_planning_costs_credits_and_a_failed_plan_is_refunded(tmp_path, fakes):
     ai, _, google = fakes
-    app = make_app(tmp_path, env=env_for(ai, google, LEVQOR_BILLING="local", LEVQOR_PLAN_PRICE_CREDITS="2"),
-                   start_workers=False)
+    env = env_for(
+        ai,
+        google,
+        LEVQOR_BILLING="local",
+        LEVQOR_PLAN_PRICE_CREDITS="2",
+        # no monthly plan credits: the balance is what the test grants
+        LEVQOR_PLANS='{"pro": {"monthly_credits": 0}}',
+    )
+    app = make_app(tmp_path, env=env, start_workers=False)
     srv = LiveServer(app)
     try:
         user, key = srv.user_with_key("ivy@example.com", plan="pro")

@@ -57,9 +57,16 @@ def doc(action="do"):
     }
 
 
+# plans without monthly credits: a balance is only what a test grants
+NO_MONTHLY_CREDITS = '{"pro": {"monthly_credits": 0}, "business": {"monthly_credits": 0}}'
+
+
 def serve(tmp_path, env=None, **kw):
     app = make_app(
-        tmp_path, env={"LEVQOR_BILLING": "local", **(env or {})}, plugins=[("work", Work())], **kw
+        tmp_path,
+        env={"LEVQOR_BILLING": "local", "LEVQOR_PLANS": NO_MONTHLY_CREDITS, **(env or {})},
+        plugins=[("work", Work())],
+        **kw,
     )
     return LiveServer(app)
 

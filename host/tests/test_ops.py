@@ -460,7 +460,7 @@ def test_support_without_delegation_and_unwritable_inbox(live):
     assert h.status_code == 503 and h.json()["failing"] == ["inbox"]
 
 
-def test_welcome_run_failure_and_low_credit_emails(live):
+def test_welcome_and_run_failure_emails(live):
     with FakeResend(api_key=RESEND_KEY) as resend:
         srv = live(env=mail_env(resend))
         user, key = srv.user_with_key("ivy@acme.example")
@@ -486,18 +486,32 @@ def test_welcome_run_failure_and_low_credit_emails(live):
         failures = [e for e in resend.emails if "failed" in e["body"]["subject"]]
         assert len(failures) == 1 and '"loud"' in failures[0]["body"]["subject"]
         assert run["id"] in failures[0]["body"]["text"]
-        # low credit: the billing code calls it; one warning per user and day
-        mailer = srv.state.mailer
-        assert mailer.low_credit_warning(user, 500) is None  # above the threshold
-        fut = mailer.low_credit_warning(user, 3)
-        fut.result(10)
-        assert mailer.low_credit_warning(user, 2) is None
-        low = [e for e in resend.emails if "running low" in e["body"]["subject"]]
-        assert len(low) == 1 and "3 credits" in low[0]["body"]["text"]
+        # the low-credit warning: tests/test_billing_flows.py (it needs a billing plugin)
         assert (
             'levqor_emails_total{kind="welcome",outcome="sent"} 1.0'
             in srv.client().get("/metrics").text
         )
+
+
+def test_failure_email_details_link_opens_the_dashboards_run_page(live):
+    with FakeResend(api_key=RESEND_KEY) as resend:
+        srv = live(env=mail_env(resend))
+        _, key = srv.user_with_key("jo@acme.example")
+        c = srv.client(key)
+        loud = c.post(
+            "/api/v1/pipelines", json={"name": "loud", "pipeline": flaky_doc(True, notify=True)}
+        ).json()
+        run = c.post("/api/v1/run?wait=10", json={"pipeline_id": loud["id"]}).json()
+        assert run["status"] == "failed"
+        wait_for(lambda: any("failed" in e["body"]["subject"] for e in resend.emails))
+        text = next(e for e in resend.emails if "failed" in e["body"]["subject"])["body"]["text"]
+        link = re.search(r"^Details: (\S+)$", text, re.M).group(1)
+        base = srv.state.config.base_url
+        assert link == f"{base}/runs/{run['id']}"
+        # the link is the dashboard's run page (HTML for a browser), not the JSON API
+        page = c.get(link.removeprefix(base), headers={"Accept": "text/html"})
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert run["id"] in page.text
 
 
 # ------------------------------------------------------------------------------ logs (a real process)

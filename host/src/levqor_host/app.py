@@ -417,6 +417,12 @@ def create_app(
     state.inboxes = Inboxes(state)
     state.mailer = Mailer(state)
     store.add_listener("user_created", state.mailer.welcome)
+    if state.mailer.configured and cfg.low_credit_threshold > 0:
+        from .ledger import LowCredit
+
+        state.ledger.low_credit = LowCredit(
+            cfg.low_credit_threshold, state.mailer.low_credit_warning
+        )
     from .security.install import install_security
 
     install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies

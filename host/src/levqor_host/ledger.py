@@ -12,6 +12,9 @@ the store (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL the user's row is locked
 - external billing events (a plugin's webhook): the event id is stored in ``processed_events``
   in the same transaction as its effect (:class:`BillingTx`), so a replay changes nothing.
 
+- the low-credit warning: when a user's balance falls from at least
+  ``LEVQOR_LOW_CREDIT_THRESHOLD`` to below it, see :class:`LowCredit`.
+
 The host never imports a billing plugin: plugins receive these objects through hooks, or
 ``state.ledger`` in their routes and commands.
 """
@@ -20,12 +23,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, case, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -33,6 +36,7 @@ from .errors import ApiError
 from .store.tables import (
     billing_accounts,
     credit_ledger,
+    meta,
     processed_events,
     runs,
     usage_daily,
@@ -127,6 +131,14 @@ class BillingTx:
     def __init__(self, ledger: Ledger, conn: Connection) -> None:
         self.ledger = ledger
         self.conn = conn
+        #: users whose balance changed in this transaction (a run's reservation excepted: it is
+        #: looked at when the run is settled), for the low-credit warning
+        self.balance_changed: set[str] = set()
+        self._after_commit: list[Callable[[], Any]] = []
+
+    def after_commit(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` once the transaction has committed (never when it rolls back)."""
+        self._after_commit.append(fn)
 
     @property
     def env(self):
@@ -198,6 +210,8 @@ class BillingTx:
                 created_at=_now(),
             )
         )
+        if not (reason == "run" and run_id is not None):
+            self.balance_changed.add(user_id)
         return True
 
     # external events
@@ -281,6 +295,11 @@ class RunGate:
     @property
     def env(self):
         return self.tx.env
+
+    @property
+    def base_url(self) -> str:
+        """The deployment's public address (``LEVQOR_BASE_URL``), for links in refusals."""
+        return self.tx.ledger.config.base_url
 
     @property
     def day_started_at(self) -> datetime:
@@ -371,6 +390,40 @@ class RunSettlement:
         return added
 
 
+class LowCredit:
+    """The low-credit warning, once per crossing of the threshold.
+
+    A user is *armed* (a ``meta`` row ``low_credit.<user id>``) whenever their balance is seen
+    at or above the threshold; when it is seen below, the row is deleted and, if there was one,
+    this is a crossing: ``notify(user, balance, crossing_id)`` is called after the commit. The
+    check runs inside the billing transaction that changed the balance, with the user's row
+    locked, so two workers settling at once see one crossing between them; the state is in
+    the database, so it holds across processes and restarts. A run's reservation is looked at
+    when the run is settled, so a reservation that is refunded does not warn.
+    """
+
+    def __init__(self, threshold: int, notify: Callable[[dict, int, str], Any]) -> None:
+        self.threshold = threshold
+        self.notify = notify
+
+    def check(self, tx: BillingTx, user_id: str) -> None:
+        user = tx.lock_user(user_id)
+        if user is None:
+            return
+        key = f"low_credit.{user_id}"
+        balance = tx.balance(user_id)
+        armed = tx.conn.execute(select(meta.c.value).where(meta.c.key == key)).first()
+        if balance >= self.threshold:
+            if armed is None:
+                tx.conn.execute(
+                    meta.insert().values(key=key, value=uuid.uuid4().hex, updated_at=_now())
+                )
+        elif armed is not None:
+            tx.conn.execute(delete(meta).where(meta.c.key == key))
+            crossing = armed.value
+            tx.after_commit(lambda: self.notify(user, balance, crossing))
+
+
 # --------------------------------------------------------------------------- the ledger
 
 
@@ -384,6 +437,8 @@ class Ledger:
         self.price_overrides = parse_price_overrides(getattr(config, "prices", None))
         #: users known to have a finished (succeeded or failed) run: no "first_run" any more
         self._finished_users: set[str] = set()
+        #: the low-credit warning (set by the app when email is configured)
+        self.low_credit: LowCredit | None = None
 
     def _remember_finished(self, user_id: str) -> None:
         if len(self._finished_users) >= 100_000:  # bounded: forgetting only costs a query
@@ -398,7 +453,24 @@ class Ledger:
     def transaction(self) -> Iterator[BillingTx]:
         """One write transaction; commits when the block ends without an exception."""
         with self.store.write() as conn:
-            yield BillingTx(self, conn)
+            tx = BillingTx(self, conn)
+            yield tx
+            self._check_low_credit(tx)
+        for fn in tx._after_commit:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - what follows a commit never undoes it
+                log.exception("after-commit action failed")
+
+    def _check_low_credit(self, tx: BillingTx) -> None:
+        if self.low_credit is None or not tx.balance_changed:
+            return
+        for user_id in sorted(tx.balance_changed):
+            try:
+                with tx.conn.begin_nested():
+                    self.low_credit.check(tx, user_id)
+            except Exception:  # noqa: BLE001 - a warning must not undo the billing it follows
+                log.exception("low-credit check failed for user %s", user_id)
 
     # reads
     def balance(self, user_id: str) -> int:
@@ -631,6 +703,8 @@ class Ledger:
                 settle._cached = None  # what the hook refunded was rolled back
         spent = settle.charged - settle.refunded
         out["credits"] = spent
+        if spent or settle.charged:
+            tx.balance_changed.add(uid)  # the run's final cost is known: low-credit check
         _add_usage(
             tx,
             uid,
@@ -719,6 +793,7 @@ __all__ = [
     "BillingTx",
     "InsufficientCredits",
     "Ledger",
+    "LowCredit",
     "RunGate",
     "RunSettlement",
     "day_start",

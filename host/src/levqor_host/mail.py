@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -170,7 +169,7 @@ class Mailer:
             f"Run: {run['id']}\n"
             f"Failed step: {err.get('step') or '-'}\n"
             f"Error: {scrub(err.get('type') or '')} {scrub(err.get('message') or '')}\n\n"
-            f"Details: {self.cfg.base_url}/api/v1/runs/{run['id']}\n"
+            f"Details: {self.cfg.base_url}/runs/{run['id']}\n"
             "You get this email because the pipeline sets notify_on_failure.\n"
         )
         self.send(
@@ -181,25 +180,15 @@ class Mailer:
             idempotency_key=f"run-failed:{run['id']}",
         )
 
-    def low_credit_warning(self, user: dict, balance: int) -> Future | None:
-        """For the billing code: warn ``user`` that their balance (``balance`` credits) is below
-        ``LEVQOR_LOW_CREDIT_THRESHOLD``. Sends at most one warning per user per UTC day (the
-        Resend Idempotency-Key carries the day); returns None when nothing is sent."""
-        if balance >= self.cfg.low_credit_threshold:
-            return None
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        key = f"low-credit:{user['id']}:{day}"
-        meta_key = f"mail.low_credit.{user['id']}"
-        try:
-            if self.state.store.get_meta(meta_key) == day:
-                return None
-            self.state.store.set_meta(meta_key, day)
-        except Exception:  # noqa: BLE001 - still send; Resend's idempotency key dedupes the day
-            log.exception("low-credit bookkeeping failed for user %s", user["id"])
+    def low_credit_warning(self, user: dict, balance: int, crossing: str) -> Future | None:
+        """Warn ``user`` that their balance (``balance`` credits) fell below
+        ``LEVQOR_LOW_CREDIT_THRESHOLD``. The ledger calls it once per crossing of the threshold
+        (:class:`~levqor_host.ledger.LowCredit`); ``crossing`` names it in the Resend
+        Idempotency-Key, so a retried send goes out once."""
         text = (
             f"Your Levqor balance is {balance} credits, below {self.cfg.low_credit_threshold}.\n"
-            "Runs that cost more than your balance are refused. Top up or change your plan: "
-            f"{self.cfg.base_url}\n"
+            "Runs that cost more than your balance are refused. Add credits or change your "
+            f"plan: {self.cfg.base_url}/billing\n"
         )
         return self._background(
             "low_credit",
@@ -209,7 +198,7 @@ class Mailer:
             subject="Levqor: your credits are running low",
             text=text,
             kind="low_credit",
-            idempotency_key=key,
+            idempotency_key=f"low-credit:{user['id']}:{crossing}",
         )
 
     def close(self) -> None:

@@ -8,15 +8,23 @@ touching their modules):
 scope       applies to                          keyed by                    setting
 =========== =================================== =========================== =================
 user        every request with valid credentials the user                   LEVQOR_RATE_LIMITS_<PLAN>
-                                                                            (else ..._GLOBAL)
+                                                                            (else ..._USER_DEFAULT)
 ip          every request without valid ones     the client address         LEVQOR_RATE_LIMIT_IP
 signin      /api/v1/auth/login, /auth/link/*     the client address         LEVQOR_RATE_LIMIT_SIGNIN
-billing     /api/v1/billing and below            the user (else address)    LEVQOR_RATE_LIMIT_BILLING
+billing     /api/v1/billing and below            the user, or the address   LEVQOR_RATE_LIMIT_BILLING
+            (without credentials: only refused
+            requests count, see below)
 webhook     /hooks/<token>                       the token                  LEVQOR_RATE_LIMIT_WEBHOOK
 =========== =================================== =========================== =================
 
 Limited answers carry ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``; ``Retry-After`` goes
 only with a 429 (the limit's wait, unless the route gave its own) and a 503 that sets it.
+
+Requests to ``/api/v1/billing`` without credentials are a payment provider's signed webhook
+deliveries (the billing plugin verifies the signature): they are not counted by the IP limit,
+and count against the billing limit per address only when refused (4xx/5xx: a bad signature),
+so a burst of genuine deliveries is never throttled while forgeries still are.
+
 ``/health`` and the dashboard's static files are never limited. ``LEVQOR_RATE_LIMITS=off`` turns
 every limit off.
 """
@@ -75,6 +83,15 @@ def _is_billing() -> bool:
     return p == BILLING_PREFIX or p.startswith(BILLING_PREFIX + "/")
 
 
+def _is_anonymous_billing() -> bool:
+    """A request to the billing routes without credentials (a provider's webhook delivery)."""
+    return _is_billing() and peek_identity() is None
+
+
+def _refused(response: Any) -> bool:
+    return response.status_code >= 400
+
+
 def _is_webhook() -> bool:
     return request.path.startswith("/hooks/")
 
@@ -103,7 +120,9 @@ def _make_limiter(app: Flask, settings: Any) -> Any:
             settings.rate_limit_ip,
             key_function=_client_ip,
             scope="ip",
-            exempt_when=lambda: _exempt() or _is_webhook() or peek_identity() is not None,
+            exempt_when=lambda: (
+                _exempt() or _is_webhook() or _is_billing() or peek_identity() is not None
+            ),
         ),
         ApplicationLimit(
             settings.rate_limit_signin,
@@ -115,7 +134,14 @@ def _make_limiter(app: Flask, settings: Any) -> Any:
             settings.rate_limit_billing,
             key_function=_user_key,
             scope="billing",
-            exempt_when=lambda: not _is_billing(),
+            exempt_when=lambda: not _is_billing() or peek_identity() is None,
+        ),
+        ApplicationLimit(
+            settings.rate_limit_billing,
+            key_function=_client_ip,
+            scope="billing",
+            exempt_when=lambda: not _is_anonymous_billing(),
+            deduct_when=_refused,
         ),
         ApplicationLimit(
             settings.rate_limit_webhook,

@@ -9,6 +9,7 @@ It never imports the host: it only uses the objects it is given.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from levqor_kernel import hookimpl
@@ -52,52 +53,92 @@ def _refuse(reason: str, retry_at: str | None, **details: Any) -> dict:
     }
 
 
+def grant_monthly_credits(
+    tx: Any, cfg: _config.BillingConfig, user_id: str, plan_name: str | None, now: datetime
+) -> bool:
+    """Local billing: the plan's monthly credits, once per UTC calendar month, as the same
+    ledger line a paid Stripe invoice adds (``reason=subscription``), keyed
+    ``local:subscription:<user>:<YYYY-MM>`` so that a second call in the month adds nothing.
+    ``tx`` is the host's billing transaction with the user locked. True when credits were added."""
+    plan = cfg.plan(plan_name)
+    if cfg.mode != "local" or plan.monthly_credits <= 0:
+        return False
+    period = now.astimezone(UTC).strftime("%Y-%m")
+    return tx.add_line(
+        user_id,
+        plan.monthly_credits,
+        "subscription",
+        external_id=f"local:subscription:{user_id}:{period}",
+    )
+
+
+def _more_credits(
+    cfg: _config.BillingConfig, ledger: Any, user: dict, needed: int
+) -> tuple[str, dict]:
+    """What this deployment's operator or user can do about a balance that is too low."""
+    if cfg.mode == "local":
+        command = f"levqor credits grant {user.get('email') or 'EMAIL'} {max(needed, 1)}"
+        return (
+            f"an operator can add credits with `{command}` (billing is local: no purchases)",
+            {"billing": "local", "command": command},
+        )
+    url = f"{ledger.base_url.rstrip('/')}/billing"
+    return f"buy credits or upgrade your plan at {url}", {"billing": cfg.mode, "url": url}
+
+
 @hookimpl
 def gate_run(user: dict, pipeline: dict, price: int, ledger: Any) -> dict | None:
     """Plans and credits: the daily run limit first, then the balance. Reserves the credits
-    through ``ledger.charge`` inside the host's run transaction."""
+    through ``ledger.charge`` inside the host's run transaction. In local billing the plan's
+    monthly credits are granted first (once a month)."""
     if ledger is None or not hasattr(ledger, "runs_today"):
         return None
     cfg = billing_config(ledger.env)
     if not cfg.enforced:
         return None  # unlimited: no gate
     plan = cfg.plan(ledger.plan)
+    grant_monthly_credits(ledger.tx, cfg, ledger.user_id, ledger.plan, ledger.now)
     if pipeline.get("kind") == "plan":  # the AI builder: credits only, no daily run allowance
         balance = ledger.balance()
         if balance < price:
+            todo, how = _more_credits(cfg, ledger, user, price - balance)
             return _refuse(
-                f"planning costs {price} credits and your balance is {balance}: buy credits or "
-                "upgrade your plan",
+                f"planning costs {price} credits and your balance is {balance}: {todo}",
                 None,
                 plan=plan.name,
                 balance=balance,
+                **how,
             )
         ledger.charge(price, reason="plan")
         return {"allow": True, "charged": price}
     used = ledger.runs_today()
     next_day = ledger.next_day_at.isoformat()
     if plan.runs_per_day is not None and used >= plan.runs_per_day:
+        if cfg.mode == "local":
+            todo, how = "ask the operator for a plan with more runs a day", {"billing": "local"}
+        else:
+            url = f"{ledger.base_url.rstrip('/')}/billing"
+            todo, how = f"upgrade your plan at {url}", {"billing": cfg.mode, "url": url}
         return _refuse(
             f"the {plan.title} plan allows {plan.runs_per_day} run(s) a day and today's are "
-            f"used: the next run is possible at {next_day} (midnight UTC), or upgrade your plan",
+            f"used: the next run is possible at {next_day} (midnight UTC), or {todo}",
             next_day,
             plan=plan.name,
             runs_today=used,
             runs_per_day=plan.runs_per_day,
+            **how,
         )
     if used < plan.included_runs_per_day:
         return {"allow": True, "charged": 0, "included": True}
     balance = ledger.balance()
     if balance < price:
-        reason = (
-            f"this run costs {price} credits and your balance is {balance}: buy credits or "
-            "upgrade your plan"
-        )
+        todo, how = _more_credits(cfg, ledger, user, price - balance)
+        reason = f"this run costs {price} credits and your balance is {balance}: {todo}"
         retry = None
         if plan.included_runs_per_day:
             retry = next_day
             reason += f"; your next free run is possible at {next_day} (midnight UTC)"
-        return _refuse(reason, retry, plan=plan.name, balance=balance)
+        return _refuse(reason, retry, plan=plan.name, balance=balance, **how)
     ledger.charge(price)
     return {"allow": True, "charged": price}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ import stripe
 from flask import Blueprint, current_app, jsonify, request
 from levqor_kernel.access import public, requires, signed_in
 
+from . import grant_monthly_credits
 from .config import BillingConfig
 from .webhooks import handle_event
 
@@ -80,20 +82,44 @@ def _client(cfg: BillingConfig) -> stripe.StripeClient:
     return stripe.StripeClient(cfg.secret_key, **kw)
 
 
-def _stripe_call(fn, params: dict) -> Any:
+def _stripe_call(fn, params: dict, *required: str) -> Any:
+    """Call Stripe; any failure, and an answer without the ``required`` string fields (a
+    proxy's page, JSON that is not the object asked for), is a 502 ``stripe_error``."""
     try:
-        return fn(params=params)
+        obj = fn(params=params)
     except stripe.StripeError as e:
-        msg = (e.user_message or str(e) or "request failed").replace(
-            _cfg().secret_key or "\0", "***"
-        )
-        log.warning("Stripe refused a request: %s %s", type(e).__name__, e.code)
+        body = e.json_body if isinstance(e.json_body, dict) else None
+        if e.http_status and (body is None or not isinstance(body.get("error"), dict)):
+            # not Stripe's error shape: a proxy or a load balancer answered (its page is not
+            # repeated to the user)
+            msg = f"Stripe's API answered HTTP {e.http_status} without a Stripe error"
+        else:
+            msg = "Stripe refused the request: " + (e.user_message or str(e) or "request failed")
+        log.warning("Stripe refused a request: %s %s %s", type(e).__name__, e.http_status, e.code)
         raise BillingError(
             502,
             "stripe_error",
-            f"Stripe refused the request: {msg}",
+            msg.replace(_cfg().secret_key or "\0", "***"),
             {"stripe_code": e.code} if e.code else None,
         ) from None
+    missing = [f for f in required if not _text_field(obj, f)]
+    if missing:
+        log.warning("Stripe answered without %s", ", ".join(missing))
+        raise BillingError(
+            502,
+            "stripe_error",
+            f"Stripe's API answered without the session's {', '.join(missing)}",
+        )
+    return obj
+
+
+def _text_field(obj: Any, name: str) -> str | None:
+    """``obj[name]`` when ``obj`` is a mapping holding a non-empty string there."""
+    try:
+        value = obj[name]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _url(value: str | None, default: str, field: str) -> str:
@@ -111,6 +137,10 @@ def _url(value: str | None, default: str, field: str) -> str:
 def billing_info():
     user = _user(None)
     st, cfg = _state(), _cfg()
+    if cfg.mode == "local":  # the month's plan credits show before the first run
+        with st.ledger.transaction() as tx:
+            if tx.lock_user(user["id"]) is not None:
+                grant_monthly_credits(tx, cfg, user["id"], user.get("plan"), datetime.now(UTC))
     account = st.ledger.account(user["id"]) or {}
     plan = cfg.plan(user.get("plan"))
     return jsonify(
@@ -183,7 +213,7 @@ def checkout():
         params["customer"] = account["customer_id"]
     else:
         params["customer_email"] = user["email"]
-    session = _stripe_call(client.v1.checkout.sessions.create, params)
+    session = _stripe_call(client.v1.checkout.sessions.create, params, "id", "url")
     st = _state()
     with st.ledger.transaction() as tx:
         tx.event(
@@ -222,6 +252,7 @@ def portal():
             "customer": account["customer_id"],
             "return_url": _url(b.get("return_url"), cfg.base_url + "/", "return_url"),
         },
+        "url",
     )
     return jsonify({"url": session.url})
 
