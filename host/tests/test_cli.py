@@ -288,9 +288,11 @@ def test_run_follow_queues_for_the_servers_workers_and_follows_to_the_end(data, 
         fake.route("POST", "/broken", Reply(400, {"error": "bad request"}))
         for name, path in (("ok", "/ok"), ("broken", "/broken")):
             f = tmp_path / f"{name}.json"
-            f.write_text(json.dumps({"name": name, "pipeline": _http_pipeline(fake.url + path)}))
+            f.write_text(json.dumps({"name": name, "doc": _http_pipeline(fake.url + path)}))
             levqor(data, "pipelines", "import", str(f))
-        env = serve_env(data, LEVQOR_SSRF_ALLOW="127.0.0.1")
+        # the server looks for queued runs once a second (a CLI that ran the run itself, woken
+        # at once, would claim it first)
+        env = serve_env(data, LEVQOR_SSRF_ALLOW="127.0.0.1", LEVQOR_POLL_INTERVAL="1")
         with serving(data, free_port(), env) as server:
             r = levqor(data, "run", "ok", "--input", '{"n": 7}', "--follow", check=False)
             assert r.returncode == 0, r.stdout + r.stderr
