@@ -454,3 +454,31 @@ def test_help_lists_every_command_and_plugin_commands_load_on_use():
     assert r.exit_code == 0 and "grant" in r.output and "balance" in r.output
     r = CliRunner().invoke(cli.main, ["no-such-command"])
     assert r.exit_code == 2 and "No such command" in r.output
+
+
+def test_plugin_commands_load_on_use_and_never_replace_a_built_in(tmp_path):
+    """An installed plugin's `register_commands` adds `levqor hello` (found when used); its
+    `run` and `plan` are ignored with a warning: built-in commands keep their names."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "levqor_shadow.py").write_text(
+        "import click\n"
+        "from levqor_kernel import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def register_commands(cli):\n"
+        "    for name in ('hello', 'run', 'plan'):\n"
+        "        cli.add_command(click.Command(name, callback=lambda n=name: click.echo(n + '!')))\n"
+    )
+    info = site / "levqor_shadow-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: levqor-shadow\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[levqor]\nshadow = levqor_shadow\n")
+    env = {"PYTHONPATH": str(site), "LEVQOR_DATA_DIR": str(tmp_path / "data")}
+    r = levqor(tmp_path / "data", "hello", env=env)
+    assert r.stdout == "hello!\n"
+    assert "'run' is ignored" in r.stderr and "'plan' is ignored" in r.stderr
+    r = levqor(tmp_path / "data", "plan", "--help", env=env)
+    assert "DESCRIPTION" in r.stdout  # the built-in, imported on use
+    listed = json.loads(levqor(tmp_path / "data", "plugins", "--json", env=env).stdout)
+    [shadow] = [p for p in listed["plugins"] if p["name"] == "shadow"]
+    assert shadow["commands"] == ["hello", "plan", "run"]

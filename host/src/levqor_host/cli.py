@@ -93,11 +93,19 @@ class LevqorGroup(LazyGroup):
     def load_plugin_commands(self) -> None:
         """Let plugins add commands (a broken plugin must not break the CLI: a warning)."""
         self.plugin_commands_loaded = True
+        builtins = dict(self.commands)
         try:
             pm = _plugin_manager(build_catalog=False)
             pm.hook.register_commands(cli=self)
         except Exception as e:  # noqa: BLE001
             click.echo(f"warning: plugin commands not loaded: {e}", err=True)
+        for name in {*builtins, *self.lazy_commands}:
+            if self.commands.get(name) is not builtins.get(name):
+                click.echo(f"warning: a plugin's command {name!r} is ignored (built in)", err=True)
+                if name in builtins:
+                    self.commands[name] = builtins[name]
+                else:
+                    del self.commands[name]
 
 
 def _plugin_manager(build_catalog: bool = True) -> Any:
