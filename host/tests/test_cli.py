@@ -405,10 +405,10 @@ def test_pipelines_import_accepts_every_shape_and_refuses_silent_duplicates(data
 
 
 # ---------------------------------------------------------------- start-up cost
-def _modules_after(code: str) -> set[str]:
+def _modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:
     r = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys; print('\\n'.join(sys.modules))"],
-        env=clean_env(),
+        env=env or clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -427,6 +427,16 @@ def test_the_command_group_imports_nothing_heavy():
     loaded = _modules_after("import levqor_host.cli")
     assert not {m for m in loaded if m.split(".")[0] in heavy}
     assert not {m for m in loaded if m.startswith("levqor_") and not m.startswith("levqor_host")}
+
+
+def test_commands_that_only_read_the_database_load_no_web_app_and_no_plugin(data):
+    env = {**clean_env(), "LEVQOR_DATA_DIR": str(data), **backend_env(data.parent)}
+    for args in (["pipelines", "list"], ["users", "list"], ["keys", "list"]):
+        loaded = _modules_after(
+            f"from levqor_host.cli import main\nmain({args!r}, standalone_mode=False)", env
+        )
+        assert "sqlalchemy" in loaded
+        assert not {m for m in loaded if m.split(".")[0] in ("flask", "pluggy", "levqor_kernel")}
 
 
 def test_help_lists_every_command_and_plugin_commands_load_on_use():
