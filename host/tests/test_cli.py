@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import backend_env, clean_env
+import requests
+from e2e_support import backend_env, clean_env, free_port
+from levqor_kernel.testing import FakeServer, Reply
 
 
 def levqor(
@@ -106,7 +112,8 @@ def test_pipelines_import_export_and_run_follow(data, tmp_path):
     assert "hello" in levqor(data, "pipelines", "list").stdout
     exported = json.loads(levqor(data, "pipelines", "export", pid).stdout)
     assert exported["doc"] == doc
-    out = levqor(data, "run", "hello", "--input", '{"who": "Ann"}', "--follow").stdout
+    with serving(data, free_port(), serve_env(data)):
+        out = levqor(data, "run", "hello", "--input", '{"who": "Ann"}', "--follow").stdout
     assert "hello" in out and "succeeded" in out.splitlines()[-1]
     lines = [json.loads(x) for x in (data / "data" / "jobs.jsonl").read_text().splitlines()]
     assert lines[-1]["status"] == "succeeded" and lines[-1]["pipeline_id"] == pid
@@ -158,3 +165,330 @@ def test_vault_key_rotation_and_canary(data, tmp_path):
     r2 = levqor(data, "users", "list", env={"LEVQOR_SECRET_KEY": old_key}, check=False)
     assert r2.returncode != 0 and "key" in (r2.stderr + r2.stdout).lower()
     del r
+
+
+# ---------------------------------------------------------------- a real `levqor serve` beside the CLI
+def serve_env(data: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `levqor serve` subprocess on ``data`` (and its test's database)."""
+    return {
+        **clean_env(),
+        "LEVQOR_DATA_DIR": str(data),
+        "LEVQOR_SCHEDULER": "off",
+        "LEVQOR_RATE_LIMITS": "off",
+        "LEVQOR_POLL_INTERVAL": "0.05",
+        "PYTHONUNBUFFERED": "1",
+        **backend_env(data.parent),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def serving(data: Path, port: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`levqor serve --port PORT` on ``data``, up (``/health`` answers) for the block."""
+    log = (data.parent / f"serve-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "levqor_host.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() < deadline, "levqor serve did not come up"
+            try:
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def _http_pipeline(url: str) -> dict:
+    return {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {
+                "id": "send",
+                "connector": "http",
+                "action": "request",
+                "payload": {"method": "POST", "url": url, "json": {"n": "{{ trigger.n }}"}},
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("prod", [False, True], ids=["dev", "prod"])
+def test_second_serve_on_a_busy_port_exits_before_claiming_runs(tmp_path, prod):
+    """A second `levqor serve` on a port in use fails on the bind, before any worker or the
+    scheduler starts: it claims no run and sends no step (no duplicate deliveries)."""
+    from e2e_support import make_app, stop_app
+
+    data = tmp_path / "data"
+    release = threading.Event()
+    with FakeServer() as fake:
+        # the first server's only worker holds one run here; the other runs stay queued
+        fake.route("POST", "/slow", lambda req: (release.wait(60), {"ok": True})[1])
+        app = make_app(tmp_path, start_workers=False)
+        st = app.extensions["levqor"]
+        try:
+            user = st.store.create_user("owner@example.com", is_admin=True, plan="business")
+            p = st.store.create_pipeline(user["id"], "slow", _http_pipeline(f"{fake.url}/slow"))
+            port = free_port()
+            env = serve_env(data, LEVQOR_WORKERS="1", LEVQOR_SSRF_ALLOW="127.0.0.1")
+            with serving(data, port, env):
+                run_ids = [st.start_run(user, p, {"n": n})[0]["id"] for n in range(5)]
+                deadline = time.monotonic() + 60
+                while not fake.requests and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert len(fake.requests) == 1  # the first server is busy with one run
+                args = ["serve", "--port", str(port)] + (["--prod"] if prod else [])
+                second = subprocess.Popen(
+                    [sys.executable, "-m", "levqor_host.cli", *args],
+                    env=serve_env(data, LEVQOR_SSRF_ALLOW="127.0.0.1"),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                out, err = second.communicate(timeout=120)
+                time.sleep(0.5)
+                assert len(fake.requests) == 1, err  # the second sent nothing
+                # ... and claimed nothing (a worker id is host:pid:suffix)
+                runs = [st.store.get_run(user["id"], rid) for rid in run_ids]
+                assert not [r for r in runs if f":{second.pid}:" in (r.get("lease_owner") or "")]
+                assert second.returncode != 0, out + err
+                assert f"127.0.0.1:{port}" in err and "in use" in err, err
+                assert "Traceback" not in err, err
+                assert sum(r["status"] == "queued" for r in runs) == 4
+                release.set()
+                finals = [st.wait_for_run(user["id"], rid, 60) for rid in run_ids]
+            assert [r["status"] for r in finals] == ["succeeded"] * 5
+            assert sorted(int(r.json()["n"]) for r in fake.requests) == list(range(5))
+        finally:
+            release.set()
+            stop_app(app)
+
+
+def test_run_follow_queues_for_the_servers_workers_and_follows_to_the_end(data, tmp_path):
+    """`levqor run --follow` queues the run for the server's executor (the step runs there,
+    with the server's environment: only the server may reach 127.0.0.1) and prints each step
+    transition and the final status; a failed run exits non-zero."""
+    with FakeServer() as fake:
+        fake.route("POST", "/ok", {"received": True})
+        fake.route("POST", "/broken", Reply(400, {"error": "bad request"}))
+        for name, path in (("ok", "/ok"), ("broken", "/broken")):
+            f = tmp_path / f"{name}.json"
+            f.write_text(json.dumps({"name": name, "doc": _http_pipeline(fake.url + path)}))
+            levqor(data, "pipelines", "import", str(f))
+        # the server looks for queued runs once a second (a CLI that ran the run itself, woken
+        # at once, would claim it first)
+        env = serve_env(data, LEVQOR_SSRF_ALLOW="127.0.0.1", LEVQOR_POLL_INTERVAL="1")
+        with serving(data, free_port(), env) as server:
+            r = levqor(data, "run", "ok", "--input", '{"n": 7}', "--follow", check=False)
+            assert r.returncode == 0, r.stdout + r.stderr
+            lines = r.stdout.splitlines()
+            assert "queued" in lines[0]
+            assert any("send" in x and "succeeded" in x for x in lines)
+            assert lines[-1].endswith("succeeded")
+            [req] = fake.requests_to("/ok")
+            assert int(req.json()["n"]) == 7
+            run_id = lines[0].split()[1]
+            from e2e_support import make_app, stop_app
+
+            app = make_app(tmp_path, start_workers=False)
+            try:
+                run = app.extensions["levqor"].store.get_run(None, run_id)
+            finally:
+                stop_app(app)
+            assert run["status"] == "succeeded"
+            assert f":{server.pid}:" in run["lease_owner"]  # claimed by the server's worker
+
+            r = levqor(data, "run", "broken", "--input", '{"n": 1}', "--follow", check=False)
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert any("send" in x and "failed" in x for x in r.stdout.splitlines())
+            assert r.stdout.splitlines()[-1].endswith("failed")
+            assert len(fake.requests_to("/broken")) == 1
+
+
+def test_run_follow_without_a_worker_says_so(data, tmp_path):
+    f = tmp_path / "t.json"
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 1}}],
+    }
+    f.write_text(json.dumps(doc))
+    levqor(data, "pipelines", "import", str(f))
+    r = levqor(data, "run", "t", "--follow", "--timeout", "3", check=False)
+    assert r.returncode != 0
+    assert "still queued" in r.stderr and "levqor worker" in r.stderr
+
+
+# ---------------------------------------------------------------- pipelines import: shapes and duplicates
+def _names_and_ids(data: Path) -> list[tuple[str, str, str]]:
+    """(id, version, name) of each pipeline `levqor pipelines list` shows."""
+    out = []
+    for line in levqor(data, "pipelines", "list").stdout.splitlines():
+        pid, version, name = line.split(maxsplit=2)
+        out.append((pid, version, name))
+    return out
+
+
+def test_pipelines_import_accepts_every_shape_and_refuses_silent_duplicates(data, tmp_path):
+    def doc(value: str) -> dict:
+        return {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "t", "connector": "core", "action": "transform", "payload": {"value": value}}
+            ],
+        }
+
+    bare = tmp_path / "bare-one.json"
+    bare.write_text(json.dumps(doc("bare")))
+    api_shape = tmp_path / "api.json"  # what the README sends to POST /api/v1/pipelines
+    api_shape.write_text(json.dumps({"name": "orders", "pipeline": doc("api")}))
+    out = levqor(data, "pipelines", "import", str(bare), str(api_shape)).stdout
+    assert "bare-one" in out and "orders" in out
+    listed = _names_and_ids(data)
+    assert sorted(n for _, _, n in listed) == ["bare-one", "orders"]
+    orders_id = next(i for i, _, n in listed if n == "orders")
+
+    # an export of an existing pipeline is refused, naming it; nothing is written
+    exported = tmp_path / "orders-export.json"
+    levqor(data, "pipelines", "export", orders_id, "-o", str(exported))
+    r = levqor(data, "pipelines", "import", str(exported), check=False)
+    assert r.returncode != 0 and orders_id in r.stderr
+    assert "--update" in r.stderr and "--new" in r.stderr
+    # the same name without an id (the README's shape) is a duplicate too
+    r = levqor(data, "pipelines", "import", str(api_shape), check=False)
+    assert r.returncode != 0 and orders_id in r.stderr
+    assert len(_names_and_ids(data)) == 2
+
+    # --update saves the file as a new version of that pipeline
+    changed = json.loads(exported.read_text())
+    changed["doc"] = doc("changed")
+    exported.write_text(json.dumps(changed))
+    out = levqor(data, "pipelines", "import", "--update", str(exported)).stdout
+    assert orders_id in out and "v2" in out
+    assert (orders_id, "v2", "orders") in _names_and_ids(data)
+    shown = json.loads(levqor(data, "pipelines", "export", orders_id).stdout)
+    assert shown["doc"] == doc("changed") and shown["version"] == 2
+
+    # --new imports a deliberate copy; then `run orders` is ambiguous and lists both ids
+    copy_id = levqor(data, "pipelines", "import", "--new", str(exported)).stdout.split()[0]
+    assert copy_id != orders_id and len(_names_and_ids(data)) == 3
+    r = levqor(data, "run", "orders", check=False)
+    assert r.returncode != 0 and orders_id in r.stderr and copy_id in r.stderr
+    r = levqor(data, "pipelines", "import", "--new", "--update", str(exported), check=False)
+    assert r.returncode == 2 and "--new" in r.stderr
+
+    # not a pipeline in any known shape, or one bad file among good ones: nothing is imported
+    stray = tmp_path / "stray.json"
+    stray.write_text(json.dumps({"name": "x", "steps_list": []}))
+    r = levqor(data, "pipelines", "import", str(stray), check=False)
+    assert r.returncode == 1 and "not a pipeline document" in r.stderr
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(json.dumps({"name": "fresh", "pipeline": doc("fresh")}))
+    r = levqor(data, "pipelines", "import", str(fresh), str(stray), check=False)
+    assert r.returncode == 1 and "fresh" not in {n for _, _, n in _names_and_ids(data)}
+
+
+# ---------------------------------------------------------------- start-up cost
+def _modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:
+    r = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print('\\n'.join(sys.modules))"],
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(r.stdout.split())
+
+
+def test_the_command_group_imports_nothing_heavy():
+    """The console script's module (levqor_host.cli:main) loads no Flask, SQLAlchemy, plugin
+    manager or plugin: each command imports what it needs when it runs."""
+    heavy = set(
+        "flask werkzeug sqlalchemy alembic pluggy jsonschema requests cryptography "
+        "levqor_kernel gunicorn celery".split()
+    )
+    loaded = _modules_after("import levqor_host.cli")
+    assert not {m for m in loaded if m.split(".")[0] in heavy}
+    assert not {m for m in loaded if m.startswith("levqor_") and not m.startswith("levqor_host")}
+
+
+def test_commands_that_only_read_the_database_load_no_web_app_and_no_plugin(data):
+    env = {**clean_env(), "LEVQOR_DATA_DIR": str(data), **backend_env(data.parent)}
+    for args in (["pipelines", "list"], ["users", "list"], ["keys", "list"]):
+        loaded = _modules_after(
+            f"from levqor_host.cli import main\nmain({args!r}, standalone_mode=False)", env
+        )
+        assert "sqlalchemy" in loaded
+        assert not {m for m in loaded if m.split(".")[0] in ("flask", "pluggy", "levqor_kernel")}
+
+
+def test_help_lists_every_command_and_plugin_commands_load_on_use():
+    import click
+    from click.testing import CliRunner
+    from levqor_host import cli
+
+    out = CliRunner().invoke(cli.main, ["--help"]).output
+    for name in (
+        "serve worker run pipelines plan backup restore marketplace connector users keys plugins"
+    ).split():
+        assert f"  {name} " in out
+    # what --help lists for a command imported on use is the command's own help
+    for group in (cli.main, cli.main.get_command(None, "users")):
+        for name, (_, text) in group.lazy_commands.items():
+            real = group.get_command(None, name)
+            assert click.Command(name, help=text).get_short_help_str(
+                200
+            ) == real.get_short_help_str(200)
+    users = CliRunner().invoke(cli.main, ["users", "--help"]).output
+    assert "set-password" in users and "login-link" in users
+    # a command a plugin adds (register_commands) is found when it is used
+    pytest.importorskip("levqor_stripe")
+    r = CliRunner().invoke(cli.main, ["credits", "--help"])
+    assert r.exit_code == 0 and "grant" in r.output and "balance" in r.output
+    r = CliRunner().invoke(cli.main, ["no-such-command"])
+    assert r.exit_code == 2 and "No such command" in r.output
+
+
+def test_plugin_commands_load_on_use_and_never_replace_a_built_in(tmp_path):
+    """An installed plugin's `register_commands` adds `levqor hello` (found when used); its
+    `run` and `plan` are ignored with a warning: built-in commands keep their names."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "levqor_shadow.py").write_text(
+        "import click\n"
+        "from levqor_kernel import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def register_commands(cli):\n"
+        "    for name in ('hello', 'run', 'plan'):\n"
+        "        cli.add_command(click.Command(name, callback=lambda n=name: click.echo(n + '!')))\n"
+    )
+    info = site / "levqor_shadow-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: levqor-shadow\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[levqor]\nshadow = levqor_shadow\n")
+    env = {"PYTHONPATH": str(site), "LEVQOR_DATA_DIR": str(tmp_path / "data")}
+    r = levqor(tmp_path / "data", "hello", env=env)
+    assert r.stdout == "hello!\n"
+    assert "'run' is ignored" in r.stderr and "'plan' is ignored" in r.stderr
+    r = levqor(tmp_path / "data", "plan", "--help", env=env)
+    assert "DESCRIPTION" in r.stdout  # the built-in, imported on use
+    listed = json.loads(levqor(tmp_path / "data", "plugins", "--json", env=env).stdout)
+    [shadow] = [p for p in listed["plugins"] if p["name"] == "shadow"]
+    assert shadow["commands"] == ["hello", "plan", "run"]

@@ -455,26 +455,36 @@ def create_app(
 
     report_undeclared_routes(app)
 
-    if start_workers is None:
-        start_workers = cfg.executor == "embedded"
-    if start_workers and cfg.executor == "embedded":
-        state.executor = EmbeddedExecutor(state)
-        state.executor.start()
-        atexit.register(state.executor.stop, 1.0)
     if cfg.executor == "celery":
         from .celery_executor import CeleryDispatcher
 
         state.dispatcher = CeleryDispatcher(state)
+    if start_workers is None:
+        start_workers = cfg.executor == "embedded"
     if start_scheduler is None:
         start_scheduler = cfg.scheduler == "on"
-    if start_scheduler and cfg.scheduler != "off":
+    start_background(app, workers=start_workers, scheduler=start_scheduler)
+    app.logger.debug("levqor %s ready with %d connectors", __version__, len(pm.catalog))
+    return app
+
+
+def start_background(app: Flask, *, workers: bool, scheduler: bool) -> None:
+    """Start the app's embedded workers (when the executor is ``embedded``) and its scheduler
+    (unless ``LEVQOR_SCHEDULER=off``); what is already running is left alone. ``create_app``
+    calls it; ``levqor serve`` builds the app without them and calls it once its port is
+    bound, so a server that cannot listen never claims a run or fires a trigger."""
+    state: LevqorState = app.extensions["levqor"]
+    cfg = state.config
+    if workers and cfg.executor == "embedded" and state.executor is None:
+        state.executor = EmbeddedExecutor(state)
+        state.executor.start()
+        atexit.register(state.executor.stop, 1.0)
+    if scheduler and cfg.scheduler != "off" and state.scheduler is None:
         from .scheduler import SchedulerService
 
         state.scheduler = SchedulerService(state)
         state.scheduler.start()
         atexit.register(state.scheduler.stop)
-    app.logger.debug("levqor %s ready with %d connectors", __version__, len(pm.catalog))
-    return app
 
 
 def get_state(app: Flask) -> LevqorState:

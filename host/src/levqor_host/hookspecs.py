@@ -27,8 +27,10 @@ def register_blueprints(app: Any, state: Any) -> None:
 def register_commands(cli: Any) -> None:
     """Add click commands to the ``levqor`` command group.
 
-    Called once when the ``levqor`` command starts. A command reaches the app state (store,
-    ledger, config) with ``click.get_current_context().find_root().command.levqor_state()``.
+    Called once, when ``levqor`` is asked for a command that is not built in (``levqor --help``
+    loads no plugin; ``levqor plugins`` lists each plugin's commands); a command with a built-in's
+    name is ignored. A command reaches the app state (store, ledger, config) with
+    ``click.get_current_context().find_root().command.levqor_state()``.
 
     .. versionadded:: 0.1
     """

@@ -242,7 +242,7 @@ def plan_command(
     from .cli import _app, _state, _user
 
     st = _state(_app())
-    u = _user(st, email)
+    u = _user(st.store, email)
     try:
         out = plan(st, u, description, name=name, dry_run=dry_run)
     except ApiError as e:

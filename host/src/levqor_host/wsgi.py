@@ -33,6 +33,18 @@ def _settings(host: str, port: int) -> dict[str, Any]:
     }
 
 
+def bind_address(host: str, port: int) -> tuple[str, int] | None:
+    """The TCP address gunicorn will bind (``GUNICORN_BIND`` or ``host:port``); None for a Unix
+    socket, an inherited descriptor or an address without a port."""
+    bind = _settings(host, port)["bind"]
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    h, sep, p = bind.rpartition(":")
+    if not sep or not p.isdigit():
+        return None
+    return h.strip("[]") or "0.0.0.0", int(p)
+
+
 def run_gunicorn(host: str, port: int, *, scheduler: bool = True) -> None:
     from gunicorn.app.base import BaseApplication
 

@@ -56,7 +56,3 @@ def login_link(email: str) -> None:
     click.echo(f"{st.config.base_url}/auth/link/{token}")
     click.echo(f"(one use, valid for {ttl // 60} minutes)", err=True)
 
-
-def add_user_commands(group: click.Group) -> None:
-    group.add_command(set_password)
-    group.add_command(login_link)
