@@ -313,6 +313,7 @@ def _run_dict(row) -> dict:
         "lease_owner": row.lease_owner,
         "lease_expires_at": _iso(row.lease_expires_at),
         "claims": row.claims,
+        "claims_since_progress": row.claims_since_progress,
         "cancel_requested": bool(row.cancel_requested),
         "created_at": _iso(row.created_at),
         "started_at": _iso(row.started_at),
@@ -438,8 +439,24 @@ _SQL_FINISH_SETTLED = _SQL_FINISH.values(settled_at=_B("now", type_=UTCDateTime)
 _SQL_RELEASE = (
     update(runs)
     .where(runs.c.id == _B("run_id"), *_OWNED_RUNNING)
-    .values(status="queued", lease_owner=None, lease_expires_at=None)
+    .values(
+        status="queued",
+        lease_owner=None,
+        lease_expires_at=None,
+        # a claim handed back on shutdown is not a lost worker
+        claims_since_progress=case(
+            (runs.c.claims_since_progress > 0, runs.c.claims_since_progress - 1), else_=0
+        ),
+    )
 )
+# progress: a step of the run reached a final status
+_SQL_PROGRESS = (
+    update(runs)
+    .where(runs.c.id.in_(_B("run_ids", expanding=True)), runs.c.claims_since_progress != 0)
+    .values(claims_since_progress=0)
+)
+_CANCELLED_ERROR = {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+_FINAL_STEP_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 _SQL_HEARTBEAT = (
     update(runs)
     .where(runs.c.id.in_(_B("run_ids", expanding=True)), *_OWNED_RUNNING)
@@ -463,6 +480,7 @@ _SQL_CLAIM_ONE = (
         lease_owner=_B("worker_id"),
         lease_expires_at=_B("lease_until", type_=UTCDateTime),
         claims=runs.c.claims + 1,
+        claims_since_progress=runs.c.claims_since_progress + 1,
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
@@ -516,6 +534,7 @@ _SQL_CLAIM = (
         lease_owner=_B("worker_id"),
         lease_expires_at=_B("lease_until", type_=UTCDateTime),
         claims=runs.c.claims + 1,
+        claims_since_progress=runs.c.claims_since_progress + 1,
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
@@ -1225,6 +1244,7 @@ class Store:
             "lease_owner": None,
             "lease_expires_at": None,
             "claims": 0,
+            "claims_since_progress": 0,
             "cancel_requested": False,
             "created_at": _now(),
             "started_at": None,
@@ -1269,9 +1289,16 @@ class Store:
     ) -> list[dict]:
         """Atomically take up to ``limit`` runs, oldest first: queued ones and running ones whose
         lease expired. Each becomes ``running`` with ``lease_owner=worker_id``, a lease of
-        ``lease_seconds``, ``claims + 1`` and ``started_at`` (kept if set). With
-        ``max_running_per_user``, a user never has more running (leased) runs than that.
-        Returns the claimed runs (no ``steps``), oldest first.
+        ``lease_seconds``, ``claims + 1``, ``claims_since_progress + 1`` and ``started_at``
+        (kept if set). With ``max_running_per_user``, a user never has more running (leased)
+        runs than that. Returns the claimed runs (no ``steps``), oldest first.
+
+        Progress: ``claims_since_progress`` goes back to 0 when a step row of the run is written
+        with a final status (succeeded, failed, skipped, cancelled: :meth:`record_steps`), and
+        down by one when the worker hands the run back (:meth:`release_run`). So when a claim
+        returns a run with ``claims_since_progress = n + 1``, the run's last ``n`` claims ended
+        without a step finishing and without being handed back: their workers were lost (killed,
+        or hung until their lease expired) ``n`` times in a row.
         """
         if limit <= 0:
             return []
@@ -1504,6 +1531,9 @@ class Store:
                 raise ValueError(f"unknown step status {r['status']!r}")
         if rows:
             conn.execute(self._step_upsert, rows)
+            progressed = sorted({r["run_id"] for r in rows if r["status"] in _FINAL_STEP_STATUSES})
+            if progressed:
+                conn.execute(_SQL_PROGRESS, {"run_ids": progressed})
 
     @staticmethod
     def step_row(
@@ -1545,12 +1575,37 @@ class Store:
         return {r.step_id: r.output for r in rows}
 
     @_retry_on_disconnect
-    def finish_run(self, run_id: str, worker_id: str, status: str, error: Any = None) -> bool:
-        """Move a running run the worker still owns to a final status; False otherwise."""
+    def finish_run(
+        self,
+        run_id: str,
+        worker_id: str,
+        status: str,
+        error: Any = None,
+        *,
+        end_running_steps: bool = False,
+    ) -> bool:
+        """Move a running run the worker still owns to a final status; False otherwise. With
+        ``end_running_steps``, step rows left ``running`` by a lost worker take the same status
+        (``cancelled`` stays, anything else is ``failed``) and ``error``."""
         if status not in FINAL_RUN_STATUSES:
             raise ValueError(f"not a final run status: {status!r}")
         with self.write() as conn:
-            return self.finish_run_in(conn, run_id, worker_id, status, error)
+            done = self.finish_run_in(conn, run_id, worker_id, status, error)
+            if done and end_running_steps:
+                self._end_running_steps(conn, run_id, status, error)
+            return done
+
+    @staticmethod
+    def _end_running_steps(conn: Connection, run_id: str, status: str, error: Any) -> None:
+        conn.execute(
+            update(run_steps)
+            .where(run_steps.c.run_id == run_id, run_steps.c.status == "running")
+            .values(
+                status="cancelled" if status == "cancelled" else "failed",
+                error=error,
+                finished_at=_now(),
+            )
+        )
 
     def finish_run_in(
         self,
@@ -1648,14 +1703,23 @@ class Store:
         return [_run_dict(r) for r in rows], nxt
 
     def request_cancel(self, user_id: str, run_id: str) -> dict | None:
-        """Cancel the user's run: a queued run is cancelled at once; a running one gets
-        ``cancel_requested`` (its worker stops before the next step); a finished one is left as
+        """Cancel the user's run: a queued run, and a running one whose lease expired (its
+        worker was lost), are cancelled at once; a running one whose worker holds its lease gets
+        ``cancel_requested`` (its worker stops before the next step, and a worker that claims it
+        after a lost one ends it cancelled without running anything); a finished one is left as
         it is. Returns the run (with steps), None if not the user's."""
         now = _now()
         with self.write() as conn:
             res = conn.execute(
                 update(runs)
-                .where(runs.c.id == run_id, runs.c.user_id == user_id, runs.c.status == "queued")
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.user_id == user_id,
+                    or_(
+                        runs.c.status == "queued",
+                        and_(runs.c.status == "running", runs.c.lease_expires_at < now),
+                    ),
+                )
                 .values(
                     status="cancelled",
                     cancel_requested=True,
@@ -1664,7 +1728,9 @@ class Store:
                     lease_expires_at=None,
                 )
             )
-            if res.rowcount == 0:
+            if res.rowcount == 1:  # the step a lost worker was running ends with the run
+                self._end_running_steps(conn, run_id, "cancelled", _CANCELLED_ERROR)
+            else:
                 conn.execute(
                     update(runs)
                     .where(
