@@ -655,11 +655,11 @@ def test_claims_since_progress_counts_lost_workers_only(store: Store, alice: dic
                                        action="transform", status="running", attempts=1)])
     assert claim_after_loss("w2")["claims_since_progress"] == 2
     assert claim_after_loss("w3")["claims_since_progress"] == 3
-    # a step reaching a final status is progress
+    # a step reaching a final status is progress: the next claim counts from 1 again
     store.record_steps([store.step_row(rid, "s1", position=0, connector="core",
                                        action="transform", status="succeeded", attempts=1)])
-    assert store.get_run(None, rid)["claims_since_progress"] == 0
     assert claim_after_loss("w4")["claims_since_progress"] == 1
+    assert store.get_run(None, rid)["finished_steps"] == 1
     # a run handed back on shutdown did not lose its worker
     again = claim_after_loss("w5")
     assert again["claims_since_progress"] == 2

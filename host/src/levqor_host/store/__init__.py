@@ -314,6 +314,7 @@ def _run_dict(row) -> dict:
         "lease_expires_at": _iso(row.lease_expires_at),
         "claims": row.claims,
         "claims_since_progress": row.claims_since_progress,
+        "finished_steps": row.finished_steps,
         "cancel_requested": bool(row.cancel_requested),
         "created_at": _iso(row.created_at),
         "started_at": _iso(row.started_at),
@@ -449,12 +450,6 @@ _SQL_RELEASE = (
         ),
     )
 )
-# progress: a step of the run reached a final status
-_SQL_PROGRESS = (
-    update(runs)
-    .where(runs.c.id.in_(_B("run_ids", expanding=True)), runs.c.claims_since_progress != 0)
-    .values(claims_since_progress=0)
-)
 _CANCELLED_ERROR = {"type": "Cancelled", "message": "run cancelled", "retryable": False}
 _FINAL_STEP_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 _SQL_HEARTBEAT = (
@@ -463,6 +458,19 @@ _SQL_HEARTBEAT = (
     .values(lease_expires_at=_B("lease_until", type_=UTCDateTime))
     .returning(runs.c.id)
 )
+# progress since the last claim: more of the run's steps are final than that claim found
+_STEPS_DONE = (
+    select(func.count())
+    .select_from(run_steps)
+    .where(run_steps.c.run_id == runs.c.id, run_steps.c.status.in_(_FINAL_STEP_STATUSES))
+    .scalar_subquery()
+)
+_PROGRESS_AT_CLAIM = {
+    "claims_since_progress": case(
+        (_STEPS_DONE > runs.c.finished_steps, 1), else_=runs.c.claims_since_progress + 1
+    ),
+    "finished_steps": _STEPS_DONE,
+}
 _SQL_CLAIM_ONE = (
     update(runs)
     .where(
@@ -480,7 +488,7 @@ _SQL_CLAIM_ONE = (
         lease_owner=_B("worker_id"),
         lease_expires_at=_B("lease_until", type_=UTCDateTime),
         claims=runs.c.claims + 1,
-        claims_since_progress=runs.c.claims_since_progress + 1,
+        **_PROGRESS_AT_CLAIM,
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
@@ -534,7 +542,7 @@ _SQL_CLAIM = (
         lease_owner=_B("worker_id"),
         lease_expires_at=_B("lease_until", type_=UTCDateTime),
         claims=runs.c.claims + 1,
-        claims_since_progress=runs.c.claims_since_progress + 1,
+        **_PROGRESS_AT_CLAIM,
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
@@ -1245,6 +1253,7 @@ class Store:
             "lease_expires_at": None,
             "claims": 0,
             "claims_since_progress": 0,
+            "finished_steps": 0,
             "cancel_requested": False,
             "created_at": _now(),
             "started_at": None,
@@ -1293,12 +1302,15 @@ class Store:
         (kept if set). With ``max_running_per_user``, a user never has more running (leased)
         runs than that. Returns the claimed runs (no ``steps``), oldest first.
 
-        Progress: ``claims_since_progress`` goes back to 0 when a step row of the run is written
-        with a final status (succeeded, failed, skipped, cancelled: :meth:`record_steps`), and
-        down by one when the worker hands the run back (:meth:`release_run`). So when a claim
-        returns a run with ``claims_since_progress = n + 1``, the run's last ``n`` claims ended
-        without a step finishing and without being handed back: their workers were lost (killed,
-        or hung until their lease expired) ``n`` times in a row.
+        Progress: a claim made progress when, by the next claim, more of the run's step rows
+        have a final status (succeeded, failed, skipped, cancelled) than it found itself
+        (``finished_steps``, counted by each claim). A claim after progress sets
+        ``claims_since_progress`` to 1; a claim without adds one; a worker handing the run back
+        on shutdown (:meth:`release_run`) takes its claim back. So when a claim returns a run
+        with ``claims_since_progress = n + 1``, the run's last ``n`` claims ended without a step
+        finishing and without being handed back: their workers were lost (killed, or hung until
+        their lease expired) ``n`` times in a row. Counting at the claim keeps the cost off the
+        writes of each step.
         """
         if limit <= 0:
             return []
@@ -1531,9 +1543,6 @@ class Store:
                 raise ValueError(f"unknown step status {r['status']!r}")
         if rows:
             conn.execute(self._step_upsert, rows)
-            progressed = sorted({r["run_id"] for r in rows if r["status"] in _FINAL_STEP_STATUSES})
-            if progressed:
-                conn.execute(_SQL_PROGRESS, {"run_ids": progressed})
 
     @staticmethod
     def step_row(

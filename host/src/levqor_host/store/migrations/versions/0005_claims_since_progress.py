@@ -21,8 +21,12 @@ def upgrade() -> None:
         "runs",
         sa.Column("claims_since_progress", sa.Integer(), nullable=False, server_default="0"),
     )
+    op.add_column(
+        "runs", sa.Column("finished_steps", sa.Integer(), nullable=False, server_default="0")
+    )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("finished_steps")
         batch.drop_column("claims_since_progress")
