@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from e2e_support import LiveServer, make_app
 from levqor_kernel.testing import FakeServer, Reply
+from scale_support import celery_env, pg_url, queue, redis_url, start_celery_worker, stop  # noqa: F401
 from test_worker_crash import start_worker
 
 LIMIT = 1024 * 1024
@@ -148,6 +149,7 @@ class Hanger:
     """A fake endpoint that never answers until the test ends; counts what each run sent."""
 
     def __init__(self, fake: FakeServer) -> None:
+        self.url = fake.url
         self.release = threading.Event()
         self.lock = threading.Lock()
         self.calls: list[str] = []
@@ -187,70 +189,85 @@ def expired(st, rid: str) -> bool:
     return when < datetime.now(UTC)
 
 
+def abandon_scenario(st, hanger: Hanger, start, log: Path) -> None:
+    """Three workers SIGKILLed mid-step, one after the other: the fourth claim abandons the run
+    without sending anything, and that worker goes on to run a healthy run."""
+    user = st.store.create_user("ops@example.com")
+    fake_url = hanger.url
+    p = st.store.create_pipeline(user["id"], "hangs", hanging_doc(fake_url))
+    p = st.store.get_pipeline(user["id"], p["id"])
+    rid = st.start_run(user, p, {})[0]["id"]
+    procs = []
+    try:
+        for n in (1, 2, 3):
+            w = start()
+            procs.append(w)
+            wait_for(lambda n=n: hanger.count(rid) == n, 90, f"claim {n} never sent", log)
+            kill(w)
+        # a fourth worker claims the run once the lease expired: it is not run again
+        procs.append(start())
+        wait_for(
+            lambda: st.store.get_run(None, rid)["status"] not in ("queued", "running"),
+            90,
+            "the run was never abandoned",
+            log,
+        )
+        run = st.store.get_run(None, rid)
+        assert run["status"] == "failed", run
+        assert run["error"]["message"] == "abandoned: worker lost 3 times", run["error"]
+        assert run["error"]["retryable"] is False
+        assert hanger.count(rid) == 3  # the fourth claim sent nothing
+        assert run["claims"] == 4
+        assert [s["status"] for s in run["steps"]] == ["failed"]
+        assert run["steps"][0]["error"]["message"] == "abandoned: worker lost 3 times"
+        # the worker that abandoned it goes on working: a healthy run succeeds
+        ok_doc = {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 2}}],
+        }
+        ok = st.store.get_pipeline(user["id"], st.store.create_pipeline(user["id"], "ok", ok_doc)["id"])
+        good = st.start_run(user, ok, {})[0]["id"]
+        wait_for(
+            lambda: st.store.get_run(None, good)["status"] == "succeeded",
+            60,
+            "a healthy run did not succeed after the abandonment",
+            log,
+        )
+    finally:
+        hanger.release.set()
+        for proc in procs:
+            stop(proc)
+
+
 @pytest.mark.slow
 def test_a_run_whose_worker_dies_again_and_again_is_abandoned(tmp_path):
     with FakeServer() as fake:
         hanger = Hanger(fake)
         app = make_app(tmp_path, start_workers=False)
         st = app.extensions["levqor"]
-        data_dir = st.config.data_dir
-        user = st.store.create_user("ops@example.com")
-        p = st.store.create_pipeline(user["id"], "hangs", hanging_doc(fake.url))
-        p = st.store.get_pipeline(user["id"], p["id"])
-        rid = st.start_run(user, p, {})[0]["id"]
         log = tmp_path / "workers.log"
-        procs = []
         try:
-            for n in (1, 2, 3):
-                w = start_worker(data_dir, log)
-                procs.append(w)
-                wait_for(lambda n=n: hanger.count(rid) == n, 60, f"claim {n} never sent", log)
-                kill(w)
-            # a fourth worker claims the run after its lease expired: it is not run again
-            w = start_worker(data_dir, log)
-            procs.append(w)
-            wait_for(
-                lambda: st.store.get_run(None, rid)["status"] != "running"
-                and st.store.get_run(None, rid)["status"] != "queued",
-                60,
-                "the run was never abandoned",
-                log,
-            )
-            run = st.store.get_run(None, rid)
-            assert run["status"] == "failed", run
-            assert run["error"]["message"] == "abandoned: worker lost 3 times", run["error"]
-            assert run["error"]["retryable"] is False
-            assert hanger.count(rid) == 3  # the fourth claim sent nothing
-            assert run["claims"] == 4
-            assert [s["status"] for s in run["steps"]] == ["failed"]
-            assert run["steps"][0]["error"]["message"] == "abandoned: worker lost 3 times"
-            # the worker that abandoned it keeps working: a healthy run still succeeds
-            ok = st.store.create_pipeline(
-                user["id"],
-                "ok",
-                {
-                    "levqor": 1,
-                    "trigger": {"type": "manual"},
-                    "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 2}}],
-                },
-            )
-            ok = st.store.get_pipeline(user["id"], ok["id"])
-            good = st.start_run(user, ok, {})[0]["id"]
-            wait_for(
-                lambda: st.store.get_run(None, good)["status"] == "succeeded",
-                60,
-                "a healthy run did not succeed after the abandonment",
-                log,
-            )
+            abandon_scenario(st, hanger, lambda: start_worker(st.config.data_dir, log), log)
         finally:
-            hanger.release.set()
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(30)
-                    except Exception:  # noqa: BLE001
-                        proc.kill()
+            st.store.close()
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_run_whose_celery_worker_dies_again_and_again_is_abandoned(
+    tmp_path, pg_url, redis_url, queue  # noqa: F811
+):
+    env = celery_env(tmp_path / "data", pg_url, queue)
+    with FakeServer() as fake:
+        hanger = Hanger(fake)
+        app_env = {k: v for k, v in env.items() if k.startswith("LEVQOR_") or k == "DATABASE_URL"}
+        app = make_app(tmp_path, env=app_env, start_workers=False)
+        st = app.extensions["levqor"]
+        log = tmp_path / "workers.log"
+        try:
+            abandon_scenario(st, hanger, lambda: start_celery_worker(env, log, threads=2), log)
+        finally:
             st.store.close()
 
 
@@ -307,10 +324,5 @@ def test_a_run_whose_worker_died_is_cancelled_at_once(tmp_path):
         finally:
             hanger.release.set()
             for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(30)
-                    except Exception:  # noqa: BLE001
-                        proc.kill()
+                stop(proc)
             srv.stop()
