@@ -36,7 +36,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.filters import FILTERS
-from jinja2.runtime import LoopContext
+from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
@@ -112,7 +112,7 @@ def _size(v: Any, stop_after: int | None = None) -> int:
 
 
 def _check_size(v: Any, what: str) -> Any:
-    limit = _limit()
+    limit = getattr(_budget, "limit", None) or MAX_VALUE_BYTES
     if isinstance(v, str):
         if len(v) * 4 <= limit or text_bytes(v) <= limit:  # UTF-8: at most 4 bytes a character
             return v
@@ -355,8 +355,8 @@ def _concat(values: tuple[Any, ...]) -> str:
 
 def _concat_buffer(parts: Iterable[str]) -> str:
     """The output of a block, macro or ``{% set %}`` capture, joined only within the limit."""
-    limit = _limit()
-    if isinstance(parts, list) and sum(map(len, parts)) * 4 <= limit:
+    limit = getattr(_budget, "limit", None) or MAX_VALUE_BYTES
+    if type(parts) is list and sum(map(len, parts)) * 4 <= limit:
         return "".join(parts)
     out: list[str] = []
     total = 0
@@ -440,6 +440,8 @@ class _Env(ImmutableSandboxedEnvironment):
                 if len(owner) * max(widest, 1) > _limit():
                     raise _TooLarge("translate result")
         result = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(__obj, Macro):  # its output was measured as it was joined
+            return result
         if isinstance(result, Iterator):
             return _counted(result, "result of a call")
         return _check_size(result, "result of a call")
