@@ -1298,8 +1298,8 @@ class Store:
     ) -> list[dict]:
         """Atomically take up to ``limit`` runs, oldest first: queued ones and running ones whose
         lease expired. Each becomes ``running`` with ``lease_owner=worker_id``, a lease of
-        ``lease_seconds``, ``claims + 1``, ``claims_since_progress + 1`` and ``started_at``
-        (kept if set). With ``max_running_per_user``, a user never has more running (leased)
+        ``lease_seconds``, ``claims + 1``, ``claims_since_progress`` counted as below and
+        ``started_at`` (kept if set). With ``max_running_per_user``, a user never has more running (leased)
         runs than that. Returns the claimed runs (no ``steps``), oldest first.
 
         Progress: a claim made progress when, by the next claim, more of the run's step rows
