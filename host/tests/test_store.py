@@ -637,6 +637,52 @@ def test_list_runs_cursor_pagination(store: Store, alice: dict, bob: dict, pipel
         store.list_runs(alice["id"], cursor="not-a-cursor")
 
 
+def test_claims_since_progress_counts_lost_workers_only(store: Store, alice: dict, pipeline: dict):
+    (run,) = _runs(store, alice, pipeline, 1)
+    rid = run["id"]
+    assert store.get_run(None, rid)["claims_since_progress"] == 0
+
+    def claim_after_loss(worker: str) -> dict:
+        # the previous worker is lost: its lease runs out, as when the executor stops beating
+        time.sleep(0.25)
+        (got,) = store.claim_runs(worker, lease_seconds=0.2, limit=1)
+        return got
+
+    (first,) = store.claim_runs("w1", lease_seconds=0.2, limit=1)
+    assert first["claims_since_progress"] == 1
+    # a step started is no progress; a retry of it neither
+    store.record_steps([store.step_row(rid, "s1", position=0, connector="core",
+                                       action="transform", status="running", attempts=1)])
+    assert claim_after_loss("w2")["claims_since_progress"] == 2
+    assert claim_after_loss("w3")["claims_since_progress"] == 3
+    # a step reaching a final status is progress: the next claim counts from 1 again
+    store.record_steps([store.step_row(rid, "s1", position=0, connector="core",
+                                       action="transform", status="succeeded", attempts=1)])
+    assert claim_after_loss("w4")["claims_since_progress"] == 1
+    assert store.get_run(None, rid)["finished_steps"] == 1
+    # a run handed back on shutdown did not lose its worker
+    again = claim_after_loss("w5")
+    assert again["claims_since_progress"] == 2
+    assert store.release_run("w5", rid) is True
+    assert store.get_run(None, rid)["claims_since_progress"] == 1
+    assert store.claim_runs("w6", lease_seconds=30, limit=1)[0]["claims_since_progress"] == 2
+    assert store.get_run(None, rid)["claims"] == 6
+
+
+def test_cancel_of_a_run_whose_lease_expired_is_at_once(store: Store, alice: dict, pipeline: dict):
+    (run,) = _runs(store, alice, pipeline, 1)
+    rid = run["id"]
+    store.claim_runs("lost", lease_seconds=0.2, limit=1)
+    store.record_steps([store.step_row(rid, "s1", position=0, connector="core",
+                                       action="transform", status="running", attempts=1)])
+    time.sleep(0.3)  # the worker is gone: nobody renews the lease
+    c = store.request_cancel(alice["id"], rid)
+    assert c["status"] == "cancelled" and c["finished_at"] and c["lease_owner"] is None
+    assert [(s["step_id"], s["status"]) for s in c["steps"]] == [("s1", "cancelled")]
+    assert store.claim_runs("w", lease_seconds=30, limit=5) == []
+    assert store.heartbeat("lost", [rid], lease_seconds=30) == set()
+
+
 def test_request_cancel(store: Store, alice: dict, pipeline: dict):
     queued, running, done = _runs(store, alice, pipeline, 3)
     claimed = store.claim_runs("w", lease_seconds=30, limit=2)

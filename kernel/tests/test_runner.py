@@ -371,3 +371,57 @@ def test_only_write_only_credential_fields_are_redacted():
     res = Runner(pm, env={}).run(RunRequest("r", named),
                                  credentials=lambda n, c: {"token": "tok-SECRET-99", "account": "acct-77", "fail": True})
     assert "acct-77" in res.error["message"] and "tok-SECRET-99" not in res.error["message"]
+
+
+def test_an_output_over_the_size_limit_fails_the_step_permanently(pm, flaky):
+    big = "a" * 900_000
+    # one just over the limit; one string repeated: little memory, gigabytes once serialized
+    for output in ({"ok": True, "s": "b" * (1024 * 1024)}, {"ok": True, "rows": [big] * 1000}):
+        flaky.calls.clear()
+        flaky.script = [output]
+        rec = ListRecorder()
+        res = Runner(pm, env={}).run(
+            RunRequest("r", doc(fstep("s1"), fstep("s2"))), credentials=creds, recorder=rec
+        )
+        assert res.status == "failed"
+        assert res.error["step"] == "s1"
+        assert res.error["type"] == "TooLargeError" and res.error["code"] == "too_large"
+        assert res.error["retryable"] is False
+        assert "step 's1'" in res.error["message"]
+        assert "limit of 1048576 bytes" in res.error["message"]
+        assert len(flaky.calls) == 1  # not retried, and s2 never ran
+        assert res.steps == {"s1": "failed", "s2": "skipped"}
+    # the limit is the runner's setting
+    flaky.script = [{"ok": True, "s": "b" * 500}]
+    res = Runner(pm, env={}, max_value_bytes=400).run(
+        RunRequest("r", doc(fstep("s1"))), credentials=creds
+    )
+    assert res.error["code"] == "too_large" and "limit of 400 bytes" in res.error["message"]
+    flaky.script = [{"ok": True, "s": "b" * 300}]
+    res = Runner(pm, env={}, max_value_bytes=400).run(
+        RunRequest("r", doc(fstep("s1"))), credentials=creds
+    )
+    assert res.status == "succeeded"
+
+
+def test_a_payload_over_the_size_limit_fails_the_step_before_the_connector_is_called(pm, flaky):
+    d = doc(
+        {
+            "id": "poison",
+            "connector": "core",
+            "action": "transform",
+            "payload": {"value": "{{ ['a'*999999]*1000 }}"},
+        },
+        fstep("s2"),
+    )
+    res = Runner(pm, env={}).run(RunRequest("r", d), credentials=creds)
+    assert res.status == "failed"
+    assert res.error["step"] == "poison" and res.error["code"] == "too_large"
+    assert res.error["type"] == "TooLargeError" and res.error["retryable"] is False
+    assert res.error["message"].startswith("step 'poison': template result too large")
+    assert "limit of 1048576 bytes" in res.error["message"]
+    assert flaky.calls == []
+    # a smaller limit applies while rendering too
+    d = doc(fstep("s1", payload={"text": "{{ 'x' * 300 }}"}))
+    res = Runner(pm, env={}, max_value_bytes=200).run(RunRequest("r", d), credentials=creds)
+    assert res.error["code"] == "too_large" and "limit of 200 bytes" in res.error["message"]

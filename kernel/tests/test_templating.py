@@ -7,6 +7,7 @@ import time
 import pytest
 from levqor_kernel.errors import TemplateError
 from levqor_kernel.templating import (
+    MAX_VALUE_BYTES,
     contains_template,
     is_template,
     parse,
@@ -292,7 +293,7 @@ def test_escape_payload_in_trigger_data_comes_out_as_plain_text(expr):
 
 
 def test_huge_trigger_value_is_refused_not_truncated():
-    scope = {"trigger": {"big": "a" * 1_000_001}}
+    scope = {"trigger": {"big": "a" * (MAX_VALUE_BYTES + 1)}}
     with pytest.raises(TemplateError, match="too large"):
         render_string("{{ trigger.big }}", scope)
     with pytest.raises(TemplateError, match="too large"):
@@ -428,3 +429,122 @@ def test_ordinary_loops_still_work(source, expected):
         }
     }
     assert render_string(source, scope) == expected
+
+
+# --------------------------------------------------------------------- the byte limit
+
+# BIG is within the limit on its own, HALF a little over half of it: every poison builds on them
+SIZES = {"BIG": "('a' * 999999)", "HALF": "('a' * 600000)"}
+
+POISONS = {
+    "list*int (the report)": "[BIG] * 1000",
+    "int*list": "1000 * [BIG]",
+    "string*int": "BIG * 2",
+    "int*string": "2 * BIG",
+    "list+list": "[BIG] + [BIG]",
+    "string+string": "BIG + BIG",
+    "tilde": "BIG ~ BIG",
+    "tilde of a list": "[HALF, 1] ~ [HALF]",
+    "join filter": "range(1000)|join('x' * 10000)",
+    "join of a lazy map": "range(10000)|map('center', 1000)|join",
+    "join method": "('x' * 10000).join(range(1000)|map('string'))",
+    "lazy map to a list": "range(10000)|map('center', 1000)|list",
+    "nested repetition": "[[['a' * 100000] * 10] * 10] * 10",
+    "nested literal": "[[HALF], [HALF]]",
+    "dict literal": "{'a': BIG, 'b': BIG}",
+    "tuple literal": "(BIG, BIG)",
+    "printf": "'%s%s' % (BIG, BIG)",
+    "printf mapping": "('%(a)s' * 100) % {'a': 'a' * 20000}",
+    "str.format": "'{0}{0}'.format(BIG)",
+    "format filter": "'%s%s'|format(BIG, BIG)",
+    "center filter": "'a'|center(2000000)",
+    "indent filter": "('a\\n' * 200000)|indent(10)",
+    "wordwrap filter": "('a ' * 200000)|wordwrap(1, wrapstring='x' * 1000)",
+    "tojson with a wide indent": "([[1]] * 1000)|tojson(indent=1000)",
+    "string of a long list": "[HALF]|string ~ [HALF]|string",
+    "dict.fromkeys": "{}.fromkeys(range(10000), 'a' * 1000)",
+    "bytes padding": "'a'.encode().center(10**9)",
+    "translate": "('a' * 100000).translate({97: 'b' * 100})",
+}
+
+STATEMENT_POISONS = {
+    "doubling by set": "{% set a = [HALF] %}{% set b = a + a %}{% set c = b + b %}{{ c|length }}",
+    "set block": "{% set x %}{% for i in range(100) %}{{ 'a' * 100000 }}{% endfor %}{% endset %}"
+    "{{ x|length }}",
+    "macro": "{% macro m() %}{% for i in range(100) %}{{ 'a' * 100000 }}{% endfor %}{% endmacro %}"
+    "{{ m()|length }}",
+    "printed list": "x{{ [HALF] * 1 + [HALF] }}",
+}
+
+
+def _sized(source: str) -> str:
+    for name, expr in SIZES.items():
+        source = source.replace(name, expr)
+    return source
+
+
+def _refused_within_the_limit(source: str) -> TemplateError:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError) as ei:
+            render_string(_sized(source), {"trigger": {}, "steps": {}, "run": {}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # refused before the memory was taken: a few values of the limit's size at most
+    assert peak < 12 * MAX_VALUE_BYTES, f"{peak} bytes taken before the refusal"
+    return ei.value
+
+
+@pytest.mark.parametrize("expr", POISONS.values(), ids=list(POISONS))
+def test_each_operation_that_grows_a_value_is_bounded_while_rendering(expr):
+    for shape in ("{{ %s }}", "pre {{ %s }} post"):
+        err = _refused_within_the_limit(shape % expr)
+        assert err.code == "too_large", err.message
+        assert f"limit of {MAX_VALUE_BYTES} bytes" in err.message
+        assert err.retryable is False
+
+
+@pytest.mark.parametrize("source", STATEMENT_POISONS.values(), ids=list(STATEMENT_POISONS))
+def test_statements_that_grow_a_value_are_bounded_while_rendering(source):
+    err = _refused_within_the_limit(source)
+    assert err.code == "too_large", err.message
+
+
+def test_the_limit_is_the_callers_and_covers_the_whole_payload():
+    scope = {"trigger": {"s": "a" * 600}, "steps": {}, "run": {}}
+    assert render_string("{{ trigger.s * 1 }}", scope, max_bytes=1000) == "a" * 600
+    with pytest.raises(TemplateError, match="limit of 1000 bytes") as ei:
+        render_string("{{ trigger.s * 2 }}", scope, max_bytes=1000)
+    assert ei.value.code == "too_large"
+    # each value fits, the payload they make does not
+    assert render({"a": "{{ trigger.s }}"}, scope, max_bytes=1000) == {"a": "a" * 600}
+    with pytest.raises(TemplateError, match="rendered payload over the limit") as ei:
+        render({"a": "{{ trigger.s }}", "b": "{{ trigger.s }}"}, scope, max_bytes=1000)
+    assert ei.value.code == "too_large"
+    # the default is 1 MiB
+    assert MAX_VALUE_BYTES == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ ['ab'] * 3 }}", ["ab", "ab", "ab"]),
+        ("{{ 3 * [1] }}", [1, 1, 1]),
+        ("{{ [1] + [2] }}", [1, 2]),
+        ("{{ 'a' ~ 1 ~ [2] }}", "a1[2]"),
+        ("{{ range(3)|join(', ') }}", "0, 1, 2"),
+        ("{{ ', '.join(['a', 'b']) }}", "a, b"),
+        ("{{ [[1], [2, 3]]|sum(start=[]) }}", [1, 2, 3]),
+        ("{{ ([[1]] * 200000)|sum(start=[])|length }}", 200000),
+        ("{{ [1, 2]|map('string')|list }}", ["1", "2"]),
+        ("{{ {'a': [1, 2]}|tojson }}", '{"a": [1, 2]}'),
+        ("{{ 'a b c'|wordwrap(1) }}", "a\nb\nc"),
+        ("{{ ('a' * 500000)|length }}", 500000),
+        ("{% set x %}{% for i in range(3) %}{{ i }}{% endfor %}{% endset %}{{ x }}", "012"),
+    ],
+)
+def test_ordinary_uses_of_measured_operations_still_work(source, expected):
+    assert render_string(source, {}) == expected

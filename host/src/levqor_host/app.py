@@ -391,7 +391,7 @@ def create_app(
     store = Store(cfg.database_url, vault)
     store.upgrade()
     store.check_vault()
-    runner = Runner(pm, env=cfg.env)
+    runner = Runner(pm, env=cfg.env, max_value_bytes=cfg.max_value_bytes)
     if cfg.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
         Path(cfg.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
     state = LevqorState(

@@ -58,6 +58,10 @@ class Config:
     max_json_depth: int = 32
     run_wait_max: float = 60.0
     idempotency_hours: int = 24  # how long an Idempotency-Key's first answer is kept
+    # poison runs (docs/operations.md): the byte bound of rendered values and step outputs, and
+    # how many workers a run may lose in a row before it is abandoned
+    max_value_bytes: int = 1024 * 1024
+    max_worker_losses: int = 3
     log_level: str = "INFO"
     dev: bool = False
     # billing, referrals, analytics (docs/billing.md)
@@ -124,6 +128,8 @@ class Config:
             max_json_depth=_int(env, "LEVQOR_MAX_JSON_DEPTH", 32),
             run_wait_max=_float(env, "LEVQOR_RUN_WAIT_MAX", 60.0),
             idempotency_hours=_int(env, "LEVQOR_IDEMPOTENCY_HOURS", 24),
+            max_value_bytes=_int(env, "LEVQOR_MAX_VALUE_BYTES", 1024 * 1024),
+            max_worker_losses=_int(env, "LEVQOR_MAX_WORKER_LOSSES", 3),
             log_level=(env.get("LEVQOR_LOG_LEVEL") or "INFO").upper(),
             dev=_bool(env, "LEVQOR_DEV", False),
             prices=env.get("LEVQOR_PRICES") or "",
@@ -190,6 +196,10 @@ class Config:
             raise ValueError("LEVQOR_IDEMPOTENCY_HOURS must be 1 or more")
         if cfg.run_retention_days < 0:
             raise ValueError("LEVQOR_RUN_RETENTION_DAYS must be 0 (keep forever) or more")
+        if cfg.max_value_bytes < 1024:
+            raise ValueError("LEVQOR_MAX_VALUE_BYTES must be 1024 or more")
+        if cfg.max_worker_losses < 1:
+            raise ValueError("LEVQOR_MAX_WORKER_LOSSES must be 1 or more")
         if cfg.scheduler not in ("auto", "on", "off"):
             raise ValueError("LEVQOR_SCHEDULER must be auto, on or off")
         if cfg.log_format not in ("json", "text"):

@@ -5,6 +5,12 @@ A run is always a database row first. Workers (threads inside ``levqor serve``, 
 step. A run whose worker died is claimed again when its lease expires and resumes from its
 first unfinished step; succeeded steps are never sent again, and the step in flight is
 re-sent with the same idempotency key.
+
+A run that keeps taking its worker down is not claimed forever: when a claim finds that the
+run's last ``LEVQOR_MAX_WORKER_LOSSES`` (3) claims all ended with their worker lost and no step
+finished (``claims_since_progress``, defined in :meth:`Store.claim_runs`), the run ends
+``failed`` with the error ``abandoned: worker lost N times`` instead of running again. A claim
+of a run whose cancel was requested under a lost worker ends it ``cancelled`` at once.
 """
 
 from __future__ import annotations
@@ -296,6 +302,9 @@ class EmbeddedExecutor:
             self._active[rid] = time.time()
         recorder: StoreRecorder | None = None
         try:
+            ended = self._end_without_running(run)
+            if ended is not None:
+                return ended
             version = store.get_version(uid, run["pipeline_id"], run["version"])
             if version is None:
                 store.finish_run(
@@ -379,6 +388,30 @@ class EmbeddedExecutor:
             with self._lock:
                 self._active.pop(rid, None)
                 self._lost.discard(rid)
+
+    def _end_without_running(self, run: dict[str, Any]) -> str | None:
+        """End a just-claimed run that must not run again: cancelled under a lost worker, or
+        abandoned after losing ``max_worker_losses`` workers in a row. None: run it."""
+        lost = int(run.get("claims_since_progress") or 1) - 1
+        if run.get("cancel_requested"):
+            status, err = "cancelled", {
+                "type": "Cancelled", "message": "run cancelled", "retryable": False
+            }
+        elif lost >= self.state.config.max_worker_losses:
+            status, err = "failed", {
+                "type": "Abandoned",
+                "message": f"abandoned: worker lost {lost} times",
+                "code": "abandoned",
+                "retryable": False,
+            }
+            log.warning("run %s abandoned: its worker was lost %d times", run["id"], lost)
+        else:
+            return None
+        if self.state.store.finish_run(
+            run["id"], self.worker_id, status, err, end_running_steps=True
+        ):
+            self.state.run_finished(run, RunResult(status, err))
+        return status
 
     def _stop_deadline(self) -> float:
         if not hasattr(self, "_stop_at"):

@@ -77,6 +77,11 @@ class TemplateError(PermanentError):
     """A payload template failed to render, or tried something the sandbox forbids."""
 
 
+class TooLargeError(PermanentError):
+    """A rendered payload or a step output weighs more than the size limit (``code``
+    ``"too_large"``); see :mod:`levqor_kernel.limits`."""
+
+
 class BlockedURLError(PermanentError):
     """A user-supplied URL points somewhere the SSRF guard forbids."""
 

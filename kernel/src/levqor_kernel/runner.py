@@ -33,8 +33,11 @@ from .errors import (
     PermanentError,
     RetryableError,
     StopRun,
+    TemplateError,
+    TooLargeError,
 )
 from .http import redact, secrets_in
+from .limits import DEFAULT_MAX_VALUE_BYTES, json_size
 from .pipeline import DEFAULT_TIMEOUT, retry_policy
 from .plugins import LevqorPluginManager
 from .templating import render
@@ -203,6 +206,9 @@ class Runner:
     ``sleep(seconds, cancelled)`` waits between retries (tests pass a recording no-op);
     ``rng()`` gives the jitter fraction; steps run on a small thread pool so a connector
     that ignores its deadline still cannot hold the run past the step timeout.
+    ``max_value_bytes`` bounds each step's rendered payload (while it renders) and each step's
+    output, as compact JSON (:mod:`levqor_kernel.limits`); beyond it the step fails with a
+    permanent :class:`TooLargeError`.
     """
 
     def __init__(
@@ -214,8 +220,12 @@ class Runner:
         rng: Callable[[], float] = random.random,
         max_threads: int = 32,
         validate_output: bool = True,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
+        if max_value_bytes < 1:
+            raise ValueError("max_value_bytes must be at least 1")
         self.pm = pm
+        self.max_value_bytes = max_value_bytes
         self.env = os.environ if env is None else env
         self._sleep = sleep
         self.rng = rng
@@ -287,7 +297,15 @@ class Runner:
             fut.cancel()
             raise RetryableError(f"step timed out after {timeout:g}s", code="timeout") from None
 
-    def _check_output(self, connector: str, action: str, out: Any) -> None:
+    def _check_output(self, step_id: str, connector: str, action: str, out: Any) -> None:
+        # measured before anything serializes it: a list repeating one long string is small
+        # in memory and huge as JSON
+        if json_size(out, self.max_value_bytes) > self.max_value_bytes:
+            raise TooLargeError(
+                f"step {step_id!r}: connector {connector!r} returned an output over the limit "
+                f"of {self.max_value_bytes} bytes",
+                code="too_large",
+            )
         if not _is_json_object(out):
             raise PermanentError(
                 f"connector {connector!r} returned {type(out).__name__}, not a JSON object",
@@ -349,7 +367,12 @@ class Runner:
                         code="missing_credential",
                     )
                 secrets = [s for s in secrets_in(secret_fields(creds or {}, info.credentials)) if len(s) >= 6]
-            payload = render(step.get("payload", {}), scope)
+            try:
+                payload = render(step.get("payload", {}), scope, max_bytes=self.max_value_bytes)
+            except TemplateError as e:
+                if e.code != "too_large":
+                    raise
+                raise TooLargeError(f"step {sid!r}: {e.message}", code="too_large") from None
             problems = self.pm.catalog.validate_payload(connector, action, payload)
             if problems:
                 raise PayloadError(
@@ -392,7 +415,7 @@ class Runner:
                     out = self._call(step, payload, creds, ctx, timeout, info.cooperative)
                 finally:
                     ctx.http.close()
-                self._check_output(connector, action, out)
+                self._check_output(sid, connector, action, out)
                 return out
 
             def before_sleep(rs: RetryCallState) -> None:

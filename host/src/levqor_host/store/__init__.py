@@ -313,6 +313,8 @@ def _run_dict(row) -> dict:
         "lease_owner": row.lease_owner,
         "lease_expires_at": _iso(row.lease_expires_at),
         "claims": row.claims,
+        "claims_since_progress": row.claims_since_progress,
+        "finished_steps": row.finished_steps,
         "cancel_requested": bool(row.cancel_requested),
         "created_at": _iso(row.created_at),
         "started_at": _iso(row.started_at),
@@ -439,14 +441,37 @@ _SQL_FINISH_SETTLED = _SQL_FINISH.values(settled_at=_B("now", type_=UTCDateTime)
 _SQL_RELEASE = (
     update(runs)
     .where(runs.c.id == _B("run_id"), *_OWNED_RUNNING)
-    .values(status="queued", lease_owner=None, lease_expires_at=None)
+    .values(
+        status="queued",
+        lease_owner=None,
+        lease_expires_at=None,
+        # a claim handed back on shutdown is not a lost worker
+        claims_since_progress=case(
+            (runs.c.claims_since_progress > 0, runs.c.claims_since_progress - 1), else_=0
+        ),
+    )
 )
+_CANCELLED_ERROR = {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+_FINAL_STEP_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 _SQL_HEARTBEAT = (
     update(runs)
     .where(runs.c.id.in_(_B("run_ids", expanding=True)), *_OWNED_RUNNING)
     .values(lease_expires_at=_B("lease_until", type_=UTCDateTime))
     .returning(runs.c.id)
 )
+# progress since the last claim: more of the run's steps are final than that claim found
+_STEPS_DONE = (
+    select(func.count())
+    .select_from(run_steps)
+    .where(run_steps.c.run_id == runs.c.id, run_steps.c.status.in_(_FINAL_STEP_STATUSES))
+    .scalar_subquery()
+)
+_PROGRESS_AT_CLAIM = {
+    "claims_since_progress": case(
+        (_STEPS_DONE > runs.c.finished_steps, 1), else_=runs.c.claims_since_progress + 1
+    ),
+    "finished_steps": _STEPS_DONE,
+}
 _SQL_CLAIM_ONE = (
     update(runs)
     .where(
@@ -464,6 +489,7 @@ _SQL_CLAIM_ONE = (
         lease_owner=_B("worker_id"),
         lease_expires_at=_B("lease_until", type_=UTCDateTime),
         claims=runs.c.claims + 1,
+        **_PROGRESS_AT_CLAIM,
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
@@ -517,6 +543,7 @@ _SQL_CLAIM = (
         lease_owner=_B("worker_id"),
         lease_expires_at=_B("lease_until", type_=UTCDateTime),
         claims=runs.c.claims + 1,
+        **_PROGRESS_AT_CLAIM,
         started_at=func.coalesce(runs.c.started_at, _B("now", type_=UTCDateTime)),
     )
     .returning(*runs.c)
@@ -1226,6 +1253,8 @@ class Store:
             "lease_owner": None,
             "lease_expires_at": None,
             "claims": 0,
+            "claims_since_progress": 0,
+            "finished_steps": 0,
             "cancel_requested": False,
             "created_at": _now(),
             "started_at": None,
@@ -1270,9 +1299,19 @@ class Store:
     ) -> list[dict]:
         """Atomically take up to ``limit`` runs, oldest first: queued ones and running ones whose
         lease expired. Each becomes ``running`` with ``lease_owner=worker_id``, a lease of
-        ``lease_seconds``, ``claims + 1`` and ``started_at`` (kept if set). With
-        ``max_running_per_user``, a user never has more running (leased) runs than that.
-        Returns the claimed runs (no ``steps``), oldest first.
+        ``lease_seconds``, ``claims + 1``, ``claims_since_progress`` counted as below and
+        ``started_at`` (kept if set). With ``max_running_per_user``, a user never has more running (leased)
+        runs than that. Returns the claimed runs (no ``steps``), oldest first.
+
+        Progress: a claim made progress when, by the next claim, more of the run's step rows
+        have a final status (succeeded, failed, skipped, cancelled) than it found itself
+        (``finished_steps``, counted by each claim). A claim after progress sets
+        ``claims_since_progress`` to 1; a claim without adds one; a worker handing the run back
+        on shutdown (:meth:`release_run`) takes its claim back. So when a claim returns a run
+        with ``claims_since_progress = n + 1``, the run's last ``n`` claims ended without a step
+        finishing and without being handed back: their workers were lost (killed, or hung until
+        their lease expired) ``n`` times in a row. Counting at the claim keeps the cost off the
+        writes of each step.
         """
         if limit <= 0:
             return []
@@ -1546,12 +1585,37 @@ class Store:
         return {r.step_id: r.output for r in rows}
 
     @_retry_on_disconnect
-    def finish_run(self, run_id: str, worker_id: str, status: str, error: Any = None) -> bool:
-        """Move a running run the worker still owns to a final status; False otherwise."""
+    def finish_run(
+        self,
+        run_id: str,
+        worker_id: str,
+        status: str,
+        error: Any = None,
+        *,
+        end_running_steps: bool = False,
+    ) -> bool:
+        """Move a running run the worker still owns to a final status; False otherwise. With
+        ``end_running_steps``, step rows left ``running`` by a lost worker take the same status
+        (``cancelled`` stays, anything else is ``failed``) and ``error``."""
         if status not in FINAL_RUN_STATUSES:
             raise ValueError(f"not a final run status: {status!r}")
         with self.write() as conn:
-            return self.finish_run_in(conn, run_id, worker_id, status, error)
+            done = self.finish_run_in(conn, run_id, worker_id, status, error)
+            if done and end_running_steps:
+                self._end_running_steps(conn, run_id, status, error)
+            return done
+
+    @staticmethod
+    def _end_running_steps(conn: Connection, run_id: str, status: str, error: Any) -> None:
+        conn.execute(
+            update(run_steps)
+            .where(run_steps.c.run_id == run_id, run_steps.c.status == "running")
+            .values(
+                status="cancelled" if status == "cancelled" else "failed",
+                error=error,
+                finished_at=_now(),
+            )
+        )
 
     def finish_run_in(
         self,
@@ -1649,14 +1713,23 @@ class Store:
         return [_run_dict(r) for r in rows], nxt
 
     def request_cancel(self, user_id: str, run_id: str) -> dict | None:
-        """Cancel the user's run: a queued run is cancelled at once; a running one gets
-        ``cancel_requested`` (its worker stops before the next step); a finished one is left as
+        """Cancel the user's run: a queued run, and a running one whose lease expired (its
+        worker was lost), are cancelled at once; a running one whose worker holds its lease gets
+        ``cancel_requested`` (its worker stops before the next step, and a worker that claims it
+        after a lost one ends it cancelled without running anything); a finished one is left as
         it is. Returns the run (with steps), None if not the user's."""
         now = _now()
         with self.write() as conn:
             res = conn.execute(
                 update(runs)
-                .where(runs.c.id == run_id, runs.c.user_id == user_id, runs.c.status == "queued")
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.user_id == user_id,
+                    or_(
+                        runs.c.status == "queued",
+                        and_(runs.c.status == "running", runs.c.lease_expires_at < now),
+                    ),
+                )
                 .values(
                     status="cancelled",
                     cancel_requested=True,
@@ -1665,7 +1738,9 @@ class Store:
                     lease_expires_at=None,
                 )
             )
-            if res.rowcount == 0:
+            if res.rowcount == 1:  # the step a lost worker was running ends with the run
+                self._end_running_steps(conn, run_id, "cancelled", _CANCELLED_ERROR)
+            else:
                 conn.execute(
                     update(runs)
                     .where(

@@ -159,6 +159,10 @@ runs = Table(
     Column("lease_owner", String(200)),
     Column("lease_expires_at", UTCDateTime),
     Column("claims", Integer, nullable=False, default=0),
+    # claims since a step last finished, and the finished steps the last claim found (see
+    # Store.claim_runs): a run that keeps losing its worker without progress is abandoned
+    Column("claims_since_progress", Integer, nullable=False, default=0, server_default="0"),
+    Column("finished_steps", Integer, nullable=False, default=0, server_default="0"),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
