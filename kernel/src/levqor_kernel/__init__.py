@@ -1,35 +1,44 @@
-"""Levqor's microkernel. A connector needs only ``from levqor_kernel import hookimpl``."""
+"""Levqor's microkernel. A connector needs only ``from levqor_kernel import hookimpl``.
+
+The names below load on first use (PEP 562), so importing one small module of the kernel
+(``levqor_kernel.cron``, say) does not import pluggy and the rest.
+"""
 
 from __future__ import annotations
 
-import pluggy
+from typing import Any
 
 __version__ = "0.2.0"
 
-#: Marker for hook implementations in plugins: ``@hookimpl def describe_schema(): ...``
-hookimpl = pluggy.HookimplMarker("levqor")
-#: Marker used by :mod:`levqor_kernel.hookspecs` (and by the host's own hookspecs).
-hookspec = pluggy.HookspecMarker("levqor")
+#: Where each public name lives: ``hookimpl`` marks hook implementations in plugins
+#: (``@hookimpl def describe_schema(): ...``), ``hookspec`` the hook specifications.
+_NAMES = {
+    "hookimpl": "pluggy",
+    "hookspec": "pluggy",
+    "StepContext": ".context",
+    "ConnectorError": ".errors",
+    "CredentialError": ".errors",
+    "PayloadError": ".errors",
+    "PermanentError": ".errors",
+    "RetryableError": ".errors",
+    "StopRun": ".errors",
+}
 
-from .context import StepContext  # noqa: E402
-from .errors import (  # noqa: E402
-    ConnectorError,
-    CredentialError,
-    PayloadError,
-    PermanentError,
-    RetryableError,
-    StopRun,
-)
 
-__all__ = [
-    "__version__",
-    "hookimpl",
-    "hookspec",
-    "StepContext",
-    "ConnectorError",
-    "CredentialError",
-    "PayloadError",
-    "PermanentError",
-    "RetryableError",
-    "StopRun",
-]
+def __getattr__(name: str) -> Any:
+    where = _NAMES.get(name)
+    if where is None:
+        raise AttributeError(f"module 'levqor_kernel' has no attribute {name!r}")
+    if where == "pluggy":
+        import pluggy
+
+        value: Any = pluggy.HookimplMarker("levqor") if name == "hookimpl" else pluggy.HookspecMarker("levqor")
+    else:
+        from importlib import import_module
+
+        value = getattr(import_module(where, __name__), name)
+    globals()[name] = value  # once: later lookups never come here
+    return value
+
+
+__all__ = ["__version__", *_NAMES]
