@@ -1,0 +1,28 @@
+"""The dashboard's billing page (``/billing``): its template and ES module, served by this
+plugin and declared to the host with ``register_dashboard_pages``. Without the plugin there is
+no billing page and no Billing entry in the navigation."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from levqor_kernel.host import DashboardPage
+
+#: the template folder and the page's ES module (under the host's dashboard static path, so it
+#: is same-origin and treated like the dashboard's own files)
+bp = Blueprint(
+    "levqor_stripe_dashboard",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/dashboard/static/levqor-stripe",
+)
+
+BILLING_PAGE = DashboardPage(
+    name="billing",
+    path="/billing",
+    template="levqor_stripe/billing.html",
+    script="/dashboard/static/levqor-stripe/billing.js",
+    title="Billing",
+    nav_label="Billing",
+    order=50,
+)
