@@ -191,3 +191,48 @@ def test_a_plugin_page_on_a_taken_path_is_skipped_and_pages_follow_their_order(t
         assert '<script type="module" src="/x-static/e.js">' in html
     finally:
         srv.stop()
+
+
+class RaisingPlanner:
+    """A planner that fails by raising: the kernel's HttpError, or anything else."""
+
+    def __init__(self) -> None:
+        self.error: Exception = HttpError(
+            429, "upstream_busy", "the model is busy", {"retry_after": 2}, {"Retry-After": "2"}
+        )
+
+    @hookimpl
+    def plan_pipeline(self, prompt, catalog, credentials, options):
+        raise self.error
+
+
+class LooksLikeAnHttpError(Exception):
+    status, code, message = 404, "not_found", "a look-alike"
+
+
+def test_a_planners_http_error_is_read_by_class(tmp_path):
+    planner = RaisingPlanner()
+    srv = LiveServer(
+        make_app(
+            tmp_path,
+            env={"LEVQOR_DISABLE_PLUGINS": "openai,levqor-stripe"},
+            plugins=[planner],
+            start_workers=False,
+        )
+    )
+    try:
+        _, key = srv.user_with_key("plan@example.com")
+        c = srv.client(key)
+        r = c.post("/api/v1/plan", json={"prompt": "post new GitHub issues to Slack"})
+        assert r.status_code == 429 and r.headers["Retry-After"] == "2"
+        assert r.json()["error"] == {
+            "code": "upstream_busy",
+            "message": "the planner failed: the model is busy",
+            "details": {"retry_after": 2},
+        }
+        # an exception that only looks like one (status, code attributes) is a broken planner
+        planner.error = LooksLikeAnHttpError("x")
+        r = c.post("/api/v1/plan", json={"prompt": "post new GitHub issues to Slack"})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "planner_failed"
+    finally:
+        srv.stop()

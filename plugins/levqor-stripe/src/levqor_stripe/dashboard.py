@@ -17,6 +17,28 @@ bp = Blueprint(
     static_url_path="/dashboard/static/levqor-stripe",
 )
 
+bp.openapi_paths = {  # type: ignore[attr-defined]
+    "/dashboard/static/levqor-stripe/{filename}": {
+        "get": {
+            "summary": "The billing page's ES module",
+            "tags": ["dashboard"],
+            "security": [],
+            "parameters": [
+                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "the file", "content": {"text/javascript": {}}},
+                "404": {
+                    "description": "no such file",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+    }
+}
+
 BILLING_PAGE = DashboardPage(
     name="billing",
     path="/billing",
