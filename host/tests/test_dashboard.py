@@ -21,15 +21,17 @@ def srv(tmp_path_factory):
     s.stop()
 
 
-def page_paths() -> list[str]:
+def page_paths(srv) -> list[str]:
+    """The host's pages and its plugins' (the billing page of levqor-stripe when installed)."""
+    plugin_pages = srv.app.extensions["levqor_dashboard"].plugin_pages
     return [
         rule.replace("<pipeline_id>", "pl_x").replace("<run_id>", "run_x") for _, rule, *_ in PAGES
-    ]
+    ] + [page.path for page in plugin_pages]
 
 
 def test_every_page_is_a_shell_under_the_strict_csp(srv):
     c = srv.client()
-    for path in page_paths():
+    for path in page_paths(srv):
         r = c.get(path)
         assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), path
         csp = r.headers["Content-Security-Policy"]

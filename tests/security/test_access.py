@@ -30,6 +30,7 @@ REVIEWED_PUBLIC = {
     ("GET", "/auth/link/<token>"),
     ("POST", "/api/v1/billing/webhook"),
     ("GET", "/dashboard/static/<path:filename>"),
+    ("GET", "/dashboard/static/levqor-stripe/<path:filename>"),  # the billing page's module
     ("GET", "/static/<path:filename>"),  # Flask's own static folder
     *(
         ("GET", rule)

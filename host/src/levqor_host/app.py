@@ -446,11 +446,12 @@ def create_app(
 
     app.register_blueprint(marketplace_bp)
     from .api.schedule import bp as schedule_bp
-    from .dashboard import bp as dashboard_bp
+    from .dashboard import install_dashboard
 
     app.register_blueprint(schedule_bp)
-    app.register_blueprint(dashboard_bp)  # HTML shells + ES modules over the JSON API (issue 9)
     pm.hook.register_blueprints(app=app, state=state)
+    # HTML shells + ES modules over the JSON API, with the pages of plugins
+    install_dashboard(app, pm)
     from .security.install import report_undeclared_routes
 
     report_undeclared_routes(app)

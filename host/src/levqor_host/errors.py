@@ -9,39 +9,29 @@ import re
 from typing import Any
 
 from flask import Flask, jsonify, request
+from levqor_kernel.host import HttpError, InsufficientCredits
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map
 
 log = logging.getLogger("levqor.api")
 
 
-class ApiError(Exception):
-    """``{"error": {"code", "message", "details"}}`` with ``status``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: dict | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
+class ApiError(HttpError):
+    """``{"error": {"code", "message", "details"}}`` with ``status``: the kernel's
+    :class:`~levqor_kernel.host.HttpError` (which plugins raise), rendered the same way."""
 
     def response(self):
-        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
-        if self.details:
-            body["error"]["details"] = self.details
-        resp = jsonify(body)
-        resp.status_code = self.status
-        for k, v in self.headers.items():
-            resp.headers[k] = v
-        return resp
+        return render_http_error(self)
+
+
+def render_http_error(e: HttpError):
+    """The answer of an :class:`HttpError` (the host's or a plugin's): its status, its JSON
+    body and its headers."""
+    resp = jsonify(e.to_dict())
+    resp.status_code = e.status
+    for k, v in e.headers.items():
+        resp.headers[k] = v
+    return resp
 
 
 #: The largest integer a URL segment or an integer body field may carry: what both databases
@@ -159,9 +149,26 @@ def check_fields(
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(e: ApiError):
-        return e.response()
+    @app.errorhandler(HttpError)
+    def _api_error(e: HttpError):
+        if not e.user_fault:
+            log.warning(
+                "%s %s answered %s %s: %s", request.method, request.path, e.status, e.code,
+                e.message,
+            )
+        return render_http_error(e)
+
+    @app.errorhandler(InsufficientCredits)
+    def _insufficient_credits(e: InsufficientCredits):
+        # a debit a route did not expect to fail: the user's balance, never a 500
+        return render_http_error(
+            HttpError(
+                402,
+                "insufficient_credits",
+                f"this needs {e.needed} credits and the balance is {e.balance}",
+                {"needed": e.needed, "balance": e.balance},
+            )
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):

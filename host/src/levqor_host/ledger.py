@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from levqor_kernel.host import InsufficientCredits
 from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -65,15 +66,6 @@ USER_ERROR_TYPES = frozenset(
     }
 )
 PLATFORM_ERROR_CODES = frozenset({"unknown_connector"})
-
-
-class InsufficientCredits(Exception):
-    """A debit would take a balance below zero."""
-
-    def __init__(self, needed: int, balance: int) -> None:
-        super().__init__(f"needs {needed} credits, balance is {balance}")
-        self.needed = needed
-        self.balance = balance
 
 
 def _now() -> datetime:

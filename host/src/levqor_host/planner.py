@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 import click
+from levqor_kernel.host import HttpError
 
 from .errors import ApiError
 
@@ -153,15 +154,18 @@ def _plan_charged(state: Any, user: dict, prompt: str, name: str | None, dry_run
         result = state.pm.hook.plan_pipeline(
             prompt=prompt, catalog=state.pm.catalog.to_json(), credentials=creds, options=options
         )
+    except HttpError as e:  # the planner's own answer (levqor_kernel.host.HttpError)
+        log.warning("plan_pipeline answered %s %s", e.status, e.code)
+        raise ApiError(
+            e.status if 400 <= e.status < 600 else 502,
+            e.code or "planner_failed",
+            f"the planner failed: {e.message}",
+            e.details,
+            headers=e.headers,
+        ) from None
     except Exception as e:  # noqa: BLE001 - a broken planner is a bad gateway, not a 500
         log.exception("plan_pipeline raised")
-        code = getattr(e, "code", None) or "planner_failed"
-        status = getattr(e, "status", None)
-        raise ApiError(
-            status if isinstance(status, int) and 400 <= status < 600 else 502,
-            str(code),
-            f"the planner failed: {getattr(e, 'message', None) or type(e).__name__}",
-        ) from None
+        raise ApiError(502, "planner_failed", f"the planner failed: {type(e).__name__}") from None
     if result is None:
         raise _no_planner()
     if not isinstance(result, dict):

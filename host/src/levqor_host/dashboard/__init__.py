@@ -7,11 +7,19 @@ comes from a CDN and nothing is inline (no ``<script>`` body, no ``on*=`` attrib
 ``style=`` attribute): the strict Content-Security-Policy of the security layer holds on every
 page. Vendored front-end packages (Chart.js) live in ``static/vendor/``, built from
 ``frontend/`` at the repository root (the Python install needs no Node).
+
+Plugins add pages (the ``register_dashboard_pages`` hook: the billing page of levqor-stripe)
+with :func:`install_dashboard`; the navigation of an app is its own pages' and its plugins'.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, render_template, url_for
+from levqor_kernel.host import DashboardPage
 
 from .. import __version__
 from ..api.openapi import _op, _path_param
@@ -42,7 +50,6 @@ PAGES = (
         "credentials",
     ),
     ("usage", "/usage", "usage.html", "usage", "Usage", "usage"),
-    ("billing", "/billing", "billing.html", "billing", "Billing", "billing"),
     ("referrals", "/referrals", "referrals.html", "referrals", "Referrals", "referrals"),
     (
         "marketplace",
@@ -54,28 +61,47 @@ PAGES = (
     ),
 )
 
+#: the host's navigation: (order, section, path, label); plugins' pages fit in by their order
 NAV = (
-    ("pipelines", "/", "Pipelines"),
-    ("runs", "/runs", "Runs"),
-    ("credentials", "/credentials", "Credentials"),
-    ("usage", "/usage", "Usage"),
-    ("billing", "/billing", "Billing"),
-    ("referrals", "/referrals", "Referrals"),
-    ("marketplace", "/marketplace", "Marketplace"),
+    (10, "pipelines", "/", "Pipelines"),
+    (20, "runs", "/runs", "Runs"),
+    (30, "credentials", "/credentials", "Credentials"),
+    (40, "usage", "/usage", "Usage"),
+    (60, "referrals", "/referrals", "Referrals"),
+    (70, "marketplace", "/marketplace", "Marketplace"),
 )
 
+log = logging.getLogger("levqor.dashboard")
 
-def _make_view(template: str, script: str, title: str, section: str | None):
+
+@dataclass(frozen=True)
+class Dashboard:
+    """One app's dashboard: its plugins' pages and the navigation (``section, path, label``)."""
+
+    plugin_pages: tuple[DashboardPage, ...]
+    nav: tuple[tuple[str, str, str], ...]
+
+
+def _make_view(template: str, script: str, title: str, section: str | None, page: str):
+    """The view of one page shell; ``script`` is a file of js/pages/ or a same-origin path."""
+
     @public("the page shell, the same for everyone; its data comes from the checked API")
     def view(**ids: str):
         cfg = current_app.extensions["levqor"].config
+        dash: Dashboard = current_app.extensions["levqor_dashboard"]
+        script_url = (
+            script
+            if script.startswith("/")
+            else url_for("dashboard.static", filename=f"js/pages/{script}.js")
+        )
         resp = current_app.make_response(
             render_template(
                 template,
                 title=title,
-                script=script,
+                script=page,
+                script_url=script_url,
                 section=section,
-                nav=NAV,
+                nav=dash.nav,
                 ids=ids,
                 version=__version__,
                 base_url=cfg.base_url,
@@ -90,7 +116,10 @@ def _make_view(template: str, script: str, title: str, section: str | None):
 
 for _endpoint, _rule, _template, _script, _title, _section in PAGES:
     bp.add_url_rule(
-        _rule, _endpoint, _make_view(_template, _script, _title, _section), methods=["GET"]
+        _rule,
+        _endpoint,
+        _make_view(_template, _script, _title, _section, _script),
+        methods=["GET"],
     )
 
 _HTML = {
@@ -130,3 +159,41 @@ bp.openapi_paths = {  # type: ignore[attr-defined]
         )
     },
 }
+
+
+def install_dashboard(app: Flask, pm: Any) -> Dashboard:
+    """Register the dashboard on ``app`` with the pages of the ``register_dashboard_pages``
+    hook (a blueprint of this app, ``dashboard_pages``) and its navigation."""
+    app.register_blueprint(bp)
+    taken = {rule for _e, rule, *_ in PAGES} | {page[0] for page in PAGES}
+    pages: list[DashboardPage] = []
+    for answer in pm.hook.register_dashboard_pages():
+        for page in answer or ():
+            if not isinstance(page, DashboardPage):
+                log.warning("a plugin's dashboard page is not a DashboardPage: %r", page)
+            elif page.path in taken or page.name in taken:
+                log.warning("dashboard page %s (%s) skipped: taken", page.name, page.path)
+            else:
+                taken |= {page.path, page.name}
+                pages.append(page)
+    if pages:
+        extra = Blueprint("dashboard_pages", __name__)
+        for page in pages:
+            extra.add_url_rule(
+                page.path,
+                page.name,
+                _make_view(page.template, page.script, page.title, page.name, page.name),
+                methods=["GET"],
+            )
+        extra.openapi_paths = {  # type: ignore[attr-defined]
+            _openapi_path(page.path): _page_doc(f"Dashboard page: {page.title}")
+            for page in pages
+        }
+        app.register_blueprint(extra)
+    nav = sorted(
+        [*NAV, *((p.order, p.name, p.path, p.nav_label) for p in pages if p.nav_label)],
+        key=lambda entry: entry[0],
+    )
+    dash = Dashboard(tuple(pages), tuple((s, path, label) for _o, s, path, label in nav))
+    app.extensions["levqor_dashboard"] = dash
+    return dash

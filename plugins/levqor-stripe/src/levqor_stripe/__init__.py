@@ -3,8 +3,9 @@ the customer portal and webhooks).
 
 Implements the kernel's billing hooks (``price_task`` is left to the catalog; ``gate_run`` and
 ``record_run_cost``) over the ledger objects the host passes, and the host hooks
-``register_blueprints`` (``/api/v1/billing/*``) and ``register_commands`` (``levqor credits``).
-It never imports the host: it only uses the objects it is given.
+``register_blueprints`` (``/api/v1/billing/*``), ``register_dashboard_pages`` (the dashboard's
+``/billing`` page) and ``register_commands`` (``levqor credits``). It never imports the host:
+it uses the objects it is given through their types in :mod:`levqor_kernel.host`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from levqor_kernel import hookimpl
+from levqor_kernel.host import BillingTransaction, DashboardPage, Host, RunGate, RunSettlement
 
 from . import config as _config
 
@@ -54,7 +56,7 @@ def _refuse(reason: str, retry_at: str | None, **details: Any) -> dict:
 
 
 def grant_monthly_credits(
-    tx: Any, cfg: _config.BillingConfig, user_id: str, plan_name: str | None, now: datetime
+    tx: BillingTransaction, cfg: _config.BillingConfig, user_id: str, plan_name: str | None, now: datetime
 ) -> bool:
     """Local billing: the plan's monthly credits, once per UTC calendar month, as the same
     ledger line a paid Stripe invoice adds (``reason=subscription``), keyed
@@ -73,7 +75,7 @@ def grant_monthly_credits(
 
 
 def _more_credits(
-    cfg: _config.BillingConfig, ledger: Any, user: dict, needed: int
+    cfg: _config.BillingConfig, ledger: RunGate, user: dict, needed: int
 ) -> tuple[str, dict]:
     """What this deployment's operator or user can do about a balance that is too low."""
     if cfg.mode == "local":
@@ -87,11 +89,11 @@ def _more_credits(
 
 
 @hookimpl
-def gate_run(user: dict, pipeline: dict, price: int, ledger: Any) -> dict | None:
+def gate_run(user: dict, pipeline: dict, price: int, ledger: RunGate | None) -> dict | None:
     """Plans and credits: the daily run limit first, then the balance. Reserves the credits
     through ``ledger.charge`` inside the host's run transaction. In local billing the plan's
-    monthly credits are granted first (once a month)."""
-    if ledger is None or not hasattr(ledger, "runs_today"):
+    monthly credits are granted first (once a month). Without a ledger there is no gate."""
+    if ledger is None:
         return None
     cfg = billing_config(ledger.env)
     if not cfg.enforced:
@@ -144,10 +146,10 @@ def gate_run(user: dict, pipeline: dict, price: int, ledger: Any) -> dict | None
 
 
 @hookimpl
-def record_run_cost(user: dict, run: dict, cost: int, ledger: Any) -> None:
+def record_run_cost(user: dict, run: dict, cost: int, ledger: RunSettlement | None) -> None:
     """Refund a platform failure in full (the ledger keeps the charge and the refund), and
     the part of the reservation that the steps which really ran did not use."""
-    if ledger is None or not hasattr(ledger, "refund"):
+    if ledger is None:
         return
     charged = int(run.get("charged", ledger.charged) or 0)
     cfg = billing_config(ledger.env)
@@ -160,11 +162,20 @@ def record_run_cost(user: dict, run: dict, cost: int, ledger: Any) -> None:
 
 
 @hookimpl
-def register_blueprints(app: Any, state: Any) -> None:
+def register_blueprints(app: Any, state: Host) -> None:
+    from .dashboard import bp as dashboard_bp
     from .web import bp
 
     app.extensions["levqor_stripe"] = billing_config(state.config.env, state.config.base_url)
     app.register_blueprint(bp)
+    app.register_blueprint(dashboard_bp)  # the billing page's template and ES module
+
+
+@hookimpl
+def register_dashboard_pages() -> list[DashboardPage]:
+    from .dashboard import BILLING_PAGE
+
+    return [BILLING_PAGE]
 
 
 @hookimpl

@@ -7,17 +7,17 @@ configuration); these commands use its store and ledger, never the host's module
 from __future__ import annotations
 
 import click
+from levqor_kernel.host import Host, HostCommandGroup, InsufficientCredits
 
 
-def _state():
+def _state() -> Host:
     root = click.get_current_context().find_root().command
-    factory = getattr(root, "levqor_state", None)
-    if factory is None:
+    if not isinstance(root, HostCommandGroup):
         raise click.ClickException("this levqor command group offers no levqor_state()")
-    return factory()
+    return root.levqor_state()
 
 
-def _user(st, email: str) -> dict:
+def _user(st: Host, email: str) -> dict:
     u = st.store.get_user_by_email(email)
     if u is None:
         raise click.ClickException(f"no user with email {email}")
@@ -44,12 +44,10 @@ def grant(email: str, amount: int, reason: str) -> None:
     u = _user(st, email)
     try:
         st.ledger.grant(u["id"], amount, reason=reason.strip())
-    except Exception as e:  # InsufficientCredits from the host's ledger
-        if type(e).__name__ == "InsufficientCredits":
-            raise click.ClickException(
-                f"cannot take {-amount}: the balance would go below zero"
-            ) from None
-        raise
+    except InsufficientCredits:
+        raise click.ClickException(
+            f"cannot take {-amount}: the balance would go below zero"
+        ) from None
     click.echo(f"{email}: {amount:+d} credits, balance {st.ledger.balance(u['id'])}")
 
 

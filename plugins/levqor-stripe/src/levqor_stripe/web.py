@@ -1,6 +1,7 @@
 """``/api/v1/billing``: the user's plan and balance, Stripe Checkout, the customer portal and
-the Stripe webhook. Uses only what the host gives: ``app.extensions["levqor"]`` (its state,
-with ``state.store`` and ``state.ledger``) and the request's signed-in user."""
+the Stripe webhook. Uses only what the host gives: ``app.extensions["levqor"]`` (a
+:class:`levqor_kernel.host.Host`, with its ``ledger``) and the request's signed-in user.
+Errors are :class:`levqor_kernel.host.HttpError`, which the host renders like its own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 import stripe
 from flask import Blueprint, current_app, jsonify, request
 from levqor_kernel.access import public, requires, signed_in
+from levqor_kernel.host import Host, HttpError
 
 from . import grant_monthly_credits
 from .config import BillingConfig
@@ -23,25 +25,7 @@ log = logging.getLogger("levqor.stripe")
 bp = Blueprint("levqor_stripe", __name__, url_prefix="/api/v1/billing")
 
 
-class BillingError(Exception):
-    """Rendered as the host's error shape ``{"error": {"code", "message"}}``."""
-
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
-
-
-@bp.errorhandler(BillingError)
-def _billing_error(e: BillingError):
-    body: dict[str, Any] = {"error": {"code": e.code, "message": e.message}}
-    if e.details:
-        body["error"]["details"] = e.details
-    resp = jsonify(body)
-    resp.status_code = e.status
-    return resp
-
-
-def _state() -> Any:
+def _state() -> Host:
     return current_app.extensions["levqor"]
 
 
@@ -62,20 +46,20 @@ def _body(allowed: dict[str, type]) -> dict:
     with only ``allowed`` fields of the right types; an empty body is ``{}``."""
     b = _state().json_body()
     if not isinstance(b, dict):
-        raise BillingError(400, "invalid_request", "the body must be a JSON object")
+        raise HttpError(400, "invalid_request", "the body must be a JSON object")
     unknown = sorted(set(b) - set(allowed))
     if unknown:
-        raise BillingError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
+        raise HttpError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
     for k, v in b.items():
         if v is not None and (not isinstance(v, allowed[k]) or isinstance(v, bool)):
-            raise BillingError(400, "invalid_request", f"field {k} has the wrong type")
+            raise HttpError(400, "invalid_request", f"field {k} has the wrong type")
     return b
 
 
 def _client(cfg: BillingConfig) -> stripe.StripeClient:
     missing = cfg.stripe_missing()
     if missing:
-        raise BillingError(503, "billing_not_configured", missing)
+        raise HttpError(503, "billing_not_configured", missing)
     kw: dict[str, Any] = {"max_network_retries": 1}
     if cfg.api_base:  # LEVQOR_STRIPE_API_BASE: a local fake in tests, a proxy in production
         kw["base_addresses"] = {"api": cfg.api_base}
@@ -96,7 +80,7 @@ def _stripe_call(fn, params: dict, *required: str) -> Any:
         else:
             msg = "Stripe refused the request: " + (e.user_message or str(e) or "request failed")
         log.warning("Stripe refused a request: %s %s %s", type(e).__name__, e.http_status, e.code)
-        raise BillingError(
+        raise HttpError(
             502,
             "stripe_error",
             msg.replace(_cfg().secret_key or "\0", "***"),
@@ -105,7 +89,7 @@ def _stripe_call(fn, params: dict, *required: str) -> Any:
     missing = [f for f in required if not _text_field(obj, f)]
     if missing:
         log.warning("Stripe answered without %s", ", ".join(missing))
-        raise BillingError(
+        raise HttpError(
             502,
             "stripe_error",
             f"Stripe's API answered without the session's {', '.join(missing)}",
@@ -127,7 +111,7 @@ def _url(value: str | None, default: str, field: str) -> str:
         return default
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2000:
-        raise BillingError(400, "invalid_request", f"{field} must be an http(s) URL")
+        raise HttpError(400, "invalid_request", f"{field} must be an http(s) URL")
     return value
 
 
@@ -171,7 +155,7 @@ def checkout():
     b = _body({"plan": str, "pack": str, "success_url": str, "cancel_url": str})
     client = _client(cfg)
     if bool(b.get("plan")) == bool(b.get("pack")):
-        raise BillingError(400, "invalid_request", "name either a plan or a credit pack")
+        raise HttpError(400, "invalid_request", "name either a plan or a credit pack")
     meta = {"levqor_user_id": user["id"]}
     params: dict[str, Any] = {
         "client_reference_id": user["id"],
@@ -185,9 +169,9 @@ def checkout():
     if b.get("plan"):
         plan = cfg.plans.get(b["plan"])
         if plan is None:
-            raise BillingError(404, "not_found", f"no plan {b['plan']!r}")
+            raise HttpError(404, "not_found", f"no plan {b['plan']!r}")
         if not plan.price_id:
-            raise BillingError(
+            raise HttpError(
                 422,
                 "not_purchasable",
                 f"the {plan.name} plan has no Stripe price: "
@@ -202,7 +186,7 @@ def checkout():
     else:
         pack = cfg.packs.get(b["pack"])
         if pack is None:
-            raise BillingError(
+            raise HttpError(
                 404, "not_found", f"no credit pack {b['pack']!r} (LEVQOR_CREDIT_PACKS)"
             )
         meta.update(pack=pack.name, credits=str(pack.credits))
@@ -240,7 +224,7 @@ def portal():
     client = _client(cfg)
     account = _state().ledger.account(user["id"]) or {}
     if not account.get("customer_id"):
-        raise BillingError(
+        raise HttpError(
             409,
             "no_customer",
             "you have no Stripe customer yet: buy a plan or "
@@ -262,7 +246,7 @@ def portal():
 def webhook():
     cfg = _cfg()
     if cfg.mode != "stripe" or not cfg.webhook_secret:
-        raise BillingError(
+        raise HttpError(
             503,
             "billing_not_configured",
             "set STRIPE_WEBHOOK_SECRET (and STRIPE_SECRET_KEY) to receive Stripe webhooks",
@@ -273,18 +257,18 @@ def webhook():
             payload, request.headers.get("Stripe-Signature"), cfg.webhook_secret, tolerance=300
         )
     except stripe.SignatureVerificationError:
-        raise BillingError(
+        raise HttpError(
             400,
             "invalid_signature",
             "the Stripe-Signature header does not verify (forged or older than 300 s)",
         ) from None
     except ValueError:
-        raise BillingError(
+        raise HttpError(
             400, "invalid_payload", "the webhook body is not a Stripe event"
         ) from None
     event = json.loads(payload)
     if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
-        raise BillingError(400, "invalid_payload", "the webhook body is not a Stripe event")
+        raise HttpError(400, "invalid_payload", "the webhook body is not a Stripe event")
     outcome = handle_event(_state(), cfg, event)
     return jsonify({"received": True, **outcome})
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from levqor_kernel.host import BillingTransaction, Host
+
 from .config import BillingConfig
 
 log = logging.getLogger("levqor.stripe")
@@ -55,7 +57,7 @@ def _sub_price(sub: dict) -> str | None:
     return None
 
 
-def _resolve_user(tx: Any, obj: dict, meta: dict) -> str | None:
+def _resolve_user(tx: BillingTransaction, obj: dict, meta: dict) -> str | None:
     uid = obj.get("client_reference_id") or meta.get("levqor_user_id")
     if not uid and isinstance(obj.get("customer"), str):
         uid = tx.user_id_for_customer(obj["customer"])
@@ -64,7 +66,9 @@ def _resolve_user(tx: Any, obj: dict, meta: dict) -> str | None:
     return None
 
 
-def _apply_plan(tx: Any, uid: str, plan: str, created: int, kind: str, **account: Any) -> bool:
+def _apply_plan(
+    tx: BillingTransaction, uid: str, plan: str, created: int, kind: str, **account: Any
+) -> bool:
     acct = tx.account(uid)
     rank = RANK[kind]
     if acct is not None and (created, rank) < (acct["plan_event_at"], acct["plan_event_rank"]):
@@ -75,7 +79,7 @@ def _apply_plan(tx: Any, uid: str, plan: str, created: int, kind: str, **account
     return True
 
 
-def handle_event(state: Any, cfg: BillingConfig, event: dict) -> dict:
+def handle_event(state: Host, cfg: BillingConfig, event: dict) -> dict:
     etype = event["type"]
     obj = (event.get("data") or {}).get("object") or {}
     created = int(event.get("created") or 0)
@@ -86,7 +90,9 @@ def handle_event(state: Any, cfg: BillingConfig, event: dict) -> dict:
     return {"duplicate": False, **out}
 
 
-def _dispatch(tx: Any, cfg: BillingConfig, etype: str, obj: dict, created: int) -> dict:
+def _dispatch(
+    tx: BillingTransaction, cfg: BillingConfig, etype: str, obj: dict, created: int
+) -> dict:
     customer = obj.get("customer") if isinstance(obj.get("customer"), str) else None
 
     if etype == "checkout.session.completed":

@@ -1,6 +1,6 @@
-import { get, post, ApiError } from "../api.js";
-import { boot, start } from "../common.js";
-import { $, h, clear, busy, errorText, toast, show } from "../ui.js";
+import { get, post, ApiError } from "/dashboard/static/js/api.js";
+import { boot, start } from "/dashboard/static/js/common.js";
+import { $, h, clear, busy, errorText, toast, show } from "/dashboard/static/js/ui.js";
 
 function offState(title, text) {
   return h("section", { class: "card", id: "billing-off", "data-billing": "off" },

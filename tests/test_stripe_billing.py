@@ -1,5 +1,5 @@
-"""levqor-stripe against a local fake of the Stripe API, and webhook deliveries signed with
-Stripe's real scheme (replayed, shuffled, stale and forged)."""
+"""levqor-stripe in the host (host and plugin together): against a local fake of the Stripe
+API, and webhook deliveries signed with Stripe's real scheme (replayed, shuffled, stale and forged)."""
 
 from __future__ import annotations
 
