@@ -14,12 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
-from e2e_support import free_port
+from e2e_support import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -140,17 +138,11 @@ def dash(chromium, tmp_path_factory):
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("levqor serve did not start:\n" + log.read_text())
-            time.sleep(0.2)
+        try:
+            wait_until_serving(url, proc, log)
+        except AssertionError:
+            proc.kill()
+            raise
         d = Dashboard(url, tmp / "data", env, ai, slack, stripe_fake, log)
         assert re.search(r"lvq_\S+", log.read_text()), "no first API key printed"
         d.cli("users", "set-password", EMAIL, "--password-stdin", input=PASSWORD + "\n")

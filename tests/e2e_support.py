@@ -26,6 +26,33 @@ def free_port() -> int:
     return port
 
 
+def wait_until_serving(
+    base: str, proc: Any = None, log: Path | None = None, timeout: float = 120.0
+) -> None:
+    """Wait until ``base + "/health"`` answers 200: the one start-up wait of every test that runs
+    ``levqor serve`` (or gunicorn) as a subprocess.
+
+    A refused connection or a slow answer (a busy machine) means "not yet"; the process ``proc``
+    exiting, or ``timeout`` seconds passing, fails with the server's ``log``.
+    """
+    import time
+
+    import requests as _requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if _requests.get(base + "/health", timeout=5).status_code == 200:
+                return
+        except _requests.RequestException:
+            pass
+        died = proc is not None and proc.poll() is not None
+        if died or time.monotonic() > deadline:
+            told = log.read_text()[-4000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"{base} {'exited' if died else 'did not answer /health'}:\n{told}")
+        time.sleep(0.2)
+
+
 def require_services() -> bool:
     return os.environ.get("LEVQOR_REQUIRE_SERVICES") == "1"
 

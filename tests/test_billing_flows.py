@@ -13,7 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import stripe
-from e2e_support import Client, LiveServer, backend_env, clean_env, free_port, make_app
+from e2e_support import (
+    Client,
+    LiveServer,
+    backend_env,
+    clean_env,
+    free_port,
+    make_app,
+    wait_until_serving,
+)
 from levqor_kernel import hookimpl
 from levqor_kernel.testing.fakeserver import FakeServer, Reply
 
@@ -184,15 +192,7 @@ def test_local_billing_grants_plan_credits_and_402s_name_the_grant_command(tmp_p
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.2)
+            wait_until_serving(base, proc, log)
             doc = {
                 "levqor": 1,
                 "trigger": {"type": "manual"},

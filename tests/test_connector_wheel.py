@@ -10,12 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
-from e2e_support import ROOT, extract_files, free_port
+from e2e_support import ROOT, extract_files, free_port, wait_until_serving
 from levqor_kernel.testing import FakeServer, Reply
 
 
@@ -109,15 +108,7 @@ def test_tutorial_wheel_in_a_fresh_venv_is_listed_marketed_and_runs(tmp_path):
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.2)
+            wait_until_serving(base, proc, log)
             market = requests.get(base + "/api/v1/marketplace", timeout=10).json()
             m = next(c for c in market["connectors"] if c["name"] == "acme")
             assert (m["distribution"], m["version"], m["license"], m["homepage"]) == (

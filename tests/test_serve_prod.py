@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from e2e_support import ROOT, clean_env, free_port
+from e2e_support import ROOT, clean_env, free_port, wait_until_serving
 from levqor_kernel.testing import FakeServer, Reply
 
 
@@ -27,16 +27,11 @@ def server(tmp_path):
     proc = subprocess.Popen([str(ROOT / "scripts" / "start"), "--prod", "--port", str(port)],
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_until_serving(base, proc, log, timeout=240)  # the first start installs
+    except AssertionError:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(log.read_text())
+        raise
     key = re.search(r"(lvq_\S+)", log.read_text()).group(1)
     yield base, key, log
     os.killpg(proc.pid, signal.SIGTERM)

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from e2e_support import backend_env, clean_env, free_port
+from e2e_support import backend_env, clean_env, free_port, wait_until_serving
 from levqor_kernel.testing import FakeServer, Reply
 
 
@@ -193,15 +192,7 @@ def serving(data: Path, port: int, env: dict[str, str]) -> Iterator[subprocess.P
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, Path(log.name).read_text()
-            assert time.monotonic() < deadline, "levqor serve did not come up"
-            try:
-                requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_until_serving(f"http://127.0.0.1:{port}", proc, Path(log.name))
         yield proc
     finally:
         proc.terminate()

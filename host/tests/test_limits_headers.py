@@ -12,7 +12,14 @@ import uuid
 
 import pytest
 import requests
-from e2e_support import LiveServer, backend_env, clean_env, make_app, require_services
+from e2e_support import (
+    LiveServer,
+    backend_env,
+    clean_env,
+    make_app,
+    require_services,
+    wait_until_serving,
+)
 from flask import Blueprint, jsonify
 from levqor_kernel import hookimpl
 from levqor_kernel.access import public
@@ -356,15 +363,7 @@ def test_two_gunicorn_workers_share_the_limit_through_redis(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:  # not up yet, or slow to answer under load
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_until_serving(base, proc, log)
         key = re.search(r"(lvq_\S+)", log.read_text()).group(1)
         codes, remaining = [], []
         for _ in range(12):  # a fresh connection each time: gunicorn spreads them over its workers

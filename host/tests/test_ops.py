@@ -23,6 +23,7 @@ from e2e_support import (
     on_celery,
     skip_under_celery,
     skip_unless_sqlite,
+    wait_until_serving,
 )
 from fake_sentry import FakeSentry
 from flask import Blueprint
@@ -537,17 +538,8 @@ def _levqor_env(tmp_path, **extra) -> dict:
     return env
 
 
-def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read() if proc.stderr else "exited")
-        try:
-            requests.get(url + "/health", timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
+def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    wait_until_serving(url, proc, timeout=timeout)
 
 
 def test_logs_are_json_lines_with_request_ids_and_no_personal_data(tmp_path):
