@@ -16,6 +16,9 @@ import requests
 from e2e_support import backend_env, clean_env, free_port
 from levqor_kernel.testing import FakeServer, Reply
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 
 def levqor(
     data: Path, *args: str, check: bool = True, env: dict | None = None

@@ -31,6 +31,9 @@ from levqor_kernel import hookimpl
 from levqor_kernel.access import public
 from levqor_kernel.errors import PermanentError
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 PLANTED = "sk_live_PLANTEDsecret0123456789abcdef"
 
 

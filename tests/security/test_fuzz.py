@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from e2e_support import LiveServer, make_app
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 SEED = "20250104"
 EXAMPLES = "12"
 #: features that are off in this host (no Stripe, no OpenAI key): by design they answer 503 naming
