@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,11 @@ def test_the_kernel_and_a_plugin_pass_their_tests_alone(tmp_path: Path):
     ).stdout.lower()
     assert "levqor-slack" in listed and "levqor-kernel" in listed
     assert "levqor " not in listed and "flask" not in listed and "levqor-http" not in listed
+
+
+def test_the_import_contracts_hold():
+    """lint-imports (pyproject.toml's [tool.importlinter]), as CI runs it."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 kept, 0 broken" in done.stdout, done.stdout
