@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.backends, pytest.mark.workers]
 SEED = "20250104"
 EXAMPLES = "12"
 #: features that are off in this host (no Stripe, no OpenAI key): by design they answer 503 naming
-#: the setting to make (docs/dev/host-helper-brief.md); fuzzed for schema conformance only
+#: the setting to make (a feature configured off says what to set); fuzzed for schema conformance only
 CONFIGURED_OFF = {
     "POST /api/v1/billing/checkout": "STRIPE_SECRET_KEY",
     "POST /api/v1/billing/portal": "STRIPE_SECRET_KEY",
