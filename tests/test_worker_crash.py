@@ -15,6 +15,9 @@ import pytest
 from e2e_support import backend_env, clean_env, make_app
 from levqor_kernel.testing import FakeServer, Reply
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 RUNS = 40
 
 

@@ -10,6 +10,9 @@ from e2e_support import LiveServer, make_app
 from levqor_kernel import hookimpl
 from levqor_kernel.errors import PermanentError
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 SECRET = "sk-planted-SECRET-5f4e3d2c1b"
 
 

@@ -22,6 +22,9 @@ from levqor_host.config import Config
 from levqor_kernel import hookimpl
 from sqlalchemy import select
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 FINAL = ("succeeded", "failed", "cancelled")
 
 

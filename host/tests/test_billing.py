@@ -18,6 +18,9 @@ from e2e_support import LiveServer, make_app
 from levqor_kernel import hookimpl
 from sqlalchemy import select
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 pytest.importorskip("levqor_stripe")
 
 PRICE = 5

@@ -21,6 +21,9 @@ from e2e_support import ROOT, LiveServer, make_app
 from levqor_host.cron import next_fire_times
 from levqor_host.scheduler import SchedulerService
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 NY, LDN = "America/New_York", "Europe/London"
 
 # (expression, time zone, fire times at or after, the next fire times)

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from e2e_support import LiveServer, make_app
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 
 def _writable(folder: Path) -> bool:
     probe = folder / ".probe"

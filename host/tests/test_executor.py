@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from e2e_support import make_app
 from levqor_host.executor import EmbeddedExecutor
+
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
 
 
 def delay_doc(seconds: float, steps: int = 1):

@@ -24,6 +24,9 @@ from flask import Blueprint, jsonify
 from levqor_kernel import hookimpl
 from levqor_kernel.access import public
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "Cross-Origin-Opener-Policy": "same-origin",

@@ -20,6 +20,9 @@ from levqor_host.marketplace import build_site, listing
 from levqor_kernel import hookimpl
 from levqor_kernel.plugins import make_plugin_manager
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 PLANTED = "planted-default-SECRET-7a6b5c"
 
 GOOD_SRC = """

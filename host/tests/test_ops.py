@@ -27,10 +27,12 @@ from e2e_support import (
 )
 from fake_sentry import FakeSentry
 from flask import Blueprint
-from levqor_gmail.fake import FakeResend
 from levqor_kernel import hookimpl
 from levqor_kernel.access import public
 from levqor_kernel.errors import PermanentError
+
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
 
 PLANTED = "sk_live_PLANTEDsecret0123456789abcdef"
 
@@ -383,6 +385,15 @@ def test_sentry_receives_frontend_reports_and_server_exceptions(live):
 RESEND_KEY = "re_test_support_0123456789"
 
 
+@pytest.fixture
+def resend():
+    """levqor-gmail's fake of the Resend API, which the host's mail speaks too. The host does
+    not depend on levqor-gmail: without it (scripts/test-alone host) the mail tests skip."""
+    fake = pytest.importorskip("levqor_gmail.fake", reason="levqor-gmail holds the Resend fake")
+    with fake.FakeResend(api_key=RESEND_KEY) as server:
+        yield server
+
+
 def mail_env(resend):
     return {
         "RESEND_API_KEY": RESEND_KEY,
@@ -392,56 +403,49 @@ def mail_env(resend):
     }
 
 
-def test_support_messages_are_kept_and_forwarded_and_failures_show(live):
-    with FakeResend(api_key=RESEND_KEY) as resend:
-        srv = live(env=mail_env(resend))
-        c = srv.client()
-        msg = {
-            "email": "gina@example.com",
-            "subject": "Webhook question",
-            "message": "How do I sign?",
-        }
-        r = c.post("/api/v1/support", json=msg)
-        assert r.status_code == 202 and r.json()["forward"] == "sent"
-        sent = resend.emails[-1]["body"]
-        assert sent["to"] == ["help@acme.example"] and sent["reply_to"] == "gina@example.com"
-        assert (
-            sent["subject"] == "[Levqor support] Webhook question"
-            and "How do I sign?" in sent["text"]
-        )
-        assert c.get("/api/v1/support/health").status_code == 200
-        # Resend is down: the message is kept, health names forwarding
-        for _ in range(3):
-            resend.fail_next(500)
-        r = c.post("/api/v1/support", json={**msg, "subject": "second"})
-        assert r.status_code == 202 and r.json()["forward"] == "failed"
-        inbox = [
-            json.loads(x)
-            for x in (srv.state.config.logs_dir / "support.jsonl").read_text().splitlines()
-        ]
-        assert [m["subject"] for m in inbox] == ["Webhook question", "second"]
-        h = c.get("/api/v1/support/health")
-        assert h.status_code == 503 and h.json()["failing"] == ["forwarding"]
-        assert h.json()["checks"]["forwarding"]["unforwarded"] == 1
-        assert "500" in h.json()["checks"]["forwarding"]["error"]
-        assert (
-            c.post("/api/v1/support", json={**msg, "subject": "third"}).json()["forward"] == "sent"
-        )
-        assert c.get("/api/v1/support/health").status_code == 200
-        # bad input
-        assert c.post("/api/v1/support", json={**msg, "email": "nope"}).status_code == 400
-        assert (
-            c.post("/api/v1/support", json={"email": "a@b.co", "subject": "x"}).status_code == 400
-        )
-        assert c.post("/api/v1/support", json={**msg, "message": "m" * 10001}).status_code in (
-            400,
-            413,
-        )
-        # the logs never name the sender
-        assert (
-            "gina@example.com"
-            not in (srv.state.config.logs_dir / "support-forward.jsonl").read_text()
-        )
+def test_support_messages_are_kept_and_forwarded_and_failures_show(live, resend):
+    srv = live(env=mail_env(resend))
+    c = srv.client()
+    msg = {
+        "email": "gina@example.com",
+        "subject": "Webhook question",
+        "message": "How do I sign?",
+    }
+    r = c.post("/api/v1/support", json=msg)
+    assert r.status_code == 202 and r.json()["forward"] == "sent"
+    sent = resend.emails[-1]["body"]
+    assert sent["to"] == ["help@acme.example"] and sent["reply_to"] == "gina@example.com"
+    assert (
+        sent["subject"] == "[Levqor support] Webhook question" and "How do I sign?" in sent["text"]
+    )
+    assert c.get("/api/v1/support/health").status_code == 200
+    # Resend is down: the message is kept, health names forwarding
+    for _ in range(3):
+        resend.fail_next(500)
+    r = c.post("/api/v1/support", json={**msg, "subject": "second"})
+    assert r.status_code == 202 and r.json()["forward"] == "failed"
+    inbox = [
+        json.loads(x)
+        for x in (srv.state.config.logs_dir / "support.jsonl").read_text().splitlines()
+    ]
+    assert [m["subject"] for m in inbox] == ["Webhook question", "second"]
+    h = c.get("/api/v1/support/health")
+    assert h.status_code == 503 and h.json()["failing"] == ["forwarding"]
+    assert h.json()["checks"]["forwarding"]["unforwarded"] == 1
+    assert "500" in h.json()["checks"]["forwarding"]["error"]
+    assert c.post("/api/v1/support", json={**msg, "subject": "third"}).json()["forward"] == "sent"
+    assert c.get("/api/v1/support/health").status_code == 200
+    # bad input
+    assert c.post("/api/v1/support", json={**msg, "email": "nope"}).status_code == 400
+    assert c.post("/api/v1/support", json={"email": "a@b.co", "subject": "x"}).status_code == 400
+    assert c.post("/api/v1/support", json={**msg, "message": "m" * 10001}).status_code in (
+        400,
+        413,
+    )
+    # the logs never name the sender
+    assert (
+        "gina@example.com" not in (srv.state.config.logs_dir / "support-forward.jsonl").read_text()
+    )
 
 
 def test_support_without_delegation_and_unwritable_inbox(live):
@@ -461,58 +465,54 @@ def test_support_without_delegation_and_unwritable_inbox(live):
     assert h.status_code == 503 and h.json()["failing"] == ["inbox"]
 
 
-def test_welcome_and_run_failure_emails(live):
-    with FakeResend(api_key=RESEND_KEY) as resend:
-        srv = live(env=mail_env(resend))
-        user, key = srv.user_with_key("ivy@acme.example")
-        wait_for(lambda: any(e["body"]["subject"] == "Welcome to Levqor" for e in resend.emails))
-        welcome = resend.emails[0]
-        assert welcome["body"]["to"] == ["ivy@acme.example"]
-        assert welcome["headers"].get("Idempotency-Key") == f"welcome:{user['id']}"
-        c = srv.client(key)
-        quiet = c.post(
-            "/api/v1/pipelines", json={"name": "quiet", "pipeline": flaky_doc(True)}
-        ).json()
-        loud = c.post(
-            "/api/v1/pipelines", json={"name": "loud", "pipeline": flaky_doc(True, notify=True)}
-        ).json()
-        assert (
-            c.post("/api/v1/run?wait=10", json={"pipeline_id": quiet["id"]}).json()["status"]
-            == "failed"
-        )
-        run = c.post("/api/v1/run?wait=10", json={"pipeline_id": loud["id"]}).json()
-        assert run["status"] == "failed"
-        wait_for(lambda: any("failed" in e["body"]["subject"] for e in resend.emails))
-        time.sleep(0.3)
-        failures = [e for e in resend.emails if "failed" in e["body"]["subject"]]
-        assert len(failures) == 1 and '"loud"' in failures[0]["body"]["subject"]
-        assert run["id"] in failures[0]["body"]["text"]
-        # the low-credit warning: tests/test_billing_flows.py (it needs a billing plugin)
-        assert (
-            'levqor_emails_total{kind="welcome",outcome="sent"} 1.0'
-            in srv.client().get("/metrics").text
-        )
+def test_welcome_and_run_failure_emails(live, resend):
+    srv = live(env=mail_env(resend))
+    user, key = srv.user_with_key("ivy@acme.example")
+    wait_for(lambda: any(e["body"]["subject"] == "Welcome to Levqor" for e in resend.emails))
+    welcome = resend.emails[0]
+    assert welcome["body"]["to"] == ["ivy@acme.example"]
+    assert welcome["headers"].get("Idempotency-Key") == f"welcome:{user['id']}"
+    c = srv.client(key)
+    quiet = c.post("/api/v1/pipelines", json={"name": "quiet", "pipeline": flaky_doc(True)}).json()
+    loud = c.post(
+        "/api/v1/pipelines", json={"name": "loud", "pipeline": flaky_doc(True, notify=True)}
+    ).json()
+    assert (
+        c.post("/api/v1/run?wait=10", json={"pipeline_id": quiet["id"]}).json()["status"]
+        == "failed"
+    )
+    run = c.post("/api/v1/run?wait=10", json={"pipeline_id": loud["id"]}).json()
+    assert run["status"] == "failed"
+    wait_for(lambda: any("failed" in e["body"]["subject"] for e in resend.emails))
+    time.sleep(0.3)
+    failures = [e for e in resend.emails if "failed" in e["body"]["subject"]]
+    assert len(failures) == 1 and '"loud"' in failures[0]["body"]["subject"]
+    assert run["id"] in failures[0]["body"]["text"]
+    # the low-credit warning: tests/test_billing_flows.py (it needs a billing plugin)
+    assert (
+        'levqor_emails_total{kind="welcome",outcome="sent"} 1.0'
+        in srv.client().get("/metrics").text
+    )
 
 
-def test_failure_email_details_link_opens_the_dashboards_run_page(live):
-    with FakeResend(api_key=RESEND_KEY) as resend:
-        srv = live(env=mail_env(resend))
-        _, key = srv.user_with_key("jo@acme.example")
-        c = srv.client(key)
-        loud = c.post(
-            "/api/v1/pipelines", json={"name": "loud", "pipeline": flaky_doc(True, notify=True)}
-        ).json()
-        run = c.post("/api/v1/run?wait=10", json={"pipeline_id": loud["id"]}).json()
-        assert run["status"] == "failed"
-        wait_for(lambda: any("failed" in e["body"]["subject"] for e in resend.emails))
-        text = next(e for e in resend.emails if "failed" in e["body"]["subject"])["body"]["text"]
-        link = re.search(r"^Details: (\S+)$", text, re.M).group(1)
-        base = srv.state.config.base_url
-        assert link == f"{base}/runs/{run['id']}"
-        # the link is the dashboard's run page (HTML for a browser), not the JSON API
-        page = c.get(link.removeprefix(base), headers={"Accept": "text/html"})
-        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
-        assert run["id"] in page.text
+def test_failure_email_details_link_opens_the_dashboards_run_page(live, resend):
+    srv = live(env=mail_env(resend))
+    _, key = srv.user_with_key("jo@acme.example")
+    c = srv.client(key)
+    loud = c.post(
+        "/api/v1/pipelines", json={"name": "loud", "pipeline": flaky_doc(True, notify=True)}
+    ).json()
+    run = c.post("/api/v1/run?wait=10", json={"pipeline_id": loud["id"]}).json()
+    assert run["status"] == "failed"
+    wait_for(lambda: any("failed" in e["body"]["subject"] for e in resend.emails))
+    text = next(e for e in resend.emails if "failed" in e["body"]["subject"])["body"]["text"]
+    link = re.search(r"^Details: (\S+)$", text, re.M).group(1)
+    base = srv.state.config.base_url
+    assert link == f"{base}/runs/{run['id']}"
+    # the link is the dashboard's run page (HTML for a browser), not the JSON API
+    page = c.get(link.removeprefix(base), headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert run["id"] in page.text
 
 
 # ------------------------------------------------------------------------------ logs (a real process)

@@ -10,9 +10,13 @@ import json
 import threading
 import time
 
+import pytest
 from e2e_support import make_app
 from levqor_host.executor import EmbeddedExecutor
 from sqlalchemy import event
+
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
 
 TWO_STEPS = {
     "levqor": 1,

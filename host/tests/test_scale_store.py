@@ -7,10 +7,14 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from e2e_support import make_app
 from levqor_host.scheduler import SchedulerService
 from levqor_host.store.tables import run_steps, runs
 from sqlalchemy import func, select, update
+
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
 
 DOC = {
     "levqor": 1,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from e2e_support import make_app
 from levqor_host.cron import next_fire_times
 from levqor_host.scheduler import SchedulerService
+
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
 
 
 def sched_doc(cron="*/5 * * * *", tz="Europe/London"):

@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from e2e_support import LiveServer, backend_env, clean_env, make_app
 from levqor_kernel.testing import FakeServer
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 HS_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
 

@@ -10,6 +10,9 @@ import time
 import pytest
 from e2e_support import LiveServer, make_app
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 
 @pytest.fixture
 def srv(tmp_path):

@@ -21,6 +21,9 @@ from levqor_host.store.write_gate import WriteGate, background, gate_for
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+# scripts/test-backends runs this file again on PostgreSQL
+pytestmark = pytest.mark.backends
+
 HOLD = """
 import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)

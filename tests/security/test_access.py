@@ -10,6 +10,9 @@ import jwt
 import pytest
 from e2e_support import LiveServer, make_app
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 SUPA = "https://proj.supabase.example"
 SECRET = "cross-user-test-secret-with-32-plus-characters"
 #: the reviewed public routes: each declares ``public(reason)`` on its view; adding one to the

@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 from e2e_support import LiveServer, make_app
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 SEED = "20250104"
 EXAMPLES = "12"
 #: features that are off in this host (no Stripe, no OpenAI key): by design they answer 503 naming
-#: the setting to make (docs/dev/host-helper-brief.md); fuzzed for schema conformance only
+#: the setting to make (a feature configured off says what to set); fuzzed for schema conformance only
 CONFIGURED_OFF = {
     "POST /api/v1/billing/checkout": "STRIPE_SECRET_KEY",
     "POST /api/v1/billing/portal": "STRIPE_SECRET_KEY",

@@ -14,6 +14,9 @@ from levqor_kernel import hookimpl
 from levqor_kernel.errors import PermanentError
 from levqor_kernel.testing import FakeServer, Reply
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 SECRET = "sk-planted-SECRET-7a6b5c4d3e2f1a0b"
 TG_TOKEN = "987654321:PLANTEDtelegramTOKENabcdefghijklmnopq"
 

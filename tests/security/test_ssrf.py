@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e_support import LiveServer, make_app
 from levqor_kernel.testing import FakeServer, Reply
 
+# scripts/test-backends runs this file on PostgreSQL, and on Celery: its apps start workers
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 
 def private_hostname() -> str:
     """A host name other than a literal address that resolves to a non-public address here."""

@@ -1,0 +1,227 @@
+"""levqor-openai planning with the catalog of real connectors (levqor-slack, levqor-sheets and
+the kernel's core) against its fake Chat Completions server over real HTTP (the official client).
+
+The planner's own checks that need no other connector are in plugins/levqor-openai/tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import levqor_openai
+import levqor_sheets
+import levqor_slack
+import pytest
+from levqor_kernel.plugins import make_plugin_manager
+from levqor_openai.fake import FakeOpenAI
+from levqor_openai.schema import NotStrictable, plan_schema, strict_problems, strictify, strip_nulls
+
+KEY = "sk-test-planner-0123456789abcdef"
+
+
+def catalog(*plugins, core: bool = False) -> dict:
+    pm = make_plugin_manager(
+        entry_points=False, builtins=core, plugins=list(plugins), env={"LEVQOR_CACHE_DIR": ""}
+    )
+    assert not pm.failures
+    return pm.catalog.to_json()
+
+
+SLACK_SHEETS = catalog(levqor_slack, levqor_sheets)
+WITH_CORE = catalog(levqor_slack, levqor_sheets, core=True)
+
+
+def good_plan(**extra_payload) -> dict:
+    return {
+        "explanation": "Posts the name to Slack and appends it to a sheet.",
+        "pipeline": {
+            "levqor": 1,
+            "name": "webhook to slack and sheets",
+            "trigger": {"type": "webhook", "wait": True},
+            "steps": [
+                {
+                    "id": "post",
+                    "connector": "slack",
+                    "action": "post_message",
+                    "credential": "slack",
+                    "payload": {"text": "New: {{ trigger.name }}", **extra_payload},
+                },
+                {
+                    "id": "row",
+                    "connector": "sheets",
+                    "action": "append_rows",
+                    "credential": "sheets",
+                    "payload": {
+                        "spreadsheet_id": "YOUR_SPREADSHEET_ID",
+                        "range": "Sheet1!A1",
+                        "values": [["{{ trigger.name }}"]],
+                    },
+                },
+            ],
+        },
+    }
+
+
+def strict_answer(plan: dict, cat: dict) -> dict:
+    """What a strict-mode model must send: every optional payload field present, as null."""
+    out = json.loads(json.dumps(plan))
+    for step in out["pipeline"]["steps"]:
+        schema = cat["connectors"][step["connector"]]["actions"][step["action"]]["payload"]
+        for k in schema.get("properties", {}):
+            step["payload"].setdefault(k, None)
+    return out
+
+
+@pytest.fixture
+def ai():
+    with FakeOpenAI(api_key=KEY) as fake:
+        yield fake
+
+
+def opts(ai: FakeOpenAI, **env) -> dict:
+    base = {
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": ai.base_url,
+        "LEVQOR_PLANNER_MAX_RETRIES": "1",
+        **env,
+    }
+    return {"env": base, "repair_rounds": 2}
+
+
+# ---------------------------------------------------------------------------- schema
+def test_plan_schema_enumerates_installed_actions_only():
+    s = plan_schema(SLACK_SHEETS, [{"name": "team", "connector": "slack"}])
+    branches = s["properties"]["pipeline"]["properties"]["steps"]["items"]["anyOf"]
+    pairs = {
+        (b["properties"]["connector"]["enum"][0], b["properties"]["action"]["enum"][0])
+        for b in branches
+    }
+    assert pairs == {("slack", "post_message"), ("sheets", "append_rows")}
+    slack = next(b for b in branches if b["properties"]["connector"]["enum"] == ["slack"])
+    # the payload is the plugin's own schema, the credential an enum of the user's names
+    assert (
+        slack["properties"]["payload"]
+        == SLACK_SHEETS["connectors"]["slack"]["actions"]["post_message"]["payload"]
+    )
+    assert slack["properties"]["credential"]["enum"] == ["team"]
+    sheets = next(b for b in branches if b["properties"]["connector"]["enum"] == ["sheets"])
+    assert "enum" not in sheets["properties"]["credential"]  # none yet: a name to add
+
+
+def test_strictify_makes_optional_fields_nullable_and_strips_them_back():
+    payload = SLACK_SHEETS["connectors"]["slack"]["actions"]["post_message"]["payload"]
+    strict = strictify(payload)
+    assert strict_problems(strict) == []
+    assert set(strict["required"]) == set(payload["properties"])
+    assert "null" in strict["properties"]["thread_ts"]["type"]
+    assert strip_nulls({"text": "hi", "thread_ts": None, "blocks": None}, payload) == {"text": "hi"}
+    # the whole plan schema of Slack + Sheets fits the strict subset
+    assert strict_problems(strictify(plan_schema(SLACK_SHEETS))) == []
+    # core.transform's free-form value cannot be expressed strictly
+    with pytest.raises(NotStrictable):
+        strictify(plan_schema(WITH_CORE))
+
+
+# ---------------------------------------------------------------------------- planning
+def test_strict_structured_outputs_with_the_catalog_schema(ai, caplog):
+    expected = strictify(plan_schema(SLACK_SHEETS, []))
+
+    def check(body):
+        rf = body["response_format"]
+        if rf["type"] != "json_schema" or rf["json_schema"]["strict"] is not True:
+            return "expected strict json_schema"
+        if rf["json_schema"]["schema"] != expected:
+            return "the schema is not the one built from the catalog"
+        if body["model"] != "gpt-4o-mini":
+            return "wrong model"
+        return None
+
+    ai.check = check
+    ai.answer_plan(strict_answer(good_plan(), SLACK_SHEETS))
+    caplog.set_level(logging.INFO, logger="levqor.planner")
+    prompt = "when a webhook arrives tell ada.lovelace@example.com on Slack and add a row"
+    out = levqor_openai.plan(prompt, SLACK_SHEETS, [], opts(ai))
+    assert "error" not in out, out
+    assert out["planner"]["mode"] == "strict" and out["planner"]["attempts"] == 1
+    # the nulls strict mode forced in are gone again
+    assert out["pipeline"]["steps"][0]["payload"] == {"text": "New: {{ trigger.name }}"}
+    assert out["pipeline"]["steps"][1]["payload"]["values"] == [["{{ trigger.name }}"]]
+    assert "value_input_option" not in out["pipeline"]["steps"][1]["payload"]
+    assert out["explanation"].startswith("Posts")
+    # the request carried the key as a bearer token and the prompt as the user message
+    assert ai.requests[0].header("Authorization") == f"Bearer {KEY}"
+    assert ai.completions[0]["messages"][-1] == {"role": "user", "content": prompt}
+    # no personal data and no key in the logs
+    logs = caplog.text
+    assert "plan request" in logs and "slack.post_message,sheets.append_rows" in logs
+    assert "ada.lovelace" not in logs and "example.com" not in logs and KEY not in logs
+
+
+def test_json_mode_fallback_and_a_repaired_plan(ai):
+    expected_schema = json.dumps(plan_schema(WITH_CORE, []), separators=(",", ":"))
+
+    def check(body):
+        if body["response_format"] != {"type": "json_object"}:
+            return "expected JSON mode"
+        if expected_schema not in body["messages"][0]["content"]:
+            return "the system message lacks the catalog schema"
+        return None
+
+    ai.check = check
+    broken = good_plan()
+    # refers to a later step and to an unknown connector: two kinds of problems
+    broken["pipeline"]["steps"][0]["payload"]["text"] = "{{ steps.row.output.updated_range }}"
+    broken["pipeline"]["steps"].append(
+        {"id": "mail", "connector": "gmail", "action": "send", "payload": {}}
+    )
+    ai.answer_plan(broken)
+    ai.answer_plan(good_plan())
+    out = levqor_openai.plan("a webhook to slack and sheets", WITH_CORE, [], opts(ai))
+    assert "error" not in out, out
+    assert out["planner"] == {**out["planner"], "mode": "json", "attempts": 2}
+    second = ai.completions[1]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert json.loads(second[2]["content"]) == broken
+    assert "not an earlier step" in second[3]["content"]
+    assert "unknown connector 'gmail'" in second[3]["content"]
+
+
+def test_a_plan_that_never_becomes_valid_is_an_error_with_the_problems(ai):
+    bad = good_plan()
+    bad["pipeline"]["steps"][1]["payload"].pop("range")  # required by sheets.append_rows
+    for _ in range(3):
+        ai.answer_plan(bad)
+    out = levqor_openai.plan("x", WITH_CORE, [], opts(ai))
+    assert out["error"]["status"] == 422 and out["error"]["code"] == "invalid_plan"
+    problems = out["error"]["details"]["problems"]
+    assert any(p["step"] == "row" and "range" in p["message"] for p in problems)
+    assert out["error"]["details"]["attempts"] == 3
+    assert len(ai.completions) == 3 and ai.pending == 0
+
+
+def test_non_json_answer_is_repaired(ai):
+    ai.answer_plan("Sure! Here is your pipeline: ...")
+    ai.answer_plan(good_plan())
+    out = levqor_openai.plan("x", WITH_CORE, [], opts(ai))
+    assert out["planner"]["attempts"] == 2
+    assert "not valid JSON" in ai.completions[1]["messages"][-1]["content"]
+
+
+def test_existing_credentials_are_offered_by_name_only(ai):
+    creds = [{"name": "team slack", "connector": "slack", "values": {"webhook_url": "SECRET"}}]
+    plan = good_plan()
+    plan["pipeline"]["steps"][0]["credential"] = "team slack"
+    ai.answer_plan(strict_answer(plan, SLACK_SHEETS))
+    out = levqor_openai.plan("x", SLACK_SHEETS, creds, opts(ai))
+    assert "error" not in out, out
+    sent = json.dumps(ai.completions[0])
+    assert "team slack" in sent and "SECRET" not in sent
+
+
+# ---------------------------------------------------------------------------- errors
+def test_429_is_retried_by_the_client_then_succeeds(ai):
+    ai.fail_next(429, headers={"retry-after-ms": "20"}, code="rate_limit_exceeded")
+    ai.answer_plan(good_plan())
+    out = levqor_openai.plan("x", WITH_CORE, [], opts(ai))
+    assert "error" not in out, out
+    assert len(ai.requests) == 2
