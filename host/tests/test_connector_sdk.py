@@ -219,6 +219,6 @@ def test_every_host_hook_has_a_section_in_the_connector_guide():
         for n, f in inspect.getmembers(host_hookspecs, inspect.isfunction)
         if hasattr(f, "levqor_spec")
     ]
-    assert sorted(specs) == ["register_blueprints", "register_commands"]
+    assert sorted(specs) == ["register_blueprints", "register_commands", "register_dashboard_pages"]
     for name in specs:
         assert f"### `{name}`" in docs, f"host hookspec {name} has no section in docs/connectors.md"

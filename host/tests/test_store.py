@@ -480,9 +480,10 @@ def test_expired_lease_is_reclaimed_and_old_owner_cannot_finish(
     store: Store, alice: dict, pipeline: dict
 ):
     (run,) = _runs(store, alice, pipeline, 1)
-    (first,) = store.claim_runs("old", lease_seconds=0.3, limit=1)
+    # a lease long enough that a busy machine still makes the second claim within it
+    (first,) = store.claim_runs("old", lease_seconds=3, limit=1)
     assert store.claim_runs("new", lease_seconds=30, limit=1) == []  # lease still valid
-    time.sleep(0.45)
+    time.sleep(3.2)
     (again,) = store.claim_runs("new", lease_seconds=30, limit=1)
     assert again["id"] == run["id"]
     assert again["lease_owner"] == "new"
@@ -504,7 +505,7 @@ def test_expired_lease_is_reclaimed_and_old_owner_cannot_finish(
 
 def test_heartbeat_extends_lease(store: Store, alice: dict, pipeline: dict):
     r1, r2 = _runs(store, alice, pipeline, 2)
-    claimed = store.claim_runs("w", lease_seconds=0.5, limit=1)
+    claimed = store.claim_runs("w", lease_seconds=3, limit=1)  # the heartbeat comes within it
     assert [c["id"] for c in claimed] == [r1["id"]]
     before = _aware(store.get_run(None, r1["id"])["lease_expires_at"])
     assert store.heartbeat("w", [r1["id"], r2["id"], "run_unknown"], lease_seconds=30) == {r1["id"]}
@@ -512,7 +513,7 @@ def test_heartbeat_extends_lease(store: Store, alice: dict, pipeline: dict):
     assert after - before > timedelta(seconds=25)
     assert store.heartbeat("other", [r1["id"]], lease_seconds=30) == set()
     assert store.heartbeat("w", [], lease_seconds=30) == set()
-    time.sleep(0.7)  # past the original lease
+    time.sleep(3.2)  # past the original lease
     assert [c["id"] for c in store.claim_runs("thief", lease_seconds=30, limit=5)] == [r2["id"]]
     assert store.get_run(None, r1["id"])["lease_owner"] == "w"
 
