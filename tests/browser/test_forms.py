@@ -147,6 +147,8 @@ def test_the_builder_shows_no_webhook_url_for_a_pipeline_no_webhook_starts(page,
     assert r.json()["webhook_url"] is None
     sign_in(page, dash, f"/pipelines/{pid}")
     expect(page.locator("#save-status")).to_have_text("saved as version 1", timeout=WAIT)
+    # the page has attached its handlers once it enables its buttons (data-wait-ready)
+    expect(page.get_by_role("button", name="Save")).to_be_enabled(timeout=WAIT)
     # switched to a webhook but not saved yet: no URL (the saved version answers no webhook)
     page.get_by_label("Starts").select_option("webhook")
     url = page.locator("#webhook-url")
