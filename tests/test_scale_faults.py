@@ -205,6 +205,14 @@ def test_redis_restarted_during_a_load(tmp_path, pg_url, redis_url, queue):  # n
             for i in range(40):
                 post(i)
                 time.sleep(0.02)
+            # the load is being worked on (the worker is up and consuming) before Redis goes away;
+            # a worker still starting when the broker vanishes would test its start-up instead
+            deadline = time.monotonic() + 60
+            while not any(
+                srv.state.store.get_run(None, rid)["status"] == "succeeded" for rid in accepted
+            ):
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+                time.sleep(0.1)
             redis_shutdown()
             assert not redis_up()
             for i in range(40, 80):  # Redis is down: every run is still accepted into the database
