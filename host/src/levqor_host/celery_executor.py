@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +43,8 @@ log = logging.getLogger("levqor.celery")
 
 TASK_NAME = "levqor.run"
 SWEEP_LOCK = "celery-sweep"
+#: a Celery worker that stops on an error after running this long is started again (run_worker)
+RESTART_AFTER = 2.0
 
 
 def _missing() -> RuntimeError:
@@ -342,8 +345,17 @@ def run_worker(
     pool: str = "threads",
     loglevel: str | None = None,
     plugins: list | None = None,
+    restart: bool = False,
 ) -> None:
-    """``levqor worker --executor celery``: a Celery worker in this process (blocks)."""
+    """``levqor worker --executor celery``: a Celery worker in this process (blocks).
+
+    With ``restart`` (the CLI's): when the Celery worker stops on an error of its own after
+    running for ``RESTART_AFTER`` seconds, and not because it was told to stop (a signal), the
+    process starts again in place (same pid, ``os.execv``). Celery's Redis transport can stop
+    the worker with an "Unrecoverable error" when the broker goes away while a message is being
+    acknowledged; nothing is lost then (runs are rows, the sweep re-sends them), but the worker
+    must come back without waiting for a supervisor.
+    """
     from celery import signals
 
     from .app import create_app
@@ -362,8 +374,11 @@ def run_worker(
     def _child_init(**_kw: Any) -> None:
         state.store.engine.dispose(close=False)  # never use the parent's connections
 
+    told_to_stop = threading.Event()
+
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_kw: Any) -> None:
+        told_to_stop.set()
         runtime.begin_shutdown()
 
     runtime.start(eager=pool != "prefork")
@@ -379,7 +394,17 @@ def run_worker(
         "--without-heartbeat",
     ]
     log.info("levqor celery worker: pool %s, concurrency %d", pool, concurrency)
+    started = time.monotonic()
     try:
-        runtime.celery.worker_main(argv=argv)
+        code = runtime.celery.start(argv=argv)  # worker_main() would drop the exit code
     finally:
         runtime.stop(1.0)
+    ran = time.monotonic() - started
+    if restart and code not in (0, None) and not told_to_stop.is_set() and ran >= RESTART_AFTER:
+        log.error(
+            "the Celery worker stopped on an error after %.0f s (exit %s): starting it again", ran, code
+        )
+        time.sleep(1.0)
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    if code not in (0, None):
+        raise SystemExit(code)

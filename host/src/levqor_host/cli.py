@@ -327,7 +327,7 @@ def worker(threads: int | None, executor_mode: str | None, pool: str) -> None:
     if (executor_mode or _config().executor) == "celery":
         from .celery_executor import run_worker  # docs/scaling.md
 
-        run_worker(_config(executor="celery", **overrides), pool=pool)
+        run_worker(_config(executor="celery", **overrides), pool=pool, restart=True)
         return
     if executor_mode == "embedded":
         overrides["executor"] = "embedded"
