@@ -86,8 +86,8 @@ def floor(doc: dict, n: int) -> tuple[float, float]:
 
 def worker(doc: dict, n: int, db_url: str) -> tuple[float, float, Counter]:
     from levqor_host.app import create_app
-    from levqor_host.celery_executor import CeleryWorker
     from levqor_host.config import Config
+    from levqor_host.workers.celery import CeleryWorker
     from sqlalchemy import event
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}

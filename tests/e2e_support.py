@@ -454,7 +454,7 @@ def _threads_pool() -> type:
     """Celery's ``threads`` pool whose threads see this worker's Celery app as the current app.
     Celery resolves a task by name in ``current_app`` (process-wide unless set per thread);
     ``levqor worker`` is one app per process, but this test process runs several workers at
-    once (a module's server and a test's own), each of its own app and LevqorState."""
+    once (a module's server and a test's own), each of its own app and Services."""
     from concurrent.futures import ThreadPoolExecutor
 
     from celery.concurrency.thread import TaskPool
@@ -471,14 +471,14 @@ def _threads_pool() -> type:
 
 
 class _TestCeleryWorker:
-    """An in-process Celery worker (thread pool) bound to one app's LevqorState, wired exactly
+    """An in-process Celery worker (thread pool) bound to one app's Services, wired exactly
     as ``levqor worker --executor celery`` wires it (celery_executor.WorkerRuntime: the
     ``levqor.run`` task, CeleryWorker, LeaseSweeper): test-only connectors registered with
     ``make_app(plugins=...)`` are reachable, which a worker process could not load."""
 
     def __init__(self, app: Any, key: str) -> None:
         from celery.worker import WorkController
-        from levqor_host.celery_executor import WorkerRuntime
+        from levqor_host.workers.celery import WorkerRuntime
 
         st = app.extensions["levqor"]
         cfg = st.config

@@ -28,7 +28,7 @@ from levqor_kernel.host import RunSettlement as RunSettlementProtocol
 
 
 def test_the_hosts_objects_satisfy_the_kernels_protocols(tmp_path):
-    from levqor_host import ledger as host_ledger
+    from levqor_host.billing import ledger as host_ledger
     from levqor_host.cli import main
     from levqor_host.errors import ApiError
 
@@ -80,6 +80,7 @@ class ErrorsPlugin:
 
 def test_a_plugins_errors_are_answered_like_the_hosts(tmp_path, caplog):
     from levqor_host.errors import ApiError
+    from levqor_host.web.errors import render_http_error
 
     app = make_app(tmp_path, start_workers=False, plugins=[ErrorsPlugin()])
     srv = LiveServer(app)
@@ -87,7 +88,7 @@ def test_a_plugins_errors_are_answered_like_the_hosts(tmp_path, caplog):
         c = srv.client()
         r = c.get("/api/v1/errors-plugin/conflict")
         with app.test_request_context():
-            own = ApiError(409, "conflict", "taken", {"id": "x"}, {"X-Why": "test"}).response()
+            own = render_http_error(ApiError(409, "conflict", "taken", {"id": "x"}, {"X-Why": "test"}))
         assert r.status_code == own.status_code == 409
         assert r.json() == own.get_json() == {
             "error": {"code": "conflict", "message": "taken", "details": {"id": "x"}}

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 from e2e_support import LiveServer, backend_env, clean_env, make_app
-from levqor_host.backup import BackupError, create_backup, list_backups, prune, restore_backup
+from levqor_host.backup.archive import (
+    BackupError,
+    create_backup,
+    list_backups,
+    prune,
+    restore_backup,
+)
 from levqor_host.config import Config
 from levqor_kernel import hookimpl
 from sqlalchemy import select

@@ -246,7 +246,7 @@ def test_price_overrides_from_configuration(tmp_path):
 
 # ------------------------------------------------------------------ referrals and analytics
 def test_referral_rewards_both_sides_once_after_the_first_success(srv):
-    from levqor_host.analytics import record_signup
+    from levqor_host.growth.analytics import record_signup
 
     st = srv.state
     referrer, rkey = srv.user_with_key("ref@example.com", plan="pro")
@@ -284,7 +284,7 @@ def test_referral_rewards_both_sides_once_after_the_first_success(srv):
 
     # sign-up path with ?ref=: a self-referral is refused
     third = st.store.create_user("third@example.com")
-    from levqor_host.analytics import ReferralError
+    from levqor_host.growth.analytics import ReferralError
 
     with pytest.raises(ReferralError):
         record_signup(st, third, ref=third["referral_code"])
@@ -293,7 +293,7 @@ def test_referral_rewards_both_sides_once_after_the_first_success(srv):
 def test_events_store_emails_only_as_keyed_hashes(tmp_path):
     s = serve(tmp_path, env={"LEVQOR_ANALYTICS_SECRET": "analytics-secret-1"})
     try:
-        from levqor_host.analytics import record_signup
+        from levqor_host.growth.analytics import record_signup
         from levqor_host.store.tables import events
 
         u = s.state.store.create_user("Person@Example.com")

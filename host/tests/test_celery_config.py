@@ -7,8 +7,8 @@ import sys
 
 import pytest
 from e2e_support import clean_env
-from levqor_host.celery_executor import make_celery
 from levqor_host.config import Config
+from levqor_host.workers.celery import make_celery
 
 
 def test_celery_needs_a_broker_url():

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from e2e_support import ROOT, LiveServer, make_app
 from levqor_host.cron import next_fire_times
-from levqor_host.scheduler import SchedulerService
+from levqor_host.workers.scheduler import SchedulerService
 
 # scripts/test-backends runs this file again on PostgreSQL
 pytestmark = pytest.mark.backends

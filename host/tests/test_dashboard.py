@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from e2e_support import LiveServer, make_app
-from levqor_host.dashboard import PAGES
+from levqor_host.web.dashboard import PAGES
 
 # scripts/test-backends runs this file again on PostgreSQL
 pytestmark = pytest.mark.backends
 
-STATIC = Path(__file__).resolve().parents[1] / "src" / "levqor_host" / "dashboard" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "src" / "levqor_host" / "web" / "dashboard" / "static"
 
 
 @pytest.fixture(scope="module")

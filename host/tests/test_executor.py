@@ -6,7 +6,7 @@ import time
 
 import pytest
 from e2e_support import make_app
-from levqor_host.executor import EmbeddedExecutor
+from levqor_host.workers.embedded import EmbeddedExecutor
 
 # scripts/test-backends runs this file again on PostgreSQL
 pytestmark = pytest.mark.backends

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from e2e_support import make_app
-from levqor_host.executor import EmbeddedExecutor
+from levqor_host.workers.embedded import EmbeddedExecutor
 from sqlalchemy import event
 
 # scripts/test-backends runs this file again on PostgreSQL

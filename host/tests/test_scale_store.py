@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from e2e_support import make_app
-from levqor_host.scheduler import SchedulerService
 from levqor_host.store.tables import run_steps, runs
+from levqor_host.workers.scheduler import SchedulerService
 from sqlalchemy import func, select, update
 
 # scripts/test-backends runs this file again on PostgreSQL

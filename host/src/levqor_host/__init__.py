@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 def create_app(config=None):
     """Build a Levqor Flask application (see :func:`levqor_host.app.create_app`)."""
-    from .app import create_app as _c
+    from levqor_host.app import create_app as _c
 
     return _c(config)
 

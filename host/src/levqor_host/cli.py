@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
+from levqor_host import __version__
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from .app import LevqorState
-    from .store import Store
+    from levqor_host.services import Services
+    from levqor_host.store import Store
 
 ALL_SCOPES = (
     "pipelines:read",
@@ -111,14 +111,14 @@ class LevqorGroup(LazyGroup):
 def _plugin_manager(build_catalog: bool = True) -> Any:
     from levqor_kernel.plugins import make_plugin_manager
 
-    from . import hookspecs as host_hookspecs
+    from levqor_host import hookspecs as host_hookspecs
 
     return make_plugin_manager(extra_hookspecs=[host_hookspecs], build_catalog=build_catalog)
 
 
 def _config(**overrides: Any) -> Any:
     """The configuration from the environment; a bad setting is a clear error, not a trace."""
-    from .config import Config
+    from levqor_host.config import Config
 
     try:
         return Config.from_env(**overrides)
@@ -127,14 +127,14 @@ def _config(**overrides: Any) -> Any:
 
 
 def _app(start_workers: bool = False, start_scheduler: bool = False, **overrides: Any) -> Flask:
-    from .app import create_app
+    from levqor_host.app import create_app
 
     return create_app(
         _config(**overrides), start_workers=start_workers, start_scheduler=start_scheduler
     )
 
 
-def _state(app: Flask) -> LevqorState:
+def _state(app: Flask) -> Services:
     return app.extensions["levqor"]
 
 
@@ -142,8 +142,8 @@ def _state(app: Flask) -> LevqorState:
 def _store() -> Iterator[Store]:
     """The store alone (migrated, its vault key checked), for commands that need no plugins
     and no web app."""
-    from .security.vault import Vault
-    from .store import Store
+    from levqor_host.security.vault import Vault
+    from levqor_host.store import Store
 
     cfg = _config()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def _user(store: Store, email: str | None) -> dict:
     return admins[0]
 
 
-def _bootstrap_admin(state: LevqorState) -> None:
+def _bootstrap_admin(state: Services) -> None:
     """First start of an empty database: an admin user and a one-time key."""
     store = state.store
     if store.count_users() > 0:
@@ -197,15 +197,15 @@ def _bootstrap_admin(state: LevqorState) -> None:
     cls=LevqorGroup,
     lazy_commands={
         "plan": (
-            "levqor_host.planner:plan_command",
+            "levqor_host.planner.service:plan_command",
             "Plan a pipeline from a plain-words DESCRIPTION with the AI builder and store it.",
         ),
         "backup": (
-            "levqor_host.backup:backup_command",
+            "levqor_host.backup.archive:backup_command",
             "Back up the database, data/ and logs/ into a verified tar.gz archive now.",
         ),
         "restore": (
-            "levqor_host.backup:restore_command",
+            "levqor_host.backup.archive:restore_command",
             "Restore a `levqor backup` archive into a data folder (and DATABASE_URL).",
         ),
         "connector": (  # levqor connector new|check
@@ -269,12 +269,12 @@ def serve(host: str, port: int, prod: bool) -> None:
     os.environ.setdefault("LEVQOR_BASE_URL", cfg.base_url)
     sched = cfg.scheduler in ("auto", "on")
     if prod:
-        from .wsgi import bind_address, run_gunicorn
+        from levqor_host.wsgi import bind_address, run_gunicorn
 
         address = bind_address(host, port)
         if address is not None:  # gunicorn binds in its master, before any worker loads the app
             _listen(*address).close()
-        from .app import create_app
+        from levqor_host.app import create_app
 
         # migrate and bootstrap once, before any worker process starts
         setup = create_app(cfg, start_workers=False, start_scheduler=False)
@@ -284,7 +284,7 @@ def serve(host: str, port: int, prod: bool) -> None:
         return
     from werkzeug.serving import make_server
 
-    from .app import create_app, start_background
+    from levqor_host.app import create_app, start_background
 
     sock = _listen(host, port)
     app = create_app(cfg, start_workers=False, start_scheduler=False)
@@ -325,7 +325,7 @@ def worker(threads: int | None, executor_mode: str | None, pool: str) -> None:
     """Run queued runs (a separate process beside `levqor serve`)."""
     overrides = {"workers": threads} if threads else {}
     if (executor_mode or _config().executor) == "celery":
-        from .celery_executor import run_worker  # docs/scaling.md
+        from levqor_host.workers.celery import run_worker  # docs/scaling.md
 
         run_worker(_config(executor="celery", **overrides), pool=pool, restart=True)
         return
@@ -368,8 +368,8 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply the migrations (also done on every start)."""
-    from .security.vault import Vault
-    from .store import Store
+    from levqor_host.security.vault import Vault
+    from levqor_host.store import Store
 
     cfg = _config()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -454,7 +454,7 @@ def users_create(
     utm_medium: str | None,
     utm_campaign: str | None,
 ) -> None:
-    from .analytics import ReferralError, record_signup
+    from levqor_host.growth.analytics import ReferralError, record_signup
 
     st = _state(_app())
     if st.store.get_user_by_email(email):
@@ -526,8 +526,8 @@ def keys_rotate() -> None:
     """Re-encrypt every stored secret under a new vault key."""
     from cryptography.fernet import Fernet
 
-    from .security.vault import Vault
-    from .store import Store
+    from levqor_host.security.vault import Vault
+    from levqor_host.store import Store
 
     cfg = _config()
     old = Vault.from_config(cfg.data_dir, cfg.secret_key)
@@ -763,7 +763,7 @@ def run_cmd(
         data = json.loads(input_json)
     except ValueError as e:
         raise click.ClickException(f"--input is not JSON: {e}") from None
-    from .errors import ApiError
+    from levqor_host.errors import ApiError
 
     st = _state(_app())
     u = _user(st.store, email)

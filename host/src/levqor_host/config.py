@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .security.settings import SecuritySettings
+from levqor_host.security.settings import SecuritySettings
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

@@ -14,7 +14,7 @@ def register_blueprints(app: Any, state: Host) -> None:
     """Add Flask blueprints (routes) to the host app.
 
     Called once per app by ``create_app`` after the built-in blueprints, with the app and its
-    ``LevqorState``. Subsystem plugins (billing) add their API routes here. Every route
+    ``Services``. Subsystem plugins (billing) add their API routes here. Every route
     declares its access with :mod:`levqor_kernel.access` (``requires(scope)``, ``signed_in()``,
     ``session_only()``, ``public(reason)``), which the host enforces before the view runs; an
     undeclared route is closed. ``state.authenticate(scope)`` hands the view the signed-in

@@ -28,8 +28,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from .api.openapi import _json, _op
-from .security.auth import public
+from levqor_host.security.auth import public
+from levqor_host.web.api.openapi import _json, _op
 
 SAFE_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -154,7 +154,7 @@ def listing(pm: Any) -> dict[str, Any]:
         connectors.append(connector_entry(info, metas[info.dist]))
     from levqor_kernel import __version__ as kernel_version
 
-    from . import __version__
+    from levqor_host import __version__
 
     return {
         "generator": f"levqor {__version__}",
@@ -454,7 +454,7 @@ def marketplace_build(out: Path) -> None:
     """
     from levqor_kernel.plugins import make_plugin_manager
 
-    from . import hookspecs as host_hookspecs
+    from levqor_host import hookspecs as host_hookspecs
 
     pm = make_plugin_manager(extra_hookspecs=[host_hookspecs])
     data = listing(pm)

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from .app import LevqorState
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.http")
 
@@ -144,7 +144,7 @@ def _route() -> str:
     return rule.rule if rule is not None else "<unmatched>"
 
 
-def install_request_hooks(app: Flask, state: LevqorState) -> None:
+def install_request_hooks(app: Flask, state: Services) -> None:
     @app.before_request
     def _start() -> None:
         rid = request.headers.get("X-Request-ID", "")
@@ -194,7 +194,7 @@ def install_request_hooks(app: Flask, state: LevqorState) -> None:
 class QueueCollector:
     """Queue depth and oldest queued age, read from the database when scraped."""
 
-    def __init__(self, state: LevqorState) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
 
     def collect(self):
@@ -219,7 +219,7 @@ class QueueCollector:
         yield age
 
 
-def metrics_text(state: LevqorState) -> bytes:
+def metrics_text(state: Services) -> bytes:
     """The exposition text: the app's counters (merged across processes in multiprocess mode)
     and the database-derived gauges."""
     mp_dir = state.config.prometheus_multiproc_dir
@@ -236,13 +236,13 @@ def metrics_text(state: LevqorState) -> bytes:
     return counters + generate_latest(dyn)
 
 
-def metrics_response(state: LevqorState) -> Response:
+def metrics_response(state: Services) -> Response:
     token = state.config.metrics_token
     if token:
         auth = request.headers.get("Authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            from .errors import ApiError
+            from levqor_host.errors import ApiError
 
             raise ApiError(
                 401,
@@ -289,7 +289,7 @@ def _before_send(event: dict, hint: dict) -> dict:
     return event
 
 
-def init_sentry(state: LevqorState) -> bool:
+def init_sentry(state: Services) -> bool:
     """Start sentry-sdk (process-wide: the SDK keeps one client per process) when SENTRY_DSN is
     set. Returns whether Sentry is on."""
     global _sentry_dsn
@@ -301,7 +301,7 @@ def init_sentry(state: LevqorState) -> bool:
     import sentry_sdk
     from sentry_sdk.integrations.flask import FlaskIntegration
 
-    from . import __version__
+    from levqor_host import __version__
 
     sentry_sdk.init(
         dsn=dsn,
@@ -350,6 +350,6 @@ def sentry_flush(timeout: float = 2.0) -> None:
     sentry_sdk.flush(timeout)
 
 
-def install_observability(app: Flask, state: LevqorState) -> None:
+def install_observability(app: Flask, state: Services) -> None:
     install_request_hooks(app, state)
     init_sentry(state)

@@ -48,8 +48,8 @@ def bind_address(host: str, port: int) -> tuple[str, int] | None:
 def run_gunicorn(host: str, port: int, *, scheduler: bool = True) -> None:
     from gunicorn.app.base import BaseApplication
 
-    from .app import create_app
-    from .config import Config
+    from levqor_host.app import create_app
+    from levqor_host.config import Config
 
     class LevqorGunicorn(BaseApplication):
         def load_config(self) -> None:
@@ -100,7 +100,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 def __getattr__(name: str) -> Any:
     # `gunicorn levqor_host.wsgi:app`: built on first access, in the worker process
     if name == "app":
-        from .app import create_app
+        from levqor_host.app import create_app
 
         globals()["app"] = create_app()
         return globals()["app"]

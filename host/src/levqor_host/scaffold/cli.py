@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import ScaffoldError, check, default_parent, scaffold
+from levqor_host.scaffold import ScaffoldError, check, default_parent, scaffold
 
 
 @click.group("connector")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .vault import Vault, VaultKeyError
+from levqor_host.security.vault import Vault, VaultKeyError
 
 __all__ = ["Vault", "VaultKeyError"]

@@ -37,7 +37,7 @@ from levqor_kernel.access import (  # noqa: F401 - public, session_only, signed_
     signed_in,
 )
 
-from ..errors import ApiError
+from levqor_host.errors import ApiError
 
 SCOPES = (
     "pipelines:read",
@@ -104,7 +104,7 @@ def _identify() -> Identity:
                 raise _unauthorized("invalid or revoked API key")
             user, key = found
             return Identity("key", user, frozenset(key.get("scopes") or ()), key=key)
-        from .jwt_auth import InvalidToken, ProviderUnavailable, looks_like_jwt
+        from levqor_host.security.jwt_auth import InvalidToken, ProviderUnavailable, looks_like_jwt
 
         sec = security_state()
         verifier = sec.verifier if sec is not None else None
@@ -123,15 +123,15 @@ def _identify() -> Identity:
             raise ApiError(
                 503, "auth_unavailable", "the sign-in provider's keys cannot be fetched right now"
             ) from None
-        from ..store.auth import user_for_identity
+        from levqor_host.store.auth import user_for_identity
 
         user = user_for_identity(state.store, "supabase", claims["sub"], claims["email"])
         return Identity("jwt", user, user_scopes(user), key={"id": None, "kind": "jwt"})
-    from .sessions import cookie_name
+    from levqor_host.security.sessions import cookie_name
 
     sid = request.cookies.get(cookie_name(state.config))
     if sid:
-        from ..store.auth import get_session
+        from levqor_host.store.auth import get_session
 
         found = get_session(state.store, sid)
         if found is None:
@@ -198,7 +198,7 @@ def check_request(scope: str | None = None) -> Identity:
     """Authenticate the current request as :func:`require` does: the caller (API key, JWT or
     session cookie plus its CSRF token on mutations), with ``scope`` when given. Sets
     ``g.levqor_user``/``g.levqor_key``; raises ApiError 401/403 (and 503 from the JWT check).
-    Plugins reach it through ``LevqorState.authenticate(scope)``."""
+    Plugins reach it through ``Services.authenticate(scope)``."""
     ident = identify()
     check_csrf(ident)
     scopes = ident.scopes

@@ -8,8 +8,8 @@ import click
 
 
 def _store_and_user(email: str):
-    from ..app import create_app
-    from ..config import Config
+    from levqor_host.app import create_app
+    from levqor_host.config import Config
 
     app = create_app(Config.from_env(), start_workers=False, start_scheduler=False)
     st = app.extensions["levqor"]
@@ -28,8 +28,8 @@ def _store_and_user(email: str):
 )
 def set_password(email: str, password_stdin: bool) -> None:
     """Set EMAIL's dashboard password (hashed with scrypt; ends the user's sessions)."""
-    from ..store.auth import set_password_hash
-    from .passwords import check_policy, hash_password
+    from levqor_host.security.passwords import check_policy, hash_password
+    from levqor_host.store.auth import set_password_hash
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -48,7 +48,7 @@ def set_password(email: str, password_stdin: bool) -> None:
 @click.argument("email")
 def login_link(email: str) -> None:
     """Print a one-time dashboard login link for EMAIL (valid LEVQOR_LOGIN_LINK_TTL seconds)."""
-    from ..store.auth import create_login_link
+    from levqor_host.store.auth import create_login_link
 
     st, user = _store_and_user(email)
     ttl = st.config.security.login_link_ttl

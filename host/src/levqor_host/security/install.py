@@ -38,8 +38,8 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .auth import enforce_access, peek_identity, undeclared_routes
-from .jwt_auth import SupabaseVerifier
+from levqor_host.security.auth import enforce_access, peek_identity, undeclared_routes
+from levqor_host.security.jwt_auth import SupabaseVerifier
 
 log = logging.getLogger("levqor.security")
 
@@ -224,7 +224,7 @@ def install_security(app: Flask, state: Any) -> SecurityState:
     if settings.rate_limits and settings.rate_limit_storage.startswith("memory://"):
         log.debug("rate limits kept in memory (per process); set LEVQOR_RATE_LIMIT_STORAGE")
 
-    from .sessions import bp as sessions_bp
+    from levqor_host.security.sessions import bp as sessions_bp
 
     app.register_blueprint(sessions_bp)
     return sec

@@ -27,7 +27,7 @@ from typing import Any
 import jwt
 import requests
 
-from .settings import SecuritySettings
+from levqor_host.security.settings import SecuritySettings
 
 log = logging.getLogger("levqor.auth")
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, redirect
 
-from ..api.openapi import ERR, _json, _op, _path_param
-from ..errors import ApiError, check_fields, json_body
-from .auth import CSRF_HEADER, identify, public, session_only
+from levqor_host.errors import ApiError, check_fields
+from levqor_host.security.auth import CSRF_HEADER, identify, public, session_only
+from levqor_host.web.api.openapi import ERR, _json, _op, _path_param
+from levqor_host.web.errors import json_body
 
 bp = Blueprint("auth", __name__)
 
@@ -59,8 +60,8 @@ def _clear_cookies(resp) -> None:
 @bp.post("/api/v1/auth/login")
 @public("sign-in itself; rate limited")
 def login():
-    from ..store.auth import create_session, get_password_hash
-    from .passwords import verify_password
+    from levqor_host.security.passwords import verify_password
+    from levqor_host.store.auth import create_session, get_password_hash
 
     st = _state()
     b = check_fields(
@@ -84,7 +85,7 @@ def login():
 def logout():
     """Ends the browser session (``session_only``: the session and its CSRF token are checked
     before this runs; an API key is revoked with ``levqor keys revoke`` instead)."""
-    from ..store.auth import delete_session
+    from levqor_host.store.auth import delete_session
 
     ident = identify()
     delete_session(_state().store, ident.session_id or "")
@@ -96,7 +97,7 @@ def logout():
 @bp.get("/auth/link/<token>")
 @public("the one-time token is the credential")
 def login_link(token: str):
-    from ..store.auth import consume_login_link, create_session
+    from levqor_host.store.auth import consume_login_link, create_session
 
     st = _state()
     uid = consume_login_link(st.store, token)

@@ -55,8 +55,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from ..security.vault import Vault, VaultKeyError
-from .tables import (
+from levqor_host.security.vault import Vault, VaultKeyError
+from levqor_host.store.tables import (
     UTCDateTime,
     api_keys,
     credentials,
@@ -69,7 +69,7 @@ from .tables import (
     users,
     webhook_deliveries,
 )
-from .write_gate import gate_for
+from levqor_host.store.write_gate import gate_for
 
 __all__ = [
     "Conflict",

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
-from . import Conflict, Store
-from .tables import login_links, sessions, user_identities, user_passwords, users
+from levqor_host.store import Conflict, Store
+from levqor_host.store.tables import login_links, sessions, user_identities, user_passwords, users
 
 __all__ = [
     "set_password_hash",

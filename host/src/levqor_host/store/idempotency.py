@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import Store
-from .tables import idempotency_keys as t
+from levqor_host.store import Store
+from levqor_host.store.tables import idempotency_keys as t
 
 __all__ = ["Claim", "claim", "complete", "release"]
 

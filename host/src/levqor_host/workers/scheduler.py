@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .cron import cron_trigger
+from levqor_host.cron import cron_trigger
 
 if TYPE_CHECKING:
-    from .app import LevqorState
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.scheduler")
 
@@ -30,7 +30,7 @@ LOCK = "scheduler"
 
 class SchedulerService:
     def __init__(
-        self, state: LevqorState, *, ttl: float = 30.0, sync_interval: float = 10.0
+        self, state: Services, *, ttl: float = 30.0, sync_interval: float = 10.0
     ) -> None:
         self.state = state
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -122,7 +122,7 @@ class SchedulerService:
         """The backup job: only the leader backs up."""
         if not self.is_leader:
             return None
-        from .backup import scheduled_backup
+        from levqor_host.backup.archive import scheduled_backup
 
         return scheduled_backup(self.state)
 

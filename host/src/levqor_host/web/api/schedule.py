@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask import Blueprint, jsonify, request
 from levqor_kernel.pipeline import check_cron
 
-from ..cron import next_fire_times
-from ..errors import ApiError
-from ..security.auth import require
-from .openapi import ERR, _json, _op, _q
+from levqor_host.cron import next_fire_times
+from levqor_host.errors import ApiError
+from levqor_host.security.auth import require
+from levqor_host.web.api.openapi import ERR, _json, _op, _q
 
 bp = Blueprint("schedule", __name__, url_prefix="/api/v1")
 

@@ -21,9 +21,9 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, render_template, url_for
 from levqor_kernel.host import DashboardPage
 
-from .. import __version__
-from ..api.openapi import _op, _path_param
-from ..security.auth import public
+from levqor_host import __version__
+from levqor_host.security.auth import public
+from levqor_host.web.api.openapi import _op, _path_param
 
 bp = Blueprint(
     "dashboard",

@@ -18,11 +18,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import Connection, and_, bindparam, distinct, func, select, update
 
-from .api.idempotency import idempotent
-from .api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op
-from .errors import ApiError, check_fields, json_body
-from .security.auth import current_user, require, signed_in
-from .store.tables import (
+from levqor_host.errors import ApiError, check_fields
+from levqor_host.security.auth import current_user, require, signed_in
+from levqor_host.store.tables import (
     credit_ledger,
     events,
     pipelines,
@@ -31,10 +29,13 @@ from .store.tables import (
     usage_daily,
     users,
 )
+from levqor_host.web.api.idempotency import idempotent
+from levqor_host.web.api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op
+from levqor_host.web.errors import json_body
 
 if TYPE_CHECKING:
-    from .app import LevqorState
-    from .ledger import BillingTx
+    from levqor_host.billing.ledger import BillingTx
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.analytics")
 
@@ -101,7 +102,7 @@ _INSERT_EVENT = events.insert()  # built once: statements built per call cost mo
 
 
 def record_event(
-    state: LevqorState,
+    state: Services,
     type: str,
     user_id: str | None,
     *,
@@ -161,7 +162,7 @@ def _add_referral(tx: BillingTx, user: dict, code: str, utm: dict) -> dict:
 
 
 def record_signup(
-    state: LevqorState, user: dict, ref: str | None = None, utm: dict | None = None
+    state: Services, user: dict, ref: str | None = None, utm: dict | None = None
 ) -> dict:
     """Record a sign-up (event with the hashed email and UTM fields) and, with ``ref``, the
     referral, in one transaction. Called by every user creation path. Raises ReferralError."""
@@ -178,7 +179,7 @@ def record_signup(
     return {"referral": referral}
 
 
-def claim_referral(state: LevqorState, user: dict, code: str, utm: dict | None = None) -> dict:
+def claim_referral(state: Services, user: dict, code: str, utm: dict | None = None) -> dict:
     """A signed-in user names who referred them, within the claim window after sign-up."""
     utm = clean_utm(utm)
     window = timedelta(days=state.config.referral_claim_days)
@@ -226,7 +227,7 @@ def _days(n: int) -> list[date]:
     return [today - timedelta(days=i) for i in range(n - 1, -1, -1)]
 
 
-def user_usage(state: LevqorState, user_id: str, days: int) -> dict:
+def user_usage(state: Services, user_id: str, days: int) -> dict:
     span = _days(days)
     with state.store.read() as conn:
         rows = conn.execute(
@@ -256,7 +257,7 @@ def _rate(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def admin_overview(state: LevqorState, days: int) -> dict:
+def admin_overview(state: Services, days: int) -> dict:
     now = datetime.now(UTC)
     since = now - timedelta(days=days)
     today = now.date()
@@ -353,7 +354,7 @@ def admin_overview(state: LevqorState, days: int) -> dict:
 bp = Blueprint("analytics", __name__, url_prefix="/api/v1")
 
 
-def _state() -> LevqorState:
+def _state() -> Services:
     return current_app.extensions["levqor"]
 
 

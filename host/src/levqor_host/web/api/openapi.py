@@ -7,8 +7,8 @@ from typing import Any
 
 from levqor_kernel.pipeline import PIPELINE_SCHEMA
 
-from .. import __version__
-from ..errors import MAX_VERSION
+from levqor_host import __version__
+from levqor_host.errors import MAX_VERSION
 
 
 def _ref(name: str) -> dict:
@@ -199,7 +199,7 @@ def _q(name: str, schema: dict, desc: str = "") -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
 
 
-#: on every creating POST (see levqor_host.api.idempotency)
+#: on every creating POST (see levqor_host.web.api.idempotency)
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",

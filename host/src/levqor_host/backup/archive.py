@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
+from levqor_host import __version__
 
 if TYPE_CHECKING:
-    from .app import LevqorState
-    from .config import Config
-    from .store import Store
+    from levqor_host.config import Config
+    from levqor_host.services import Services
+    from levqor_host.store import Store
 
 log = logging.getLogger("levqor.backup")
 
@@ -307,7 +307,7 @@ def prune(cfg: Config, *, now: datetime | None = None) -> list[Path]:
     return removed
 
 
-def scheduled_backup(state: LevqorState) -> dict | None:
+def scheduled_backup(state: Services) -> dict | None:
     """The daily job (and ``levqor backup``): back up, prune, record the outcome for health."""
     cfg = state.config
     try:
@@ -496,7 +496,7 @@ def verify_archive(
 def _known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
-    from .store import _alembic_config
+    from levqor_host.store import _alembic_config
 
     return {s.revision for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
 
@@ -505,9 +505,9 @@ def _in_use(url: str) -> str | None:
     """Why the database at ``url`` looks in use by a running Levqor, or None."""
     from sqlalchemy import func, select
 
-    from .security.vault import Vault
-    from .store import Store
-    from .store.tables import runs
+    from levqor_host.security.vault import Vault
+    from levqor_host.store import Store
+    from levqor_host.store.tables import runs
 
     store = Store(url, Vault([Vault.generate_key()]))
     try:
@@ -585,7 +585,7 @@ def restore_backup(archive: Path, cfg: Config, *, force: bool = False) -> dict:
         else:
             from sqlalchemy import inspect
 
-            from .store import make_engine
+            from levqor_host.store import make_engine
 
             eng = make_engine(cfg.database_url)
             try:
@@ -633,8 +633,8 @@ def restore_backup(archive: Path, cfg: Config, *, force: bool = False) -> dict:
             shutil.move(str(key), str(data_dir / "secret.key"))
             os.chmod(data_dir / "secret.key", 0o600)
         # an older backup is brought to this version's schema
-        from .security.vault import Vault
-        from .store import Store
+        from levqor_host.security.vault import Vault
+        from levqor_host.store import Store
 
         store = Store(cfg.database_url, Vault([Vault.generate_key()]))
         try:
@@ -665,9 +665,9 @@ def restore_backup(archive: Path, cfg: Config, *, force: bool = False) -> dict:
 @click.option("--no-prune", is_flag=True, help="Keep archives older than the retention.")
 def backup_command(dest: Path | None, no_prune: bool) -> None:
     """Back up the database, data/ and logs/ into a verified tar.gz archive now."""
-    from .config import Config
-    from .security.vault import Vault
-    from .store import Store
+    from levqor_host.config import Config
+    from levqor_host.security.vault import Vault
+    from levqor_host.store import Store
 
     cfg = Config.from_env()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -706,7 +706,7 @@ def backup_command(dest: Path | None, no_prune: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing database (moved aside first).")
 def restore_command(archive: Path, data_dir: Path | None, force: bool) -> None:
     """Restore a `levqor backup` archive into a data folder (and DATABASE_URL)."""
-    from .config import Config
+    from levqor_host.config import Config
 
     env = dict(os.environ)
     if data_dir is not None:

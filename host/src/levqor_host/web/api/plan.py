@@ -6,12 +6,13 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from ..errors import ApiError, check_fields, json_body
-from ..planner import check_prompt, has_planner, plan
-from ..security.auth import current_user, require
-from . import pipeline_out
-from .idempotency import idempotent
-from .openapi import ERR, IDEMPOTENCY_KEY, _json, _op, _ref
+from levqor_host.errors import ApiError, check_fields
+from levqor_host.planner.service import check_prompt, has_planner, plan
+from levqor_host.security.auth import current_user, require
+from levqor_host.web.api import pipeline_out
+from levqor_host.web.api.idempotency import idempotent
+from levqor_host.web.api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op, _ref
+from levqor_host.web.errors import json_body
 
 bp = Blueprint("plan", __name__, url_prefix="/api/v1")
 

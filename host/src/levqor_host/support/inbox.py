@@ -34,18 +34,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .api.openapi import _json, _op
-from .errors import ApiError, check_fields, json_body
-from .observability import (
+from levqor_host.errors import ApiError, check_fields
+from levqor_host.observability import (
     current_request_id,
     scrub,
     sentry_capture_exception,
     sentry_capture_report,
 )
-from .security.auth import public
+from levqor_host.security.auth import public
+from levqor_host.web.api.openapi import _json, _op
+from levqor_host.web.errors import json_body
 
 if TYPE_CHECKING:
-    from .app import LevqorState
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.inbox")
 
@@ -122,7 +123,7 @@ class JsonlFile:
 
 
 class Inboxes:
-    def __init__(self, state: LevqorState) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
         cfg = state.config
         self.errors = JsonlFile(cfg.logs_dir / "errors.jsonl", cfg.inbox_max_bytes)
@@ -190,7 +191,7 @@ class Inboxes:
         mailer = self.state.mailer
         if not (cfg.receiving_email and mailer is not None and mailer.configured):
             return "not_configured"
-        from .mail import MailError
+        from levqor_host.support.mail import MailError
 
         record: dict[str, Any] = {"id": entry["id"], "ts": _now()}
         try:
@@ -257,7 +258,7 @@ class Inboxes:
 
 
 # ---------------------------------------------------------------------------------- routes
-def _state() -> LevqorState:
+def _state() -> Services:
     return current_app.extensions["levqor"]
 
 
@@ -303,7 +304,7 @@ def support():
     subject, message = body["subject"].strip(), body["message"].strip()
     if not subject or not message:
         raise ApiError(400, "invalid_request", "subject and message must not be empty")
-    from .security.auth import peek_identity
+    from levqor_host.security.auth import peek_identity
 
     ident = peek_identity()
     try:

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.runner import RunRequest, RunResult
 
-from .store.write_gate import background as background_writes
+from levqor_host.store.write_gate import background as background_writes
 
 if TYPE_CHECKING:
-    from .app import LevqorState
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.executor")
 
@@ -52,10 +52,10 @@ class StoreRecorder:
     the guarantees allow: a finished step's row is held back until the next step starts (then
     it is written together with that step's "running" row, before the next connector is
     called, so a succeeded step is never sent again) or until the run ends (then it is written
-    in the transaction that finishes and settles the run, see :meth:`LevqorState.complete_run`).
+    in the transaction that finishes and settles the run, see :meth:`Services.complete_run`).
     """
 
-    def __init__(self, state: LevqorState, run: dict[str, Any]) -> None:
+    def __init__(self, state: Services, run: dict[str, Any]) -> None:
         self.state = state
         self.store = state.store
         self.run = run
@@ -160,7 +160,7 @@ class EmbeddedExecutor:
     """Worker threads claiming runs from the store."""
 
     def __init__(
-        self, state: LevqorState, *, threads: int | None = None, worker_id: str | None = None
+        self, state: Services, *, threads: int | None = None, worker_id: str | None = None
     ) -> None:
         self.state = state
         self.threads = threads if threads is not None else state.config.workers

@@ -22,9 +22,9 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from levqor_kernel.http import redact
 
-from . import __version__
-from .api.openapi import _json, _op
-from .security.auth import public
+from levqor_host import __version__
+from levqor_host.security.auth import public
+from levqor_host.web.api.openapi import _json, _op
 
 bp = Blueprint("ops", __name__)
 
@@ -66,7 +66,7 @@ def uptime():
 @bp.get("/metrics")
 @public("its own credential: LEVQOR_METRICS_TOKEN when set")
 def metrics():
-    from .observability import metrics_response
+    from levqor_host.observability import metrics_response
 
     return metrics_response(_state())
 
@@ -83,7 +83,7 @@ def check_database(st: Any) -> dict:
     t0 = time.perf_counter()
     try:
         if store.dialect == "sqlite":
-            from .backup import _sqlite_path
+            from levqor_host.backup.archive import _sqlite_path
 
             path = _sqlite_path(store.url)
             if not path.exists():
@@ -255,7 +255,7 @@ def check_disk(st: Any) -> dict:
 
 
 def check_backup(st: Any) -> dict:
-    from .backup import backup_status
+    from levqor_host.backup.archive import backup_status
 
     nxt = st.scheduler.next_backup() if st.scheduler is not None else None
     try:

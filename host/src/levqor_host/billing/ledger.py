@@ -33,8 +33,8 @@ from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .errors import ApiError
-from .store.tables import (
+from levqor_host.errors import ApiError
+from levqor_host.store.tables import (
     billing_accounts,
     credit_ledger,
     meta,
@@ -45,8 +45,8 @@ from .store.tables import (
 )
 
 if TYPE_CHECKING:
-    from .app import LevqorState
-    from .store import Store
+    from levqor_host.services import Services
+    from levqor_host.store import Store
 
 log = logging.getLogger("levqor.ledger")
 
@@ -265,7 +265,7 @@ class BillingTx:
         props: dict | None = None,
     ) -> None:
         """Record an analytics event (the email only as a keyed hash)."""
-        from .analytics import insert_event
+        from levqor_host.growth.analytics import insert_event
 
         insert_event(self.conn, self.ledger.hasher, type, user_id, email=email, props=props)
 
@@ -524,7 +524,7 @@ class Ledger:
     # runs
     def start_run(
         self,
-        state: LevqorState,
+        state: Services,
         user: dict,
         pipeline: dict,
         version: int,
@@ -589,7 +589,7 @@ class Ledger:
                 copy_steps_from=copy_steps_from,
             )
 
-    def settle_run(self, state: LevqorState, run: dict, result: Any) -> dict:
+    def settle_run(self, state: Services, run: dict, result: Any) -> dict:
         """After a run is final: ``record_run_cost`` (refunds), ``usage_daily``, events and the
         referral reward, in one transaction that first claims the run's ``settled_at`` (so a
         run is settled once). Returns what was recorded (``settled`` False: settled already)."""
@@ -609,7 +609,7 @@ class Ledger:
 
     def finish_and_settle(
         self,
-        state: LevqorState,
+        state: Services,
         run: dict,
         result: Any,
         worker_id: str,
@@ -630,7 +630,7 @@ class Ledger:
             self._remember_finished(run["user_id"])
         return out
 
-    def _prepare_settlement(self, state: LevqorState, run: dict, result: Any) -> dict:
+    def _prepare_settlement(self, state: Services, run: dict, result: Any) -> dict:
         """What the settlement needs that is read outside its transaction: the steps that ran
         in this run (not those copied from a retried one), their cost and minutes saved."""
         uid, rid = run["user_id"], run["id"]
@@ -662,10 +662,10 @@ class Ledger:
         return {"cost": cost, "minutes": minutes, "steps": len(executed)}
 
     def _settle_in(
-        self, tx: BillingTx, state: LevqorState, run: dict, result: Any, prepared: dict
+        self, tx: BillingTx, state: Services, run: dict, result: Any, prepared: dict
     ) -> dict:
         """The settlement inside ``tx``, whose caller has claimed the run's ``settled_at``."""
-        from .analytics import reward_referral
+        from levqor_host.growth.analytics import reward_referral
 
         uid, rid = run["user_id"], run["id"]
         error = result.error or {}

@@ -25,9 +25,9 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from ..errors import ApiError
-from ..security.auth import current_user
-from ..store import idempotency as keys
+from levqor_host.errors import ApiError
+from levqor_host.security.auth import current_user
+from levqor_host.store import idempotency as keys
 
 log = logging.getLogger("levqor.idempotency")
 

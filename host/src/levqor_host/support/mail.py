@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
-    from .app import LevqorState
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.mail")
 
@@ -33,7 +33,7 @@ class MailError(Exception):
 
 
 class Mailer:
-    def __init__(self, state: LevqorState) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
         self.cfg = state.config
         self._pool: ThreadPoolExecutor | None = None
@@ -99,7 +99,7 @@ class Mailer:
                 continue
             break
         self.state.metrics.emails.labels(kind, "failed").inc()
-        from .observability import scrub
+        from levqor_host.observability import scrub
 
         raise MailError(scrub(last))
 
@@ -146,7 +146,7 @@ class Mailer:
         )
 
     def run_failed(self, run: dict, result: Any) -> Future | None:
-        """Called by LevqorState.run_finished for a failed run: an email to the pipeline's
+        """Called by Services.run_finished for a failed run: an email to the pipeline's
         owner when the pipeline document has ``"notify_on_failure": true``."""
         if not self.configured:
             return None
@@ -162,7 +162,7 @@ class Mailer:
         if user is None or pipeline is None:
             return
         err = result.error or {}
-        from .observability import scrub
+        from levqor_host.observability import scrub
 
         text = (
             f'A run of your pipeline "{pipeline["name"]}" failed.\n\n'
@@ -183,7 +183,7 @@ class Mailer:
     def low_credit_warning(self, user: dict, balance: int, crossing: str) -> Future | None:
         """Warn ``user`` that their balance (``balance`` credits) fell below
         ``LEVQOR_LOW_CREDIT_THRESHOLD``. The ledger calls it once per crossing of the threshold
-        (:class:`~levqor_host.ledger.LowCredit`); ``crossing`` names it in the Resend
+        (:class:`~levqor_host.billing.ledger.LowCredit`); ``crossing`` names it in the Resend
         Idempotency-Key, so a retried send goes out once."""
         text = (
             f"Your Levqor balance is {balance} credits, below {self.cfg.low_credit_threshold}.\n"

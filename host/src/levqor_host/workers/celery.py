@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from celery import Celery
 
-    from .app import LevqorState
-    from .config import Config
+    from levqor_host.config import Config
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.celery")
 
@@ -106,7 +106,7 @@ class CeleryDispatcher:
 
     DOWN_FOR = 2.0  # after a failed publish, skip publishing for this long (the sweep catches up)
 
-    def __init__(self, state: LevqorState, celery: Celery | None = None) -> None:
+    def __init__(self, state: Services, celery: Celery | None = None) -> None:
         self.state = state
         self.celery = celery or make_celery(state.config)
         self.queue = state.config.celery_queue
@@ -169,7 +169,7 @@ class CeleryDispatcher:
 class LeaseSweeper:
     """Re-sends runs whose message was lost (see the module docstring)."""
 
-    def __init__(self, state: LevqorState, dispatcher: CeleryDispatcher) -> None:
+    def __init__(self, state: Services, dispatcher: CeleryDispatcher) -> None:
         self.state = state
         self.dispatcher = dispatcher
         self.owner = f"sweep:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -230,8 +230,8 @@ class LeaseSweeper:
 class CeleryWorker:
     """What a worker process needs: the app state, a lease heartbeat, the task body."""
 
-    def __init__(self, state: LevqorState, dispatcher: CeleryDispatcher) -> None:
-        from .executor import EmbeddedExecutor, worker_identity
+    def __init__(self, state: Services, dispatcher: CeleryDispatcher) -> None:
+        from levqor_host.workers.embedded import EmbeddedExecutor, worker_identity
 
         self.state = state
         self.dispatcher = dispatcher
@@ -293,11 +293,11 @@ class WorkerRuntime:
     around an in-process Celery worker thread, so that connectors registered in the test's own
     process are reachable."""
 
-    def __init__(self, state: LevqorState, *, rebuild: Any = None) -> None:
+    def __init__(self, state: Services, *, rebuild: Any = None) -> None:
         self.state = state
         self.dispatcher: CeleryDispatcher = state.dispatcher or CeleryDispatcher(state)
         self.celery = self.dispatcher.celery
-        self._rebuild = rebuild  # () -> LevqorState, for a prefork child
+        self._rebuild = rebuild  # () -> Services, for a prefork child
         self._pid = os.getpid()
         self._worker: CeleryWorker | None = None
         self._lock = threading.Lock()
@@ -358,13 +358,13 @@ def run_worker(
     """
     from celery import signals
 
-    from .app import create_app
+    from levqor_host.app import create_app
 
     concurrency = concurrency or cfg.workers
     app = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
     state = app.extensions["levqor"]
 
-    def rebuild() -> LevqorState:
+    def rebuild() -> Services:
         child = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
         return child.extensions["levqor"]
 

@@ -15,8 +15,8 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .errors import ApiError, parse_json
-from .security.auth import public
+from levqor_host.errors import ApiError, parse_json
+from levqor_host.security.auth import public
 
 bp = Blueprint("hooks", __name__)
 

@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from jsonschema import Draft202012Validator
 
-from ..errors import MAX_VERSION, ApiError, check_fields, json_body
-from ..security.auth import current_user, public, require, signed_in
-from .idempotency import idempotent, request_key
-from .openapi import openapi_document
+from levqor_host.errors import MAX_VERSION, ApiError, check_fields
+from levqor_host.security.auth import current_user, public, require, signed_in
+from levqor_host.web.api.idempotency import idempotent, request_key
+from levqor_host.web.api.openapi import openapi_document
+from levqor_host.web.errors import json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -162,7 +163,7 @@ def create_pipeline():
         raise ApiError(400, "invalid_request", "name must be 1-200 characters")
     p = state().store.create_pipeline(user["id"], name, doc)
     state().export_pipeline(p)
-    from ..analytics import record_event
+    from levqor_host.growth.analytics import record_event
 
     record_event(state(), "pipeline_created", user["id"], props={"pipeline_id": p["id"]})
     resp = jsonify({**pipeline_out(p), "warnings": warnings})

@@ -22,7 +22,7 @@ from typing import Any
 import click
 from levqor_kernel.host import HttpError
 
-from .errors import ApiError
+from levqor_host.errors import ApiError
 
 log = logging.getLogger("levqor.planner")
 
@@ -79,7 +79,7 @@ def gate_planning(state: Any, user: dict) -> tuple[int, int]:
             ],
         },
     }
-    from .ledger import RunGate
+    from levqor_host.billing.ledger import RunGate
 
     # the gate and the charge in one transaction with the user row locked, like a run's
     with state.ledger.transaction() as tx:
@@ -243,7 +243,7 @@ def plan_command(
     """Plan a pipeline from a plain-words DESCRIPTION with the AI builder and store it."""
     import json
 
-    from .cli import _app, _state, _user
+    from levqor_host.cli import _app, _state, _user
 
     st = _state(_app())
     u = _user(st.store, email)

@@ -1,0 +1,1 @@
+"""Billing: credits, the run gate, settlement and usage (the ledger)."""

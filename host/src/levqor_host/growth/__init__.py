@@ -1,0 +1,1 @@
+"""Growth: analytics events, referrals, the usage and admin overviews."""

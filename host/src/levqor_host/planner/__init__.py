@@ -1,0 +1,1 @@
+"""The AI builder's host side: the planner itself is a plugin."""

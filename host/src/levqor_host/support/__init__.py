@@ -1,0 +1,1 @@
+"""Support: the error and support inboxes, and transactional email."""

@@ -1,0 +1,1 @@
+"""Workers: the embedded executor, the Celery executor and the scheduler, handed their services."""
