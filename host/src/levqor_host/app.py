@@ -75,9 +75,9 @@ def create_app(
     app.extensions["levqor"] = state
     register_error_handlers(app)
     app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
-    from levqor_host.observability import install_observability
     from levqor_host.support.inbox import Inboxes
     from levqor_host.support.mail import Mailer
+    from levqor_host.web.observability import install_observability
 
     install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
     state.inboxes = Inboxes(state)
@@ -92,23 +92,26 @@ def create_app(
     from levqor_host.security.install import install_security
 
     install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies
+    from levqor_host.web.sessions import bp as sessions_bp
 
-    from levqor_host.support.inbox import bp as inbox_bp
+    app.register_blueprint(sessions_bp)
+
     from levqor_host.web.api import bp as api_bp
     from levqor_host.web.ops import bp as ops_bp
+    from levqor_host.web.support import bp as inbox_bp
     from levqor_host.web.webhooks import bp as hooks_bp
 
     app.register_blueprint(ops_bp)
     app.register_blueprint(inbox_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(hooks_bp)
-    from levqor_host.growth.analytics import bp as analytics_bp
+    from levqor_host.web.growth import bp as analytics_bp
 
     app.register_blueprint(analytics_bp)
     from levqor_host.web.api.plan import bp as plan_bp
 
     app.register_blueprint(plan_bp)
-    from levqor_host.marketplace import bp as marketplace_bp
+    from levqor_host.web.marketplace import bp as marketplace_bp
 
     app.register_blueprint(marketplace_bp)
     from levqor_host.web.api.schedule import bp as schedule_bp

@@ -26,11 +26,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
-
-from levqor_host.security.auth import public
-from levqor_host.web.api.openapi import _json, _op
-
 SAFE_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -162,123 +157,6 @@ def listing(pm: Any) -> dict[str, Any]:
         "connectors": connectors,
         "failures": [f.to_dict() for f in pm.failures],
     }
-
-
-# ------------------------------------------------------------------------------ API
-bp = Blueprint("marketplace", __name__, url_prefix="/api/v1")
-
-_EXT = "levqor_marketplace"
-
-
-@bp.get("/marketplace")
-@public("the catalog of installed connectors, the same for everyone")
-def marketplace():
-    """Public: every installed connector (computed once per app; plugins load at start-up)."""
-    data = current_app.extensions.get(_EXT)
-    if data is None:
-        data = current_app.extensions[_EXT] = listing(current_app.extensions["levqor"].pm)
-    # plugin failures can name local paths: the public listing only says how many there are
-    return jsonify({**data, "failures": len(data["failures"])})
-
-
-_STR = {"type": "string"}
-_NSTR = {"type": ["string", "null"]}
-_FIELDS = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["name", "description", "required", "secret"],
-        "properties": {
-            "name": _STR,
-            "title": _STR,
-            "description": _STR,
-            "required": {"type": "boolean"},
-            "secret": {"type": "boolean"},
-        },
-    },
-}
-MARKETPLACE_SCHEMA = {
-    "type": "object",
-    "required": ["connectors", "kernel", "failures"],
-    "properties": {
-        "generator": _STR,
-        "kernel": {**_STR, "description": "the installed levqor-kernel version"},
-        "failures": {
-            "type": "integer",
-            "description": "plugins skipped for a broken description (`levqor plugins` says why)",
-        },
-        "connectors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "title", "distribution", "version", "actions", "credentials"],
-                "properties": {
-                    "name": _STR,
-                    "title": _STR,
-                    "description": _STR,
-                    "icon": {**_STR, "description": "a data:image/ URI, or empty"},
-                    "categories": {"type": "array", "items": _STR},
-                    "distribution": _NSTR,
-                    "version": _NSTR,
-                    "summary": _NSTR,
-                    "author": _NSTR,
-                    "license": _NSTR,
-                    "homepage": _NSTR,
-                    "kernel": {
-                        **_NSTR,
-                        "description": "supported levqor-kernel versions (PEP 440)",
-                    },
-                    "price": {
-                        "type": "object",
-                        "description": "credits per step, cheapest and dearest action",
-                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
-                    },
-                    "credentials": {
-                        **_FIELDS,
-                        "description": "credential fields (those every variant shares)",
-                    },
-                    "credential_variants": {
-                        "type": "array",
-                        "description": "the credential's alternatives (oneOf/anyOf): fill in one",
-                        "items": {
-                            "type": "object",
-                            "required": ["title", "description", "fields"],
-                            "properties": {"title": _STR, "description": _STR, "fields": _FIELDS},
-                        },
-                    },
-                    "actions": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "title", "price", "payload", "output"],
-                            "properties": {
-                                "name": _STR,
-                                "title": _STR,
-                                "description": _STR,
-                                "price": {"type": "integer"},
-                                "payload": {"type": "object"},
-                                "output": {"type": "object"},
-                                "example": {"type": "object"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-
-bp.openapi_paths = {
-    "/api/v1/marketplace": {
-        "get": _op(
-            "The marketplace: installed connectors with package metadata, actions, schemas and "
-            "prices (public)",
-            {"200": _json(MARKETPLACE_SCHEMA)},
-            public=True,
-            tag="catalog",
-        )
-    }
-}
 
 
 # ------------------------------------------------------------------------------ static site

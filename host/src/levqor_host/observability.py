@@ -10,36 +10,32 @@
   makes the endpoint require ``Authorization: Bearer <token>``.
 * Sentry: when ``SENTRY_DSN`` is set, sentry-sdk with its Flask integration,
   ``send_default_pii=False`` and a ``before_send`` that scrubs messages.
+
+Free of Flask: the request hooks, the ``/metrics`` answer and Sentry's Flask integration are
+installed by :mod:`levqor_host.web.observability`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hmac
 import json
 import logging
 import re
 import sys
-import time
-import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
 from levqor_kernel.http import redact
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
     from levqor_host.services import Services
 
-log = logging.getLogger("levqor.http")
-
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "levqor_request_id", default=None
 )
-
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # personal data and secrets that redact() does not know by shape
 _SCRUB_PATTERNS = [
@@ -138,58 +134,6 @@ def setup_logging(level: str, fmt: str = "json") -> None:
     root.setLevel(level)
 
 
-# ---------------------------------------------------------------------------------- requests
-def _route() -> str:
-    rule = request.url_rule
-    return rule.rule if rule is not None else "<unmatched>"
-
-
-def install_request_hooks(app: Flask, state: Services) -> None:
-    @app.before_request
-    def _start() -> None:
-        rid = request.headers.get("X-Request-ID", "")
-        if not _REQUEST_ID_OK.match(rid):
-            rid = uuid.uuid4().hex
-        g.levqor_request_id = rid
-        g.levqor_t0 = time.perf_counter()
-        g.levqor_rid_token = request_id_var.set(rid)
-
-    @app.after_request
-    def _finish(resp: Response) -> Response:
-        rid = getattr(g, "levqor_request_id", None)
-        if rid:
-            resp.headers["X-Request-ID"] = rid
-        t0 = getattr(g, "levqor_t0", None)
-        elapsed = time.perf_counter() - t0 if t0 is not None else 0.0
-        route = _route()
-        state.metrics.observe_request(request.method, route, resp.status_code, elapsed)
-        if resp.status_code == 429 and not getattr(g, "levqor_rate_limit_counted", False):
-            state.metrics.rate_limited.labels("app").inc()
-        log.info(
-            "%s %s %s",
-            request.method,
-            route,
-            resp.status_code,
-            extra={
-                "event": "request",
-                "method": request.method,
-                "route": route,
-                "status": resp.status_code,
-                "duration_ms": round(elapsed * 1000, 2),
-            },
-        )
-        return resp
-
-    @app.teardown_request
-    def _reset(_exc: BaseException | None) -> None:
-        token = g.pop("levqor_rid_token", None)
-        if token is not None:
-            try:
-                request_id_var.reset(token)
-            except (ValueError, RuntimeError):  # set in another context: just clear it
-                request_id_var.set(None)
-
-
 # ---------------------------------------------------------------------------------- metrics
 class QueueCollector:
     """Queue depth and oldest queued age, read from the database when scraped."""
@@ -236,23 +180,6 @@ def metrics_text(state: Services) -> bytes:
     return counters + generate_latest(dyn)
 
 
-def metrics_response(state: Services) -> Response:
-    token = state.config.metrics_token
-    if token:
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:] if auth.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            from levqor_host.errors import ApiError
-
-            raise ApiError(
-                401,
-                "unauthorized",
-                "send Authorization: Bearer <LEVQOR_METRICS_TOKEN>",
-                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-            )
-    return Response(metrics_text(state), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
-
-
 # ---------------------------------------------------------------------------------- sentry
 _sentry_dsn: str | None = None
 
@@ -289,9 +216,9 @@ def _before_send(event: dict, hint: dict) -> dict:
     return event
 
 
-def init_sentry(state: Services) -> bool:
+def init_sentry(state: Services, integrations: Sequence[Any] = ()) -> bool:
     """Start sentry-sdk (process-wide: the SDK keeps one client per process) when SENTRY_DSN is
-    set. Returns whether Sentry is on."""
+    set, with the web framework's ``integrations``. Returns whether Sentry is on."""
     global _sentry_dsn
     dsn = state.config.sentry_dsn
     if not dsn:
@@ -299,13 +226,12 @@ def init_sentry(state: Services) -> bool:
     if _sentry_dsn == dsn:
         return True
     import sentry_sdk
-    from sentry_sdk.integrations.flask import FlaskIntegration
 
     from levqor_host import __version__
 
     sentry_sdk.init(
         dsn=dsn,
-        integrations=[FlaskIntegration()],
+        integrations=list(integrations),
         # send_default_pii stays at its default (off; passing it is deprecated in sentry-sdk
         # 2.x): no client addresses, cookies or user data in events
         release=f"levqor@{__version__}",
@@ -348,8 +274,3 @@ def sentry_flush(timeout: float = 2.0) -> None:
     import sentry_sdk
 
     sentry_sdk.flush(timeout)
-
-
-def install_observability(app: Flask, state: Services) -> None:
-    install_request_hooks(app, state)
-    init_sentry(state)

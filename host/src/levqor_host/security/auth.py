@@ -10,10 +10,10 @@ Three ways in, tried in this order:
 * ``Authorization: Bearer <jwt>``: a Supabase access token (see :mod:`.jwt_auth`); the user is
   created on first sight and has every scope but ``admin`` (``admin`` too when the user is an
   admin).
-* the host's session cookie (dashboard sign-in, :mod:`.sessions`), with the same scopes as a
-  JWT. A cookie-authenticated request that changes something (any method but GET, HEAD,
-  OPTIONS) must also carry the session's CSRF token in ``X-CSRF-Token`` (or a ``csrf_token``
-  form field); bearer requests are exempt, since a browser never adds them by itself.
+* the host's session cookie (dashboard sign-in, :mod:`levqor_host.web.sessions`), with the
+  same scopes as a JWT. A cookie-authenticated request that changes something (any method but
+  GET, HEAD, OPTIONS) must also carry the session's CSRF token in ``X-CSRF-Token`` (or a
+  ``csrf_token`` form field); bearer requests are exempt, since a browser never adds them.
 
 A request that sends an ``Authorization`` header is judged by it alone (a bad key never falls
 back to a cookie). The outcome is computed once per request and cached on ``flask.g``, so the
@@ -56,6 +56,13 @@ DEFAULT_SCOPES = (
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
+#: the readable cookie that carries the session's CSRF token to the dashboard's script
+CSRF_COOKIE = "levqor_csrf"
+
+
+def cookie_name(cfg: Any) -> str:
+    """The session cookie's name: ``__Host-`` prefixed (Secure, Path=/) outside development."""
+    return "levqor_session" if cfg.dev else "__Host-levqor_session"
 
 
 @dataclass
@@ -127,8 +134,6 @@ def _identify() -> Identity:
 
         user = user_for_identity(state.store, "supabase", claims["sub"], claims["email"])
         return Identity("jwt", user, user_scopes(user), key={"id": None, "kind": "jwt"})
-    from levqor_host.security.sessions import cookie_name
-
     sid = request.cookies.get(cookie_name(state.config))
     if sid:
         from levqor_host.store.auth import get_session

@@ -223,10 +223,6 @@ def install_security(app: Flask, state: Any) -> SecurityState:
     app.before_request(enforce_access)  # after the limiter's check: a refused caller is counted
     if settings.rate_limits and settings.rate_limit_storage.startswith("memory://"):
         log.debug("rate limits kept in memory (per process); set LEVQOR_RATE_LIMIT_STORAGE")
-
-    from levqor_host.security.sessions import bp as sessions_bp
-
-    app.register_blueprint(sessions_bp)
     return sec
 
 

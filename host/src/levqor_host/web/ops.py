@@ -66,7 +66,7 @@ def uptime():
 @bp.get("/metrics")
 @public("its own credential: LEVQOR_METRICS_TOKEN when set")
 def metrics():
-    from levqor_host.observability import metrics_response
+    from levqor_host.web.observability import metrics_response
 
     return metrics_response(_state())
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, redirect
 
 from levqor_host.errors import ApiError, check_fields
-from levqor_host.security.auth import CSRF_HEADER, identify, public, session_only
+from levqor_host.security.auth import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    cookie_name,
+    identify,
+    public,
+    session_only,
+)
 from levqor_host.web.api.openapi import ERR, _json, _op, _path_param
 from levqor_host.web.errors import json_body
 
 bp = Blueprint("auth", __name__)
-
-CSRF_COOKIE = "levqor_csrf"
-
-
-def cookie_name(cfg) -> str:
-    return "levqor_session" if cfg.dev else "__Host-levqor_session"
 
 
 def _state():
