@@ -287,7 +287,7 @@ def test_referral_rewards_both_sides_once_after_the_first_success(srv):
     from levqor_host.growth.analytics import ReferralError
 
     with pytest.raises(ReferralError):
-        record_signup(st, third, ref=third["referral_code"])
+        record_signup(st.ledger, third, ref=third["referral_code"])
 
 
 def test_events_store_emails_only_as_keyed_hashes(tmp_path):
@@ -297,7 +297,9 @@ def test_events_store_emails_only_as_keyed_hashes(tmp_path):
         from levqor_host.store.tables import events
 
         u = s.state.store.create_user("Person@Example.com")
-        record_signup(s.state, u, utm={"utm_source": "x", "utm_medium": "y", "utm_campaign": "z"})
+        record_signup(
+            s.state.ledger, u, utm={"utm_source": "x", "utm_medium": "y", "utm_campaign": "z"}
+        )
         with s.state.store.read() as conn:
             row = conn.execute(select(events).where(events.c.type == "signup")).one()
         expected = hmac.new(

@@ -462,7 +462,7 @@ def users_create(
     u = st.store.create_user(email, name=name, is_admin=admin, plan=plan)
     utm = {"utm_source": utm_source, "utm_medium": utm_medium, "utm_campaign": utm_campaign}
     try:
-        record_signup(st, u, ref=ref, utm=utm)
+        record_signup(st.ledger, u, ref=ref, utm=utm)
     except ReferralError as e:
         click.echo(f"warning: referral not recorded: {e.message}", err=True)
     click.echo(f"created user {u['id']} ({email})")

@@ -265,9 +265,8 @@ class BillingTx:
         props: dict | None = None,
     ) -> None:
         """Record an analytics event (the email only as a keyed hash)."""
-        from levqor_host.growth.analytics import insert_event
-
-        insert_event(self.conn, self.ledger.hasher, type, user_id, email=email, props=props)
+        email_hash = self.ledger.hasher(email) if email else None
+        self.ledger.store.events.add(self.conn, type, user_id, email_hash=email_hash, props=props)
 
 
 class RunGate:

@@ -4,6 +4,11 @@ and rewards, and the usage / conversion dashboard (``GET /api/v1/analytics/dashb
 Emails never reach the ``events`` table in clear: only ``HMAC-SHA256(secret, email)``, with
 the secret from ``LEVQOR_ANALYTICS_SECRET`` or, when unset, derived from the vault key (a plain
 SHA-256 would be reversed by hashing a list of known addresses).
+
+Each function is handed what it works on: the ledger (whose transactions carry the events and
+referrals that must commit with a sign-up or a reward), or the events and referrals
+repositories (``store.events``, ``store.referrals``) for the dashboard's reads. The SQL lives in
+:mod:`levqor_host.store.events` and :mod:`levqor_host.store.referrals`.
 """
 
 from __future__ import annotations
@@ -11,25 +16,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, distinct, func, select, update
-
-from levqor_host.store.tables import (
-    credit_ledger,
-    events,
-    pipelines,
-    referrals,
-    runs,
-    usage_daily,
-    users,
-)
-
 if TYPE_CHECKING:
-    from levqor_host.billing.ledger import BillingTx
-    from levqor_host.services import Services
+    from levqor_host.billing.ledger import BillingTx, Ledger
+    from levqor_host.store.events import EventsRepository
+    from levqor_host.store.referrals import ReferralsRepository
 
 log = logging.getLogger("levqor.analytics")
 
@@ -70,33 +63,8 @@ class EmailHasher:
         return "<EmailHasher>"
 
 
-def insert_event(
-    conn: Connection,
-    hasher: EmailHasher,
-    type: str,
-    user_id: str | None,
-    *,
-    email: str | None = None,
-    props: dict | None = None,
-) -> None:
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "user_id": user_id,
-            "type": type,
-            "email_hash": hasher(email) if email else None,
-            "props": props or None,
-            "created_at": datetime.now(UTC),
-        },
-    )
-
-
-_INSERT_EVENT = events.insert()  # built once: statements built per call cost more than the I/O
-
-
 def record_event(
-    state: Services,
+    ledger: Ledger,
     type: str,
     user_id: str | None,
     *,
@@ -105,7 +73,7 @@ def record_event(
 ) -> None:
     """Record one event in its own transaction; analytics never breaks the caller."""
     try:
-        with state.ledger.transaction() as tx:
+        with ledger.transaction() as tx:
             tx.event(type, user_id, email=email, props=props)
     except Exception:  # noqa: BLE001
         log.exception("could not record the %s event", type)
@@ -129,39 +97,27 @@ def _add_referral(tx: BillingTx, user: dict, code: str, utm: dict) -> dict:
     code = (code or "").strip().upper()
     if not code or len(code) > 32:
         raise ReferralError(400, "invalid_request", "a referral code is 1-32 characters")
-    referrer = tx.conn.execute(
-        select(users.c.id).where(users.c.referral_code == code)
-    ).scalar_one_or_none()
+    referrals = tx.ledger.store.referrals
+    referrer = referrals.user_with_code(tx.conn, code)
     if referrer is None:
         raise ReferralError(404, "unknown_referral_code", f"no user has the referral code {code}")
     if referrer == user["id"]:
         raise ReferralError(400, "self_referral", "you cannot use your own referral code")
-    seen = tx.conn.execute(
-        select(referrals.c.id).where(referrals.c.referred_user_id == user["id"])
-    ).first()
-    if seen is not None:
+    if referrals.is_referred(tx.conn, user["id"]):
         raise ReferralError(409, "already_referred", "this account already has a referral")
-    ref = {
-        "id": f"ref_{uuid.uuid4().hex}",
-        "referrer_id": referrer,
-        "referred_user_id": user["id"],
-        "code": code,
-        "rewarded_at": None,
-        "created_at": datetime.now(UTC),
-    }
-    tx.conn.execute(referrals.insert().values(**ref))
+    ref = referrals.add(tx.conn, referrer, user["id"], code)
     tx.event("referral", user["id"], props={"code": code, "referrer_id": referrer, **utm})
     # the referrer's id stays inside: the code is all the referred user needs to see
-    return {"id": ref["id"], "code": code}
+    return {"id": ref.id, "code": code}
 
 
 def record_signup(
-    state: Services, user: dict, ref: str | None = None, utm: dict | None = None
+    ledger: Ledger, user: dict, ref: str | None = None, utm: dict | None = None
 ) -> dict:
     """Record a sign-up (event with the hashed email and UTM fields) and, with ``ref``, the
     referral, in one transaction. Called by every user creation path. Raises ReferralError."""
     utm = clean_utm(utm)
-    with state.ledger.transaction() as tx:
+    with ledger.transaction() as tx:
         tx.lock_user(user["id"])
         tx.event(
             "signup",
@@ -173,44 +129,52 @@ def record_signup(
     return {"referral": referral}
 
 
-def claim_referral(state: Services, user: dict, code: str, utm: dict | None = None) -> dict:
-    """A signed-in user names who referred them, within the claim window after sign-up."""
+def claim_referral(
+    ledger: Ledger, user: dict, code: str, utm: dict | None = None, *, claim_days: int
+) -> dict:
+    """A signed-in user names who referred them, within ``claim_days`` after sign-up."""
     utm = clean_utm(utm)
-    window = timedelta(days=state.config.referral_claim_days)
     created = datetime.fromisoformat(user["created_at"])
-    if datetime.now(UTC) - created > window:
+    if datetime.now(UTC) - created > timedelta(days=claim_days):
         raise ReferralError(
             409,
             "claim_window_closed",
-            f"referrals can be claimed within {state.config.referral_claim_days} days of sign-up",
+            f"referrals can be claimed within {claim_days} days of sign-up",
         )
-    with state.ledger.transaction() as tx:
+    with ledger.transaction() as tx:
         tx.lock_user(user["id"])
         return _add_referral(tx, user, code, utm)
 
 
-_PENDING_REFERRAL = select(referrals).where(
-    referrals.c.referred_user_id == bindparam("user_id"), referrals.c.rewarded_at.is_(None)
-)
-
-
 def reward_referral(tx: BillingTx, user_id: str, bonus: int) -> dict | None:
     """Once the referred user's first run succeeded: ``bonus`` credits to both sides, once."""
-    row = tx.conn.execute(_PENDING_REFERRAL, {"user_id": user_id}).first()
-    if row is None or row.referrer_id == user_id:
+    referrals = tx.ledger.store.referrals
+    ref = referrals.pending(tx.conn, user_id)
+    if ref is None or ref.referrer_id == user_id:
         return None
-    res = tx.conn.execute(
-        update(referrals)
-        .where(referrals.c.id == row.id, referrals.c.rewarded_at.is_(None))
-        .values(rewarded_at=datetime.now(UTC))
-    )
-    if res.rowcount != 1:
+    if not referrals.mark_rewarded(tx.conn, ref.id):
         return None
     if bonus > 0:
-        tx.add_line(row.referrer_id, bonus, "referral", external_id=f"referral:{row.id}:referrer")
-        tx.add_line(user_id, bonus, "referral", external_id=f"referral:{row.id}:referred")
-    tx.event("referral_rewarded", user_id, props={"referral_id": row.id, "bonus": bonus})
-    return {"referral_id": row.id, "referrer_id": row.referrer_id, "bonus": bonus}
+        tx.add_line(ref.referrer_id, bonus, "referral", external_id=f"referral:{ref.id}:referrer")
+        tx.add_line(user_id, bonus, "referral", external_id=f"referral:{ref.id}:referred")
+    tx.event("referral_rewarded", user_id, props={"referral_id": ref.id, "bonus": bonus})
+    return {"referral_id": ref.id, "referrer_id": ref.referrer_id, "bonus": bonus}
+
+
+def referral_status(
+    referrals: ReferralsRepository, user: dict, *, base_url: str, bonus: int
+) -> dict:
+    """A user's referral code and link, how many users they referred (and were rewarded for),
+    the bonus each side gets, and the code that referred them."""
+    stats = referrals.stats(user["id"])
+    return {
+        "code": user.get("referral_code"),
+        "link": f"{base_url}/?ref={user.get('referral_code')}",
+        "referred_users": stats.referred_users,
+        "rewarded": stats.rewarded,
+        "bonus": bonus,
+        "referred_by_code": stats.referred_by_code,
+    }
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -221,26 +185,15 @@ def _days(n: int) -> list[date]:
     return [today - timedelta(days=i) for i in range(n - 1, -1, -1)]
 
 
-def user_usage(state: Services, user_id: str, days: int) -> dict:
+def user_usage(events: EventsRepository, user_id: str, days: int) -> dict:
+    """The user's jobs, steps, credits and minutes saved per day over the last ``days`` days."""
     span = _days(days)
-    with state.store.read() as conn:
-        rows = conn.execute(
-            select(usage_daily).where(
-                usage_daily.c.user_id == user_id, usage_daily.c.day >= span[0]
-            )
-        ).all()
-    by_day = {r.day: r for r in rows}
+    by_day = {u.day: u for u in events.usage_days(user_id, span[0])}
     series = []
     totals = {"jobs": 0, "steps": 0, "credits": 0, "cost_saving_minutes": 0}
     for d in span:
-        r = by_day.get(d)
-        item = {
-            "day": d.isoformat(),
-            "jobs": r.jobs if r else 0,
-            "steps": r.steps if r else 0,
-            "credits": r.credits if r else 0,
-            "cost_saving_minutes": r.cost_saving_minutes if r else 0,
-        }
+        u = by_day.get(d)
+        item = {"day": d.isoformat(), **{k: getattr(u, k) if u else 0 for k in totals}}
         for k in totals:
             totals[k] += item[k]
         series.append(item)
@@ -251,93 +204,62 @@ def _rate(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def admin_overview(state: Services, days: int) -> dict:
-    now = datetime.now(UTC)
-    since = now - timedelta(days=days)
-    today = now.date()
-    with state.store.read() as conn:
-        cohort = select(users.c.id).where(users.c.created_at >= since).subquery()
-        signed_up = conn.execute(select(func.count()).select_from(cohort)).scalar_one()
-
-        def reached(table, col) -> int:
-            return conn.execute(
-                select(func.count(distinct(col))).where(col.in_(select(cohort.c.id)))
-            ).scalar_one()
-
-        with_pipeline = reached(pipelines, pipelines.c.user_id)
-        with_run = reached(runs, runs.c.user_id)
-        paid = conn.execute(
-            select(func.count(distinct(events.c.user_id))).where(
-                events.c.type.in_(PAID_EVENTS), events.c.user_id.in_(select(cohort.c.id))
-            )
-        ).scalar_one()
-
-        def active(n: int) -> int:
-            return conn.execute(
-                select(func.count(distinct(usage_daily.c.user_id))).where(
-                    usage_daily.c.day > today - timedelta(days=n), usage_daily.c.jobs > 0
-                )
-            ).scalar_one()
-
-        active_users = {"day": active(1), "week": active(7), "month": active(30)}
-        rev_rows = conn.execute(
-            select(events)
-            .where(events.c.type.in_(PAID_EVENTS), events.c.created_at >= since)
-            .order_by(events.c.created_at.desc())
-        ).all()
-        counts = dict(
-            conn.execute(
-                select(events.c.type, func.count())
-                .where(events.c.created_at >= since)
-                .group_by(events.c.type)
-            ).all()
-        )
-        purchased = conn.execute(
-            select(func.coalesce(func.sum(credit_ledger.c.delta), 0)).where(
-                and_(
-                    credit_ledger.c.reason.in_(("purchase", "subscription")),
-                    credit_ledger.c.created_at >= since,
-                )
-            )
-        ).scalar_one()
-    amounts: dict[str, int] = {}
-    for r in rev_rows:
-        p = r.props or {}
-        if isinstance(p.get("amount"), int) and isinstance(p.get("currency"), str):
-            amounts[p["currency"]] = amounts.get(p["currency"], 0) + p["amount"]
-    steps = [
-        ("signed_up", signed_up),
-        ("created_pipeline", with_pipeline),
-        ("ran_pipeline", with_run),
-        ("paid", paid),
+def _funnel(steps: list[tuple[str, int]]) -> list[dict]:
+    signed_up = steps[0][1]
+    return [
+        {
+            "step": name,
+            "users": n,
+            "rate_from_previous": _rate(n, steps[i - 1][1]) if i else None,
+            "rate_from_signup": _rate(n, signed_up),
+        }
+        for i, (name, n) in enumerate(steps)
     ]
-    funnel = []
-    for i, (name, n) in enumerate(steps):
-        funnel.append(
-            {
-                "step": name,
-                "users": n,
-                "rate_from_previous": _rate(n, steps[i - 1][1]) if i else None,
-                "rate_from_signup": _rate(n, signed_up),
-            }
-        )
+
+
+def _revenue_line(props: dict[str, Any] | None) -> tuple[str, int] | None:
+    p = props or {}
+    if isinstance(p.get("amount"), int) and isinstance(p.get("currency"), str):
+        return p["currency"], p["amount"]
+    return None
+
+
+def admin_overview(events: EventsRepository, days: int) -> dict:
+    """For admins: the sign-up funnel of the last ``days`` days, active users, revenue, and
+    the count of every event type."""
+    now = datetime.now(UTC)
+    c = events.overview(now - timedelta(days=days), now.date(), PAID_EVENTS)
+    amounts: dict[str, int] = {}
+    for e in c.revenue_events:
+        line = _revenue_line(e.props)
+        if line is not None:
+            amounts[line[0]] = amounts.get(line[0], 0) + line[1]
+    funnel = _funnel(
+        [
+            ("signed_up", c.signed_up),
+            ("created_pipeline", c.created_pipeline),
+            ("ran_pipeline", c.ran_pipeline),
+            ("paid", c.paid),
+        ]
+    )
+    latest = [
+        {
+            "type": e.type,
+            "user_id": e.user_id,
+            "amount": (e.props or {}).get("amount"),
+            "currency": (e.props or {}).get("currency"),
+            "created_at": e.created_at.isoformat(),
+        }
+        for e in c.revenue_events[:20]
+    ]
     return {
         "funnel": funnel,
-        "active_users": active_users,
+        "active_users": c.active_users,
         "revenue": {
-            "events": len(rev_rows),
+            "events": len(c.revenue_events),
             "amount_by_currency": amounts,
-            "credits_sold": int(purchased),
-            "latest": [
-                {
-                    "type": r.type,
-                    "user_id": r.user_id,
-                    "amount": (r.props or {}).get("amount"),
-                    "currency": (r.props or {}).get("currency"),
-                    "created_at": r.created_at.isoformat(),
-                }
-                for r in rev_rows[:20]
-            ],
+            "credits_sold": c.credits_sold,
+            "latest": latest,
         },
-        "events": counts,
+        "events": c.event_counts,
     }

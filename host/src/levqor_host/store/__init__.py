@@ -56,6 +56,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from levqor_host.security.vault import Vault, VaultKeyError
+from levqor_host.store.events import EventsRepository
+from levqor_host.store.referrals import ReferralsRepository
 from levqor_host.store.tables import (
     UTCDateTime,
     api_keys,
@@ -602,6 +604,8 @@ class Store:
         self._versions: OrderedDict[tuple, dict] = OrderedDict()
         self._versions_lock = threading.Lock()
         self._local = threading.local()  # this thread's pinned connection (see pinned())
+        self.events = EventsRepository(self)
+        self.referrals = ReferralsRepository(self)
 
     def __repr__(self) -> str:
         return f"<Store {self.engine.url.render_as_string(hide_password=True)}>"

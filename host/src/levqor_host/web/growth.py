@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import func, select
 
 from levqor_host.errors import ApiError, check_fields
 from levqor_host.growth.analytics import (
@@ -17,8 +16,8 @@ from levqor_host.growth.analytics import (
     claim_referral,
     user_usage,
 )
+from levqor_host.growth.analytics import referral_status as referral_summary
 from levqor_host.security.auth import current_user, require, signed_in
-from levqor_host.store.tables import referrals
 from levqor_host.web.api.idempotency import idempotent
 from levqor_host.web.api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op
 from levqor_host.web.errors import json_body
@@ -48,10 +47,10 @@ def dashboard():
     out: dict[str, Any] = {
         "user": {"id": user["id"], "plan": user.get("plan")},
         "balance": st.ledger.balance(user["id"]),
-        "usage": user_usage(st, user["id"], days),
+        "usage": user_usage(st.store.events, user["id"], days),
     }
     if user.get("is_admin"):
-        out["admin"] = admin_overview(st, days)
+        out["admin"] = admin_overview(st.store.events, days)
     return jsonify(out)
 
 
@@ -66,7 +65,13 @@ def referral_claim():
         required=("code",),
     )
     try:
-        ref = claim_referral(st, current_user(), b["code"], {k: b.get(k) for k in UTM_FIELDS})
+        ref = claim_referral(
+            st.ledger,
+            current_user(),
+            b["code"],
+            {k: b.get(k) for k in UTM_FIELDS},
+            claim_days=st.config.referral_claim_days,
+        )
     except ReferralError as e:
         raise ApiError(e.status, e.code, e.message) from None
     resp = jsonify({"referral": ref, "bonus_on_first_success": st.config.referral_bonus})
@@ -78,27 +83,13 @@ def referral_claim():
 @signed_in()
 def referral_status():
     st = _state()
-    user = current_user()
-    with st.store.read() as conn:
-        made = conn.execute(
-            select(func.count(), func.count(referrals.c.rewarded_at)).where(
-                referrals.c.referrer_id == user["id"]
-            )
-        ).one()
-        mine = conn.execute(
-            select(referrals.c.code, referrals.c.rewarded_at).where(
-                referrals.c.referred_user_id == user["id"]
-            )
-        ).first()
     return jsonify(
-        {
-            "code": user.get("referral_code"),
-            "link": f"{st.config.base_url}/?ref={user.get('referral_code')}",
-            "referred_users": made[0],
-            "rewarded": made[1],
-            "bonus": st.config.referral_bonus,
-            "referred_by_code": mine.code if mine else None,
-        }
+        referral_summary(
+            st.store.referrals,
+            current_user(),
+            base_url=st.config.base_url,
+            bonus=st.config.referral_bonus,
+        )
     )
 
 

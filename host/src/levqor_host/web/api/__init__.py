@@ -165,7 +165,7 @@ def create_pipeline():
     state().export_pipeline(p)
     from levqor_host.growth.analytics import record_event
 
-    record_event(state(), "pipeline_created", user["id"], props={"pipeline_id": p["id"]})
+    record_event(state().ledger, "pipeline_created", user["id"], props={"pipeline_id": p["id"]})
     resp = jsonify({**pipeline_out(p), "warnings": warnings})
     resp.status_code = 201
     return resp
