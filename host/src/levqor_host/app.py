@@ -80,8 +80,8 @@ def create_app(
     from levqor_host.web.observability import install_observability
 
     install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
-    state.inboxes = Inboxes(state)
-    state.mailer = Mailer(state)
+    state.mailer = Mailer(cfg, state.metrics, store)
+    state.inboxes = Inboxes.from_config(cfg, state.metrics, state.mailer, state.count_rate_limited)
     store.add_listener("user_created", state.mailer.welcome)
     if state.mailer.configured and cfg.low_credit_threshold > 0:
         from levqor_host.billing.ledger import LowCredit

@@ -14,21 +14,20 @@
 * ``GET /api/v1/errors/health`` and ``GET /api/v1/support/health``: inbox writable, delegation
   configured; 503 naming the failing part.
 
-Files are appended with one ``write`` per line (O_APPEND), safe across gunicorn workers; a file
-larger than ``LEVQOR_INBOX_MAX_BYTES`` is rotated to ``<name>.1``.
+The files are kept by :mod:`levqor_host.store.inbox`: one ``write`` per line (O_APPEND), safe
+across gunicorn workers; a file larger than ``LEVQOR_INBOX_MAX_BYTES`` is rotated to
+``<name>.1``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,9 +38,13 @@ from levqor_host.observability import (
     sentry_capture_exception,
     sentry_capture_report,
 )
+from levqor_host.store.inbox import InboxFiles
 
 if TYPE_CHECKING:
-    from levqor_host.services import Services
+    from levqor_host.config import Config
+    from levqor_host.security.settings import SecuritySettings
+    from levqor_host.services import Metrics
+    from levqor_host.support.mail import Mailer
 
 log = logging.getLogger("levqor.inbox")
 
@@ -64,66 +67,49 @@ def _scrub_url(url: str) -> str:
     return scrub(urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, query, "")))
 
 
-class JsonlFile:
-    """Append-only JSON lines with size rotation."""
-
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def append(self, obj: dict) -> None:
-        line = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode()
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if self.path.stat().st_size + len(line) > self.max_bytes:
-                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            except FileNotFoundError:
-                pass
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-
-    def writable(self) -> str | None:
-        """None when a line could be appended now, else why not."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.close(fd)
-        except OSError as e:
-            return f"{self.path} is not writable: {e.strerror or type(e).__name__}"
-        return None
-
-    def tail(self, n: int = 200) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 256 * 1024))
-                lines = f.read().splitlines()[-n:]
-        except OSError:
-            return []
-        out = []
-        for raw in lines:
-            try:
-                out.append(json.loads(raw))
-            except ValueError:
-                continue
-        return out
-
-
 class Inboxes:
-    def __init__(self, state: Services) -> None:
-        self.state = state
-        cfg = state.config
-        self.errors = JsonlFile(cfg.logs_dir / "errors.jsonl", cfg.inbox_max_bytes)
-        self.support = JsonlFile(cfg.logs_dir / "support.jsonl", cfg.inbox_max_bytes)
-        self.forwards = JsonlFile(cfg.logs_dir / "support-forward.jsonl", cfg.inbox_max_bytes)
+    """The error and support inboxes of one app, handed their files (``store.inbox``), the
+    metrics they count, the mailer that forwards support messages (None: kept only), the
+    address it forwards to, the rate-limit settings and what to call when a limit refuses."""
+
+    def __init__(
+        self,
+        files: InboxFiles,
+        *,
+        metrics: Metrics,
+        mailer: Mailer | None,
+        receiving_email: str | None,
+        security: SecuritySettings,
+        on_rate_limited: Callable[[str], None],
+    ) -> None:
+        self.errors = files.errors
+        self.support = files.support
+        self.forwards = files.forwards
+        self.metrics = metrics
+        self.mailer = mailer
+        self.receiving_email = receiving_email
+        self.security = security
+        self.on_rate_limited = on_rate_limited
         self._limiter: Any = None
         self._limiter_lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        metrics: Metrics,
+        mailer: Mailer | None,
+        on_rate_limited: Callable[[str], None],
+    ) -> Inboxes:
+        """The inboxes in ``config.logs_dir``, with the configuration's limits and address."""
+        return cls(
+            InboxFiles(config.logs_dir, config.inbox_max_bytes),
+            metrics=metrics,
+            mailer=mailer,
+            receiving_email=config.receiving_email,
+            security=config.security,
+            on_rate_limited=on_rate_limited,
+        )
 
     # ------------------------------------------------------------------ errors
     def frontend_error(self, report: dict) -> dict:
@@ -139,7 +125,7 @@ class Inboxes:
             "release": scrub(report.get("release")) or None,
         }
         self.errors.append(entry)
-        self.state.metrics.error_reports.labels("frontend").inc()
+        self.metrics.error_reports.labels("frontend").inc()
         sentry_capture_report(entry)
         return entry
 
@@ -158,7 +144,7 @@ class Inboxes:
                 **{k: scrub(v) for k, v in context.items()},
             }
             self.errors.append(entry)
-            self.state.metrics.error_reports.labels("server").inc()
+            self.metrics.error_reports.labels("server").inc()
         except Exception:  # noqa: BLE001 - reporting must never raise
             log.exception("could not write the server error to errors.jsonl")
         sentry_capture_exception(exc)
@@ -175,21 +161,20 @@ class Inboxes:
             "message": message,
         }
         self.support.append(entry)  # kept first: a forwarding failure loses nothing
-        self.state.metrics.support_messages.inc()
+        self.metrics.support_messages.inc()
         entry["forward"] = self._forward(entry)
         return entry
 
     def _forward(self, entry: dict) -> str:
-        cfg = self.state.config
-        mailer = self.state.mailer
-        if not (cfg.receiving_email and mailer is not None and mailer.configured):
+        mailer = self.mailer
+        if not (self.receiving_email and mailer is not None and mailer.configured):
             return "not_configured"
         from levqor_host.support.mail import MailError
 
         record: dict[str, Any] = {"id": entry["id"], "ts": _now()}
         try:
             record["resend_id"] = mailer.send(
-                to=cfg.receiving_email,
+                to=self.receiving_email,
                 reply_to=entry["email"],
                 subject=f"[Levqor support] {entry['subject']}",
                 text=(
@@ -223,7 +208,7 @@ class Inboxes:
     # ------------------------------------------------------------------ limits
     def check_rate(self, scope: str, limit: str, who: str) -> None:
         """429 when the client address ``who`` has used up ``limit`` for ``scope``."""
-        settings = self.state.config.security
+        settings = self.security
         if not settings.rate_limits:
             return
         from limits import parse
@@ -241,7 +226,7 @@ class Inboxes:
             import time
 
             retry = max(1, int(stats.reset_time - time.time()))
-            self.state.count_rate_limited(scope)
+            self.on_rate_limited(scope)
             raise ApiError(
                 429,
                 "rate_limited",

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
-    from levqor_host.services import Services
+    from levqor_host.config import Config
+    from levqor_host.services import Metrics
+    from levqor_host.store import Store
 
 log = logging.getLogger("levqor.mail")
 
@@ -33,9 +35,13 @@ class MailError(Exception):
 
 
 class Mailer:
-    def __init__(self, state: Services) -> None:
-        self.state = state
-        self.cfg = state.config
+    """Email through Resend for one app, handed its configuration, the metrics it counts and
+    the store it reads a failed run's pipeline and owner from."""
+
+    def __init__(self, config: Config, metrics: Metrics, store: Store) -> None:
+        self.cfg = config
+        self.metrics = metrics
+        self.store = store
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._session = requests.Session()
@@ -79,7 +85,7 @@ class Mailer:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             if r.status_code < 300:
-                self.state.metrics.emails.labels(kind, "sent").inc()
+                self.metrics.emails.labels(kind, "sent").inc()
                 try:
                     return str(r.json().get("id") or "")
                 except ValueError:
@@ -98,7 +104,7 @@ class Mailer:
                 time.sleep(wait)
                 continue
             break
-        self.state.metrics.emails.labels(kind, "failed").inc()
+        self.metrics.emails.labels(kind, "failed").inc()
         from levqor_host.observability import scrub
 
         raise MailError(scrub(last))
@@ -106,7 +112,7 @@ class Mailer:
     def _background(self, kind: str, what: str, fn: Any, /, *args: Any, **kw: Any) -> Future | None:
         if not self.configured:
             log.debug("%s email skipped: RESEND_API_KEY is not set", kind)
-            self.state.metrics.emails.labels(kind, "skipped").inc()
+            self.metrics.emails.labels(kind, "skipped").inc()
             return None
         with self._lock:
             if self._pool is None:
@@ -153,7 +159,7 @@ class Mailer:
         return self._background("run_failed", f"run {run['id']}", self._run_failed, run, result)
 
     def _run_failed(self, run: dict, result: Any) -> None:
-        store = self.state.store
+        store = self.store
         version = store.get_version(run["user_id"], run["pipeline_id"], run["version"])
         if not version or not version["doc"].get("notify_on_failure"):
             return
