@@ -17,13 +17,9 @@ from pathlib import Path
 
 import pytest
 from e2e_support import LiveServer, backend_env, clean_env, make_app
-from levqor_host.backup.archive import (
-    BackupError,
-    create_backup,
-    list_backups,
-    prune,
-    restore_backup,
-)
+from levqor_host.backup.common import BackupError, list_backups
+from levqor_host.backup.create import create_backup, prune
+from levqor_host.backup.restore import restore_backup
 from levqor_host.config import Config
 from levqor_kernel import hookimpl
 from sqlalchemy import select

@@ -201,11 +201,11 @@ def _bootstrap_admin(state: Services) -> None:
             "Plan a pipeline from a plain-words DESCRIPTION with the AI builder and store it.",
         ),
         "backup": (
-            "levqor_host.backup.archive:backup_command",
+            "levqor_host.backup.commands:backup_command",
             "Back up the database, data/ and logs/ into a verified tar.gz archive now.",
         ),
         "restore": (
-            "levqor_host.backup.archive:restore_command",
+            "levqor_host.backup.commands:restore_command",
             "Restore a `levqor backup` archive into a data folder (and DATABASE_URL).",
         ),
         "connector": (  # levqor connector new|check

@@ -83,9 +83,9 @@ def check_database(st: Any) -> dict:
     t0 = time.perf_counter()
     try:
         if store.dialect == "sqlite":
-            from levqor_host.backup.archive import _sqlite_path
+            from levqor_host.store.maintenance import sqlite_file
 
-            path = _sqlite_path(store.url)
+            path = sqlite_file(store.url)
             if not path.exists():
                 out["error"] = f"the database file {path.name} is missing from the data folder"
                 return out
@@ -255,7 +255,7 @@ def check_disk(st: Any) -> dict:
 
 
 def check_backup(st: Any) -> dict:
-    from levqor_host.backup.archive import backup_status
+    from levqor_host.backup.status import backup_status
 
     nxt = st.scheduler.next_backup() if st.scheduler is not None else None
     try:

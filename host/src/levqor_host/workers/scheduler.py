@@ -122,9 +122,10 @@ class SchedulerService:
         """The backup job: only the leader backs up."""
         if not self.is_leader:
             return None
-        from levqor_host.backup.archive import scheduled_backup
+        from levqor_host.backup.create import scheduled_backup
 
-        return scheduled_backup(self.state)
+        st = self.state
+        return scheduled_backup(st.store, st.config, st.metrics)
 
     PRUNE_JOB = "levqor:prune-runs"
 
