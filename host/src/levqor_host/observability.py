@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from levqor_host.services import Services
+    from levqor_host.store import Store
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "levqor_request_id", default=None
@@ -138,12 +138,12 @@ def setup_logging(level: str, fmt: str = "json") -> None:
 class QueueCollector:
     """Queue depth and oldest queued age, read from the database when scraped."""
 
-    def __init__(self, state: Services) -> None:
-        self.state = state
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            qs = self.state.store.queue_stats()
+            qs = self.store.queue_stats()
         except Exception:  # noqa: BLE001 - the database is away: health says so, metrics omit it
             up = GaugeMetricFamily("levqor_database_up", "1 when the database answered")
             up.add_metric([], 0)
@@ -163,10 +163,9 @@ class QueueCollector:
         yield age
 
 
-def metrics_text(state: Services) -> bytes:
-    """The exposition text: the app's counters (merged across processes in multiprocess mode)
-    and the database-derived gauges."""
-    mp_dir = state.config.prometheus_multiproc_dir
+def metrics_text(registry: CollectorRegistry, store: Store, mp_dir: str | None = None) -> bytes:
+    """The exposition text: the app's counters (``registry``; in multiprocess mode, those of
+    every process, merged from ``mp_dir``) and the database-derived gauges of ``store``."""
     if mp_dir:
         from prometheus_client import multiprocess
 
@@ -174,9 +173,9 @@ def metrics_text(state: Services) -> bytes:
         multiprocess.MultiProcessCollector(merged, path=mp_dir)
         counters = generate_latest(merged)
     else:
-        counters = generate_latest(state.metrics.registry)
+        counters = generate_latest(registry)
     dyn = CollectorRegistry()
-    dyn.register(QueueCollector(state))
+    dyn.register(QueueCollector(store))
     return counters + generate_latest(dyn)
 
 
@@ -216,11 +215,11 @@ def _before_send(event: dict, hint: dict) -> dict:
     return event
 
 
-def init_sentry(state: Services, integrations: Sequence[Any] = ()) -> bool:
-    """Start sentry-sdk (process-wide: the SDK keeps one client per process) when SENTRY_DSN is
-    set, with the web framework's ``integrations``. Returns whether Sentry is on."""
+def init_sentry(dsn: str | None, environment: str, integrations: Sequence[Any] = ()) -> bool:
+    """Start sentry-sdk (process-wide: the SDK keeps one client per process) when ``dsn``
+    (SENTRY_DSN) is set, with the web framework's ``integrations``. Returns whether Sentry is
+    on."""
     global _sentry_dsn
-    dsn = state.config.sentry_dsn
     if not dsn:
         return False
     if _sentry_dsn == dsn:
@@ -235,7 +234,7 @@ def init_sentry(state: Services, integrations: Sequence[Any] = ()) -> bool:
         # send_default_pii stays at its default (off; passing it is deprecated in sentry-sdk
         # 2.x): no client addresses, cookies or user data in events
         release=f"levqor@{__version__}",
-        environment=state.config.sentry_environment,
+        environment=environment,
         before_send=_before_send,
         max_request_body_size="never",
         include_local_variables=False,

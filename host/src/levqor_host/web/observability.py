@@ -88,7 +88,8 @@ def metrics_response(state: Services) -> Response:
                 "send Authorization: Bearer <LEVQOR_METRICS_TOKEN>",
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
-    return Response(metrics_text(state), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
+    text = metrics_text(state.metrics.registry, state.store, state.config.prometheus_multiproc_dir)
+    return Response(text, mimetype=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 def install_observability(app: Flask, state: Services) -> None:
@@ -96,4 +97,5 @@ def install_observability(app: Flask, state: Services) -> None:
     install_request_hooks(app, state)
     from sentry_sdk.integrations.flask import FlaskIntegration
 
-    init_sentry(state, [FlaskIntegration()])
+    cfg = state.config
+    init_sentry(cfg.sentry_dsn, cfg.sentry_environment, [FlaskIntegration()])
