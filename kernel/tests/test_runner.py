@@ -9,7 +9,7 @@ import pytest
 from levqor_kernel import hookimpl
 from levqor_kernel.errors import PermanentError, RetryableError
 from levqor_kernel.plugins import make_plugin_manager
-from levqor_kernel.runner import ListRecorder, Runner, RunRequest
+from levqor_kernel.runner import ListRecorder, Runner, RunRequest, StepRecord
 
 SECRET = "tok-SECRET-9f8e7d6c"
 
@@ -278,6 +278,25 @@ def test_resume_skips_finished_steps_and_reuses_their_outputs(pm, flaky):
     assert res.status == "succeeded"
     assert len(flaky.calls) == 1 and flaky.calls[0]["payload"] == {"text": "from-before"}
     assert flaky.calls[0]["key"] == "r:b"
+
+
+def test_the_result_records_the_steps_this_call_ran_in_order(pm, flaky):
+    flaky.script = [RetryableError("x"), {"ok": True}, PermanentError("no")]
+    d = doc(fstep("done"), fstep("a"), fstep("b"), fstep("c"))
+    res = make_runner(pm, []).run(
+        RunRequest("r", d, completed={"done": {"ok": True}}), credentials=creds
+    )
+    assert res.status == "failed"
+    got = [(r.step_id, r.position, r.connector, r.action, r.status, r.attempts) for r in res.records]
+    # "done" finished in an earlier call: the records hold only what this call did
+    assert got == [
+        ("a", 1, "flaky", "do", "succeeded", 2),
+        ("b", 2, "flaky", "do", "failed", 1),
+        ("c", 3, "flaky", "do", "skipped", 0),
+    ]
+    assert all(isinstance(r, StepRecord) for r in res.records)
+    assert res.records[0].duration >= 0 and res.records[2].duration == 0.0
+    assert res.steps == {"done": "succeeded", "a": "succeeded", "b": "failed", "c": "skipped"}
 
 
 def test_cancel_between_steps(pm, flaky):

@@ -142,12 +142,31 @@ class RunRequest:
     pipeline_id: str | None = None
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One step that reached a final state in this call of :meth:`Runner.run` (steps given
+    as ``completed`` are not repeated here): what a host needs to settle the run without
+    reading it back."""
+
+    step_id: str
+    position: int
+    connector: str
+    action: str
+    status: str
+    attempts: int
+    duration: float = 0.0
+
+
 @dataclass
 class RunResult:
+    """A run's final state. ``steps`` maps every step id to its status; ``records`` lists the
+    steps this call ran or skipped, in order (:class:`StepRecord`)."""
+
     status: str
     error: dict | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, str] = field(default_factory=dict)
+    records: list[StepRecord] = field(default_factory=list)
 
 
 class _Cancelled(LevqorError):
@@ -329,6 +348,120 @@ class Runner:
             )
 
     # ------------------------------------------------------------------ one step
+    def _prepare(
+        self,
+        step: Mapping[str, Any],
+        scope: dict,
+        resolve: CredentialResolver,
+        meta: dict,
+    ) -> tuple[Any, Any]:
+        """Before a step's first attempt: the connector is installed and owned, its credential
+        resolves, its payload renders and validates. Returns (connector info, credentials);
+        ``meta`` gets the secrets and the rendered payload as soon as they are known."""
+        sid, connector, action = step["id"], step["connector"], step["action"]
+        info = self.pm.catalog.get(connector)
+        if info is None or action not in info.actions:
+            raise PermanentError(
+                f"connector {connector}.{action} is not installed", code="unknown_connector"
+            )
+        if self.pm.owner_impl("run_task", connector) is None:
+            raise PermanentError(f"no plugin runs connector {connector!r}", code="unknown_connector")
+        creds = None
+        if info.credentials is not None:
+            cname = step.get("credential")
+            creds = resolve(cname, connector) if cname else None
+            if not creds and (cname or info.credentials_required):
+                raise CredentialError(
+                    f"credential {cname!r} for {connector!r} is missing"
+                    if cname
+                    else f"{connector!r} needs a credential",
+                    code="missing_credential",
+                )
+            meta["secrets"] = [
+                s for s in secrets_in(secret_fields(creds or {}, info.credentials)) if len(s) >= 6
+            ]
+        try:
+            payload = render(step.get("payload", {}), scope, max_bytes=self.max_value_bytes)
+        except TemplateError as e:
+            if e.code != "too_large":
+                raise
+            raise TooLargeError(f"step {sid!r}: {e.message}", code="too_large") from None
+        meta["payload"] = payload
+        problems = self.pm.catalog.validate_payload(connector, action, payload)
+        if problems:
+            raise PayloadError(
+                "payload invalid: " + "; ".join(str(p) for p in problems[:5]),
+                code="invalid_payload",
+            )
+        if self.pm.owner_impl("validate_payload", connector) is not None:
+            extra = self.pm.call_owner(
+                "validate_payload", connector, connector=connector, action=action, payload=payload
+            )
+            if extra:
+                raise PayloadError(
+                    "payload invalid: " + "; ".join(map(str, extra[:5])), code="invalid_payload"
+                )
+        return info, creds
+
+    def _attempts(
+        self,
+        req: RunRequest,
+        step: Mapping[str, Any],
+        position: int,
+        info: Any,
+        creds: Any,
+        recorder: Recorder,
+        cancelled: Callable[[], bool],
+        meta: dict,
+    ) -> Any:
+        """Call the connector until it succeeds, fails for good or runs out of attempts
+        (the step's retry policy); ``meta["attempts"]`` counts them."""
+        sid, connector, action = step["id"], step["connector"], step["action"]
+        payload, secrets = meta["payload"], meta["secrets"]
+        policy = retry_policy(step)
+        timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
+
+        def attempt() -> Any:
+            meta["attempts"] += 1
+            if cancelled():
+                raise _Cancelled("run cancelled")
+            recorder.step_started(req.run_id, step, position, meta["attempts"])
+            ctx = StepContext(
+                run_id=req.run_id,
+                step_id=sid,
+                attempt=meta["attempts"],
+                deadline=time.monotonic() + timeout,
+                env=self.env,
+                user_id=req.user_id,
+                cancelled=cancelled,
+            )
+            ctx.http.add_secrets(*secrets)
+            try:
+                out = self._call(step, payload, creds, ctx, timeout, info.cooperative)
+            finally:
+                ctx.http.close()
+            self._check_output(sid, connector, action, out)
+            return out
+
+        def before_sleep(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            delay = rs.upcoming_sleep
+            recorder.step_retrying(
+                req.run_id, step, position, rs.attempt_number, _error_dict(exc, secrets), delay
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(int(policy["max_attempts"])),
+            wait=lambda rs: self._delay(
+                policy, rs.attempt_number, rs.outcome.exception() if rs.outcome else None
+            ),
+            retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
+            sleep=lambda s: self._wait(s, cancelled),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(attempt)
+
     def _run_step(
         self,
         req: RunRequest,
@@ -340,105 +473,13 @@ class Runner:
         cancelled: Callable[[], bool],
         meta: dict,
     ) -> tuple[str, Any, dict | None]:
-        sid, connector, action = step["id"], step["connector"], step["action"]
+        """One step to its end: (status, output, error). ``meta`` gets the attempts, the
+        duration, the rendered payload and the secrets to redact."""
         started = time.monotonic()
-        attempts = 0
-        secrets: list[str] = []
-        payload: Any = None
+        meta.update(attempts=0, payload=None, secrets=[])
         try:
-            info = self.pm.catalog.get(connector)
-            if info is None or action not in info.actions:
-                raise PermanentError(
-                    f"connector {connector}.{action} is not installed", code="unknown_connector"
-                )
-            if self.pm.owner_impl("run_task", connector) is None:
-                raise PermanentError(
-                    f"no plugin runs connector {connector!r}", code="unknown_connector"
-                )
-            creds = None
-            if info.credentials is not None:
-                cname = step.get("credential")
-                creds = resolve(cname, connector) if cname else None
-                if not creds and (cname or info.credentials_required):
-                    raise CredentialError(
-                        f"credential {cname!r} for {connector!r} is missing"
-                        if cname
-                        else f"{connector!r} needs a credential",
-                        code="missing_credential",
-                    )
-                secrets = [s for s in secrets_in(secret_fields(creds or {}, info.credentials)) if len(s) >= 6]
-            try:
-                payload = render(step.get("payload", {}), scope, max_bytes=self.max_value_bytes)
-            except TemplateError as e:
-                if e.code != "too_large":
-                    raise
-                raise TooLargeError(f"step {sid!r}: {e.message}", code="too_large") from None
-            problems = self.pm.catalog.validate_payload(connector, action, payload)
-            if problems:
-                raise PayloadError(
-                    "payload invalid: " + "; ".join(str(p) for p in problems[:5]),
-                    code="invalid_payload",
-                )
-            if self.pm.owner_impl("validate_payload", connector) is not None:
-                extra = self.pm.call_owner(
-                    "validate_payload",
-                    connector,
-                    connector=connector,
-                    action=action,
-                    payload=payload,
-                )
-                if extra:
-                    raise PayloadError(
-                        "payload invalid: " + "; ".join(map(str, extra[:5])), code="invalid_payload"
-                    )
-
-            policy = retry_policy(step)
-            timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
-            state = {"attempt": 0}
-
-            def attempt() -> Any:
-                state["attempt"] += 1
-                if cancelled():
-                    raise _Cancelled("run cancelled")
-                recorder.step_started(req.run_id, step, position, state["attempt"])
-                ctx = StepContext(
-                    run_id=req.run_id,
-                    step_id=sid,
-                    attempt=state["attempt"],
-                    deadline=time.monotonic() + timeout,
-                    env=self.env,
-                    user_id=req.user_id,
-                    cancelled=cancelled,
-                )
-                ctx.http.add_secrets(*secrets)
-                try:
-                    out = self._call(step, payload, creds, ctx, timeout, info.cooperative)
-                finally:
-                    ctx.http.close()
-                self._check_output(sid, connector, action, out)
-                return out
-
-            def before_sleep(rs: RetryCallState) -> None:
-                exc = rs.outcome.exception() if rs.outcome else None
-                delay = rs.upcoming_sleep
-                recorder.step_retrying(
-                    req.run_id, step, position, rs.attempt_number, _error_dict(exc, secrets), delay
-                )
-
-            retrying = Retrying(
-                stop=stop_after_attempt(int(policy["max_attempts"])),
-                wait=lambda rs: self._delay(
-                    policy, rs.attempt_number, rs.outcome.exception() if rs.outcome else None
-                ),
-                retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
-                sleep=lambda s: self._wait(s, cancelled),
-                before_sleep=before_sleep,
-                reraise=True,
-            )
-            try:
-                out = retrying(attempt)
-            finally:
-                attempts = state["attempt"]
+            info, creds = self._prepare(step, scope, resolve, meta)
+            out = self._attempts(req, step, position, info, creds, recorder, cancelled, meta)
             return SUCCEEDED, out, None
         except StopRun as e:
             return "stopped", {"passed": False, **e.output, "reason": e.reason}, None
@@ -450,15 +491,10 @@ class Runner:
             )
         except Exception as e:  # noqa: BLE001 - fail closed on anything
             if not isinstance(e, ConnectorError):
-                log.warning("step %s of run %s raised %s", sid, req.run_id, type(e).__name__)
-            return FAILED, None, _error_dict(e, secrets)
+                log.warning("step %s of run %s raised %s", step["id"], req.run_id, type(e).__name__)
+            return FAILED, None, _error_dict(e, meta["secrets"])
         finally:
-            meta.update(
-                attempts=attempts,
-                duration=time.monotonic() - started,
-                payload=payload,
-                secrets=secrets,
-            )
+            meta["duration"] = time.monotonic() - started
 
     # ------------------------------------------------------------------ one run
     def run(
@@ -498,64 +534,68 @@ class Runner:
             status, out, err = self._run_step(
                 req, step, pos, scope, resolve, recorder, cancelled, meta
             )
-            attempts, duration, payload, secrets = (
-                meta["attempts"],
-                meta["duration"],
-                meta["payload"],
-                meta["secrets"],
+            ran = SUCCEEDED if status == "stopped" else status
+            secrets = meta["secrets"]
+            self._finished(
+                req, recorder, result, step, pos,
+                status=ran,
+                attempts=meta["attempts"],
+                input=redact_value(meta["payload"], secrets),
+                output=redact_value(out, secrets) if ran == SUCCEEDED else None,
+                error=err if ran != SUCCEEDED else None,
+                duration=meta["duration"],
             )
-            shown_input = redact_value(payload, secrets)
-            if status in (SUCCEEDED, "stopped"):
-                recorder.step_finished(
-                    req.run_id,
-                    step,
-                    pos,
-                    status=SUCCEEDED,
-                    attempts=attempts,
-                    input=shown_input,
-                    output=redact_value(out, secrets),
-                    error=None,
-                    duration=duration,
-                )
+            if ran == SUCCEEDED:
                 scope["steps"][sid] = {"output": out}
                 result.outputs[sid] = out
-                result.steps[sid] = SUCCEEDED
                 if status == "stopped":
                     stop_from = pos + 1
                     break
                 continue
-            recorder.step_finished(
-                req.run_id,
-                step,
-                pos,
-                status=status,
-                attempts=attempts,
-                input=shown_input,
-                output=None,
-                error=err,
-                duration=duration,
-            )
-            result.steps[sid] = status
             result.status = CANCELLED if status == CANCELLED else FAILED
             result.error = {"step": sid, **(err or {})}
             stop_from = pos + 1
             break
         if stop_from is not None:
             for pos in range(stop_from, len(steps)):
-                step = steps[pos]
-                if step["id"] in result.steps:
-                    continue
-                recorder.step_finished(
-                    req.run_id,
-                    step,
-                    pos,
-                    status=SKIPPED,
-                    attempts=0,
-                    input=None,
-                    output=None,
-                    error=None,
-                    duration=0.0,
-                )
-                result.steps[step["id"]] = SKIPPED
+                if steps[pos]["id"] not in result.steps:
+                    self._finished(
+                        req, recorder, result, steps[pos], pos, status=SKIPPED, attempts=0,
+                        input=None, output=None, error=None, duration=0.0,
+                    )
         recorder.run_finished(req.run_id, result.status, result.error)
         return result
+
+    @staticmethod
+    def _finished(
+        req: RunRequest,
+        recorder: Recorder,
+        result: RunResult,
+        step: Mapping[str, Any],
+        position: int,
+        *,
+        status: str,
+        attempts: int,
+        input: Any,
+        output: Any,
+        error: dict | None,
+        duration: float,
+    ) -> None:
+        """A step reached ``status``: tell the recorder and keep its :class:`StepRecord`."""
+        recorder.step_finished(
+            req.run_id,
+            step,
+            position,
+            status=status,
+            attempts=attempts,
+            input=input,
+            output=output,
+            error=error,
+            duration=duration,
+        )
+        result.steps[step["id"]] = status
+        result.records.append(
+            StepRecord(
+                step["id"], position, step["connector"], step["action"], status, attempts, duration
+            )
+        )
