@@ -143,7 +143,7 @@ def levqor(
     p = st.store.create_pipeline(user["id"], f"bench-{queue}", doc)
     p = st.store.get_pipeline(user["id"], p["id"])
     for i in range(runs):  # rows written and messages published; no worker is up yet
-        st.start_run(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")
+        st.runs.start(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")
     st.store.close()
     procs = [
         subprocess.Popen(

@@ -108,10 +108,10 @@ def worker(doc: dict, n: int, db_url: str) -> tuple[float, float, Counter]:
     p = st.store.create_pipeline(user["id"], "bench", doc)
     p = st.store.get_pipeline(user["id"], p["id"])
     ids = [
-        st.start_run(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")[0]["id"]
+        st.runs.start(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")[0]["id"]
         for i in range(n + 30)
     ]
-    w = CeleryWorker(st, None)
+    w = CeleryWorker(st.runs, None)
     counts: Counter = Counter()
 
     def one(i: int) -> None:

@@ -196,7 +196,7 @@ def abandon_scenario(st, hanger: Hanger, start, log: Path) -> None:
     fake_url = hanger.url
     p = st.store.create_pipeline(user["id"], "hangs", hanging_doc(fake_url))
     p = st.store.get_pipeline(user["id"], p["id"])
-    rid = st.start_run(user, p, {})[0]["id"]
+    rid = st.runs.start(user, p, {})[0]["id"]
     procs = []
     try:
         for n in (1, 2, 3):
@@ -227,7 +227,7 @@ def abandon_scenario(st, hanger: Hanger, start, log: Path) -> None:
             "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 2}}],
         }
         ok = st.store.get_pipeline(user["id"], st.store.create_pipeline(user["id"], "ok", ok_doc)["id"])
-        good = st.start_run(user, ok, {})[0]["id"]
+        good = st.runs.start(user, ok, {})[0]["id"]
         wait_for(
             lambda: st.store.get_run(None, good)["status"] == "succeeded",
             60,

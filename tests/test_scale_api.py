@@ -152,7 +152,7 @@ def test_cancel_a_running_run(deployment):
     c = alice.post(f"/api/v1/runs/{rid}/cancel").json()
     assert c["cancel_requested"] is True
     target.hold.set()
-    final = srv.state.wait_for_run(None, rid, 60)
+    final = srv.state.runs.wait(None, rid, 60)
     assert final["status"] == "cancelled", final
     assert [s["status"] for s in final["steps"]] == ["succeeded", "succeeded", "skipped"]
     assert f"{rid}:two" not in target.deliveries
@@ -170,7 +170,7 @@ def test_webhook_starts_a_run(deployment):
         f"/hooks/{token}", json={"v": "hook"}, headers={"X-Levqor-Delivery": "d-1"}
     )
     assert again.json()["run_id"] == r.json()["run_id"] and again.json()["created"] is False
-    run = srv.state.wait_for_run(None, r.json()["run_id"], 30)
+    run = srv.state.runs.wait(None, r.json()["run_id"], 30)
     assert run["status"] == "succeeded", run
     assert run["trigger"] == "webhook"
     assert sorted(target.deliveries.values()) == [1, 1]
@@ -189,7 +189,7 @@ def test_a_message_delivered_twice_runs_once(deployment):
     assert srv.state.dispatcher.send(rid) and srv.state.dispatcher.send(rid)
     time.sleep(0.5)
     target.hold.set()
-    final = srv.state.wait_for_run(None, rid, 30)
+    final = srv.state.runs.wait(None, rid, 30)
     assert final["status"] == "succeeded"
     time.sleep(0.5)
     assert target.deliveries == {f"{rid}:one": 1, f"{rid}:two": 1}

@@ -116,7 +116,7 @@ def test_sigkill_of_celery_workers_mid_run(tmp_path, pg_url, redis_url, queue): 
         user = st.store.create_user("ops@example.com")
         p = st.store.create_pipeline(user["id"], "crash", pipeline_doc(fake.url))
         p = st.store.get_pipeline(user["id"], p["id"])
-        run_ids = [st.start_run(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
+        run_ids = [st.runs.start(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
         engine = create_engine(pg_url)
         log = tmp_path / "workers.log"
         workers = [start_celery_worker(env, log, threads=4) for _ in range(2)]

@@ -53,7 +53,7 @@ def test_the_signing_examples_are_accepted_and_deduplicated(tmp_path, srv):
     runs = alice.get(f"/api/v1/runs?pipeline_id={p['id']}").json()["items"]
     assert len(runs) == 2
     for run in runs:
-        done = srv.state.wait_for_run(None, run["id"], 30)
+        done = srv.state.runs.wait(None, run["id"], 30)
         assert done["status"] == "succeeded"
         assert done["steps"][0]["output"] == {"value": {"order": "A-1001", "amount": 50}}
 

@@ -83,7 +83,7 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
         }
         p = st.store.create_pipeline(user["id"], "crash", doc)
         p = st.store.get_pipeline(user["id"], p["id"])
-        run_ids = [st.start_run(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
+        run_ids = [st.runs.start(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
         st.store.close()
 
         log = tmp_path / "workers.log"

@@ -281,7 +281,7 @@ def test_run_without_wait_answers_202_and_finishes(srv, alice):
     p = create(alice, transform_doc())
     r = alice.post("/api/v1/run", json={"pipeline_id": p["id"], "input": {"name": "B", "n": 1}})
     assert r.status_code == 202 and r.headers["Location"] == f"/api/v1/runs/{r.json()['run_id']}"
-    run = srv.state.wait_for_run(None, r.json()["run_id"], 10)
+    run = srv.state.runs.wait(None, r.json()["run_id"], 10)
     assert run["status"] == "succeeded"
 
 
@@ -455,7 +455,7 @@ def test_cancel_a_running_run(srv, alice, gate):
     c = alice.post(f"/api/v1/runs/{rid}/cancel").json()
     assert c["cancel_requested"] is True
     gate.block.set()
-    final = srv.state.wait_for_run(None, rid, 60)
+    final = srv.state.runs.wait(None, rid, 60)
     assert final["status"] == "cancelled"
     assert [s["status"] for s in final["steps"]] == ["succeeded", "skipped"]
 

@@ -241,7 +241,7 @@ def test_second_serve_on_a_busy_port_exits_before_claiming_runs(tmp_path, prod):
             port = free_port()
             env = serve_env(data, LEVQOR_WORKERS="1", LEVQOR_SSRF_ALLOW="127.0.0.1")
             with serving(data, port, env):
-                run_ids = [st.start_run(user, p, {"n": n})[0]["id"] for n in range(5)]
+                run_ids = [st.runs.start(user, p, {"n": n})[0]["id"] for n in range(5)]
                 deadline = time.monotonic() + 60
                 while not fake.requests and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -265,7 +265,7 @@ def test_second_serve_on_a_busy_port_exits_before_claiming_runs(tmp_path, prod):
                 assert "Traceback" not in err, err
                 assert sum(r["status"] == "queued" for r in runs) == 4
                 release.set()
-                finals = [st.wait_for_run(user["id"], rid, 60) for rid in run_ids]
+                finals = [st.runs.wait(user["id"], rid, 60) for rid in run_ids]
             assert [r["status"] for r in finals] == ["succeeded"] * 5
             assert sorted(int(r.json()["n"]) for r in fake.requests) == list(range(5))
         finally:

@@ -232,7 +232,7 @@ def test_the_scheduler_fires_on_the_cron_weekday(tmp_path):
     quiet = {"tomorrow": f"* * * * {tomorrow}", "neither day": f"* * {other_day} * {tomorrow}"}
     ids = {label: st.store.create_pipeline(user["id"], label, _doc(cron, tz))["id"]
            for label, cron in {**fires, **quiet}.items()}
-    s = SchedulerService(st, ttl=5.0, sync_interval=0.2)
+    s = SchedulerService(st.runs, ttl=5.0, sync_interval=0.2)
     s.start()
     try:
         deadline = time.monotonic() + 10

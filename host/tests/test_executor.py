@@ -7,6 +7,7 @@ import time
 import pytest
 from e2e_support import make_app
 from levqor_host.workers.embedded import EmbeddedExecutor
+from levqor_kernel.runner import RunResult
 
 # scripts/test-backends runs this file again on PostgreSQL
 pytestmark = pytest.mark.backends
@@ -33,10 +34,10 @@ def test_graceful_shutdown_lets_the_step_in_flight_finish(tmp_path):
     user = st.store.create_user("g@example.com")
     p = st.store.create_pipeline(user["id"], "slow", delay_doc(0.8))
     p = st.store.get_pipeline(user["id"], p["id"])
-    ex = EmbeddedExecutor(st, threads=1)
+    ex = EmbeddedExecutor(st.runs, threads=1)
     st.executor = ex
     ex.start()
-    rid = st.start_run(user, p, {})[0]["id"]
+    rid = st.runs.start(user, p, {})[0]["id"]
     wait_status(st.store, rid, ("running",))
     ex.stop(grace=5)
     assert st.store.get_run(None, rid)["status"] == "succeeded"
@@ -49,10 +50,10 @@ def test_unfinished_runs_are_handed_back_and_resumed_elsewhere(tmp_path):
     user = st.store.create_user("h@example.com")
     p = st.store.create_pipeline(user["id"], "three", delay_doc(0.7, steps=3))
     p = st.store.get_pipeline(user["id"], p["id"])
-    first = EmbeddedExecutor(st, threads=1, worker_id="first")
+    first = EmbeddedExecutor(st.runs, threads=1, worker_id="first")
     st.executor = first
     first.start()
-    rid = st.start_run(user, p, {})[0]["id"]
+    rid = st.runs.start(user, p, {})[0]["id"]
     end = time.monotonic() + 10
     while time.monotonic() < end:  # wait for the first step to finish and the second to start
         steps = st.store.get_run(None, rid)["steps"]
@@ -64,7 +65,7 @@ def test_unfinished_runs_are_handed_back_and_resumed_elsewhere(tmp_path):
     assert r["status"] == "queued", (r["error"], r["steps"])
     done_before = [s["step_id"] for s in r["steps"] if s["status"] == "succeeded"]
     assert done_before, r["steps"]
-    second = EmbeddedExecutor(st, threads=1, worker_id="second")
+    second = EmbeddedExecutor(st.runs, threads=1, worker_id="second")
     st.executor = second
     second.start()
     r = wait_status(st.store, rid, ("succeeded", "failed"))
@@ -83,11 +84,11 @@ def test_per_user_concurrency_cap(tmp_path):
     b = st.store.create_user("b@example.com")
     pa = st.store.get_pipeline(a["id"], st.store.create_pipeline(a["id"], "a", delay_doc(0.4))["id"])
     pb = st.store.get_pipeline(b["id"], st.store.create_pipeline(b["id"], "b", delay_doc(0.4))["id"])
-    ex = EmbeddedExecutor(st, threads=3)
+    ex = EmbeddedExecutor(st.runs, threads=3)
     st.executor = ex
     ex.start()
-    ids_a = [st.start_run(a, pa, {})[0]["id"] for _ in range(2)]
-    id_b = st.start_run(b, pb, {})[0]["id"]
+    ids_a = [st.runs.start(a, pa, {})[0]["id"] for _ in range(2)]
+    id_b = st.runs.start(b, pb, {})[0]["id"]
     runs_a = [wait_status(st.store, rid, ("succeeded",)) for rid in ids_a]
     run_b = wait_status(st.store, id_b, ("succeeded",))
     ex.stop(2)
@@ -106,17 +107,17 @@ def test_a_settlement_lost_to_a_crash_is_repaired_exactly_once(tmp_path):
     st = app.extensions["levqor"]
     user = st.store.create_user("r@example.com")
     p = st.store.get_pipeline(user["id"], st.store.create_pipeline(user["id"], "p", delay_doc(0))["id"])
-    rid = st.start_run(user, p, {})[0]["id"]
+    rid = st.runs.start(user, p, {})[0]["id"]
     [claimed] = st.store.claim_runs("dead-worker", lease_seconds=30, limit=1)
     assert claimed["id"] == rid
     assert st.store.finish_run(rid, "dead-worker", "succeeded")  # ... and the process died here
     assert [r["id"] for r in st.store.unsettled_runs(older_than=0)] == [rid]
-    one, two = EmbeddedExecutor(st, threads=0), EmbeddedExecutor(st, threads=0)
+    one, two = EmbeddedExecutor(st.runs, threads=0), EmbeddedExecutor(st.runs, threads=0)
     assert one.repair_settlements(older_than=0) == 1
     assert two.repair_settlements(older_than=0) == 0
     assert st.store.unsettled_runs(older_than=0) == []
     lines = [json.loads(x) for x in st.config.jobs_log.read_text().splitlines()]
     assert [x["run_id"] for x in lines] == [rid]
-    assert st.ledger.settle_run(st, claimed, type("R", (), {"status": "succeeded", "error": None})()) == {
+    assert st.runs.settle(claimed, RunResult("succeeded")) == {
         "settled": False}
     st.store.close()

@@ -65,8 +65,8 @@ def test_a_fresh_two_step_run_takes_three_write_transactions(tmp_path):
         p = st.store.get_pipeline(
             user["id"], st.store.create_pipeline(user["id"], "two", TWO_STEPS)["id"]
         )
-        rid = st.start_run(user, p, {})[0]["id"]
-        ex = EmbeddedExecutor(st, threads=0, worker_id="w")
+        rid = st.runs.start(user, p, {})[0]["id"]
+        ex = EmbeddedExecutor(st.runs, threads=0, worker_id="w")
         (run,) = st.store.claim_runs("w", lease_seconds=30, limit=1)
         log = WriteLog(st.store.engine)
         assert ex.execute(run) == "succeeded"
@@ -105,13 +105,13 @@ def test_a_run_whose_lease_was_taken_writes_its_steps_but_is_not_finished_or_set
         p = st.store.get_pipeline(
             user["id"], st.store.create_pipeline(user["id"], "two", TWO_STEPS)["id"]
         )
-        rid = st.start_run(user, p, {})[0]["id"]
+        rid = st.runs.start(user, p, {})[0]["id"]
         (run,) = st.store.claim_runs("old", lease_seconds=30, limit=1)
         with st.store.write() as conn:  # another worker took the run over meanwhile
             from levqor_host.store.tables import runs
 
             conn.execute(runs.update().where(runs.c.id == rid).values(lease_owner="new"))
-        ex = EmbeddedExecutor(st, threads=0, worker_id="old")
+        ex = EmbeddedExecutor(st.runs, threads=0, worker_id="old")
         assert ex.execute(run) is None
         r = st.store.get_run(None, rid)
         assert r["status"] == "running" and r["lease_owner"] == "new"

@@ -165,7 +165,7 @@ def test_the_scheduler_leader_prunes_with_the_retention_setting(tmp_path):
     st.store.claim_run("w", r["id"], lease_seconds=60)
     st.store.finish_run(r["id"], "w", "succeeded")
     age(st.store, r["id"], 31)
-    sched = SchedulerService(st, ttl=1.0, sync_interval=0.1)
+    sched = SchedulerService(st.runs, ttl=1.0, sync_interval=0.1)
     sched.start()
     try:
         deadline = time.monotonic() + 5
@@ -178,7 +178,7 @@ def test_the_scheduler_leader_prunes_with_the_retention_setting(tmp_path):
         sched.stop()
         st.store.close()
     off = make_app(tmp_path / "off", start_workers=False)  # default 0: keep forever, no job
-    s2 = SchedulerService(off.extensions["levqor"], ttl=1.0, sync_interval=0.1)
+    s2 = SchedulerService(off.extensions["levqor"].runs, ttl=1.0, sync_interval=0.1)
     s2.start()
     try:
         deadline = time.monotonic() + 5

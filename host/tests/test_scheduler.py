@@ -25,8 +25,8 @@ def test_only_one_of_two_schedulers_leads_and_a_fire_starts_one_run(tmp_path):
     sa, sb = a.extensions["levqor"], b.extensions["levqor"]
     user = sa.store.create_user("s@example.com")
     p = sa.store.create_pipeline(user["id"], "sched", sched_doc())
-    one = SchedulerService(sa, ttl=1.0, sync_interval=0.1)
-    two = SchedulerService(sb, ttl=1.0, sync_interval=0.1)
+    one = SchedulerService(sa.runs, ttl=1.0, sync_interval=0.1)
+    two = SchedulerService(sb.runs, ttl=1.0, sync_interval=0.1)
     one.start()
     two.start()
     try:
@@ -65,7 +65,7 @@ def test_scheduler_follows_pipeline_changes(tmp_path):
     st = app.extensions["levqor"]
     user = st.store.create_user("s@example.com")
     p = st.store.create_pipeline(user["id"], "sched", sched_doc())
-    s = SchedulerService(st, ttl=2.0, sync_interval=0.1)
+    s = SchedulerService(st.runs, ttl=2.0, sync_interval=0.1)
     s.start()
     try:
         deadline = time.monotonic() + 5

@@ -50,7 +50,7 @@ def test_webhook_starts_a_run_with_the_body_as_trigger_data(srv, alice):
     p, token = make_hook(alice)
     r = srv.client().post(f"/hooks/{token}", json={"name": "Ann", "note": "{{ 7*7 }}"})
     assert r.status_code == 202
-    run = srv.state.wait_for_run(None, r.json()["run_id"], 10)
+    run = srv.state.runs.wait(None, r.json()["run_id"], 10)
     assert run["status"] == "succeeded"
     # trigger data is data: the template-looking note is not evaluated
     assert run["steps"][0]["output"] == {"value": {"who": "Ann", "raw": "{{ 7*7 }}"}}

@@ -1,4 +1,10 @@
-"""The application factory: everything is built per app, nothing at import time."""
+"""The application factory: everything is built per app, nothing at import time.
+
+The wiring: :func:`build_services` assembles the service object (configuration, plugins,
+store, vault, runner, ledger, the run service, inboxes, mail), :func:`create_app` puts the web
+layer around it and :func:`start_background` starts the workers and the scheduler, each handed
+the services it uses. Nothing below this module imports it.
+"""
 
 from __future__ import annotations
 
@@ -40,14 +46,43 @@ def create_app(
     ``plugins`` adds plugin objects beside the installed ones (tests use it for test-only
     connectors). Workers start unless ``start_workers`` is False or the executor is off.
     """
-    if isinstance(config, Config):
-        cfg = config
-    else:
-        cfg = Config.from_env(**(config or {}))
+    cfg = config if isinstance(config, Config) else Config.from_env(**(config or {}))
     _setup_logging(cfg.log_level, cfg.log_format)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    state = build_services(cfg, plugins)
+    state.web = FlaskRequestFace(cfg.max_json_depth)
 
+    app = Flask("levqor_host")
+    app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_body_bytes, cfg.webhook_max_bytes)
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False
+    app.extensions["levqor"] = state
+    register_error_handlers(app)
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
+    _install_web(app, state)
+
+    if cfg.executor == "celery":
+        from levqor_host.workers.celery import CeleryDispatcher
+
+        state.dispatcher = CeleryDispatcher(cfg)
+        state.runs.add_dispatcher(state.dispatcher.send)
+    if start_workers is None:
+        start_workers = cfg.executor == "embedded"
+    if start_scheduler is None:
+        start_scheduler = cfg.scheduler == "on"
+    start_background(app, workers=start_workers, scheduler=start_scheduler)
+    app.logger.debug("levqor %s ready with %d connectors", __version__, len(state.pm.catalog))
+    return app
+
+
+def build_services(cfg: Config, plugins: list | None = None) -> Services:
+    """The service object of one app, every part handed what it uses."""
     from levqor_host import hookspecs as host_hookspecs
+    from levqor_host.billing.ledger import Ledger, LowCredit
+    from levqor_host.growth.analytics import EmailHasher, reward_referral
+    from levqor_host.runs.service import RunService
+    from levqor_host.support.inbox import Inboxes
+    from levqor_host.support.mail import Mailer
 
     pm = make_plugin_manager(env=cfg.env, plugins=plugins or (), extra_hookspecs=[host_hookspecs])
     for f in pm.failures:
@@ -59,83 +94,55 @@ def create_app(
     runner = Runner(pm, env=cfg.env, max_value_bytes=cfg.max_value_bytes)
     if cfg.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
         Path(cfg.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
-    state = Services(
-        config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=Metrics()
+    metrics = Metrics()
+    ledger = Ledger(
+        store,
+        cfg,
+        pm,
+        EmailHasher.from_config(cfg, vault),
+        reward_referral=lambda tx, user_id: reward_referral(tx, user_id, cfg.referral_bonus),
     )
-    state.web = FlaskRequestFace(cfg.max_json_depth)
-    from levqor_host.billing.ledger import Ledger
-    from levqor_host.growth.analytics import EmailHasher
-
-    state.ledger = Ledger(store, cfg, EmailHasher.from_config(cfg, vault))
-
-    app = Flask("levqor_host")
-    app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_body_bytes, cfg.webhook_max_bytes)
-    app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False
-    app.extensions["levqor"] = state
-    register_error_handlers(app)
-    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
-    from levqor_host.support.inbox import Inboxes
-    from levqor_host.support.mail import Mailer
-    from levqor_host.web.observability import install_observability
-
-    install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
-    state.mailer = Mailer(cfg, state.metrics, store)
-    state.inboxes = Inboxes.from_config(cfg, state.metrics, state.mailer, state.count_rate_limited)
+    runs = RunService(cfg, store, pm, runner, ledger, metrics)
+    state = Services(
+        config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=metrics,
+        ledger=ledger, runs=runs,
+    )
+    state.mailer = Mailer(cfg, metrics, store)
+    state.inboxes = Inboxes.from_config(cfg, metrics, state.mailer, state.count_rate_limited)
     store.add_listener("user_created", state.mailer.welcome)
+    runs.mailer = state.mailer
+    runs.on_exception = state.report_exception
     if state.mailer.configured and cfg.low_credit_threshold > 0:
-        from levqor_host.billing.ledger import LowCredit
+        ledger.low_credit = LowCredit(cfg.low_credit_threshold, state.mailer.low_credit_warning)
+    return state
 
-        state.ledger.low_credit = LowCredit(
-            cfg.low_credit_threshold, state.mailer.low_credit_warning
-        )
-    from levqor_host.security.install import install_security
 
-    install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies
-    from levqor_host.web.sessions import bp as sessions_bp
-
-    app.register_blueprint(sessions_bp)
-
+def _install_web(app: Flask, state: Services) -> None:
+    """Observability, security, the host's blueprints, the plugins' and the dashboard."""
+    from levqor_host.security.install import install_security, report_undeclared_routes
     from levqor_host.web.api import bp as api_bp
+    from levqor_host.web.api.plan import bp as plan_bp
+    from levqor_host.web.api.schedule import bp as schedule_bp
+    from levqor_host.web.dashboard import install_dashboard
+    from levqor_host.web.growth import bp as analytics_bp
+    from levqor_host.web.marketplace import bp as marketplace_bp
+    from levqor_host.web.observability import install_observability
     from levqor_host.web.ops import bp as ops_bp
+    from levqor_host.web.sessions import bp as sessions_bp
     from levqor_host.web.support import bp as inbox_bp
     from levqor_host.web.webhooks import bp as hooks_bp
 
-    app.register_blueprint(ops_bp)
-    app.register_blueprint(inbox_bp)
-    app.register_blueprint(api_bp)
-    app.register_blueprint(hooks_bp)
-    from levqor_host.web.growth import bp as analytics_bp
-
-    app.register_blueprint(analytics_bp)
-    from levqor_host.web.api.plan import bp as plan_bp
-
-    app.register_blueprint(plan_bp)
-    from levqor_host.web.marketplace import bp as marketplace_bp
-
-    app.register_blueprint(marketplace_bp)
-    from levqor_host.web.api.schedule import bp as schedule_bp
-    from levqor_host.web.dashboard import install_dashboard
-
-    app.register_blueprint(schedule_bp)
-    pm.hook.register_blueprints(app=app, state=state)
+    install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
+    install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies
+    for bp in (
+        sessions_bp, ops_bp, inbox_bp, api_bp, hooks_bp, analytics_bp, plan_bp, marketplace_bp,
+        schedule_bp,
+    ):
+        app.register_blueprint(bp)
+    state.pm.hook.register_blueprints(app=app, state=state)
     # HTML shells + ES modules over the JSON API, with the pages of plugins
-    install_dashboard(app, pm)
-    from levqor_host.security.install import report_undeclared_routes
-
+    install_dashboard(app, state.pm)
     report_undeclared_routes(app)
-
-    if cfg.executor == "celery":
-        from levqor_host.workers.celery import CeleryDispatcher
-
-        state.dispatcher = CeleryDispatcher(state)
-    if start_workers is None:
-        start_workers = cfg.executor == "embedded"
-    if start_scheduler is None:
-        start_scheduler = cfg.scheduler == "on"
-    start_background(app, workers=start_workers, scheduler=start_scheduler)
-    app.logger.debug("levqor %s ready with %d connectors", __version__, len(pm.catalog))
-    return app
 
 
 def start_background(app: Flask, *, workers: bool, scheduler: bool) -> None:
@@ -146,13 +153,17 @@ def start_background(app: Flask, *, workers: bool, scheduler: bool) -> None:
     state: Services = app.extensions["levqor"]
     cfg = state.config
     if workers and cfg.executor == "embedded" and state.executor is None:
-        state.executor = EmbeddedExecutor(state)
+        state.executor = EmbeddedExecutor(state.runs)  # woken by the runs it queues
         state.executor.start()
         atexit.register(state.executor.stop, 1.0)
     if scheduler and cfg.scheduler != "off" and state.scheduler is None:
+        from levqor_host.backup.create import scheduled_backup
         from levqor_host.workers.scheduler import SchedulerService
 
-        state.scheduler = SchedulerService(state)
+        def backup() -> dict | None:
+            return scheduled_backup(state.store, cfg, state.metrics)
+
+        state.scheduler = SchedulerService(state.runs, backup=backup)
         state.scheduler.start()
         atexit.register(state.scheduler.stop)
 

@@ -327,7 +327,14 @@ def worker(threads: int | None, executor_mode: str | None, pool: str) -> None:
     if (executor_mode or _config().executor) == "celery":
         from levqor_host.workers.celery import run_worker  # docs/scaling.md
 
-        run_worker(_config(executor="celery", **overrides), pool=pool, restart=True)
+        cfg = _config(executor="celery", **overrides)
+
+        def build() -> Services:  # the services of a worker: no embedded threads, no scheduler
+            from levqor_host.app import create_app
+
+            return create_app(cfg, start_workers=False, start_scheduler=False).extensions["levqor"]
+
+        run_worker(cfg, build, pool=pool, restart=True)
         return
     if executor_mode == "embedded":
         overrides["executor"] = "embedded"
@@ -628,7 +635,7 @@ def pipelines_import(
     creating: dict[str, Path] = {}
     for f in files:
         doc, name, file_id = _read_pipeline_file(f)
-        problems = [p for p in st.validate(u["id"], doc) if "does not exist" not in p["message"]]
+        problems = [p for p in st.runs.validate(u["id"], doc) if "does not exist" not in p["message"]]
         if problems:
             lines = "\n".join(f"  {p['pointer']}: {p['message']}" for p in problems)
             raise click.ClickException(f"{f}: invalid pipeline:\n{lines}")
@@ -769,7 +776,7 @@ def run_cmd(
     u = _user(st.store, email)
     p = _pipeline_by_id_or_name(st.store, u["id"], pipeline)
     try:
-        run, _ = st.start_run(u, p, data, trigger="manual")
+        run, _ = st.runs.start(u, p, data, trigger="manual")
     except ApiError as e:
         detail = ""
         for prob in (e.details or {}).get("problems", []):

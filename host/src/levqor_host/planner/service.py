@@ -188,7 +188,7 @@ def _plan_charged(state: Any, user: dict, prompt: str, name: str | None, dry_run
     doc = result.get("pipeline")
     if not isinstance(doc, dict):
         raise ApiError(502, "planner_failed", "the planner answered without a pipeline")
-    problems = state.validate(user["id"], doc)
+    problems = state.runs.validate(user["id"], doc)
     missing = [
         p
         for p in problems

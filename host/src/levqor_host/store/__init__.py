@@ -57,6 +57,7 @@ from sqlalchemy.pool import StaticPool
 
 from levqor_host.security.vault import Vault, VaultKeyError
 from levqor_host.store.events import EventsRepository
+from levqor_host.store.ledger import LedgerRepository
 from levqor_host.store.referrals import ReferralsRepository
 from levqor_host.store.tables import (
     UTCDateTime,
@@ -606,6 +607,7 @@ class Store:
         self._local = threading.local()  # this thread's pinned connection (see pinned())
         self.events = EventsRepository(self)
         self.referrals = ReferralsRepository(self)
+        self.ledger = LedgerRepository(self.dialect)  # the credit ledger's SQL
 
     def __repr__(self) -> str:
         return f"<Store {self.engine.url.render_as_string(hide_password=True)}>"

@@ -90,7 +90,7 @@ def receive(token: str):
     with st.store.pinned():
         run, created, user_id, trig = _accept(st, token)
     if trig.get("wait"):
-        run = st.wait_for_run(user_id, run["id"], float(trig.get("wait_seconds", 10))) or run
+        run = st.runs.wait(user_id, run["id"], float(trig.get("wait_seconds", 10))) or run
         final = run["status"] in ("succeeded", "failed", "cancelled")
         full = st.store.get_run(user_id, run["id"]) or run
         out = {"run_id": run["id"], "status": run["status"], "created": created}
@@ -124,7 +124,7 @@ def _accept(st, token: str) -> tuple[dict, bool, str, dict]:
     delivery = request.headers.get("X-Levqor-Delivery") or request.headers.get("Idempotency-Key")
     if delivery is not None and not (1 <= len(delivery) <= 200):
         raise ApiError(400, "invalid_request", "delivery id must be 1-200 characters")
-    run, created = st.start_run(
+    run, created = st.runs.start(
         target.user,
         p,
         data,

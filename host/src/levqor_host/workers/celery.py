@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from levqor_host.config import Config
+    from levqor_host.runs.service import RunService
     from levqor_host.services import Services
 
 log = logging.getLogger("levqor.celery")
@@ -106,10 +108,9 @@ class CeleryDispatcher:
 
     DOWN_FOR = 2.0  # after a failed publish, skip publishing for this long (the sweep catches up)
 
-    def __init__(self, state: Services, celery: Celery | None = None) -> None:
-        self.state = state
-        self.celery = celery or make_celery(state.config)
-        self.queue = state.config.celery_queue
+    def __init__(self, config: Config, celery: Celery | None = None) -> None:
+        self.celery = celery or make_celery(config)
+        self.queue = config.celery_queue
         self._down_until = 0.0
         self.sent = 0
         self.failed = 0
@@ -169,8 +170,9 @@ class CeleryDispatcher:
 class LeaseSweeper:
     """Re-sends runs whose message was lost (see the module docstring)."""
 
-    def __init__(self, state: Services, dispatcher: CeleryDispatcher) -> None:
-        self.state = state
+    def __init__(self, runs: RunService, dispatcher: CeleryDispatcher) -> None:
+        self.config = runs.config
+        self.store = runs.store
         self.dispatcher = dispatcher
         self.owner = f"sweep:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
@@ -187,12 +189,12 @@ class LeaseSweeper:
         if self._thread is not None:
             self._thread.join(5)
         try:
-            self.state.store.release_lock(SWEEP_LOCK, self.owner)
+            self.store.release_lock(SWEEP_LOCK, self.owner)
         except Exception:  # noqa: BLE001
             pass
 
     def _loop(self) -> None:
-        interval = self.state.config.celery_sweep_interval
+        interval = self.config.celery_sweep_interval
         while not self._stop.wait(interval):
             try:
                 self.sweep()
@@ -201,7 +203,7 @@ class LeaseSweeper:
 
     def sweep(self) -> int:
         """One pass (when this process holds the sweep lock); returns how many runs were sent."""
-        cfg, store = self.state.config, self.state.store
+        cfg, store = self.config, self.store
         if not store.acquire_lock(SWEEP_LOCK, self.owner, max(3.0, cfg.celery_sweep_interval * 3)):
             return 0
         now_m = time.monotonic()
@@ -228,27 +230,22 @@ class LeaseSweeper:
 
 
 class CeleryWorker:
-    """What a worker process needs: the app state, a lease heartbeat, the task body."""
+    """What a worker process needs: the run service, a lease heartbeat, the task body."""
 
-    def __init__(self, state: Services, dispatcher: CeleryDispatcher) -> None:
+    def __init__(self, runs: RunService, dispatcher: CeleryDispatcher) -> None:
         from levqor_host.workers.embedded import EmbeddedExecutor, worker_identity
 
-        self.state = state
+        self.runs = runs
         self.dispatcher = dispatcher
         # no claiming threads: Celery's pool calls execute(); the heartbeat thread renews leases
-        self.executor = EmbeddedExecutor(state, threads=0, worker_id="celery:" + worker_identity())
+        self.executor = EmbeddedExecutor(runs, threads=0, worker_id="celery:" + worker_identity())
         self.executor.start()
 
     def handle(self, run_id: str) -> str:
-        st, cfg = self.state, self.state.config
-        run = st.store.claim_run(
-            self.executor.worker_id,
-            run_id,
-            lease_seconds=cfg.lease_seconds,
-            max_running_per_user=cfg.max_running_per_user,
-        )
+        store, cfg = self.runs.store, self.runs.config
+        run = self.runs.claim_one(self.executor.worker_id, run_id)
         if run is None:
-            current = st.store.get_run(None, run_id)
+            current = store.get_run(None, run_id)
             if current is not None and current["status"] == "queued":
                 # the user is at LEVQOR_MAX_RUNNING_PER_USER: try again shortly
                 self.dispatcher.send(run_id, countdown=max(0.5, cfg.poll_interval * 2))
@@ -256,7 +253,7 @@ class CeleryWorker:
             return "skipped"  # finished, cancelled, or leased by a live worker: a duplicate
         status = self.executor.execute(run)
         if status is None:
-            current = st.store.get_run(None, run_id)
+            current = store.get_run(None, run_id)
             if current is not None and current["status"] == "queued":
                 self.dispatcher.send(run_id)  # handed back on shutdown: resume elsewhere
             return "handed back"
@@ -284,25 +281,27 @@ def register_task(celery: Celery, get_worker: Any) -> Any:
 
 
 class WorkerRuntime:
-    """The Levqor side of a Celery worker, bound to one app's state: the ``levqor.run`` task
+    """The Levqor side of a Celery worker, bound to one app's services: the ``levqor.run`` task
     (:func:`register_task`), the :class:`CeleryWorker` that runs it (built once per process: a
-    prefork child builds its own app through ``rebuild``) and the :class:`LeaseSweeper`.
+    prefork child builds its own services through ``rebuild``) and the :class:`LeaseSweeper`.
 
     :func:`run_worker` (``levqor worker --executor celery``) wraps it around
     ``celery.worker_main``; the test suite (tests/e2e_support.py, ``LEVQOR_TEST_EXECUTOR=celery``)
     around an in-process Celery worker thread, so that connectors registered in the test's own
     process are reachable."""
 
-    def __init__(self, state: Services, *, rebuild: Any = None) -> None:
+    def __init__(
+        self, state: Services, *, rebuild: Callable[[], Services] | None = None
+    ) -> None:
         self.state = state
-        self.dispatcher: CeleryDispatcher = state.dispatcher or CeleryDispatcher(state)
+        self.dispatcher: CeleryDispatcher = state.dispatcher or CeleryDispatcher(state.config)
         self.celery = self.dispatcher.celery
         self._rebuild = rebuild  # () -> Services, for a prefork child
         self._pid = os.getpid()
         self._worker: CeleryWorker | None = None
         self._lock = threading.Lock()
         self.task = register_task(self.celery, self.get_worker)
-        self.sweeper = LeaseSweeper(state, self.dispatcher)
+        self.sweeper = LeaseSweeper(state.runs, self.dispatcher)
 
     def get_worker(self) -> CeleryWorker:
         with self._lock:
@@ -313,7 +312,7 @@ class WorkerRuntime:
                         raise RuntimeError("a forked Celery pool needs WorkerRuntime(rebuild=...)")
                     st = self._rebuild()
                     self._pid = os.getpid()
-                self._worker = CeleryWorker(st, st.dispatcher or self.dispatcher)
+                self._worker = CeleryWorker(st.runs, st.dispatcher or self.dispatcher)
             return self._worker
 
     def start(self, *, eager: bool = True) -> None:
@@ -340,14 +339,17 @@ class WorkerRuntime:
 
 def run_worker(
     cfg: Config,
+    build: Callable[[], Services],
     *,
     concurrency: int | None = None,
     pool: str = "threads",
     loglevel: str | None = None,
-    plugins: list | None = None,
     restart: bool = False,
 ) -> None:
     """``levqor worker --executor celery``: a Celery worker in this process (blocks).
+
+    ``build()`` assembles the services of ``cfg`` without workers or scheduler (the CLI passes
+    one that builds the app); a prefork child calls it again for services of its own.
 
     With ``restart`` (the CLI's): when the Celery worker stops on an error of its own after
     running for ``RESTART_AFTER`` seconds, and not because it was told to stop (a signal), the
@@ -358,17 +360,9 @@ def run_worker(
     """
     from celery import signals
 
-    from levqor_host.app import create_app
-
     concurrency = concurrency or cfg.workers
-    app = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
-    state = app.extensions["levqor"]
-
-    def rebuild() -> Services:
-        child = create_app(cfg, start_workers=False, start_scheduler=False, plugins=plugins)
-        return child.extensions["levqor"]
-
-    runtime = WorkerRuntime(state, rebuild=rebuild)
+    state = build()
+    runtime = WorkerRuntime(state, rebuild=build)
 
     @signals.worker_process_init.connect(weak=False)
     def _child_init(**_kw: Any) -> None:

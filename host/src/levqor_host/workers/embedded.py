@@ -15,155 +15,42 @@ of a run whose cancel was requested under a lost worker ends it ``cancelled`` at
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from levqor_kernel.runner import RunRequest, RunResult
+from levqor_kernel.runner import RunRequest
 
 from levqor_host.store.write_gate import background as background_writes
 
 if TYPE_CHECKING:
-    from levqor_host.services import Services
+    from levqor_host.runs.recording import StoreRecorder
+    from levqor_host.runs.service import RunService
 
 log = logging.getLogger("levqor.executor")
 
-FINAL = ("succeeded", "failed", "cancelled")
 #: seconds between two reads of a running run's cancel request
 CANCEL_CHECK_INTERVAL = 0.2
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class StoreRecorder:
-    """Persists every runner transition through the Store, in as few write transactions as
-    the guarantees allow: a finished step's row is held back until the next step starts (then
-    it is written together with that step's "running" row, before the next connector is
-    called, so a succeeded step is never sent again) or until the run ends (then it is written
-    in the transaction that finishes and settles the run, see :meth:`Services.complete_run`).
-    """
-
-    def __init__(self, state: Services, run: dict[str, Any]) -> None:
-        self.state = state
-        self.store = state.store
-        self.run = run
-        self._started: dict[str, datetime] = {}
-        #: finished step rows not written yet
-        self.pending: list[dict[str, Any]] = []
-        #: the final rows this recorder wrote (the billing settlement reads them instead of the DB)
-        self.rows: list[dict[str, Any]] = []
-        #: time.monotonic() when the last step finished
-        self.last_finish = 0.0
-
-    def _row(self, run_id: str, step: dict, position: int, **values: Any) -> dict[str, Any]:
-        return self.store.step_row(
-            run_id,
-            step["id"],
-            position=position,
-            connector=step["connector"],
-            action=step["action"],
-            **values,
-        )
-
-    def flush(self, *also: dict[str, Any]) -> None:
-        """Write the held-back rows (and ``also``) now, in one transaction."""
-        rows = [*self.pending, *also]
-        if rows:
-            self.store.record_steps(rows)
-        self.pending = []
-
-    def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:
-        started = self._started.setdefault(step["id"], now())
-        self.flush(
-            self._row(
-                run_id, step, position, status="running", attempts=attempt, started_at=started
-            )
-        )
-
-    def step_retrying(
-        self, run_id: str, step: dict, position: int, attempt: int, error: dict, delay: float
-    ) -> None:
-        self.flush(
-            self._row(
-                run_id,
-                step,
-                position,
-                status="running",
-                attempts=attempt,
-                error={**error, "retry_in": round(delay, 3)},
-                started_at=self._started.get(step["id"]),
-            )
-        )
-        self.state.metrics_inc("retries", connector=step["connector"])
-
-    def step_finished(
-        self,
-        run_id: str,
-        step: dict,
-        position: int,
-        *,
-        status: str,
-        attempts: int,
-        input: Any,
-        output: Any,
-        error: dict | None,
-        duration: float,
-    ) -> None:
-        ran = status != "skipped"
-        self.last_finish = time.monotonic()
-        self.pending.append(
-            self._row(
-                run_id,
-                step,
-                position,
-                status=status,
-                attempts=attempts,
-                input=input,
-                output=output,
-                error=error,
-                started_at=self._started.get(step["id"]) if ran else None,
-                finished_at=now() if ran else None,
-            )
-        )
-        self.rows.append(
-            {
-                "step_id": step["id"],
-                "position": position,
-                "connector": step["connector"],
-                "action": step["action"],
-                "status": status,
-                "attempts": attempts,
-                "started_at": self._started.get(step["id"]) if ran else None,
-            }
-        )
-        if ran:
-            self.state.metrics_observe("step_seconds", duration, connector=step["connector"])
-
-    def run_finished(self, run_id: str, status: str, error: dict | None) -> None:
-        # the executor finishes the run row itself (it knows whether it still owns the lease)
-        pass
-
-
 class EmbeddedExecutor:
-    """Worker threads claiming runs from the store."""
+    """Worker threads claiming runs through the run service."""
 
     def __init__(
-        self, state: Services, *, threads: int | None = None, worker_id: str | None = None
+        self, runs: RunService, *, threads: int | None = None, worker_id: str | None = None
     ) -> None:
-        self.state = state
-        self.threads = threads if threads is not None else state.config.workers
+        self.runs = runs
+        self.config = runs.config
+        self.threads = threads if threads is not None else self.config.workers
         self.worker_id = worker_id or worker_identity()
         self._wake = threading.Condition()
         self._pending_wakes = 0
@@ -187,11 +74,17 @@ class EmbeddedExecutor:
             self._threads.append(t)
         self._heartbeat = threading.Thread(target=self._beat, name="levqor-heartbeat", daemon=True)
         self._heartbeat.start()
+        if self.threads:
+            self.runs.add_dispatcher(self._queued)
+
+    def _queued(self, run_id: str) -> None:
+        self.notify()
 
     def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let in-flight steps finish within ``grace`` seconds; runs that are not
         finished by then are released back to the queue and resume elsewhere."""
-        grace = self.state.config.shutdown_grace if grace is None else grace
+        grace = self.config.shutdown_grace if grace is None else grace
+        self.runs.remove_dispatcher(self._queued)
         self._stopping.set()
         self.notify(all_=True)
         deadline = time.monotonic() + grace
@@ -223,16 +116,11 @@ class EmbeddedExecutor:
     # ------------------------------------------------------------------ loops
     def _loop(self) -> None:
         background_writes()  # at SQLite's write gate, this process's requests go first
-        cfg = self.state.config
+        cfg = self.config
         while not self._stopping.is_set():
             self.last_loop = time.time()
             try:
-                runs = self.state.store.claim_runs(
-                    self.worker_id,
-                    lease_seconds=cfg.lease_seconds,
-                    limit=1,
-                    max_running_per_user=cfg.max_running_per_user,
-                )
+                runs = self.runs.claim(self.worker_id, limit=1)
             except Exception:  # noqa: BLE001 - the database may be briefly away; keep the worker alive
                 log.exception("claiming runs failed")
                 self._stopping.wait(min(2.0, cfg.poll_interval * 4))
@@ -247,22 +135,13 @@ class EmbeddedExecutor:
                 self.execute(run)
 
     def repair_settlements(self, older_than: float | None = None) -> int:
-        """Settle final runs whose settlement was lost (a worker died between finishing a run
-        and settling it, or the run was cancelled while queued). Exactly once: the settlement
-        claims the run's ``settled_at``. Returns how many this call settled."""
-        st = self.state
-        if older_than is None:
-            older_than = float(st.config.env.get("LEVQOR_SETTLE_AFTER_SECONDS", "60"))
-        n = 0
-        for run in st.store.unsettled_runs(older_than=older_than, limit=50):
-            st.run_finished(run, RunResult(run["status"], run.get("error")))
-            n += 1
-        return n
+        """Settle final runs whose settlement was lost (:meth:`RunService.repair_settlements`)."""
+        return self.runs.repair_settlements(older_than)
 
     def _beat(self) -> None:
-        interval = max(0.2, self.state.config.lease_seconds / 3)
+        interval = max(0.2, self.config.lease_seconds / 3)
         sweep_every = max(
-            interval, float(self.state.config.env.get("LEVQOR_SETTLE_SWEEP_SECONDS", "30"))
+            interval, float(self.config.env.get("LEVQOR_SETTLE_SWEEP_SECONDS", "30"))
         )
         next_sweep = time.monotonic() + sweep_every
         while not (self._stopping.is_set() and not self.active_runs):
@@ -279,9 +158,7 @@ class EmbeddedExecutor:
                     return
                 continue
             try:
-                owned = self.state.store.heartbeat(
-                    self.worker_id, ids, lease_seconds=self.state.config.lease_seconds
-                )
+                owned = self.runs.heartbeat(self.worker_id, ids)
             except Exception:  # noqa: BLE001
                 log.exception("heartbeat failed")
                 continue
@@ -292,102 +169,124 @@ class EmbeddedExecutor:
 
     # ------------------------------------------------------------------ one run
     def execute(self, run: dict[str, Any]) -> str | None:
-        with self.state.store.pinned():  # one connection for the whole run
+        with self.runs.store.pinned():  # one connection for the whole run
             return self._execute(run)
 
     def _execute(self, run: dict[str, Any]) -> str | None:
-        state, store = self.state, self.state.store
-        rid, uid = run["id"], run["user_id"]
+        rid = run["id"]
         with self._lock:
             self._active[rid] = time.time()
-        recorder: StoreRecorder | None = None
+        recorder: list[StoreRecorder] = []  # set once the run starts running
         try:
             ended = self._end_without_running(run)
             if ended is not None:
                 return ended
-            version = store.get_version(uid, run["pipeline_id"], run["version"])
-            if version is None:
-                store.finish_run(
-                    rid,
-                    self.worker_id,
-                    "failed",
-                    {"type": "NotFound", "message": "pipeline version is gone"},
-                )
-                return "failed"
-            # a run claimed for the first time that is not a retry has no step rows yet
-            fresh = run.get("claims") == 1 and not run.get("retry_of")
-            completed = {} if fresh else store.succeeded_outputs(rid)
-            recorder = StoreRecorder(state, run)
-            # A cancel request is read from the database at every step boundary (once a step
-            # has finished) and, within a step, at most every CANCEL_CHECK_INTERVAL; the claim
-            # itself saw none.
-            checked = [time.monotonic()]
-
-            def cancelled() -> bool:
-                if rid in self._lost:
-                    return True
-                if self._stopping.is_set() and time.monotonic() > self._stop_deadline():
-                    return True
-                t = time.monotonic()
-                if t - checked[0] < CANCEL_CHECK_INTERVAL and checked[0] > recorder.last_finish:
-                    return False
-                checked[0] = t
-                return store.is_cancel_requested(rid)
-
-            def credentials(name: str | None, connector: str) -> dict | None:
-                if not name:
-                    return None
-                found = store.get_credential_values(uid, name)
-                if found is None or found[0] != connector:
-                    return None
-                return found[1]
-
-            state.metrics_inc("runs_started")
-            result = state.runner.run(
-                RunRequest(
-                    rid, version["doc"], run.get("input") or {}, completed, uid, run["pipeline_id"]
-                ),
-                credentials=credentials,
-                recorder=recorder,
-                cancelled=cancelled,
-            )
-            if not completed:  # every step row is known here: spare the settlement two reads
-                result.levqor_rows = recorder.rows
-                result.levqor_doc = version["doc"]
-            if rid in self._lost:
-                recorder.flush()
-                log.warning("lost the lease on run %s; another worker resumes it", rid)
-                return None
-            if result.status == "cancelled" and not store.is_cancel_requested(rid):
-                # shutting down: hand the run back; it resumes from its first unfinished step
-                recorder.flush()
-                store.release_run(self.worker_id, rid)
-                return None
-            done = state.complete_run(run, result, self.worker_id, recorder.pending)
-            recorder.pending = []  # written (kept above if complete_run raised: see below)
-            if not done:
-                return None
-            return result.status
+            return self._run(run, recorder)
         except Exception as exc:  # noqa: BLE001 - a broken run must not kill the worker
-            log.exception("run %s crashed the executor", rid)
-            state.report_exception(exc, where="executor", run_id=rid)
-            try:
-                if recorder is not None and recorder.pending:
-                    recorder.flush()  # what succeeded before the crash is never sent again
-            except Exception:  # noqa: BLE001
-                log.exception("could not record the steps of run %s", rid)
-            try:
-                err = {"type": "InternalError", "message": "internal error", "platform": True}
-                if store.finish_run(rid, self.worker_id, "failed", err):
-                    # settles the run: a platform failure refunds its credits
-                    state.run_finished(run, RunResult("failed", err))
-            except Exception:  # noqa: BLE001
-                log.exception("could not mark run %s failed", rid)
+            self._crashed(run, exc, recorder[0] if recorder else None)
             return "failed"
         finally:
             with self._lock:
                 self._active.pop(rid, None)
                 self._lost.discard(rid)
+
+    def _run(self, run: dict[str, Any], started: list[StoreRecorder]) -> str | None:
+        """Run a claimed run with the kernel's runner and complete it; None when it is not
+        this worker's to finish (lease lost, handed back on shutdown)."""
+        runs, store = self.runs, self.runs.store
+        rid, uid = run["id"], run["user_id"]
+        version = store.get_version(uid, run["pipeline_id"], run["version"])
+        if version is None:
+            store.finish_run(
+                rid,
+                self.worker_id,
+                "failed",
+                {"type": "NotFound", "message": "pipeline version is gone"},
+            )
+            return "failed"
+        # a run claimed for the first time that is not a retry has no step rows yet
+        fresh = run.get("claims") == 1 and not run.get("retry_of")
+        completed = {} if fresh else store.succeeded_outputs(rid)
+        recorder = runs.recorder(run)
+        started.append(recorder)
+        runs.metrics.runs_started.inc()
+        result = runs.runner.run(
+            RunRequest(
+                rid, version["doc"], run.get("input") or {}, completed, uid, run["pipeline_id"]
+            ),
+            credentials=self._credentials(uid),
+            recorder=recorder,
+            cancelled=self._cancel_check(rid, recorder),
+        )
+        if rid in self._lost:
+            recorder.flush()
+            log.warning("lost the lease on run %s; another worker resumes it", rid)
+            return None
+        if result.status == "cancelled" and not store.is_cancel_requested(rid):
+            # shutting down: hand the run back; it resumes from its first unfinished step
+            recorder.flush()
+            store.release_run(self.worker_id, rid)
+            return None
+        # every step of a run that was not resumed is in result.records: the settlement
+        # needs no read of the run
+        doc = None if completed else version["doc"]
+        done = runs.complete(run, result, self.worker_id, recorder.pending, doc=doc)
+        recorder.pending = []  # written (kept above if complete raised: see _crashed)
+        return result.status if done else None
+
+    def _credentials(self, user_id: str) -> Callable[[str | None, str], dict | None]:
+        """The runner's credential resolver for one user's run (values from the vault)."""
+        store = self.runs.store
+
+        def credentials(name: str | None, connector: str) -> dict | None:
+            if not name:
+                return None
+            found = store.get_credential_values(user_id, name)
+            if found is None or found[0] != connector:
+                return None
+            return found[1]
+
+        return credentials
+
+    def _cancel_check(self, run_id: str, recorder: StoreRecorder) -> Callable[[], bool]:
+        """The runner's ``cancelled()``: a lost lease, the end of the shutdown grace, or a
+        cancel request, read from the database at every step boundary (once a step has
+        finished) and, within a step, at most every CANCEL_CHECK_INTERVAL (the claim itself
+        saw none)."""
+        store = self.runs.store
+        checked = [time.monotonic()]
+
+        def cancelled() -> bool:
+            if run_id in self._lost:
+                return True
+            if self._stopping.is_set() and time.monotonic() > self._stop_deadline():
+                return True
+            t = time.monotonic()
+            if t - checked[0] < CANCEL_CHECK_INTERVAL and checked[0] > recorder.last_finish:
+                return False
+            checked[0] = t
+            return store.is_cancel_requested(run_id)
+
+        return cancelled
+
+    def _crashed(
+        self, run: dict[str, Any], exc: BaseException, recorder: StoreRecorder | None
+    ) -> None:
+        """A run crashed the executor: keep what succeeded, fail the run as the platform's
+        fault (its settlement refunds the credits)."""
+        rid = run["id"]
+        log.exception("run %s crashed the executor", rid, exc_info=exc)
+        self.runs.report_exception(exc, where="executor", run_id=rid)
+        try:
+            if recorder is not None and recorder.pending:
+                recorder.flush()  # what succeeded before the crash is never sent again
+        except Exception:  # noqa: BLE001
+            log.exception("could not record the steps of run %s", rid)
+        try:
+            err = {"type": "InternalError", "message": "internal error", "platform": True}
+            self.runs.end(run, self.worker_id, "failed", err)
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark run %s failed", rid)
 
     def _end_without_running(self, run: dict[str, Any]) -> str | None:
         """End a just-claimed run that must not run again: cancelled under a lost worker, or
@@ -397,7 +296,7 @@ class EmbeddedExecutor:
             status, err = "cancelled", {
                 "type": "Cancelled", "message": "run cancelled", "retryable": False
             }
-        elif lost >= self.state.config.max_worker_losses:
+        elif lost >= self.config.max_worker_losses:
             status, err = "failed", {
                 "type": "Abandoned",
                 "message": f"abandoned: worker lost {lost} times",
@@ -407,31 +306,10 @@ class EmbeddedExecutor:
             log.warning("run %s abandoned: its worker was lost %d times", run["id"], lost)
         else:
             return None
-        if self.state.store.finish_run(
-            run["id"], self.worker_id, status, err, end_running_steps=True
-        ):
-            self.state.run_finished(run, RunResult(status, err))
+        self.runs.end(run, self.worker_id, status, err, end_running_steps=True)
         return status
 
     def _stop_deadline(self) -> float:
         if not hasattr(self, "_stop_at"):
-            self._stop_at = time.monotonic() + self.state.config.shutdown_grace * 0.8
+            self._stop_at = time.monotonic() + self.config.shutdown_grace * 0.8
         return self._stop_at
-
-
-def job_line(run: dict[str, Any], status: str, error: dict | None, steps: int) -> str:
-    """One jobs.jsonl line: ids, status and timings only (no payloads, no personal data)."""
-    started = run.get("started_at")
-    line = {
-        "ts": now().isoformat(),
-        "run_id": run["id"],
-        "pipeline_id": run["pipeline_id"],
-        "version": run["version"],
-        "trigger": run.get("trigger"),
-        "status": status,
-        "steps": steps,
-        "error_type": (error or {}).get("type"),
-        "error_step": (error or {}).get("step"),
-        "started_at": started.isoformat() if isinstance(started, datetime) else started,
-    }
-    return json.dumps(line, separators=(",", ":"))

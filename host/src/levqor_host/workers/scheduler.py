@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from levqor_host.cron import cron_trigger
 
 if TYPE_CHECKING:
-    from levqor_host.services import Services
+    from levqor_host.runs.service import RunService
 
 log = logging.getLogger("levqor.scheduler")
 
@@ -29,10 +30,21 @@ LOCK = "scheduler"
 
 
 class SchedulerService:
+    """Handed the run service (cron fires start runs through it; its store holds the leader
+    lock and the scheduled pipelines) and, optionally, the daily ``backup`` job."""
+
     def __init__(
-        self, state: Services, *, ttl: float = 30.0, sync_interval: float = 10.0
+        self,
+        runs: RunService,
+        *,
+        backup: Callable[[], dict | None] | None = None,
+        ttl: float = 30.0,
+        sync_interval: float = 10.0,
     ) -> None:
-        self.state = state
+        self.runs = runs
+        self.store = runs.store
+        self.config = runs.config
+        self.backup = backup
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.ttl = ttl
         self.sync_interval = sync_interval
@@ -63,7 +75,7 @@ class SchedulerService:
             pass
         if self.is_leader:
             try:
-                self.state.store.release_lock(LOCK, self.owner)
+                self.store.release_lock(LOCK, self.owner)
             except Exception:  # noqa: BLE001
                 log.exception("releasing the scheduler lock failed")
 
@@ -78,7 +90,7 @@ class SchedulerService:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                leader = self.state.store.acquire_lock(LOCK, self.owner, self.ttl)
+                leader = self.store.acquire_lock(LOCK, self.owner, self.ttl)
             except Exception:  # noqa: BLE001
                 log.exception("scheduler lock check failed")
                 leader = False
@@ -99,8 +111,8 @@ class SchedulerService:
 
     def _sync_backup_job(self) -> None:
         """The daily backup (``LEVQOR_BACKUP_CRON``, default 00:00 UTC; ``off`` disables it)."""
-        expr = self.state.config.backup_cron
-        if expr.lower() == "off" or self.sched.get_job(self.BACKUP_JOB) is not None:
+        expr = self.config.backup_cron
+        if self.backup is None or expr.lower() == "off" or self.sched.get_job(self.BACKUP_JOB):
             return
         try:
             trigger = cron_trigger(expr, "UTC")
@@ -120,19 +132,16 @@ class SchedulerService:
 
     def run_backup(self) -> dict | None:
         """The backup job: only the leader backs up."""
-        if not self.is_leader:
+        if not self.is_leader or self.backup is None:
             return None
-        from levqor_host.backup.create import scheduled_backup
-
-        st = self.state
-        return scheduled_backup(st.store, st.config, st.metrics)
+        return self.backup()
 
     PRUNE_JOB = "levqor:prune-runs"
 
     def _sync_prune_job(self) -> None:
         """Run retention (``LEVQOR_RUN_RETENTION_DAYS``; 0, the default, keeps every run): daily
         at 00:30 UTC the leader deletes finished runs older than that many days."""
-        if self.state.config.run_retention_days <= 0 or self.sched.get_job(self.PRUNE_JOB):
+        if self.config.run_retention_days <= 0 or self.sched.get_job(self.PRUNE_JOB):
             return
         self.sched.add_job(
             self.prune_runs, cron_trigger("30 0 * * *"), id=self.PRUNE_JOB,
@@ -141,11 +150,11 @@ class SchedulerService:
 
     def prune_runs(self) -> int | None:
         """The retention job: only the leader prunes. Returns how many runs were deleted."""
-        days = self.state.config.run_retention_days
+        days = self.config.run_retention_days
         if not self.is_leader or days <= 0:
             return None
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        deleted = self.state.store.prune_runs(cutoff)
+        deleted = self.store.prune_runs(cutoff)
         log.info("run retention: deleted %d runs finished before %s", deleted, cutoff.isoformat())
         return deleted
 
@@ -154,7 +163,7 @@ class SchedulerService:
         self._sync_backup_job()
         self._sync_prune_job()
         wanted: dict[str, tuple] = {}
-        for p in self.state.store.list_scheduled_pipelines():
+        for p in self.store.list_scheduled_pipelines():
             trig = p["doc"]["trigger"]
             wanted[p["id"]] = (p["version"], trig["cron"], trig.get("timezone", "UTC"))
         for pid in list(self._jobs):
@@ -173,20 +182,19 @@ class SchedulerService:
             self._jobs[pid] = spec
 
     def fire(self, pipeline_id: str) -> dict[str, Any] | None:
-        st = self.state
         if not self.is_leader:
             return None
         minute = datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
-        p = st.store.get_pipeline_any(pipeline_id)
+        p = self.store.get_pipeline_any(pipeline_id)
         if p is None or p.get("archived"):
             return None
-        user = st.store.get_user(p["user_id"])
+        user = self.store.get_user(p["user_id"])
         if user is None:
             return None
         trig = p["doc"].get("trigger", {})
         data = {**(trig.get("input") or {}), "scheduled_at": minute}
         try:
-            run, created = st.start_run(
+            run, created = self.runs.start(
                 user, p, data, trigger="schedule", idempotency_key=f"sched:{pipeline_id}:{minute}"
             )
         except Exception as e:  # noqa: BLE001 - a refused or invalid run must not stop the scheduler

@@ -101,7 +101,7 @@ def run_out(r: dict) -> dict:
 def _save_problems(user_id: str, doc: Any) -> tuple[list[dict], list[dict]]:
     """(blocking problems, warnings). A credential the user has not added yet is a warning on
     save (add it later), but blocks a run."""
-    problems = state().validate(user_id, doc)
+    problems = state().runs.validate(user_id, doc)
     blocking = [
         p
         for p in problems
@@ -467,7 +467,7 @@ def _wait_param() -> float | None:
 def _answer_run(run: dict, wait: float | None, created: bool):
     user = current_user()
     if wait:
-        run = state().wait_for_run(user["id"], run["id"], wait) or run
+        run = state().runs.wait(user["id"], run["id"], wait) or run
         final = run["status"] in ("succeeded", "failed", "cancelled")
         full = state().store.get_run(user["id"], run["id"]) or run
         resp = jsonify(run_out(full))
@@ -502,7 +502,7 @@ def run_pipeline():
     p = st.store.get_pipeline(user["id"], b["pipeline_id"])
     if p is None or p.get("archived"):
         raise not_found("pipeline")
-    run, created = st.start_run(
+    run, created = st.runs.start(
         user, p, b.get("input", {}), trigger="manual", idempotency_key=key, version=b.get("version")
     )
     return _answer_run(run, wait, created)
@@ -545,7 +545,7 @@ def get_run(run_id: str):
 @bp.post("/runs/<run_id>/cancel")
 @require("runs:execute")
 def cancel_run(run_id: str):
-    r = state().store.request_cancel(current_user()["id"], run_id)
+    r = state().runs.cancel(current_user()["id"], run_id)
     if r is None:
         raise not_found("run")
     return jsonify(run_out(r))
@@ -557,27 +557,5 @@ def cancel_run(run_id: str):
 def retry_run(run_id: str):
     """A new run of the same version that reuses the outputs of the steps that succeeded."""
     wait = _wait_param()
-    user = current_user()
-    st = state()
-    r = st.store.get_run(user["id"], run_id)
-    if r is None:
-        raise not_found("run")
-    if r["status"] not in ("failed", "cancelled"):
-        raise ApiError(
-            409,
-            "conflict",
-            f"only failed or cancelled runs can be retried (this one is {r['status']})",
-        )
-    p = st.store.get_pipeline(user["id"], r["pipeline_id"])
-    if p is None:
-        raise not_found("pipeline")
-    run, created = st.start_run(
-        user,
-        p,
-        r.get("input") or {},
-        trigger="retry",
-        retry_of=r["id"],
-        copy_steps_from=r["id"],
-        version=r["version"],
-    )
+    run, created = state().runs.retry(current_user(), run_id)
     return _answer_run(run, wait, created)

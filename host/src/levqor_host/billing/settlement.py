@@ -1,0 +1,209 @@
+"""A final run's settlement: what it cost, refunds through ``record_run_cost``, daily usage,
+events and the referral reward, inside the transaction that claims the run's ``settled_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from levqor_kernel.runner import RunResult
+
+from levqor_host.billing.gate import day_start
+
+if TYPE_CHECKING:
+    from levqor_kernel.plugins import LevqorPluginManager
+
+    from levqor_host.billing.ledger import BillingTx
+    from levqor_host.store import Store
+
+log = logging.getLogger("levqor.ledger")
+
+# Error types the kernel's runner reports for failures of the user's data or of an upstream
+# service. Anything else (an unexpected exception inside a connector, a crash of the executor,
+# a connector that is not installed) is the platform's fault and refunded.
+USER_ERROR_TYPES = frozenset(
+    {
+        "ConnectorError",
+        "RetryableError",
+        "PermanentError",
+        "CredentialError",
+        "PayloadError",
+        "TemplateError",
+        "BlockedURLError",
+        "Cancelled",
+    }
+)
+PLATFORM_ERROR_CODES = frozenset({"unknown_connector"})
+
+
+def is_platform_failure(error: dict | None) -> bool:
+    """Whether a failed run failed because of the platform rather than the user's data."""
+    if not error:
+        return False
+    if error.get("platform"):
+        return True
+    if error.get("code") in PLATFORM_ERROR_CODES:
+        return True
+    return error.get("type") not in USER_ERROR_TYPES
+
+
+class RunSettlement:
+    """What ``record_run_cost`` receives as ``ledger`` when a run is final."""
+
+    def __init__(self, tx: BillingTx, user_id: str, run_id: str) -> None:
+        self.tx = tx
+        self.user_id = user_id
+        self.run_id = run_id
+        self._cached: list[int] | None = None
+
+    @property
+    def env(self) -> Any:
+        return self.tx.env
+
+    def _sums(self) -> list[int]:
+        """[charged, refunded] of the run, read once per settlement (refund() keeps it up to
+        date: the settlement holds the run's ``settled_at`` claim, nothing else writes them)."""
+        if self._cached is None:
+            self._cached = list(self.tx.repo.run_sums(self.tx.conn, self.run_id))
+        return self._cached
+
+    def forget(self) -> None:
+        """Read the sums again next time (what a failed hook refunded was rolled back)."""
+        self._cached = None
+
+    @property
+    def charged(self) -> int:
+        """Credits reserved for the run (positive)."""
+        return self._sums()[0]
+
+    @property
+    def refunded(self) -> int:
+        return self._sums()[1]
+
+    def refund(self, amount: int | None = None, reason: str = "refund") -> bool:
+        """Give back ``amount`` (default: all) of what the run was charged, once per reason.
+        A ``refund`` line (even of 0 credits) also stops the run counting towards daily
+        limits. Returns False when this refund was made before."""
+        if reason not in ("refund", "unused"):
+            raise ValueError("reason must be 'refund' or 'unused'")
+        left = max(0, self.charged - self.refunded)
+        amount = left if amount is None else max(0, min(int(amount), left))
+        added = self.tx.add_line(
+            self.user_id,
+            amount,
+            reason,
+            run_id=self.run_id,
+            external_id=f"{reason}:{self.run_id}",
+        )
+        if added:
+            self._sums()[1] += amount
+        return added
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What a settlement needs that is read outside its transaction: the steps that ran in
+    the run (not those copied from a retried one), their cost and the minutes they saved."""
+
+    cost: int
+    minutes: float
+    steps: int
+
+
+def _as_dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _executed_steps(store: Store, run: dict, result: RunResult, doc: dict | None) -> tuple:
+    """(steps that ran in this run, the pipeline document). With ``doc``, ``result.records``
+    hold every step of the run (it was not resumed); otherwise both are read back."""
+    if doc is not None and run.get("created_at"):
+        ran = [
+            {"step_id": r.step_id, "connector": r.connector, "action": r.action,
+             "status": r.status, "attempts": r.attempts}
+            for r in result.records
+        ]
+        return [s for s in ran if s["status"] in ("succeeded", "failed") and s["attempts"] > 0], doc
+    full = store.get_run(None, run["id"]) or {"steps": []}
+    version = store.get_version(run["user_id"], run["pipeline_id"], run["version"])
+    created = _as_dt(run.get("created_at") or full.get("created_at"))
+    executed = [
+        s
+        for s in full["steps"]
+        if s["status"] in ("succeeded", "failed")
+        and s.get("attempts", 0) > 0
+        and (created is None or (_as_dt(s.get("started_at")) or created) >= created)
+    ]
+    return executed, (version or {}).get("doc", {})
+
+
+def run_cost(
+    store: Store,
+    pm: LevqorPluginManager,
+    step_price: Callable[[dict], int],
+    run: dict,
+    result: RunResult,
+    doc: dict | None = None,
+) -> RunCost:
+    """The :class:`RunCost` of a final run. ``doc``: the pipeline document, when
+    ``result.records`` cover every step the run ran (saves reading the run back)."""
+    executed, doc = _executed_steps(store, run, result, doc)
+    doc_steps = {s.get("id"): s for s in doc.get("steps", [])}
+    cost = sum(step_price(doc_steps.get(s["step_id"], s)) for s in executed)
+    minutes = 0.0
+    for s in executed:
+        if s["status"] == "succeeded":
+            a = pm.catalog.action(s["connector"], s["action"])
+            minutes += float(getattr(a, "minutes_saved", 0) or 0)
+    return RunCost(cost, minutes, len(executed))
+
+
+def record_run_cost(
+    tx: BillingTx, pm: LevqorPluginManager, run: dict, result: RunResult, cost: int
+) -> RunSettlement:
+    """The ``record_run_cost`` hook in a savepoint of ``tx`` (a failing plugin's refunds are
+    rolled back, and the run is settled all the same)."""
+    uid, rid = run["user_id"], run["id"]
+    error = result.error or {}
+    settle = RunSettlement(tx, uid, rid)
+    if not pm.hook.record_run_cost.get_hookimpls():
+        return settle
+    user = tx.lock_user(uid) or {"id": uid}
+    try:
+        with tx.conn.begin_nested():
+            pm.hook.record_run_cost(
+                user=user,
+                run={
+                    "id": rid,
+                    "status": result.status,
+                    "pipeline_id": run["pipeline_id"],
+                    "platform_failure": result.status == "failed" and is_platform_failure(error),
+                    "error": error or None,
+                    "charged": settle.charged,
+                },
+                cost=cost,
+                ledger=settle,
+            )
+    except Exception:  # noqa: BLE001 - billing plugins must not break run completion
+        log.exception("record_run_cost failed for run %s", rid)
+        settle.forget()
+    return settle
+
+
+def add_usage(tx: BillingTx, user_id: str, cost: RunCost, credits: int) -> None:
+    """The run in today's ``usage_daily`` row of its user."""
+    tx.repo.add_usage(
+        tx.conn,
+        user_id,
+        day_start().date(),
+        jobs=1,
+        steps=cost.steps,
+        credits=credits,
+        minutes=cost.minutes,
+    )

@@ -1,0 +1,111 @@
+"""The store-backed recorder of the kernel's runner: every transition of a run, persisted."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from levqor_host.services import Metrics
+    from levqor_host.store import Store
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoreRecorder:
+    """Persists every runner transition through the Store, in as few write transactions as
+    the guarantees allow: a finished step's row is held back until the next step starts (then
+    it is written together with that step's "running" row, before the next connector is
+    called, so a succeeded step is never sent again) or until the run ends (then it is written
+    in the transaction that finishes and settles the run, see :meth:`RunService.complete`).
+    """
+
+    def __init__(self, store: Store, metrics: Metrics, run: dict[str, Any]) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.run = run
+        self._started: dict[str, datetime] = {}
+        #: finished step rows not written yet
+        self.pending: list[dict[str, Any]] = []
+        #: time.monotonic() when the last step finished
+        self.last_finish = 0.0
+
+    def _row(self, run_id: str, step: dict, position: int, **values: Any) -> dict[str, Any]:
+        return self.store.step_row(
+            run_id,
+            step["id"],
+            position=position,
+            connector=step["connector"],
+            action=step["action"],
+            **values,
+        )
+
+    def flush(self, *also: dict[str, Any]) -> None:
+        """Write the held-back rows (and ``also``) now, in one transaction."""
+        rows = [*self.pending, *also]
+        if rows:
+            self.store.record_steps(rows)
+        self.pending = []
+
+    def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:
+        started = self._started.setdefault(step["id"], now())
+        self.flush(
+            self._row(
+                run_id, step, position, status="running", attempts=attempt, started_at=started
+            )
+        )
+
+    def step_retrying(
+        self, run_id: str, step: dict, position: int, attempt: int, error: dict, delay: float
+    ) -> None:
+        self.flush(
+            self._row(
+                run_id,
+                step,
+                position,
+                status="running",
+                attempts=attempt,
+                error={**error, "retry_in": round(delay, 3)},
+                started_at=self._started.get(step["id"]),
+            )
+        )
+        self.metrics.retries.labels(step["connector"]).inc()
+
+    def step_finished(
+        self,
+        run_id: str,
+        step: dict,
+        position: int,
+        *,
+        status: str,
+        attempts: int,
+        input: Any,
+        output: Any,
+        error: dict | None,
+        duration: float,
+    ) -> None:
+        ran = status != "skipped"
+        self.last_finish = time.monotonic()
+        self.pending.append(
+            self._row(
+                run_id,
+                step,
+                position,
+                status=status,
+                attempts=attempts,
+                input=input,
+                output=output,
+                error=error,
+                started_at=self._started.get(step["id"]) if ran else None,
+                finished_at=now() if ran else None,
+            )
+        )
+        if ran:
+            self.metrics.step_seconds.labels(step["connector"]).observe(duration)
+
+    def run_finished(self, run_id: str, status: str, error: dict | None) -> None:
+        # the executor finishes the run row itself (it knows whether it still owns the lease)
+        pass
