@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("levqor")
 
 FINAL = ("succeeded", "failed", "cancelled")
-#: the answer of a gate or a settlement that did not settle (another process did)
+#: what a settlement answers when the run was settled before (by another worker or sweep)
 _NOT_SETTLED = {"settled": False}
 
 
