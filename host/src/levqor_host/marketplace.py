@@ -311,35 +311,3 @@ def build_site(data: dict[str, Any], out: Path) -> list[Path]:
             shutil.copyfile(src, out / "assets" / name)
         written.append(out / "assets" / name)
     return written
-
-
-# ------------------------------------------------------------------------------ CLI
-import click  # noqa: E402
-
-
-@click.group("marketplace")
-def marketplace_cli() -> None:
-    """The connector marketplace, generated from the installed plugins."""
-
-
-@marketplace_cli.command("build")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def marketplace_build(out: Path) -> None:
-    """Write a static marketplace site for the installed plugins to OUT.
-
-    index.json, index.html (searchable) and connectors/<name>.html, with local assets only.
-    LEVQOR_PLUGINS / LEVQOR_DISABLE_PLUGINS choose the set of plugins, as for the server.
-    """
-    from levqor_kernel.plugins import make_plugin_manager
-
-    from levqor_host import hookspecs as host_hookspecs
-
-    pm = make_plugin_manager(extra_hookspecs=[host_hookspecs])
-    data = listing(pm)
-    files = build_site(data, out)
-    for f in data["failures"]:
-        click.echo(
-            f"skipped {f['name']} ({f['distribution'] or '?'}): {f['error']}  (see `levqor plugins`)",
-            err=True,
-        )
-    click.echo(f"wrote {len(files)} files for {len(data['connectors'])} connectors to {out}")

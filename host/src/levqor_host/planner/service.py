@@ -1,8 +1,8 @@
 """The AI builder on the host side: plain words -> a validated, stored pipeline.
 
-Shared by ``POST /api/v1/plan`` (api/plan.py) and ``levqor plan``. The host never imports a
-planner: it calls the kernel hook ``plan_pipeline`` (firstresult) on whatever plugin provides it
-(``levqor-openai``). The hook's answer contract (docs/ai-builder.md):
+Shared by ``POST /api/v1/plan`` (web/api/plan.py) and ``levqor plan`` (cli/plan.py), which hand
+it the service object and the user. The host never imports a planner: it calls the kernel hook
+``plan_pipeline`` (firstresult) on whatever plugin provides it (``levqor-openai``). The hook's answer contract (docs/ai-builder.md):
 
 * ``{"pipeline": {...}, "explanation": str, "warnings": [str, ...]?, "planner": {...}?}``
 * ``{"error": {"status": int, "code": str, "message": str, "details": {...}?}}`` for an expected
@@ -17,12 +17,14 @@ the user's credentials before storing it: an invalid pipeline is never stored.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 from levqor_kernel.host import HttpError
 
 from levqor_host.errors import ApiError
+
+if TYPE_CHECKING:
+    from levqor_host.services import Services
 
 log = logging.getLogger("levqor.planner")
 
@@ -31,7 +33,7 @@ PLANNER_CONNECTOR = "planner"
 PLANNER_ACTION = "plan"
 
 
-def has_planner(state: Any) -> bool:
+def has_planner(state: Services) -> bool:
     return bool(state.pm.hook.plan_pipeline.get_hookimpls())
 
 
@@ -55,7 +57,7 @@ def check_prompt(prompt: Any, name: Any = None) -> tuple[str, str | None]:
     return prompt.strip(), name
 
 
-def gate_planning(state: Any, user: dict) -> tuple[int, int]:
+def gate_planning(state: Services, user: dict) -> tuple[int, int]:
     """Price a plan through the billing hooks and ask the gate (402 when refused)."""
     base = state.config.plan_price_credits
     p = state.pm.hook.price_task(
@@ -96,7 +98,7 @@ def gate_planning(state: Any, user: dict) -> tuple[int, int]:
     return price, gate.charged
 
 
-def refund_planning(state: Any, user: dict, charged: int) -> None:
+def refund_planning(state: Services, user: dict, charged: int) -> None:
     """A plan that failed costs nothing: give back what the gate charged (the ledger keeps both lines)."""
     if charged:
         try:
@@ -105,7 +107,7 @@ def refund_planning(state: Any, user: dict, charged: int) -> None:
             log.exception("refunding a failed plan failed")
 
 
-def _warnings(state: Any, problems: list[dict], doc: dict) -> list[dict]:
+def _warnings(state: Services, problems: list[dict], doc: dict) -> list[dict]:
     """Missing credentials as warnings the user can act on."""
     out = []
     steps = {s.get("id"): s for s in doc.get("steps", []) if isinstance(s, dict)}
@@ -126,7 +128,7 @@ def _warnings(state: Any, problems: list[dict], doc: dict) -> list[dict]:
 
 
 def plan(
-    state: Any, user: dict, prompt: str, *, name: str | None = None, dry_run: bool = False
+    state: Services, user: dict, prompt: str, *, name: str | None = None, dry_run: bool = False
 ) -> dict:
     """Plan, validate and (unless ``dry_run``) store. Raises ApiError with the right status."""
     prompt, name = check_prompt(prompt, name)
@@ -140,7 +142,9 @@ def plan(
         raise
 
 
-def _plan_charged(state: Any, user: dict, prompt: str, name: str | None, dry_run: bool, price: int) -> dict:
+def _plan_charged(
+    state: Services, user: dict, prompt: str, name: str | None, dry_run: bool, price: int
+) -> dict:
     creds = [
         {"name": c["name"], "connector": c["connector"]}
         for c in state.store.list_credentials(user["id"])
@@ -228,50 +232,3 @@ def _plan_charged(state: Any, user: dict, prompt: str, name: str | None, dry_run
         len(warnings),
     )
     return out
-
-
-# ---------------------------------------------------------------------------- CLI
-@click.command("plan")
-@click.argument("description")
-@click.option("--name", default=None, help="Pipeline name (default: the planner's).")
-@click.option("--dry-run", is_flag=True, help="Show the plan without storing it.")
-@click.option("--user", "email", default=None, help="Email (default: the first admin).")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
-def plan_command(
-    description: str, name: str | None, dry_run: bool, email: str | None, as_json: bool
-) -> None:
-    """Plan a pipeline from a plain-words DESCRIPTION with the AI builder and store it."""
-    import json
-
-    from levqor_host.cli import _app, _state, _user
-
-    st = _state(_app())
-    u = _user(st.store, email)
-    try:
-        out = plan(st, u, description, name=name, dry_run=dry_run)
-    except ApiError as e:
-        lines = "".join(
-            f"\n  {p.get('pointer') or '/'}: {p.get('message')}"
-            for p in (e.details or {}).get("problems", [])
-        )
-        raise click.ClickException(f"{e.message} ({e.status} {e.code}){lines}") from None
-    finally:
-        st.store.close()
-    stored = out.pop("stored", None)
-    if as_json:
-        if stored is not None:
-            out["id"] = stored["id"]
-            out["version"] = stored["version"]
-            out["pipeline"] = stored["doc"]
-        click.echo(json.dumps(out, indent=2, default=str))
-        return
-    if stored is not None:
-        click.echo(f"pipeline {stored['id']}  v{stored['version']}  {out['name']}")
-        if (stored["doc"].get("trigger") or {}).get("type") == "webhook":
-            click.echo(f"webhook: {st.config.base_url}/hooks/{stored['webhook_token']}")
-    else:
-        click.echo(f"dry run (not stored): {out['name']}")
-        click.echo(json.dumps(out["pipeline"], indent=2))
-    click.echo(f"explanation: {out['explanation']}")
-    for w in out["warnings"]:
-        click.echo(f"warning: {w['message']}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from levqor_host.cli.context import load_config, new_store
+
 
 @click.command("backup")
 @click.option(
@@ -17,17 +19,13 @@ import click
     help="Folder for the archive (default LEVQOR_BACKUP_DIR or <data dir>/backups).",
 )
 @click.option("--no-prune", is_flag=True, help="Keep archives older than the retention.")
-def backup_command(dest: Path | None, no_prune: bool) -> None:
+def backup_cmd(dest: Path | None, no_prune: bool) -> None:
     """Back up the database, data/ and logs/ into a verified tar.gz archive now."""
     from levqor_host.backup.common import BackupError
     from levqor_host.backup.create import run_backup
-    from levqor_host.config import Config
-    from levqor_host.security.vault import Vault
-    from levqor_host.store import Store
 
-    cfg = Config.from_env()
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(cfg.database_url, Vault.from_config(cfg.data_dir, cfg.secret_key))
+    cfg = load_config()
+    store = new_store(cfg)
     try:
         res = run_backup(store, cfg, dest_dir=dest, keep_old=no_prune)
     except BackupError as e:
@@ -53,7 +51,7 @@ def backup_command(dest: Path | None, no_prune: bool) -> None:
     help="Data folder to restore into (default LEVQOR_DATA_DIR).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing database (moved aside first).")
-def restore_command(archive: Path, data_dir: Path | None, force: bool) -> None:
+def restore_cmd(archive: Path, data_dir: Path | None, force: bool) -> None:
     """Restore a `levqor backup` archive into a data folder (and DATABASE_URL)."""
     from levqor_host.backup.common import BackupError
     from levqor_host.backup.restore import restore_backup

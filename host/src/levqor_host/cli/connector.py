@@ -1,4 +1,4 @@
-"""``levqor connector new|check``."""
+"""``levqor connector new|check``: the connector SDK's scaffold and contract check."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from levqor_host.scaffold import ScaffoldError, check, default_parent, scaffold
 
 
 @click.group("connector")
-def connector_cli() -> None:
+def connector() -> None:
     """Write and check connectors (the connector SDK)."""
 
 
-@connector_cli.command("new")
+@connector.command("new")
 @click.argument("name")
 @click.option(
     "--dir",
@@ -46,7 +46,7 @@ def connector_new(name: str, parent: Path | None, author: str) -> None:
     click.echo(f"  levqor connector check {target}")
 
 
-@connector_cli.command("check")
+@connector.command("check")
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-tests", is_flag=True, help="For a folder: skip running its own contract tests.")

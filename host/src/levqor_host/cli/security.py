@@ -1,4 +1,4 @@
-"""``levqor users set-password`` and ``levqor users login-link`` (host sessions)."""
+"""``levqor users set-password`` and ``levqor users login-link``: dashboard sign-in."""
 
 from __future__ import annotations
 
@@ -6,17 +6,7 @@ import sys
 
 import click
 
-
-def _store_and_user(email: str):
-    from levqor_host.app import create_app
-    from levqor_host.config import Config
-
-    app = create_app(Config.from_env(), start_workers=False, start_scheduler=False)
-    st = app.extensions["levqor"]
-    user = st.store.get_user_by_email(email)
-    if user is None:
-        raise click.ClickException(f"no user with email {email} (create it: levqor users create)")
-    return st, user
+from levqor_host.cli.context import find_user, load_config, open_store
 
 
 @click.command("set-password")
@@ -39,8 +29,9 @@ def set_password(email: str, password_stdin: bool) -> None:
         check_policy(password)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    st, user = _store_and_user(email)
-    set_password_hash(st.store, user["id"], hash_password(password))
+    with open_store() as store:
+        user = find_user(store, email)
+        set_password_hash(store, user["id"], hash_password(password))
     click.echo(f"password set for {user['email']}; its existing sessions were ended")
 
 
@@ -50,9 +41,9 @@ def login_link(email: str) -> None:
     """Print a one-time dashboard login link for EMAIL (valid LEVQOR_LOGIN_LINK_TTL seconds)."""
     from levqor_host.store.auth import create_login_link
 
-    st, user = _store_and_user(email)
-    ttl = st.config.security.login_link_ttl
-    token = create_login_link(st.store, user["id"], ttl)
-    click.echo(f"{st.config.base_url}/auth/link/{token}")
+    cfg = load_config()
+    ttl = cfg.security.login_link_ttl
+    with open_store(cfg) as store:
+        token = create_login_link(store, find_user(store, email)["id"], ttl)
+    click.echo(f"{cfg.base_url}/auth/link/{token}")
     click.echo(f"(one use, valid for {ttl // 60} minutes)", err=True)
-

@@ -1,0 +1,77 @@
+"""``levqor keys``: API keys, and the vault key that encrypts stored credentials."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from levqor_host.cli.context import ALL_SCOPES, find_user, load_config, open_store
+
+
+@click.group()
+def keys() -> None:
+    """API keys and the credential vault key."""
+
+
+@keys.command("create")
+@click.option("--user", "email", default=None, help="Email (default: the first admin).")
+@click.option("--name", default="cli")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(ALL_SCOPES))
+def keys_create(email: str | None, name: str, scopes: tuple[str, ...]) -> None:
+    """Create an API key; it is printed once."""
+    with open_store() as store:
+        u = find_user(store, email)
+        chosen = list(scopes) or (
+            [s for s in ALL_SCOPES if s != "admin"] + (["admin"] if u.get("is_admin") else [])
+        )
+        key, _ = store.create_api_key(u["id"], name=name, scopes=chosen)
+    click.echo(key)
+
+
+@keys.command("list")
+@click.option("--user", "email", default=None)
+def keys_list(email: str | None) -> None:
+    """A user's API keys (their prefixes only), active or revoked, with their scopes."""
+    with open_store() as store:
+        for k in store.list_api_keys(find_user(store, email)["id"]):
+            state = "revoked" if k.get("revoked_at") else "active"
+            click.echo(
+                f"{k['id']}  {k['prefix']}  {k['name']}  {state}  {','.join(k.get('scopes') or [])}"
+            )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--user", "email", default=None)
+def keys_revoke(key_id: str, email: str | None) -> None:
+    """Revoke one of a user's API keys."""
+    with open_store() as store:
+        if not store.revoke_api_key(find_user(store, email)["id"], key_id):
+            raise click.ClickException("no such key")
+    click.echo("revoked")
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret under a new vault key."""
+    from cryptography.fernet import Fernet
+
+    from levqor_host.security.vault import Vault
+
+    cfg = load_config()
+    new_key = Fernet.generate_key().decode()
+    with open_store(cfg) as store:
+        n = store.rotate_vault(Vault([new_key]))
+    keyfile = cfg.data_dir / "secret.key"
+    if cfg.secret_key:
+        click.echo(
+            f"re-encrypted {n} secrets. Set LEVQOR_SECRET_KEY to the new key before the next start:"
+        )
+        click.echo(new_key)
+    else:
+        tmp = keyfile.with_suffix(".tmp")
+        tmp.write_text(new_key + "\n")
+        tmp.chmod(0o600)
+        os.replace(tmp, keyfile)
+        click.echo(f"re-encrypted {n} secrets; the new key is in {keyfile}")
