@@ -142,9 +142,8 @@ def plan(
         raise
 
 
-def _plan_charged(
-    state: Services, user: dict, prompt: str, name: str | None, dry_run: bool, price: int
-) -> dict:
+def _ask_planner(state: Services, user: dict, prompt: str, name: str | None) -> dict:
+    """The ``plan_pipeline`` hook's answer, or the ApiError its failure becomes."""
     creds = [
         {"name": c["name"], "connector": c["connector"]}
         for c in state.store.list_credentials(user["id"])
@@ -175,20 +174,32 @@ def _plan_charged(
     if not isinstance(result, dict):
         raise ApiError(502, "planner_failed", "the planner answered something that is not a plan")
     if "error" in result:
-        err = result["error"] if isinstance(result["error"], dict) else {}
-        status = err.get("status")
-        status = status if isinstance(status, int) and 400 <= status < 600 else 502
-        details = err.get("details") if isinstance(err.get("details"), dict) else None
-        headers = {}
-        if details and details.get("retry_after"):
-            headers["Retry-After"] = str(int(float(details["retry_after"]) + 0.999))
-        raise ApiError(
-            status,
-            str(err.get("code") or "planner_failed"),
-            str(err.get("message") or "the planner failed"),
-            details,
-            headers=headers,
-        )
+        raise _planner_error(result["error"])
+    return result
+
+
+def _planner_error(error: Any) -> ApiError:
+    """The ApiError for a planner's ``{"error": {...}}`` answer (a bad status becomes 502)."""
+    err = error if isinstance(error, dict) else {}
+    status = err.get("status")
+    status = status if isinstance(status, int) and 400 <= status < 600 else 502
+    details = err.get("details") if isinstance(err.get("details"), dict) else None
+    headers = {}
+    if details and details.get("retry_after"):
+        headers["Retry-After"] = str(int(float(details["retry_after"]) + 0.999))
+    return ApiError(
+        status,
+        str(err.get("code") or "planner_failed"),
+        str(err.get("message") or "the planner failed"),
+        details,
+        headers=headers,
+    )
+
+
+def _plan_charged(
+    state: Services, user: dict, prompt: str, name: str | None, dry_run: bool, price: int
+) -> dict:
+    result = _ask_planner(state, user, prompt, name)
     doc = result.get("pipeline")
     if not isinstance(doc, dict):
         raise ApiError(502, "planner_failed", "the planner answered without a pipeline")
