@@ -20,16 +20,6 @@ if TYPE_CHECKING:
     from levqor_host.services import Services
     from levqor_host.store import Store
 
-#: every scope an API key can hold; an admin's key made by the CLI holds them all
-ALL_SCOPES = (
-    "pipelines:read",
-    "pipelines:write",
-    "runs:execute",
-    "credentials:write",
-    "billing",
-    "admin",
-)
-
 
 def load_config(**overrides: Any) -> Config:
     """The configuration from the environment; a bad setting is a clear error, not a trace."""

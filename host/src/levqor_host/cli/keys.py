@@ -6,7 +6,8 @@ import os
 
 import click
 
-from levqor_host.cli.context import ALL_SCOPES, find_user, load_config, open_store
+from levqor_host.cli.context import find_user, load_config, open_store
+from levqor_host.security.scopes import SCOPES, scopes_for
 
 
 @click.group()
@@ -17,14 +18,12 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--user", "email", default=None, help="Email (default: the first admin).")
 @click.option("--name", default="cli")
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(ALL_SCOPES))
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES))
 def keys_create(email: str | None, name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key; it is printed once."""
     with open_store() as store:
         u = find_user(store, email)
-        chosen = list(scopes) or (
-            [s for s in ALL_SCOPES if s != "admin"] + (["admin"] if u.get("is_admin") else [])
-        )
+        chosen = list(scopes) or scopes_for(bool(u.get("is_admin")))
         key, _ = store.create_api_key(u["id"], name=name, scopes=chosen)
     click.echo(key)
 

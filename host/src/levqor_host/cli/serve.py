@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from levqor_host import __version__
-from levqor_host.cli.context import ALL_SCOPES, load_config, make_app, services
+from levqor_host.cli.context import load_config, make_app, services
 
 if TYPE_CHECKING:
     from levqor_host.services import Services
@@ -18,12 +18,14 @@ if TYPE_CHECKING:
 
 def bootstrap_admin(state: Services) -> None:
     """First start of an empty database: an admin user and a one-time key."""
+    from levqor_host.security.scopes import SCOPES
+
     store = state.store
     if store.count_users() > 0:
         return
     email = os.environ.get("LEVQOR_ADMIN_EMAIL", "admin@localhost")
     user = store.create_user(email, name="Admin", is_admin=True, plan="business")
-    key, _ = store.create_api_key(user["id"], name="first key", scopes=list(ALL_SCOPES))
+    key, _ = store.create_api_key(user["id"], name="first key", scopes=list(SCOPES))
     cfg = state.config
     click.echo("")
     click.echo("  Levqor is set up. An admin user was created: " + email)

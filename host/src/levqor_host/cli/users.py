@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from levqor_host.cli.context import ALL_SCOPES, make_app, open_store, services
+from levqor_host.cli.context import make_app, open_store, services
 from levqor_host.cli.group import LazyGroup
 
 
@@ -50,6 +50,7 @@ def users_create(
 ) -> None:
     """Create a user (and with --with-key an API key, printed once)."""
     from levqor_host.growth.analytics import ReferralError, record_signup
+    from levqor_host.security.scopes import scopes_for
 
     st = services(make_app())
     if st.store.get_user_by_email(email):
@@ -62,8 +63,7 @@ def users_create(
         click.echo(f"warning: referral not recorded: {e.message}", err=True)
     click.echo(f"created user {u['id']} ({email})")
     if with_key:
-        scopes = list(ALL_SCOPES) if admin else [s for s in ALL_SCOPES if s != "admin"]
-        key, _ = st.store.create_api_key(u["id"], name="cli", scopes=scopes)
+        key, _ = st.store.create_api_key(u["id"], name="cli", scopes=scopes_for(admin))
         click.echo(key)
 
 

@@ -38,22 +38,8 @@ from levqor_kernel.access import (  # noqa: F401 - public, session_only, signed_
 )
 
 from levqor_host.errors import ApiError
+from levqor_host.security.scopes import DEFAULT_SCOPES
 
-SCOPES = (
-    "pipelines:read",
-    "pipelines:write",
-    "runs:execute",
-    "credentials:write",
-    "billing",
-    "admin",
-)
-DEFAULT_SCOPES = (
-    "pipelines:read",
-    "pipelines:write",
-    "runs:execute",
-    "credentials:write",
-    "billing",
-)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 #: the readable cookie that carries the session's CSRF token to the dashboard's script
