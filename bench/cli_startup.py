@@ -7,7 +7,9 @@ Times whole processes: ``python -c pass``, ``levqor --version``, ``levqor --help
 (one of each, then the next round), on a fresh SQLite data folder with one user and one
 pipeline. Prints, per command, the median wall time and CPU time (user + system of the process)
 and both as a ratio to ``python -c pass``. ``--src DIR`` puts another checkout's ``host/src``
-first on ``PYTHONPATH`` (to measure an older revision with the same interpreter and packages).
+first on ``PYTHONPATH`` (to measure an older revision with the same interpreter and packages);
+``--against DIR`` measures that checkout's ``host/src`` too, in the same rounds (each command of
+one, then of the other), so a busy machine slows both alike.
 Targets: ``--version`` and ``--help`` under 0.3 s, ``pipelines list`` under 1 s.
 """
 
@@ -48,6 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7, help="counted rounds (after one warm-up)")
     ap.add_argument("--src", type=Path, default=None, help="a checkout's host/src to measure")
+    ap.add_argument(
+        "--against", type=Path, default=None, help="another host/src measured in the same rounds"
+    )
     args = ap.parse_args()
 
     levqor = [sys.executable, "-c", "from levqor_host.cli import main; main()"]
@@ -81,22 +86,30 @@ def main() -> None:
             "levqor pipelines list": [*levqor, "pipelines", "list"],
             "levqor run bench (queue only)": [*levqor, "run", "bench"],
         }
-        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        envs = {"": env}
+        if args.against is not None:
+            envs[" [against]"] = {**env, "PYTHONPATH": str(args.against.resolve())}
+        figures: dict[str, list[tuple[float, float]]] = {}
         for round_ in range(args.repeat + 1):
             for name, cmd in commands.items():
-                w, c = timed(cmd, env)
-                if round_:  # the first round warms the caches
-                    figures[name].append((w, c))
+                for label, cmd_env in envs.items():
+                    if label and name == "python -c pass":
+                        continue
+                    w, c = timed(cmd, cmd_env)
+                    if round_:  # the first round warms the caches
+                        figures.setdefault(name + label, []).append((w, c))
 
     base_w = statistics.median(w for w, _ in figures["python -c pass"])
     base_c = statistics.median(c for _, c in figures["python -c pass"])
     print(f"levqor_host from {where}; {args.repeat} rounds after one warm-up; medians")
+    if args.against is not None:
+        print(f"[against]: levqor_host from {args.against.resolve()}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'command':<32} {'wall s':>8} {'x pass':>8} {'CPU s':>8} {'x pass':>8}")
+    print(f"{'command':<42} {'wall s':>8} {'x pass':>8} {'CPU s':>8} {'x pass':>8}")
     for name, runs in figures.items():
         w = statistics.median(x for x, _ in runs)
         c = statistics.median(y for _, y in runs)
-        print(f"{name:<32} {w:>8.3f} {w / base_w:>8.1f} {c:>8.3f} {c / base_c:>8.1f}")
+        print(f"{name:<42} {w:>8.3f} {w / base_w:>8.1f} {c:>8.3f} {c / base_c:>8.1f}")
 
 
 if __name__ == "__main__":
