@@ -113,10 +113,9 @@ def openapi_op(doc, method, rule):
 def test_every_route_declares_its_access_and_the_document_agrees(srv):
     """The inventory reads what each route carries (host and plugin routes alike): a scope, a
     session, a signed-in read of one's own account, or a reviewed public declaration."""
-    from levqor_host.web.api.openapi import openapi_document
+    from levqor_host.web.openapi import openapi_document
 
-    with srv.app.app_context():
-        doc = openapi_document(srv.state)
+    doc = openapi_document(srv.app)
     undeclared, public, signed_in, problems = [], set(), set(), []
     for method, rule, _view in rules(srv.app):
         access = declared(srv.app, rule)

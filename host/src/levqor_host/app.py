@@ -120,28 +120,12 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
 def _install_web(app: Flask, state: Services) -> None:
     """Observability, security, the host's blueprints, the plugins' and the dashboard."""
     from levqor_host.security.install import install_security, report_undeclared_routes
-    from levqor_host.web.api import bp as api_bp
-    from levqor_host.web.api.plan import bp as plan_bp
-    from levqor_host.web.api.schedule import bp as schedule_bp
-    from levqor_host.web.dashboard import install_dashboard
-    from levqor_host.web.growth import bp as analytics_bp
-    from levqor_host.web.marketplace import bp as marketplace_bp
+    from levqor_host.web import register_blueprints
     from levqor_host.web.observability import install_observability
-    from levqor_host.web.ops import bp as ops_bp
-    from levqor_host.web.sessions import bp as sessions_bp
-    from levqor_host.web.support import bp as inbox_bp
-    from levqor_host.web.webhooks import bp as hooks_bp
 
     install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
     install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies
-    for bp in (
-        sessions_bp, ops_bp, inbox_bp, api_bp, hooks_bp, analytics_bp, plan_bp, marketplace_bp,
-        schedule_bp,
-    ):
-        app.register_blueprint(bp)
-    state.pm.hook.register_blueprints(app=app, state=state)
-    # HTML shells + ES modules over the JSON API, with the pages of plugins
-    install_dashboard(app, state.pm)
+    register_blueprints(app, state)  # the host's, the plugins', the dashboard
     report_undeclared_routes(app)
 
 

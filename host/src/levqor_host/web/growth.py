@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import Field, create_model
 
-from levqor_host.errors import ApiError, check_fields
+from levqor_host.errors import ApiError
 from levqor_host.growth.analytics import (
     UTM_FIELDS,
     ReferralError,
@@ -19,8 +20,15 @@ from levqor_host.growth.analytics import (
 from levqor_host.growth.analytics import referral_status as referral_summary
 from levqor_host.security.auth import current_user, require, signed_in
 from levqor_host.web.api.idempotency import idempotent
-from levqor_host.web.api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op
-from levqor_host.web.errors import json_body
+from levqor_host.web.operations import (
+    ERROR,
+    IDEMPOTENCY_KEY,
+    Body,
+    answer,
+    bounded_int,
+    operation,
+    query,
+)
 
 if TYPE_CHECKING:
     from levqor_host.services import Services
@@ -32,16 +40,35 @@ def _state() -> Services:
     return current_app.extensions["levqor"]
 
 
+#: the code that referred the caller, and where they came from
+ReferralClaim = create_model(
+    "ReferralClaim",
+    __base__=Body,
+    code=(str, Field(min_length=1, max_length=32)),
+    **{k: (str | None, Field(None, max_length=200)) for k in UTM_FIELDS},
+)
+_OBJ = {"type": "object"}
+
+
 @bp.get("/analytics/dashboard")
 @require("pipelines:read")
-def dashboard():
-    raw = request.args.get("days", "30")
-    try:
-        days = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_request", "days must be a whole number") from None
-    if not 1 <= days <= 366:
-        raise ApiError(400, "invalid_request", "days must be between 1 and 366")
+@operation(
+    "Usage over time; for admins also the conversion funnel, active users and revenue",
+    "Runs, steps and credits per day over the last days, with the balance; an admin also "
+    "gets the funnel (sign-up, first pipeline, first run, paid), active users and revenue.",
+    tag="analytics",
+    responses={200: answer(_OBJ)},
+    params=[
+        query(
+            "days",
+            {"type": "integer", "minimum": 1, "maximum": 366},
+            "how many days back (30)",
+            parse=bounded_int("days", 1, 366),
+            default=30,
+        )
+    ],
+)
+def dashboard(days: int) -> Response:
     st = _state()
     user = current_user()
     out: dict[str, Any] = {
@@ -57,19 +84,23 @@ def dashboard():
 @bp.post("/referrals/claim")
 @require("billing")
 @idempotent()
-def referral_claim():
+@operation(
+    "Name the code that referred you (within the claim window after sign-up)",
+    "Records who referred the caller; both get the referral bonus when the caller's first run "
+    "succeeds (409 when already referred or past the window).",
+    tag="referrals",
+    body=ReferralClaim,
+    responses={201: answer(_OBJ), 409: ERROR},
+    params=[IDEMPOTENCY_KEY],
+)
+def referral_claim(body: Any) -> Response:
     st = _state()
-    b = check_fields(
-        json_body(st.config.max_json_depth),
-        {"code": str, **{k: str for k in UTM_FIELDS}},
-        required=("code",),
-    )
     try:
         ref = claim_referral(
             st.ledger,
             current_user(),
-            b["code"],
-            {k: b.get(k) for k in UTM_FIELDS},
+            body.code,
+            {k: getattr(body, k) for k in UTM_FIELDS},
             claim_days=st.config.referral_claim_days,
         )
     except ReferralError as e:
@@ -81,7 +112,14 @@ def referral_claim():
 
 @bp.get("/referrals")
 @signed_in()
-def referral_status():
+@operation(
+    "Your referral code and referrals",
+    "The caller's code and link, how many users it referred and how many were rewarded, and "
+    "the code that referred the caller.",
+    tag="referrals",
+    responses={200: answer(_OBJ)},
+)
+def referral_status() -> Response:
     st = _state()
     return jsonify(
         referral_summary(
@@ -91,45 +129,3 @@ def referral_status():
             bonus=st.config.referral_bonus,
         )
     )
-
-
-_OBJ = {"type": "object"}
-bp.openapi_paths = {  # type: ignore[attr-defined]
-    "/api/v1/analytics/dashboard": {
-        "get": _op(
-            "Usage over time; for admins also the conversion funnel, active users and revenue",
-            {"200": _json(_OBJ)},
-            scope="pipelines:read",
-            params=[
-                {
-                    "name": "days",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 366},
-                }
-            ],
-            tag="analytics",
-        )
-    },
-    "/api/v1/referrals": {
-        "get": _op("Your referral code and referrals", {"200": _json(_OBJ)}, tag="referrals")
-    },
-    "/api/v1/referrals/claim": {
-        "post": _op(
-            "Name the code that referred you (within the claim window after sign-up)",
-            {"201": _json(_OBJ), "409": ERR},
-            scope="billing",
-            params=[IDEMPOTENCY_KEY],
-            body={
-                "type": "object",
-                "required": ["code"],
-                "additionalProperties": False,
-                "properties": {
-                    "code": {"type": "string", "minLength": 1, "maxLength": 32},
-                    **{k: {"type": "string", "maxLength": 200} for k in UTM_FIELDS},
-                },
-            },
-            tag="referrals",
-        )
-    },
-}

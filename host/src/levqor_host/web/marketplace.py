@@ -3,26 +3,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from levqor_host.marketplace import listing
 from levqor_host.security.auth import public
-from levqor_host.web.api.openapi import _json, _op
+from levqor_host.web.operations import answer, operation
 
 bp = Blueprint("marketplace", __name__, url_prefix="/api/v1")
 
 _EXT = "levqor_marketplace"
-
-
-@bp.get("/marketplace")
-@public("the catalog of installed connectors, the same for everyone")
-def marketplace():
-    """Public: every installed connector (computed once per app; plugins load at start-up)."""
-    data = current_app.extensions.get(_EXT)
-    if data is None:
-        data = current_app.extensions[_EXT] = listing(current_app.extensions["levqor"].pm)
-    # plugin failures can name local paths: the public listing only says how many there are
-    return jsonify({**data, "failures": len(data["failures"])})
 
 
 _STR = {"type": "string"}
@@ -112,14 +101,21 @@ MARKETPLACE_SCHEMA = {
     },
 }
 
-bp.openapi_paths = {
-    "/api/v1/marketplace": {
-        "get": _op(
-            "The marketplace: installed connectors with package metadata, actions, schemas and "
-            "prices (public)",
-            {"200": _json(MARKETPLACE_SCHEMA)},
-            public=True,
-            tag="catalog",
-        )
-    }
-}
+
+@bp.get("/marketplace")
+@public("the catalog of installed connectors, the same for everyone")
+@operation(
+    "The marketplace: installed connectors with package metadata, actions, schemas and "
+    "prices (public)",
+    "Every installed connector, computed once per app from the plugins' descriptions and "
+    "their distributions' metadata; broken plugins are only counted.",
+    tag="catalog",
+    responses={200: answer(MARKETPLACE_SCHEMA)},
+)
+def marketplace() -> Response:
+    """Public: every installed connector (computed once per app; plugins load at start-up)."""
+    data = current_app.extensions.get(_EXT)
+    if data is None:
+        data = current_app.extensions[_EXT] = listing(current_app.extensions["levqor"].pm)
+    # plugin failures can name local paths: the public listing only says how many there are
+    return jsonify({**data, "failures": len(data["failures"])})

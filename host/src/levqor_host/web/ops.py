@@ -19,12 +19,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from levqor_kernel.http import redact
 
 from levqor_host import __version__
 from levqor_host.security.auth import public
-from levqor_host.web.api.openapi import _json, _op
+from levqor_host.web.operations import answer, content, operation
 
 bp = Blueprint("ops", __name__)
 
@@ -35,7 +35,13 @@ def _state():
 
 @bp.get("/health")
 @public("liveness for load balancers; version and uptime only")
-def health():
+@operation(
+    "Liveness",
+    "Answers as long as the process serves requests, without touching the database.",
+    tag="ops",
+    responses={200: answer({"type": "object"})},
+)
+def health() -> Response:
     st = _state()
     return jsonify(
         {
@@ -48,7 +54,13 @@ def health():
 
 @bp.get("/ops/uptime")
 @public("status pages; version and start time only")
-def uptime():
+@operation(
+    "Uptime, version and start time (status pages; no database)",
+    "The version, when this process started, how long ago, and its process id.",
+    tag="ops",
+    responses={200: answer({"type": "object"})},
+)
+def uptime() -> Response:
     st = _state()
     now = time.time()
     return jsonify(
@@ -65,7 +77,14 @@ def uptime():
 
 @bp.get("/metrics")
 @public("its own credential: LEVQOR_METRICS_TOKEN when set")
-def metrics():
+@operation(
+    "Prometheus metrics in text format",
+    "Requests, runs, steps, queue and scheduler metrics. When LEVQOR_METRICS_TOKEN is set, "
+    "send 'Authorization: Bearer <that token>' (not an API key).",
+    tag="ops",
+    responses={200: content("Prometheus text", "text/plain")},
+)
+def metrics() -> Response:
     from levqor_host.web.observability import metrics_response
 
     return metrics_response(_state())
@@ -289,13 +308,6 @@ def readiness(st: Any) -> tuple[dict, int]:
     return body, (503 if failing else 200)
 
 
-@bp.get("/api/v1/ops/health")
-@public("readiness for orchestrators; states of parts, no user data")
-def ops_health():
-    body, status = readiness(_state())
-    return jsonify(body), status
-
-
 _HEALTH = {
     "type": "object",
     "required": ["status", "failing", "checks"],
@@ -313,30 +325,16 @@ _HEALTH = {
     },
 }
 
-bp.openapi_paths = {  # type: ignore[attr-defined]
-    "/ops/uptime": {
-        "get": _op(
-            "Uptime, version and start time (status pages; no database)",
-            {"200": _json({"type": "object"})},
-            public=True,
-            tag="ops",
-        )
-    },
-    "/api/v1/ops/health": {
-        "get": _op(
-            "Readiness: database, executor and queue, scheduler, plugins, disk, backups",
-            {"200": _json(_HEALTH), "503": _json(_HEALTH, "A part is failing (named in failing)")},
-            public=True,
-            tag="ops",
-        )
-    },
-    "/metrics": {
-        "get": _op(
-            "Prometheus metrics in text format; when LEVQOR_METRICS_TOKEN is set, send "
-            "'Authorization: Bearer <that token>' (not an API key)",
-            {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}},
-            public=True,
-            tag="ops",
-        )
-    },
-}
+
+@bp.get("/api/v1/ops/health")
+@public("readiness for orchestrators; states of parts, no user data")
+@operation(
+    "Readiness: database, executor and queue, scheduler, plugins, disk, backups",
+    "Every dependency checked for real; 503 with failing naming each failing part and "
+    "message saying why.",
+    tag="ops",
+    responses={200: answer(_HEALTH), 503: answer(_HEALTH, "A part is failing (named in failing)")},
+)
+def ops_health() -> tuple[Response, int]:
+    body, status = readiness(_state())
+    return jsonify(body), status

@@ -12,9 +12,10 @@ Secure with the ``__Host-`` prefix (no Domain, Path=/, only over HTTPS).
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, redirect
+from flask import Blueprint, Response, current_app, jsonify, redirect
+from pydantic import BaseModel
 
-from levqor_host.errors import ApiError, check_fields
+from levqor_host.errors import ApiError
 from levqor_host.security.auth import (
     CSRF_COOKIE,
     CSRF_HEADER,
@@ -23,10 +24,24 @@ from levqor_host.security.auth import (
     public,
     session_only,
 )
-from levqor_host.web.api.openapi import ERR, _json, _op, _path_param
-from levqor_host.web.errors import json_body
+from levqor_host.web.operations import ERROR, Body, answer, operation
 
 bp = Blueprint("auth", __name__)
+
+
+class LoginIn(Body):
+    email: str
+    password: str
+
+
+class SignedIn(BaseModel):
+    user: dict
+    csrf_token: str
+    csrf_header: str
+
+
+class SignedOut(BaseModel):
+    signed_out: bool
 
 
 def _state():
@@ -60,18 +75,23 @@ def _clear_cookies(resp) -> None:
 
 @bp.post("/api/v1/auth/login")
 @public("sign-in itself; rate limited")
-def login():
+@operation(
+    "Sign in with email and password (sets the session cookie)",
+    "For operators without Supabase: answers the CSRF token the dashboard sends back in "
+    "X-CSRF-Token on changes (also set as the readable levqor_csrf cookie).",
+    tag="auth",
+    body=LoginIn,
+    responses={200: answer(SignedIn)},
+)
+def login(body: LoginIn) -> Response:
     from levqor_host.security.passwords import verify_password
     from levqor_host.store.auth import create_session, get_password_hash
 
     st = _state()
-    b = check_fields(
-        json_body(st.config.max_json_depth), {"email": str, "password": str}, ("email", "password")
-    )
-    email = b["email"].strip().lower()
+    email = body.email.strip().lower()
     user = st.store.get_user_by_email(email) if 0 < len(email) <= 320 else None
     stored = get_password_hash(st.store, user["id"]) if user else None
-    if not verify_password(b["password"], stored) or user is None:
+    if not verify_password(body.password, stored) or user is None:
         raise ApiError(401, "invalid_credentials", "wrong email or password")
     sid, sess = create_session(st.store, user["id"], st.config.security.session_ttl)
     resp = jsonify(
@@ -83,7 +103,14 @@ def login():
 
 @bp.post("/api/v1/auth/logout")
 @session_only()
-def logout():
+@operation(
+    "End the browser session (needs the session cookie and X-CSRF-Token)",
+    "Deletes the session and clears its cookies; an API key is revoked with "
+    "`levqor keys revoke` instead.",
+    tag="auth",
+    responses={200: answer(SignedOut)},
+)
+def logout() -> Response:
     """Ends the browser session (``session_only``: the session and its CSRF token are checked
     before this runs; an API key is revoked with ``levqor keys revoke`` instead)."""
     from levqor_host.store.auth import delete_session
@@ -97,7 +124,13 @@ def logout():
 
 @bp.get("/auth/link/<token>")
 @public("the one-time token is the credential")
-def login_link(token: str):
+@operation(
+    "Use a one-time login link (sets the session cookie, redirects to the dashboard)",
+    "The link printed by `levqor users login-link`; it works once and expires.",
+    tag="auth",
+    responses={303: answer(None, "signed in; redirect to the dashboard"), 404: ERROR},
+)
+def login_link(token: str) -> Response:
     from levqor_host.store.auth import consume_login_link, create_session
 
     st = _state()
@@ -112,49 +145,3 @@ def login_link(token: str):
     resp.headers["Cache-Control"] = "no-store"
     _set_cookies(resp, sid, sess["csrf_token"])
     return resp
-
-
-bp.openapi_paths = {  # type: ignore[attr-defined]
-    "/api/v1/auth/login": {
-        "post": _op(
-            "Sign in with email and password (sets the session cookie)",
-            {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "required": ["user", "csrf_token"],
-                        "properties": {
-                            "user": {"type": "object"},
-                            "csrf_token": {"type": "string"},
-                            "csrf_header": {"type": "string"},
-                        },
-                    }
-                )
-            },
-            body={
-                "type": "object",
-                "required": ["email", "password"],
-                "additionalProperties": False,
-                "properties": {"email": {"type": "string"}, "password": {"type": "string"}},
-            },
-            public=True,
-            tag="auth",
-        )
-    },
-    "/api/v1/auth/logout": {
-        "post": _op(
-            "End the browser session (needs the session cookie and X-CSRF-Token)",
-            {"200": _json({"type": "object"})},
-            tag="auth",
-        )
-    },
-    "/auth/link/{token}": {
-        "get": _op(
-            "Use a one-time login link (sets the session cookie, redirects to the dashboard)",
-            {"303": {"description": "signed in; redirect to the dashboard"}, "404": ERR},
-            params=[_path_param("token")],
-            public=True,
-            tag="auth",
-        )
-    },
-}

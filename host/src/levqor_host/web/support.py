@@ -4,15 +4,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from functools import wraps
+from typing import TYPE_CHECKING, Any, Literal
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, Field, create_model
 
-from levqor_host.errors import ApiError, check_fields
+from levqor_host.errors import ApiError
 from levqor_host.security.auth import public
 from levqor_host.support.inbox import EMAIL_RE, ERROR_FIELDS, SUPPORT_FIELDS
-from levqor_host.web.api.openapi import _json, _op
-from levqor_host.web.errors import json_body
+from levqor_host.web.operations import Body, answer, operation
 
 if TYPE_CHECKING:
     from levqor_host.services import Services
@@ -28,27 +30,67 @@ def _client() -> str:
     return request.remote_addr or "unknown"
 
 
-def _limited_fields(body: dict, limits: dict[str, int]) -> None:
-    for name, max_len in limits.items():
-        v = body.get(name)
-        if isinstance(v, str) and len(v) > max_len:
-            raise ApiError(
-                400, "invalid_request", f"field {name} is longer than {max_len} characters"
-            )
+def _rate_limited(inbox: str, limit: Callable[[Any], str]) -> Callable:
+    """Count the caller against the inbox's rate limit before anything else is read."""
+
+    def deco(fn: Callable) -> Callable:
+        @wraps(fn)
+        def view(*args: Any, **kwargs: Any) -> Any:
+            st = _state()
+            st.inboxes.check_rate(inbox, limit(st.config), _client())
+            return fn(*args, **kwargs)
+
+        return view
+
+    return deco
+
+
+#: a frontend error report: ``message`` and what the browser knows, each field bounded
+ErrorReport = create_model(
+    "ErrorReport",
+    __base__=Body,
+    message=(str, Field(max_length=ERROR_FIELDS["message"])),
+    **{
+        k: (str | None, Field(None, max_length=n))
+        for k, n in ERROR_FIELDS.items()
+        if k != "message"
+    },
+)
+#: a message to support: every field required and bounded
+SupportMessage = create_model(
+    "SupportMessage",
+    __base__=Body,
+    **{k: (str, Field(min_length=1, max_length=n)) for k, n in SUPPORT_FIELDS.items()},
+)
+
+
+class Stored(BaseModel):
+    id: str
+    stored: bool = True
+
+
+class Forwarded(Stored):
+    forward: Literal["sent", "failed", "not_configured"]
 
 
 @bp.post("/errors")
 @public("the browser reports errors before sign-in too; rate limited, scrubbed")
-def report_error():
+@_rate_limited("errors", lambda cfg: cfg.errors_rate_limit)
+@operation(
+    "Report a frontend error (public, rate limited; scrubbed, then kept in logs/errors.jsonl)",
+    "The dashboard's error reporter: secrets and query strings are scrubbed before the "
+    "report is kept (and sent to Sentry when SENTRY_DSN is set).",
+    tag="ops",
+    body=ErrorReport,
+    max_bytes=lambda cfg: cfg.error_max_bytes,
+    responses={201: answer(Stored)},
+)
+def report_error(body: Any) -> tuple[Response, int]:
     st = _state()
-    st.inboxes.check_rate("errors", st.config.errors_rate_limit, _client())
-    body = json_body(st.config.max_json_depth, max_bytes=st.config.error_max_bytes)
-    check_fields(body, {k: str for k in ERROR_FIELDS}, required=("message",))
-    if not body["message"].strip():
+    if not body.message.strip():
         raise ApiError(400, "invalid_request", "field message is empty")
-    _limited_fields(body, ERROR_FIELDS)
     try:
-        entry = st.inboxes.frontend_error(body)
+        entry = st.inboxes.frontend_error(body.model_dump(exclude_unset=True))
     except OSError as e:
         raise ApiError(
             503, "inbox_unavailable", f"the error inbox cannot be written: {e.strerror or e}"
@@ -58,16 +100,23 @@ def report_error():
 
 @bp.post("/support")
 @public("anyone may write to support; rate limited")
-def support():
+@_rate_limited("support", lambda cfg: cfg.support_rate_limit)
+@operation(
+    "Send a message to support (public, rate limited; kept in logs/support.jsonl and "
+    "forwarded by email when configured)",
+    "Kept in the support inbox first, then forwarded to RECEIVING_EMAIL through Resend when "
+    "both are set; forward says what happened.",
+    tag="ops",
+    body=SupportMessage,
+    max_bytes=lambda cfg: cfg.support_max_bytes,
+    responses={202: answer(Forwarded)},
+)
+def support(body: Any) -> tuple[Response, int]:
     st = _state()
-    st.inboxes.check_rate("support", st.config.support_rate_limit, _client())
-    body = json_body(st.config.max_json_depth, max_bytes=st.config.support_max_bytes)
-    check_fields(body, {k: str for k in SUPPORT_FIELDS}, required=tuple(SUPPORT_FIELDS))
-    _limited_fields(body, SUPPORT_FIELDS)
-    email = body["email"].strip()
+    email = body.email.strip()
     if not EMAIL_RE.match(email):
         raise ApiError(400, "invalid_request", "field email is not an e-mail address")
-    subject, message = body["subject"].strip(), body["message"].strip()
+    subject, message = body.subject.strip(), body.message.strip()
     if not subject or not message:
         raise ApiError(400, "invalid_request", "subject and message must not be empty")
     from levqor_host.security.auth import peek_identity
@@ -84,7 +133,7 @@ def support():
     return jsonify({"id": entry["id"], "stored": True, "forward": entry["forward"]}), 202
 
 
-def _answer(checks: dict[str, dict]):
+def _answer(checks: dict[str, dict]) -> tuple[Response, int]:
     failing = [name for name, c in checks.items() if not c.get("ok")]
     body = {
         "status": "failing" if failing else "ok",
@@ -96,9 +145,28 @@ def _answer(checks: dict[str, dict]):
     return jsonify(body), (503 if failing else 200)
 
 
+_HEALTH = {
+    "type": "object",
+    "required": ["status", "failing", "checks"],
+    "properties": {
+        "status": {"enum": ["ok", "failing"]},
+        "failing": {"type": "array", "items": {"type": "string"}},
+        "checks": {"type": "object"},
+        "message": {"type": "string"},
+    },
+}
+_HEALTH_ANSWERS = {200: answer(_HEALTH), 503: answer(_HEALTH, "A part is failing")}
+
+
 @bp.get("/errors/health")
 @public("inbox health for monitoring; no messages")
-def errors_health():
+@operation(
+    "Error inbox health (503 names the failing part)",
+    "Whether the error inbox can be written, and whether Sentry is configured.",
+    tag="ops",
+    responses=_HEALTH_ANSWERS,
+)
+def errors_health() -> tuple[Response, int]:
     st = _state()
     problem = st.inboxes.errors.writable()
     checks = {
@@ -116,7 +184,14 @@ def errors_health():
 
 @bp.get("/support/health")
 @public("inbox health for monitoring; no messages")
-def support_health():
+@operation(
+    "Support inbox health (503 names the failing part)",
+    "Whether the support inbox can be written and, when forwarding is configured, whether "
+    "the last forward worked and how many messages are only in the inbox.",
+    tag="ops",
+    responses=_HEALTH_ANSWERS,
+)
+def support_health() -> tuple[Response, int]:
     st = _state()
     cfg = st.config
     problem = st.inboxes.support.writable()
@@ -142,78 +217,3 @@ def support_health():
             )
     checks["forwarding"] = fwd
     return _answer(checks)
-
-
-_HEALTH = {
-    "type": "object",
-    "required": ["status", "failing", "checks"],
-    "properties": {
-        "status": {"enum": ["ok", "failing"]},
-        "failing": {"type": "array", "items": {"type": "string"}},
-        "checks": {"type": "object"},
-        "message": {"type": "string"},
-    },
-}
-
-bp.openapi_paths = {  # type: ignore[attr-defined]
-    "/api/v1/errors": {
-        "post": _op(
-            "Report a frontend error (public, rate limited; scrubbed, then kept in logs/errors.jsonl)",
-            {"201": _json({"type": "object", "properties": {"id": {"type": "string"}}})},
-            body={
-                "type": "object",
-                "required": ["message"],
-                "additionalProperties": False,
-                "properties": {
-                    k: {"type": "string", "maxLength": v} for k, v in ERROR_FIELDS.items()
-                },
-            },
-            public=True,
-            tag="ops",
-        )
-    },
-    "/api/v1/support": {
-        "post": _op(
-            "Send a message to support (public, rate limited; kept in logs/support.jsonl and "
-            "forwarded by email when configured)",
-            {
-                "202": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "id": {"type": "string"},
-                            "forward": {"enum": ["sent", "failed", "not_configured"]},
-                        },
-                    }
-                )
-            },
-            body={
-                "type": "object",
-                "required": list(SUPPORT_FIELDS),
-                "additionalProperties": False,
-                "properties": {
-                    k: {"type": "string", "minLength": 1, "maxLength": v}
-                    for k, v in SUPPORT_FIELDS.items()
-                },
-            },
-            public=True,
-            tag="ops",
-        )
-    },
-    "/api/v1/errors/health": {
-        "get": _op(
-            "Error inbox health (503 names the failing part)",
-            {"200": _json(_HEALTH), "503": _json(_HEALTH, "A part is failing")},
-            public=True,
-            tag="ops",
-        )
-    },
-    "/api/v1/support/health": {
-        "get": _op(
-            "Support inbox health (503 names the failing part)",
-            {"200": _json(_HEALTH), "503": _json(_HEALTH, "A part is failing")},
-            public=True,
-            tag="ops",
-        )
-    },
-}

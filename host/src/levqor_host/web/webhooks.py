@@ -13,10 +13,12 @@ import hashlib
 import hmac
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from levqor_host.errors import ApiError, parse_json
 from levqor_host.security.auth import public
+from levqor_host.web.api.schemas import RunAccepted
+from levqor_host.web.operations import answer, header, operation
 
 bp = Blueprint("hooks", __name__)
 
@@ -82,7 +84,23 @@ def _check_signature(secret: str) -> None:
 
 @bp.post("/hooks/<token>")
 @public("the unguessable token (and the optional HMAC signature) is the credential")
-def receive(token: str):
+@operation(
+    "Webhook trigger",
+    "Start a run of the pipeline with the body as trigger data (JSON, or a form as an "
+    "object). With a webhook secret the request must be signed: X-Levqor-Timestamp and "
+    "X-Levqor-Signature. A repeated delivery id answers the run it started the first time.",
+    tag="triggers",
+    responses={202: answer(RunAccepted), 200: answer(RunAccepted)},
+    params=[header("X-Levqor-Delivery", {"type": "string"})],
+    request_body={
+        "required": False,
+        "content": {
+            "application/json": {"schema": {}},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+        },
+    },
+)
+def receive(token: str) -> Response:
     st = current_app.extensions["levqor"]
     if len(token) > 200:
         raise ApiError(404, "not_found", "not found")

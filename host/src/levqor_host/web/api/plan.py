@@ -3,18 +3,56 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, Field
 
-from levqor_host.errors import ApiError, check_fields
-from levqor_host.planner.service import check_prompt, has_planner, plan
+from levqor_host.errors import ApiError
+from levqor_host.planner.service import MAX_PROMPT_CHARS, check_prompt, has_planner, plan
 from levqor_host.security.auth import current_user, require
-from levqor_host.web.api import pipeline_out
 from levqor_host.web.api.idempotency import idempotent
-from levqor_host.web.api.openapi import ERR, IDEMPOTENCY_KEY, _json, _op, _ref
-from levqor_host.web.errors import json_body
+from levqor_host.web.api.pipelines import pipeline_out
+from levqor_host.web.api.schemas import PipelineDocument, PipelineOut
+from levqor_host.web.operations import ERROR, IDEMPOTENCY_KEY, Body, Error, answer, operation
 
 bp = Blueprint("plan", __name__, url_prefix="/api/v1")
+
+
+class PlanIn(Body):
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    name: str | None = Field(None, min_length=1, max_length=200)
+    dry_run: bool | None = False
+
+
+class PlanWarning(BaseModel):
+    message: str
+    pointer: str | None = None
+    step: str | None = None
+    credential: str | None = None
+    connector: str | None = None
+
+
+class _Plan(BaseModel):
+    dry_run: bool = False
+    name: str | None = None
+    explanation: str = Field("", description="the planner's explanation for the user")
+    warnings: list[PlanWarning] = Field(
+        [], description="what the user still has to do, such as credentials to add"
+    )
+    price: int | None = Field(None, description="credits the plan cost")
+    planner: dict[str, Any] = Field({}, description="model, mode (strict|json), attempts")
+
+
+class PlannedPipeline(PipelineOut, _Plan):
+    """The planned pipeline, stored (version 1)."""
+
+
+class DryRunPlan(_Plan):
+    """The plan, not stored."""
+
+    pipeline: PipelineDocument
+
 
 def check_rate(st, user_id: str) -> None:
     """LEVQOR_PLAN_RATE_PER_MINUTE plans per user and minute (429 with Retry-After).
@@ -49,18 +87,38 @@ def check_rate(st, user_id: str) -> None:
 @bp.post("/plan")
 @require("pipelines:write")
 @idempotent()
-def create_plan():
+@operation(
+    "Plan a pipeline from plain words (AI builder)",
+    "The installed planner (levqor-openai) turns the prompt into a pipeline, repaired until "
+    "it validates against the installed connectors; it is stored as a new pipeline unless "
+    "dry_run. Priced and gated like a run (402), rate limited per user (429).",
+    tag="pipelines",
+    body=PlanIn,
+    responses={
+        201: answer(PlannedPipeline, "The planned pipeline, stored as a new pipeline (version 1)"),
+        200: answer(DryRunPlan, "dry_run: the plan, not stored"),
+        402: ERROR,
+        422: answer(
+            Error,
+            "No valid pipeline after the repair rounds (details.problems), or the model refused",
+        ),
+        502: answer(Error, "The model server failed or refused the key"),
+        503: answer(
+            Error,
+            "No planner installed (install levqor-openai), OPENAI_API_KEY not set, or the model "
+            "server is rate limiting",
+        ),
+        504: answer(Error, "The model server timed out"),
+    },
+    params=[IDEMPOTENCY_KEY],
+)
+def create_plan(body: PlanIn) -> Response:
     st = current_app.extensions["levqor"]
-    b = check_fields(
-        json_body(st.config.max_json_depth),
-        {"prompt": str, "name": str, "dry_run": bool},
-        required=("prompt",),
-    )
-    check_prompt(b["prompt"], b.get("name"))
+    check_prompt(body.prompt, body.name)
     user = current_user()
     if has_planner(st):
         check_rate(st, user["id"])
-    out = plan(st, user, b["prompt"], name=b.get("name"), dry_run=bool(b.get("dry_run")))
+    out = plan(st, user, body.prompt, name=body.name, dry_run=bool(body.dry_run))
     stored = out.pop("stored", None)
     if stored is None:
         return jsonify(out)
@@ -68,79 +126,3 @@ def create_plan():
     resp.status_code = 201
     resp.headers["Location"] = f"/api/v1/pipelines/{stored['id']}"
     return resp
-
-
-_WARNING = {
-    "type": "object",
-    "required": ["message"],
-    "properties": {
-        "message": {"type": "string"},
-        "pointer": {"type": "string"},
-        "step": {"type": "string"},
-        "credential": {"type": ["string", "null"]},
-        "connector": {"type": ["string", "null"]},
-    },
-}
-_PLAN_FIELDS = {
-    "dry_run": {"type": "boolean"},
-    "name": {"type": "string"},
-    "explanation": {"type": "string", "description": "the planner's explanation for the user"},
-    "warnings": {
-        "type": "array",
-        "items": _WARNING,
-        "description": "what the user still has to do, such as credentials to add",
-    },
-    "price": {"type": "integer", "description": "credits the plan cost"},
-    "planner": {"type": "object", "description": "model, mode (strict|json), attempts"},
-}
-
-bp.openapi_paths = {
-    "/api/v1/plan": {
-        "post": _op(
-            "Plan a pipeline from plain words (AI builder)",
-            {
-                "201": _json(
-                    {
-                        "allOf": [_ref("PipelineOut")],
-                        "properties": _PLAN_FIELDS,
-                    },
-                    "The planned pipeline, stored as a new pipeline (version 1)",
-                ),
-                "200": _json(
-                    {
-                        "type": "object",
-                        "required": ["dry_run", "pipeline", "explanation", "warnings"],
-                        "properties": {**_PLAN_FIELDS, "pipeline": _ref("PipelineDocument")},
-                    },
-                    "dry_run: the plan, not stored",
-                ),
-                "402": ERR,
-                "422": _json(
-                    _ref("Error"),
-                    "No valid pipeline after the repair rounds (details.problems), or the "
-                    "model refused",
-                ),
-                "502": _json(_ref("Error"), "The model server failed or refused the key"),
-                "503": _json(
-                    _ref("Error"),
-                    "No planner installed (install levqor-openai), OPENAI_API_KEY not set, or "
-                    "the model server is rate limiting",
-                ),
-                "504": _json(_ref("Error"), "The model server timed out"),
-            },
-            body={
-                "type": "object",
-                "required": ["prompt"],
-                "additionalProperties": False,
-                "properties": {
-                    "prompt": {"type": "string", "minLength": 1, "maxLength": 4000},
-                    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                    "dry_run": {"type": "boolean", "default": False},
-                },
-            },
-            scope="pipelines:write",
-            params=[IDEMPOTENCY_KEY],
-            tag="pipelines",
-        )
-    }
-}

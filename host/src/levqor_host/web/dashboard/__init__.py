@@ -18,12 +18,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template, url_for
+from flask import Blueprint, Flask, Response, current_app, render_template, url_for
 from levqor_kernel.host import DashboardPage
 
 from levqor_host import __version__
 from levqor_host.security.auth import public
-from levqor_host.web.api.openapi import _op, _path_param
+from levqor_host.web.operations import content, declare, document_static_files, operation
 
 bp = Blueprint(
     "dashboard",
@@ -82,11 +82,21 @@ class Dashboard:
     nav: tuple[tuple[str, str, str], ...]
 
 
+_HTML = content("The page (HTML; its data comes from the JSON API)", "text/html")
+
+
 def _make_view(template: str, script: str, title: str, section: str | None, page: str):
     """The view of one page shell; ``script`` is a file of js/pages/ or a same-origin path."""
 
     @public("the page shell, the same for everyone; its data comes from the checked API")
-    def view(**ids: str):
+    @operation(
+        f"Dashboard page: {title}",
+        "The page's HTML shell; its module reads and changes everything through the JSON "
+        "API with the session cookie.",
+        tag="dashboard",
+        responses={200: _HTML},
+    )
+    def view(**ids: str) -> Response:
         cfg = current_app.extensions["levqor"].config
         dash: Dashboard = current_app.extensions["levqor_dashboard"]
         script_url = (
@@ -122,43 +132,15 @@ for _endpoint, _rule, _template, _script, _title, _section in PAGES:
         methods=["GET"],
     )
 
-_HTML = {
-    "description": "The page (HTML; its data comes from the JSON API)",
-    "content": {"text/html": {}},
-}
-
-
-def _page_doc(summary: str, params: list | None = None) -> dict:
-    return {"get": _op(summary, {"200": _HTML}, params=params, public=True, tag="dashboard")}
-
-
-def _openapi_path(rule: str) -> str:
-    return rule.replace("<pipeline_id>", "{pipeline_id}").replace("<run_id>", "{run_id}")
-
-
-bp.openapi_paths = {  # type: ignore[attr-defined]
-    **{
-        _openapi_path(rule): _page_doc(
-            f"Dashboard page: {title}",
-            [_path_param(p) for p in ("pipeline_id", "run_id") if f"<{p}>" in rule] or None,
-        )
-        for _e, rule, _t, _s, title, _n in PAGES
-    },
-    "/dashboard/static/{filename}": {
-        "get": _op(
-            "The dashboard's static files (CSS, ES modules, vendored Chart.js)",
-            {
-                "200": {
-                    "description": "the file",
-                    "content": {"text/css": {}, "text/javascript": {}, "image/svg+xml": {}},
-                }
-            },
-            params=[_path_param("filename")],
-            public=True,
-            tag="dashboard",
-        )
-    },
-}
+document_static_files(
+    bp,
+    declare(
+        "The dashboard's static files (CSS, ES modules, vendored Chart.js)",
+        "Versioned with the package; no file comes from a CDN.",
+        tag="dashboard",
+        responses={200: content("the file", "text/css", "text/javascript", "image/svg+xml")},
+    ),
+)
 
 
 def install_dashboard(app: Flask, pm: Any) -> Dashboard:
@@ -185,10 +167,6 @@ def install_dashboard(app: Flask, pm: Any) -> Dashboard:
                 _make_view(page.template, page.script, page.title, page.name, page.name),
                 methods=["GET"],
             )
-        extra.openapi_paths = {  # type: ignore[attr-defined]
-            _openapi_path(page.path): _page_doc(f"Dashboard page: {page.title}")
-            for page in pages
-        }
         app.register_blueprint(extra)
     nav = sorted(
         [*NAV, *((p.order, p.name, p.path, p.nav_label) for p in pages if p.nav_label)],

@@ -1,0 +1,190 @@
+"""The bodies the JSON API takes and answers, as pydantic models.
+
+Request bodies (``...In``) validate what a route receives (strict: see
+:class:`levqor_host.web.operations.Body`); answers are described for the OpenAPI document.
+A pipeline document is the kernel's JSON Schema (``PipelineDocument``), checked by the
+pipeline validation with its JSON pointers rather than here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, WithJsonSchema
+
+from levqor_host.errors import MAX_VERSION
+from levqor_host.web.operations import Body
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RUN_STATUSES: tuple[str, ...] = RunStatus.__args__  # type: ignore[attr-defined]
+
+#: the pipeline document: a JSON object, described by the kernel's schema
+PipelineDocument = Annotated[
+    dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/PipelineDocument"}]})
+]
+Timestamp = datetime | None
+
+
+class Problem(BaseModel):
+    """One problem of a document: where (a JSON pointer) and what."""
+
+    pointer: str
+    message: str
+    step: str | None = None
+
+
+class PipelineSummary(BaseModel):
+    id: str
+    name: str
+    version: int
+    archived: bool
+    created_at: Timestamp = None
+    updated_at: Timestamp = None
+    webhook_url: str | None = Field(
+        description="POST here to start a run; null unless the trigger is a webhook"
+    )
+    has_webhook_secret: bool = False
+    trigger: str | None = None
+
+
+class PipelineList(BaseModel):
+    items: list[PipelineSummary]
+
+
+class PipelineOut(PipelineSummary):
+    pipeline: dict[str, Any] = {}
+    warnings: list[Problem] = []
+
+
+class PipelineIn(Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    pipeline: PipelineDocument
+
+
+class VersionItem(BaseModel):
+    version: int
+    created_at: Timestamp = None
+
+
+class VersionList(BaseModel):
+    items: list[VersionItem]
+
+
+class VersionOut(BaseModel):
+    pipeline_id: str
+    version: int
+    created_at: Timestamp = None
+    pipeline: dict[str, Any]
+
+
+class WebhookSecret(BaseModel):
+    pipeline_id: str
+    secret: str = Field(description="shown only in this answer")
+    header: str
+    scheme: str
+
+
+class WebhookSecretRemoved(BaseModel):
+    pipeline_id: str
+    has_webhook_secret: bool
+
+
+class Archived(BaseModel):
+    id: str
+    archived: bool
+
+
+class Credential(BaseModel):
+    id: str
+    name: str
+    connector: str
+    created_at: Timestamp = None
+
+
+class CredentialList(BaseModel):
+    items: list[Credential]
+
+
+class CredentialIn(Body):
+    name: str = Field(min_length=1, max_length=100)
+    connector: str
+    values: dict[str, Any] = Field(description="as the connector's credential schema says")
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class CredentialCheck(BaseModel):
+    id: str
+    supported: bool
+    ok: bool | None
+    message: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class RunIn(Body):
+    pipeline_id: str
+    input: Any = Field(
+        default_factory=dict, description="trigger data, available to templates as trigger.*"
+    )
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    status: str
+    created: bool | None = None
+    output: Any = None
+    error: Any = None
+
+
+class Step(BaseModel):
+    id: str
+    position: int | None = None
+    connector: str | None = None
+    action: str | None = None
+    status: Literal["running", "succeeded", "failed", "skipped", "cancelled"]
+    attempts: int
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    started_at: Timestamp = None
+    finished_at: Timestamp = None
+
+
+class Run(BaseModel):
+    id: str
+    pipeline_id: str
+    version: int
+    status: RunStatus
+    trigger: str | None = None
+    input: Any = None
+    error: Any = None
+    retry_of: str | None = None
+    cancel_requested: bool = False
+    created_at: Timestamp = None
+    started_at: Timestamp = None
+    finished_at: Timestamp = None
+    steps: list[Step] = []
+
+
+class RunList(BaseModel):
+    items: list[Run]
+    next_cursor: str | None = None
+
+
+class Catalog(BaseModel):
+    connectors: list[dict[str, Any]] = Field(description="the connectors installed plugins offer")
+    failures: list[dict[str, Any]] = Field(description="plugins skipped, and why")
+
+
+class Me(BaseModel):
+    id: str
+    email: str
+    name: str | None = None
+    plan: str | None = None
+    is_admin: bool = False
+    referral_code: str | None = None
