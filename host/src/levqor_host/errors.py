@@ -77,31 +77,3 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
     if problem:
         raise ApiError(400, "invalid_json", problem)
     return value
-
-
-def check_fields(
-    body: Any, allowed: dict[str, type | tuple], required: tuple[str, ...] = ()
-) -> dict:
-    """A JSON object with only ``allowed`` fields of the right types, integers within
-    :data:`MAX_INT` (400 otherwise)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", "the body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ApiError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
-    for name in required:
-        if name not in body:
-            raise ApiError(400, "invalid_request", f"missing field: {name}")
-    for name, value in body.items():
-        types = allowed[name]
-        if value is None and name not in required:
-            continue
-        if isinstance(value, bool) and bool not in (
-            types if isinstance(types, tuple) else (types,)
-        ):
-            raise ApiError(400, "invalid_request", f"field {name} has the wrong type")
-        if not isinstance(value, types):
-            raise ApiError(400, "invalid_request", f"field {name} has the wrong type")
-        if isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
-            raise ApiError(400, "invalid_request", f"field {name} is out of range")
-    return body

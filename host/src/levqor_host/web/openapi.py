@@ -27,6 +27,7 @@ from levqor_host.web.operations import (
     ERROR,
     STANDARD_ERRORS,
     Answer,
+    Error,
     Operation,
     operation_of,
 )
@@ -120,7 +121,7 @@ class _Schemas:
 
 
 def _models(ops: list[Operation]) -> list[type[BaseModel]]:
-    found: dict[type[BaseModel], None] = {ERROR.schema: None}  # type: ignore[dict-item]
+    found: dict[type[BaseModel], None] = {Error: None}
     for op in ops:
         if op.body is not None:
             found[op.body] = None
