@@ -136,12 +136,12 @@ def levqor(
     cfg = Config.from_env(env)
     app = create_app(cfg, start_workers=False, start_scheduler=False)
     st = app.extensions["levqor"]
-    user = st.store.get_user_by_email("bench@example.com") or st.store.create_user(
+    user = st.store.users.get_by_email("bench@example.com") or st.store.users.create(
         "bench@example.com", plan="business"
     )
     doc = pipeline(fake_url)  # the same two-step pipeline as bench/run_cost.py
-    p = st.store.create_pipeline(user["id"], f"bench-{queue}", doc)
-    p = st.store.get_pipeline(user["id"], p["id"])
+    p = st.store.pipelines.create(user["id"], f"bench-{queue}", doc)
+    p = st.store.pipelines.get(user["id"], p["id"])
     for i in range(runs):  # rows written and messages published; no worker is up yet
         st.runs.start(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")
     st.store.close()

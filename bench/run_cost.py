@@ -104,9 +104,9 @@ def worker(doc: dict, n: int, db_url: str) -> tuple[float, float, Counter]:
     cfg = Config.from_env(env, data_dir=Path(tempfile.mkdtemp(prefix="levqor-run-cost-")))
     app = create_app(cfg, start_workers=False, start_scheduler=False)
     st = app.extensions["levqor"]
-    user = st.store.create_user("bench@example.com", plan="business")
-    p = st.store.create_pipeline(user["id"], "bench", doc)
-    p = st.store.get_pipeline(user["id"], p["id"])
+    user = st.store.users.create("bench@example.com", plan="business")
+    p = st.store.pipelines.create(user["id"], "bench", doc)
+    p = st.store.pipelines.get(user["id"], p["id"])
     ids = [
         st.runs.start(user, p, {"id": f"A-{i}", "amount": i}, trigger="webhook")[0]["id"]
         for i in range(n + 30)

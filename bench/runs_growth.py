@@ -10,7 +10,7 @@ real HTTP against an in-process server (werkzeug, threaded), p50/p95 of:
   GET /api/v1/runs?limit=50&cursor=...        (page 20, keyset cursor)
   GET /api/v1/runs?limit=50&status=failed     (a rare status: the index walk is longest)
   GET /api/v1/runs/<id>                        (a random run with its steps)
-Finally Store.prune_runs(30 days): time taken, runs left, and the first-page latency after.
+Finally Store.runs.prune(30 days): time taken, runs left, and the first-page latency after.
 PostgreSQL: BENCH_PG_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test).
 """
 
@@ -147,8 +147,8 @@ def one(backend: str, size: int, n_requests: int) -> None:
     try:
         app = create_app(Config.from_env(env), start_workers=False, start_scheduler=False)
         st = app.extensions["levqor"]
-        user = st.store.create_user("growth@example.com")
-        key, _ = st.store.create_api_key(user["id"], name="b", scopes=["pipelines:read"])
+        user = st.store.users.create("growth@example.com")
+        key, _ = st.store.api_keys.create(user["id"], name="b", scopes=["pipelines:read"])
         doc = {
             "levqor": 1,
             "trigger": {"type": "webhook"},
@@ -161,7 +161,7 @@ def one(backend: str, size: int, n_requests: int) -> None:
                 }
             ],
         }
-        p = st.store.create_pipeline(user["id"], "growth", doc)
+        p = st.store.pipelines.create(user["id"], "growth", doc)
         t = time.perf_counter()
         ids = fill(st.store, user["id"], p["id"], size)
         fill_s = time.perf_counter() - t
@@ -187,7 +187,7 @@ def one(backend: str, size: int, n_requests: int) -> None:
         get_times.sort()
         get = (statistics.median(get_times), get_times[int(len(get_times) * 0.95) - 1])
         t = time.perf_counter()
-        pruned = st.store.prune_runs(datetime.now(UTC) - timedelta(days=30), batch=5000)
+        pruned = st.store.runs.prune(datetime.now(UTC) - timedelta(days=30), batch=5000)
         prune_s = time.perf_counter() - t
         left = len(ids) - pruned
         after = timed(s, base + "/api/v1/runs?limit=50", n_requests)

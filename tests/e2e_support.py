@@ -103,8 +103,8 @@ class LiveServer:
         self, email: str, scopes: list[str] | None = None, **kw: Any
     ) -> tuple[dict, str]:
         store = self.state.store
-        user = store.create_user(email, **kw)
-        key, _ = store.create_api_key(
+        user = store.users.create(email, **kw)
+        key, _ = store.api_keys.create(
             user["id"],
             name="test",
             scopes=scopes

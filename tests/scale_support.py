@@ -158,7 +158,7 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 def wait_final(store, run_ids: list[str], timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        runs = [store.get_run(None, rid) for rid in run_ids]
+        runs = [store.runs.get(None, rid) for rid in run_ids]
         if all(r["status"] in FINAL for r in runs) or time.monotonic() > deadline:
             return runs
         time.sleep(0.2)

@@ -38,7 +38,7 @@ def test_the_hosts_objects_satisfy_the_kernels_protocols(tmp_path):
         assert isinstance(st, Host)
         assert isinstance(st.config, HostConfig) and isinstance(st.store, HostStore)
         assert isinstance(st.ledger, Ledger)
-        user = st.store.create_user("p@example.com", name="P")
+        user = st.store.users.create("p@example.com", name="P")
         with st.ledger.transaction() as tx:
             assert isinstance(tx, BillingTransaction)
             locked = tx.lock_user(user["id"])

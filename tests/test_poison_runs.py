@@ -179,7 +179,7 @@ def kill(proc) -> None:
 
 
 def expired(st, rid: str) -> bool:
-    run = st.store.get_run(None, rid)
+    run = st.store.runs.get(None, rid)
     from datetime import UTC, datetime
 
     lease = run["lease_expires_at"]
@@ -192,10 +192,10 @@ def expired(st, rid: str) -> bool:
 def abandon_scenario(st, hanger: Hanger, start, log: Path) -> None:
     """Three workers SIGKILLed mid-step, one after the other: the fourth claim abandons the run
     without sending anything, and that worker goes on to run a healthy run."""
-    user = st.store.create_user("ops@example.com")
+    user = st.store.users.create("ops@example.com")
     fake_url = hanger.url
-    p = st.store.create_pipeline(user["id"], "hangs", hanging_doc(fake_url))
-    p = st.store.get_pipeline(user["id"], p["id"])
+    p = st.store.pipelines.create(user["id"], "hangs", hanging_doc(fake_url))
+    p = st.store.pipelines.get(user["id"], p["id"])
     rid = st.runs.start(user, p, {})[0]["id"]
     procs = []
     try:
@@ -207,12 +207,12 @@ def abandon_scenario(st, hanger: Hanger, start, log: Path) -> None:
         # a fourth worker claims the run once the lease expired: it is not run again
         procs.append(start())
         wait_for(
-            lambda: st.store.get_run(None, rid)["status"] not in ("queued", "running"),
+            lambda: st.store.runs.get(None, rid)["status"] not in ("queued", "running"),
             90,
             "the run was never abandoned",
             log,
         )
-        run = st.store.get_run(None, rid)
+        run = st.store.runs.get(None, rid)
         assert run["status"] == "failed", run
         assert run["error"]["message"] == "abandoned: worker lost 3 times", run["error"]
         assert run["error"]["retryable"] is False
@@ -226,10 +226,10 @@ def abandon_scenario(st, hanger: Hanger, start, log: Path) -> None:
             "trigger": {"type": "manual"},
             "steps": [{"id": "t", "connector": "core", "action": "transform", "payload": {"value": 2}}],
         }
-        ok = st.store.get_pipeline(user["id"], st.store.create_pipeline(user["id"], "ok", ok_doc)["id"])
+        ok = st.store.pipelines.get(user["id"], st.store.pipelines.create(user["id"], "ok", ok_doc)["id"])
         good = st.runs.start(user, ok, {})[0]["id"]
         wait_for(
-            lambda: st.store.get_run(None, good)["status"] == "succeeded",
+            lambda: st.store.runs.get(None, good)["status"] == "succeeded",
             60,
             "a healthy run did not succeed after the abandonment",
             log,
@@ -310,7 +310,7 @@ def test_a_run_whose_worker_died_is_cancelled_at_once(tmp_path):
             w = start_worker(data_dir, log)
             procs.append(w)
             wait_for(
-                lambda: st.store.get_run(None, early)["status"] == "cancelled",
+                lambda: st.store.runs.get(None, early)["status"] == "cancelled",
                 60,
                 "the cancelled run was not ended by the next claim",
                 log,

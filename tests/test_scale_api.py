@@ -196,7 +196,7 @@ def test_a_message_delivered_twice_runs_once(deployment):
     # and once finished, another delivery changes nothing
     assert srv.state.dispatcher.send(rid)
     time.sleep(1.0)
-    assert srv.state.store.get_run(None, rid)["claims"] == 1
+    assert srv.state.store.runs.get(None, rid)["claims"] == 1
     assert target.deliveries == {f"{rid}:one": 1, f"{rid}:two": 1}
 
 

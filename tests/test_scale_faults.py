@@ -113,9 +113,9 @@ def test_sigkill_of_celery_workers_mid_run(tmp_path, pg_url, redis_url, queue): 
         fake.route("POST", "/deliver", target)
         app = make_app(tmp_path, env=app_env(env), start_workers=False)
         st = app.extensions["levqor"]
-        user = st.store.create_user("ops@example.com")
-        p = st.store.create_pipeline(user["id"], "crash", pipeline_doc(fake.url))
-        p = st.store.get_pipeline(user["id"], p["id"])
+        user = st.store.users.create("ops@example.com")
+        p = st.store.pipelines.create(user["id"], "crash", pipeline_doc(fake.url))
+        p = st.store.pipelines.get(user["id"], p["id"])
         run_ids = [st.runs.start(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
         engine = create_engine(pg_url)
         log = tmp_path / "workers.log"
@@ -209,7 +209,7 @@ def test_redis_restarted_during_a_load(tmp_path, pg_url, redis_url, queue):  # n
             # a worker still starting when the broker vanishes would test its start-up instead
             deadline = time.monotonic() + 60
             while not any(
-                srv.state.store.get_run(None, rid)["status"] == "succeeded" for rid in accepted
+                srv.state.store.runs.get(None, rid)["status"] == "succeeded" for rid in accepted
             ):
                 assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
                 time.sleep(0.1)
@@ -302,8 +302,8 @@ def test_postgres_connections_killed_during_a_load(tmp_path, pg_url, redis_url, 
             runs = wait_final(srv.state.store, list(accepted.values()), 90)
             with admin.connect() as conn:
                 conn.execute(text("SELECT 1"))
-            count = srv.state.store.list_runs(
-                srv.state.store.get_user_by_email("pg@example.com")["id"], limit=1000
+            count = srv.state.store.runs.list(
+                srv.state.store.users.get_by_email("pg@example.com")["id"], limit=1000
             )[0]
         finally:
             stop_killing.set()

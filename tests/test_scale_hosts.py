@@ -82,8 +82,8 @@ def test_two_scheduler_processes_fire_once(tmp_path, pg_url):  # noqa: F811
     env = {"DATABASE_URL": pg_url, "LEVQOR_SECRET_KEY": secret, "LEVQOR_EXECUTOR": "off"}
     app = make_app(tmp_path, env=env, start_workers=False)
     st = app.extensions["levqor"]
-    user = st.store.create_user("cron@example.com")
-    p = st.store.create_pipeline(user["id"], "every minute", scheduled_doc())
+    user = st.store.users.create("cron@example.com")
+    p = st.store.pipelines.create(user["id"], "every minute", scheduled_doc())
     st.store.close()
     engine = create_engine(pg_url)
     procs = []
@@ -168,13 +168,13 @@ def test_two_prod_hosts_share_postgres_and_redis(tmp_path, pg_url, redis_url, qu
         start_workers=False,
     )
     st = app.extensions["levqor"]
-    user = st.store.create_user("hosts@example.com")
-    key, _ = st.store.create_api_key(
+    user = st.store.users.create("hosts@example.com")
+    key, _ = st.store.api_keys.create(
         user["id"], name="t", scopes=["pipelines:read", "pipelines:write", "runs:execute"]
     )
-    cron = st.store.create_pipeline(user["id"], "every minute", scheduled_doc())
-    metered = st.store.create_user("metered@example.com", plan="metered")
-    metered_key, _ = st.store.create_api_key(metered["id"], name="t", scopes=["pipelines:read"])
+    cron = st.store.pipelines.create(user["id"], "every minute", scheduled_doc())
+    metered = st.store.users.create("metered@example.com", plan="metered")
+    metered_key, _ = st.store.api_keys.create(metered["id"], name="t", scopes=["pipelines:read"])
     st.store.close()
     engine = create_engine(pg_url)
     ports = [free_port(), free_port()]

@@ -61,7 +61,7 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
         app = make_app(tmp_path, start_workers=False)
         st = app.extensions["levqor"]
         data_dir = st.config.data_dir
-        user = st.store.create_user("ops@example.com")
+        user = st.store.users.create("ops@example.com")
 
         def step(sid):
             return {
@@ -81,8 +81,8 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
             "trigger": {"type": "manual"},
             "steps": [step("s1"), step("s2"), step("s3")],
         }
-        p = st.store.create_pipeline(user["id"], "crash", doc)
-        p = st.store.get_pipeline(user["id"], p["id"])
+        p = st.store.pipelines.create(user["id"], "crash", doc)
+        p = st.store.pipelines.get(user["id"], p["id"])
         run_ids = [st.runs.start(user, p, {"i": i})[0]["id"] for i in range(RUNS)]
         st.store.close()
 
@@ -103,7 +103,7 @@ def test_sigkill_of_a_worker_mid_run(tmp_path):
                 st2 = app2.extensions["levqor"]
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
-                    runs = [st2.store.get_run(None, rid) for rid in run_ids]
+                    runs = [st2.store.runs.get(None, rid) for rid in run_ids]
                     if all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs):
                         break
                     time.sleep(0.2)

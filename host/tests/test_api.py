@@ -126,8 +126,8 @@ def test_revoked_key_stops_working(srv):
     user, key = srv.user_with_key("carol@example.com")
     c = srv.client(key)
     assert c.get("/api/v1/pipelines").status_code == 200
-    [k] = srv.state.store.list_api_keys(user["id"])
-    assert srv.state.store.revoke_api_key(user["id"], k["id"])
+    [k] = srv.state.store.api_keys.list(user["id"])
+    assert srv.state.store.api_keys.revoke(user["id"], k["id"])
     assert c.get("/api/v1/pipelines").status_code == 401
 
 
@@ -368,7 +368,7 @@ def test_idempotency_key_in_use_while_the_first_request_runs(srv, gate, alice):
     t.start()
     try:
         for _ in range(100):
-            if srv.state.store.list_runs(alice_id(srv), limit=5)[0]:
+            if srv.state.store.runs.list(alice_id(srv), limit=5)[0]:
                 break
             threading.Event().wait(0.05)
         r = alice.post("/api/v1/run?wait=20", json=body, headers=key)
@@ -379,11 +379,11 @@ def test_idempotency_key_in_use_while_the_first_request_runs(srv, gate, alice):
     assert out["r"].status_code == 200 and out["r"].json()["status"] == "succeeded"
     again = alice.post("/api/v1/run?wait=20", json=body, headers=key)
     assert again.json() == out["r"].json()
-    assert len(srv.state.store.list_runs(alice_id(srv), limit=5)[0]) == 1
+    assert len(srv.state.store.runs.list(alice_id(srv), limit=5)[0]) == 1
 
 
 def alice_id(srv) -> str:
-    return srv.state.store.get_user_by_email("alice@example.com")["id"]
+    return srv.state.store.users.get_by_email("alice@example.com")["id"]
 
 
 def test_idempotency_keys_outlive_a_restart(tmp_path):

@@ -122,9 +122,9 @@ def test_backup_during_live_runs_restores_every_finished_run(srv, tmp_path):
         while len(_finished_ids(srv.state.store)) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
         finished_before = _finished_ids(srv.state.store)
-        qs = srv.state.store.queue_stats()
+        qs = srv.state.store.runs.queue_stats()
         res = create_backup(srv.state.store, srv.state.config)  # while runs are written
-        still = srv.state.store.queue_stats()
+        still = srv.state.store.runs.queue_stats()
     finally:
         stop.set()
         for t in threads:
@@ -150,22 +150,22 @@ def test_backup_during_live_runs_restores_every_finished_run(srv, tmp_path):
     app = make_app(tmp_path / "restored", start_workers=False)
     try:
         st = app.extensions["levqor"]  # the restored vault key opens the restored database
-        restored = {r["id"]: r for r in st.store.list_runs(user["id"], limit=200)[0]}
+        restored = {r["id"]: r for r in st.store.runs.list(user["id"], limit=200)[0]}
         cursor = None
         all_ids: set[str] = set()
         while True:
-            items, cursor = st.store.list_runs(user["id"], limit=200, cursor=cursor)
+            items, cursor = st.store.runs.list(user["id"], limit=200, cursor=cursor)
             all_ids |= {r["id"] for r in items}
             restored.update({r["id"]: r for r in items})
             if not cursor:
                 break
         assert finished_before <= all_ids  # every run finished at backup time is there
         for rid in finished_before:
-            run = st.store.get_run(user["id"], rid)
+            run = st.store.runs.get(user["id"], rid)
             assert run["status"] in FINAL
             if run["status"] == "succeeded":
                 assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded"]
-        assert st.store.get_pipeline(user["id"], p["id"])["doc"] == DOC
+        assert st.store.pipelines.get(user["id"], p["id"])["doc"] == DOC
         assert (new / "logs" / "support.jsonl").read_text().count("kept") == 1
         assert (new / "data" / "pipelines" / f"{p['id']}.json").exists()
     finally:
@@ -319,7 +319,7 @@ def test_backup_cli_writes_a_verified_archive(tmp_path):
     data = tmp_path / "data"
     app = make_app(tmp_path, start_workers=False)
     st = app.extensions["levqor"]
-    st.store.create_user("c@example.com")
+    st.store.users.create("c@example.com")
     st.store.close()
     out = _cli(["backup"], _env(tmp_path, data, **backend_env(tmp_path)))
     assert out.returncode == 0, out.stderr
@@ -334,8 +334,8 @@ def test_postgresql_backup_and_restore_with_pg_dump(tmp_path, pg_database_url, r
     app = make_app(tmp_path / "pg", start_workers=False, database_url=pg_database_url)
     st = app.extensions["levqor"]
     try:
-        u = st.store.create_user("pg@example.com")
-        p = st.store.create_pipeline(u["id"], "pg", DOC)
+        u = st.store.users.create("pg@example.com")
+        p = st.store.pipelines.create(u["id"], "pg", DOC)
         archive = create_backup(st.store, st.config)["path"]
         m = json.loads(_members(archive)["manifest.json"])
         assert m["dialect"] == "postgresql" and m["database"] == "db/levqor.pgdump"
@@ -356,7 +356,7 @@ def test_postgresql_backup_and_restore_with_pg_dump(tmp_path, pg_database_url, r
             assert "pg_dump not found" in r.json["checks"]["backup"]["error"]
         finally:
             b.store.close()
-        st.store.archive_pipeline(u["id"], p["id"])
+        st.store.pipelines.archive(u["id"], p["id"])
     finally:
         st.store.close()
     cfg = Config.from_env({"DATABASE_URL": pg_database_url}, data_dir=tmp_path / "pg-restored")
@@ -368,6 +368,6 @@ def test_postgresql_backup_and_restore_with_pg_dump(tmp_path, pg_database_url, r
 
     s = Store(pg_database_url, Vault([Vault.generate_key()]))
     try:
-        assert s.get_pipeline(u["id"], p["id"])["archived"] is False  # as it was at backup time
+        assert s.pipelines.get(u["id"], p["id"])["archived"] is False  # as it was at backup time
     finally:
         s.close()

@@ -145,7 +145,7 @@ def test_fifty_parallel_runs_of_a_free_user_start_exactly_one(request, tmp_path,
         assert "1 run(s) a day" in refused["error"]["message"]
         assert "midnight UTC" in refused["error"]["message"]
         assert refused["error"]["details"]["retry_at"].endswith("T00:00:00+00:00")
-        items, _ = s.state.store.list_runs(user["id"], limit=100)
+        items, _ = s.state.store.runs.list(user["id"], limit=100)
         assert len(items) == 1
         assert s.state.ledger.balance(user["id"]) == 0  # the free run is included
     finally:
@@ -168,7 +168,7 @@ def test_fifty_parallel_runs_never_take_a_balance_below_zero(request, tmp_path, 
         assert s.state.ledger.balance(user["id"]) == 2
         lines = s.state.ledger.lines(user["id"])
         assert sorted(line["delta"] for line in lines) == [-PRICE] * 3 + [3 * PRICE + 2]
-        assert len(s.state.store.list_runs(user["id"], limit=100)[0]) == 3
+        assert len(s.state.store.runs.list(user["id"], limit=100)[0]) == 3
     finally:
         s.stop()
 
@@ -283,7 +283,7 @@ def test_referral_rewards_both_sides_once_after_the_first_success(srv):
     assert info["referred_users"] == 1 and info["rewarded"] == 1
 
     # sign-up path with ?ref=: a self-referral is refused
-    third = st.store.create_user("third@example.com")
+    third = st.store.users.create("third@example.com")
     from levqor_host.growth.analytics import ReferralError
 
     with pytest.raises(ReferralError):
@@ -296,7 +296,7 @@ def test_events_store_emails_only_as_keyed_hashes(tmp_path):
         from levqor_host.growth.analytics import record_signup
         from levqor_host.store.tables import events
 
-        u = s.state.store.create_user("Person@Example.com")
+        u = s.state.store.users.create("Person@Example.com")
         record_signup(
             s.state.ledger, u, utm={"utm_source": "x", "utm_medium": "y", "utm_campaign": "z"}
         )

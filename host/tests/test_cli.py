@@ -143,10 +143,10 @@ def test_vault_key_rotation_and_canary(data, tmp_path):
     levqor(data, "users", "create", "c@example.com")
     app = make_app(tmp_path, start_workers=False)  # same data folder: tmp_path / "data"
     st = app.extensions["levqor"]
-    user = st.store.get_user_by_email("c@example.com")
+    user = st.store.users.get_by_email("c@example.com")
     # the vault encrypts whatever a credential holds: no connector needs to be installed
     conn = "http"
-    st.store.create_credential(user["id"], "k", conn, {"token": "plaintext-secret-value"})
+    st.store.credentials.create(user["id"], "k", conn, {"token": "plaintext-secret-value"})
     st.store.close()
     old_key = (data / "secret.key").read_text().strip()
     out = levqor(data, "keys", "rotate").stdout
@@ -156,7 +156,7 @@ def test_vault_key_rotation_and_canary(data, tmp_path):
     # the new key reads the credential back
     app = make_app(tmp_path, start_workers=False)
     st = app.extensions["levqor"]
-    assert st.store.get_credential_values(user["id"], "k") == (
+    assert st.store.credentials.values(user["id"], "k") == (
         conn,
         {"token": "plaintext-secret-value"},
     )
@@ -235,8 +235,8 @@ def test_second_serve_on_a_busy_port_exits_before_claiming_runs(tmp_path, prod):
         app = make_app(tmp_path, start_workers=False)
         st = app.extensions["levqor"]
         try:
-            user = st.store.create_user("owner@example.com", is_admin=True, plan="business")
-            p = st.store.create_pipeline(user["id"], "slow", _http_pipeline(f"{fake.url}/slow"))
+            user = st.store.users.create("owner@example.com", is_admin=True, plan="business")
+            p = st.store.pipelines.create(user["id"], "slow", _http_pipeline(f"{fake.url}/slow"))
             port = free_port()
             env = serve_env(data, LEVQOR_WORKERS="1", LEVQOR_SSRF_ALLOW="127.0.0.1")
             with serving(data, port, env):
@@ -257,7 +257,7 @@ def test_second_serve_on_a_busy_port_exits_before_claiming_runs(tmp_path, prod):
                 time.sleep(0.5)
                 assert len(fake.requests) == 1, err  # the second sent nothing
                 # ... and claimed nothing (a worker id is host:pid:suffix)
-                runs = [st.store.get_run(user["id"], rid) for rid in run_ids]
+                runs = [st.store.runs.get(user["id"], rid) for rid in run_ids]
                 assert not [r for r in runs if f":{second.pid}:" in (r.get("lease_owner") or "")]
                 assert second.returncode != 0, out + err
                 assert f"127.0.0.1:{port}" in err and "in use" in err, err
@@ -300,7 +300,7 @@ def test_run_follow_queues_for_the_servers_workers_and_follows_to_the_end(data, 
 
             app = make_app(tmp_path, start_workers=False)
             try:
-                run = app.extensions["levqor"].store.get_run(None, run_id)
+                run = app.extensions["levqor"].store.runs.get(None, run_id)
             finally:
                 stop_app(app)
             assert run["status"] == "succeeded"

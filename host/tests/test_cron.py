@@ -222,7 +222,7 @@ def test_the_scheduler_fires_on_the_cron_weekday(tmp_path):
     other_day = 1 if local.day > 1 else 2
     app = make_app(tmp_path, start_workers=False)
     st = app.extensions["levqor"]
-    user = st.store.create_user("cron@example.com")
+    user = st.store.users.create("cron@example.com")
     fires = {
         "today": f"* * * * {today}",
         "by name": f"* * * * {name}",
@@ -230,7 +230,7 @@ def test_the_scheduler_fires_on_the_cron_weekday(tmp_path):
         "weekdays": "0 9 * * 1-5",
     }
     quiet = {"tomorrow": f"* * * * {tomorrow}", "neither day": f"* * {other_day} * {tomorrow}"}
-    ids = {label: st.store.create_pipeline(user["id"], label, _doc(cron, tz))["id"]
+    ids = {label: st.store.pipelines.create(user["id"], label, _doc(cron, tz))["id"]
            for label, cron in {**fires, **quiet}.items()}
     s = SchedulerService(st.runs, ttl=5.0, sync_interval=0.2)
     s.start()
@@ -248,7 +248,7 @@ def test_the_scheduler_fires_on_the_cron_weekday(tmp_path):
         assert jobs[ids["weekdays"]].next_run_time == day
 
         def runs(label):
-            return st.store.list_runs(user["id"], pipeline_id=ids[label])[0]
+            return st.store.runs.list(user["id"], pipeline_id=ids[label])[0]
 
         wait = (boundary - datetime.now(UTC)).total_seconds() + 20
         deadline = time.monotonic() + wait

@@ -221,7 +221,6 @@ def test_a_plan_without_a_tier_gets_the_per_user_default(tmp_path, stop, name):
 
 def test_sign_in_is_limited_tighter(tmp_path, stop):
     from levqor_host.security.passwords import hash_password
-    from levqor_host.store.auth import set_password_hash
 
     s = serve(
         tmp_path,
@@ -230,8 +229,8 @@ def test_sign_in_is_limited_tighter(tmp_path, stop):
         LEVQOR_DEV="1",
     )
     stop(s)
-    u = s.state.store.create_user("op@example.com")
-    set_password_hash(s.state.store, u["id"], hash_password("correct horse battery"))
+    u = s.state.store.users.create("op@example.com")
+    s.state.store.auth.set_password_hash(u["id"], hash_password("correct horse battery"))
     c = s.client()
 
     def attempt(pw="guess guess guess"):

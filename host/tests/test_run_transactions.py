@@ -61,13 +61,13 @@ def test_a_fresh_two_step_run_takes_three_write_transactions(tmp_path):
     app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
     st = app.extensions["levqor"]
     try:
-        user = st.store.create_user("tx@example.com")
-        p = st.store.get_pipeline(
-            user["id"], st.store.create_pipeline(user["id"], "two", TWO_STEPS)["id"]
+        user = st.store.users.create("tx@example.com")
+        p = st.store.pipelines.get(
+            user["id"], st.store.pipelines.create(user["id"], "two", TWO_STEPS)["id"]
         )
         rid = st.runs.start(user, p, {})[0]["id"]
         ex = EmbeddedExecutor(st.runs, threads=0, worker_id="w")
-        (run,) = st.store.claim_runs("w", lease_seconds=30, limit=1)
+        (run,) = st.store.leases.claim_next("w", lease_seconds=30, limit=1)
         log = WriteLog(st.store.engine)
         assert ex.execute(run) == "succeeded"
         txs = log.transactions
@@ -79,7 +79,7 @@ def test_a_fresh_two_step_run_takes_three_write_transactions(tmp_path):
         final = txs[2]
         assert final[0] == "INSERT run_steps" and "UPDATE runs" in final, final
         assert "INSERT usage_daily" in final and "INSERT events" in final, final
-        done = st.store.get_run(None, rid)
+        done = st.store.runs.get(None, rid)
         assert done["status"] == "succeeded"
         assert [(s["step_id"], s["status"], s["attempts"]) for s in done["steps"]] == [
             ("a", "succeeded", 1),
@@ -101,19 +101,19 @@ def test_a_run_whose_lease_was_taken_writes_its_steps_but_is_not_finished_or_set
     app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
     st = app.extensions["levqor"]
     try:
-        user = st.store.create_user("lease@example.com")
-        p = st.store.get_pipeline(
-            user["id"], st.store.create_pipeline(user["id"], "two", TWO_STEPS)["id"]
+        user = st.store.users.create("lease@example.com")
+        p = st.store.pipelines.get(
+            user["id"], st.store.pipelines.create(user["id"], "two", TWO_STEPS)["id"]
         )
         rid = st.runs.start(user, p, {})[0]["id"]
-        (run,) = st.store.claim_runs("old", lease_seconds=30, limit=1)
+        (run,) = st.store.leases.claim_next("old", lease_seconds=30, limit=1)
         with st.store.write() as conn:  # another worker took the run over meanwhile
             from levqor_host.store.tables import runs
 
             conn.execute(runs.update().where(runs.c.id == rid).values(lease_owner="new"))
         ex = EmbeddedExecutor(st.runs, threads=0, worker_id="old")
         assert ex.execute(run) is None
-        r = st.store.get_run(None, rid)
+        r = st.store.runs.get(None, rid)
         assert r["status"] == "running" and r["lease_owner"] == "new"
         assert [s["status"] for s in r["steps"]] == ["succeeded", "succeeded"]
         with st.store.read() as conn:
@@ -129,20 +129,20 @@ def test_a_pinned_store_checks_out_one_connection_and_still_nests(tmp_path):
     app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
     st = app.extensions["levqor"]
     try:
-        user = st.store.create_user("pin@example.com")
+        user = st.store.users.create("pin@example.com")
         checkouts: list[int] = []
         event.listen(st.store.engine, "checkout", lambda *a: checkouts.append(1))
         with st.store.pinned():
             for _ in range(5):
-                assert st.store.get_user(user["id"])["email"] == "pin@example.com"
+                assert st.store.users.get(user["id"])["email"] == "pin@example.com"
             with st.store.write() as conn:
                 from levqor_host.store.tables import users
 
                 conn.execute(users.update().where(users.c.id == user["id"]).values(name="P"))
                 # a transaction inside a transaction takes a connection of its own
-                assert st.store.get_user(user["id"])["id"] == user["id"]
+                assert st.store.users.get(user["id"])["id"] == user["id"]
         assert len(checkouts) == 2, checkouts
-        assert st.store.get_user(user["id"])["name"] == "P"
+        assert st.store.users.get(user["id"])["name"] == "P"
     finally:
         st.store.close()
 
@@ -154,10 +154,10 @@ def test_a_webhook_delivery_is_one_read_and_one_write_on_one_connection(tmp_path
     app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
     st = app.extensions["levqor"]
     try:
-        user = st.store.create_user("hook@example.com")
+        user = st.store.users.create("hook@example.com")
         doc = {**TWO_STEPS, "trigger": {"type": "webhook"}}
-        p = st.store.create_pipeline(user["id"], "hook", doc)
-        st.store.set_webhook_secret(user["id"], p["id"], "whsec-tx")
+        p = st.store.pipelines.create(user["id"], "hook", doc)
+        st.store.pipelines.set_webhook_secret(user["id"], p["id"], "whsec-tx")
         client = app.test_client()
         body = json.dumps({"n": 1}).encode()
 
@@ -185,6 +185,6 @@ def test_a_webhook_delivery_is_one_read_and_one_write_on_one_connection(tmp_path
         assert len(begins) == 2, begins  # the lookups, then the gate and the run row
         assert len(checkouts) == 1, checkouts
         assert len(log.transactions) == 1 and "INSERT runs" in log.transactions[0]
-        assert st.store.get_run(user["id"], r.get_json()["run_id"])["status"] == "queued"
+        assert st.store.runs.get(user["id"], r.get_json()["run_id"])["status"] == "queued"
     finally:
         st.store.close()

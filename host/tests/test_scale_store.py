@@ -24,32 +24,32 @@ DOC = {
 
 
 def setup(store):
-    user = store.create_user("s@example.com")
-    p = store.create_pipeline(user["id"], "p", DOC)
+    user = store.users.create("s@example.com")
+    p = store.pipelines.create(user["id"], "p", DOC)
     return user, p
 
 
 def test_claim_run_takes_a_queued_run_once(store):
     user, p = setup(store)
-    run, _ = store.create_run(user["id"], p["id"], None, {})
-    got = store.claim_run("w1", run["id"], lease_seconds=30)
+    run, _ = store.runs.create(user["id"], p["id"], None, {})
+    got = store.leases.claim("w1", run["id"], lease_seconds=30)
     assert got["status"] == "running" and got["lease_owner"] == "w1" and got["claims"] == 1
     # a second delivery while the lease is live: nothing
-    assert store.claim_run("w2", run["id"], lease_seconds=30) is None
-    assert store.finish_run(run["id"], "w1", "succeeded")
-    assert store.claim_run("w2", run["id"], lease_seconds=30) is None  # final
-    assert store.claim_run("w2", "run_unknown", lease_seconds=30) is None
+    assert store.leases.claim("w2", run["id"], lease_seconds=30) is None
+    assert store.runs.finish(run["id"], "w1", "succeeded")
+    assert store.leases.claim("w2", run["id"], lease_seconds=30) is None  # final
+    assert store.leases.claim("w2", "run_unknown", lease_seconds=30) is None
 
 
 def test_claim_run_races_have_one_winner(store):
     user, p = setup(store)
-    run, _ = store.create_run(user["id"], p["id"], None, {})
+    run, _ = store.runs.create(user["id"], p["id"], None, {})
     wins: list[str] = []
     barrier = threading.Barrier(8)
 
     def claim(i: int) -> None:
         barrier.wait()
-        if store.claim_run(f"w{i}", run["id"], lease_seconds=30) is not None:
+        if store.leases.claim(f"w{i}", run["id"], lease_seconds=30) is not None:
             wins.append(f"w{i}")
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
@@ -63,13 +63,13 @@ def test_claim_run_races_have_one_winner(store):
 def test_capped_claims_of_one_users_runs_racing_have_one_winner(store):
     """Eight deliveries of eight runs of one user, with a cap of one running run per user."""
     user, p = setup(store)
-    ids = [store.create_run(user["id"], p["id"], None, {})[0]["id"] for _ in range(8)]
+    ids = [store.runs.create(user["id"], p["id"], None, {})[0]["id"] for _ in range(8)]
     wins: list[str] = []
     barrier = threading.Barrier(8)
 
     def claim(rid: str) -> None:
         barrier.wait()
-        if store.claim_run("w", rid, lease_seconds=30, max_running_per_user=1) is not None:
+        if store.leases.claim("w", rid, lease_seconds=30, max_running_per_user=1) is not None:
             wins.append(rid)
 
     threads = [threading.Thread(target=claim, args=(rid,)) for rid in ids]
@@ -78,33 +78,33 @@ def test_capped_claims_of_one_users_runs_racing_have_one_winner(store):
     for t in threads:
         t.join()
     assert len(wins) == 1
-    first = store.get_run(None, wins[0])
-    assert store.finish_run(wins[0], "w", "succeeded")
-    after = store.claim_run("w", next(r for r in ids if r != wins[0]), lease_seconds=30,
+    first = store.runs.get(None, wins[0])
+    assert store.runs.finish(wins[0], "w", "succeeded")
+    after = store.leases.claim("w", next(r for r in ids if r != wins[0]), lease_seconds=30,
                             max_running_per_user=1)
-    assert after is not None and after["started_at"] >= store.get_run(None, first["id"])["finished_at"]
+    assert after is not None and after["started_at"] >= store.runs.get(None, first["id"])["finished_at"]
 
 
 def test_claim_run_takes_over_an_expired_lease_and_respects_the_user_cap(store):
     user, p = setup(store)
-    a, _ = store.create_run(user["id"], p["id"], None, {})
-    b, _ = store.create_run(user["id"], p["id"], None, {})
-    assert store.claim_run("dead", a["id"], lease_seconds=0.2) is not None
-    assert store.claim_run("w2", b["id"], lease_seconds=30, max_running_per_user=1) is None  # cap
+    a, _ = store.runs.create(user["id"], p["id"], None, {})
+    b, _ = store.runs.create(user["id"], p["id"], None, {})
+    assert store.leases.claim("dead", a["id"], lease_seconds=0.2) is not None
+    assert store.leases.claim("w2", b["id"], lease_seconds=30, max_running_per_user=1) is None  # cap
     time.sleep(0.4)
     # a's lease expired: it no longer counts, and it can be claimed again
-    assert store.claim_run("w2", b["id"], lease_seconds=30, max_running_per_user=1) is not None
-    again = store.claim_run("w3", a["id"], lease_seconds=30)
+    assert store.leases.claim("w2", b["id"], lease_seconds=30, max_running_per_user=1) is not None
+    again = store.leases.claim("w3", a["id"], lease_seconds=30)
     assert again["lease_owner"] == "w3" and again["claims"] == 2
-    assert not store.finish_run(a["id"], "dead", "succeeded")  # the dead worker lost it
+    assert not store.runs.finish(a["id"], "dead", "succeeded")  # the dead worker lost it
 
 
 def test_runs_to_resend(store):
     user, p = setup(store)
-    old, _ = store.create_run(user["id"], p["id"], None, {})
-    new, _ = store.create_run(user["id"], p["id"], None, {})
-    expired, _ = store.create_run(user["id"], p["id"], None, {})
-    store.claim_run("dead", expired["id"], lease_seconds=0.1)
+    old, _ = store.runs.create(user["id"], p["id"], None, {})
+    new, _ = store.runs.create(user["id"], p["id"], None, {})
+    expired, _ = store.runs.create(user["id"], p["id"], None, {})
+    store.leases.claim("dead", expired["id"], lease_seconds=0.1)
     with store.write() as conn:
         conn.execute(
             update(runs)
@@ -112,9 +112,9 @@ def test_runs_to_resend(store):
             .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
         )
     time.sleep(0.3)
-    found = store.runs_to_resend(queued_before=datetime.now(UTC) - timedelta(minutes=1))
+    found = store.leases.stranded(queued_before=datetime.now(UTC) - timedelta(minutes=1))
     assert found == {"expired": [expired["id"]], "queued": [old["id"]]}
-    assert store.runs_to_resend(queued_before=None)["queued"] == []
+    assert store.leases.stranded(queued_before=None)["queued"] == []
     assert new["id"] not in found["queued"]
 
 
@@ -128,11 +128,11 @@ def test_prune_runs_deletes_only_old_finished_runs(store):
     user, p = setup(store)
     ids = []
     for status in ("succeeded", "failed", "cancelled", "queued", "running"):
-        r, _ = store.create_run(user["id"], p["id"], None, {})
+        r, _ = store.runs.create(user["id"], p["id"], None, {})
         ids.append(r["id"])
         if status in ("succeeded", "failed", "cancelled", "running"):
-            store.claim_run("w", r["id"], lease_seconds=60)
-            store.record_step(
+            store.leases.claim("w", r["id"], lease_seconds=60)
+            store.steps.record(
                 r["id"],
                 "t",
                 position=0,
@@ -142,13 +142,13 @@ def test_prune_runs_deletes_only_old_finished_runs(store):
                 attempts=1,
             )
         if status in ("succeeded", "failed", "cancelled"):
-            store.finish_run(r["id"], "w", status)
+            store.runs.finish(r["id"], "w", status)
         age(store, r["id"], 40)
-    recent, _ = store.create_run(user["id"], p["id"], None, {})
-    store.claim_run("w", recent["id"], lease_seconds=60)
-    store.finish_run(recent["id"], "w", "succeeded")
-    assert store.prune_runs(datetime.now(UTC) - timedelta(days=30), batch=2) == 3
-    left = {r["id"] for r in store.list_runs(user["id"], limit=100)[0]}
+    recent, _ = store.runs.create(user["id"], p["id"], None, {})
+    store.leases.claim("w", recent["id"], lease_seconds=60)
+    store.runs.finish(recent["id"], "w", "succeeded")
+    assert store.runs.prune(datetime.now(UTC) - timedelta(days=30), batch=2) == 3
+    left = {r["id"] for r in store.runs.list(user["id"], limit=100)[0]}
     assert left == {ids[3], ids[4], recent["id"]}  # unfinished and recent runs stay
     with store.read() as conn:
         orphans = conn.execute(
@@ -161,9 +161,9 @@ def test_the_scheduler_leader_prunes_with_the_retention_setting(tmp_path):
     app = make_app(tmp_path, start_workers=False, run_retention_days=30)
     st = app.extensions["levqor"]
     user, p = setup(st.store)
-    r, _ = st.store.create_run(user["id"], p["id"], None, {})
-    st.store.claim_run("w", r["id"], lease_seconds=60)
-    st.store.finish_run(r["id"], "w", "succeeded")
+    r, _ = st.store.runs.create(user["id"], p["id"], None, {})
+    st.store.leases.claim("w", r["id"], lease_seconds=60)
+    st.store.runs.finish(r["id"], "w", "succeeded")
     age(st.store, r["id"], 31)
     sched = SchedulerService(st.runs, ttl=1.0, sync_interval=0.1)
     sched.start()
@@ -173,7 +173,7 @@ def test_the_scheduler_leader_prunes_with_the_retention_setting(tmp_path):
             time.sleep(0.05)
         assert sched.sched.get_job(SchedulerService.PRUNE_JOB) is not None
         assert sched.prune_runs() == 1
-        assert st.store.get_run(None, r["id"]) is None
+        assert st.store.runs.get(None, r["id"]) is None
     finally:
         sched.stop()
         st.store.close()

@@ -23,8 +23,8 @@ def test_only_one_of_two_schedulers_leads_and_a_fire_starts_one_run(tmp_path):
     a = make_app(tmp_path, start_workers=False)
     b = make_app(tmp_path, start_workers=False)  # a second process on the same database
     sa, sb = a.extensions["levqor"], b.extensions["levqor"]
-    user = sa.store.create_user("s@example.com")
-    p = sa.store.create_pipeline(user["id"], "sched", sched_doc())
+    user = sa.store.users.create("s@example.com")
+    p = sa.store.pipelines.create(user["id"], "sched", sched_doc())
     one = SchedulerService(sa.runs, ttl=1.0, sync_interval=0.1)
     two = SchedulerService(sb.runs, ttl=1.0, sync_interval=0.1)
     one.start()
@@ -45,7 +45,7 @@ def test_only_one_of_two_schedulers_leads_and_a_fire_starts_one_run(tmp_path):
         r2 = follower.fire(p["id"])
         follower.is_leader = False
         assert r1["id"] == r2["id"]
-        runs, _ = sa.store.list_runs(user["id"], pipeline_id=p["id"])
+        runs, _ = sa.store.runs.list(user["id"], pipeline_id=p["id"])
         assert len(runs) == 1 and runs[0]["trigger"] == "schedule"
         # the leader stops: the other takes over after the lock expires
         leader.stop()
@@ -63,8 +63,8 @@ def test_only_one_of_two_schedulers_leads_and_a_fire_starts_one_run(tmp_path):
 def test_scheduler_follows_pipeline_changes(tmp_path):
     app = make_app(tmp_path, start_workers=False)
     st = app.extensions["levqor"]
-    user = st.store.create_user("s@example.com")
-    p = st.store.create_pipeline(user["id"], "sched", sched_doc())
+    user = st.store.users.create("s@example.com")
+    p = st.store.pipelines.create(user["id"], "sched", sched_doc())
     s = SchedulerService(st.runs, ttl=2.0, sync_interval=0.1)
     s.start()
     try:
@@ -75,7 +75,7 @@ def test_scheduler_follows_pipeline_changes(tmp_path):
         while not pipeline_jobs() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pipeline_jobs() == [p["id"]]
-        st.store.archive_pipeline(user["id"], p["id"])
+        st.store.pipelines.archive(user["id"], p["id"])
         deadline = time.monotonic() + 5
         while pipeline_jobs() and time.monotonic() < deadline:
             time.sleep(0.05)

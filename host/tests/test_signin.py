@@ -117,12 +117,12 @@ def me(srv, token: str):
 
 # ---------------------------------------------------------------- JWTs
 def test_valid_tokens_of_each_algorithm_sign_in_and_create_the_user_once(srv, supa):
-    assert srv.state.store.get_user_by_email("jwt-user@example.com") is None
+    assert srv.state.store.users.get_by_email("jwt-user@example.com") is None
     for token in (supa.es256(), supa.rs256(), supa.hs256()):
         r = me(srv, token)
         assert r.status_code == 200, r.text
         assert r.json()["email"] == "jwt-user@example.com"
-    users = [u for u in srv.state.store.list_users() if u["email"] == "jwt-user@example.com"]
+    users = [u for u in srv.state.store.users.list() if u["email"] == "jwt-user@example.com"]
     assert len(users) == 1
     # a JWT user works with the API (every scope but admin)
     c = srv.client(supa.es256())
@@ -144,7 +144,7 @@ def test_valid_tokens_of_each_algorithm_sign_in_and_create_the_user_once(srv, su
 
 def test_the_subject_decides_after_first_sight(srv, supa):
     assert me(srv, supa.es256()).status_code == 200
-    uid = srv.state.store.get_user_by_email("jwt-user@example.com")["id"]
+    uid = srv.state.store.users.get_by_email("jwt-user@example.com")["id"]
     # the same Supabase user changed their email: still the same Levqor user
     r = me(srv, supa.es256(email="renamed@example.com"))
     assert r.status_code == 200 and r.json()["id"] == uid
@@ -190,8 +190,8 @@ def test_bad_tokens_are_refused(srv, supa):
         assert r.status_code == 401, (name, r.text)
         assert r.json()["error"]["code"] == "unauthorized", name
         assert token not in r.text
-    assert srv.state.store.get_user_by_email("admin@localhost") is None
-    assert srv.state.store.get_user_by_email("jwt-user@example.com") is None
+    assert srv.state.store.users.get_by_email("admin@localhost") is None
+    assert srv.state.store.users.get_by_email("jwt-user@example.com") is None
     msgs = {n: me(srv, t).json()["error"]["message"] for n, t in cases.items()}
     assert "expired" in msgs["expired"] and "audience" in msgs["wrong-aud"]
     assert "issuer" in msgs["wrong-iss"] and "algorithm" in msgs["alg-none"]
@@ -331,11 +331,10 @@ def login(c, email, password):
 
 def test_password_sign_in_cookies_csrf_and_logout(srv):
     from levqor_host.security.passwords import hash_password
-    from levqor_host.store.auth import set_password_hash
 
     st = srv.state.store
-    u = st.create_user("op@example.com")
-    set_password_hash(st, u["id"], hash_password("correct horse battery"))
+    u = st.users.create("op@example.com")
+    st.auth.set_password_hash(u["id"], hash_password("correct horse battery"))
     c = srv.client()
     # wrong password and unknown email: the same answer
     for email, pw in (
@@ -375,7 +374,7 @@ def test_password_sign_in_cookies_csrf_and_logout(srv):
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 403
-    assert st.list_pipelines(u["id"]) == []
+    assert st.pipelines.list(u["id"]) == []
     r = c.post("/api/v1/pipelines", json=doc, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 201, r.text
     # logout needs the token too, then the cookie is dead
@@ -409,12 +408,11 @@ def test_api_key_requests_need_no_csrf_token(srv):
 
 def test_cookies_are_secure_outside_development(tmp_path):
     from levqor_host.security.passwords import hash_password
-    from levqor_host.store.auth import set_password_hash
 
     s = LiveServer(make_app(tmp_path, start_workers=False))
     try:
-        u = s.state.store.create_user("op@example.com")
-        set_password_hash(s.state.store, u["id"], hash_password("correct horse battery"))
+        u = s.state.store.users.create("op@example.com")
+        s.state.store.auth.set_password_hash(u["id"], hash_password("correct horse battery"))
         r = login(s.client(), "op@example.com", "correct horse battery")
         assert r.status_code == 200
         cookies = r.raw.headers.getlist("Set-Cookie")
@@ -448,10 +446,9 @@ def test_cli_set_password_and_one_time_login_link(tmp_path):
     s = LiveServer(make_app(tmp_path, env={"LEVQOR_DEV": "1"}, start_workers=False))
     try:
         # the stored hash is scrypt and never the password
-        from levqor_host.store.auth import get_password_hash
 
-        u = s.state.store.get_user_by_email("ops@example.com")
-        assert get_password_hash(s.state.store, u["id"]).startswith("scrypt$32768$8$1$")
+        u = s.state.store.users.get_by_email("ops@example.com")
+        assert s.state.store.auth.get_password_hash(u["id"]).startswith("scrypt$32768$8$1$")
         assert login(s.client(), "ops@example.com", "a long enough password").status_code == 200
         c = s.client()
         r = c.get(f"/auth/link/{token}", allow_redirects=False)
@@ -467,13 +464,11 @@ def test_cli_set_password_and_one_time_login_link(tmp_path):
 
 
 def test_expired_login_link_is_refused(tmp_path):
-    from levqor_host.store.auth import consume_login_link, create_login_link
-
     s = LiveServer(make_app(tmp_path, start_workers=False))
     try:
-        u = s.state.store.create_user("late@example.com")
-        token = create_login_link(s.state.store, u["id"], -1)
-        assert consume_login_link(s.state.store, token) is None
+        u = s.state.store.users.create("late@example.com")
+        token = s.state.store.auth.create_login_link(u["id"], -1)
+        assert s.state.store.auth.consume_login_link(token) is None
         r = s.client().get(f"/auth/link/{token}", allow_redirects=False)
         assert r.status_code == 404
     finally:

@@ -86,38 +86,38 @@ def test_from_config_generates_key_file(tmp_path, caplog):
 
 
 def test_check_vault_canary(store: Store, make_store):
-    assert store.get_meta("vault_canary") is None
-    store.check_vault()  # writes the canary
-    canary = store.get_meta("vault_canary")
+    assert store.meta.get("vault_canary") is None
+    store.vault_keys.check()  # writes the canary
+    canary = store.meta.get("vault_canary")
     assert canary
-    store.check_vault()  # and accepts it
-    assert store.get_meta("vault_canary") == canary
+    store.vault_keys.check()  # and accepts it
+    assert store.meta.get("vault_canary") == canary
 
     same = make_store(store.url, Vault(store.vault.keys))
-    same.check_vault()
+    same.vault_keys.check()
     wrong = make_store(store.url, Vault([Vault.generate_key()]))
     with pytest.raises(VaultKeyError, match="LEVQOR_SECRET_KEY"):
-        wrong.check_vault()
+        wrong.vault_keys.check()
     # the new key listed first, the old one after it, is accepted
     both = make_store(store.url, Vault([Vault.generate_key(), *store.vault.keys]))
-    both.check_vault()
+    both.vault_keys.check()
 
 
 def test_rotate_vault(store: Store, make_store):
     old_vault = store.vault
-    user = store.create_user("rot@example.com")
-    store.check_vault()
+    user = store.users.create("rot@example.com")
+    store.vault_keys.check()
     creds = {f"c{i}": {"token": f"tok-{i}"} for i in range(3)}
     for name, values in creds.items():
-        store.create_credential(user["id"], name, "slack", values)
-    p1 = store.create_pipeline(user["id"], "p1", DOC)
-    p2 = store.create_pipeline(user["id"], "p2", DOC)
-    store.create_pipeline(user["id"], "p3 (no secret)", DOC)
-    store.set_webhook_secret(user["id"], p1["id"], "whsec-1")
-    store.set_webhook_secret(user["id"], p2["id"], "whsec-2")
+        store.credentials.create(user["id"], name, "slack", values)
+    p1 = store.pipelines.create(user["id"], "p1", DOC)
+    p2 = store.pipelines.create(user["id"], "p2", DOC)
+    store.pipelines.create(user["id"], "p3 (no secret)", DOC)
+    store.pipelines.set_webhook_secret(user["id"], p1["id"], "whsec-1")
+    store.pipelines.set_webhook_secret(user["id"], p2["id"], "whsec-2")
 
     new_key = Vault.generate_key()
-    count = store.rotate_vault(Vault([new_key]))
+    count = store.vault_keys.rotate(Vault([new_key]))
     assert count == 3 + 2 + 1  # credentials, webhook secrets, canary
     assert store.vault.keys == [new_key]
 
@@ -134,33 +134,33 @@ def test_rotate_vault(store: Store, make_store):
             .scalars()
             .all()
         )
-    tokens = [*enc_values, *enc_secrets, store.get_meta("vault_canary")]
+    tokens = [*enc_values, *enc_secrets, store.meta.get("vault_canary")]
     assert len(tokens) == count
     for token in tokens:
         assert new_only.can_decrypt(token)
         assert not old_vault.can_decrypt(token)
     for name, values in creds.items():
-        assert store.get_credential_values(user["id"], name) == ("slack", values)
-    assert store.get_webhook_secret(p1["id"]) == "whsec-1"
-    assert store.get_webhook_secret(p2["id"]) == "whsec-2"
-    store.check_vault()
+        assert store.credentials.values(user["id"], name) == ("slack", values)
+    assert store.pipelines.get_webhook_secret(p1["id"]) == "whsec-1"
+    assert store.pipelines.get_webhook_secret(p2["id"]) == "whsec-2"
+    store.vault_keys.check()
 
     with pytest.raises(VaultKeyError):
-        make_store(store.url, old_vault).check_vault()
-    make_store(store.url, new_only).check_vault()
+        make_store(store.url, old_vault).vault_keys.check()
+    make_store(store.url, new_only).vault_keys.check()
 
 
 def test_rotate_vault_with_undecryptable_secret_changes_nothing(store: Store):
-    user = store.create_user("r2@example.com")
-    store.create_credential(user["id"], "good", "slack", {"token": "g"})
+    user = store.users.create("r2@example.com")
+    store.credentials.create(user["id"], "good", "slack", {"token": "g"})
     foreign = Vault([Vault.generate_key()]).encrypt({"token": "foreign"})
-    store.create_credential(user["id"], "bad", "slack", {"token": "b"})
+    store.credentials.create(user["id"], "bad", "slack", {"token": "b"})
     with store.write() as conn:
         conn.execute(
             t.credentials.update().where(t.credentials.c.name == "bad").values(value_enc=foreign)
         )
     before = store.vault
     with pytest.raises(VaultKeyError):
-        store.rotate_vault(Vault([Vault.generate_key()]))
+        store.vault_keys.rotate(Vault([Vault.generate_key()]))
     assert store.vault is before
-    assert store.get_credential_values(user["id"], "good") == ("slack", {"token": "g"})
+    assert store.credentials.values(user["id"], "good") == ("slack", {"token": "g"})

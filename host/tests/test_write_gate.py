@@ -341,7 +341,7 @@ def test_a_webhook_that_gets_no_write_turn_is_refused_503_and_writes_nothing(tmp
     st = app.extensions["levqor"]
     gate = gate_for(st.store.engine.url.database)
     try:
-        user = st.store.create_user("gate@example.com")
+        user = st.store.users.create("gate@example.com")
         doc = {
             "levqor": 1,
             "trigger": {"type": "webhook"},
@@ -349,7 +349,7 @@ def test_a_webhook_that_gets_no_write_turn_is_refused_503_and_writes_nothing(tmp
                 {"id": "a", "connector": "core", "action": "transform", "payload": {"value": 1}}
             ],
         }
-        p = st.store.create_pipeline(user["id"], "gated", doc)
+        p = st.store.pipelines.create(user["id"], "gated", doc)
         assert st.store._gate is gate
         gate.timeout = 0.5  # the operator's 10 s, shortened for the test
         client = app.test_client()
@@ -359,11 +359,11 @@ def test_a_webhook_that_gets_no_write_turn_is_refused_503_and_writes_nothing(tmp
             assert r.status_code == 503, r.get_json()
             assert r.get_json()["error"]["code"] == "database_unavailable"
             assert r.headers["Retry-After"] == "1"
-            assert st.store.list_runs(user["id"])[0] == []
+            assert st.store.runs.list(user["id"])[0] == []
         r = client.post(hook, json={"n": 2})
         assert r.status_code == 202, r.get_json()
-        runs, _ = st.store.list_runs(user["id"])
-        assert [st.store.get_run(user["id"], run["id"])["input"] for run in runs] == [{"n": 2}]
+        runs, _ = st.store.runs.list(user["id"])
+        assert [st.store.runs.get(user["id"], run["id"])["input"] for run in runs] == [{"n": 2}]
     finally:
         gate.timeout = 10.0
         stop_app(app)

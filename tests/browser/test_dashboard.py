@@ -389,12 +389,11 @@ def test_billing_off_state(page, dash, tmp_path):
     """A host without Stripe: the page says billing is off, with no buy button."""
     from e2e_support import LiveServer, make_app
     from levqor_host.security.passwords import hash_password
-    from levqor_host.store.auth import set_password_hash
 
     srv = LiveServer(make_app(tmp_path, env={"LEVQOR_DEV": "1"}, start_workers=False))
     try:
-        u = srv.state.store.create_user("solo@example.com")
-        set_password_hash(srv.state.store, u["id"], hash_password("solo-password-123"))
+        u = srv.state.store.users.create("solo@example.com")
+        srv.state.store.auth.set_password_hash(u["id"], hash_password("solo-password-123"))
         page.goto(srv.url + "/signin?next=/billing")
         page.get_by_label("Email", exact=True).fill("solo@example.com")
         page.get_by_label("Password", exact=True).fill("solo-password-123")

@@ -134,11 +134,10 @@ def test_a_dashboard_session_opens_billing_through_the_hosts_sign_in(dev_srv, fa
     """The plugin authenticates with state.authenticate(): the session cookie works, and a
     change without the CSRF token is refused by the host's own check."""
     from levqor_host.security.passwords import hash_password
-    from levqor_host.store.auth import set_password_hash
 
     srv = dev_srv
-    user = srv.state.store.create_user("cookie@example.com")
-    set_password_hash(srv.state.store, user["id"], hash_password("correct horse battery"))
+    user = srv.state.store.users.create("cookie@example.com")
+    srv.state.store.auth.set_password_hash(user["id"], hash_password("correct horse battery"))
     browser = srv.client()
     login = browser.post(
         "/api/v1/auth/login",
@@ -277,7 +276,7 @@ def _subscription_story(uid, t0):
 def _state_of(srv, uid):
     st = srv.state
     return (
-        st.store.get_user(uid)["plan"],
+        st.store.users.get(uid)["plan"],
         st.ledger.balance(uid),
         sorted((x["reason"], x["delta"]) for x in st.ledger.lines(uid)),
     )
@@ -291,7 +290,7 @@ def test_webhooks_in_order_replayed_and_shuffled_end_in_the_same_state(srv):
     for e in story:
         r = deliver(srv, e)
         assert r.status_code == 200, r.text
-        plans.append(srv.state.store.get_user(a["id"])["plan"])
+        plans.append(srv.state.store.users.get(a["id"])["plan"])
     assert plans == ["pro", "pro", "business", "business", "business", "free"]
     expected = _state_of(srv, a["id"])
     assert expected == ("free", 5000 + 50000, [("subscription", 5000), ("subscription", 50000)])
@@ -396,7 +395,7 @@ def test_credits_cli(tmp_path):
 
     app = create_app(Config.from_env({**env}), start_workers=False, start_scheduler=False)
     st = app.extensions["levqor"]
-    code = st.store.get_user_by_email("ops@example.com")["referral_code"]
+    code = st.store.users.get_by_email("ops@example.com")["referral_code"]
     st.store.close()
     r = runner.invoke(
         main,

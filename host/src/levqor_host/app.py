@@ -90,7 +90,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     vault = Vault.from_config(cfg.data_dir, cfg.secret_key)
     store = Store(cfg.database_url, vault)
     store.upgrade()
-    store.check_vault()
+    store.vault_keys.check()
     runner = Runner(pm, env=cfg.env, max_value_bytes=cfg.max_value_bytes)
     if cfg.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
         Path(cfg.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     )
     state.mailer = Mailer(cfg, metrics, store)
     state.inboxes = Inboxes.from_config(cfg, metrics, state.mailer, state.count_rate_limited)
-    store.add_listener("user_created", state.mailer.welcome)
+    store.users.add_listener("user_created", state.mailer.welcome)
     runs.mailer = state.mailer
     runs.on_exception = state.report_exception
     if state.mailer.configured and cfg.low_credit_threshold > 0:

@@ -143,7 +143,7 @@ class QueueCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            qs = self.store.queue_stats()
+            qs = self.store.runs.queue_stats()
         except Exception:  # noqa: BLE001 - the database is away: health says so, metrics omit it
             up = GaugeMetricFamily("levqor_database_up", "1 when the database answered")
             up.add_metric([], 0)

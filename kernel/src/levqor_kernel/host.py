@@ -6,7 +6,8 @@ catches or raises these exceptions by class:
 
 - :class:`Host`: the service object (``app.extensions["levqor"]`` in a blueprint, the
   ``state`` of ``register_blueprints``, ``levqor_state()`` of the command group), with
-  :class:`HostConfig`, :class:`HostStore` and the credit :class:`Ledger`;
+  :class:`HostConfig`, :class:`HostStore` (with :class:`HostUsers`) and the credit
+  :class:`Ledger`;
 - :class:`BillingTransaction`: one write transaction over the billing tables
   (``Ledger.transaction()``);
 - :class:`RunGate` and :class:`RunSettlement`: the ``ledger`` of the ``gate_run`` and
@@ -36,6 +37,7 @@ __all__ = [
     "HostCommandGroup",
     "HostConfig",
     "HostStore",
+    "HostUsers",
     "HttpError",
     "InsufficientCredits",
     "Ledger",
@@ -135,15 +137,28 @@ class HostConfig(Protocol):
 
 
 @runtime_checkable
-class HostStore(Protocol):
-    """The store operations plugins call.
+class HostUsers(Protocol):
+    """The users of the deployment (``store.users``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.3
     """
 
-    def get_user_by_email(self, email: str) -> dict[str, Any] | None:
+    def get_by_email(self, email: str) -> dict[str, Any] | None:
         """The user with this email (``id``, ``email``, ``plan``, ...), or None."""
         ...
+
+
+@runtime_checkable
+class HostStore(Protocol):
+    """The store operations plugins call, by repository (``store.users.get_by_email(...)``).
+
+    .. versionadded:: 0.2
+    .. versionchanged:: 0.3
+       ``get_user_by_email`` moved to ``users.get_by_email``.
+    """
+
+    @property
+    def users(self) -> HostUsers: ...
 
 
 @runtime_checkable

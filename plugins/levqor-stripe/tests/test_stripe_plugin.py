@@ -183,13 +183,18 @@ class MemoryLedger:
         return self.tx.add_line(user_id, amount, reason, external_id=external_id)
 
 
+class MemoryUsers:
+    def __init__(self, users: dict[str, dict]) -> None:
+        self.by_id = users
+
+    def get_by_email(self, email: str) -> dict | None:
+        return next((u for u in self.by_id.values() if u["email"] == email), None)
+
+
 class MemoryHost:
     def __init__(self, ledger: MemoryLedger, users: dict[str, dict]) -> None:
-        self.ledger, self.users = ledger, users
+        self.ledger, self.users = ledger, MemoryUsers(users)
         self.store = self
-
-    def get_user_by_email(self, email: str) -> dict | None:
-        return next((u for u in self.users.values() if u["email"] == email), None)
 
 
 class Group(click.Group):

@@ -130,8 +130,8 @@ def _executed_steps(store: Store, run: dict, result: RunResult, doc: dict | None
             for r in result.records
         ]
         return [s for s in ran if s["status"] in ("succeeded", "failed") and s["attempts"] > 0], doc
-    full = store.get_run(None, run["id"]) or {"steps": []}
-    version = store.get_version(run["user_id"], run["pipeline_id"], run["version"])
+    full = store.runs.get(None, run["id"]) or {"steps": []}
+    version = store.pipelines.get_version(run["user_id"], run["pipeline_id"], run["version"])
     created = _as_dt(run.get("created_at") or full.get("created_at"))
     executed = [
         s

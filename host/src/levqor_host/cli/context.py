@@ -70,7 +70,7 @@ def open_store(cfg: Config | None = None) -> Iterator[Store]:
     store = new_store(cfg or load_config())
     try:
         store.upgrade()
-        store.check_vault()
+        store.vault_keys.check()
         yield store
     finally:
         store.close()
@@ -79,13 +79,13 @@ def open_store(cfg: Config | None = None) -> Iterator[Store]:
 def find_user(store: Store, email: str | None) -> dict:
     """The user with ``email``, or the first admin when no email is given."""
     if email:
-        u = store.get_user_by_email(email)
+        u = store.users.get_by_email(email)
         if u is None:
             raise click.ClickException(
                 f"no user with email {email} (create it: levqor users create)"
             )
         return u
-    admins = [u for u in store.list_users() if u.get("is_admin")]
+    admins = [u for u in store.users.list() if u.get("is_admin")]
     if not admins:
         raise click.ClickException(
             "no admin user yet: run `levqor serve` once or `levqor users create --admin`"

@@ -24,7 +24,7 @@ def keys_create(email: str | None, name: str, scopes: tuple[str, ...]) -> None:
     with open_store() as store:
         u = find_user(store, email)
         chosen = list(scopes) or scopes_for(bool(u.get("is_admin")))
-        key, _ = store.create_api_key(u["id"], name=name, scopes=chosen)
+        key, _ = store.api_keys.create(u["id"], name=name, scopes=chosen)
     click.echo(key)
 
 
@@ -33,7 +33,7 @@ def keys_create(email: str | None, name: str, scopes: tuple[str, ...]) -> None:
 def keys_list(email: str | None) -> None:
     """A user's API keys (their prefixes only), active or revoked, with their scopes."""
     with open_store() as store:
-        for k in store.list_api_keys(find_user(store, email)["id"]):
+        for k in store.api_keys.list(find_user(store, email)["id"]):
             state = "revoked" if k.get("revoked_at") else "active"
             click.echo(
                 f"{k['id']}  {k['prefix']}  {k['name']}  {state}  {','.join(k.get('scopes') or [])}"
@@ -46,7 +46,7 @@ def keys_list(email: str | None) -> None:
 def keys_revoke(key_id: str, email: str | None) -> None:
     """Revoke one of a user's API keys."""
     with open_store() as store:
-        if not store.revoke_api_key(find_user(store, email)["id"], key_id):
+        if not store.api_keys.revoke(find_user(store, email)["id"], key_id):
             raise click.ClickException("no such key")
     click.echo("revoked")
 
@@ -61,7 +61,7 @@ def keys_rotate() -> None:
     cfg = load_config()
     new_key = Fernet.generate_key().decode()
     with open_store(cfg) as store:
-        n = store.rotate_vault(Vault([new_key]))
+        n = store.vault_keys.rotate(Vault([new_key]))
     keyfile = cfg.data_dir / "secret.key"
     if cfg.secret_key:
         click.echo(

@@ -25,7 +25,7 @@ def pipelines() -> None:
 def pipelines_list(email: str | None) -> None:
     """A user's pipelines: id, version, name."""
     with open_store() as store:
-        for p in store.list_pipelines(find_user(store, email)["id"]):
+        for p in store.pipelines.list(find_user(store, email)["id"]):
             click.echo(f"{p['id']}  v{p['version']}  {p['name']}")
 
 
@@ -62,10 +62,10 @@ def describe_ids(ps: list[dict]) -> str:
 
 def pipeline_by_id_or_name(store: Store, user_id: str, ref: str) -> dict:
     """The user's pipeline with id ``ref``, else the one named ``ref`` (several: an error)."""
-    p = store.get_pipeline(user_id, ref)
+    p = store.pipelines.get(user_id, ref)
     if p is not None:
         return p
-    matches = [x for x in store.list_pipelines(user_id) if x["name"] == ref]
+    matches = [x for x in store.pipelines.list(user_id) if x["name"] == ref]
     if not matches:
         raise click.ClickException(f"no pipeline with id or name {ref!r}")
     if len(matches) > 1:
@@ -110,7 +110,7 @@ def _plan_imports(
 ) -> list[tuple[dict, str, dict | None]]:
     """(document, name, pipeline to update or None) per file; every file is read and checked
     before anything is written."""
-    existing = st.store.list_pipelines(user["id"])
+    existing = st.store.pipelines.list(user["id"])
     plans: list[tuple[dict, str, dict | None]] = []
     creating: dict[str, Path] = {}
     for f in files:
@@ -158,11 +158,11 @@ def pipelines_import(
     u = find_user(st.store, email)
     for doc, name, target in _plan_imports(st, u, files, update, as_new):
         if target is None:
-            p, what = st.store.create_pipeline(u["id"], name, doc), "created"
+            p, what = st.store.pipelines.create(u["id"], name, doc), "created"
         elif target["doc"] == doc and target["name"] == name:
             p, what = target, "unchanged"
         else:
-            p, what = st.store.update_pipeline(u["id"], target["id"], doc, name=name), "updated"
+            p, what = st.store.pipelines.update(u["id"], target["id"], doc, name=name), "updated"
         if what != "unchanged":
             st.export_pipeline(p)
         click.echo(f"{p['id']}  v{p['version']}  {name}  ({what})")
@@ -175,7 +175,7 @@ def pipelines_import(
 def pipelines_export(pipeline_id: str, email: str | None, output: Path | None) -> None:
     """Print (or write) a pipeline as {"id", "name", "version", "doc"}, the shape import takes."""
     with open_store() as store:
-        p = store.get_pipeline(find_user(store, email)["id"], pipeline_id)
+        p = store.pipelines.get(find_user(store, email)["id"], pipeline_id)
     if p is None:
         raise click.ClickException("no such pipeline")
     out = {"id": p["id"], "name": p["name"], "version": p["version"], "doc": p["doc"]}

@@ -41,7 +41,7 @@ def follow(store: Store, user_id: str, run_id: str, timeout: float) -> None:
     hinted = False
     run: dict = {"status": "queued"}
     while time.monotonic() - start < timeout:
-        run = store.get_run(user_id, run_id) or run
+        run = store.runs.get(user_id, run_id) or run
         _print_new_transitions(run, seen)
         if run["status"] in FINAL:
             click.echo(f"run {run_id} {run['status']}")

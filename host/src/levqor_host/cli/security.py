@@ -19,7 +19,6 @@ from levqor_host.cli.context import find_user, load_config, open_store
 def set_password(email: str, password_stdin: bool) -> None:
     """Set EMAIL's dashboard password (hashed with scrypt; ends the user's sessions)."""
     from levqor_host.security.passwords import check_policy, hash_password
-    from levqor_host.store.auth import set_password_hash
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -31,7 +30,7 @@ def set_password(email: str, password_stdin: bool) -> None:
         raise click.ClickException(str(e)) from None
     with open_store() as store:
         user = find_user(store, email)
-        set_password_hash(store, user["id"], hash_password(password))
+        store.auth.set_password_hash(user["id"], hash_password(password))
     click.echo(f"password set for {user['email']}; its existing sessions were ended")
 
 
@@ -39,11 +38,10 @@ def set_password(email: str, password_stdin: bool) -> None:
 @click.argument("email")
 def login_link(email: str) -> None:
     """Print a one-time dashboard login link for EMAIL (valid LEVQOR_LOGIN_LINK_TTL seconds)."""
-    from levqor_host.store.auth import create_login_link
 
     cfg = load_config()
     ttl = cfg.security.login_link_ttl
     with open_store(cfg) as store:
-        token = create_login_link(store, find_user(store, email)["id"], ttl)
+        token = store.auth.create_login_link(find_user(store, email)["id"], ttl)
     click.echo(f"{cfg.base_url}/auth/link/{token}")
     click.echo(f"(one use, valid for {ttl // 60} minutes)", err=True)

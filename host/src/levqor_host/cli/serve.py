@@ -21,11 +21,11 @@ def bootstrap_admin(state: Services) -> None:
     from levqor_host.security.scopes import SCOPES
 
     store = state.store
-    if store.count_users() > 0:
+    if store.users.count() > 0:
         return
     email = os.environ.get("LEVQOR_ADMIN_EMAIL", "admin@localhost")
-    user = store.create_user(email, name="Admin", is_admin=True, plan="business")
-    key, _ = store.create_api_key(user["id"], name="first key", scopes=list(SCOPES))
+    user = store.users.create(email, name="Admin", is_admin=True, plan="business")
+    key, _ = store.api_keys.create(user["id"], name="first key", scopes=list(SCOPES))
     cfg = state.config
     click.echo("")
     click.echo("  Levqor is set up. An admin user was created: " + email)

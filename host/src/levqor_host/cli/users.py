@@ -53,9 +53,9 @@ def users_create(
     from levqor_host.security.scopes import scopes_for
 
     st = services(make_app())
-    if st.store.get_user_by_email(email):
+    if st.store.users.get_by_email(email):
         raise click.ClickException(f"a user with email {email} exists")
-    u = st.store.create_user(email, name=name, is_admin=admin, plan=plan)
+    u = st.store.users.create(email, name=name, is_admin=admin, plan=plan)
     utm = {"utm_source": utm_source, "utm_medium": utm_medium, "utm_campaign": utm_campaign}
     try:
         record_signup(st.ledger, u, ref=ref, utm=utm)
@@ -63,7 +63,7 @@ def users_create(
         click.echo(f"warning: referral not recorded: {e.message}", err=True)
     click.echo(f"created user {u['id']} ({email})")
     if with_key:
-        key, _ = st.store.create_api_key(u["id"], name="cli", scopes=scopes_for(admin))
+        key, _ = st.store.api_keys.create(u["id"], name="cli", scopes=scopes_for(admin))
         click.echo(key)
 
 
@@ -71,6 +71,6 @@ def users_create(
 def users_list() -> None:
     """Every user: id, email, plan, and whether an admin."""
     with open_store() as store:
-        for u in store.list_users():
+        for u in store.users.list():
             admin = "  admin" if u.get("is_admin") else ""
             click.echo(f"{u['id']}  {u['email']}  plan={u['plan']}{admin}")

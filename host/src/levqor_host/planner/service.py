@@ -146,7 +146,7 @@ def _ask_planner(state: Services, user: dict, prompt: str, name: str | None) -> 
     """The ``plan_pipeline`` hook's answer, or the ApiError its failure becomes."""
     creds = [
         {"name": c["name"], "connector": c["connector"]}
-        for c in state.store.list_credentials(user["id"])
+        for c in state.store.credentials.list(user["id"])
     ]
     options = {
         "name": name,
@@ -233,7 +233,7 @@ def _plan_charged(
     if dry_run:
         out["pipeline"] = doc
         return out
-    p = state.store.create_pipeline(user["id"], final_name, doc)
+    p = state.store.pipelines.create(user["id"], final_name, doc)
     state.export_pipeline(p)
     out["stored"] = p
     log.info(

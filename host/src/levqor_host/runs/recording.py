@@ -34,7 +34,7 @@ class StoreRecorder:
         self.last_finish = 0.0
 
     def _row(self, run_id: str, step: dict, position: int, **values: Any) -> dict[str, Any]:
-        return self.store.step_row(
+        return self.store.steps.row(
             run_id,
             step["id"],
             position=position,
@@ -47,7 +47,7 @@ class StoreRecorder:
         """Write the held-back rows (and ``also``) now, in one transaction."""
         rows = [*self.pending, *also]
         if rows:
-            self.store.record_steps(rows)
+            self.store.steps.record_many(rows)
         self.pending = []
 
     def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:

@@ -91,7 +91,7 @@ class RunService:
 
     # ----------------------------------------------------------------- validate and price
     def credential_map(self, user_id: str) -> dict[str, str]:
-        return {c["name"]: c["connector"] for c in self.store.list_credentials(user_id)}
+        return {c["name"]: c["connector"] for c in self.store.credentials.list(user_id)}
 
     def validate(
         self, user_id: str, doc: Any, credentials: dict[str, str] | None = None
@@ -141,12 +141,12 @@ class RunService:
         credential names (name -> connector) when the caller has just read them (a webhook
         delivery), so validation does not read them again."""
         if idempotency_key:
-            existing = self.store.find_run_by_idempotency_key(user["id"], idempotency_key)
+            existing = self.store.runs.find_by_idempotency_key(user["id"], idempotency_key)
             if existing is not None:
                 return existing, False
         doc = pipeline["doc"]
         if version is not None and version != pipeline["version"]:
-            v = self.store.get_version(user["id"], pipeline["id"], version)
+            v = self.store.pipelines.get_version(user["id"], pipeline["id"], version)
             if v is None:
                 raise ApiError(404, "not_found", "pipeline version not found")
             doc = v["doc"]
@@ -189,12 +189,12 @@ class RunService:
             if idempotency_key is not None and (
                 tx.repo.run_id_for_key(tx.conn, uid, idempotency_key) is not None
             ):
-                return self.store.create_run_in(
+                return self.store.runs.create_in(
                     tx.conn, uid, pipeline["id"], version, input, idempotency_key=idempotency_key
                 )
             run_id = f"run_{uuid.uuid4().hex}"
             self.ledger.gate(tx, user, pipeline, run_id, price)
-            return self.store.create_run_in(
+            return self.store.runs.create_in(
                 tx.conn,
                 uid,
                 pipeline["id"],
@@ -226,7 +226,7 @@ class RunService:
     def retry(self, user: dict, run_id: str) -> tuple[dict, bool]:
         """A new run of a failed or cancelled run's version that reuses the outputs of the
         steps that succeeded. Raises ApiError (404 unknown run or pipeline, 409 not final)."""
-        r = self.store.get_run(user["id"], run_id)
+        r = self.store.runs.get(user["id"], run_id)
         if r is None:
             raise ApiError(404, "not_found", "run not found")
         if r["status"] not in ("failed", "cancelled"):
@@ -235,7 +235,7 @@ class RunService:
                 "conflict",
                 f"only failed or cancelled runs can be retried (this one is {r['status']})",
             )
-        p = self.store.get_pipeline(user["id"], r["pipeline_id"])
+        p = self.store.pipelines.get(user["id"], r["pipeline_id"])
         if p is None:
             raise ApiError(404, "not_found", "pipeline not found")
         return self.start(
@@ -251,13 +251,13 @@ class RunService:
     def cancel(self, user_id: str, run_id: str) -> dict | None:
         """Ask for a run to be cancelled (a queued run ends at once, a running one at its
         next check); the run as it is now, or None when the user has no such run."""
-        return self.store.request_cancel(user_id, run_id)
+        return self.store.runs.request_cancel(user_id, run_id)
 
     # ----------------------------------------------------------------- executors
     def claim(self, worker_id: str, limit: int = 1) -> list[dict]:
         """Queued runs (or runs whose lease expired), leased to ``worker_id``."""
         cfg = self.config
-        return self.store.claim_runs(
+        return self.store.leases.claim_next(
             worker_id,
             lease_seconds=cfg.lease_seconds,
             limit=limit,
@@ -267,7 +267,7 @@ class RunService:
     def claim_one(self, worker_id: str, run_id: str) -> dict | None:
         """This run, leased to ``worker_id``; None when it is not claimable now."""
         cfg = self.config
-        return self.store.claim_run(
+        return self.store.leases.claim(
             worker_id,
             run_id,
             lease_seconds=cfg.lease_seconds,
@@ -276,7 +276,7 @@ class RunService:
 
     def heartbeat(self, worker_id: str, run_ids: list[str]) -> set[str] | Any:
         """Renew the leases; returns the run ids ``worker_id`` still holds."""
-        return self.store.heartbeat(worker_id, run_ids, lease_seconds=self.config.lease_seconds)
+        return self.store.leases.heartbeat(worker_id, run_ids, lease_seconds=self.config.lease_seconds)
 
     def recorder(self, run: dict) -> StoreRecorder:
         """The recorder of one execution of ``run``."""
@@ -306,8 +306,8 @@ class RunService:
             settled = self._finish_and_settle(run, result, worker_id, steps, doc)
         except Exception:  # noqa: BLE001 - billing must not keep a run from finishing
             log.exception("finishing and settling run %s in one go failed", run["id"])
-            self.store.record_steps(steps)
-            if not self.store.finish_run(run["id"], worker_id, result.status, result.error):
+            self.store.steps.record_many(steps)
+            if not self.store.runs.finish(run["id"], worker_id, result.status, result.error):
                 return False
             self.finished(run, result)  # settles on its own (or the repair sweep does)
             return True
@@ -324,8 +324,8 @@ class RunService:
         the same; the settlement is not)."""
         cost = self.ledger.cost(run, result, doc)
         with self.ledger.transaction() as tx:
-            self.store.record_steps_in(tx.conn, steps)
-            if not self.store.finish_run_in(
+            self.store.steps.record_many_in(tx.conn, steps)
+            if not self.store.runs.finish_in(
                 tx.conn, run["id"], worker_id, result.status, result.error, settled=True
             ):
                 return None
@@ -342,7 +342,7 @@ class RunService:
     ) -> bool:
         """End a run ``worker_id`` holds without (or after failing to) run it, and settle it
         (a platform failure refunds its credits). False when the lease was lost."""
-        if not self.store.finish_run(
+        if not self.store.runs.finish(
             run["id"], worker_id, status, error, end_running_steps=end_running_steps
         ):
             return False
@@ -405,7 +405,7 @@ class RunService:
         if older_than is None:
             older_than = float(self.config.env.get("LEVQOR_SETTLE_AFTER_SECONDS", "60"))
         n = 0
-        for run in self.store.unsettled_runs(older_than=older_than, limit=50):
+        for run in self.store.runs.unsettled(older_than=older_than, limit=50):
             self.finished(run, RunResult(run["status"], run.get("error")))
             n += 1
         return n
@@ -417,7 +417,7 @@ class RunService:
             ev = self._waiters.setdefault(run_id, threading.Event())
         deadline = time.monotonic() + timeout
         while True:
-            run = self.store.get_run(user_id, run_id)
+            run = self.store.runs.get(user_id, run_id)
             if run is None or run["status"] in FINAL:
                 return run
             left = deadline - time.monotonic()

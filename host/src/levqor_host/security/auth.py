@@ -92,7 +92,7 @@ def _identify() -> Identity:
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("send an API key as 'Authorization: Bearer lvq_...'")
         if token.startswith("lvq_"):
-            found = state.store.authenticate_key(token)
+            found = state.store.api_keys.authenticate(token)
             if found is None:
                 raise _unauthorized("invalid or revoked API key")
             user, key = found
@@ -116,15 +116,12 @@ def _identify() -> Identity:
             raise ApiError(
                 503, "auth_unavailable", "the sign-in provider's keys cannot be fetched right now"
             ) from None
-        from levqor_host.store.auth import user_for_identity
 
-        user = user_for_identity(state.store, "supabase", claims["sub"], claims["email"])
+        user = state.store.auth.user_for_identity("supabase", claims["sub"], claims["email"])
         return Identity("jwt", user, user_scopes(user), key={"id": None, "kind": "jwt"})
     sid = request.cookies.get(cookie_name(state.config))
     if sid:
-        from levqor_host.store.auth import get_session
-
-        found = get_session(state.store, sid)
+        found = state.store.auth.get_session(sid)
         if found is None:
             raise _unauthorized("your session expired: sign in again")
         user, sess = found

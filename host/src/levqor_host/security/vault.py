@@ -2,9 +2,9 @@
 
 A :class:`Vault` holds one or more Fernet keys, newest first: the first key encrypts, every key
 decrypts (:class:`cryptography.fernet.MultiFernet`). ``LEVQOR_SECRET_KEY`` holds the keys,
-comma separated; rotating means prepending a new key, running ``Store.rotate_vault`` and
+comma separated; rotating means prepending a new key, running ``Store.vault_keys.rotate`` and
 eventually dropping the old key. The store keeps an encrypted canary in its ``meta`` table so
-that a host started with the wrong key refuses to start (``Store.check_vault``) instead of
+that a host started with the wrong key refuses to start (``Store.vault_keys.check``) instead of
 failing later on every credential.
 """
 

@@ -190,9 +190,9 @@ def known_revisions() -> set[str]:
     """Every Alembic revision this version of Levqor knows."""
     from alembic.script import ScriptDirectory
 
-    from levqor_host.store import _alembic_config
+    from levqor_host.store import alembic_config
 
-    return {s.revision for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def _open(url: str):  # noqa: ANN202 - a Store, imported late (the store imports this module)
@@ -212,7 +212,7 @@ def in_use(url: str) -> str | None:
     store = _open(url)
     try:
         try:
-            holder = store.lock_holder("scheduler")
+            holder = store.locks.holder("scheduler")
         except Exception:  # noqa: BLE001 - no locks table: not a Levqor database in use
             holder = None
         if holder is not None:

@@ -160,7 +160,7 @@ runs = Table(
     Column("lease_expires_at", UTCDateTime),
     Column("claims", Integer, nullable=False, default=0),
     # claims since a step last finished, and the finished steps the last claim found (see
-    # Store.claim_runs): a run that keeps losing its worker without progress is abandoned
+    # Leases.claim_next): a run that keeps losing its worker without progress is abandoned
     Column("claims_since_progress", Integer, nullable=False, default=0, server_default="0"),
     Column("finished_steps", Integer, nullable=False, default=0, server_default="0"),
     Column("cancel_requested", Boolean, nullable=False, default=False),

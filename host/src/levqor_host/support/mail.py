@@ -160,11 +160,11 @@ class Mailer:
 
     def _run_failed(self, run: dict, result: Any) -> None:
         store = self.store
-        version = store.get_version(run["user_id"], run["pipeline_id"], run["version"])
+        version = store.pipelines.get_version(run["user_id"], run["pipeline_id"], run["version"])
         if not version or not version["doc"].get("notify_on_failure"):
             return
-        user = store.get_user(run["user_id"])
-        pipeline = store.get_pipeline(run["user_id"], run["pipeline_id"])
+        user = store.users.get(run["user_id"])
+        pipeline = store.pipelines.get(run["user_id"], run["pipeline_id"])
         if user is None or pipeline is None:
             return
         err = result.error or {}

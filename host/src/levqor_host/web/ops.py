@@ -135,7 +135,7 @@ def check_executor(st: Any) -> dict:
     cfg = st.config
     out: dict[str, Any] = {"ok": True, "mode": cfg.executor}
     try:
-        qs = st.store.queue_stats()
+        qs = st.store.runs.queue_stats()
         out.update(
             queue_depth=qs["queued"],
             running=qs["running"],
@@ -194,7 +194,7 @@ def check_scheduler(st: Any) -> dict:
     sched = st.scheduler
     out: dict[str, Any] = {"ok": True, "mode": cfg.scheduler}
     try:
-        holder = st.store.lock_holder("scheduler")
+        holder = st.store.locks.holder("scheduler")
     except Exception as e:  # noqa: BLE001
         out.update(ok=False, error=f"leader lock unreadable: {_err(e)}")
         return out

@@ -85,15 +85,14 @@ def _clear_cookies(resp) -> None:
 )
 def login(body: LoginIn) -> Response:
     from levqor_host.security.passwords import verify_password
-    from levqor_host.store.auth import create_session, get_password_hash
 
     st = _state()
     email = body.email.strip().lower()
-    user = st.store.get_user_by_email(email) if 0 < len(email) <= 320 else None
-    stored = get_password_hash(st.store, user["id"]) if user else None
+    user = st.store.users.get_by_email(email) if 0 < len(email) <= 320 else None
+    stored = st.store.auth.get_password_hash(user["id"]) if user else None
     if not verify_password(body.password, stored) or user is None:
         raise ApiError(401, "invalid_credentials", "wrong email or password")
-    sid, sess = create_session(st.store, user["id"], st.config.security.session_ttl)
+    sid, sess = st.store.auth.create_session(user["id"], st.config.security.session_ttl)
     resp = jsonify(
         {"user": _user_out(user), "csrf_token": sess["csrf_token"], "csrf_header": CSRF_HEADER}
     )
@@ -113,10 +112,9 @@ def login(body: LoginIn) -> Response:
 def logout() -> Response:
     """Ends the browser session (``session_only``: the session and its CSRF token are checked
     before this runs; an API key is revoked with ``levqor keys revoke`` instead)."""
-    from levqor_host.store.auth import delete_session
 
     ident = identify()
-    delete_session(_state().store, ident.session_id or "")
+    _state().store.auth.delete_session(ident.session_id or "")
     resp = jsonify({"signed_out": True})
     _clear_cookies(resp)
     return resp
@@ -131,16 +129,14 @@ def logout() -> Response:
     responses={303: answer(None, "signed in; redirect to the dashboard"), 404: ERROR},
 )
 def login_link(token: str) -> Response:
-    from levqor_host.store.auth import consume_login_link, create_session
-
     st = _state()
-    uid = consume_login_link(st.store, token)
-    user = st.store.get_user(uid) if uid else None
+    uid = st.store.auth.consume_login_link(token)
+    user = st.store.users.get(uid) if uid else None
     if user is None:
         raise ApiError(
             404, "not_found", "this login link is unknown, used or expired: ask for a new one"
         )
-    sid, sess = create_session(st.store, user["id"], st.config.security.session_ttl)
+    sid, sess = st.store.auth.create_session(user["id"], st.config.security.session_ttl)
     resp = redirect("/", code=303)
     resp.headers["Cache-Control"] = "no-store"
     _set_cookies(resp, sid, sess["csrf_token"])

@@ -110,7 +110,7 @@ def receive(token: str) -> Response:
     if trig.get("wait"):
         run = st.runs.wait(user_id, run["id"], float(trig.get("wait_seconds", 10))) or run
         final = run["status"] in ("succeeded", "failed", "cancelled")
-        full = st.store.get_run(user_id, run["id"]) or run
+        full = st.store.runs.get(user_id, run["id"]) or run
         out = {"run_id": run["id"], "status": run["status"], "created": created}
         if final:
             steps = full.get("steps") or []
@@ -127,7 +127,7 @@ def receive(token: str) -> Response:
 
 def _accept(st, token: str) -> tuple[dict, bool, str, dict]:
     """Check and queue a delivery: (run, created, user id, the pipeline's trigger)."""
-    target = st.store.get_webhook_target(token)
+    target = st.store.pipelines.webhook_target(token)
     doc = target.pipeline.get("doc") if target is not None else None
     if not isinstance(doc, dict) or (doc.get("trigger") or {}).get("type") != "webhook":
         raise ApiError(404, "not_found", "not found")

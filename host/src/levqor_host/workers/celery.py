@@ -7,7 +7,7 @@ The database stays the source of truth; the broker only rings the bell.
   stays queued: it is not lost, the lease sweep sends it again.
 - ``levqor worker --executor celery`` (:func:`run_worker`) starts a Celery worker in-process
   with Levqor's plugins loaded. The task claims its run with the same lease as the embedded
-  executor (:meth:`Store.claim_run`: one conditional UPDATE), so a message delivered twice never
+  executor (:meth:`Store.leases.claim`: one conditional UPDATE), so a message delivered twice never
   runs a run twice, then runs it through :meth:`EmbeddedExecutor.execute` (same recorder,
   heartbeat, resume from the first unfinished step, hand-back on shutdown).
 - The lease sweep (:class:`LeaseSweeper`, in every worker process, one active at a time behind
@@ -189,7 +189,7 @@ class LeaseSweeper:
         if self._thread is not None:
             self._thread.join(5)
         try:
-            self.store.release_lock(SWEEP_LOCK, self.owner)
+            self.store.locks.release(SWEEP_LOCK, self.owner)
         except Exception:  # noqa: BLE001
             pass
 
@@ -204,7 +204,7 @@ class LeaseSweeper:
     def sweep(self) -> int:
         """One pass (when this process holds the sweep lock); returns how many runs were sent."""
         cfg, store = self.config, self.store
-        if not store.acquire_lock(SWEEP_LOCK, self.owner, max(3.0, cfg.celery_sweep_interval * 3)):
+        if not store.locks.acquire(SWEEP_LOCK, self.owner, max(3.0, cfg.celery_sweep_interval * 3)):
             return 0
         now_m = time.monotonic()
         self._recent = {
@@ -214,7 +214,7 @@ class LeaseSweeper:
         if waiting is None:
             return 0  # the broker is away: nothing can be sent now
         cutoff = datetime.now(UTC) - timedelta(seconds=cfg.celery_requeue_after)
-        found = store.runs_to_resend(queued_before=cutoff if waiting == 0 else None)
+        found = store.leases.stranded(queued_before=cutoff if waiting == 0 else None)
         sent = 0
         for rid in [*found["expired"], *found["queued"]]:
             if rid in self._recent:
@@ -245,7 +245,7 @@ class CeleryWorker:
         store, cfg = self.runs.store, self.runs.config
         run = self.runs.claim_one(self.executor.worker_id, run_id)
         if run is None:
-            current = store.get_run(None, run_id)
+            current = store.runs.get(None, run_id)
             if current is not None and current["status"] == "queued":
                 # the user is at LEVQOR_MAX_RUNNING_PER_USER: try again shortly
                 self.dispatcher.send(run_id, countdown=max(0.5, cfg.poll_interval * 2))
@@ -253,7 +253,7 @@ class CeleryWorker:
             return "skipped"  # finished, cancelled, or leased by a live worker: a duplicate
         status = self.executor.execute(run)
         if status is None:
-            current = store.get_run(None, run_id)
+            current = store.runs.get(None, run_id)
             if current is not None and current["status"] == "queued":
                 self.dispatcher.send(run_id)  # handed back on shutdown: resume elsewhere
             return "handed back"

@@ -8,7 +8,7 @@ re-sent with the same idempotency key.
 
 A run that keeps taking its worker down is not claimed forever: when a claim finds that the
 run's last ``LEVQOR_MAX_WORKER_LOSSES`` (3) claims all ended with their worker lost and no step
-finished (``claims_since_progress``, defined in :meth:`Store.claim_runs`), the run ends
+finished (``claims_since_progress``, defined in :meth:`Store.leases.claim_next`), the run ends
 ``failed`` with the error ``abandoned: worker lost N times`` instead of running again. A claim
 of a run whose cancel was requested under a lost worker ends it ``cancelled`` at once.
 """
@@ -195,9 +195,9 @@ class EmbeddedExecutor:
         this worker's to finish (lease lost, handed back on shutdown)."""
         runs, store = self.runs, self.runs.store
         rid, uid = run["id"], run["user_id"]
-        version = store.get_version(uid, run["pipeline_id"], run["version"])
+        version = store.pipelines.get_version(uid, run["pipeline_id"], run["version"])
         if version is None:
-            store.finish_run(
+            store.runs.finish(
                 rid,
                 self.worker_id,
                 "failed",
@@ -206,7 +206,7 @@ class EmbeddedExecutor:
             return "failed"
         # a run claimed for the first time that is not a retry has no step rows yet
         fresh = run.get("claims") == 1 and not run.get("retry_of")
-        completed = {} if fresh else store.succeeded_outputs(rid)
+        completed = {} if fresh else store.steps.succeeded_outputs(rid)
         recorder = runs.recorder(run)
         started.append(recorder)
         runs.metrics.runs_started.inc()
@@ -222,10 +222,10 @@ class EmbeddedExecutor:
             recorder.flush()
             log.warning("lost the lease on run %s; another worker resumes it", rid)
             return None
-        if result.status == "cancelled" and not store.is_cancel_requested(rid):
+        if result.status == "cancelled" and not store.runs.is_cancel_requested(rid):
             # shutting down: hand the run back; it resumes from its first unfinished step
             recorder.flush()
-            store.release_run(self.worker_id, rid)
+            store.leases.release(self.worker_id, rid)
             return None
         # every step of a run that was not resumed is in result.records: the settlement
         # needs no read of the run
@@ -241,7 +241,7 @@ class EmbeddedExecutor:
         def credentials(name: str | None, connector: str) -> dict | None:
             if not name:
                 return None
-            found = store.get_credential_values(user_id, name)
+            found = store.credentials.values(user_id, name)
             if found is None or found[0] != connector:
                 return None
             return found[1]
@@ -265,7 +265,7 @@ class EmbeddedExecutor:
             if t - checked[0] < CANCEL_CHECK_INTERVAL and checked[0] > recorder.last_finish:
                 return False
             checked[0] = t
-            return store.is_cancel_requested(run_id)
+            return store.runs.is_cancel_requested(run_id)
 
         return cancelled
 

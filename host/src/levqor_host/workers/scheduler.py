@@ -75,7 +75,7 @@ class SchedulerService:
             pass
         if self.is_leader:
             try:
-                self.store.release_lock(LOCK, self.owner)
+                self.store.locks.release(LOCK, self.owner)
             except Exception:  # noqa: BLE001
                 log.exception("releasing the scheduler lock failed")
 
@@ -90,7 +90,7 @@ class SchedulerService:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                leader = self.store.acquire_lock(LOCK, self.owner, self.ttl)
+                leader = self.store.locks.acquire(LOCK, self.owner, self.ttl)
             except Exception:  # noqa: BLE001
                 log.exception("scheduler lock check failed")
                 leader = False
@@ -154,7 +154,7 @@ class SchedulerService:
         if not self.is_leader or days <= 0:
             return None
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        deleted = self.store.prune_runs(cutoff)
+        deleted = self.store.runs.prune(cutoff)
         log.info("run retention: deleted %d runs finished before %s", deleted, cutoff.isoformat())
         return deleted
 
@@ -163,7 +163,7 @@ class SchedulerService:
         self._sync_backup_job()
         self._sync_prune_job()
         wanted: dict[str, tuple] = {}
-        for p in self.store.list_scheduled_pipelines():
+        for p in self.store.pipelines.list_scheduled():
             trig = p["doc"]["trigger"]
             wanted[p["id"]] = (p["version"], trig["cron"], trig.get("timezone", "UTC"))
         for pid in list(self._jobs):
@@ -185,10 +185,10 @@ class SchedulerService:
         if not self.is_leader:
             return None
         minute = datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
-        p = self.store.get_pipeline_any(pipeline_id)
+        p = self.store.pipelines.get_any(pipeline_id)
         if p is None or p.get("archived"):
             return None
-        user = self.store.get_user(p["user_id"])
+        user = self.store.users.get(p["user_id"])
         if user is None:
             return None
         trig = p["doc"].get("trigger", {})

@@ -18,7 +18,7 @@ def _state() -> Host:
 
 
 def _user(st: Host, email: str) -> dict:
-    u = st.store.get_user_by_email(email)
+    u = st.store.users.get_by_email(email)
     if u is None:
         raise click.ClickException(f"no user with email {email}")
     return u

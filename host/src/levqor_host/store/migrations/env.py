@@ -1,8 +1,8 @@
 """Alembic environment of the Levqor store.
 
-Run programmatically by :meth:`levqor_host.store.Store.upgrade`, which passes an open connection
-in ``config.attributes["connection"]``; with the ``alembic`` command line (``-x url=...`` or
-``sqlalchemy.url`` in an ini file) a connection is made from the URL instead.
+Run programmatically by :meth:`levqor_host.store.db.Database.upgrade`, which passes an open
+connection in ``config.attributes["connection"]``; with the ``alembic`` command line
+(``-x url=...`` or ``sqlalchemy.url`` in an ini file) a connection is made from the URL instead.
 """
 
 from __future__ import annotations

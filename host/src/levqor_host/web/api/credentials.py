@@ -108,9 +108,9 @@ def create_credential(body: CredentialIn) -> Response:
     _check_schema(info.credentials, body.values)
     _check_credential_rules(info.name, body.values)
     user = current_user()
-    if any(c["name"] == body.name for c in st.store.list_credentials(user["id"])):
+    if any(c["name"] == body.name for c in st.store.credentials.list(user["id"])):
         raise ApiError(409, "conflict", f"a credential named {body.name!r} already exists")
-    c = st.store.create_credential(user["id"], body.name, info.name, body.values)
+    c = st.store.credentials.create(user["id"], body.name, info.name, body.values)
     resp = jsonify(cred_out(c))
     resp.status_code = 201
     return resp
@@ -126,7 +126,7 @@ def create_credential(body: CredentialIn) -> Response:
 )
 def list_credentials() -> Response:
     return jsonify(
-        {"items": [cred_out(c) for c in state().store.list_credentials(current_user()["id"])]}
+        {"items": [cred_out(c) for c in state().store.credentials.list(current_user()["id"])]}
     )
 
 
@@ -139,7 +139,7 @@ def list_credentials() -> Response:
     responses={200: answer(Deleted)},
 )
 def delete_credential(cred_id: str) -> Response:
-    if not state().store.delete_credential(current_user()["id"], cred_id):
+    if not state().store.credentials.delete(current_user()["id"], cred_id):
         raise not_found("credential")
     return jsonify({"id": cred_id, "deleted": True})
 
@@ -156,8 +156,8 @@ def delete_credential(cred_id: str) -> Response:
 def test_credential(cred_id: str) -> Response:
     st = state()
     user = current_user()
-    c = st.store.get_credential(user["id"], cred_id)
-    found = st.store.get_credential_values(user["id"], c["name"]) if c is not None else None
+    c = st.store.credentials.get(user["id"], cred_id)
+    found = st.store.credentials.values(user["id"], c["name"]) if c is not None else None
     if found is None:
         raise not_found("credential")
     connector, values = found

@@ -27,7 +27,6 @@ from flask import Response, current_app, request
 
 from levqor_host.errors import ApiError
 from levqor_host.security.auth import current_user
-from levqor_host.store import idempotency as keys
 
 log = logging.getLogger("levqor.idempotency")
 
@@ -84,8 +83,7 @@ def idempotent(body_field: str | None = None) -> Callable:
                 return fn(*args, **kwargs)
             st = current_app.extensions["levqor"]
             user_id = current_user()["id"]
-            found = keys.claim(
-                st.store,
+            found = st.store.idempotency.claim(
                 user_id,
                 key,
                 _fingerprint(),
@@ -113,12 +111,11 @@ def idempotent(body_field: str | None = None) -> Callable:
             try:
                 resp = current_app.make_response(fn(*args, **kwargs))
             except BaseException:
-                keys.release(st.store, user_id, key)
+                st.store.idempotency.release(user_id, key)
                 raise
             try:
                 if 200 <= resp.status_code < 300:
-                    keys.complete(
-                        st.store,
+                    st.store.idempotency.complete(
                         user_id,
                         key,
                         resp.status_code,
@@ -126,7 +123,7 @@ def idempotent(body_field: str | None = None) -> Callable:
                         resp.headers.get("Location"),
                     )
                 else:
-                    keys.release(st.store, user_id, key)
+                    st.store.idempotency.release(user_id, key)
             except Exception:  # noqa: BLE001 - the work is done: answer it truthfully
                 log.warning("could not keep the answer for an Idempotency-Key", exc_info=True)
             return resp

@@ -114,7 +114,7 @@ def create_pipeline(body: PipelineIn) -> Response:
     if not name.strip() or len(name) > 200:
         raise ApiError(400, "invalid_request", "name must be 1-200 characters")
     st = state()
-    p = st.store.create_pipeline(user["id"], name, doc)
+    p = st.store.pipelines.create(user["id"], name, doc)
     st.export_pipeline(p)
     from levqor_host.growth.analytics import record_event
 
@@ -142,7 +142,7 @@ def create_pipeline(body: PipelineIn) -> Response:
     ],
 )
 def list_pipelines(archived: bool) -> Response:
-    items = state().store.list_pipelines(current_user()["id"], include_archived=archived)
+    items = state().store.pipelines.list(current_user()["id"], include_archived=archived)
     return jsonify({"items": [pipeline_out(p, with_doc=False) for p in items]})
 
 
@@ -155,7 +155,7 @@ def list_pipelines(archived: bool) -> Response:
     responses={200: answer(PipelineOut)},
 )
 def get_pipeline(pipeline_id: str) -> Response:
-    p = state().store.get_pipeline(current_user()["id"], pipeline_id)
+    p = state().store.pipelines.get(current_user()["id"], pipeline_id)
     if p is None:
         raise not_found("pipeline")
     return jsonify(pipeline_out(p))
@@ -174,10 +174,10 @@ def get_pipeline(pipeline_id: str) -> Response:
 def update_pipeline(pipeline_id: str, body: PipelineIn) -> Response:
     user = current_user()
     st = state()
-    if st.store.get_pipeline(user["id"], pipeline_id) is None:
+    if st.store.pipelines.get(user["id"], pipeline_id) is None:
         raise not_found("pipeline")
     warnings = _checked(user["id"], body)
-    p = st.store.update_pipeline(user["id"], pipeline_id, body.pipeline, name=body.name)
+    p = st.store.pipelines.update(user["id"], pipeline_id, body.pipeline, name=body.name)
     if p is None:
         raise not_found("pipeline")
     st.export_pipeline(p)
@@ -193,7 +193,7 @@ def update_pipeline(pipeline_id: str, body: PipelineIn) -> Response:
     responses={200: answer(Archived)},
 )
 def archive_pipeline(pipeline_id: str) -> Response:
-    if not state().store.archive_pipeline(current_user()["id"], pipeline_id):
+    if not state().store.pipelines.archive(current_user()["id"], pipeline_id):
         raise not_found("pipeline")
     return jsonify({"id": pipeline_id, "archived": True})
 
@@ -207,7 +207,7 @@ def archive_pipeline(pipeline_id: str) -> Response:
     responses={200: answer(VersionList)},
 )
 def list_versions(pipeline_id: str) -> Response:
-    versions = state().store.list_versions(current_user()["id"], pipeline_id)
+    versions = state().store.pipelines.list_versions(current_user()["id"], pipeline_id)
     if versions is None:
         raise not_found("pipeline")
     return jsonify(
@@ -231,7 +231,7 @@ def list_versions(pipeline_id: str) -> Response:
 def get_version(pipeline_id: str, version: int) -> Response:
     v = None
     if version <= MAX_VERSION:  # a larger one cannot exist (nor be asked of PostgreSQL)
-        v = state().store.get_version(current_user()["id"], pipeline_id, version)
+        v = state().store.pipelines.get_version(current_user()["id"], pipeline_id, version)
     if v is None:
         raise not_found("pipeline version")
     return jsonify(
@@ -255,7 +255,7 @@ def get_version(pipeline_id: str, version: int) -> Response:
 )
 def rotate_webhook_secret(pipeline_id: str) -> Response:
     secret = "whsec_" + secrets.token_urlsafe(32)
-    if not state().store.set_webhook_secret(current_user()["id"], pipeline_id, secret):
+    if not state().store.pipelines.set_webhook_secret(current_user()["id"], pipeline_id, secret):
         raise not_found("pipeline")
     return jsonify(
         {
@@ -276,6 +276,6 @@ def rotate_webhook_secret(pipeline_id: str) -> Response:
     responses={200: answer(WebhookSecretRemoved)},
 )
 def delete_webhook_secret(pipeline_id: str) -> Response:
-    if not state().store.set_webhook_secret(current_user()["id"], pipeline_id, None):
+    if not state().store.pipelines.set_webhook_secret(current_user()["id"], pipeline_id, None):
         raise not_found("pipeline")
     return jsonify({"pipeline_id": pipeline_id, "has_webhook_secret": False})

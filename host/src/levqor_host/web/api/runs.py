@@ -88,7 +88,7 @@ def _answer_run(run: dict, wait: float | None, created: bool) -> Response:
     user = current_user()
     if wait:
         run = state().runs.wait(user["id"], run["id"], wait) or run
-        full = state().store.get_run(user["id"], run["id"]) or run
+        full = state().store.runs.get(user["id"], run["id"]) or run
         resp = jsonify(run_out(full))
         resp.status_code = 200 if run["status"] in FINAL else 202
     else:
@@ -115,7 +115,7 @@ def run_pipeline(body: RunIn, wait: float | None) -> Response:
     key = request_key("idempotency_key")  # the header or the field: also the run's own key
     user = current_user()
     st = state()
-    p = st.store.get_pipeline(user["id"], body.pipeline_id)
+    p = st.store.pipelines.get(user["id"], body.pipeline_id)
     if p is None or p.get("archived"):
         raise not_found("pipeline")
     run, created = st.runs.start(
@@ -146,7 +146,7 @@ def run_pipeline(body: RunIn, wait: float | None) -> Response:
 )
 def list_runs(pipeline_id: str | None, status: str | None, limit: int, cursor: str | None) -> Response:
     try:
-        items, next_cursor = state().store.list_runs(
+        items, next_cursor = state().store.runs.list(
             current_user()["id"], pipeline_id=pipeline_id, status=status, limit=limit, cursor=cursor
         )
     except ValueError:
@@ -163,7 +163,7 @@ def list_runs(pipeline_id: str | None, status: str | None, limit: int, cursor: s
     responses={200: answer(Run)},
 )
 def get_run(run_id: str) -> Response:
-    r = state().store.get_run(current_user()["id"], run_id)
+    r = state().store.runs.get(current_user()["id"], run_id)
     if r is None:
         raise not_found("run")
     return jsonify(run_out(r))
