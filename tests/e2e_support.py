@@ -558,3 +558,76 @@ def _stop_leftover_workers() -> None:
 
 
 atexit.register(_stop_leftover_workers)
+
+
+# ---------------------------------------------------------------- the `levqor` command in a subprocess
+import contextlib  # noqa: E402
+import subprocess  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+
+def levqor(
+    data: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`levqor ARGS` in a subprocess on the data folder ``data`` (and the database of
+    ``make_app(data.parent)``: PostgreSQL when the suite runs on it); raises with its output
+    when it fails, unless ``check`` is false."""
+    base = clean_env()
+    # the database of make_app(data.parent) (PostgreSQL when the suite runs on it)
+    full = {
+        **base,
+        "LEVQOR_DATA_DIR": str(data),
+        "LEVQOR_SCHEDULER": "off",
+        "LEVQOR_POLL_INTERVAL": "0.05",
+        **backend_env(data.parent),
+        **(env or {}),
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "levqor_host.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"levqor {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
+    return r
+
+
+def serve_env(data: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `levqor serve` subprocess on ``data`` (and its test's database)."""
+    return {
+        **clean_env(),
+        "LEVQOR_DATA_DIR": str(data),
+        "LEVQOR_SCHEDULER": "off",
+        "LEVQOR_RATE_LIMITS": "off",
+        "LEVQOR_POLL_INTERVAL": "0.05",
+        "PYTHONUNBUFFERED": "1",
+        **backend_env(data.parent),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def serving(data: Path, port: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`levqor serve --port PORT` on ``data``, up (``/health`` answers) for the block."""
+    log = (data.parent / f"serve-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "levqor_host.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", proc, Path(log.name))
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
