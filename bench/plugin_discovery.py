@@ -35,11 +35,11 @@ PLUGIN = textwrap.dedent("""
 """)
 
 PROBE = textwrap.dedent("""
-    import json, time
+    import json, sys, time
     t0 = time.perf_counter()
     from levqor_kernel.plugins import make_plugin_manager
     t1 = time.perf_counter()
-    pm = make_plugin_manager(env={"LEVQOR_DISABLE_PLUGINS": ""})
+    pm = make_plugin_manager(allow=sys.argv[1].split(","), schema_cache_dir=sys.argv[2])
     t2 = time.perf_counter()
     n = sum(1 for c in pm.catalog if c.name.startswith("dummy"))
     print(json.dumps({"import": t1 - t0, "manager": t2 - t1, "dummies": n, "failures": len(pm.failures)}))
@@ -68,16 +68,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             make_site(Path(d), count)
             cache = tempfile.mkdtemp()
-            env = {
-                **os.environ,
-                "LEVQOR_CACHE_DIR": cache,
-                "PYTHONPATH": d + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                "LEVQOR_PLUGINS": ",".join(f"dummy{i}" for i in range(count)),
-            }
+            env = {**os.environ, "PYTHONPATH": d + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            allow = ",".join(f"dummy{i}" for i in range(count))
             times, totals = [], []
             for i in range(args.repeat + 1):
                 out = subprocess.run(
-                    [sys.executable, "-c", PROBE],
+                    [sys.executable, "-c", PROBE, allow, cache],
                     env=env,
                     capture_output=True,
                     text=True,

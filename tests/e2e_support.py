@@ -144,7 +144,10 @@ def make_app(
     start_scheduler: bool = False,
     **overrides: Any,
 ):
-    """A Levqor app on its own data folder (SQLite unless database_url is given)."""
+    """A Levqor app on its own data folder (SQLite unless DATABASE_URL is given).
+
+    ``overrides`` are :meth:`Config.from_env`'s: a section with a mapping of its fields
+    (``executor={"workers": 2}``) or a top-level field."""
 
     from levqor_host.app import create_app
     from levqor_host.config import Config
@@ -158,13 +161,13 @@ def make_app(
         "LEVQOR_RATE_LIMITS": "off",
         **(env or {}),
     }
-    if on_postgres() and "DATABASE_URL" not in full_env and "database_url" not in overrides:
+    if on_postgres() and "DATABASE_URL" not in full_env and "database" not in overrides:
         full_env["DATABASE_URL"] = _postgres_for(tmp_path)  # the suite on PostgreSQL (issue 10)
     celery = (
         on_celery()
         and start_workers
         and "LEVQOR_EXECUTOR" not in full_env
-        and "executor" not in overrides
+        and "kind" not in overrides.get("executor", {})
     )
     if celery:  # the suite on Celery (issue 10): a queue per tmp_path, an in-process worker
         full_env.update(
@@ -174,7 +177,8 @@ def make_app(
         )
         full_env.setdefault("LEVQOR_CELERY_SWEEP_INTERVAL", "0.5")
         full_env.setdefault("LEVQOR_CELERY_REQUEUE_AFTER", "2")
-    cfg = Config.from_env(full_env, data_dir=tmp_path / "data", poll_interval=0.05, **overrides)
+    executor = {"poll_interval": 0.05, **overrides.pop("executor", {})}
+    cfg = Config.from_env(full_env, data_dir=tmp_path / "data", executor=executor, **overrides)
     app = create_app(
         cfg, start_workers=start_workers, start_scheduler=start_scheduler, plugins=plugins
     )
@@ -483,7 +487,7 @@ class _TestCeleryWorker:
         st = app.extensions["levqor"]
         cfg = st.config
         self.key = key
-        self.queue = cfg.celery_queue
+        self.queue = cfg.executor.celery_queue
         self.runtime = WorkerRuntime(st)
         celery = self.runtime.celery
         # Two settings of the test worker only, neither about how runs are handled: Celery's
@@ -499,9 +503,9 @@ class _TestCeleryWorker:
             app=celery,
             hostname=f"levqor-test-{self.queue[-12:]}-{id(st):x}@localhost",
             pool=_threads_pool(),
-            concurrency=cfg.workers,
+            concurrency=cfg.executor.workers,
             queues=[self.queue],
-            loglevel=cfg.log_level,
+            loglevel=cfg.observability.log_level,
             ready_callback=lambda *_a: ready.set(),
             without_heartbeat=True,
             without_mingle=True,
@@ -517,7 +521,7 @@ class _TestCeleryWorker:
         self.runtime.start()  # the lease heartbeat and the sweep, as run_worker() does
         self._thread.start()
         if not ready.wait(30):
-            raise RuntimeError(f"the in-process Celery worker did not start on {cfg.broker_url}")
+            raise RuntimeError(f"the in-process Celery worker did not start on {cfg.executor.broker_url}")
 
     def stop(self, grace: float) -> None:
         """Stop taking runs; ask the worker thread for Celery's warm shutdown (raised inside its

@@ -62,7 +62,7 @@ def test_tutorial_connector_builds_installs_passes_its_tests_and_runs(tmp_path, 
 
     # discovered through its entry point and run in a pipeline
     monkeypatch.syspath_prepend(str(site))
-    pm = make_plugin_manager(env={"LEVQOR_PLUGINS": "acme"})
+    pm = make_plugin_manager(allow=["acme"])
     info = pm.catalog.get("acme")
     assert info is not None and info.dist == "levqor-acme" and info.version == "0.1.0"
     with FakeServer() as srv:

@@ -23,7 +23,7 @@ CONNECTORS = {
 }
 
 PROBE = (
-    "import json; from levqor_kernel.plugins import make_plugin_manager; pm = make_plugin_manager(); "
+    "import json; from levqor_kernel.plugins import make_plugin_manager; pm = make_plugin_manager(schema_cache_dir=None); "
     "print(json.dumps({'connectors': sorted(pm.catalog.connectors), "
     "'failures': [f.to_dict() for f in pm.failures], "
     "'dists': sorted({c.dist for c in pm.catalog})}))"
@@ -37,7 +37,7 @@ def pip(venv, *args):
 
 def probe(venv) -> dict:
     out = subprocess.run([str(venv / "bin" / "python"), "-c", PROBE], check=True, capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "LEVQOR_CACHE_DIR": ""})
+                         env={"PATH": "/usr/bin:/bin"})
     return json.loads(out.stdout)
 
 

@@ -81,7 +81,7 @@ def deployment(request, tmp_path, pg_url):  # noqa: F811
         fake.route("POST", "/deliver", target.handler)
         worker = None
         if request.param == "embedded":
-            app = make_app(tmp_path, env={"DATABASE_URL": pg_url}, workers=2, lease_seconds=2)
+            app = make_app(tmp_path, env={"DATABASE_URL": pg_url}, executor={"workers": 2, "lease_seconds": 2})
         else:
             q = request.getfixturevalue("queue")
             request.getfixturevalue("redis_url")

@@ -11,7 +11,7 @@ from e2e_support import ROOT, LiveServer, clean_env, extract_files, make_app
 
 @pytest.fixture
 def srv(tmp_path):
-    s = LiveServer(make_app(tmp_path, workers=1))
+    s = LiveServer(make_app(tmp_path, executor={"workers": 1}))
     yield s
     s.stop()
 

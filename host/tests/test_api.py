@@ -68,7 +68,7 @@ def gate():
 
 @pytest.fixture
 def srv(tmp_path, gate):
-    app = make_app(tmp_path, plugins=[("gate", gate)], workers=2)
+    app = make_app(tmp_path, plugins=[("gate", gate)], executor={"workers": 2})
     s = LiveServer(app)
     yield s
     s.stop()

@@ -92,7 +92,7 @@ def _finished_ids(store) -> set[str]:
 
 @pytest.fixture
 def srv(tmp_path):
-    s = LiveServer(make_app(tmp_path / "live", plugins=[("slow", Slow())], workers=4))
+    s = LiveServer(make_app(tmp_path / "live", plugins=[("slow", Slow())], executor={"workers": 4}))
     yield s
     s.stop()
 
@@ -331,7 +331,7 @@ def test_backup_cli_writes_a_verified_archive(tmp_path):
 
 @pytest.mark.services
 def test_postgresql_backup_and_restore_with_pg_dump(tmp_path, pg_database_url, request):
-    app = make_app(tmp_path / "pg", start_workers=False, database_url=pg_database_url)
+    app = make_app(tmp_path / "pg", start_workers=False, env={"DATABASE_URL": pg_database_url})
     st = app.extensions["levqor"]
     try:
         u = st.store.users.create("pg@example.com")
@@ -345,8 +345,11 @@ def test_postgresql_backup_and_restore_with_pg_dump(tmp_path, pg_database_url, r
         broken = make_app(
             tmp_path / "pg2",
             start_workers=False,
-            database_url=pg_database_url,
-            env={"PATH": str(tmp_path / "empty-bin"), "LEVQOR_SECRET_KEY": key},
+            env={
+                "PATH": str(tmp_path / "empty-bin"),
+                "LEVQOR_SECRET_KEY": key,
+                "DATABASE_URL": pg_database_url,
+            },
         )
         try:
             b = broken.extensions["levqor"]

@@ -126,7 +126,7 @@ BACKENDS = [
 def _server(request, tmp_path, backend):
     kw = {}
     if backend == "postgresql":
-        kw["database_url"] = request.getfixturevalue("pg_database_url")
+        kw["database"] = {"url": request.getfixturevalue("pg_database_url")}
     return serve(tmp_path, start_workers=False, **kw)
 
 
@@ -276,7 +276,7 @@ def test_referral_rewards_both_sides_once_after_the_first_success(srv):
             == "succeeded"
         )
     wait_settled(st, new["id"], 3)
-    bonus = st.config.referral_bonus
+    bonus = st.config.growth.referral_bonus
     assert st.ledger.balance(referrer["id"]) == bonus
     assert st.ledger.balance(new["id"]) == 50 - 2 * PRICE + bonus
     info = srv.client(rkey).get("/api/v1/referrals").json()

@@ -334,7 +334,7 @@ def test_every_fire_time_matches_the_fields_and_none_is_missed(minute, hour, dom
 def test_the_backup_schedule_is_read_as_standard_cron(tmp_path):
     from levqor_host.config import Config
 
-    assert Config.from_env({"LEVQOR_BACKUP_CRON": "0 3 * * 7"}, data_dir=tmp_path).backup_cron
-    assert Config.from_env({"LEVQOR_BACKUP_CRON": "off"}, data_dir=tmp_path).backup_cron == "off"
+    assert Config.from_env({"LEVQOR_BACKUP_CRON": "0 3 * * 7"}, data_dir=tmp_path).backup.cron
+    assert Config.from_env({"LEVQOR_BACKUP_CRON": "off"}, data_dir=tmp_path).backup.cron == "off"
     with pytest.raises(ValueError, match="LEVQOR_BACKUP_CRON.*day-of-week: 8 is out of range"):
         Config.from_env({"LEVQOR_BACKUP_CRON": "0 3 * * 8"}, data_dir=tmp_path)

@@ -45,7 +45,7 @@ def test_graceful_shutdown_lets_the_step_in_flight_finish(tmp_path):
 
 
 def test_unfinished_runs_are_handed_back_and_resumed_elsewhere(tmp_path):
-    app = make_app(tmp_path, start_workers=False, shutdown_grace=0.5)
+    app = make_app(tmp_path, start_workers=False, executor={"shutdown_grace": 0.5})
     st = app.extensions["levqor"]
     user = st.store.users.create("h@example.com")
     p = st.store.pipelines.create(user["id"], "three", delay_doc(0.7, steps=3))
@@ -78,7 +78,7 @@ def test_unfinished_runs_are_handed_back_and_resumed_elsewhere(tmp_path):
 
 
 def test_per_user_concurrency_cap(tmp_path):
-    app = make_app(tmp_path, start_workers=False, max_running_per_user=1)
+    app = make_app(tmp_path, start_workers=False, executor={"max_running_per_user": 1})
     st = app.extensions["levqor"]
     a = st.store.users.create("a@example.com")
     b = st.store.users.create("b@example.com")

@@ -158,7 +158,7 @@ def test_prune_runs_deletes_only_old_finished_runs(store):
 
 
 def test_the_scheduler_leader_prunes_with_the_retention_setting(tmp_path):
-    app = make_app(tmp_path, start_workers=False, run_retention_days=30)
+    app = make_app(tmp_path, start_workers=False, database={"run_retention_days": 30})
     st = app.extensions["levqor"]
     user, p = setup(st.store)
     r, _ = st.store.runs.create(user["id"], p["id"], None, {})

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.backends, pytest.mark.workers]
 
 @pytest.fixture
 def srv(tmp_path):
-    s = LiveServer(make_app(tmp_path, workers=2))
+    s = LiveServer(make_app(tmp_path, executor={"workers": 2}))
     yield s
     s.stop()
 

@@ -293,9 +293,11 @@ def test_allow_list_networks_and_host_names():
         UrlGuard(["127.0.0.1"]).check_url("http://u:p@127.0.0.1/")
 
 
-def test_url_guard_reads_the_environment(monkeypatch):
+def test_url_guard_reads_the_settings_it_is_handed_never_the_environment(monkeypatch):
     monkeypatch.setenv("LEVQOR_SSRF_ALLOW", "127.0.0.1,internal.example")
-    g = UrlGuard()
+    with pytest.raises(BlockedURLError):
+        UrlGuard().check_url("http://127.0.0.1/")
+    g = UrlGuard.from_env({"LEVQOR_SSRF_ALLOW": "127.0.0.1,internal.example"})
     assert g.host_allowed("internal.example")
     g.check_url("http://127.0.0.1/")
     g2 = UrlGuard.from_env({"LEVQOR_SSRF_ALLOW": "10.0.0.0/8"})
@@ -748,9 +750,11 @@ def test_api_base_precedence():
     assert api_base("other", default, None, env) == ("https://api.example.com/v1", False)
 
 
-def test_api_base_reads_os_environ_by_default(monkeypatch):
+def test_api_base_reads_the_settings_it_is_handed_never_the_environment(monkeypatch):
     monkeypatch.setenv("LEVQOR_ACME_API_BASE", "http://127.0.0.1:9/")
-    assert api_base("acme", "https://acme.io") == ("http://127.0.0.1:9", False)
+    assert api_base("acme", "https://acme.io") == ("https://acme.io", False)
+    settings = {"LEVQOR_ACME_API_BASE": "http://127.0.0.1:9/"}
+    assert api_base("acme", "https://acme.io", None, settings) == ("http://127.0.0.1:9", False)
 
 
 def test_step_context_http_uses_the_env_allow_list(server):

@@ -62,12 +62,9 @@ class MailPlugin:
 
 @pytest.fixture(scope="module")
 def catalog():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LEVQOR_CACHE_DIR", "")
-    try:
-        pm = make_plugin_manager(entry_points=False, plugins=[("x", MailPlugin())])
-    finally:
-        mp.undo()
+    pm = make_plugin_manager(
+        entry_points=False, plugins=[("x", MailPlugin())], schema_cache_dir=None
+    )
     assert not pm.failures, pm.failures
     assert "mail" in pm.catalog and "core" in pm.catalog
     return pm.catalog

@@ -7,12 +7,12 @@ from levqor_kernel import hookimpl
 from levqor_kernel.errors import PluginConflictError
 from levqor_kernel.plugins import DEFAULT_PLUGINS, make_plugin_manager
 
-ONLY_TEST = {"LEVQOR_PLUGINS": "lvqtest-alpha,lvqtest-beta,lvqtest-broken,lvqtest-bad,beta2"}
+ONLY_TEST = ["lvqtest-alpha", "lvqtest-beta", "lvqtest-broken", "lvqtest-bad", "beta2"]
 
 
 def test_entry_point_plugins_are_discovered_with_their_distribution(make_dist):
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha", version="1.2.3")
-    pm = make_plugin_manager(env={"LEVQOR_PLUGINS": "lvqtest-alpha"})
+    pm = make_plugin_manager(allow=["lvqtest-alpha"])
     assert "alpha" in pm.catalog and "core" in pm.catalog
     info = pm.catalog.get("alpha")
     assert (info.dist, info.version, info.plugin_name) == ("lvqtest-alpha", "1.2.3", "alpha")
@@ -24,8 +24,8 @@ def test_entry_point_plugins_are_discovered_with_their_distribution(make_dist):
 
 def test_each_factory_call_builds_an_independent_manager(make_dist):
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha")
-    a = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha"})
-    b = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha", "LEVQOR_DISABLE_PLUGINS": "alpha"})
+    a = make_plugin_manager(allow=["alpha"])
+    b = make_plugin_manager(allow=["alpha"], block=["alpha"])
     assert a is not b
     assert "alpha" in a.catalog and "alpha" not in b.catalog
 
@@ -33,12 +33,12 @@ def test_each_factory_call_builds_an_independent_manager(make_dist):
 def test_allow_list_and_block_list(make_dist):
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha")
     make_dist("lvqtest-beta", "beta", "lvqtest_beta", connector="beta")
-    both = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha,lvqtest-beta"})
+    both = make_plugin_manager(allow=["alpha", "lvqtest-beta"])
     assert {"alpha", "beta", "core"} <= set(both.catalog.connectors)
-    only_alpha = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha"})
+    only_alpha = make_plugin_manager(allow=["alpha"])
     assert "beta" not in only_alpha.catalog
     blocked = make_plugin_manager(
-        env={"LEVQOR_PLUGINS": "alpha,beta", "LEVQOR_DISABLE_PLUGINS": "lvqtest-beta,core"}
+        allow=["alpha", "beta"], block=["lvqtest-beta", "core"]
     )
     assert set(blocked.catalog.connectors) == {"alpha"}
     assert set(DEFAULT_PLUGINS) == {"core"}
@@ -47,7 +47,7 @@ def test_allow_list_and_block_list(make_dist):
 def test_plugin_that_fails_to_import_is_reported_and_skipped(make_dist):
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha")
     make_dist("lvqtest-broken", "broken", "lvqtest_broken", "import not_a_module_anywhere_xyz\n")
-    pm = make_plugin_manager(env=ONLY_TEST)
+    pm = make_plugin_manager(allow=ONLY_TEST)
     assert "alpha" in pm.catalog
     [f] = [f for f in pm.failures if f.name == "broken"]
     assert f.dist == "lvqtest-broken"
@@ -61,7 +61,7 @@ def test_plugin_with_invalid_describe_schema_is_skipped(make_dist, connector_src
     )
     make_dist("lvqtest-bad", "bad", "lvqtest_bad", bad)
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha")
-    pm = make_plugin_manager(env=ONLY_TEST)
+    pm = make_plugin_manager(allow=ONLY_TEST)
     assert "bad" not in pm.catalog and "alpha" in pm.catalog
     [f] = [f for f in pm.failures if f.name == "bad"]
     assert "example does not match" in f.error
@@ -136,17 +136,17 @@ def test_two_plugins_claiming_one_connector_stop_start_up_naming_both(make_dist)
     make_dist("lvqtest-beta", "beta", "lvqtest_beta", connector="beta")
     make_dist("lvqtest-beta-fork", "beta2", "lvqtest_beta2", connector="beta")
     with pytest.raises(PluginConflictError) as e:
-        make_plugin_manager(env=ONLY_TEST)
+        make_plugin_manager(allow=ONLY_TEST)
     assert "lvqtest-beta" in str(e.value) and "lvqtest-beta-fork" in str(e.value)
     # blocking one of them resolves it
-    pm = make_plugin_manager(env={**ONLY_TEST, "LEVQOR_DISABLE_PLUGINS": "beta2"})
+    pm = make_plugin_manager(allow=ONLY_TEST, block=["beta2"])
     assert pm.catalog.get("beta").dist == "lvqtest-beta"
 
 
 def test_dispatch_goes_to_the_owner_only(make_dist):
     make_dist("lvqtest-alpha", "alpha", "lvqtest_alpha", connector="alpha")
     make_dist("lvqtest-beta", "beta", "lvqtest_beta", connector="beta")
-    pm = make_plugin_manager(env={"LEVQOR_PLUGINS": "alpha,beta"})
+    pm = make_plugin_manager(allow=["alpha", "beta"])
     from levqor_kernel.context import make_context
 
     out = pm.call_owner(

@@ -21,7 +21,7 @@ KEY = "sk-test-planner-0123456789abcdef"
 
 def catalog(*plugins, core: bool = False) -> dict:
     pm = make_plugin_manager(
-        entry_points=False, builtins=core, plugins=list(plugins), env={"LEVQOR_CACHE_DIR": ""}
+        entry_points=False, builtins=core, plugins=list(plugins), schema_cache_dir=None
     )
     assert not pm.failures
     return pm.catalog.to_json()

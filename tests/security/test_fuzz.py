@@ -40,7 +40,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path):
     if exe is None:
         pytest.fail("schemathesis is not installed: pip install -r requirements-dev.txt")
     # a fully started host (workers and scheduler): /api/v1/ops/health answers 503 otherwise, by design
-    s = LiveServer(make_app(tmp_path, workers=2, start_scheduler=True))
+    s = LiveServer(make_app(tmp_path, executor={"workers": 2}, start_scheduler=True))
     try:
         _, key = s.user_with_key("fuzz@example.com")
         c = s.client(key)

@@ -67,7 +67,7 @@ class Leaky:
 
 @pytest.fixture
 def srv(tmp_path):
-    s = LiveServer(make_app(tmp_path, plugins=[("leaky", Leaky())], workers=2))
+    s = LiveServer(make_app(tmp_path, plugins=[("leaky", Leaky())], executor={"workers": 2}))
     yield s
     s.stop()
 

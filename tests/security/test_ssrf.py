@@ -69,7 +69,7 @@ def targets(port: int) -> dict[str, str]:
 def srv(tmp_path_factory, redirector):
     # the operator allows 127.0.0.2 (the redirector) only: the victim on 127.0.0.1 stays forbidden
     app = make_app(
-        tmp_path_factory.mktemp("ssrf"), env={"LEVQOR_SSRF_ALLOW": "127.0.0.2/32"}, workers=4
+        tmp_path_factory.mktemp("ssrf"), env={"LEVQOR_SSRF_ALLOW": "127.0.0.2/32"}, executor={"workers": 4}
     )
     s = LiveServer(app)
     yield s

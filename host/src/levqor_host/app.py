@@ -47,13 +47,13 @@ def create_app(
     connectors). Workers start unless ``start_workers`` is False or the executor is off.
     """
     cfg = config if isinstance(config, Config) else Config.from_env(**(config or {}))
-    _setup_logging(cfg.log_level, cfg.log_format)
+    _setup_logging(cfg.observability.log_level, cfg.observability.log_format)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     state = build_services(cfg, plugins)
-    state.web = FlaskRequestFace(cfg.max_json_depth)
+    state.web = FlaskRequestFace(cfg.web.max_json_depth)
 
     app = Flask("levqor_host")
-    app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_body_bytes, cfg.webhook_max_bytes)
+    app.config["MAX_CONTENT_LENGTH"] = max(cfg.web.max_body_bytes, cfg.web.webhook_max_bytes)
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False
     app.extensions["levqor"] = state
@@ -61,15 +61,15 @@ def create_app(
     app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     _install_web(app, state)
 
-    if cfg.executor == "celery":
+    if cfg.executor.kind == "celery":
         from levqor_host.workers.celery import CeleryDispatcher
 
         state.dispatcher = CeleryDispatcher(cfg)
         state.runs.add_dispatcher(state.dispatcher.send)
     if start_workers is None:
-        start_workers = cfg.executor == "embedded"
+        start_workers = cfg.executor.kind == "embedded"
     if start_scheduler is None:
-        start_scheduler = cfg.scheduler == "on"
+        start_scheduler = cfg.executor.scheduler == "on"
     start_background(app, workers=start_workers, scheduler=start_scheduler)
     app.logger.debug("levqor %s ready with %d connectors", __version__, len(state.pm.catalog))
     return app
@@ -84,23 +84,25 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     from levqor_host.support.inbox import Inboxes
     from levqor_host.support.mail import Mailer
 
-    pm = make_plugin_manager(env=cfg.env, plugins=plugins or (), extra_hookspecs=[host_hookspecs])
+    pm = make_plugin_manager(
+        plugins=plugins or (), extra_hookspecs=[host_hookspecs], **cfg.plugins.manager_options()
+    )
     for f in pm.failures:
         log.warning("plugin %s (%s) skipped: %s", f.name, f.dist or "?", f.error)
-    vault = Vault.from_config(cfg.data_dir, cfg.secret_key)
-    store = Store(cfg.database_url, vault)
+    vault = Vault.from_config(cfg.data_dir, cfg.security.secret_key)
+    store = Store(cfg.database.url, vault)
     store.upgrade()
     store.vault_keys.check()
-    runner = Runner(pm, env=cfg.env, max_value_bytes=cfg.max_value_bytes)
-    if cfg.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
-        Path(cfg.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
+    runner = Runner(pm, env=cfg.plugin_settings(), max_value_bytes=cfg.executor.max_value_bytes)
+    if cfg.observability.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
+        Path(cfg.observability.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     ledger = Ledger(
         store,
         cfg,
         pm,
         EmailHasher.from_config(cfg, vault),
-        reward_referral=lambda tx, user_id: reward_referral(tx, user_id, cfg.referral_bonus),
+        reward_referral=lambda tx, user_id: reward_referral(tx, user_id, cfg.growth.referral_bonus),
     )
     runs = RunService(cfg, store, pm, runner, ledger, metrics)
     state = Services(
@@ -112,8 +114,8 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     store.users.add_listener("user_created", state.mailer.welcome)
     runs.mailer = state.mailer
     runs.on_exception = state.report_exception
-    if state.mailer.configured and cfg.low_credit_threshold > 0:
-        ledger.low_credit = LowCredit(cfg.low_credit_threshold, state.mailer.low_credit_warning)
+    if state.mailer.configured and cfg.billing.low_credit_threshold > 0:
+        ledger.low_credit = LowCredit(cfg.billing.low_credit_threshold, state.mailer.low_credit_warning)
     return state
 
 
@@ -136,11 +138,11 @@ def start_background(app: Flask, *, workers: bool, scheduler: bool) -> None:
     bound, so a server that cannot listen never claims a run or fires a trigger."""
     state: Services = app.extensions["levqor"]
     cfg = state.config
-    if workers and cfg.executor == "embedded" and state.executor is None:
+    if workers and cfg.executor.kind == "embedded" and state.executor is None:
         state.executor = EmbeddedExecutor(state.runs)  # woken by the runs it queues
         state.executor.start()
         atexit.register(state.executor.stop, 1.0)
-    if scheduler and cfg.scheduler != "off" and state.scheduler is None:
+    if scheduler and cfg.executor.scheduler != "off" and state.scheduler is None:
         from levqor_host.backup.create import scheduled_backup
         from levqor_host.workers.scheduler import SchedulerService
 

@@ -9,34 +9,35 @@ threads, 30 s timeout, 20 s graceful shutdown), each overridable by ``GUNICORN_W
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from levqor_host.config import Config, GunicornConfig
 
 
-def _settings(host: str, port: int) -> dict[str, Any]:
-    env = os.environ
+def _settings(g: GunicornConfig, host: str, port: int) -> dict[str, Any]:
     return {
-        "bind": env.get("GUNICORN_BIND") or f"{host}:{port}",
-        "workers": int(env.get("GUNICORN_WORKERS", "2")),
-        "threads": int(env.get("GUNICORN_THREADS", "4")),
+        "bind": g.bind or f"{host}:{port}",
+        "workers": g.workers,
+        "threads": g.threads,
         "worker_class": "gthread",
-        "timeout": int(env.get("GUNICORN_TIMEOUT", "30")),
-        "graceful_timeout": int(env.get("GUNICORN_GRACEFUL_TIMEOUT", "20")),
-        "keepalive": int(env.get("GUNICORN_KEEPALIVE", "5")),
+        "timeout": g.timeout,
+        "graceful_timeout": g.graceful_timeout,
+        "keepalive": g.keepalive,
         # recycle a worker after this many requests (0: never), with jitter
-        "max_requests": int(env.get("GUNICORN_MAX_REQUESTS", "0")),
-        "max_requests_jitter": int(env.get("GUNICORN_MAX_REQUESTS_JITTER", "0")),
-        "accesslog": env.get("GUNICORN_ACCESSLOG") or None,
+        "max_requests": g.max_requests,
+        "max_requests_jitter": g.max_requests_jitter,
+        "accesslog": g.accesslog,
         "errorlog": "-",
-        "loglevel": env.get("GUNICORN_LOGLEVEL", "warning"),
+        "loglevel": g.loglevel,
         "proc_name": "levqor",
     }
 
 
-def bind_address(host: str, port: int) -> tuple[str, int] | None:
+def bind_address(g: GunicornConfig, host: str, port: int) -> tuple[str, int] | None:
     """The TCP address gunicorn will bind (``GUNICORN_BIND`` or ``host:port``); None for a Unix
     socket, an inherited descriptor or an address without a port."""
-    bind = _settings(host, port)["bind"]
+    bind = _settings(g, host, port)["bind"]
     if bind.startswith(("unix:", "fd://")):
         return None
     h, sep, p = bind.rpartition(":")
@@ -45,33 +46,34 @@ def bind_address(host: str, port: int) -> tuple[str, int] | None:
     return h.strip("[]") or "0.0.0.0", int(p)
 
 
-def run_gunicorn(host: str, port: int, *, scheduler: bool = True) -> None:
+def run_gunicorn(cfg: Config, host: str, port: int, *, scheduler: bool = True) -> None:
+    """Serve ``cfg``'s app with gunicorn; each worker process builds its own app from it."""
     from gunicorn.app.base import BaseApplication
 
     from levqor_host.app import create_app
-    from levqor_host.config import Config
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        _worker_exit(cfg, worker)
 
     class LevqorGunicorn(BaseApplication):
         def load_config(self) -> None:
-            for k, v in _settings(host, port).items():
+            for k, v in _settings(cfg.gunicorn, host, port).items():
                 if v is not None:
                     self.cfg.set(k, v)
-            self.cfg.set("worker_exit", _worker_exit)
+            self.cfg.set("worker_exit", worker_exit)
 
         def load(self):
-            cfg = Config.from_env()
             return create_app(
-                cfg, start_workers=cfg.executor == "embedded", start_scheduler=scheduler
+                cfg, start_workers=cfg.executor.kind == "embedded", start_scheduler=scheduler
             )
 
-    _prepare_multiproc_dir()
+    _prepare_multiproc_dir(cfg.observability.prometheus_multiproc_dir)
     LevqorGunicorn().run()
 
 
-def _prepare_multiproc_dir() -> None:
+def _prepare_multiproc_dir(d: str | None) -> None:
     """Prometheus multiprocess mode: the folder must exist and start empty (stale files of an
     earlier run would be merged into the counters)."""
-    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not d:
         return
     from pathlib import Path
@@ -82,8 +84,8 @@ def _prepare_multiproc_dir() -> None:
         f.unlink(missing_ok=True)
 
 
-def _worker_exit(server: Any, worker: Any) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def _worker_exit(cfg: Config, worker: Any) -> None:
+    if cfg.observability.prometheus_multiproc_dir:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
@@ -94,7 +96,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
     if st.scheduler is not None:
         st.scheduler.stop()
     if st.executor is not None:
-        st.executor.stop(float(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20")) * 0.9)
+        st.executor.stop(cfg.gunicorn.graceful_timeout * 0.9)
 
 
 def __getattr__(name: str) -> Any:

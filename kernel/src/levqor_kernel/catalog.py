@@ -171,8 +171,9 @@ class _CheckCache:
     Checking schemas against the draft 2020-12 metaschema costs about a millisecond each, so
     hundreds of plugins would dominate start-up. A description's validity depends only on its
     content and the kernel and jsonschema versions, so the SHA-256 of its canonical JSON is
-    remembered in memory and in ``$LEVQOR_CACHE_DIR`` (default ``~/.cache/levqor``; set it to
-    an empty string to disable the file). Invalid descriptions are never cached.
+    remembered in memory and in a file in the folder the plugin manager is given
+    (``schema_cache_dir`` of :func:`~levqor_kernel.plugins.make_plugin_manager`; None: memory
+    only). Invalid descriptions are never cached.
     """
 
     def __init__(self) -> None:
@@ -180,12 +181,10 @@ class _CheckCache:
         self._loaded_from: str | None = None
         self._dirty = False
 
-    def _path(self) -> str | None:
+    @staticmethod
+    def _path(base: str | None) -> str | None:
         import os
 
-        base = os.environ.get("LEVQOR_CACHE_DIR")
-        if base is None:
-            base = os.path.join(os.path.expanduser("~"), ".cache", "levqor")
         if not base:
             return None
         from importlib.metadata import version
@@ -195,8 +194,8 @@ class _CheckCache:
         ver = version("jsonschema")
         return os.path.join(base, f"schema-checks-{__version__}-{ver}.txt")
 
-    def load(self) -> None:
-        path = self._path()
+    def load(self, base: str | None) -> None:
+        path = self._path(base)
         if path is None or path == self._loaded_from:
             return
         self._loaded_from = path
@@ -206,11 +205,11 @@ class _CheckCache:
         except OSError:
             pass
 
-    def save(self) -> None:
+    def save(self, base: str | None) -> None:
         import os
         import tempfile
 
-        path = self._path()
+        path = self._path(base)
         if path is None or not self._dirty:
             return
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,14 +18,16 @@ class StepContext:
     ``idempotency_key`` is stable across retries of one step of one run (``<run>:<step>``):
     send it to any API that supports one (Resend's ``Idempotency-Key``) so a retry never
     sends twice. ``http`` is a ready :class:`~levqor_kernel.http.Http` bound to this step's
-    deadline; ``env`` is the configuration (environment variables by default).
+    deadline; ``env`` is the settings the host hands its plugins (the ``LEVQOR_*`` and other
+    variables it was configured from: ``LEVQOR_SSRF_ALLOW``, ``LEVQOR_<NAME>_API_BASE``, a
+    connector's own); empty by default, the kernel reads no environment itself.
     """
 
     run_id: str
     step_id: str
     attempt: int = 1
     deadline: float | None = None
-    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    env: Mapping[str, str] = field(default_factory=dict)
     user_id: str | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("levqor.step"))
     cancelled: Callable[[], bool] = field(default=lambda: False)

@@ -127,13 +127,23 @@ class InsufficientCredits(UserFault, Exception):
 class HostConfig(Protocol):
     """The part of the host's configuration plugins read.
 
+    The host reads its environment once, at start; a plugin reads its own variables through
+    :meth:`plugin_settings`, never ``os.environ`` (so a test or a second app in one process
+    hands it other values).
+
     .. versionadded:: 0.2
+    .. versionchanged:: 0.2
+       :meth:`plugin_settings` replaces the ``env`` mapping.
     """
 
-    #: the environment mapping the host was configured from (plugins read their own keys)
-    env: Mapping[str, str]
     #: the deployment's public address (``LEVQOR_BASE_URL``), for links
     base_url: str
+
+    def plugin_settings(self, *prefixes: str) -> Mapping[str, str]:
+        """The variables the host was configured from whose names start with one of
+        ``prefixes`` (``"STRIPE_"``, ``"LEVQOR_STRIPE_"``, or an exact name such as
+        ``"LEVQOR_BILLING"``), read-only; all of them when none is given."""
+        ...
 
 
 @runtime_checkable
@@ -170,7 +180,9 @@ class BillingTransaction(Protocol):
     """
 
     @property
-    def env(self) -> Mapping[str, str]: ...
+    def config(self) -> HostConfig:
+        """The host's configuration (its plugin settings)."""
+        ...
 
     def after_commit(self, fn: Callable[[], Any]) -> None:
         """Call ``fn`` once the transaction has committed (never when it rolls back)."""
@@ -232,7 +244,9 @@ class Ledger(Protocol):
     """
 
     @property
-    def env(self) -> Mapping[str, str]: ...
+    def config(self) -> HostConfig:
+        """The host's configuration (its plugin settings)."""
+        ...
 
     def transaction(self) -> AbstractContextManager[BillingTransaction]:
         """``with ledger.transaction() as tx:``: one :class:`BillingTransaction`."""
@@ -276,7 +290,9 @@ class RunGate(Protocol):
     now: datetime
 
     @property
-    def env(self) -> Mapping[str, str]: ...
+    def config(self) -> HostConfig:
+        """The host's configuration (its plugin settings)."""
+        ...
 
     @property
     def base_url(self) -> str: ...
@@ -304,7 +320,9 @@ class RunSettlement(Protocol):
     """
 
     @property
-    def env(self) -> Mapping[str, str]: ...
+    def config(self) -> HostConfig:
+        """The host's configuration (its plugin settings)."""
+        ...
 
     @property
     def charged(self) -> int:

@@ -20,7 +20,6 @@ import email.utils
 import heapq
 import http.cookiejar
 import ipaddress
-import os
 import re
 import socket
 import threading
@@ -241,17 +240,17 @@ class UrlGuard:
     """Refuses connections to non-public addresses unless the operator allowed them.
 
     ``allow`` holds host names (``internal.example.com``) and networks (``10.1.0.0/16``,
-    ``127.0.0.1``). The default reads ``LEVQOR_SSRF_ALLOW`` (comma separated).
+    ``127.0.0.1``); none by default. :meth:`from_env` reads ``LEVQOR_SSRF_ALLOW`` (comma
+    separated) from the settings a step is handed.
     """
 
     def __init__(self, allow: Iterable[str] | None = None) -> None:
-        if allow is None:
-            allow = os.environ.get("LEVQOR_SSRF_ALLOW", "").split(",")
-        self.allow_hosts, self.allow_nets = _parse_allow(allow)
+        self.allow_hosts, self.allow_nets = _parse_allow(allow or ())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> UrlGuard:
-        return cls(env.get("LEVQOR_SSRF_ALLOW", "").split(","))
+        """The guard of a step's settings (:attr:`StepContext.env`)."""
+        return cls((env.get("LEVQOR_SSRF_ALLOW") or "").split(","))
 
     def host_allowed(self, host: str) -> bool:
         return host.lower().rstrip(".") in self.allow_hosts
@@ -779,9 +778,10 @@ def api_base(
     """The API base URL for connector ``name`` and whether it must go through the SSRF guard.
 
     An ``api_base`` credential field (user supplied) is honoured but guarded; the operator's
-    ``LEVQOR_<NAME>_API_BASE`` environment variable is trusted; otherwise ``default``.
+    ``LEVQOR_<NAME>_API_BASE`` setting (in ``env``, the settings a step is handed) is trusted;
+    otherwise ``default``.
     """
-    env = os.environ if env is None else env
+    env = {} if env is None else env
     if credentials and isinstance(credentials.get("api_base"), str) and credentials["api_base"]:
         return credentials["api_base"].rstrip("/"), True
     key = f"LEVQOR_{name.upper().replace('-', '_')}_API_BASE"

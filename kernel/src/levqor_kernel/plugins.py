@@ -65,14 +65,12 @@ class PluginInfo:
         }
 
 
-def _split_env(value: str | None) -> set[str] | None:
-    if value is None or not value.strip():
-        return None
-    return {v.strip() for v in value.split(",") if v.strip()}
-
-
 def _norm(name: str) -> str:
-    return name.lower().replace("_", "-")
+    return name.strip().lower().replace("_", "-")
+
+
+#: where :func:`make_plugin_manager` remembers the descriptions it found valid, by default
+DEFAULT_SCHEMA_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "levqor")
 
 
 class LevqorPluginManager(pluggy.PluginManager):
@@ -84,6 +82,8 @@ class LevqorPluginManager(pluggy.PluginManager):
         self.failures: list[PluginFailure] = []
         self.dists: dict[str, tuple[str | None, str | None]] = {}
         self.catalog: Catalog = Catalog()
+        #: the folder of the schema-check cache (None: memory only); see make_plugin_manager
+        self.schema_cache_dir: str | None = None
         self._dispatch: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------------ registration
@@ -115,7 +115,7 @@ class LevqorPluginManager(pluggy.PluginManager):
         unregistered. Two plugins claiming one connector name raise PluginConflictError.
         """
         self.check_unknown_hooks()
-        CHECK_CACHE.load()
+        CHECK_CACHE.load(self.schema_cache_dir)
         owners: dict[str, ConnectorInfo] = {}
         for impl in list(self.hook.describe_schema.get_hookimpls()):
             name = self.get_name(impl.plugin)
@@ -161,7 +161,7 @@ class LevqorPluginManager(pluggy.PluginManager):
                         f"block one with LEVQOR_DISABLE_PLUGINS"
                     )
                 owners[info.name] = info
-        CHECK_CACHE.save()
+        CHECK_CACHE.save(self.schema_cache_dir)
         self.catalog = Catalog(owners.values())
         self._dispatch.clear()
         return self.catalog
@@ -230,26 +230,31 @@ def make_plugin_manager(
     entry_points: bool = True,
     builtins: bool = True,
     plugins: Iterable[ModuleType | Any | tuple[str, Any]] = (),
-    env: Mapping[str, str] | None = None,
+    allow: Iterable[str] | None = None,
+    block: Iterable[str] = (),
     extra_hookspecs: Iterable[Any] = (),
     build_catalog: bool = True,
+    schema_cache_dir: str | os.PathLike[str] | None = DEFAULT_SCHEMA_CACHE_DIR,
 ) -> LevqorPluginManager:
     """Build a fresh plugin manager.
 
     Loads the built-ins (:data:`DEFAULT_PLUGINS`), every entry point in the ``levqor`` group,
     and ``plugins`` given directly (modules or objects, optionally ``(name, obj)``).
-    ``LEVQOR_PLUGINS`` (comma separated entry-point or distribution names) is an allow-list
-    for installed plugins; ``LEVQOR_DISABLE_PLUGINS`` is a block-list for all of them.
-    A plugin that fails to import or describes itself wrongly is recorded in
-    ``pm.failures`` and skipped.
+    ``allow`` (entry-point or distribution names; the host reads ``LEVQOR_PLUGINS``) is an
+    allow-list for installed plugins, None allowing all; ``block`` (``LEVQOR_DISABLE_PLUGINS``)
+    is a block-list for all of them. ``schema_cache_dir`` is where descriptions found valid
+    are remembered (None: in memory only). The kernel reads no environment variable: the
+    caller hands these settings in. A plugin that fails to import or describes itself wrongly
+    is recorded in ``pm.failures`` and skipped.
+
+    .. versionchanged:: 0.2
+       ``allow``, ``block`` and ``schema_cache_dir`` replace the ``env`` mapping.
     """
-    env = os.environ if env is None else env
-    allow = _split_env(env.get("LEVQOR_PLUGINS"))
-    block = _split_env(env.get("LEVQOR_DISABLE_PLUGINS")) or set()
-    allow_n = {_norm(a) for a in allow} if allow is not None else None
-    block_n = {_norm(b) for b in block}
+    allow_n = {_norm(a) for a in allow if a.strip()} if allow is not None else None
+    block_n = {_norm(b) for b in block if b.strip()}
 
     pm = LevqorPluginManager()
+    pm.schema_cache_dir = None if schema_cache_dir is None else os.fspath(schema_cache_dir)
     for spec in extra_hookspecs:
         pm.add_hookspecs(spec)
 

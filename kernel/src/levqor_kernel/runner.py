@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -227,7 +226,8 @@ class Runner:
     that ignores its deadline still cannot hold the run past the step timeout.
     ``max_value_bytes`` bounds each step's rendered payload (while it renders) and each step's
     output, as compact JSON (:mod:`levqor_kernel.limits`); beyond it the step fails with a
-    permanent :class:`TooLargeError`.
+    permanent :class:`TooLargeError`. ``env`` is the settings every step's context carries
+    (:attr:`StepContext.env`): the host hands in its plugin settings; none by default.
     """
 
     def __init__(
@@ -245,7 +245,7 @@ class Runner:
             raise ValueError("max_value_bytes must be at least 1")
         self.pm = pm
         self.max_value_bytes = max_value_bytes
-        self.env = os.environ if env is None else env
+        self.env: Mapping[str, str] = {} if env is None else env
         self._sleep = sleep
         self.rng = rng
         self.validate_output = validate_output

@@ -16,7 +16,7 @@ KEY = "sk-test-planner-0123456789abcdef"
 
 # the catalog of the kernel's own connector (core): the plan the model is asked for
 CORE = make_plugin_manager(
-    entry_points=False, builtins=True, plugins=[], env={"LEVQOR_CACHE_DIR": ""}
+    entry_points=False, builtins=True, plugins=[], schema_cache_dir=None
 ).catalog.to_json()
 
 
@@ -143,7 +143,7 @@ def test_unreachable_server_is_502():
 
 
 def test_the_hook_is_found_through_the_entry_point():
-    pm = make_plugin_manager(env={"LEVQOR_CACHE_DIR": "", "LEVQOR_PLUGINS": "openai"})
+    pm = make_plugin_manager(allow=["openai"], schema_cache_dir=None)
     assert pm.get_plugin("openai") is levqor_openai
     out = pm.hook.plan_pipeline(
         prompt="x", catalog={"connectors": {}}, credentials=[], options={"env": {}}

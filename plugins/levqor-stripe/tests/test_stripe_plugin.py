@@ -22,6 +22,7 @@ from levqor_kernel.host import (
     BillingTransaction,
     DashboardPage,
     HostCommandGroup,
+    HostConfig,
     InsufficientCredits,
     Ledger,
     RunGate,
@@ -33,11 +34,21 @@ from levqor_stripe.dashboard import BILLING_PAGE, bp
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 
 
+class MemoryConfig:
+    """A HostConfig over a mapping of variables."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env, self.base_url = env, "https://levqor.example"
+
+    def plugin_settings(self, *prefixes: str) -> Mapping[str, str]:
+        return {k: v for k, v in self.env.items() if not prefixes or k.startswith(prefixes)}
+
+
 class MemoryTx:
     """A BillingTransaction over a list of ledger lines (one user table, no accounts)."""
 
     def __init__(self, env: Mapping[str, str], users: dict[str, dict]) -> None:
-        self.env = env
+        self.config = MemoryConfig(env)
         self.users = users
         self.lines: list[dict] = []
         self.events: list[tuple] = []
@@ -88,7 +99,7 @@ class MemoryGate:
     def __init__(self, tx: MemoryTx, user: dict, runs_today: int = 0) -> None:
         self.tx, self.user_id, self.plan = tx, user["id"], user.get("plan") or "free"
         self.charged, self.now, self._runs = 0, NOW, runs_today
-        self.env, self.base_url = tx.env, "https://levqor.example"
+        self.config, self.base_url = tx.config, "https://levqor.example"
         self.day_started_at = NOW.replace(hour=0, minute=0)
         self.next_day_at = self.day_started_at + timedelta(days=1)
 
@@ -107,7 +118,7 @@ class MemorySettlement:
     """A RunSettlement of run_1 over a MemoryTx."""
 
     def __init__(self, tx: MemoryTx, user_id: str) -> None:
-        self.tx, self.user_id, self.env = tx, user_id, tx.env
+        self.tx, self.user_id, self.config = tx, user_id, tx.config
 
     def _sum(self, *reasons: str) -> int:
         return sum(x["delta"] for x in self.tx.lines if x["run_id"] == "run_1" and x["reason"] in reasons)
@@ -133,6 +144,7 @@ def test_the_gate_and_the_settlement_use_only_the_kernels_types():
     tx = MemoryTx(env, {"usr_1": user})
     gate = MemoryGate(tx, user)
     assert isinstance(tx, BillingTransaction) and isinstance(gate, RunGate)
+    assert isinstance(tx.config, HostConfig)
     # local billing: the pro plan's monthly credits, once a month, then the run's charge
     assert levqor_stripe.gate_run(user, {"kind": "run"}, 30, gate) == {"allow": True, "charged": 30}
     assert levqor_stripe.gate_run(user, {"kind": "run"}, 30, gate) == {"allow": True, "charged": 30}
@@ -161,7 +173,7 @@ class MemoryLedger:
     """A Ledger whose grant follows the host's: never below zero."""
 
     def __init__(self, tx: MemoryTx) -> None:
-        self.tx, self.env = tx, tx.env
+        self.tx, self.config = tx, tx.config
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryTx]:

@@ -64,7 +64,7 @@ def sha256(path: Path) -> str:
 
 def tool(cfg: Config, name: str) -> str:
     """The path of a PostgreSQL client tool (``pg_dump``, ``pg_restore``) on the PATH."""
-    found = shutil.which(name, path=cfg.env.get("PATH"))
+    found = shutil.which(name, path=cfg.backup.path)
     if not found:
         raise BackupError(
             f"{name} not found on PATH: install the PostgreSQL client tools (the server's "

@@ -79,7 +79,7 @@ def _collect_files(cfg: Config, stage: Path) -> list[str]:
                 continue
             out.append(str(rel))
     key = cfg.data_dir / "secret.key"
-    if cfg.backup_include_key and key.is_file() and not key.is_symlink():
+    if cfg.backup.include_key and key.is_file() and not key.is_symlink():
         _copy_snapshot(key, stage / "files" / "secret.key")
         out.append("files/secret.key")
     return out
@@ -91,7 +91,7 @@ def _copy_database(store: Store, cfg: Config, stage: Path) -> tuple[str, mainten
         return name, maintenance.copy_sqlite(store.url, stage / name)
     if store.dialect == "postgresql":
         name = "db/levqor.pgdump"
-        return name, maintenance.dump_postgres(store.url, stage / name, tool(cfg, cfg.pg_dump))
+        return name, maintenance.dump_postgres(store.url, stage / name, tool(cfg, cfg.backup.pg_dump))
     raise BackupError(f"backups of {store.dialect} databases are not supported")
 
 
@@ -152,7 +152,7 @@ def create_backup(store: Store, cfg: Config, *, dest_dir: Path | None = None) ->
 def prune(cfg: Config, *, now: datetime | None = None) -> list[Path]:
     """Remove archives older than the retention; the newest archive always stays."""
     archives = list_backups(cfg)
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=cfg.backup_retention_days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=cfg.backup.retention_days)
     removed = []
     for p in archives[:-1]:
         if archive_time(p) < cutoff:

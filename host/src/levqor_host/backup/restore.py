@@ -50,7 +50,7 @@ def _target_dialect(cfg: Config, manifest: dict) -> str:
             f"the backup is at database revision {rev}, unknown to Levqor {__version__}: "
             "restore it with the Levqor version that made it (or newer)"
         )
-    dialect = cfg.database_url.split(":", 1)[0].split("+", 1)[0]
+    dialect = cfg.database.url.split(":", 1)[0].split("+", 1)[0]
     if dialect == "postgres":
         dialect = "postgresql"
     if dialect != manifest["dialect"]:
@@ -68,14 +68,14 @@ def _refuse_if_in_use(url: str) -> None:
 
 
 def _restore_sqlite(cfg: Config, copy: Path, aside: _Aside, force: bool) -> None:
-    target = maintenance.sqlite_file(cfg.database_url)
+    target = maintenance.sqlite_file(cfg.database.url)
     if target.exists() and target.stat().st_size > 0:
         if not force:
             raise BackupError(
                 f"{target} already exists: restore into an empty data folder, or pass "
                 "--force to replace it (the current files are moved to pre-restore-*/)"
             )
-        _refuse_if_in_use(cfg.database_url)
+        _refuse_if_in_use(cfg.database.url)
     for suffix in ("", "-wal", "-shm"):
         aside.move(target.with_name(target.name + suffix))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,14 +83,14 @@ def _restore_sqlite(cfg: Config, copy: Path, aside: _Aside, force: bool) -> None
 
 
 def _restore_postgres(cfg: Config, dump: Path, force: bool) -> None:
-    if maintenance.table_names(cfg.database_url):
+    if maintenance.table_names(cfg.database.url):
         if not force:
             raise BackupError(
                 "the target PostgreSQL database is not empty: use an empty database, or "
                 "pass --force to replace its Levqor tables"
             )
-        _refuse_if_in_use(cfg.database_url)
-    maintenance.restore_postgres(cfg.database_url, dump, tool(cfg, cfg.pg_restore))
+        _refuse_if_in_use(cfg.database.url)
+    maintenance.restore_postgres(cfg.database.url, dump, tool(cfg, cfg.backup.pg_restore))
 
 
 def _restore_files(stage: Path, data_dir: Path, aside: _Aside) -> bool:
@@ -112,7 +112,7 @@ def _restore_files(stage: Path, data_dir: Path, aside: _Aside) -> bool:
 
 @backup_errors
 def restore_backup(archive: Path, cfg: Config, *, force: bool = False) -> dict:
-    """Restore ``archive`` into ``cfg.data_dir`` and ``cfg.database_url``."""
+    """Restore ``archive`` into ``cfg.data_dir`` and ``cfg.database.url``."""
     archive = Path(archive).resolve()
     data_dir = cfg.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def restore_backup(archive: Path, cfg: Config, *, force: bool = False) -> dict:
         else:
             _restore_postgres(cfg, stage / manifest["database"], force)
         key_restored = _restore_files(stage, data_dir, aside)
-        maintenance.upgrade(cfg.database_url)  # an older backup is brought to this schema
+        maintenance.upgrade(cfg.database.url)  # an older backup is brought to this schema
         return {
             "archive": str(archive),
             "data_dir": str(data_dir),

@@ -36,25 +36,25 @@ def _newest(cfg: Config, out: dict[str, Any]) -> None:
     latest = archives[-1]
     age = (datetime.now(UTC) - archive_time(latest)).total_seconds()
     out.update(latest=latest.name, age_seconds=round(age, 1), count=len(archives))
-    if out["enabled"] and age > cfg.backup_max_age_hours * 3600:
+    if out["enabled"] and age > cfg.backup.max_age_hours * 3600:
         out.update(
             ok=False,
             error=f"the newest backup is {age / 3600:.1f} h old "
-            f"(> LEVQOR_BACKUP_MAX_AGE_HOURS={cfg.backup_max_age_hours:g})",
+            f"(> LEVQOR_BACKUP_MAX_AGE_HOURS={cfg.backup.max_age_hours:g})",
         )
 
 
 def backup_status(cfg: Config, dialect: str, next_fire: str | None = None) -> dict:
     """The ``backup`` part of /api/v1/ops/health."""
-    out: dict[str, Any] = {"ok": True, "enabled": cfg.backup_cron.lower() != "off"}
+    out: dict[str, Any] = {"ok": True, "enabled": cfg.backup.cron.lower() != "off"}
     if not out["enabled"]:
         out["note"] = "scheduled backups are off (LEVQOR_BACKUP_CRON=off)"
-    out["cron"] = cfg.backup_cron
+    out["cron"] = cfg.backup.cron
     if next_fire:
         out["next_fire"] = next_fire
     if dialect == "postgresql":
         try:
-            tool(cfg, cfg.pg_dump)
+            tool(cfg, cfg.backup.pg_dump)
         except BackupError as e:
             out.update(ok=False, error=str(e))
             return out

@@ -106,7 +106,7 @@ def _check_database(manifest: dict, db: Path, path: Path, cfg: Config | None) ->
                 raise BackupError(f"{path.name}: row counts differ from the manifest")
         elif dialect == "postgresql":
             pg_restore = shutil.which(
-                cfg.pg_restore if cfg else "pg_restore", path=(cfg.env.get("PATH") if cfg else None)
+                cfg.backup.pg_restore if cfg else "pg_restore", path=(cfg.backup.path if cfg else None)
             )
             if pg_restore:
                 maintenance.check_postgres_dump(db, pg_restore)

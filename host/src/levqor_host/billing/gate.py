@@ -36,8 +36,8 @@ class RunGate:
         self.now = datetime.now(UTC)
 
     @property
-    def env(self) -> Any:
-        return self.tx.env
+    def config(self) -> Any:
+        return self.tx.config
 
     @property
     def base_url(self) -> str:

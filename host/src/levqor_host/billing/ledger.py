@@ -96,8 +96,8 @@ class BillingTx:
         self._after_commit.append(fn)
 
     @property
-    def env(self) -> Any:
-        return self.ledger.config.env
+    def config(self) -> Config:
+        return self.ledger.config
 
     # users
     def lock_user(self, user_id: str) -> dict | None:
@@ -195,7 +195,7 @@ class Ledger:
         self.pm = pm
         self.hasher = hasher
         self.reward_referral = reward_referral
-        self.price_overrides = parse_price_overrides(getattr(config, "prices", None))
+        self.price_overrides = parse_price_overrides(config.billing.prices)
         #: users known to have a finished (succeeded or failed) run: no "first_run" any more
         self._finished_users: set[str] = set()
         #: the low-credit warning (when email is configured)
@@ -205,10 +205,6 @@ class Ledger:
         if len(self._finished_users) >= 100_000:  # bounded: forgetting only costs a query
             self._finished_users.clear()
         self._finished_users.add(user_id)
-
-    @property
-    def env(self) -> Any:
-        return self.config.env
 
     @contextmanager
     def transaction(self) -> Iterator[BillingTx]:

@@ -61,8 +61,8 @@ class RunSettlement:
         self._cached: list[int] | None = None
 
     @property
-    def env(self) -> Any:
-        return self.tx.env
+    def config(self) -> Any:
+        return self.tx.config
 
     def _sums(self) -> list[int]:
         """[charged, refunded] of the run, read once per settlement (refund() keeps it up to

@@ -3,7 +3,6 @@ summary out."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -39,7 +38,7 @@ def backup_cmd(dest: Path | None, no_prune: bool) -> None:
         f"{len(m['files'])} files, revision {m['alembic_revision']}) in {res['seconds']}s"
     )
     for p in res["removed"]:
-        click.echo(f"removed {p.name} (older than {cfg.backup_retention_days} days)")
+        click.echo(f"removed {p.name} (older than {cfg.backup.retention_days} days)")
 
 
 @click.command("restore")
@@ -57,10 +56,7 @@ def restore_cmd(archive: Path, data_dir: Path | None, force: bool) -> None:
     from levqor_host.backup.restore import restore_backup
     from levqor_host.config import Config
 
-    env = dict(os.environ)
-    if data_dir is not None:
-        env["LEVQOR_DATA_DIR"] = str(data_dir)
-    cfg = Config.from_env(env)
+    cfg = Config.from_env() if data_dir is None else Config.from_env(data_dir=data_dir.expanduser())
     try:
         res = restore_backup(archive, cfg, force=force)
     except BackupError as e:
@@ -71,7 +67,7 @@ def restore_cmd(archive: Path, data_dir: Path | None, force: bool) -> None:
     )
     if res["moved_aside"]:
         click.echo(f"the replaced files are in {res['moved_aside']}")
-    if cfg.secret_key and (cfg.data_dir / "secret.key").exists():
+    if cfg.security.secret_key and (cfg.data_dir / "secret.key").exists():
         click.echo(
             "note: LEVQOR_SECRET_KEY is set and takes precedence over the restored secret.key"
         )

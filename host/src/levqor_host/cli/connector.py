@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from levqor_host.scaffold import ScaffoldError, check, default_parent, scaffold
+
+
+def _config() -> Any:
+    from levqor_host.config import Config
+
+    try:
+        return Config.from_env()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @click.group("connector")
@@ -28,7 +37,7 @@ def connector() -> None:
 )
 @click.option(
     "--author",
-    default=lambda: os.environ.get("LEVQOR_AUTHOR", "Your Name"),
+    default=lambda: _config().cli.author,
     show_default="Your Name",
 )
 def connector_new(name: str, parent: Path | None, author: str) -> None:

@@ -60,7 +60,7 @@ def new_store(cfg: Config) -> Store:
     from levqor_host.store import Store
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    return Store(cfg.database_url, Vault.from_config(cfg.data_dir, cfg.secret_key))
+    return Store(cfg.database.url, Vault.from_config(cfg.data_dir, cfg.security.secret_key))
 
 
 @contextlib.contextmanager
@@ -100,7 +100,11 @@ def plugin_manager(build_catalog: bool = True) -> LevqorPluginManager:
 
     from levqor_host import hookspecs as host_hookspecs
 
-    return make_plugin_manager(extra_hookspecs=[host_hookspecs], build_catalog=build_catalog)
+    return make_plugin_manager(
+        extra_hookspecs=[host_hookspecs],
+        build_catalog=build_catalog,
+        **load_config().plugins.manager_options(),
+    )
 
 
 def problem_lines(problems: list[dict]) -> str:

@@ -63,7 +63,7 @@ def keys_rotate() -> None:
     with open_store(cfg) as store:
         n = store.vault_keys.rotate(Vault([new_key]))
     keyfile = cfg.data_dir / "secret.key"
-    if cfg.secret_key:
+    if cfg.security.secret_key:
         click.echo(
             f"re-encrypted {n} secrets. Set LEVQOR_SECRET_KEY to the new key before the next start:"
         )

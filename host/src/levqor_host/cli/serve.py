@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import errno
-import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,10 +22,10 @@ def bootstrap_admin(state: Services) -> None:
     store = state.store
     if store.users.count() > 0:
         return
-    email = os.environ.get("LEVQOR_ADMIN_EMAIL", "admin@localhost")
+    cfg = state.config
+    email = cfg.cli.admin_email
     user = store.users.create(email, name="Admin", is_admin=True, plan="business")
     key, _ = store.api_keys.create(user["id"], name="first key", scopes=list(SCOPES))
-    cfg = state.config
     click.echo("")
     click.echo("  Levqor is set up. An admin user was created: " + email)
     click.echo("  Your API key (shown once, store it now):")
@@ -36,7 +35,7 @@ def bootstrap_admin(state: Services) -> None:
     )
     click.echo("")
     keyfile = cfg.data_dir / "first-key.txt"
-    if os.environ.get("LEVQOR_WRITE_FIRST_KEY") == "1":
+    if cfg.cli.write_first_key:
         keyfile.write_text(key + "\n")
         keyfile.chmod(0o600)
 
@@ -62,15 +61,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 @click.command()
-@click.option(
-    "--host", default=lambda: os.environ.get("LEVQOR_HOST", "127.0.0.1"), show_default="127.0.0.1"
-)
-@click.option(
-    "--port",
-    default=lambda: int(os.environ.get("LEVQOR_PORT", "8000")),
-    type=int,
-    show_default="8000",
-)
+@click.option("--host", default=lambda: load_config().web.host, show_default="127.0.0.1")
+@click.option("--port", default=lambda: load_config().web.port, type=int, show_default="8000")
 @click.option(
     "--prod", is_flag=True, help="Serve with gunicorn (2 workers, 4 threads; GUNICORN_* override)."
 )
@@ -79,13 +71,14 @@ def serve(host: str, port: int, prod: bool) -> None:
 
     The port is bound first: a server that cannot listen exits before it touches the database,
     claims a run or fires a trigger."""
-    cfg = load_config(base_url=os.environ.get("LEVQOR_BASE_URL") or f"http://{host}:{port}")
-    os.environ.setdefault("LEVQOR_BASE_URL", cfg.base_url)
-    sched = cfg.scheduler in ("auto", "on")
+    cfg = load_config()
+    if not cfg.base_url_given:  # links name the address this server listens on
+        cfg = load_config(base_url=f"http://{host}:{port}")
+    sched = cfg.executor.scheduler in ("auto", "on")
     if prod:
         from levqor_host.wsgi import bind_address, run_gunicorn
 
-        address = bind_address(host, port)
+        address = bind_address(cfg.gunicorn, host, port)
         if address is not None:  # gunicorn binds in its master, before any worker loads the app
             listen(*address).close()
         from levqor_host.app import create_app
@@ -94,7 +87,7 @@ def serve(host: str, port: int, prod: bool) -> None:
         setup = services(create_app(cfg, start_workers=False, start_scheduler=False))
         bootstrap_admin(setup)
         setup.store.close()
-        run_gunicorn(host, port, scheduler=sched)
+        run_gunicorn(cfg, host, port, scheduler=sched)
         return
     from werkzeug.serving import make_server
 
@@ -105,7 +98,7 @@ def serve(host: str, port: int, prod: bool) -> None:
     server = make_server(host, port, app, threaded=True, fd=sock.fileno())
     sock.close()  # the server holds its own copy
     bootstrap_admin(services(app))
-    start_background(app, workers=cfg.executor == "embedded", scheduler=sched)
+    start_background(app, workers=cfg.executor.kind == "embedded", scheduler=sched)
     click.echo(
         f"levqor {__version__} serving on http://{host}:{port} (development server; use --prod for gunicorn)"
     )
@@ -136,11 +129,11 @@ def serve(host: str, port: int, prod: bool) -> None:
 )
 def worker(threads: int | None, executor_mode: str | None, pool: str) -> None:
     """Run queued runs (a separate process beside `levqor serve`)."""
-    overrides = {"workers": threads} if threads else {}
-    if (executor_mode or load_config().executor) == "celery":
+    executor: dict[str, Any] = {"workers": threads} if threads else {}
+    if (executor_mode or load_config().executor.kind) == "celery":
         from levqor_host.workers.celery import run_worker  # docs/scaling.md
 
-        cfg = load_config(executor="celery", **overrides)
+        cfg = load_config(executor={**executor, "kind": "celery"})
 
         def build() -> Services:  # the services of a worker: no embedded threads, no scheduler
             return services(make_app(cfg=cfg))
@@ -148,8 +141,8 @@ def worker(threads: int | None, executor_mode: str | None, pool: str) -> None:
         run_worker(cfg, build, pool=pool, restart=True)
         return
     if executor_mode == "embedded":
-        overrides["executor"] = "embedded"
-    st = services(make_app(start_workers=True, **overrides))
+        executor["kind"] = "embedded"
+    st = services(make_app(start_workers=True, executor=executor))
     click.echo(f"levqor worker {st.executor.worker_id} with {st.executor.threads} threads")
     wait_for_signal()
     click.echo("stopping: letting in-flight steps finish")

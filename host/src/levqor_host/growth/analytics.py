@@ -48,7 +48,7 @@ class EmailHasher:
 
     @classmethod
     def from_config(cls, config: Any, vault: Any) -> EmailHasher:
-        explicit = getattr(config, "analytics_secret", None)
+        explicit = config.growth.analytics_secret
         if explicit:
             return cls(explicit.encode("utf-8"))
         # derived, never the vault key itself: HMAC(vault key, label)

@@ -59,7 +59,7 @@ def check_prompt(prompt: Any, name: Any = None) -> tuple[str, str | None]:
 
 def gate_planning(state: Services, user: dict) -> tuple[int, int]:
     """Price a plan through the billing hooks and ask the gate (402 when refused)."""
-    base = state.config.plan_price_credits
+    base = state.config.planner.price_credits
     p = state.pm.hook.price_task(
         connector=PLANNER_CONNECTOR, action=PLANNER_ACTION, payload={}, price=base
     )
@@ -150,8 +150,8 @@ def _ask_planner(state: Services, user: dict, prompt: str, name: str | None) -> 
     ]
     options = {
         "name": name,
-        "repair_rounds": state.config.planner_repair_rounds,
-        "env": state.config.env,
+        "repair_rounds": state.config.planner.repair_rounds,
+        "env": state.config.plugin_settings(),
     }
     try:
         result = state.pm.hook.plan_pipeline(

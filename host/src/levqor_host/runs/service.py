@@ -259,9 +259,9 @@ class RunService:
         cfg = self.config
         return self.store.leases.claim_next(
             worker_id,
-            lease_seconds=cfg.lease_seconds,
+            lease_seconds=cfg.executor.lease_seconds,
             limit=limit,
-            max_running_per_user=cfg.max_running_per_user,
+            max_running_per_user=cfg.executor.max_running_per_user,
         )
 
     def claim_one(self, worker_id: str, run_id: str) -> dict | None:
@@ -270,13 +270,13 @@ class RunService:
         return self.store.leases.claim(
             worker_id,
             run_id,
-            lease_seconds=cfg.lease_seconds,
-            max_running_per_user=cfg.max_running_per_user,
+            lease_seconds=cfg.executor.lease_seconds,
+            max_running_per_user=cfg.executor.max_running_per_user,
         )
 
     def heartbeat(self, worker_id: str, run_ids: list[str]) -> set[str] | Any:
         """Renew the leases; returns the run ids ``worker_id`` still holds."""
-        return self.store.leases.heartbeat(worker_id, run_ids, lease_seconds=self.config.lease_seconds)
+        return self.store.leases.heartbeat(worker_id, run_ids, lease_seconds=self.config.executor.lease_seconds)
 
     def recorder(self, run: dict) -> StoreRecorder:
         """The recorder of one execution of ``run``."""
@@ -403,7 +403,7 @@ class RunService:
         and settling it, or the run was cancelled while queued). Exactly once: the settlement
         claims the run's ``settled_at``. Returns how many this call settled."""
         if older_than is None:
-            older_than = float(self.config.env.get("LEVQOR_SETTLE_AFTER_SECONDS", "60"))
+            older_than = self.config.executor.settle_after_seconds
         n = 0
         for run in self.store.runs.unsettled(older_than=older_than, limit=50):
             self.finished(run, RunResult(run["status"], run.get("error")))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -294,7 +293,10 @@ def _check_plugin(report: CheckReport, plugin: Any, label: str) -> None:
     from levqor_kernel.plugins import make_plugin_manager
     from levqor_kernel.testing import check_connector
 
-    pm = make_plugin_manager(entry_points=False, builtins=False, plugins=[(label, plugin)])
+    # the plugin under development changes between checks: nothing to remember
+    pm = make_plugin_manager(
+        entry_points=False, builtins=False, plugins=[(label, plugin)], schema_cache_dir=None
+    )
     descs = list(pm.catalog)
 
     def creds(base: str) -> dict | None:
@@ -380,10 +382,9 @@ def _run_project_tests(report: CheckReport, path: Path, src: Path) -> None:
             "pip install 'levqor-kernel[testing]' (or use --no-tests)"
         )
         return
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-    }
+    from levqor_host.config import child_process_env
+
+    env = child_process_env(pythonpath_first=str(src))
     r = subprocess.run(
         [
             sys.executable,

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from levqor_host.config import child_process_env
+
 
 class MaintenanceError(Exception):
     """The database could not be copied, checked or restored (the message says why)."""
@@ -136,7 +138,7 @@ def dump_postgres(url: str, out: Path, pg_dump: str) -> DatabaseCopy:
         proc = subprocess.run(
             [pg_dump, "-Fc", "--no-owner", f"--snapshot={snapshot}", "-f", str(out)]
             + ["-d", conninfo],
-            env={**os.environ, **pgenv},
+            env=child_process_env(**pgenv),
             capture_output=True,
             text=True,
             timeout=3600,
@@ -164,7 +166,7 @@ def restore_postgres(url: str, dump: Path, pg_restore: str) -> None:
     proc = subprocess.run(
         [pg_restore, "--clean", "--if-exists", "--no-owner", "--single-transaction"]
         + ["-d", conninfo, str(dump)],
-        env={**os.environ, **pgenv},
+        env=child_process_env(**pgenv),
         capture_output=True,
         text=True,
         timeout=3600,

@@ -103,10 +103,10 @@ class Inboxes:
     ) -> Inboxes:
         """The inboxes in ``config.logs_dir``, with the configuration's limits and address."""
         return cls(
-            InboxFiles(config.logs_dir, config.inbox_max_bytes),
+            InboxFiles(config.logs_dir, config.support.inbox_max_bytes),
             metrics=metrics,
             mailer=mailer,
-            receiving_email=config.receiving_email,
+            receiving_email=config.mail.receiving_email,
             security=config.security,
             on_rate_limited=on_rate_limited,
         )

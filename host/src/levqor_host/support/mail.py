@@ -48,7 +48,7 @@ class Mailer:
 
     @property
     def configured(self) -> bool:
-        return bool(self.cfg.resend_api_key)
+        return bool(self.cfg.mail.resend_api_key)
 
     # ------------------------------------------------------------------ sending
     def send(
@@ -65,17 +65,17 @@ class Mailer:
         if not self.configured:
             raise MailError("email is off: set RESEND_API_KEY (and LEVQOR_MAIL_FROM)")
         body: dict[str, Any] = {
-            "from": self.cfg.mail_from,
+            "from": self.cfg.mail.mail_from,
             "to": [to],
             "subject": subject[:250],
             "text": text,
         }
         if reply_to:
             body["reply_to"] = reply_to
-        headers = {"Authorization": f"Bearer {self.cfg.resend_api_key}"}
+        headers = {"Authorization": f"Bearer {self.cfg.mail.resend_api_key}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key[:256]
-        url = f"{self.cfg.resend_api_base}/emails"
+        url = f"{self.cfg.mail.resend_api_base}/emails"
         last = ""
         for attempt in range(3):
             try:
@@ -192,7 +192,7 @@ class Mailer:
         (:class:`~levqor_host.billing.ledger.LowCredit`); ``crossing`` names it in the Resend
         Idempotency-Key, so a retried send goes out once."""
         text = (
-            f"Your Levqor balance is {balance} credits, below {self.cfg.low_credit_threshold}.\n"
+            f"Your Levqor balance is {balance} credits, below {self.cfg.billing.low_credit_threshold}.\n"
             "Runs that cost more than your balance are refused. Add credits or change your "
             f"plan: {self.cfg.base_url}/billing\n"
         )

@@ -101,11 +101,11 @@ def referral_claim(body: Any) -> Response:
             current_user(),
             body.code,
             {k: getattr(body, k) for k in UTM_FIELDS},
-            claim_days=st.config.referral_claim_days,
+            claim_days=st.config.growth.referral_claim_days,
         )
     except ReferralError as e:
         raise ApiError(e.status, e.code, e.message) from None
-    resp = jsonify({"referral": ref, "bonus_on_first_success": st.config.referral_bonus})
+    resp = jsonify({"referral": ref, "bonus_on_first_success": st.config.growth.referral_bonus})
     resp.status_code = 201
     return resp
 
@@ -126,6 +126,6 @@ def referral_status() -> Response:
             st.store.referrals,
             current_user(),
             base_url=st.config.base_url,
-            bonus=st.config.referral_bonus,
+            bonus=st.config.growth.referral_bonus,
         )
     )

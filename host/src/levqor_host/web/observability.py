@@ -77,7 +77,7 @@ def install_request_hooks(app: Flask, state: Services) -> None:
 
 
 def metrics_response(state: Services) -> Response:
-    token = state.config.metrics_token
+    token = state.config.observability.metrics_token
     if token:
         auth = request.headers.get("Authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else ""
@@ -88,7 +88,7 @@ def metrics_response(state: Services) -> Response:
                 "send Authorization: Bearer <LEVQOR_METRICS_TOKEN>",
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
-    text = metrics_text(state.metrics.registry, state.store, state.config.prometheus_multiproc_dir)
+    text = metrics_text(state.metrics.registry, state.store, state.config.observability.prometheus_multiproc_dir)
     return Response(text, mimetype=CONTENT_TYPE_LATEST.split(";")[0])
 
 
@@ -98,4 +98,4 @@ def install_observability(app: Flask, state: Services) -> None:
     from sentry_sdk.integrations.flask import FlaskIntegration
 
     cfg = state.config
-    init_sentry(cfg.sentry_dsn, cfg.sentry_environment, [FlaskIntegration()])
+    init_sentry(cfg.observability.sentry_dsn, cfg.observability.sentry_environment, [FlaskIntegration()])

@@ -272,7 +272,7 @@ def read_query(param: Param) -> Any:
 def read_body(model: type[Body], max_bytes: Callable[[Any], int] | None = None) -> Any:
     """The request's JSON body checked against ``model`` (400 naming the first problem)."""
     cfg = current_app.extensions["levqor"].config
-    data = json_body(cfg.max_json_depth, max_bytes=max_bytes(cfg) if max_bytes else None)
+    data = json_body(cfg.web.max_json_depth, max_bytes=max_bytes(cfg) if max_bytes else None)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
     try:

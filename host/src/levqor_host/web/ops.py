@@ -133,7 +133,7 @@ def check_database(st: Any) -> dict:
 
 def check_executor(st: Any) -> dict:
     cfg = st.config
-    out: dict[str, Any] = {"ok": True, "mode": cfg.executor}
+    out: dict[str, Any] = {"ok": True, "mode": cfg.executor.kind}
     try:
         qs = st.store.runs.queue_stats()
         out.update(
@@ -159,7 +159,7 @@ def check_executor(st: Any) -> dict:
         out["in_this_process"] = False
         out["note"] = (
             "executor off (LEVQOR_EXECUTOR=off)"
-            if cfg.executor == "off"
+            if cfg.executor.kind == "off"
             else "no workers in this process: `levqor worker` runs the queue"
         )
     else:
@@ -180,11 +180,11 @@ def check_executor(st: Any) -> dict:
             )
             return out
     age = out.get("oldest_queued_age_seconds")
-    if cfg.health_max_queue_age > 0 and age is not None and age > cfg.health_max_queue_age:
+    if cfg.observability.health_max_queue_age > 0 and age is not None and age > cfg.observability.health_max_queue_age:
         out.update(
             ok=False,
             error=f"the oldest queued run has waited {age:.0f} s "
-            f"(> LEVQOR_HEALTH_MAX_QUEUE_AGE={cfg.health_max_queue_age:g}): no worker is taking runs",
+            f"(> LEVQOR_HEALTH_MAX_QUEUE_AGE={cfg.observability.health_max_queue_age:g}): no worker is taking runs",
         )
     return out
 
@@ -192,7 +192,7 @@ def check_executor(st: Any) -> dict:
 def check_scheduler(st: Any) -> dict:
     cfg = st.config
     sched = st.scheduler
-    out: dict[str, Any] = {"ok": True, "mode": cfg.scheduler}
+    out: dict[str, Any] = {"ok": True, "mode": cfg.executor.scheduler}
     try:
         holder = st.store.locks.holder("scheduler")
     except Exception as e:  # noqa: BLE001
@@ -213,7 +213,7 @@ def check_scheduler(st: Any) -> dict:
     errors = []
     if sched is not None and not sched.alive():
         errors.append("the scheduler in this process is stopped")
-    if holder is None and cfg.scheduler != "off":
+    if holder is None and cfg.executor.scheduler != "off":
         errors.append(
             "no scheduler is the leader: cron triggers and backups are not firing "
             "(run `levqor scheduler` or serve with LEVQOR_SCHEDULER=auto)"
@@ -254,7 +254,7 @@ def check_disk(st: Any) -> dict:
         free_bytes=usage.free,
         total_bytes=usage.total,
         free_percent=round(usage.free * 100 / usage.total, 2) if usage.total else None,
-        min_free_mb=cfg.health_min_free_mb,
+        min_free_mb=cfg.observability.health_min_free_mb,
     )
     probe = d / f".health-{uuid.uuid4().hex[:8]}"
     try:
@@ -263,10 +263,10 @@ def check_disk(st: Any) -> dict:
     except OSError as e:
         out["error"] = f"the data folder is not writable: {e.strerror or type(e).__name__}"
         return out
-    if usage.free < cfg.health_min_free_mb * 1024 * 1024:
+    if usage.free < cfg.observability.health_min_free_mb * 1024 * 1024:
         out["error"] = (
             f"{usage.free // (1024 * 1024)} MB free, below LEVQOR_HEALTH_MIN_FREE_MB="
-            f"{cfg.health_min_free_mb}"
+            f"{cfg.observability.health_min_free_mb}"
         )
         return out
     out["ok"] = True

@@ -75,14 +75,14 @@ class Forwarded(Stored):
 
 @bp.post("/errors")
 @public("the browser reports errors before sign-in too; rate limited, scrubbed")
-@_rate_limited("errors", lambda cfg: cfg.errors_rate_limit)
+@_rate_limited("errors", lambda cfg: cfg.support.errors_rate_limit)
 @operation(
     "Report a frontend error (public, rate limited; scrubbed, then kept in logs/errors.jsonl)",
     "The dashboard's error reporter: secrets and query strings are scrubbed before the "
     "report is kept (and sent to Sentry when SENTRY_DSN is set).",
     tag="ops",
     body=ErrorReport,
-    max_bytes=lambda cfg: cfg.error_max_bytes,
+    max_bytes=lambda cfg: cfg.support.error_max_bytes,
     responses={201: answer(Stored)},
 )
 def report_error(body: Any) -> tuple[Response, int]:
@@ -100,7 +100,7 @@ def report_error(body: Any) -> tuple[Response, int]:
 
 @bp.post("/support")
 @public("anyone may write to support; rate limited")
-@_rate_limited("support", lambda cfg: cfg.support_rate_limit)
+@_rate_limited("support", lambda cfg: cfg.support.support_rate_limit)
 @operation(
     "Send a message to support (public, rate limited; kept in logs/support.jsonl and "
     "forwarded by email when configured)",
@@ -108,7 +108,7 @@ def report_error(body: Any) -> tuple[Response, int]:
     "both are set; forward says what happened.",
     tag="ops",
     body=SupportMessage,
-    max_bytes=lambda cfg: cfg.support_max_bytes,
+    max_bytes=lambda cfg: cfg.support.support_max_bytes,
     responses={202: answer(Forwarded)},
 )
 def support(body: Any) -> tuple[Response, int]:
@@ -173,8 +173,8 @@ def errors_health() -> tuple[Response, int]:
         "inbox": {"ok": problem is None, "path": "logs/errors.jsonl"},
         "sentry": {
             "ok": True,
-            "configured": bool(st.config.sentry_dsn),
-            **({} if st.config.sentry_dsn else {"note": "set SENTRY_DSN to also send to Sentry"}),
+            "configured": bool(st.config.observability.sentry_dsn),
+            **({} if st.config.observability.sentry_dsn else {"note": "set SENTRY_DSN to also send to Sentry"}),
         },
     }
     if problem:
@@ -198,7 +198,7 @@ def support_health() -> tuple[Response, int]:
     checks: dict[str, dict] = {"inbox": {"ok": problem is None, "path": "logs/support.jsonl"}}
     if problem:
         checks["inbox"]["error"] = problem
-    configured = bool(cfg.receiving_email and cfg.resend_api_key)
+    configured = bool(cfg.mail.receiving_email and cfg.mail.resend_api_key)
     fwd: dict[str, Any] = {"ok": True, "configured": configured}
     if not configured:
         fwd["note"] = (

@@ -138,7 +138,7 @@ def _accept(st, token: str) -> tuple[dict, bool, str, dict]:
         raise ApiError(
             401, "signature_required", "this webhook requires a signature but has no secret yet"
         )
-    data = _parse_body(st.config.webhook_max_bytes, st.config.max_json_depth)
+    data = _parse_body(st.config.web.webhook_max_bytes, st.config.web.max_json_depth)
     delivery = request.headers.get("X-Levqor-Delivery") or request.headers.get("Idempotency-Key")
     if delivery is not None and not (1 <= len(delivery) <= 200):
         raise ApiError(400, "invalid_request", "delivery id must be 1-200 characters")

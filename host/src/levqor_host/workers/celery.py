@@ -61,11 +61,11 @@ def make_celery(cfg: Config) -> Celery:
         from celery import Celery
     except ImportError as e:  # pragma: no cover - the extra is installed in CI
         raise _missing() from e
-    if not cfg.broker_url:
+    if not cfg.executor.broker_url:
         raise ValueError("LEVQOR_EXECUTOR=celery needs LEVQOR_BROKER_URL (redis://host:6379/0)")
-    app = Celery("levqor", broker=cfg.broker_url, set_as_current=False)
+    app = Celery("levqor", broker=cfg.executor.broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=cfg.celery_queue,
+        task_default_queue=cfg.executor.celery_queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -82,7 +82,7 @@ def make_celery(cfg: Config) -> Celery:
         broker_connection_timeout=3,
         broker_transport_options={
             # a message not acked within this is delivered again (must exceed a step's timeout)
-            "visibility_timeout": cfg.celery_visibility_timeout,
+            "visibility_timeout": cfg.executor.celery_visibility_timeout,
             "socket_connect_timeout": 3,
             "socket_timeout": 30,
             "socket_keepalive": True,
@@ -110,7 +110,7 @@ class CeleryDispatcher:
 
     def __init__(self, config: Config, celery: Celery | None = None) -> None:
         self.celery = celery or make_celery(config)
-        self.queue = config.celery_queue
+        self.queue = config.executor.celery_queue
         self._down_until = 0.0
         self.sent = 0
         self.failed = 0
@@ -194,7 +194,7 @@ class LeaseSweeper:
             pass
 
     def _loop(self) -> None:
-        interval = self.config.celery_sweep_interval
+        interval = self.config.executor.celery_sweep_interval
         while not self._stop.wait(interval):
             try:
                 self.sweep()
@@ -204,16 +204,16 @@ class LeaseSweeper:
     def sweep(self) -> int:
         """One pass (when this process holds the sweep lock); returns how many runs were sent."""
         cfg, store = self.config, self.store
-        if not store.locks.acquire(SWEEP_LOCK, self.owner, max(3.0, cfg.celery_sweep_interval * 3)):
+        if not store.locks.acquire(SWEEP_LOCK, self.owner, max(3.0, cfg.executor.celery_sweep_interval * 3)):
             return 0
         now_m = time.monotonic()
         self._recent = {
-            k: t for k, t in self._recent.items() if now_m - t < cfg.celery_requeue_after
+            k: t for k, t in self._recent.items() if now_m - t < cfg.executor.celery_requeue_after
         }
         waiting = self.dispatcher.queue_length()
         if waiting is None:
             return 0  # the broker is away: nothing can be sent now
-        cutoff = datetime.now(UTC) - timedelta(seconds=cfg.celery_requeue_after)
+        cutoff = datetime.now(UTC) - timedelta(seconds=cfg.executor.celery_requeue_after)
         found = store.leases.stranded(queued_before=cutoff if waiting == 0 else None)
         sent = 0
         for rid in [*found["expired"], *found["queued"]]:
@@ -248,7 +248,7 @@ class CeleryWorker:
             current = store.runs.get(None, run_id)
             if current is not None and current["status"] == "queued":
                 # the user is at LEVQOR_MAX_RUNNING_PER_USER: try again shortly
-                self.dispatcher.send(run_id, countdown=max(0.5, cfg.poll_interval * 2))
+                self.dispatcher.send(run_id, countdown=max(0.5, cfg.executor.poll_interval * 2))
                 return "deferred"
             return "skipped"  # finished, cancelled, or leased by a live worker: a duplicate
         status = self.executor.execute(run)
@@ -360,7 +360,7 @@ def run_worker(
     """
     from celery import signals
 
-    concurrency = concurrency or cfg.workers
+    concurrency = concurrency or cfg.executor.workers
     state = build()
     runtime = WorkerRuntime(state, rebuild=build)
 
@@ -380,8 +380,8 @@ def run_worker(
         "worker",
         f"--pool={pool}",
         f"--concurrency={concurrency}",
-        f"--loglevel={loglevel or cfg.log_level}",
-        f"--queues={cfg.celery_queue}",
+        f"--loglevel={loglevel or cfg.observability.log_level}",
+        f"--queues={cfg.executor.celery_queue}",
         f"--hostname=levqor-{os.getpid()}@{socket.gethostname()}",
         "--without-gossip",
         "--without-mingle",

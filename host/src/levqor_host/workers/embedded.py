@@ -50,7 +50,7 @@ class EmbeddedExecutor:
     ) -> None:
         self.runs = runs
         self.config = runs.config
-        self.threads = threads if threads is not None else self.config.workers
+        self.threads = threads if threads is not None else self.config.executor.workers
         self.worker_id = worker_id or worker_identity()
         self._wake = threading.Condition()
         self._pending_wakes = 0
@@ -83,7 +83,7 @@ class EmbeddedExecutor:
     def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let in-flight steps finish within ``grace`` seconds; runs that are not
         finished by then are released back to the queue and resume elsewhere."""
-        grace = self.config.shutdown_grace if grace is None else grace
+        grace = self.config.executor.shutdown_grace if grace is None else grace
         self.runs.remove_dispatcher(self._queued)
         self._stopping.set()
         self.notify(all_=True)
@@ -123,12 +123,12 @@ class EmbeddedExecutor:
                 runs = self.runs.claim(self.worker_id, limit=1)
             except Exception:  # noqa: BLE001 - the database may be briefly away; keep the worker alive
                 log.exception("claiming runs failed")
-                self._stopping.wait(min(2.0, cfg.poll_interval * 4))
+                self._stopping.wait(min(2.0, cfg.executor.poll_interval * 4))
                 continue
             if not runs:
                 with self._wake:
                     if self._pending_wakes == 0:
-                        self._wake.wait(cfg.poll_interval)
+                        self._wake.wait(cfg.executor.poll_interval)
                     self._pending_wakes = max(0, self._pending_wakes - 1)
                 continue
             for run in runs:
@@ -139,9 +139,9 @@ class EmbeddedExecutor:
         return self.runs.repair_settlements(older_than)
 
     def _beat(self) -> None:
-        interval = max(0.2, self.config.lease_seconds / 3)
+        interval = max(0.2, self.config.executor.lease_seconds / 3)
         sweep_every = max(
-            interval, float(self.config.env.get("LEVQOR_SETTLE_SWEEP_SECONDS", "30"))
+            interval, self.config.executor.kind.settle_sweep_seconds
         )
         next_sweep = time.monotonic() + sweep_every
         while not (self._stopping.is_set() and not self.active_runs):
@@ -296,7 +296,7 @@ class EmbeddedExecutor:
             status, err = "cancelled", {
                 "type": "Cancelled", "message": "run cancelled", "retryable": False
             }
-        elif lost >= self.config.max_worker_losses:
+        elif lost >= self.config.executor.max_worker_losses:
             status, err = "failed", {
                 "type": "Abandoned",
                 "message": f"abandoned: worker lost {lost} times",
@@ -311,5 +311,5 @@ class EmbeddedExecutor:
 
     def _stop_deadline(self) -> float:
         if not hasattr(self, "_stop_at"):
-            self._stop_at = time.monotonic() + self.config.shutdown_grace * 0.8
+            self._stop_at = time.monotonic() + self.config.executor.shutdown_grace * 0.8
         return self._stop_at

@@ -111,7 +111,7 @@ class SchedulerService:
 
     def _sync_backup_job(self) -> None:
         """The daily backup (``LEVQOR_BACKUP_CRON``, default 00:00 UTC; ``off`` disables it)."""
-        expr = self.config.backup_cron
+        expr = self.config.backup.cron
         if self.backup is None or expr.lower() == "off" or self.sched.get_job(self.BACKUP_JOB):
             return
         try:
@@ -141,7 +141,7 @@ class SchedulerService:
     def _sync_prune_job(self) -> None:
         """Run retention (``LEVQOR_RUN_RETENTION_DAYS``; 0, the default, keeps every run): daily
         at 00:30 UTC the leader deletes finished runs older than that many days."""
-        if self.config.run_retention_days <= 0 or self.sched.get_job(self.PRUNE_JOB):
+        if self.config.database.run_retention_days <= 0 or self.sched.get_job(self.PRUNE_JOB):
             return
         self.sched.add_job(
             self.prune_runs, cron_trigger("30 0 * * *"), id=self.PRUNE_JOB,
@@ -150,7 +150,7 @@ class SchedulerService:
 
     def prune_runs(self) -> int | None:
         """The retention job: only the leader prunes. Returns how many runs were deleted."""
-        days = self.config.run_retention_days
+        days = self.config.database.run_retention_days
         if not self.is_leader or days <= 0:
             return None
         cutoff = datetime.now(UTC) - timedelta(days=days)

@@ -10,11 +10,19 @@ it uses the objects it is given through their types in :mod:`levqor_kernel.host`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from levqor_kernel import hookimpl
-from levqor_kernel.host import BillingTransaction, DashboardPage, Host, RunGate, RunSettlement
+from levqor_kernel.host import (
+    BillingTransaction,
+    DashboardPage,
+    Host,
+    HostConfig,
+    RunGate,
+    RunSettlement,
+)
 
 from . import config as _config
 
@@ -33,8 +41,17 @@ _ENV_KEYS = (
 )
 
 
-def billing_config(env: Any, base_url: str = "http://127.0.0.1:8000") -> _config.BillingConfig:
-    """The (cached) billing configuration of an environment mapping."""
+#: the host's variables this plugin reads (docs/billing.md)
+SETTINGS_PREFIXES = ("STRIPE_", "LEVQOR_STRIPE_", "LEVQOR_BILLING", "LEVQOR_PLANS", "LEVQOR_CREDIT_PACKS")
+
+
+def settings(config: HostConfig) -> Mapping[str, str]:
+    """This plugin's variables, read through the host's configuration."""
+    return config.plugin_settings(*SETTINGS_PREFIXES)
+
+
+def billing_config(env: Mapping[str, str], base_url: str = "http://127.0.0.1:8000") -> _config.BillingConfig:
+    """The (cached) billing configuration of a settings mapping (:func:`settings`)."""
     key = (base_url, *(env.get(k) for k in _ENV_KEYS))
     cfg = _CACHE.get(key)
     if cfg is None:
@@ -95,7 +112,7 @@ def gate_run(user: dict, pipeline: dict, price: int, ledger: RunGate | None) -> 
     monthly credits are granted first (once a month). Without a ledger there is no gate."""
     if ledger is None:
         return None
-    cfg = billing_config(ledger.env)
+    cfg = billing_config(settings(ledger.config))
     if not cfg.enforced:
         return None  # unlimited: no gate
     plan = cfg.plan(ledger.plan)
@@ -152,7 +169,7 @@ def record_run_cost(user: dict, run: dict, cost: int, ledger: RunSettlement | No
     if ledger is None:
         return
     charged = int(run.get("charged", ledger.charged) or 0)
-    cfg = billing_config(ledger.env)
+    cfg = billing_config(settings(ledger.config))
     if not cfg.enforced and charged == 0:
         return
     if run.get("platform_failure"):
@@ -166,7 +183,7 @@ def register_blueprints(app: Any, state: Host) -> None:
     from .dashboard import bp as dashboard_bp
     from .web import bp
 
-    app.extensions["levqor_stripe"] = billing_config(state.config.env, state.config.base_url)
+    app.extensions["levqor_stripe"] = billing_config(settings(state.config), state.config.base_url)
     app.register_blueprint(bp)
     app.register_blueprint(dashboard_bp)  # the billing page's template and ES module
 

@@ -61,7 +61,7 @@ def _check_credential_rules(connector: str, values: dict) -> None:
             connector,
             connector=connector,
             credentials=values,
-            env=st.config.env,
+            env=st.config.plugin_settings(),
         )
     except Exception:  # noqa: BLE001 - a broken check must not store what it could not judge
         current_app.logger.exception("validate_credentials of %s failed", connector)
@@ -180,7 +180,7 @@ def _check(cred_id: str, connector: str, values: dict) -> dict:
 
     st = state()
     ctx = make_context(
-        f"credtest-{cred_id}", "check", timeout=15.0, env=st.config.env, user_id=current_user()["id"]
+        f"credtest-{cred_id}", "check", timeout=15.0, env=st.config.plugin_settings(), user_id=current_user()["id"]
     )
     # redacted from the helper's errors and dropped from headers on a cross-origin redirect
     ctx.http.add_secrets(*(v for v in secrets_in(values) if len(v) >= 6))

@@ -87,8 +87,8 @@ def idempotent(body_field: str | None = None) -> Callable:
                 user_id,
                 key,
                 _fingerprint(),
-                ttl=timedelta(hours=st.config.idempotency_hours),
-                stale=timedelta(seconds=st.config.run_wait_max + 120),
+                ttl=timedelta(hours=st.config.web.idempotency_hours),
+                stale=timedelta(seconds=st.config.web.run_wait_max + 120),
             )
             if found.state == "done":
                 resp = Response(found.body, status=found.status, mimetype="application/json")

@@ -61,7 +61,7 @@ def check_rate(st, user_id: str) -> None:
     LEVQOR_RATE_LIMIT_STORAGE) with its strategy, so ``LEVQOR_RATE_LIMITS=off`` turns this
     limit off too.
     """
-    per_minute = st.config.plan_rate_per_minute
+    per_minute = st.config.planner.rate_per_minute
     if per_minute <= 0:
         return
     fl = current_app.extensions["levqor_security"].limiter  # create_app always installs it

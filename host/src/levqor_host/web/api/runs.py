@@ -64,7 +64,7 @@ def _wait(raw: str) -> float:
         w = float(raw)
     except ValueError:
         raise ValueError("wait must be a number of seconds") from None
-    most = state().config.run_wait_max
+    most = state().config.web.run_wait_max
     if not 0 <= w <= most:
         raise ValueError(f"wait must be between 0 and {most:g}")
     return w
