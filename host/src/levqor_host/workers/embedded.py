@@ -141,7 +141,7 @@ class EmbeddedExecutor:
     def _beat(self) -> None:
         interval = max(0.2, self.config.executor.lease_seconds / 3)
         sweep_every = max(
-            interval, self.config.executor.kind.settle_sweep_seconds
+            interval, self.config.executor.settle_sweep_seconds
         )
         next_sweep = time.monotonic() + sweep_every
         while not (self._stopping.is_set() and not self.active_runs):
