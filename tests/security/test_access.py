@@ -91,7 +91,7 @@ def rules(app):
 
 def declared(app, rule):
     """The access the route carries on its view (``levqor_kernel.access``)."""
-    from levqor_host.security.auth import route_access
+    from levqor_host.web.access import route_access
 
     with app.app_context():
         return route_access(rule.endpoint)
@@ -218,7 +218,7 @@ def test_a_referral_claim_needs_the_billing_scope_and_never_names_the_referrer(s
 
 def test_a_plugin_route_is_enforced_by_its_declaration_and_closed_without_one(tmp_path):
     from flask import Blueprint, jsonify
-    from levqor_host.security.auth import undeclared_routes
+    from levqor_host.web.access import undeclared_routes
     from levqor_kernel import hookimpl
     from levqor_kernel.access import requires
 

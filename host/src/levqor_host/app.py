@@ -121,9 +121,9 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
 
 def _install_web(app: Flask, state: Services) -> None:
     """Observability, security, the host's blueprints, the plugins' and the dashboard."""
-    from levqor_host.security.install import install_security, report_undeclared_routes
     from levqor_host.web import register_blueprints
     from levqor_host.web.observability import install_observability
+    from levqor_host.web.protection import install_security, report_undeclared_routes
 
     install_observability(app, state)  # request ids, JSON access lines, HTTP metrics, Sentry
     install_security(app, state)  # sign-in, rate limits, security headers, trusted proxies

@@ -1,4 +1,6 @@
-"""Security: the secrets vault (and, in the host, API key authentication)."""
+"""Security that holds no web framework: the secrets vault, passwords, API key scopes, JWT
+verification and the security settings. Sign-in and limits at the edge are in levqor_host.web
+(access, protection)."""
 
 from __future__ import annotations
 

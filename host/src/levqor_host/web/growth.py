@@ -18,7 +18,7 @@ from levqor_host.growth.analytics import (
     user_usage,
 )
 from levqor_host.growth.analytics import referral_status as referral_summary
-from levqor_host.security.auth import current_user, require, signed_in
+from levqor_host.web.access import current_user, require, signed_in
 from levqor_host.web.api.idempotency import idempotent
 from levqor_host.web.operations import (
     ERROR,

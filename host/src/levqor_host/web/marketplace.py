@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from levqor_host.marketplace import listing
-from levqor_host.security.auth import public
+from levqor_host.web.access import public
 from levqor_host.web.operations import answer, operation
 
 bp = Blueprint("marketplace", __name__, url_prefix="/api/v1")

@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from levqor_kernel.http import redact
 
 from levqor_host import __version__
-from levqor_host.security.auth import public
+from levqor_host.web.access import public
 from levqor_host.web.operations import answer, content, operation
 
 bp = Blueprint("ops", __name__)

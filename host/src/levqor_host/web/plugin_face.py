@@ -17,7 +17,7 @@ class FlaskRequestFace:
         self.max_json_depth = max_json_depth
 
     def authenticate(self, scope: str | None = None) -> dict:
-        from levqor_host.security.auth import check_request
+        from levqor_host.web.access import check_request
 
         return check_request(scope).user
 

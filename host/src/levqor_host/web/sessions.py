@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect
 from pydantic import BaseModel
 
 from levqor_host.errors import ApiError
-from levqor_host.security.auth import (
+from levqor_host.web.access import (
     CSRF_COOKIE,
     CSRF_HEADER,
     cookie_name,

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field, create_model
 
 from levqor_host.errors import ApiError
-from levqor_host.security.auth import public
 from levqor_host.support.inbox import EMAIL_RE, ERROR_FIELDS, SUPPORT_FIELDS
+from levqor_host.web.access import public
 from levqor_host.web.operations import Body, answer, operation
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def support(body: Any) -> tuple[Response, int]:
     subject, message = body.subject.strip(), body.message.strip()
     if not subject or not message:
         raise ApiError(400, "invalid_request", "subject and message must not be empty")
-    from levqor_host.security.auth import peek_identity
+    from levqor_host.web.access import peek_identity
 
     ident = peek_identity()
     try:

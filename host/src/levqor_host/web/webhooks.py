@@ -16,7 +16,7 @@ import time
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from levqor_host.errors import ApiError, parse_json
-from levqor_host.security.auth import public
+from levqor_host.web.access import public
 from levqor_host.web.api.schemas import RunAccepted
 from levqor_host.web.operations import answer, header, operation
 

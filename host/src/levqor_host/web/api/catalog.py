@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify
 
-from levqor_host.security.auth import current_user, public, require, signed_in
+from levqor_host.web.access import current_user, public, require, signed_in
 from levqor_host.web.api.blueprint import bp, state
 from levqor_host.web.api.schemas import Catalog, Me
 from levqor_host.web.openapi import openapi_document

@@ -8,7 +8,7 @@ from jsonschema import Draft202012Validator
 from levqor_kernel.http import redact, secrets_in
 
 from levqor_host.errors import ApiError
-from levqor_host.security.auth import current_user, require
+from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
 from levqor_host.web.api.idempotency import idempotent
 from levqor_host.web.api.schemas import (

@@ -26,7 +26,7 @@ from typing import Any
 from flask import Response, current_app, request
 
 from levqor_host.errors import ApiError
-from levqor_host.security.auth import current_user
+from levqor_host.web.access import current_user
 
 log = logging.getLogger("levqor.idempotency")
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from levqor_host.errors import MAX_VERSION, ApiError
-from levqor_host.security.auth import current_user, require
+from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
 from levqor_host.web.api.idempotency import idempotent
 from levqor_host.web.api.schemas import (

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from levqor_host.errors import ApiError
 from levqor_host.planner.service import MAX_PROMPT_CHARS, check_prompt, has_planner, plan
-from levqor_host.security.auth import current_user, require
+from levqor_host.web.access import current_user, require
 from levqor_host.web.api.idempotency import idempotent
 from levqor_host.web.api.pipelines import pipeline_out
 from levqor_host.web.api.schemas import PipelineDocument, PipelineOut

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from levqor_host.errors import ApiError
-from levqor_host.security.auth import current_user, require
+from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
 from levqor_host.web.api.idempotency import idempotent, request_key
 from levqor_host.web.api.schemas import RUN_STATUSES, Run, RunAccepted, RunIn, RunList

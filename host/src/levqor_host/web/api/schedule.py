@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from levqor_host.cron import next_fire_times
 from levqor_host.errors import ApiError
-from levqor_host.security.auth import require
+from levqor_host.web.access import require
 from levqor_host.web.operations import Error, answer, bounded_int, operation, query
 
 bp = Blueprint("schedule", __name__, url_prefix="/api/v1")

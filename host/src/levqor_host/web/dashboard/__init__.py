@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, render_template, url_
 from levqor_kernel.host import DashboardPage
 
 from levqor_host import __version__
-from levqor_host.security.auth import public
+from levqor_host.web.access import public
 from levqor_host.web.operations import content, declare, document_static_files, operation
 
 bp = Blueprint(

@@ -38,8 +38,8 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from levqor_host.security.auth import enforce_access, peek_identity, undeclared_routes
 from levqor_host.security.jwt_auth import SupabaseVerifier
+from levqor_host.web.access import enforce_access, peek_identity, undeclared_routes
 
 log = logging.getLogger("levqor.security")
 

@@ -7,9 +7,9 @@ declaration before any view runs, and a route without one is closed.
 Three ways in, tried in this order:
 
 * ``Authorization: Bearer lvq_...``: an API key; its scopes are the key's.
-* ``Authorization: Bearer <jwt>``: a Supabase access token (see :mod:`.jwt_auth`); the user is
-  created on first sight and has every scope but ``admin`` (``admin`` too when the user is an
-  admin).
+* ``Authorization: Bearer <jwt>``: a Supabase access token (see
+  :mod:`levqor_host.security.jwt_auth`); the user is created on first sight and has every
+  scope but ``admin`` (``admin`` too when the user is an admin).
 * the host's session cookie (dashboard sign-in, :mod:`levqor_host.web.sessions`), with the
   same scopes as a JWT. A cookie-authenticated request that changes something (any method but
   GET, HEAD, OPTIONS) must also carry the session's CSRF token in ``X-CSRF-Token`` (or a
