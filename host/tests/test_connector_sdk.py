@@ -153,32 +153,6 @@ def test_default_location_is_plugins_inside_a_checkout_else_the_current_folder(t
     assert (elsewhere / "levqor-okapi" / "src" / "levqor_okapi" / "__init__.py").is_file()
 
 
-def test_check_a_good_project_and_an_installed_distribution(tmp_path):
-    proj = scaffold("quokka", tmp_path)
-    r = levqor("connector", "check", str(proj), "--json")
-    report = json.loads(r.stdout)
-    assert r.returncode == 0 and report["ok"], report
-    assert report["distribution"] == "levqor-quokka" and report["modules"] == ["levqor_quokka"]
-    assert any("429 with Retry-After" in c for c in report["checks"])
-    assert any("pytest -k levqor_contract" in c for c in report["checks"])
-    r = levqor("connector", "check", "levqor-notion")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "nothing to fix" in r.stdout
-    r = levqor("connector", "check", "levqor-no-such-thing")
-    assert r.returncode == 1 and "no installed distribution" in r.stdout
-
-
-def test_check_points_an_endpoint_credential_at_the_fake():
-    # levqor-slack's credential is the webhook URL itself (endpoint_field): the check points it
-    # at its fake and allows the fake's host, so the network checks run instead of being skipped
-    r = levqor("connector", "check", "levqor-slack", "--json")
-    report = json.loads(r.stdout)
-    assert r.returncode == 0 and report["ok"], report
-    assert report["notes"] == [], report["notes"]
-    assert any("429 with Retry-After" in c for c in report["checks"]), report["checks"]
-    assert any("missing credentials fail closed" in c for c in report["checks"])
-
-
 def test_check_prints_what_an_author_must_fix(tmp_path):
     proj = scaffold("wombat", tmp_path)
     pp = proj / "pyproject.toml"
