@@ -27,7 +27,11 @@ from levqor_host.store import Store
 if TYPE_CHECKING:
     from levqor_host.billing.ledger import Ledger
     from levqor_host.runs.service import RunService
+    from levqor_host.support.inbox import Inboxes
+    from levqor_host.support.mail import Mailer
+    from levqor_host.workers.celery import CeleryDispatcher
     from levqor_host.workers.embedded import EmbeddedExecutor
+    from levqor_host.workers.scheduler import SchedulerService
 
 log = logging.getLogger("levqor")
 
@@ -121,10 +125,10 @@ class Services:
     ledger: Ledger
     runs: RunService  # validate, price, start, claim, complete, settle, wait, cancel, retry
     executor: EmbeddedExecutor | None = None
-    scheduler: Any = None
-    inboxes: Any = None  # inbox.Inboxes: logs/errors.jsonl, logs/support.jsonl (issue 5)
-    mailer: Any = None  # mail.Mailer: transactional email through Resend (issue 5)
-    dispatcher: Any = None  # celery_executor.CeleryDispatcher when LEVQOR_EXECUTOR=celery
+    scheduler: SchedulerService | None = None  # cron triggers and backups, when started
+    inboxes: Inboxes | None = None  # logs/errors.jsonl, logs/support.jsonl
+    mailer: Mailer | None = None  # transactional email through Resend
+    dispatcher: CeleryDispatcher | None = None  # when LEVQOR_EXECUTOR=celery
     web: RequestFace | None = None  # set by create_app: the request-bound face for plugins
     started_at: float = field(default_factory=time.time)
 
