@@ -11,6 +11,7 @@ import click
 
 from levqor_host.cli.context import find_user, make_app, problem_lines, services
 from levqor_host.cli.pipelines import pipeline_by_id_or_name
+from levqor_host.store.runs import FINAL_RUN_STATUSES
 
 if TYPE_CHECKING:
     from levqor_host.store import Store
@@ -20,7 +21,6 @@ QUEUED_HINT_AFTER = 5.0
 
 NO_WORKER = "is `levqor serve` or `levqor worker` running on this database?"
 
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _print_new_transitions(run: dict, seen: dict[str, tuple]) -> None:
@@ -43,7 +43,7 @@ def follow(store: Store, user_id: str, run_id: str, timeout: float) -> None:
     while time.monotonic() - start < timeout:
         run = store.runs.get(user_id, run_id) or run
         _print_new_transitions(run, seen)
-        if run["status"] in FINAL:
+        if run["status"] in FINAL_RUN_STATUSES:
             click.echo(f"run {run_id} {run['status']}")
             if run["status"] != "succeeded":
                 sys.exit(1)

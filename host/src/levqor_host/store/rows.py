@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import (
     Any,
     Generic,
+    Literal,
     NewType,
     TypedDict,
     TypeVar,
@@ -23,6 +24,7 @@ from typing import (
 )
 
 __all__ = [
+    "RunStatus",
     "ApiKeyRow",
     "CredentialRow",
     "LockRow",
@@ -91,12 +93,16 @@ class CredentialRow(TypedDict):
     created_at: Timestamp
 
 
+# A run's states, in the order a run goes through them; the last three are final.
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class RunRow(TypedDict):
     id: str
     user_id: str
     pipeline_id: str
     version: int
-    status: str
+    status: RunStatus
     trigger: str
     input: Any
     idempotency_key: str | None

@@ -8,21 +8,21 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from levqor_host.store.db import Database, NotFound, new_id, retry_on_disconnect, utcnow
 from levqor_host.store.pipelines import SQL_CURRENT_VERSION_OF_USER, SQL_VERSION_OF_USER
-from levqor_host.store.rows import RowMapper, RunRow, RunWithSteps
+from levqor_host.store.rows import RowMapper, RunRow, RunStatus, RunWithSteps
 from levqor_host.store.steps import SQL_STEPS, step_row
 from levqor_host.store.steps import end_running_steps as end_steps
 from levqor_host.store.tables import UTCDateTime, run_steps, runs
 
 __all__ = ["FINAL_RUN_STATUSES", "RUN_STATUSES", "RUN_TRIGGERS", "Runs", "run_row"]
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "retry"})
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from levqor_host.errors import ApiError
+from levqor_host.store.runs import FINAL_RUN_STATUSES, RUN_STATUSES
 from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
 from levqor_host.web.api.idempotency import idempotent, request_key
-from levqor_host.web.api.schemas import RUN_STATUSES, Run, RunAccepted, RunIn, RunList
+from levqor_host.web.api.schemas import Run, RunAccepted, RunIn, RunList
 from levqor_host.web.operations import (
     ERROR,
     IDEMPOTENCY_KEY,
@@ -18,8 +19,6 @@ from levqor_host.web.operations import (
     operation,
     query,
 )
-
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _step_out(s: dict) -> dict:
@@ -90,7 +89,7 @@ def _answer_run(run: dict, wait: float | None, created: bool) -> Response:
         run = state().runs.wait(user["id"], run["id"], wait) or run
         full = state().store.runs.get(user["id"], run["id"]) or run
         resp = jsonify(run_out(full))
-        resp.status_code = 200 if run["status"] in FINAL else 202
+        resp.status_code = 200 if run["status"] in FINAL_RUN_STATUSES else 202
     else:
         resp = jsonify({"run_id": run["id"], "status": run["status"], "created": created})
         resp.status_code = 202

@@ -13,10 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from levqor_host.errors import MAX_VERSION
+from levqor_host.store.rows import RunStatus
 from levqor_host.web.operations import Body
-
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-RUN_STATUSES: tuple[str, ...] = RunStatus.__args__  # type: ignore[attr-defined]
 
 #: the pipeline document: a JSON object, described by the kernel's schema
 PipelineDocument = Annotated[
