@@ -68,7 +68,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
-        # operations (issue 5): HTTP, rate limits, inboxes, email, backups
+        # operations: HTTP, rate limits, inboxes, email, backups
         self.http_requests = Counter(
             "levqor_http_requests",
             "HTTP requests by method, route template and status",
