@@ -18,8 +18,9 @@ from levqor_kernel.runner import Runner
 
 from levqor_host import __version__
 from levqor_host.config import Config
+from levqor_host.metrics import Metrics
 from levqor_host.security.vault import Vault
-from levqor_host.services import Metrics, Services
+from levqor_host.services import Services
 from levqor_host.store import Store
 from levqor_host.web.errors import BoundedIntConverter, register_error_handlers
 from levqor_host.web.plugin_face import FlaskRequestFace

@@ -47,7 +47,7 @@ from levqor_host.store import maintenance
 
 if TYPE_CHECKING:
     from levqor_host.config import Config
-    from levqor_host.services import Metrics
+    from levqor_host.metrics import Metrics
     from levqor_host.store import Store
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from levqor_host.services import Metrics
+    from levqor_host.metrics import Metrics
     from levqor_host.store import Store
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from levqor_host.billing.ledger import Ledger
     from levqor_host.config import Config
-    from levqor_host.services import Metrics
+    from levqor_host.metrics import Metrics
     from levqor_host.store import Store
 
 log = logging.getLogger("levqor")

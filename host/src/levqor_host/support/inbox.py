@@ -42,8 +42,8 @@ from levqor_host.store.inbox import InboxFiles
 
 if TYPE_CHECKING:
     from levqor_host.config import Config
+    from levqor_host.metrics import Metrics
     from levqor_host.security.settings import SecuritySettings
-    from levqor_host.services import Metrics
     from levqor_host.support.mail import Mailer
 
 log = logging.getLogger("levqor.inbox")

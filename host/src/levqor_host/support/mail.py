@@ -24,7 +24,7 @@ import requests
 
 if TYPE_CHECKING:
     from levqor_host.config import Config
-    from levqor_host.services import Metrics
+    from levqor_host.metrics import Metrics
     from levqor_host.store import Store
 
 log = logging.getLogger("levqor.mail")
