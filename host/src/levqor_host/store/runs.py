@@ -218,7 +218,9 @@ class Runs:
         return run_row(row) if row else None
 
     @staticmethod
-    def _get(conn: Connection, user_id: str | None, run_id: str) -> RunWithSteps | None:
+    def _get(
+        conn: Connection, user_id: str | None, run_id: str, with_steps: bool = True
+    ) -> RunWithSteps | None:
         if user_id is None:
             row = conn.execute(_SQL_RUN, {"run_id": run_id}).first()
         else:
@@ -226,14 +228,19 @@ class Runs:
         if row is None:
             return None
         out: Any = run_row(row)
-        out["steps"] = step_row.all(conn.execute(SQL_STEPS, {"run_id": run_id}).all())
+        if with_steps:
+            out["steps"] = step_row.all(conn.execute(SQL_STEPS, {"run_id": run_id}).all())
         return out
 
     @retry_on_disconnect
-    def get(self, user_id: str | None, run_id: str) -> RunWithSteps | None:
-        """The run with its ``steps`` (by position); ``user_id`` None = any user (workers)."""
+    def get(
+        self, user_id: str | None, run_id: str, *, with_steps: bool = True
+    ) -> RunWithSteps | None:
+        """The run with its ``steps`` (every record, by position; none without
+        ``with_steps``: the API reads them as a tree, ``store.steps.tree``); ``user_id`` None =
+        any user (workers)."""
         with self.db.read() as conn:
-            return self._get(conn, user_id, run_id)
+            return self._get(conn, user_id, run_id, with_steps)
 
     def list(
         self,

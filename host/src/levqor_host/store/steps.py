@@ -5,15 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from levqor_host.store.db import Database, retry_on_disconnect, utcnow
 from levqor_host.store.rows import RowMapper, StepRow
+from levqor_host.store.step_paths import parse_path
 from levqor_host.store.tables import run_steps
 
-__all__ = ["FINAL_STEP_STATUSES", "STEP_STATUSES", "Steps", "end_running_steps", "step_row"]
+__all__ = [
+    "FINAL_STEP_STATUSES",
+    "ITEM_STATUS_ORDER",
+    "STEP_STATUSES",
+    "Steps",
+    "end_running_steps",
+    "step_row",
+]
 
-STEP_STATUSES = frozenset({"running", "succeeded", "failed", "skipped", "cancelled"})
+#: ``waiting``: a wait, approval or sub-pipeline step that suspended its run
+STEP_STATUSES = frozenset({"running", "waiting", "succeeded", "failed", "skipped", "cancelled"})
 FINAL_STEP_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 
 step_row = RowMapper(StepRow)
@@ -24,6 +33,17 @@ SQL_STEPS = (
     .where(run_steps.c.run_id == bindparam("run_id"))
     .order_by(run_steps.c.position, run_steps.c.step_id)
 )
+#: the steps of run ``run_id`` outside any loop item (each loop's items are read by pages)
+_SQL_OUTSIDE_LOOPS = SQL_STEPS.where(run_steps.c.loop_path.is_(None))
+_SQL_LOOP_ROW = select(run_steps.c.action).where(
+    run_steps.c.run_id == bindparam("run_id"), run_steps.c.step_id == bindparam("loop")
+)
+#: an item's status is its most pressing step's, in this order (a failed step the loop went on
+#: after still marks its item failed)
+ITEM_STATUS_ORDER = ("running", "waiting", "failed", "cancelled", "succeeded", "skipped")
+_RANK = {status: len(ITEM_STATUS_ORDER) - i for i, status in enumerate(ITEM_STATUS_ORDER)}
+_STATUS_OF_RANK = {rank: status for status, rank in _RANK.items()}
+_SQL_RANK = case(_RANK, value=run_steps.c.status, else_=0)
 _SQL_SUCCEEDED_OUTPUTS = select(run_steps.c.step_id, run_steps.c.output).where(
     run_steps.c.run_id == bindparam("run_id"), run_steps.c.status == "succeeded"
 )
@@ -108,7 +128,9 @@ class Steps:
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
     ) -> dict[str, Any]:
-        """The parameters of one step row for :meth:`record_many`."""
+        """The parameters of one step row for :meth:`record_many` (the loop item it ran in
+        comes from its path)."""
+        where = parse_path(step_id)
         return {
             "run_id": run_id,
             "step_id": step_id,
@@ -122,6 +144,8 @@ class Steps:
             "error": error,
             "started_at": started_at,
             "finished_at": finished_at,
+            "loop_path": where.loop_path,
+            "item_index": where.item_index,
         }
 
     @retry_on_disconnect
@@ -130,3 +154,135 @@ class Steps:
         with self.db.read() as conn:
             rows = conn.execute(_SQL_SUCCEEDED_OUTPUTS, {"run_id": run_id}).all()
         return {r.step_id: r.output for r in rows}
+
+    # ------------------------------------------------------------------ the run's steps as a tree
+    @retry_on_disconnect
+    def tree(self, run_id: str, *, items_limit: int = 20) -> list[dict[str, Any]]:
+        """The run's steps nested: the top-level steps in document order, each construct's
+        steps under it (``children``, each with its ``scope``), and each loop's ``items``:
+        ``{"total", "by_status", "page", "next"}`` with the first ``items_limit`` items
+        (``{"index", "status", "steps"}``); loops inside an item have counts and ``page``
+        None (read them with :meth:`items`). A loop of 10,000 items costs its counts and
+        one page, never its 10,000 items' rows."""
+        with self.db.read() as conn:
+            top = step_row.all(conn.execute(_SQL_OUTSIDE_LOOPS, {"run_id": run_id}).all())
+            roots, loops = _assemble(top, None)
+            counts = _counts(conn, run_id, [n["step_id"] for n in loops])
+            inner: list[dict[str, Any]] = []
+            for node in loops:
+                page, nxt = _page(conn, run_id, node["step_id"], None, items_limit)
+                items, nested = _items(node["step_id"], page)
+                node["items"] = {**counts[node["step_id"]], "page": items, "next": nxt}
+                inner += nested
+            _counts_only(conn, run_id, inner)
+        return roots
+
+    @retry_on_disconnect
+    def items(
+        self, run_id: str, loop: str, *, after: int | None = None, limit: int = 50
+    ) -> dict[str, Any] | None:
+        """A page of loop ``loop``'s items after item ``after``: ``{"loop", "total",
+        "by_status", "items": [{"index", "status", "steps"}], "next"}`` (``next``: the cursor of
+        the next page, None on the last); None when the run has no such loop."""
+        with self.db.read() as conn:
+            action = conn.execute(_SQL_LOOP_ROW, {"run_id": run_id, "loop": loop}).scalar()
+            page, nxt = _page(conn, run_id, loop, after, limit)
+            if action != "for_each" and not page:
+                return None
+            items, nested = _items(loop, page)
+            _counts_only(conn, run_id, nested)
+            return {
+                "loop": loop,
+                **_counts(conn, run_id, [loop])[loop],
+                "items": items,
+                "next": nxt,
+            }
+
+
+def _is_loop(node: dict[str, Any]) -> bool:
+    return node["connector"] == "flow" and node["action"] == "for_each"
+
+
+def _assemble(rows: list[Any], item: str | None) -> tuple[list[dict], list[dict]]:
+    """(the roots, the loops) of ``rows`` (in document order) nested by their paths; ``item``:
+    the loop whose item the rows are in (its steps are roots)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    loops: list[dict[str, Any]] = []
+    for row in rows:
+        where = parse_path(row["step_id"])
+        node = {**row, "scope": where.scope}
+        nodes[row["step_id"]] = node
+        parent = nodes.get(where.parent) if where.parent and where.parent != item else None
+        if parent is None:
+            roots.append(node)
+        else:
+            parent.setdefault("children", []).append(node)
+        if _is_loop(node):
+            loops.append(node)
+    return roots, loops
+
+
+def _counts(conn: Connection, run_id: str, loops: list[str]) -> dict[str, dict[str, Any]]:
+    """``{loop: {"total": items, "by_status": {status: items}}}`` counted in the database."""
+    out: dict[str, dict[str, Any]] = {loop: {"total": 0, "by_status": {}} for loop in loops}
+    if not loops:
+        return out
+    per_item = (
+        select(run_steps.c.loop_path, func.max(_SQL_RANK).label("rank"))
+        .where(run_steps.c.run_id == run_id, run_steps.c.loop_path.in_(loops))
+        .group_by(run_steps.c.loop_path, run_steps.c.item_index)
+        .subquery()
+    )
+    q = select(per_item.c.loop_path, per_item.c.rank, func.count()).group_by(
+        per_item.c.loop_path, per_item.c.rank
+    )
+    for loop, rank, n in conn.execute(q).all():
+        status = _STATUS_OF_RANK.get(rank, "unknown")
+        out[loop]["total"] += n
+        out[loop]["by_status"][status] = n
+    return out
+
+
+def _page(
+    conn: Connection, run_id: str, loop: str, after: int | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """The rows of the first ``limit`` items of ``loop`` after item ``after`` (by index, then
+    document order) and the cursor of the next page (None on the last)."""
+    mine = (run_steps.c.run_id == run_id, run_steps.c.loop_path == loop)
+    first = select(run_steps.c.item_index).distinct().where(*mine)
+    if after is not None:
+        first = first.where(run_steps.c.item_index > after)
+    idx = conn.execute(first.order_by(run_steps.c.item_index).limit(limit + 1)).scalars().all()
+    if not idx:
+        return [], None
+    more, idx = len(idx) > limit, idx[:limit]
+    rows = conn.execute(
+        select(run_steps)
+        .where(*mine, run_steps.c.item_index.between(idx[0], idx[-1]))
+        .order_by(run_steps.c.item_index, run_steps.c.position, run_steps.c.step_id)
+    ).all()
+    return rows, (str(idx[-1]) if more else None)
+
+
+def _items(loop: str, rows: list[Any]) -> tuple[list[dict], list[dict]]:
+    """(the items ``{"index", "status", "steps"}`` of a page's rows, the loops inside them)."""
+    by_item: dict[int, list[Any]] = {}
+    for row in rows:
+        by_item.setdefault(row.item_index, []).append(step_row(row))
+    items, nested = [], []
+    for index, item_rows in by_item.items():
+        steps, loops = _assemble(item_rows, loop)
+        rank = max(_RANK.get(r["status"], 0) for r in item_rows)
+        items.append(
+            {"index": index, "status": _STATUS_OF_RANK.get(rank, "unknown"), "steps": steps}
+        )
+        nested += loops
+    return items, nested
+
+
+def _counts_only(conn: Connection, run_id: str, loops: list[dict[str, Any]]) -> None:
+    """Give loops inside loop items their counts, without a page."""
+    counts = _counts(conn, run_id, [n["step_id"] for n in loops])
+    for node in loops:
+        node["items"] = {**counts[node["step_id"]], "page": None, "next": None}

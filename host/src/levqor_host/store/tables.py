@@ -190,7 +190,12 @@ run_steps = Table(
     Column("error", JSONType()),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    # the innermost loop item the step ran in, from its path (store/step_paths.py):
+    # "outer[2].inner" and 5 for "outer[2].inner[5].send"; NULL outside any loop
+    Column("loop_path", String(400)),
+    Column("item_index", Integer),
     PrimaryKeyConstraint("run_id", "step_id"),
+    Index("ix_run_steps_loop", "run_id", "loop_path", "item_index"),
 )
 
 webhook_deliveries = Table(

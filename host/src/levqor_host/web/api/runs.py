@@ -9,7 +9,7 @@ from levqor_host.store.runs import FINAL_RUN_STATUSES, RUN_STATUSES
 from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
 from levqor_host.web.api.idempotency import idempotent, request_key
-from levqor_host.web.api.schemas import Run, RunAccepted, RunIn, RunList
+from levqor_host.web.api.schemas import LoopPage, Run, RunAccepted, RunIn, RunList
 from levqor_host.web.operations import (
     ERROR,
     IDEMPOTENCY_KEY,
@@ -21,8 +21,9 @@ from levqor_host.web.operations import (
 )
 
 
-def _step_out(s: dict) -> dict:
-    return {
+def step_out(s: dict) -> dict:
+    """The API's view of a step record (``Step``), with what is nested under it."""
+    out = {
         "id": s["step_id"],
         "position": s["position"],
         "connector": s["connector"],
@@ -34,11 +35,24 @@ def _step_out(s: dict) -> dict:
         "error": s.get("error"),
         "started_at": iso(s.get("started_at")),
         "finished_at": iso(s.get("finished_at")),
+        "scope": s.get("scope"),
     }
+    if s.get("children"):
+        out["children"] = [step_out(c) for c in s["children"]]
+    if "items" in s:
+        items = s["items"]
+        page = items["page"]
+        out["items"] = {**items, "page": None if page is None else _items_out(page)}
+    return out
 
 
-def run_out(r: dict) -> dict:
-    """The API's view of a run (``Run``), with its steps when ``r`` has them."""
+def _items_out(items: list[dict]) -> list[dict]:
+    return [{**i, "steps": [step_out(x) for x in i["steps"]]} for i in items]
+
+
+def run_out(r: dict, steps: list[dict] | None = None) -> dict:
+    """The API's view of a run (``Run``), with ``steps`` (the tree of
+    ``store.steps.tree``) when given."""
     out = {
         "id": r["id"],
         "pipeline_id": r["pipeline_id"],
@@ -53,9 +67,18 @@ def run_out(r: dict) -> dict:
         "started_at": iso(r.get("started_at")),
         "finished_at": iso(r.get("finished_at")),
     }
-    if "steps" in r:
-        out["steps"] = [_step_out(s) for s in r["steps"]]
+    if steps is not None:
+        out["steps"] = [step_out(s) for s in steps]
     return out
+
+
+def run_with_steps(user_id: str, run_id: str, items_limit: int = 20) -> dict:
+    """The user's run with its steps as a tree (404 when it is not theirs)."""
+    st = state()
+    r = st.store.runs.get(user_id, run_id, with_steps=False)
+    if r is None:
+        raise not_found("run")
+    return run_out(r, st.store.steps.tree(run_id, items_limit=items_limit))
 
 
 def _wait(raw: str) -> float:
@@ -87,8 +110,7 @@ def _answer_run(run: dict, wait: float | None, created: bool) -> Response:
     user = current_user()
     if wait:
         run = state().runs.wait(user["id"], run["id"], wait) or run
-        full = state().store.runs.get(user["id"], run["id"]) or run
-        resp = jsonify(run_out(full))
+        resp = jsonify(run_with_steps(user["id"], run["id"]))
         resp.status_code = 200 if run["status"] in FINAL_RUN_STATUSES else 202
     else:
         resp = jsonify({"run_id": run["id"], "status": run["status"], "created": created})
@@ -153,19 +175,62 @@ def list_runs(pipeline_id: str | None, status: str | None, limit: int, cursor: s
     return jsonify({"items": [run_out(r) for r in items], "next_cursor": next_cursor})
 
 
+ITEMS_LIMIT = query(
+    "items_limit",
+    {"type": "integer", "minimum": 1, "maximum": 200},
+    "how many items of each loop to include (the first page)",
+    parse=bounded_int("items_limit", 1, 200),
+    default=20,
+)
+
+
 @bp.get("/runs/<run_id>")
 @require("pipelines:read")
 @operation(
     "Get a run with its steps",
-    "The run, its input and error, and each step's attempts, input, output and error.",
+    "The run, its input and error, and its steps as a tree: the top-level steps in document "
+    "order, a construct's steps under it (children), a loop's items paged (the first page and "
+    "counts by status; the next pages from /runs/{run_id}/steps/{loop}/items).",
     tag="runs",
     responses={200: answer(Run)},
+    params=[ITEMS_LIMIT],
 )
-def get_run(run_id: str) -> Response:
-    r = state().store.runs.get(current_user()["id"], run_id)
-    if r is None:
+def get_run(run_id: str, items_limit: int) -> Response:
+    return jsonify(run_with_steps(current_user()["id"], run_id, items_limit))
+
+
+def _cursor(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 9:
+        raise ValueError("invalid cursor")
+    return int(raw)
+
+
+@bp.get("/runs/<run_id>/steps/<loop>/items")
+@require("pipelines:read")
+@operation(
+    "Page a loop's items",
+    "The items of a for_each step (its path, such as each or outer[2].inner) in index order, "
+    "each with its status and its steps, and the counts by status; pass next back as cursor.",
+    tag="runs",
+    responses={200: answer(LoopPage)},
+    params=[
+        query("cursor", {"type": "string"}, parse=_cursor),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 200},
+            parse=bounded_int("limit", 1, 200),
+            default=50,
+        ),
+    ],
+)
+def list_loop_items(run_id: str, loop: str, cursor: int | None, limit: int) -> Response:
+    st = state()
+    if st.store.runs.get(current_user()["id"], run_id, with_steps=False) is None:
         raise not_found("run")
-    return jsonify(run_out(r))
+    page = st.store.steps.items(run_id, loop, after=cursor, limit=limit)
+    if page is None:
+        raise not_found("loop")
+    return jsonify({**page, "items": _items_out(page["items"])})
 
 
 @bp.post("/runs/<run_id>/cancel")
@@ -178,10 +243,10 @@ def get_run(run_id: str) -> Response:
     responses={200: answer(Run)},
 )
 def cancel_run(run_id: str) -> Response:
-    r = state().runs.cancel(current_user()["id"], run_id)
-    if r is None:
+    user_id = current_user()["id"]
+    if state().runs.cancel(user_id, run_id) is None:
         raise not_found("run")
-    return jsonify(run_out(r))
+    return jsonify(run_with_steps(user_id, run_id))
 
 
 @bp.post("/runs/<run_id>/retry")

@@ -139,18 +139,59 @@ class RunAccepted(BaseModel):
     error: Any = None
 
 
+StepStatus = Literal["running", "waiting", "succeeded", "failed", "skipped", "cancelled"]
+
+
 class Step(BaseModel):
+    """A step record; its ``id`` is its path in the document (``each[17].send``)."""
+
     id: str
     position: int | None = None
     connector: str | None = None
     action: str | None = None
-    status: Literal["running", "succeeded", "failed", "skipped", "cancelled"]
+    status: StepStatus
     attempts: int
     input: Any = None
     output: Any = None
     error: Any = None
     started_at: Timestamp = None
     finished_at: Timestamp = None
+    scope: str | None = Field(
+        None,
+        description="where in its parent the step is: paths[n] or default (a branch or "
+        "parallel path), on_error (fallback steps), on_failure (the pipeline's failure steps); "
+        "null at the top and in a loop item",
+    )
+    children: list[Step] = Field(
+        default_factory=list, description="a construct's steps (not a loop's items)"
+    )
+    items: LoopItems | None = Field(None, description="a for_each step's items")
+
+
+class LoopItem(BaseModel):
+    index: int
+    status: StepStatus = Field(description="the most pressing status of the item's steps")
+    steps: list[Step]
+
+
+class LoopItems(BaseModel):
+    total: int = Field(description="items that have started")
+    by_status: dict[str, int]
+    page: list[LoopItem] | None = Field(
+        description="the first items; null for a loop inside a loop item (read its items page)"
+    )
+    next: str | None = Field(description="the cursor of the next page of items")
+
+
+class LoopPage(BaseModel):
+    loop: str
+    total: int
+    by_status: dict[str, int]
+    items: list[LoopItem]
+    next: str | None = None
+
+
+Step.model_rebuild()
 
 
 class Run(BaseModel):
