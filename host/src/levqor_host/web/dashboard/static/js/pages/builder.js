@@ -1,29 +1,19 @@
 import { get, post, put, del, qs, ApiError } from "../api.js";
 import { boot, start } from "../common.js";
-import { objectForm, showProblems, clearProblems } from "../schemaform.js";
-import { $, h, clear, toast, busy, errorText, copyButton, fmtTime, pageIds, nextId, show } from "../ui.js";
+import { showProblems, clearProblems } from "../schemaform.js";
+import { $, h, clear, toast, busy, errorText, copyButton, fmtTime, pageIds, show } from "../ui.js";
+import { FlowEditor } from "../flow/editor.js";
 import { lineDiff } from "../diff.js";
 
-let catalog = {}; // connector name -> connector (with actions)
-let creds = []; // the user's credentials (names and connectors only)
 let saved = null; // the stored pipeline (after load or save)
 let doc = { levqor: 1, trigger: { type: "manual" }, steps: [] };
-let forms = []; // per step: the payload form ({invalid()})
+let pipelines = []; // the user's pipelines (sub-pipeline and error pipeline choices)
+let editor = null; // the flow editor of the steps
 let dirty = false;
-
-const STEP_ID = /^[a-z][a-z0-9_]{0,39}$/;
 
 function markDirty() {
   dirty = true;
   $("#save-status").textContent = saved ? "unsaved changes" : "not saved yet";
-}
-
-function uniqueStepId(base) {
-  const taken = new Set(doc.steps.map((s) => s.id));
-  let id = (base || "step").toLowerCase().replace(/[^a-z0-9_]/g, "_").replace(/^[^a-z]+/, "") || "step";
-  id = id.slice(0, 36);
-  if (!taken.has(id)) return id;
-  for (let i = 2; ; i += 1) if (!taken.has(`${id}_${i}`)) return `${id}_${i}`;
 }
 
 // ------------------------------------------------------------------ trigger
@@ -83,129 +73,17 @@ function previewCron() {
 }
 
 // ------------------------------------------------------------------ steps
-function credentialSelect(step, i, connector) {
-  const id = nextId("cred");
-  const sel = h("select", { id, "aria-describedby": `${id}-help` });
-  const mine = creds.filter((c) => c.connector === connector.name);
-  sel.append(h("option", { value: "" }, connector.credentials_required ? "choose…" : "(none)"));
-  for (const c of mine) sel.append(h("option", { value: c.name }, c.name));
-  if (step.credential && !mine.some((c) => c.name === step.credential)) {
-    sel.append(h("option", { value: step.credential }, `${step.credential} (not added yet)`));
-  }
-  sel.value = step.credential || "";
-  sel.addEventListener("change", () => {
-    if (sel.value) step.credential = sel.value; else delete step.credential;
-    markDirty();
-  });
-  const missing = step.credential && !mine.some((c) => c.name === step.credential);
-  const link = h("a", {
-    href: `/credentials${qs({ connector: connector.name, name: step.credential || "" })}`,
-  }, missing ? `Add the ${connector.title} credential "${step.credential}"` : `Add a ${connector.title} credential`);
-  return h("div", { class: "field", "data-pointer": `/steps/${i}/credential` },
-    h("label", { for: id }, "Credential", connector.credentials_required ? h("span", { class: "req", "aria-hidden": "true" }, " *") : null),
-    sel, h("small", { class: "help", id: `${id}-help` }, link),
-    h("p", { class: "field-error", hidden: true }));
-}
-
-function stepCard(step, i) {
-  const connector = catalog[step.connector];
-  const action = connector ? connector.actions[step.action] : null;
-  const idInput = nextId("sid");
-  const conSel = nextId("con");
-  const actSel = nextId("act");
-  const nameId = nextId("sname");
-
-  const idField = h("input", { id: idInput, value: step.id, maxlength: "40", required: true, pattern: "[a-z][a-z0-9_]{0,39}", class: "mono", "aria-describedby": `${idInput}-help` });
-  idField.addEventListener("input", () => { step.id = idField.value.trim(); markDirty(); });
-  idField.addEventListener("change", () => render());
-
-  const nameField = h("input", { id: nameId, value: step.name || "", maxlength: "200", placeholder: action ? action.title : "" });
-  nameField.addEventListener("input", () => { if (nameField.value) step.name = nameField.value; else delete step.name; markDirty(); });
-
-  const cs = h("select", { id: conSel, required: true });
-  if (!connector) cs.append(h("option", { value: step.connector }, `${step.connector} (not installed)`));
-  for (const c of Object.values(catalog)) cs.append(h("option", { value: c.name }, c.title));
-  cs.value = step.connector;
-  cs.addEventListener("change", () => {
-    step.connector = cs.value;
-    const c = catalog[cs.value];
-    step.action = c ? Object.keys(c.actions)[0] : "";
-    step.payload = {};
-    delete step.credential;
-    markDirty();
-    render();
-  });
-
-  const as = h("select", { id: actSel, required: true });
-  if (connector) for (const [n, a] of Object.entries(connector.actions)) as.append(h("option", { value: n }, a.title));
-  if (!action) as.append(h("option", { value: step.action }, `${step.action} (unknown)`));
-  as.value = step.action;
-  as.addEventListener("change", () => { step.action = as.value; step.payload = {}; markDirty(); render(); });
-
-  const move = (d) => {
-    const j = i + d;
-    if (j < 0 || j >= doc.steps.length) return;
-    [doc.steps[i], doc.steps[j]] = [doc.steps[j], doc.steps[i]];
-    markDirty();
-    render();
-    $(`#step-list > li:nth-child(${j + 1}) h3`).focus();
-  };
-  const header = h("header", {},
-    h("h3", { tabindex: "-1" }, `Step ${i + 1}: `, h("span", { class: "mono" }, step.id)),
-    h("button", { type: "button", class: "secondary small", "aria-label": `Move step ${step.id} up`, disabled: i === 0, on: { click: () => move(-1) } }, "↑"),
-    h("button", { type: "button", class: "secondary small", "aria-label": `Move step ${step.id} down`, disabled: i === doc.steps.length - 1, on: { click: () => move(1) } }, "↓"),
-    h("button", { type: "button", class: "danger small", "aria-label": `Remove step ${step.id}`, on: { click: () => { doc.steps.splice(i, 1); markDirty(); render(); } } }, "Remove"));
-
-  let payloadPart;
-  if (action) {
-    const form = objectForm(action.payload, step.payload, `/steps/${i}/payload`, {
-      example: action.example,
-      idPrefix: `s${i}`,
-      onChange: (v) => { step.payload = v; markDirty(); },
-    });
-    step.payload = form.value();
-    forms[i] = form;
-    payloadPart = h("fieldset", { "data-pointer": `/steps/${i}/payload` },
-      h("legend", {}, action.title), action.description ? h("p", { class: "help" }, action.description) : null,
-      h("p", { class: "help" }, "Use {{ trigger.field }} or {{ steps.<id>.output.field }} to pass data along."),
-      form.element, h("p", { class: "field-error", hidden: true }));
-  } else {
-    forms[i] = null;
-    payloadPart = h("p", { class: "notice bad" }, `Connector ${step.connector} or action ${step.action} is not installed here.`);
-  }
-
-  return h("li", { class: "step-card", "data-step-index": String(i), "data-step-id": step.id },
-    header,
-    h("div", { class: "grid2" },
-      h("div", { class: "field", "data-pointer": `/steps/${i}/id` },
-        h("label", { for: idInput }, "Step id", h("span", { class: "req", "aria-hidden": "true" }, " *")), idField,
-        h("small", { class: "help", id: `${idInput}-help` }, "lower case letters, digits and _; later steps refer to it"),
-        h("p", { class: "field-error", hidden: true })),
-      h("div", { class: "field", "data-pointer": `/steps/${i}/name` },
-        h("label", { for: nameId }, "Label (optional)"), nameField, h("p", { class: "field-error", hidden: true })),
-      h("div", { class: "field", "data-pointer": `/steps/${i}/connector` },
-        h("label", { for: conSel }, "Connector"), cs, h("p", { class: "field-error", hidden: true })),
-      h("div", { class: "field", "data-pointer": `/steps/${i}/action` },
-        h("label", { for: actSel }, "Action"), as, h("p", { class: "field-error", hidden: true })),
-      connector && connector.credentials ? credentialSelect(step, i, connector) : null),
-    payloadPart);
-}
-
 function render() {
-  forms = [];
-  const list = $("#step-list");
-  clear(list, doc.steps.length ? doc.steps.map(stepCard)
-    : h("li", { class: "muted" }, "No step yet: plan from plain words above, or add a step."));
+  editor.render(doc, [[$("#flow"), "steps", "at the end of the pipeline"], [$("#failure-flow"), "on_failure", "to the steps run when the run fails"]]);
+  renderErrorPipeline();
 }
 
-function addStep() {
-  const c = catalog.slack || Object.values(catalog)[0];
-  const action = Object.keys(c.actions)[0];
-  doc.steps.push({ id: uniqueStepId(c.name), connector: c.name, action, payload: {} });
-  markDirty();
-  render();
-  const cards = document.querySelectorAll("#step-list > li");
-  cards[cards.length - 1].querySelector("h3").focus();
+function renderErrorPipeline() {
+  const sel = $("#error-pipeline");
+  const mine = pipelines.filter((p) => !saved || p.id !== saved.id);
+  clear(sel, h("option", { value: "" }, "(none)"), mine.map((p) => h("option", { value: p.id }, `${p.name} (${p.id})`)),
+    doc.error_pipeline && !mine.some((p) => p.id === doc.error_pipeline) ? h("option", { value: doc.error_pipeline }, `${doc.error_pipeline} (not found)`) : null);
+  sel.value = doc.error_pipeline || "";
 }
 
 // ------------------------------------------------------------------ problems and warnings
@@ -224,8 +102,8 @@ function showAll(problems, warnings) {
   const wbox = $("#warnings");
   // a save's warning names a pointer: find the step's connector and credential name there
   warnings = (warnings || []).map((w) => {
-    const m = /^\/steps\/(\d+)\/credential$/.exec(w.pointer || "");
-    const step = m ? doc.steps[Number(m[1])] : null;
+    const m = /^(\/.+)\/credential$/.exec(w.pointer || "");
+    const step = m ? atPointer(doc, m[1]) : null;
     return step && !w.credential ? { ...w, credential: step.credential, connector: step.connector, message: `add a ${step.connector} credential named '${step.credential}' before running` } : w;
   });
   if (warnings.length) {
@@ -239,13 +117,18 @@ function showAll(problems, warnings) {
   }
 }
 
+/** The value at a JSON pointer of `root` (undefined when there is none). */
+function atPointer(root, pointer) {
+  let v = root;
+  for (const part of pointer.split("/").slice(1)) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = v[part.replace(/~1/g, "/").replace(/~0/g, "~")];
+  }
+  return v;
+}
+
 function localProblems() {
-  const out = [];
-  doc.steps.forEach((s, i) => {
-    if (!STEP_ID.test(s.id || "")) out.push({ pointer: `/steps/${i}/id`, message: "a step id starts with a letter and has only a-z, 0-9 and _ (at most 40)" });
-    const f = forms[i];
-    if (f) for (const p of f.invalid()) out.push({ pointer: p.replace(/#extra$/, ""), message: "not valid JSON" });
-  });
+  const out = editor.problems();
   if (!doc.steps.length) out.push({ pointer: "/steps", message: "add at least one step" });
   return out;
 }
@@ -274,10 +157,12 @@ async function save(ev) {
   busy(btn, true, "Saving…");
   const name = $("#pl-name").value.trim() || doc.name || "Untitled pipeline";
   try {
+    if (Array.isArray(doc.on_failure) && !doc.on_failure.length) delete doc.on_failure;
     const body = { name, pipeline: doc };
     const out = saved ? await put(`/api/v1/pipelines/${encodeURIComponent(saved.id)}`, body) : await post("/api/v1/pipelines", body);
     const isNew = !saved;
     setSaved(out);
+    editor.selfId = out.id;
     doc = out.pipeline;
     render();
     renderTrigger();
@@ -401,9 +286,15 @@ async function loadVersion() {
 async function main() {
   await boot();
   const { pipeline_id: pid } = pageIds();
-  const [cat, cr] = await Promise.all([get("/api/v1/connectors"), get("/api/v1/credentials")]);
-  catalog = Object.fromEntries(cat.connectors.map((c) => [c.name, c]));
-  creds = cr.items;
+  const [cat, cr, pls] = await Promise.all([get("/api/v1/connectors"), get("/api/v1/credentials"), get("/api/v1/pipelines")]);
+  pipelines = pls.items;
+  editor = new FlowEditor({
+    catalog: Object.fromEntries(cat.connectors.map((c) => [c.name, c])),
+    creds: cr.items,
+    pipelines,
+    selfId: pid || null,
+    onChange: markDirty,
+  });
   if (pid) {
     try {
       const p = await get(`/api/v1/pipelines/${encodeURIComponent(pid)}`);
@@ -432,7 +323,7 @@ async function main() {
   $("#plan-form").addEventListener("submit", plan);
   $("#builder-form").addEventListener("submit", save);
   $("#run-form").addEventListener("submit", runNow);
-  $("#add-step").addEventListener("click", addStep);
+  $("#error-pipeline").addEventListener("change", (e) => { if (e.target.value) doc.error_pipeline = e.target.value; else delete doc.error_pipeline; markDirty(); });
   $("#trigger-type").addEventListener("change", (e) => setTriggerType(e.target.value));
   $("#webhook-wait").addEventListener("change", (e) => { if (e.target.checked) doc.trigger.wait = true; else delete doc.trigger.wait; markDirty(); });
   $("#webhook-sig").addEventListener("change", (e) => { if (e.target.checked) doc.trigger.require_signature = true; else delete doc.trigger.require_signature; markDirty(); });
