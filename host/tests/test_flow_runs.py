@@ -7,6 +7,9 @@ from __future__ import annotations
 import pytest
 from e2e_support import LiveServer, make_app
 
+# scripts/test-backends runs this file again on PostgreSQL, embedded and with Celery
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 
 @pytest.fixture
 def srv(tmp_path):
