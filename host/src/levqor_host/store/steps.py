@@ -35,6 +35,8 @@ SQL_STEPS = (
 )
 #: the steps of run ``run_id`` outside any loop item (each loop's items are read by pages)
 _SQL_OUTSIDE_LOOPS = SQL_STEPS.where(run_steps.c.loop_path.is_(None))
+
+
 _SQL_LOOP_ROW = select(run_steps.c.action).where(
     run_steps.c.run_id == bindparam("run_id"), run_steps.c.step_id == bindparam("loop")
 )
@@ -155,6 +157,24 @@ class Steps:
             rows = conn.execute(_SQL_SUCCEEDED_OUTPUTS, {"run_id": run_id}).all()
         return {r.step_id: r.output for r in rows}
 
+    @retry_on_disconnect
+    def sample_outputs(self, run_id: str) -> dict[str, Any]:
+        """``{path: output}`` of the run's succeeded steps outside loops and in the first item
+        of every loop (nested loops too): one sample of each step's output, read loop by loop
+        (a loop of 10,000 items costs one item's rows)."""
+        out: dict[str, Any] = {}
+        with self.db.read() as conn:
+            rows = conn.execute(_SQL_OUTSIDE_LOOPS, {"run_id": run_id}).all()
+            while rows:
+                loops = []
+                for r in rows:
+                    if r.status == "succeeded":
+                        out[r.step_id] = r.output
+                    if r.connector == "flow" and r.action == "for_each":
+                        loops.append(r.step_id)
+                rows = conn.execute(_first_items(run_id, loops)).all() if loops else []
+        return out
+
     # ------------------------------------------------------------------ the run's steps as a tree
     @retry_on_disconnect
     def tree(self, run_id: str, *, items_limit: int = 20) -> list[dict[str, Any]]:
@@ -197,6 +217,26 @@ class Steps:
                 "items": items,
                 "next": nxt,
             }
+
+
+def _first_items(run_id: str, loops: list[str]) -> Any:
+    """The rows of the first item (the lowest index) of each of ``loops``."""
+    first = (
+        select(run_steps.c.loop_path, func.min(run_steps.c.item_index).label("first"))
+        .where(run_steps.c.run_id == run_id, run_steps.c.loop_path.in_(loops))
+        .group_by(run_steps.c.loop_path)
+        .subquery()
+    )
+    return (
+        select(run_steps)
+        .join(
+            first,
+            (first.c.loop_path == run_steps.c.loop_path)
+            & (first.c.first == run_steps.c.item_index),
+        )
+        .where(run_steps.c.run_id == run_id)
+        .order_by(run_steps.c.position, run_steps.c.step_id)
+    )
 
 
 def _is_loop(node: dict[str, Any]) -> bool:

@@ -4,10 +4,10 @@ secret."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from flask import Response, jsonify
 
+from levqor_host.builder.pinned import save_problems
 from levqor_host.errors import MAX_VERSION, ApiError
 from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
@@ -65,22 +65,9 @@ def pipeline_out(p: dict, *, with_doc: bool = True) -> dict:
     return out
 
 
-def _save_problems(user_id: str, doc: Any) -> tuple[list[dict], list[dict]]:
-    """(blocking problems, warnings). A credential the user has not added yet is a warning on
-    save (add it later), but blocks a run."""
-    problems = state().runs.validate(user_id, doc)
-    blocking = [
-        p
-        for p in problems
-        if not (p["pointer"].endswith("/credential") and "does not exist" in p["message"])
-    ]
-    warnings = [p for p in problems if p not in blocking]
-    return blocking, warnings
-
-
 def _checked(user_id: str, body: PipelineIn) -> list[dict]:
     """The warnings of a pipeline to save; 422 with its problems when it cannot be saved."""
-    blocking, warnings = _save_problems(user_id, body.pipeline)
+    blocking, warnings = save_problems(state(), user_id, body.pipeline)
     if blocking:
         raise ApiError(422, "invalid_pipeline", "the pipeline is not valid", {"problems": blocking})
     if body.name is not None and not body.name.strip():

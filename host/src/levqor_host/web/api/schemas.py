@@ -227,3 +227,33 @@ class Me(BaseModel):
     plan: str | None = None
     is_admin: bool = False
     referral_code: str | None = None
+
+
+class PinIn(Body):
+    output: dict[str, Any] = Field(description="the step's output to use as sample data")
+
+
+class PickerField(BaseModel):
+    ref: str = Field(description="the template reference to insert, {{ steps.x.output.a }}")
+    label: str
+    sample: Any = None
+
+
+class FieldSource(BaseModel):
+    id: str = Field(description="trigger, a step id, or <loop id>.item for a loop's item")
+    kind: Literal["trigger", "step", "item"]
+    path: str | None = Field(None, description="where the step is, each[*].send")
+    pointer: str = Field(description="JSON pointer in the document")
+    source: str = Field(description="where the sample comes from: pinned, run, schema, none...")
+    run_id: str | None = None
+    connector: str | None = None
+    action: str | None = None
+    loops: list[str] = []
+    loop: str | None = None
+    fields: list[PickerField]
+
+
+class FieldList(BaseModel):
+    pipeline_id: str
+    version: int
+    sources: list[FieldSource]
