@@ -31,7 +31,8 @@ NESTED = {
             ],
         },
     ],
-    "on_failure": [{"id": "oops", "connector": "core", "action": "transform", "payload": {}}],
+    "on_failure": [{"id": "oops", "connector": "core", "action": "transform",
+                    "payload": {"value": 0}}],
 }  # fmt: skip
 
 
@@ -189,3 +190,77 @@ def test_pinning_unknown_steps_pipelines_and_bad_bodies(srv):
     assert c.delete(f"{url}/buy").status_code == 404  # nothing pinned
     _, other = srv.user_with_key("jo@example.com")
     assert srv.client(other).put(f"{url}/buy", json={"output": {}}).status_code == 404
+
+
+def test_pinned_outputs_are_versions_feed_the_picker_and_never_real_runs(srv):
+    _, key = srv.user_with_key("kim@example.com")
+    c = srv.client(key)
+    pid = c.post("/api/v1/pipelines", json={"pipeline": FLAT}).json()["id"]
+    pinned = {"order_id": "pinned-1", "total": 999, "lines": [{"sku": "A"}]}
+    r = c.put(f"/api/v1/pipelines/{pid}/pinned/buy", json={"output": pinned})
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2 and r.json()["pipeline"]["pinned"] == {"buy": pinned}
+    assert c.get(f"/api/v1/pipelines/{pid}/versions/1").json()["pipeline"].get("pinned") is None
+
+    buy = _fields(c, pid)["buy"]
+    assert buy["source"] == "pinned"
+    assert ("{{ steps.buy.output.lines[0].sku }}", "A") in [
+        (f["ref"], f["sample"]) for f in buy["fields"]
+    ]
+
+    run = c.post("/api/v1/run?wait=10", json={"pipeline_id": pid}).json()
+    assert run["status"] == "succeeded" and run["version"] == 2
+    assert run["steps"][0]["output"] == {"order_id": "o-42", "total": 12.5}  # the real one
+    assert run["steps"][1]["output"] == {"value": {"id": "o-42"}}
+    assert _fields(c, pid)["buy"]["source"] == "pinned"  # pinned wins over the last run
+
+    r = c.delete(f"/api/v1/pipelines/{pid}/pinned/buy")
+    assert r.status_code == 200 and r.json()["version"] == 3
+    assert "pinned" not in r.json()["pipeline"]
+    assert _fields(c, pid)["buy"]["source"] == "run"
+    assert c.delete(f"/api/v1/pipelines/{pid}/pinned/buy").status_code == 404
+
+
+def test_pinned_output_over_the_value_limit_is_422(tmp_path):
+    s = LiveServer(make_app(tmp_path, plugins=[("shop", Shop())],
+                            env={"LEVQOR_MAX_VALUE_BYTES": "2048"}))  # fmt: skip
+    try:
+        _, key = s.user_with_key("lee@example.com")
+        c = s.client(key)
+        pid = c.post("/api/v1/pipelines", json={"pipeline": FLAT}).json()["id"]
+        r = c.put(f"/api/v1/pipelines/{pid}/pinned/buy", json={"output": {"x": "y" * 3000}})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "too_large", r.text
+    finally:
+        s.stop()
+
+
+def test_fields_of_a_flow_list_loop_items_and_nested_steps(srv):
+    _, key = srv.user_with_key("max@example.com")
+    c = srv.client(key)
+    r = c.post("/api/v1/pipelines", json={"pipeline": NESTED})
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    orders = {"orders": [{"id": 1, "total": 250}, {"id": 2, "total": 5}]}
+    assert c.post("/api/v1/run?wait=10", json={"pipeline_id": pid, "input": orders}).json()[
+        "status"
+    ] in ("succeeded", "failed")
+    got = c.get(f"/api/v1/pipelines/{pid}/fields").json()["sources"]
+    assert [(s["id"], s["kind"], s["path"]) for s in got] == [
+        ("trigger", "trigger", None),
+        ("first", "step", "first"),
+        ("each", "step", "each"),
+        ("each.item", "item", "each[*]"),
+        ("route", "step", "each[*].route"),
+        ("post", "step", "each[*].route.paths[0].post"),
+        ("alert", "step", "each[*].route.paths[0].post.on_error.alert"),
+        ("keep", "step", "each[*].route.default.keep"),
+        ("oops", "step", "on_failure.oops"),
+    ]
+    by_id = {s["id"]: s for s in got}
+    assert ("{{ item.total }}", 250) in [(f["ref"], f["sample"]) for f in by_id["each.item"]["fields"]]
+    assert by_id["each.item"]["fields"][-1]["ref"] == "{{ index }}"
+    post = by_id["post"]
+    assert post["loops"] == ["each"] and post["source"] == "run"  # item 0 took the big path
+    assert post["fields"][0]["sample"] == {"value": {"id": 1, "total": 250}}
+    assert by_id["keep"]["source"] == "schema"  # item 0 did not take the default path
+    assert by_id["each"]["source"] == "run" and by_id["route"]["connector"] == "flow"

@@ -229,3 +229,48 @@ def test_bad_items_limit_is_400_and_other_users_runs_404(srv):
     assert other.get(f"/api/v1/runs/{run['id']}").status_code == 404
     assert other.get(f"/api/v1/runs/{run['id']}/steps/each/items").status_code == 404
     assert c.get("/api/v1/runs/run_nope/steps/each/items").status_code == 404
+
+
+LOOP = {
+    "levqor": 1,
+    "trigger": {"type": "manual"},
+    "steps": [
+        {
+            "id": "each", "type": "for_each", "items": "{{ trigger.orders }}",
+            "steps": [{
+                "id": "route", "type": "branch",
+                "paths": [{"name": "big", "if": "{{ item.total > 100 }}", "steps": [
+                    {"id": "big", "connector": "core", "action": "transform",
+                     "payload": {"value": "{{ item.id }}"}}]}],
+                "default": [{"id": "small", "connector": "core", "action": "transform",
+                             "payload": {"value": "{{ item.id }}"}}],
+            }],
+        },
+        {"id": "done", "connector": "core", "action": "transform", "payload": {"value": 1}},
+    ],
+}  # fmt: skip
+
+
+def test_a_real_flow_run_reads_as_a_tree(srv):
+    _, key = srv.user_with_key("eve@example.com")
+    c = srv.client(key)
+    pid = c.post("/api/v1/pipelines", json={"pipeline": LOOP}).json()["id"]
+    orders = [{"id": f"o{i}", "total": 50 * i} for i in range(30)]
+    r = c.post("/api/v1/run?wait=20", json={"pipeline_id": pid, "input": {"orders": orders}})
+    run = r.json()
+    assert run["status"] == "succeeded", r.text
+    each, done = run["steps"]
+    assert (each["id"], each["connector"], each["action"]) == ("each", "flow", "for_each")
+    assert done["id"] == "done" and done["status"] == "succeeded"
+    assert each["items"]["total"] == 30 and each["items"]["by_status"] == {"succeeded": 30}
+    assert len(each["items"]["page"]) == 20 and each["items"]["next"] == "19"
+    item3 = each["items"]["page"][3]
+    (route,) = item3["steps"]
+    assert route["id"] == "each[3].route" and route["output"]["path"] == 0
+    (big,) = route["children"]
+    assert (big["id"], big["scope"], big["output"]) == ("each[3].route.paths[0].big", "paths[0]",
+                                                        {"value": "o3"})  # fmt: skip
+    (small,) = each["items"]["page"][1]["steps"][0]["children"]
+    assert (small["id"], small["scope"]) == ("each[1].route.default.small", "default")
+    rest = c.get(f"/api/v1/runs/{run['id']}/steps/each/items?cursor=19").json()
+    assert [i["index"] for i in rest["items"]] == list(range(20, 30)) and rest["next"] is None

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from levqor_kernel.pipeline import step_type
+
 from levqor_host.builder.document import Placed, walk_steps
 
 if TYPE_CHECKING:
@@ -108,7 +110,7 @@ _WAIT_SAMPLES = {
 
 
 def _construct_sample(step: Mapping[str, Any], catalog: Catalog) -> Any:
-    kind = step.get("type")
+    kind = step_type(step)
     paths = step.get("paths") if isinstance(step.get("paths"), list) else []
     if kind == "branch":
         first = paths[0] if paths and isinstance(paths[0], Mapping) else {}
@@ -126,7 +128,7 @@ def _construct_sample(step: Mapping[str, Any], catalog: Catalog) -> Any:
 
 
 def _step_sample(step: Mapping[str, Any], catalog: Catalog) -> Any:
-    if "type" in step:
+    if step_type(step) != "action":
         return _construct_sample(step, catalog)
     action = catalog.action(str(step.get("connector")), str(step.get("action")))
     return schema_sample(action.output) if action is not None else None
@@ -203,8 +205,8 @@ def _source(
     label = str(step.get("name") or sid)
     return {
         "id": sid, "kind": "step", "path": placed.path, "pointer": placed.pointer,
-        "connector": step.get("connector", "flow" if "type" in step else None),
-        "action": step.get("action", step.get("type")), "loops": list(placed.loops),
+        "connector": step.get("connector", "flow"),
+        "action": step.get("action", step_type(step)), "loops": list(placed.loops),
         "source": source, **extra,
         "fields": flatten(f"steps.{sid}.output", label, sample), "_sample": sample,
     }  # fmt: skip
@@ -214,7 +216,7 @@ def _loop_sources(placed: Placed, trigger: Any, outputs: Mapping) -> list[dict]:
     """The ``item`` and ``index`` a loop's body sees (listed after the loop, before its body):
     the item's sample is the first of the items a plain ``items`` reference points at."""
     step = placed.step
-    if step.get("type") != "for_each":
+    if step_type(step) != "for_each":
         return []
     items = _follow(step.get("items"), trigger, outputs)
     first = items[0] if isinstance(items, list) and items else None
