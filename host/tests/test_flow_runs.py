@@ -4,6 +4,8 @@ counts the steps that ran."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from e2e_support import LiveServer, make_app
 
@@ -88,3 +90,77 @@ def test_an_invalid_nested_document_is_refused_with_its_pointer(alice):
     assert r.status_code == 422, r.text
     [p] = r.json()["error"]["details"]["problems"]
     assert p["pointer"] == "/steps/0/steps/0/payload/value" and p["step"] == "x"
+
+
+def http_item(url, sid="send"):
+    return {
+        "id": sid,
+        "connector": "http",
+        "action": "request",
+        "retry": {"max_attempts": 1},
+        "payload": {"method": "POST", "url": url, "json": {"n": "{{ item }}"}},
+    }
+
+
+def loop_doc(url, **loop):
+    return {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "each", "type": "for_each", "items": "{{ trigger.numbers }}",
+                   "steps": [http_item(url)], **loop}],
+    }
+
+
+def test_retry_of_a_failed_loop_sends_only_the_items_that_did_not_succeed(srv, alice):
+    from levqor_kernel.testing import FakeServer, Reply
+
+    seen: list[int] = []
+    broken = {3}
+
+    def handler(req):
+        n = req.json()["n"]
+        seen.append(n)
+        return Reply(500, {"error": "down"}) if n in broken else Reply(200, {"ok": n})
+
+    with FakeServer() as fake:
+        fake.route("POST", "/items", handler)
+        r = alice.post("/api/v1/pipelines", json={"name": "l", "pipeline": loop_doc(f"{fake.url}/items")})
+        pid = r.json()["id"]
+        first = run(alice, pid, {"numbers": list(range(6))})
+        assert first["status"] == "failed" and first["error"]["step"] == "each[3].send"
+        assert seen == [0, 1, 2, 3]
+        broken.clear()
+        r = alice.post(f"/api/v1/runs/{first['id']}/retry?wait=20")
+        assert r.status_code in (200, 201), r.text
+        again = r.json()
+        assert again["status"] == "succeeded", again
+        assert seen == [0, 1, 2, 3, 3, 4, 5]
+    full = srv.state.store.runs.get(None, again["id"])
+    out = {s["step_id"]: s for s in full["steps"]}["each"]["output"]
+    assert [o["status"] for o in out] == [200] * 6
+
+
+def test_cancel_reaches_a_running_loop(srv, alice):
+    from levqor_kernel.testing import FakeServer, Reply
+
+    seen: list[int] = []
+
+    def handler(req):
+        seen.append(req.json()["n"])
+        return Reply(200, {"ok": True}, delay=0.05)
+
+    with FakeServer() as fake:
+        fake.route("POST", "/items", handler)
+        doc = loop_doc(f"{fake.url}/items", concurrency=2)
+        pid = alice.post("/api/v1/pipelines", json={"name": "l", "pipeline": doc}).json()["id"]
+        r = alice.post("/api/v1/run", json={"pipeline_id": pid, "input": {"numbers": list(range(400))}})
+        rid = r.json()["run_id"]
+        deadline = time.monotonic() + 10
+        while len(seen) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert alice.post(f"/api/v1/runs/{rid}/cancel").status_code in (200, 202)
+        final = srv.state.runs.wait(None, rid, 10)
+        assert final["status"] == "cancelled"
+        sent = len(seen)
+        time.sleep(0.3)
+        assert len(seen) == sent < 400  # nothing is sent after the cancel took effect
