@@ -1,39 +1,55 @@
 import { get, post, ApiError } from "../api.js";
 import { boot, start } from "../common.js";
-import { $, h, clear, badge, fmtTime, fmtDuration, jsonPre, poll, toast, busy, errorText, pageIds } from "../ui.js";
+import { $, h, clear, badge, fmtTime, fmtDuration, jsonPre, poll, toast, busy, errorText, pageIds, show } from "../ui.js";
+import { RunTree, errorBlock } from "../flow/runtree.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
-let planned = null; // the pipeline version's steps, to show those not reached yet
+let planned = null; // the pipeline version's top-level steps, to show those not reached yet
 let pipelineName = null;
-
-function errorBlock(err) {
-  if (!err) return null;
-  const msg = typeof err === "object" && err.message ? err.message : null;
-  return h("div", { class: "step-error" },
-    msg ? h("p", { class: "form-error" }, msg) : null,
-    h("details", { open: !msg }, h("summary", {}, "Error details"), jsonPre(err, "error")));
-}
-
-function stepCard(s) {
-  const timing = s.started_at ? `${fmtDuration(s.started_at, s.finished_at)}${s.finished_at ? "" : " so far"}` : "—";
-  return h("li", { class: `run-step ${s.status}`, "data-step": s.id, "data-status": s.status },
-    h("h3", {}, h("span", { class: "mono" }, s.id), badge(s.status),
-      h("span", { class: "muted small" }, `${s.connector}.${s.action}`)),
-    h("dl", { class: "facts small" },
-      h("dt", {}, "Attempts"), h("dd", { class: "attempts" }, String(s.attempts ?? 0)),
-      h("dt", {}, "Started"), h("dd", {}, fmtTime(s.started_at)),
-      h("dt", {}, "Took"), h("dd", {}, timing)),
-    s.input !== undefined && s.input !== null
-      ? h("details", {}, h("summary", {}, "Input (rendered, secrets redacted)"), jsonPre(s.input)) : null,
-    s.error ? errorBlock(s.error)
-      : (s.output !== undefined && s.output !== null
-        ? h("details", { open: true }, h("summary", {}, "Output (secrets redacted)"), jsonPre(s.output)) : null));
-}
+let tree = null;
 
 function pendingCard(step) {
   return h("li", { class: "run-step pending", "data-step": step.id, "data-status": "pending" },
     h("h3", {}, h("span", { class: "mono" }, step.id), badge("pending"),
-      h("span", { class: "muted small" }, `${step.connector}.${step.action}`)));
+      h("span", { class: "muted small" }, step.type ? step.type : `${step.connector}.${step.action}`)));
+}
+
+const runLink = (id) => h("a", { href: `/runs/${encodeURIComponent(id)}`, class: "mono" }, id);
+
+function renderWait(run) {
+  const w = run.status === "waiting" ? run.wait : null;
+  $("#wait").hidden = !w;
+  $("#approval").hidden = !(w && w.kind === "approval");
+  if (!w) return;
+  const text = $("#wait-text");
+  if (w.kind === "approval") {
+    clear(text, "Step ", h("code", {}, w.step || "?"), " waits for someone to approve or reject this run.");
+    $("#approval-message").textContent = w.message || "(no message)";
+    $("#approval-expires").textContent = w.expires_at
+      ? `Unless decided, it is ${w.on_timeout === "approve" ? "approved" : "rejected"} on ${fmtTime(w.expires_at)}.` : "";
+  } else if (w.kind === "pipeline") {
+    clear(text, "Step ", h("code", {}, w.step || "?"), " waits for the sub-pipeline run ",
+      w.child_run_id ? runLink(w.child_run_id) : "(starting)", w.pipeline ? ` of ${w.pipeline}` : "", " to finish.");
+  } else {
+    clear(text, "Step ", h("code", {}, w.step || "?"), w.until ? ` waits until ${fmtTime(w.until)}.` : " waits.");
+  }
+}
+
+function facts(run) {
+  const children = run.children || [];
+  return [
+    h("dt", {}, "Pipeline"), h("dd", {}, h("a", { href: `/pipelines/${encodeURIComponent(run.pipeline_id)}` }, pipelineName || run.pipeline_id), ` version ${run.version}`),
+    h("dt", {}, "Trigger"), h("dd", {}, run.trigger || "—"),
+    run.retry_of ? [h("dt", {}, "Retry of"), h("dd", {}, runLink(run.retry_of))] : null,
+    run.parent_run_id ? [h("dt", {}, "Started by"), h("dd", { id: "parent-run" }, runLink(run.parent_run_id), run.parent_step ? [" at step ", h("code", {}, run.parent_step)] : null)] : null,
+    children.length ? [h("dt", {}, "Sub-pipeline runs"), h("dd", { id: "child-runs" }, children.map((c, i) => [i ? ", " : "", runLink(typeof c === "string" ? c : c.id)]))] : null,
+    h("dt", {}, "Queued"), h("dd", {}, fmtTime(run.created_at)),
+    h("dt", {}, "Started"), h("dd", {}, fmtTime(run.started_at)),
+    h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
+    h("dt", {}, "Took"), h("dd", {}, run.started_at ? fmtDuration(run.started_at, run.finished_at) : "—"),
+    h("dt", {}, "Input"), h("dd", {}, h("details", {}, h("summary", {}, "show"), jsonPre(run.input ?? {}))),
+    run.output !== undefined && run.output !== null ? [h("dt", {}, "Output"), h("dd", {}, h("details", {}, h("summary", {}, "show"), jsonPre(run.output)))] : null,
+  ];
 }
 
 function render(run) {
@@ -44,21 +60,13 @@ function render(run) {
   st.className = `badge ${run.status}`;
   st.dataset.runStatus = run.status;
   $("#run-poll").hidden = FINAL.has(run.status);
-  const facts = $("#run-facts");
-  clear(facts,
-    h("dt", {}, "Pipeline"), h("dd", {}, h("a", { href: `/pipelines/${encodeURIComponent(run.pipeline_id)}` }, pipelineName || run.pipeline_id), ` version ${run.version}`),
-    h("dt", {}, "Trigger"), h("dd", {}, run.trigger || "—"),
-    run.retry_of ? [h("dt", {}, "Retry of"), h("dd", {}, h("a", { href: `/runs/${encodeURIComponent(run.retry_of)}` }, run.retry_of))] : null,
-    h("dt", {}, "Queued"), h("dd", {}, fmtTime(run.created_at)),
-    h("dt", {}, "Started"), h("dd", {}, fmtTime(run.started_at)),
-    h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
-    h("dt", {}, "Took"), h("dd", {}, run.started_at ? fmtDuration(run.started_at, run.finished_at) : "—"),
-    h("dt", {}, "Input"), h("dd", {}, h("details", {}, h("summary", {}, "show"), jsonPre(run.input ?? {}))));
+  clear($("#run-facts"), facts(run));
   clear($("#run-error"), run.error ? errorBlock(run.error) : null);
+  renderWait(run);
   $("#retry").hidden = !(run.status === "failed" || run.status === "cancelled");
   $("#cancel").hidden = FINAL.has(run.status) || run.cancel_requested;
   const seen = new Set((run.steps || []).map((s) => s.id));
-  const cards = (run.steps || []).map(stepCard);
+  const cards = tree.cards(run.steps || []);
   if (planned && !FINAL.has(run.status)) {
     for (const step of planned) if (!seen.has(step.id)) cards.push(pendingCard(step));
   }
@@ -84,17 +92,22 @@ async function main() {
     }
     if (first) {
       first = false;
+      let doc = null;
       try {
         const base = `/api/v1/pipelines/${encodeURIComponent(current.pipeline_id)}`;
         const [p, v] = await Promise.all([get(base), get(`${base}/versions/${current.version}`)]);
         pipelineName = p.name;
-        planned = v.pipeline.steps || [];
+        doc = v.pipeline;
+        planned = doc.steps || [];
       } catch { planned = null; }
+      tree = new RunTree(runId, doc);
+      tree.onMore = () => render(current);
     }
     render(current);
-    return !FINAL.has(current.status); // keep polling while it runs
+    return !FINAL.has(current.status); // keep polling while it runs (or waits)
   };
   let poller = poll(load, 1000);
+  const restart = () => { poller.stop(); poller = poll(load, 1000); };
 
   $("#retry").addEventListener("click", async (ev) => {
     const b = ev.currentTarget;
@@ -113,14 +126,34 @@ async function main() {
     try {
       current = await post(`${path}/cancel`);
       render(current);
-      poller.stop();
-      poller = poll(load, 1000);
+      restart();
     } catch (e) {
       toast(errorText(e), "bad", 8000);
     } finally {
       busy(b, false);
     }
   });
+  const decide = (verb) => async (ev) => {
+    const b = ev.currentTarget;
+    const err = $("#approval-error");
+    show(err, "");
+    busy(b, true, verb === "approve" ? "Approving…" : "Rejecting…");
+    try {
+      const comment = $("#approval-comment").value.trim();
+      current = await post(`${path}/${verb}`, comment ? { comment } : {});
+      $("#approval-comment").value = "";
+      toast(verb === "approve" ? "Approved: the run goes on" : "Rejected", "ok");
+      render(current);
+      restart();
+    } catch (e) {
+      show(err, e instanceof ApiError && e.status === 409 ? `Already decided: ${e.message}` : errorText(e));
+      restart();
+    } finally {
+      busy(b, false);
+    }
+  };
+  $("#approve").addEventListener("click", decide("approve"));
+  $("#reject").addEventListener("click", decide("reject"));
 }
 
 start(main);
