@@ -345,3 +345,42 @@ def test_admin_dashboard_funnel_and_active_users(srv):
     assert dash["admin"]["revenue"]["amount_by_currency"] == {"usd": 1900}
     assert dash["admin"]["events"]["pipeline_created"] == 2
     assert a.get("/api/v1/analytics/dashboard?days=0").status_code == 400
+
+
+def test_a_loop_is_charged_for_the_items_that_ran_and_an_untaken_branch_is_free(srv):
+    """The run reserves each action step once; its settlement charges every priced step that
+    ran (here 3 of 4 items take the priced path), never taking the balance below zero."""
+    user, key = srv.user_with_key("loop@example.com", plan="pro")
+    srv.state.ledger.grant(user["id"], 100)
+    c = srv.client(key)
+    loop_doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {
+                "id": "each",
+                "type": "for_each",
+                "items": "{{ trigger.n }}",
+                "steps": [
+                    {
+                        "id": "route",
+                        "type": "branch",
+                        "paths": [{"if": "{{ item > 0 }}", "steps": [{"id": "s", "connector": "work", "action": "do", "payload": {}}]}],
+                    }
+                ],
+            }
+        ],
+    }
+    pid = c.post("/api/v1/pipelines", json={"name": "loop", "pipeline": loop_doc}).json()["id"]
+    run = c.post("/api/v1/run?wait=10", json={"pipeline_id": pid, "input": {"n": [0, 1, 2, 3]}}).json()
+    assert run["status"] == "succeeded", run
+    wait_settled(srv.state, user["id"], 1)
+    assert srv.state.ledger.balance(user["id"]) == 100 - 3 * PRICE
+    lines = [x["delta"] for x in srv.state.ledger.lines(user["id"]) if x["run_id"] == run["id"]]
+    assert sorted(lines) == [-2 * PRICE, -PRICE]  # the reservation, then the items beyond it
+    # a balance too small for every item: charged down to zero, never below
+    srv.state.ledger.grant(user["id"], -(100 - 3 * PRICE) + PRICE + 2)
+    run = c.post("/api/v1/run?wait=10", json={"pipeline_id": pid, "input": {"n": [1, 1, 1]}}).json()
+    assert run["status"] == "succeeded"
+    wait_settled(srv.state, user["id"], 2)
+    assert srv.state.ledger.balance(user["id"]) == 0

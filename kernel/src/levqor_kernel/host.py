@@ -337,6 +337,15 @@ class RunSettlement(Protocol):
         also stops the run counting towards daily limits, or ``unused``)."""
         ...
 
+    def charge_extra(self, amount: int) -> int:
+        """Charge ``amount`` credits beyond the reservation (steps that ran more often than
+        once, such as a loop's), once per run, never taking the balance below zero; returns
+        what was charged.
+
+        .. versionadded:: 0.3
+        """
+        ...
+
 
 @runtime_checkable
 class Host(Protocol):

@@ -137,6 +137,13 @@ class MemorySettlement:
         return self.tx.add_line(self.user_id, amount, reason, run_id="run_1",
                                 external_id=f"{reason}:run_1")
 
+    def charge_extra(self, amount: int) -> int:
+        amount = max(0, min(amount, self.tx.balance(self.user_id)))
+        if amount and self.tx.add_line(self.user_id, -amount, "run", run_id="run_1",
+                                       external_id="extra:run_1"):
+            return amount
+        return 0
+
 
 def test_the_gate_and_the_settlement_use_only_the_kernels_types():
     env = {"LEVQOR_BILLING": "local"}
@@ -157,6 +164,12 @@ def test_the_gate_and_the_settlement_use_only_the_kernels_types():
     assert tx.balance("usr_1") == 5000 - 45
     levqor_stripe.record_run_cost(user, {"charged": 60, "platform_failure": True}, 45, settle)
     assert tx.balance("usr_1") == 5000
+    # steps that ran more than once (a loop's items) are charged beyond the reservation
+    settle = MemorySettlement(tx, "usr_1")
+    tx.lines = [x for x in tx.lines if x["run_id"] != "run_1"]
+    tx.add_line("usr_1", -10, "run", run_id="run_1")
+    levqor_stripe.record_run_cost(user, {"charged": 10}, 25, settle)
+    assert settle.charged == 25
     # no ledger: no gate
     assert levqor_stripe.gate_run(user, {}, 30, None) is None
 

@@ -104,6 +104,19 @@ class RunSettlement:
             self._sums()[1] += amount
         return added
 
+    def charge_extra(self, amount: int) -> int:
+        """Charge what the steps that ran cost beyond the run's reservation (a loop's items,
+        each charged), once per run, as far as the balance goes (never below zero). Returns
+        the credits charged."""
+        amount = max(0, min(int(amount), self.tx.balance(self.user_id)))
+        if amount and self.tx.add_line(
+            self.user_id, -amount, "run", run_id=self.run_id, external_id=f"extra:{self.run_id}"
+        ):
+            self._sums()[0] += amount
+            self.tx.balance_changed.add(self.user_id)
+            return amount
+        return 0
+
 
 @dataclass(frozen=True)
 class RunCost:

@@ -164,8 +164,9 @@ def gate_run(user: dict, pipeline: dict, price: int, ledger: RunGate | None) -> 
 
 @hookimpl
 def record_run_cost(user: dict, run: dict, cost: int, ledger: RunSettlement | None) -> None:
-    """Refund a platform failure in full (the ledger keeps the charge and the refund), and
-    the part of the reservation that the steps which really ran did not use."""
+    """Refund a platform failure in full (the ledger keeps the charge and the refund), the
+    part of the reservation that the steps which really ran did not use, or charge what they
+    cost beyond it (a loop's items), as far as the balance goes."""
     if ledger is None:
         return
     charged = int(run.get("charged", ledger.charged) or 0)
@@ -176,6 +177,9 @@ def record_run_cost(user: dict, run: dict, cost: int, ledger: RunSettlement | No
         ledger.refund(None, "refund")
     elif 0 <= cost < charged:
         ledger.refund(charged - cost, "unused")
+    elif cost > charged:
+        # a loop ran its priced steps more than the one pass the run reserved
+        ledger.charge_extra(cost - charged)
 
 
 @hookimpl
