@@ -146,7 +146,7 @@ def test_query_parameters_are_checked_by_their_declaration(client):
     for query, message in (
         ("limit=0", "limit must be between 1 and 200"),
         ("limit=x", "limit must be an integer"),
-        ("status=done", "status must be one of queued, running, succeeded, failed, cancelled"),
+        ("status=done", "status must be one of queued, running, waiting, succeeded, failed, cancelled"),
     ):
         r = c.get(f"/api/v1/runs?{query}")
         assert r.status_code == 400, r.text

@@ -12,6 +12,7 @@ migrations) with its repositories::
     store.runs          runs                         runs.py
     store.steps         the step rows of runs        steps.py
     store.leases        claims and heartbeats        leases.py
+    store.waits         waiting runs, their resume   waits.py
     store.locks         named locks with a lease     locks.py
     store.meta          deployment key-values        locks.py
     store.idempotency   idempotency keys             idempotency.py
@@ -52,6 +53,7 @@ from levqor_host.store.runs import FINAL_RUN_STATUSES, RUN_STATUSES, Runs
 from levqor_host.store.steps import Steps
 from levqor_host.store.users import ApiKeys, Users
 from levqor_host.store.vault_keys import VaultKeys
+from levqor_host.store.waits import Waits
 
 if TYPE_CHECKING:
     from levqor_host.security.vault import Vault
@@ -86,6 +88,7 @@ class Store(Database):
         self.runs = Runs(self)
         self.steps = Steps(self)
         self.leases = Leases(self)
+        self.waits = Waits(self)
         self.locks = Locks(self)
         self.meta = Meta(self)
         self.idempotency = IdempotencyKeys(self)

@@ -93,8 +93,9 @@ class CredentialRow(TypedDict):
     created_at: Timestamp
 
 
-# A run's states, in the order a run goes through them; the last three are final.
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# A run's states, in the order a run goes through them; the last three are final. A run that
+# waits (a timer, an approval, a child run) holds no lease and is queued again when resumed.
+RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 
 
 class RunRow(TypedDict):
@@ -117,6 +118,11 @@ class RunRow(TypedDict):
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    output: Any
+    parent_run_id: str | None
+    parent_step: str | None
+    wait: Any
+    resume_at: Timestamp | None
 
 
 class StepRow(TypedDict):

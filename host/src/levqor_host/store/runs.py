@@ -24,7 +24,9 @@ __all__ = ["FINAL_RUN_STATUSES", "RUN_STATUSES", "RUN_TRIGGERS", "Runs", "run_ro
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "retry"})
+#: ``pipeline``: a sub-pipeline's run (started by its parent's step); ``error``: an error
+#: pipeline's run (started by a failed run)
+RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "retry", "pipeline", "error"})
 
 run_row = RowMapper(RunRow)
 
@@ -44,6 +46,7 @@ _SQL_FINISH = (
     .values(
         status=_B("new_status"),
         error=_B("new_error", type_=runs.c.error.type),
+        output=_B("new_output", type_=runs.c.output.type),
         finished_at=_B("now", type_=UTCDateTime),
         lease_expires_at=None,
     )
@@ -79,7 +82,6 @@ def _new_run(
         "pipeline_id": pipeline_id,
         "version": version,
         "status": "queued",
-        **given,
         "error": None,
         "lease_owner": None,
         "lease_expires_at": None,
@@ -90,6 +92,12 @@ def _new_run(
         "created_at": utcnow(),
         "started_at": None,
         "finished_at": None,
+        "output": None,
+        "parent_run_id": None,
+        "parent_step": None,
+        "wait": None,
+        "resume_at": None,
+        **given,
     }
 
 
@@ -126,6 +134,8 @@ class Runs:
         idempotency_key: str | None = None,
         retry_of: str | None = None,
         copy_steps_from: str | None = None,
+        parent_run_id: str | None = None,
+        parent_step: str | None = None,
     ) -> tuple[RunRow, bool]:
         """Queue a run; ``(run, created)``.
 
@@ -148,6 +158,8 @@ class Runs:
                     idempotency_key=idempotency_key,
                     retry_of=retry_of,
                     copy_steps_from=copy_steps_from,
+                    parent_run_id=parent_run_id,
+                    parent_step=parent_step,
                 )
         except IntegrityError:
             if idempotency_key is None:
@@ -171,6 +183,8 @@ class Runs:
         idempotency_key: str | None = None,
         retry_of: str | None = None,
         copy_steps_from: str | None = None,
+        parent_run_id: str | None = None,
+        parent_step: str | None = None,
     ) -> tuple[RunRow, bool]:
         """:meth:`create` inside a write transaction the caller holds (``conn`` from
         ``store.write()``), so that a billing gate, its credit reservation and the run row commit
@@ -203,6 +217,8 @@ class Runs:
             input=input,
             idempotency_key=idempotency_key,
             retry_of=retry_of,
+            parent_run_id=parent_run_id,
+            parent_step=parent_step,
         )
         conn.execute(_SQL_INSERT_RUN, values)
         if copy_steps_from is not None:
@@ -277,8 +293,8 @@ class Runs:
         return run_row.all(rows), nxt
 
     def request_cancel(self, user_id: str, run_id: str) -> RunWithSteps | None:
-        """Cancel the user's run: a queued run, and a running one whose lease expired (its
-        worker was lost), are cancelled at once; a running one whose worker holds its lease gets
+        """Cancel the user's run: a queued or waiting run, and a running one whose lease
+        expired (its worker was lost), are cancelled at once (a waiting step ends cancelled); a running one whose worker holds its lease gets
         ``cancel_requested`` (its worker stops before the next step, and a worker that claims it
         after a lost one ends it cancelled without running anything); a finished one is left as
         it is. Returns the run (with steps), None if not the user's."""
@@ -290,7 +306,7 @@ class Runs:
                 .where(
                     *mine,
                     or_(
-                        runs.c.status == "queued",
+                        runs.c.status.in_(("queued", "waiting")),
                         and_(runs.c.status == "running", runs.c.lease_expires_at < now),
                     ),
                 )
@@ -300,9 +316,11 @@ class Runs:
                     finished_at=now,
                     lease_owner=None,
                     lease_expires_at=None,
+                    wait=None,
+                    resume_at=None,
                 )
             )
-            if res.rowcount == 1:  # the step a lost worker was running ends with the run
+            if res.rowcount == 1:  # the step a lost worker was running (or waiting) ends too
                 end_steps(conn, run_id, "cancelled", _CANCELLED_ERROR)
             else:
                 conn.execute(
@@ -348,9 +366,10 @@ class Runs:
         error: Any = None,
         *,
         settled: bool = False,
+        output: Any = None,
     ) -> bool:
         """:meth:`finish` inside the caller's transaction; ``settled`` also claims the run's
-        settlement (``settled_at``) in the same statement."""
+        settlement (``settled_at``) in the same statement; ``output``: what the run answered."""
         if status not in FINAL_RUN_STATUSES:
             raise ValueError(f"not a final run status: {status!r}")
         params = {
@@ -358,6 +377,7 @@ class Runs:
             "worker_id": worker_id,
             "new_status": status,
             "new_error": error,
+            "new_output": output,
             "now": utcnow(),
         }
         return conn.execute(_SQL_FINISH_SETTLED if settled else _SQL_FINISH, params).rowcount == 1

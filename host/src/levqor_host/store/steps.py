@@ -72,11 +72,12 @@ def _upsert(db: Database) -> Any:
 
 
 def end_running_steps(conn: Connection, run_id: str, status: str, error: Any) -> None:
-    """Steps of ``run_id`` left ``running`` end with the run: ``cancelled`` when it was
-    cancelled, ``failed`` otherwise, with ``error`` (inside the caller's transaction)."""
+    """Steps of ``run_id`` left ``running`` (or ``waiting``) end with the run: ``cancelled``
+    when it was cancelled, ``failed`` otherwise, with ``error`` (inside the caller's
+    transaction)."""
     conn.execute(
         update(run_steps)
-        .where(run_steps.c.run_id == run_id, run_steps.c.status == "running")
+        .where(run_steps.c.run_id == run_id, run_steps.c.status.in_(("running", "waiting")))
         .values(
             status="cancelled" if status == "cancelled" else "failed",
             error=error,

@@ -169,17 +169,28 @@ runs = Table(
     Column("finished_at", UTCDateTime),
     # set in the transaction that settles a final run (credits, usage, events): exactly once
     Column("settled_at", UTCDateTime),
+    # what the run answered (a stop step's output, else its last top-level step's)
+    Column("output", JSONType()),
+    # a sub-pipeline's run: the run and the step path that started it
+    Column("parent_run_id", String(ID)),
+    Column("parent_step", String(400)),
+    # a waiting run: what it waits for ({"kind", "step", ..., "nonce"}) and when a timer or an
+    # approval's timeout resumes it (the sweep reads status = 'waiting' AND resume_at <= now)
+    Column("wait", JSONType()),
+    Column("resume_at", UTCDateTime),
     UniqueConstraint("user_id", "idempotency_key", name="uq_runs_user_id_idempotency_key"),
     Index("ix_runs_status_lease_created", "status", "lease_expires_at", "created_at"),
     Index("ix_runs_user_id_created_at", "user_id", "created_at"),
     Index("ix_runs_settled_finished", "settled_at", "finished_at"),
+    Index("ix_runs_status_resume_at", "status", "resume_at"),
+    Index("ix_runs_parent_run_id", "parent_run_id"),
 )
 
 run_steps = Table(
     "run_steps",
     metadata,
     Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
-    Column("step_id", String(100), nullable=False),
+    Column("step_id", String(400), nullable=False),  # the step's path: each[17].send
     Column("position", Integer, nullable=False),
     Column("connector", String(100), nullable=False),
     Column("action", String(100), nullable=False),
