@@ -19,6 +19,7 @@ from levqor_kernel.runner import Runner
 from levqor_host import __version__
 from levqor_host.config import Config
 from levqor_host.metrics import Metrics
+from levqor_host.security.signing import LinkSigner
 from levqor_host.security.vault import Vault
 from levqor_host.services import Services
 from levqor_host.store import Store
@@ -106,6 +107,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
         reward_referral=lambda tx, user_id: reward_referral(tx, user_id, cfg.growth.referral_bonus),
     )
     runs = RunService(cfg, store, pm, runner, ledger, metrics)
+    runs.flow.signer = LinkSigner(vault.keys)  # approvals' signed one-time links
     state = Services(
         config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=metrics,
         ledger=ledger, runs=runs,

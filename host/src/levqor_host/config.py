@@ -124,6 +124,12 @@ class ExecutorConfig:
     max_worker_losses: int = 3
     settle_after_seconds: float = 60.0
     settle_sweep_seconds: float = 30.0
+    #: how often waiting runs whose timer (or approval timeout) is due are resumed
+    wait_sweep_seconds: float = 5.0
+    #: the most items a for-each step may iterate over (the runner's cap)
+    max_loop_items: int = 10000
+    #: how deep sub-pipelines may call one another (a run started by a run ... )
+    max_pipeline_depth: int = 5
     scheduler: str = "auto"  # auto: inside serve behind the leader lock; on; off
     broker_url: str | None = None
     celery_queue: str = "levqor"
@@ -376,6 +382,9 @@ def _executor(r: EnvReader) -> ExecutorConfig:
         max_worker_losses=r.integer("LEVQOR_MAX_WORKER_LOSSES", 3),
         settle_after_seconds=r.number("LEVQOR_SETTLE_AFTER_SECONDS", 60.0),
         settle_sweep_seconds=r.number("LEVQOR_SETTLE_SWEEP_SECONDS", 30.0),
+        wait_sweep_seconds=r.number("LEVQOR_WAIT_SWEEP_SECONDS", 5.0),
+        max_loop_items=r.integer("LEVQOR_MAX_LOOP_ITEMS", 10000),
+        max_pipeline_depth=r.integer("LEVQOR_MAX_PIPELINE_DEPTH", 5),
         scheduler=r.text("LEVQOR_SCHEDULER", "auto").lower(),
         broker_url=r.optional("LEVQOR_BROKER_URL"),
         celery_queue=r.text("LEVQOR_CELERY_QUEUE", "levqor"),
@@ -606,6 +615,8 @@ def _validate(cfg: Config) -> None:
         ("LEVQOR_RUN_RETENTION_DAYS", cfg.database.run_retention_days, 0, "0 (keep forever) or more"),
         ("LEVQOR_MAX_VALUE_BYTES", ex.max_value_bytes, 1024, "1024 or more"),
         ("LEVQOR_MAX_WORKER_LOSSES", ex.max_worker_losses, 1, "1 or more"),
+        ("LEVQOR_MAX_LOOP_ITEMS", ex.max_loop_items, 1, "1 or more"),
+        ("LEVQOR_MAX_PIPELINE_DEPTH", ex.max_pipeline_depth, 0, "0 (no sub-pipelines) or more"),
         ("LEVQOR_BACKUP_RETENTION_DAYS", cfg.backup.retention_days, 1, "1 or more"),
         ("LEVQOR_JWKS_REFETCH_SECONDS", cfg.security.jwks_refetch_seconds, 0, "0 or more"),
         ("LEVQOR_TRUSTED_PROXIES", cfg.security.trusted_proxies, 0, "0 or more"),

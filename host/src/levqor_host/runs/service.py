@@ -25,6 +25,7 @@ from levqor_kernel.pipeline import validate_pipeline
 from levqor_kernel.runner import RunResult
 
 from levqor_host.errors import ApiError
+from levqor_host.runs.flow import Flow
 from levqor_host.runs.recording import StoreRecorder
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class RunService:
         self._validation_cache: dict[str, list] = {}
         self._lock = threading.Lock()
         self._jobs_lock = threading.Lock()
+        #: waits (timers, approvals, sub-pipelines) and error pipelines
+        self.flow = Flow(self)
 
     # ----------------------------------------------------------------- validate and price
     def credential_map(self, user_id: str) -> dict[str, str]:
@@ -135,6 +138,8 @@ class RunService:
         copy_steps_from: str | None = None,
         version: int | None = None,
         credentials: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        parent_step: str | None = None,
     ) -> tuple[dict, bool]:
         """Validate, gate and queue a run: (the run, whether this call created it). Raises
         ApiError (404 unknown version, 422 invalid, 402 refused). ``credentials``: the user's
@@ -167,6 +172,8 @@ class RunService:
             idempotency_key=idempotency_key,
             retry_of=retry_of,
             copy_steps_from=copy_steps_from,
+            parent_run_id=parent_run_id,
+            parent_step=parent_step,
         )
         if created:
             self.dispatch(run)
@@ -250,8 +257,16 @@ class RunService:
 
     def cancel(self, user_id: str, run_id: str) -> dict | None:
         """Ask for a run to be cancelled (a queued run ends at once, a running one at its
-        next check); the run as it is now, or None when the user has no such run."""
-        return self.store.runs.request_cancel(user_id, run_id)
+        next check, a waiting one at once and settled, with the child run it waits for);
+        the run as it is now, or None when the user has no such run."""
+        before = self.store.runs.get(user_id, run_id)
+        run = self.store.runs.request_cancel(user_id, run_id)
+        if before is not None and run is not None and before["status"] == "waiting":
+            if run["status"] == "cancelled":
+                err = {"type": "Cancelled", "message": "run cancelled", "retryable": False}
+                self.finished(run, RunResult("cancelled", run.get("error") or err))
+                self.flow.cancel_child(before)
+        return run
 
     # ----------------------------------------------------------------- executors
     def claim(self, worker_id: str, limit: int = 1) -> list[dict]:
@@ -326,7 +341,8 @@ class RunService:
         with self.ledger.transaction() as tx:
             self.store.steps.record_many_in(tx.conn, steps)
             if not self.store.runs.finish_in(
-                tx.conn, run["id"], worker_id, result.status, result.error, settled=True
+                tx.conn, run["id"], worker_id, result.status, result.error, settled=True,
+                output=getattr(result, "output", None),
             ):
                 return None
             return self.ledger.settle(tx, run, result, cost)
@@ -381,6 +397,18 @@ class RunService:
             ev = self._waiters.pop(run["id"], None)
         if ev is not None:
             ev.set()
+        self._after_final(run, result)
+
+    def _after_final(self, run: dict, result: RunResult) -> None:
+        """What a final run starts: its parent's step decided (a sub-pipeline's run), its
+        error pipeline (a failed run). Never raises: the run is final whatever happens here
+        (the sweep catches a parent up)."""
+        try:
+            if run.get("parent_run_id"):
+                self.flow.child_finished(run)
+            self.flow.error_pipeline(run, result)
+        except Exception:  # noqa: BLE001
+            log.exception("what follows run %s (parent, error pipeline) failed", run["id"])
 
     def _write_job_line(self, run: dict, result: RunResult) -> None:
         line = job_line(run, result.status, result.error, len(result.steps))

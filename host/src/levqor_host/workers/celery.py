@@ -173,6 +173,7 @@ class LeaseSweeper:
     def __init__(self, runs: RunService, dispatcher: CeleryDispatcher) -> None:
         self.config = runs.config
         self.store = runs.store
+        self.flow = runs.flow
         self.dispatcher = dispatcher
         self.owner = f"sweep:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
@@ -202,10 +203,15 @@ class LeaseSweeper:
                 log.warning("lease sweep failed", exc_info=True)
 
     def sweep(self) -> int:
-        """One pass (when this process holds the sweep lock); returns how many runs were sent."""
+        """One pass (when this process holds the sweep lock); returns how many runs were sent.
+        Waiting runs whose timer or approval timeout came are resumed too (queued and sent)."""
         cfg, store = self.config, self.store
         if not store.locks.acquire(SWEEP_LOCK, self.owner, max(3.0, cfg.executor.celery_sweep_interval * 3)):
             return 0
+        try:
+            self.flow.resume_due()
+        except Exception:  # noqa: BLE001 - the next pass retries
+            log.warning("resuming waiting runs failed", exc_info=True)
         now_m = time.monotonic()
         self._recent = {
             k: t for k, t in self._recent.items() if now_m - t < cfg.executor.celery_requeue_after

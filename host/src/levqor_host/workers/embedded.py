@@ -138,20 +138,34 @@ class EmbeddedExecutor:
         """Settle final runs whose settlement was lost (:meth:`RunService.repair_settlements`)."""
         return self.runs.repair_settlements(older_than)
 
+    def resume_due(self) -> int:
+        """Resume the waiting runs whose timer or approval timeout came, look at
+        sub-pipelines' children (:meth:`Flow.resume_due`); never raises."""
+        try:
+            return self.runs.flow.resume_due()
+        except Exception:  # noqa: BLE001 - the sweep retries on its next round
+            log.exception("resuming waiting runs failed")
+            return 0
+
     def _beat(self) -> None:
         interval = max(0.2, self.config.executor.lease_seconds / 3)
         sweep_every = max(
             interval, self.config.executor.settle_sweep_seconds
         )
         next_sweep = time.monotonic() + sweep_every
+        wait_every = max(0.2, self.config.executor.wait_sweep_seconds)
+        next_wait_sweep = time.monotonic() + min(wait_every, interval)
         while not (self._stopping.is_set() and not self.active_runs):
-            time.sleep(interval)
+            time.sleep(min(interval, wait_every))
             if not self._stopping.is_set() and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + sweep_every
                 try:
                     self.repair_settlements()
                 except Exception:  # noqa: BLE001 - the sweep retries on its next round
                     log.exception("repairing settlements failed")
+            if not self._stopping.is_set() and time.monotonic() >= next_wait_sweep:
+                next_wait_sweep = time.monotonic() + wait_every
+                self.resume_due()
             ids = self.active_runs
             if not ids:
                 if self._stopping.is_set():
@@ -204,9 +218,10 @@ class EmbeddedExecutor:
                 {"type": "NotFound", "message": "pipeline version is gone"},
             )
             return "failed"
-        # a run claimed for the first time that is not a retry has no step rows yet
+        # a run claimed for the first time that is not a retry has no step rows yet; a run
+        # resumed after a wait is handed its decided waits too
         fresh = run.get("claims") == 1 and not run.get("retry_of")
-        completed = {} if fresh else store.steps.succeeded_outputs(rid)
+        completed, decided = ({}, {}) if fresh else store.waits.resume_state(rid)
         recorder = runs.recorder(run)
         started.append(recorder)
         runs.metrics.runs_started.inc()
@@ -227,6 +242,11 @@ class EmbeddedExecutor:
             recorder.flush()
             store.leases.release(self.worker_id, rid)
             return None
+        if result.status == "waiting":
+            # suspended: its steps, its wait and the lease given up; no thread holds it now
+            done = runs.flow.suspend(run, result, self.worker_id, recorder.pending)
+            recorder.pending = []
+            return "waiting" if done else None
         # every step of a run that was not resumed is in result.records: the settlement
         # needs no read of the run
         doc = None if completed else version["doc"]

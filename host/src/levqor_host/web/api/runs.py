@@ -9,7 +9,8 @@ from levqor_host.store.runs import FINAL_RUN_STATUSES, RUN_STATUSES
 from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, iso, not_found, state
 from levqor_host.web.api.idempotency import idempotent, request_key
-from levqor_host.web.api.schemas import LoopPage, Run, RunAccepted, RunIn, RunList
+from levqor_host.web.api.schemas import ApprovalIn, LoopPage, Run, RunAccepted, RunIn, RunList
+from levqor_host.web.errors import json_body
 from levqor_host.web.operations import (
     ERROR,
     IDEMPOTENCY_KEY,
@@ -50,9 +51,26 @@ def _items_out(items: list[dict]) -> list[dict]:
     return [{**i, "steps": [step_out(x) for x in i["steps"]]} for i in items]
 
 
+#: what a waiting run's ``wait`` shows (never its nonce: the signed links carry it)
+_WAIT_FIELDS = ("kind", "step", "since", "until", "expires_at", "pipeline", "child_run_id")
+
+
+def wait_out(r: dict) -> dict | None:
+    """What a waiting run waits for (``RunWait``), None when it waits for nothing."""
+    wait = r.get("wait")
+    if r.get("status") != "waiting" or not isinstance(wait, dict):
+        return None
+    out = {k: wait.get(k) for k in _WAIT_FIELDS if wait.get(k) is not None}
+    approval = wait.get("approval")
+    if isinstance(approval, dict):
+        out["message"] = approval.get("message")
+        out["on_timeout"] = approval.get("on_timeout") or "reject"
+    return out
+
+
 def run_out(r: dict, steps: list[dict] | None = None) -> dict:
-    """The API's view of a run (``Run``), with ``steps`` (the tree of
-    ``store.steps.tree``) when given."""
+    """The API's view of a run (``Run``), with ``steps`` (the tree of ``store.steps.tree``)
+    when given; a run waiting for an approval carries its signed approve and reject URLs."""
     out = {
         "id": r["id"],
         "pipeline_id": r["pipeline_id"],
@@ -66,7 +84,15 @@ def run_out(r: dict, steps: list[dict] | None = None) -> dict:
         "created_at": iso(r.get("created_at")),
         "started_at": iso(r.get("started_at")),
         "finished_at": iso(r.get("finished_at")),
+        "output": r.get("output"),
+        "parent_run_id": r.get("parent_run_id"),
+        "parent_step": r.get("parent_step"),
+        "wait": wait_out(r),
     }
+    if out["wait"] is not None and out["wait"]["kind"] == "approval":
+        flow = state().runs.flow
+        out["approve_url"] = flow.link(r, "approve")
+        out["reject_url"] = flow.link(r, "reject")
     if steps is not None:
         out["steps"] = [step_out(s) for s in steps]
     return out
@@ -78,7 +104,9 @@ def run_with_steps(user_id: str, run_id: str, items_limit: int = 20) -> dict:
     r = st.store.runs.get(user_id, run_id, with_steps=False)
     if r is None:
         raise not_found("run")
-    return run_out(r, st.store.steps.tree(run_id, items_limit=items_limit))
+    out = run_out(r, st.store.steps.tree(run_id, items_limit=items_limit))
+    out["children"] = st.store.waits.children(run_id)
+    return out
 
 
 def _wait(raw: str) -> float:
@@ -188,9 +216,11 @@ ITEMS_LIMIT = query(
 @require("pipelines:read")
 @operation(
     "Get a run with its steps",
-    "The run, its input and error, and its steps as a tree: the top-level steps in document "
-    "order, a construct's steps under it (children), a loop's items paged (the first page and "
-    "counts by status; the next pages from /runs/{run_id}/steps/{loop}/items).",
+    "The run, its input, output and error, what it waits for (with the signed approve and "
+    "reject URLs of an approval), its parent and child runs, and its steps as a tree: the "
+    "top-level steps in document order, a construct's steps under it (children), a loop's "
+    "items paged (the first page and counts by status; the next pages from "
+    "/runs/{run_id}/steps/{loop}/items).",
     tag="runs",
     responses={200: answer(Run)},
     params=[ITEMS_LIMIT],
@@ -233,12 +263,62 @@ def list_loop_items(run_id: str, loop: str, cursor: int | None, limit: int) -> R
     return jsonify({**page, "items": _items_out(page["items"])})
 
 
+def _decide(run_id: str, approved: bool) -> Response:
+    data = json_body(state().config.web.max_json_depth, required=False)
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    try:
+        body = ApprovalIn.model_validate(data)
+    except ValueError as e:
+        raise ApiError(400, "invalid_request", f"invalid body: {str(e).splitlines()[-1]}") from None
+    user = current_user()
+    state().runs.flow.approve(
+        user["id"], run_id, approved, by=user.get("email") or user["id"], comment=body.comment
+    )
+    return jsonify(run_with_steps(user["id"], run_id))
+
+
+_APPROVAL_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": ApprovalIn.model_json_schema()}},
+}
+
+
+@bp.post("/runs/<run_id>/approve")
+@require("runs:execute")
+@operation(
+    "Approve the approval a run waits for",
+    "The run's approval step succeeds ({approved: true, by, at, comment}) and the run goes "
+    "on. 409 when the run waits for no approval, or it was decided already (exactly one "
+    "decision wins, from any host).",
+    tag="runs",
+    responses={200: answer(Run), 409: ERROR},
+    request_body=_APPROVAL_BODY,
+)
+def approve_run(run_id: str) -> Response:
+    return _decide(run_id, True)
+
+
+@bp.post("/runs/<run_id>/reject")
+@require("runs:execute")
+@operation(
+    "Reject the approval a run waits for",
+    "The run's approval step fails with a Rejected error (its on_error applies). 409 when "
+    "the run waits for no approval, or it was decided already.",
+    tag="runs",
+    responses={200: answer(Run), 409: ERROR},
+    request_body=_APPROVAL_BODY,
+)
+def reject_run(run_id: str) -> Response:
+    return _decide(run_id, False)
+
+
 @bp.post("/runs/<run_id>/cancel")
 @require("runs:execute")
 @operation(
     "Cancel a run",
-    "Ask the run to stop: a queued run is cancelled at once, a running one after its current "
-    "step (cancel_requested shows the request).",
+    "Ask the run to stop: a queued or waiting run is cancelled at once, a running one after "
+    "its current step (cancel_requested shows the request).",
     tag="runs",
     responses={200: answer(Run)},
 )

@@ -194,6 +194,24 @@ class LoopPage(BaseModel):
 Step.model_rebuild()
 
 
+class RunWait(BaseModel):
+    """What a waiting run waits for."""
+
+    kind: Literal["time", "approval", "pipeline"] | str
+    step: str | None = None
+    since: Timestamp = None
+    until: Timestamp = Field(None, description="a timed wait: when it ends")
+    expires_at: Timestamp = Field(None, description="an approval: when its timeout decides it")
+    message: str | None = Field(None, description="an approval's message")
+    on_timeout: str | None = None
+    pipeline: str | None = Field(None, description="a sub-pipeline: the pipeline it runs")
+    child_run_id: str | None = None
+
+
+class ApprovalIn(Body):
+    comment: str | None = Field(None, max_length=2000)
+
+
 class Run(BaseModel):
     id: str
     pipeline_id: str
@@ -207,6 +225,13 @@ class Run(BaseModel):
     created_at: Timestamp = None
     started_at: Timestamp = None
     finished_at: Timestamp = None
+    output: Any = None
+    parent_run_id: str | None = None
+    parent_step: str | None = None
+    wait: RunWait | None = None
+    approve_url: str | None = None
+    reject_url: str | None = None
+    children: list[str] = []
     steps: list[Step] = []
 
 

@@ -1,0 +1,198 @@
+"""Approvals over real HTTP: the API's approve and reject, exactly one decision winning, the
+signed one-time links, and the cancel of a waiting run."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from e2e_support import LiveServer, make_app
+
+pytestmark = pytest.mark.backends
+
+ECHO = {
+    "levqor": 1,
+    "trigger": {"type": "manual"},
+    "steps": [{"id": "a", "connector": "core", "action": "transform", "payload": {"value": 1}}],
+}
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = LiveServer(make_app(tmp_path, start_workers=False, base_url="https://levqor.example"))
+    yield srv
+    srv.stop()
+
+
+def suspend_at_approval(srv: LiveServer, user: dict, *, timeout: float | None = None) -> str:
+    """A run of ``user`` suspended at an approval step by the executor's own path (claim,
+    then :meth:`Flow.suspend` with the runner's answer), without a worker."""
+    st = srv.state
+    p = st.store.pipelines.create(user["id"], "approve me", ECHO)
+    run, _ = st.runs.start(user, st.store.pipelines.get(user["id"], p["id"]), {})
+    claimed = st.runs.claim_one("w", run["id"])
+    assert claimed is not None
+    approval = {"message": "Ship it?", "timeout": timeout, "on_timeout": "reject"}
+    step = st.store.steps.row(
+        run["id"], "ok", position=1, connector="flow", action="wait", status="waiting",
+        attempts=1, input={"kind": "approval", "approval": approval},
+    )
+    result = SimpleNamespace(
+        status="waiting", wait={"step": "ok", "kind": "approval", "approval": approval}
+    )
+    assert st.runs.flow.suspend(claimed, result, "w", [step])
+    return run["id"]
+
+
+def test_approve_decides_the_step_and_queues_the_run(server):
+    user, key = server.user_with_key("a@example.com")
+    c = server.client(key)
+    rid = suspend_at_approval(server, user)
+    got = c.get(f"/api/v1/runs/{rid}").json()
+    assert got["status"] == "waiting"
+    assert got["wait"]["kind"] == "approval" and got["wait"]["step"] == "ok"
+    assert got["wait"]["message"] == "Ship it?" and "nonce" not in got["wait"]
+    assert got["approve_url"].startswith(f"https://levqor.example/resume/{rid}/approve?")
+    assert got["reject_url"].startswith(f"https://levqor.example/resume/{rid}/reject?")
+    r = c.post(f"/api/v1/runs/{rid}/approve", json={"comment": "fine"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "queued" and r.json()["wait"] is None
+    step = r.json()["steps"][-1]
+    assert step["status"] == "succeeded"
+    assert step["output"]["approved"] is True and step["output"]["by"] == "a@example.com"
+    assert step["output"]["comment"] == "fine"
+    again = c.post(f"/api/v1/runs/{rid}/approve")
+    assert again.status_code == 409 and "not waiting" in again.json()["error"]["message"]
+    assert c.post(f"/api/v1/runs/{rid}/reject").status_code == 409
+
+
+def test_reject_fails_the_step_with_rejected(server):
+    user, key = server.user_with_key("r@example.com")
+    c = server.client(key)
+    rid = suspend_at_approval(server, user)
+    r = c.post(f"/api/v1/runs/{rid}/reject", data=b"")  # no body: the comment is optional
+    assert r.status_code == 200, r.text
+    step = r.json()["steps"][-1]
+    assert step["status"] == "failed" and step["error"]["type"] == "Rejected"
+    assert step["error"]["code"] == "rejected"
+    assert c.post(f"/api/v1/runs/{rid}/reject", json={"comment": "late"}).status_code == 409
+
+
+def test_approval_input_and_access_are_checked(server):
+    user, key = server.user_with_key("c@example.com")
+    _, other_key = server.user_with_key("other@example.com")
+    _, read_only = server.user_with_key("ro@example.com", scopes=["pipelines:read"])
+    rid = suspend_at_approval(server, user)
+    c = server.client(key)
+    assert c.post(f"/api/v1/runs/{rid}/approve", json={"comment": 5}).status_code == 400
+    assert c.post(f"/api/v1/runs/{rid}/approve", json={"nope": 1}).status_code == 400
+    assert c.post(f"/api/v1/runs/{rid}/approve", json=[1]).status_code == 400
+    assert server.client(other_key).post(f"/api/v1/runs/{rid}/approve").status_code == 404
+    assert server.client(read_only).post(f"/api/v1/runs/{rid}/approve").status_code == 403
+    assert c.post("/api/v1/runs/run_nope/approve").status_code == 404
+    assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "waiting"
+
+
+def test_two_concurrent_approvals_one_wins(tmp_path):
+    """Two hosts on one database, eight approvals at once: exactly one is decided."""
+    first = LiveServer(make_app(tmp_path, start_workers=False))
+    second = LiveServer(make_app(tmp_path, start_workers=False))  # the same database
+    try:
+        user, key = first.user_with_key("t@example.com")
+        rid = suspend_at_approval(first, user)
+        barrier = threading.Barrier(8)
+        codes: list[int] = []
+
+        def approve(srv: LiveServer, approved: bool) -> None:
+            c = srv.client(key)
+            barrier.wait()
+            verb = "approve" if approved else "reject"
+            codes.append(c.post(f"/api/v1/runs/{rid}/{verb}").status_code)
+
+        threads = [
+            threading.Thread(target=approve, args=(srv, i % 2 == 0))
+            for i, srv in enumerate([first, second] * 4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes) == [200] + [409] * 7
+        run = first.state.store.runs.get(None, rid)
+        assert run["status"] == "queued"
+        assert [s["status"] for s in run["steps"]][-1] in ("succeeded", "failed")
+    finally:
+        second.stop()
+        first.stop()
+
+
+def _link_parts(link: str) -> tuple[str, dict]:
+    parts = urlsplit(link)
+    return parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+
+def test_signed_link_shows_then_decides_once(server):
+    user, key = server.user_with_key("l@example.com")
+    rid = suspend_at_approval(server, user)
+    c = server.client(key)
+    link = c.get(f"/api/v1/runs/{rid}").json()["approve_url"]
+    path, query = _link_parts(link)
+    anon = server.client()
+    page = anon.get(path, params=query)
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    assert "Ship it?" in page.text and "<form" in page.text
+    assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "waiting"  # a GET changes nothing
+    done = anon.post(path, params=query, data={"comment": "from mail"})
+    assert done.status_code == 200 and "Approved" in done.text
+    run = c.get(f"/api/v1/runs/{rid}").json()
+    assert run["status"] == "queued"
+    assert run["steps"][-1]["output"]["by"] == "signed link"
+    assert run["steps"][-1]["output"]["comment"] == "from mail"
+    assert anon.post(path, params=query).status_code == 410  # reused
+    assert anon.get(path, params=query).status_code == 410
+
+
+def test_forged_or_swapped_links_are_refused(server):
+    user, key = server.user_with_key("f@example.com")
+    rid = suspend_at_approval(server, user)
+    c = server.client(key)
+    run = c.get(f"/api/v1/runs/{rid}").json()
+    path, query = _link_parts(run["approve_url"])
+    reject_path, reject_query = _link_parts(run["reject_url"])
+    anon = server.client()
+    forged = {**query, "sig": query["sig"][:-2] + ("AA" if query["sig"][-2:] != "AA" else "BB")}
+    assert anon.post(path, params=forged).status_code == 403
+    # the approve signature does not reject
+    assert anon.post(reject_path, params=query).status_code == 403
+    assert anon.post(path, params={**query, "nonce": "other"}).status_code == 410
+    assert anon.post(f"/resume/{rid}/maybe", params=query).status_code == 404
+    assert anon.post("/resume/run_nope/approve", params=query).status_code == 404
+    assert anon.post(path).status_code == 403  # no signature at all
+    assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "waiting"
+    assert anon.post(reject_path, params=reject_query).status_code == 200
+    assert c.get(f"/api/v1/runs/{rid}").json()["steps"][-1]["status"] == "failed"
+
+
+def test_cancel_a_waiting_run_ends_and_settles_it(server):
+    user, key = server.user_with_key("x@example.com")
+    rid = suspend_at_approval(server, user)
+    c = server.client(key)
+    r = c.post(f"/api/v1/runs/{rid}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["steps"][-1]["status"] == "cancelled"
+    assert server.state.store.runs.unsettled(older_than=-60) == []  # settled at once
+    assert c.post(f"/api/v1/runs/{rid}/approve").status_code == 409
+
+
+def test_approval_timeout_rejects_through_the_sweep(server):
+    user, key = server.user_with_key("o@example.com")
+    rid = suspend_at_approval(server, user, timeout=0)
+    assert server.state.runs.flow.resume_due() == 1
+    run = server.client(key).get(f"/api/v1/runs/{rid}").json()
+    assert run["status"] == "queued"
+    step = run["steps"][-1]
+    assert step["status"] == "failed" and step["error"]["code"] == "rejected"
+    assert step["output"]["by"] == "timeout"
+    assert server.state.runs.flow.resume_due() == 0
