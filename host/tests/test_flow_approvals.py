@@ -4,19 +4,28 @@ signed one-time links, and the cancel of a waiting run."""
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from e2e_support import LiveServer, make_app
+from levqor_host.workers.embedded import EmbeddedExecutor
 
 pytestmark = pytest.mark.backends
 
-ECHO = {
-    "levqor": 1,
-    "trigger": {"type": "manual"},
-    "steps": [{"id": "a", "connector": "core", "action": "transform", "payload": {"value": 1}}],
-}
+def approval_doc(timeout: float | None = None) -> dict:
+    approval = {"message": "Ship it?", "on_timeout": "reject"}
+    if timeout is not None:
+        approval["timeout"] = timeout
+    return {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "ok", "type": "wait", "approval": approval},
+            {"id": "after", "connector": "core", "action": "transform",
+             "payload": {"value": "{{ steps.ok.output.approved }}"}},
+        ],
+    }
 
 
 @pytest.fixture
@@ -27,22 +36,14 @@ def server(tmp_path):
 
 
 def suspend_at_approval(srv: LiveServer, user: dict, *, timeout: float | None = None) -> str:
-    """A run of ``user`` suspended at an approval step by the executor's own path (claim,
-    then :meth:`Flow.suspend` with the runner's answer), without a worker."""
+    """A run of ``user`` that the executor ran up to its approval step, where it suspended
+    (run here, in the test's thread, by an executor without threads of its own)."""
     st = srv.state
-    p = st.store.pipelines.create(user["id"], "approve me", ECHO)
+    p = st.store.pipelines.create(user["id"], "approve me", approval_doc(timeout))
     run, _ = st.runs.start(user, st.store.pipelines.get(user["id"], p["id"]), {})
     claimed = st.runs.claim_one("w", run["id"])
     assert claimed is not None
-    approval = {"message": "Ship it?", "timeout": timeout, "on_timeout": "reject"}
-    step = st.store.steps.row(
-        run["id"], "ok", position=1, connector="flow", action="wait", status="waiting",
-        attempts=1, input={"kind": "approval", "approval": approval},
-    )
-    result = SimpleNamespace(
-        status="waiting", wait={"step": "ok", "kind": "approval", "approval": approval}
-    )
-    assert st.runs.flow.suspend(claimed, result, "w", [step])
+    assert EmbeddedExecutor(st.runs, threads=0, worker_id="w").execute(claimed) == "waiting"
     return run["id"]
 
 
@@ -188,7 +189,9 @@ def test_cancel_a_waiting_run_ends_and_settles_it(server):
 
 def test_approval_timeout_rejects_through_the_sweep(server):
     user, key = server.user_with_key("o@example.com")
-    rid = suspend_at_approval(server, user, timeout=0)
+    rid = suspend_at_approval(server, user, timeout=1)
+    assert server.state.runs.flow.resume_due() == 0
+    time.sleep(1.1)
     assert server.state.runs.flow.resume_due() == 1
     run = server.client(key).get(f"/api/v1/runs/{rid}").json()
     assert run["status"] == "queued"

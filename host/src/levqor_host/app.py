@@ -95,7 +95,12 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     store = Store(cfg.database.url, vault)
     store.upgrade()
     store.vault_keys.check()
-    runner = Runner(pm, env=cfg.plugin_settings(), max_value_bytes=cfg.executor.max_value_bytes)
+    runner = Runner(
+        pm,
+        env=cfg.plugin_settings(),
+        max_value_bytes=cfg.executor.max_value_bytes,
+        max_items=cfg.executor.max_loop_items,
+    )
     if cfg.observability.prometheus_multiproc_dir:  # prometheus-client multiprocess mode writes there
         Path(cfg.observability.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
     metrics = Metrics()

@@ -107,7 +107,7 @@ class Flow:
         not written yet, the run ``waiting`` with its wait and ``resume_at``, its lease given
         up, in one transaction. No settlement: the run is not final. Then a sub-pipeline's
         child is started, and a timer already due is decided. False when the lease was lost."""
-        wait = dict(getattr(result, "wait", None) or {})
+        wait = dict(result.wait or {})
         desc, resume_at = self.descriptor(wait, _now())
         with self.store.write() as conn:
             self.store.steps.record_many_in(conn, steps)

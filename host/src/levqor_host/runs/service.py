@@ -342,7 +342,7 @@ class RunService:
             self.store.steps.record_many_in(tx.conn, steps)
             if not self.store.runs.finish_in(
                 tx.conn, run["id"], worker_id, result.status, result.error, settled=True,
-                output=getattr(result, "output", None),
+                output=result.output,
             ):
                 return None
             return self.ledger.settle(tx, run, result, cost)

@@ -184,14 +184,15 @@ class Waits:
     @retry_on_disconnect
     def resume_state(self, run_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """What a resumed run is handed: ``completed`` ({path: output} of its succeeded steps)
-        and ``decided`` ({path: {"status", "output", "error"}} of its decided waits)."""
+        and ``decided`` ({path: {"status", "output", "error"}} of its failed steps, whose
+        error path let the run go on, and of its decided waits)."""
         with self.db.read() as conn:
             rows = conn.execute(_SQL_RESUME_STATE, {"run_id": run_id}).all()
         completed = {r.step_id: r.output for r in rows if r.status == "succeeded"}
         decided = {
             r.step_id: {"status": r.status, "output": r.output, "error": r.error}
             for r in rows
-            if (r.connector, r.action) in SUSPENDED_STEPS
+            if r.status == "failed" or (r.connector, r.action) in SUSPENDED_STEPS
         }
         return completed, decided
 

@@ -227,7 +227,13 @@ class EmbeddedExecutor:
         runs.metrics.runs_started.inc()
         result = runs.runner.run(
             RunRequest(
-                rid, version["doc"], run.get("input") or {}, completed, uid, run["pipeline_id"]
+                rid,
+                version["doc"],
+                run.get("input") or {},
+                completed,
+                uid,
+                run["pipeline_id"],
+                decided=decided,
             ),
             credentials=self._credentials(uid),
             recorder=recorder,
