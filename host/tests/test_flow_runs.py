@@ -164,3 +164,34 @@ def test_cancel_reaches_a_running_loop(srv, alice):
         sent = len(seen)
         time.sleep(0.3)
         assert len(seen) == sent < 400  # nothing is sent after the cancel took effect
+
+
+def test_parallel_stop_condition_and_failure_steps_through_the_api(srv, alice):
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "fan", "type": "parallel", "paths": [
+                {"steps": [transform("a", "{{ trigger.x }}a")]},
+                {"steps": [transform("b", "{{ 1 // 0 }}")], "required": False},
+            ]},
+            transform("maybe", "no", **{"if": {"left": "{{ trigger.x }}", "op": "eq", "right": "skip"}}),
+            {"id": "done", "type": "stop", "status": "failed",
+             "message": "stopped at {{ steps.a.output.value }}",
+             **{"if": "{{ trigger.stop }}"}},
+            transform("last", "{{ steps.maybe.status }}"),
+        ],
+        "on_failure": [transform("tell", "{{ error.message }}")],
+    }
+    pid = alice.post("/api/v1/pipelines", json={"name": "p", "pipeline": doc}).json()["id"]
+    ok = run(alice, pid, {"x": "go", "stop": False})
+    assert ok["status"] == "succeeded"
+    rows = {s["step_id"]: s for s in srv.state.store.runs.get(None, ok["id"])["steps"]}
+    assert rows["fan.paths[0].a"]["output"] == {"value": "goa"} and rows["fan.paths[1].b"]["status"] == "failed"
+    assert rows["maybe"]["status"] == "skipped" and rows["done"]["status"] == "skipped"
+    assert rows["last"]["output"] == {"value": "skipped"}
+    stopped = run(alice, pid, {"x": "go", "stop": True})
+    assert stopped["status"] == "failed" and stopped["error"]["code"] == "stopped"
+    rows = {s["step_id"]: s for s in srv.state.store.runs.get(None, stopped["id"])["steps"]}
+    assert rows["last"]["status"] == "skipped"
+    assert rows["on_failure.tell"]["output"] == {"value": "stopped at goa"}

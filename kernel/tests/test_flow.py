@@ -236,9 +236,10 @@ def test_stop_ends_the_run_with_its_status_and_output(runner, echo):
     res, rec = run(runner, d)
     assert res.status == "succeeded" and res.output == {"v": "hi"}
     assert finished(rec)["never"] == "skipped"
-    d = doc({"id": "done", "type": "stop", "status": "failed", "message": "no"})
+    d = doc({"id": "done", "type": "stop", "status": "failed", "message": "no"}, on_failure=[say("tell", "{{ error.code }}")])
     res, _ = run(runner, d)
     assert res.status == "failed" and res.error["code"] == "stopped" and res.error["message"] == "no"
+    assert res.outputs["on_failure.tell"]["said"] == "stopped"
     # resumed after the stop was recorded: still stopped
     res, _ = run(runner, doc(say("a"), {"id": "done", "type": "stop", "output": 1}, say("never")),
                  completed={"a": {}, "done": {"status": "succeeded", "output": 1, "message": ""}})

@@ -151,6 +151,8 @@ class Flow:
             result.output = self.block(steps, scope, "")
         except Stopped as s:
             result.status, result.output, result.error = s.status, s.output, s.error
+            if s.status == FAILED and s.error is not None:
+                self.on_failure(scope, s.error)  # a stop that fails the run is a failure
         except Suspended as s:
             result.status, result.wait = WAITING, s.wait
         except _Cancelled:
