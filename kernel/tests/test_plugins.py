@@ -205,3 +205,24 @@ def test_catalog_json_lists_everything_the_ui_needs():
     a = data["actions"]["filter"]
     assert {"payload", "output", "example", "price", "title"} <= set(a)
     assert data["icon"].startswith("data:image/svg+xml")
+
+
+def test_actions_say_whether_they_write_upstream():
+    from levqor_kernel.catalog import check_description
+
+    desc = {
+        "name": "hook",
+        "title": "Hook",
+        "description": "d",
+        "actions": {"a": {"title": "A", "payload": {}, "output": {}, "example": {}, "writes": True}},
+    }
+    assert check_description(desc) == []
+    bad = {**desc, "actions": {"a": {**desc["actions"]["a"], "writes": "yes"}}}
+    assert check_description(bad)
+    pm = make_plugin_manager(entry_points=False)
+    core = pm.catalog.to_json()["connectors"]["core"]["actions"]
+    assert {name: a["writes"] for name, a in core.items()} == {
+        "transform": False,
+        "filter": False,
+        "delay": False,
+    }

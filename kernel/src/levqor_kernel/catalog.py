@@ -70,6 +70,11 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
                     "price": {"type": "integer", "minimum": 0},
                     "minutes_saved": {"type": "number", "minimum": 0},
                     "idempotent": {"type": "boolean"},
+                    "writes": {
+                        "type": "boolean",
+                        "description": "true when the action changes something upstream "
+                        "(sends, posts, creates, appends): the builder warns before testing it",
+                    },
                 },
             },
         },
@@ -93,6 +98,7 @@ class ActionInfo:
     price: int = 1
     minutes_saved: float = 0.0
     idempotent: bool | None = None
+    writes: bool | None = None
     _validator: Draft202012Validator | None = field(default=None, repr=False)
 
     @property
@@ -114,6 +120,7 @@ class ActionInfo:
             "price": self.price,
             "minutes_saved": self.minutes_saved,
             "idempotent": self.idempotent,
+            "writes": self.writes,
         }
 
 
@@ -360,6 +367,7 @@ def connector_from_description(
             price=a.get("price", 1),
             minutes_saved=a.get("minutes_saved", 0),
             idempotent=a.get("idempotent"),
+            writes=a.get("writes"),
         )
         for n, a in desc["actions"].items()
     }

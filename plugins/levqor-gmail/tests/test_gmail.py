@@ -501,3 +501,8 @@ def test_check_credentials(resend: FakeResend, gmail: FakeGmail) -> None:
             "gmail", {"google_access_token": "ya29.wrong-token-000"}, gctx
         )
     assert gmail.messages == []
+
+
+def test_send_email_is_marked_as_writing_upstream():
+    (desc,) = levqor_gmail.describe_schema()
+    assert desc["actions"]["send_email"]["writes"] is True

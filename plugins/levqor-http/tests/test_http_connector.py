@@ -414,3 +414,8 @@ def test_bad_credentials(srv: FakeHttpBin, creds: Any) -> None:
         call({"url": srv.url + "/anything"}, creds)
     assert "a\nb" not in str(e.value)
     assert not srv.requests
+
+
+def test_request_is_marked_as_writing_upstream():
+    (desc,) = levqor_http.describe_schema()
+    assert desc["actions"]["request"]["writes"] is True

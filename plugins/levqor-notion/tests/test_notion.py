@@ -396,3 +396,8 @@ def test_normalize_id() -> None:
     assert levqor_notion.normalize_id(DB.upper()) == DB
     assert levqor_notion.normalize_id(f"https://www.notion.so/ws/My-Page-{h}#abc") == DB
     assert levqor_notion.normalize_id("https://www.notion.so/ws/no-id") is None
+
+
+def test_create_page_is_marked_as_writing_upstream():
+    (desc,) = levqor_notion.describe_schema()
+    assert desc["actions"]["create_page"]["writes"] is True

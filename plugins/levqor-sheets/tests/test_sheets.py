@@ -435,3 +435,8 @@ def test_payload_validation(google: FakeGoogleSheets, creds: dict) -> None:
     with pytest.raises(PayloadError):
         levqor_sheets.run_task("sheets", "delete_rows", ok, creds, ctx(env_for(google)))
     assert not google.requests
+
+
+def test_append_rows_is_marked_as_writing_upstream():
+    (desc,) = levqor_sheets.describe_schema()
+    assert desc["actions"]["append_rows"]["writes"] is True

@@ -356,3 +356,8 @@ def test_ssrf_guard_blocks_private_hosts_even_when_allowed_as_slack_hosts(host: 
     with pytest.raises(BlockedURLError) as e:
         levqor_slack.run_task("slack", "post_message", {"text": "hi"}, creds, ctx(env=env))
     assert "secretsecret" not in str(e.value)
+
+
+def test_post_message_is_marked_as_writing_upstream():
+    (desc,) = levqor_slack.describe_schema()
+    assert desc["actions"]["post_message"]["writes"] is True

@@ -422,3 +422,8 @@ def test_operator_api_base_is_trusted(tg: FakeTelegram) -> None:
     )
     assert out["chat_id"] == tg.PRIVATE_CHAT
     assert tg.requests[0].path == f"/bot{tg.token}/sendMessage"
+
+
+def test_send_message_is_marked_as_writing_upstream():
+    (desc,) = levqor_telegram.describe_schema()
+    assert desc["actions"]["send_message"]["writes"] is True

@@ -32,6 +32,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "actions": {
                 "transform": {
                     "title": "Transform data",
+                    "writes": False,
                     "description": "Build a new object from templated values; the object becomes the step output.",
                     "payload": {
                         "type": "object",
@@ -53,6 +54,7 @@ def describe_schema() -> list[dict[str, Any]]:
                 },
                 "filter": {
                     "title": "Continue only if",
+                    "writes": False,
                     "description": "Stop the run successfully when the conditions do not hold.",
                     "payload": {
                         "type": "object",
@@ -82,6 +84,7 @@ def describe_schema() -> list[dict[str, Any]]:
                 },
                 "delay": {
                     "title": "Delay",
+                    "writes": False,
                     "description": "Wait a number of seconds (capped by LEVQOR_MAX_DELAY_SECONDS and the step timeout).",
                     "payload": {
                         "type": "object",

@@ -172,6 +172,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "actions": {
                 "send_email": {
                     "title": "Send an email",
+                    "writes": True,
                     "description": "Sends one email (text and/or HTML) with Resend or the Gmail API, "
                     "chosen by the credential. Resend sends are idempotent across retries.",
                     "payload": PAYLOAD_SCHEMA,

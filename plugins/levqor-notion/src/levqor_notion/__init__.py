@@ -179,6 +179,7 @@ def describe_schema() -> list[dict[str, Any]]:
                     "price": 1,
                     "minutes_saved": 3,
                     "idempotent": False,
+                    "writes": True,
                 }
             },
         }

@@ -225,6 +225,7 @@ def describe_schema() -> list[dict[str, Any]]:
                     "price": 1,
                     "minutes_saved": 2,
                     "idempotent": False,
+                    "writes": True,
                 }
             },
         }

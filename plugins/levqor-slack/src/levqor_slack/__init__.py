@@ -187,6 +187,7 @@ def describe_schema() -> list[dict[str, Any]]:
                     "price": 1,
                     "minutes_saved": 1,
                     "idempotent": False,
+                    "writes": True,
                 }
             },
         }

@@ -128,6 +128,7 @@ def describe_schema() -> list[dict[str, Any]]:
                     "price": 1,
                     "minutes_saved": 1,
                     "idempotent": False,
+                    "writes": True,
                 }
             },
         }

@@ -1,5 +1,5 @@
-"""The builder's tools: pinned sample data (``/pipelines/<id>/pinned/<step>``) and the field
-picker (``/pipelines/<id>/fields``)."""
+"""The builder's tools: pinned sample data (``/pipelines/<id>/pinned/<step>``), the field
+picker (``/pipelines/<id>/fields``) and testing a step (``/pipelines/<id>/steps/<step>/test``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,21 @@ from flask import Response, jsonify
 
 from levqor_host.builder import pinned
 from levqor_host.builder.fields import field_sources
+from levqor_host.builder.steptest import try_step
 from levqor_host.errors import MAX_VERSION
 from levqor_host.web.access import current_user, require
 from levqor_host.web.api.blueprint import bp, not_found, state
+from levqor_host.web.api.idempotency import idempotent
 from levqor_host.web.api.pipelines import pipeline_out
-from levqor_host.web.api.schemas import FieldList, PinIn, PipelineOut
-from levqor_host.web.operations import ERROR, answer, bounded_int, operation, query
+from levqor_host.web.api.schemas import FieldList, PinIn, PipelineOut, StepTestIn, StepTestOut
+from levqor_host.web.operations import (
+    ERROR,
+    IDEMPOTENCY_KEY,
+    answer,
+    bounded_int,
+    operation,
+    query,
+)
 
 _PINNED = (
     " Pinned outputs are stored with the pipeline (a new version) and never used by real runs: "
@@ -77,3 +86,32 @@ def list_fields(pipeline_id: str, version: int | None) -> Response:
         raise not_found("pipeline" if version is None else "pipeline version")
     sources = field_sources(st, user_id, pipeline_id, doc)
     return jsonify({"pipeline_id": pipeline_id, "version": number, "sources": sources})
+
+
+@bp.post("/pipelines/<pipeline_id>/steps/<step_id>/test")
+@require("runs:execute")
+@idempotent()
+@operation(
+    "Test one step",
+    "Run the step (or the construct, with its steps) alone with the trigger data and step "
+    "outputs of a past run of the pipeline (run_id), or its pinned outputs (use_pinned), and "
+    "the owner's credentials; nothing is recorded. Answers the rendered input and the output "
+    "or error; a wait answers waiting without waiting. A step whose action writes upstream "
+    "(the catalog's writes) really writes: writes is true and warning says so.",
+    tag="pipelines",
+    body=StepTestIn,
+    responses={200: answer(StepTestOut), 422: ERROR},
+    params=[IDEMPOTENCY_KEY],
+)
+def test_step(pipeline_id: str, step_id: str, body: StepTestIn) -> Response:
+    out = try_step(
+        state(),
+        current_user()["id"],
+        pipeline_id,
+        step_id,
+        run_id=body.run_id,
+        trigger=body.trigger,
+        use_pinned=body.use_pinned,
+        version=body.version,
+    )
+    return jsonify(out)

@@ -282,3 +282,25 @@ class FieldList(BaseModel):
     pipeline_id: str
     version: int
     sources: list[FieldSource]
+
+
+class StepTestIn(Body):
+    run_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="a past run of this pipeline: its trigger data and step outputs",
+    )  # fmt: skip
+    trigger: dict[str, Any] | None = Field(
+        None, description="trigger data (default: the past run's, else {})"
+    )
+    use_pinned: bool = Field(False, description="use the pipeline's pinned outputs")
+    version: int | None = Field(None, ge=1, le=MAX_VERSION, description="default: the latest")
+
+
+class StepTestOut(BaseModel):
+    status: Literal["succeeded", "failed", "skipped", "waiting", "cancelled"]
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    writes: bool = Field(description="the step writes upstream: the test really did")
+    warning: str | None = None
+    wait: dict[str, Any] | None = Field(None, description="what a wait step would wait for")
