@@ -91,3 +91,93 @@ def test_the_chooser_adds_actions_anywhere_and_cards_move_and_fold(page, dash):
         ("shape", "core", "transform"),
     ]
     assert steps[0]["payload"] == {"value": {"greeting": "Hi {{ trigger.who }}"}}
+
+
+def test_build_a_loop_a_branch_and_an_error_path_by_clicking_then_run_it(page, dash):
+    s, headers = api_session(dash)
+    r = s.post(
+        dash.url + "/api/v1/credentials",
+        headers=headers,
+        json={"name": "flow-slack", "connector": "slack", "values": {"webhook_url": dash.slack.webhook_url}},
+    )
+    assert r.status_code == 201, r.text
+    sign_in(page, dash, "/pipelines/new")
+    page.get_by_label("Name", exact=True).fill("orders by size")
+
+    # a loop over the trigger's orders ...
+    add_at_end(page, "/steps", kind="for_each")
+    each = page.locator('.step-card[data-step-id="each"]')
+    items = each.locator('.field[data-pointer="/steps/0/items"] input')
+    expect(items).to_have_value("{{ trigger.items }}")
+    items.fill("{{ trigger.orders }}")
+    # ... whose body is a branch: big orders one way, the others by the default path
+    add_at_end(page, "/steps/0/steps", kind="branch")
+    route = page.locator('.step-card[data-step-id="route"]')
+    expect(route).to_have_attribute("data-pointer", "/steps/0/steps/0")
+    big = route.locator('section.path[data-path="paths/0"]')
+    big.get_by_label("Path name").fill("big")
+    big.get_by_label("Runs when").fill("{{ item.total > 100 }}")
+    add_at_end(page, "/steps/0/steps/0/paths/0/steps", connector="core", action="transform")
+    page.locator('.field[data-pointer="/steps/0/steps/0/paths/0/steps/0/payload/value"] textarea').fill(
+        '{"big": "{{ item.id }}"}'
+    )
+    add_at_end(page, "/steps/0/steps/0/default", connector="core", action="transform")
+    page.locator('.field[data-pointer="/steps/0/steps/0/default/0/payload/value"] textarea').fill(
+        '{"small": "{{ item.id }}"}'
+    )
+    # then a Slack message with an error path
+    add_at_end(page, "/steps", connector="slack", action="post_message")
+    notify = page.locator('.step-card[data-step-id="slack"]')
+    notify.get_by_label("Step id").fill("notify")
+    notify.get_by_label("Credential").select_option("flow-slack")
+    page.locator('.field[data-pointer="/steps/1/payload/text"] textarea').fill("{{ steps.each.output | length }} orders")
+    notify = page.locator('.step-card[data-pointer="/steps/1"]')
+    notify.get_by_label("If it fails").select_option("fallback")
+    expect(notify.locator("section.error-path")).to_be_visible()
+    add_at_end(page, "/steps/1/on_error", connector="core", action="transform")
+    alert = page.locator('.step-card[data-pointer="/steps/1/on_error/0"]')
+    alert.get_by_label("Step id").fill("alert")
+    page.locator('.field[data-pointer="/steps/1/on_error/0/payload/value"] textarea').fill(
+        '{"alerted": "{{ error.message }}"}'
+    )
+    shot(page, "31-flow-built")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#save-status")).to_have_text("saved as version 1")
+    expect(page.locator("#problems")).to_be_hidden()
+    pid = page.url.rsplit("/", 1)[-1]
+    doc = s.get(f"{dash.url}/api/v1/pipelines/{pid}").json()["pipeline"]
+    loop = doc["steps"][0]
+    assert loop["type"] == "for_each" and loop["items"] == "{{ trigger.orders }}"
+    branch = loop["steps"][0]
+    assert branch["type"] == "branch" and branch["paths"][0]["if"] == "{{ item.total > 100 }}"
+    assert branch["paths"][0]["steps"][0]["payload"] == {"value": {"big": "{{ item.id }}"}}
+    assert branch["default"][0]["id"] == "transform_2"
+    assert doc["steps"][1]["on_error"][0]["id"] == "alert"
+
+    # the run: Slack fails for good, the error path runs, the run goes on
+    dash.slack.fail_next(404, "no_service")
+    page.get_by_label(re.compile("Trigger data")).fill(
+        '{"orders": [{"id": "a", "total": 150}, {"id": "b", "total": 20}, {"id": "c", "total": 101}]}'
+    )
+    page.get_by_role("button", name="Run now").click()
+    page.wait_for_url(re.compile(r"/runs/run_"))
+    expect(page.locator("#run-status")).to_have_attribute("data-run-status", "succeeded", timeout=60_000)
+    loop_card = page.locator('.run-step[data-step="each"]')
+    expect(loop_card.locator(".loop-items > h4")).to_contain_text("Items: 3")
+    expect(loop_card.locator('.loop-items > h4 [data-count="succeeded"]')).to_have_text("3 succeeded")
+    first = loop_card.locator('.loop-item[data-index="0"]')
+    expect(first.locator('.run-step[data-step="each[0].route"]')).to_have_attribute("data-status", "succeeded")
+    took = first.locator('.run-step[data-step="each[0].route.paths[0].transform"]')
+    expect(took).to_have_attribute("data-status", "succeeded")
+    expect(took.locator("xpath=ancestor::section[1]")).to_contain_text("Path 1: big")
+    second = loop_card.locator('.loop-item[data-index="1"]')
+    expect(second.locator('.run-step[data-step="each[1].route.default.transform_2"]')).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    expect(second.locator('.run-step[data-step^="each[1].route.paths"]')).to_have_count(0)
+    notify_run = page.locator('.run-step[data-step="notify"]')
+    expect(notify_run).to_have_attribute("data-status", "failed")
+    fallback = notify_run.locator('section.error-path .run-step[data-step="notify.on_error.alert"]')
+    expect(fallback).to_have_attribute("data-status", "succeeded")
+    expect(fallback).to_contain_text("alerted")
+    shot(page, "32-flow-run")

@@ -68,6 +68,22 @@ export class FlowEditor {
     if (target) target.focus();
   }
 
+  /** A step's id changed: its card says so (no redraw: a click elsewhere must still land). */
+  renamed(ptr, before, after) {
+    const card = document.querySelector(`.step-card[data-pointer="${CSS.escape(ptr)}"]`);
+    if (!card) return;
+    if (this.collapsed.delete(before)) this.collapsed.add(after);
+    card.dataset.stepId = after;
+    card.querySelector(":scope > header h3 .mono").textContent = after || "(no id)";
+    const plus = card.previousElementSibling && card.previousElementSibling.querySelector("button");
+    for (const b of [...card.querySelectorAll(":scope > header button[data-label]"), plus]) {
+      if (!b || !b.dataset.label) continue;
+      const label = b.dataset.label.replace("{id}", after);
+      b.setAttribute("aria-label", label);
+      if (b.title) b.title = label;
+    }
+  }
+
   /** Problems the API would report anyway, found before saving. */
   problems() {
     const out = idProblems(this.doc);
@@ -90,7 +106,7 @@ export class FlowEditor {
   addButton(steps, index, where, ensure, { before = null } = {}) {
     if (before) {
       return h("li", { class: "flow-add" }, h("button", {
-        type: "button", class: "secondary small plus", "aria-label": `Add a step before ${before}`, title: `Add a step before ${before}`,
+        type: "button", class: "secondary small plus", "aria-label": `Add a step before ${before}`, title: `Add a step before ${before}`, "data-label": "Add a step before {id}",
         on: { click: () => this.add(steps, index, `before ${before}`, ensure) },
       }, "+"));
     }
@@ -124,7 +140,7 @@ export class FlowEditor {
     };
     const toggle = h("button", {
       type: "button", class: "secondary small toggle", "aria-expanded": collapsed ? "false" : "true", "aria-controls": bodyId,
-      "aria-label": `${collapsed ? "Expand" : "Collapse"} ${id}`,
+      "aria-label": `${collapsed ? "Expand" : "Collapse"} ${id}`, "data-label": `${collapsed ? "Expand" : "Collapse"} {id}`,
       on: {
         click: () => {
           if (this.collapsed.has(step.id)) this.collapsed.delete(step.id); else this.collapsed.add(step.id);
@@ -138,9 +154,9 @@ export class FlowEditor {
         h("span", { class: "mono" }, id), " ", h("span", { class: `kind kind-${kindOf(step)}` }, KIND_LABEL[kindOf(step)] || step.type),
         collapsed ? h("span", { class: "muted small summary" }, ` ${summary(this, step)}`) : null),
       ...(tools.header || []),
-      h("button", { type: "button", class: "secondary small", "aria-label": `Move step ${id} up`, disabled: i === 0, on: { click: () => move(-1) } }, "↑"),
-      h("button", { type: "button", class: "secondary small", "aria-label": `Move step ${id} down`, disabled: i === steps.length - 1, on: { click: () => move(1) } }, "↓"),
-      h("button", { type: "button", class: "danger small", "aria-label": `Remove step ${id}`, on: { click: () => { steps.splice(i, 1); this.changed(); this.render(); } } }, "Remove"));
+      h("button", { type: "button", class: "secondary small", "aria-label": `Move step ${id} up`, "data-label": "Move step {id} up", disabled: i === 0, on: { click: () => move(-1) } }, "↑"),
+      h("button", { type: "button", class: "secondary small", "aria-label": `Move step ${id} down`, "data-label": "Move step {id} down", disabled: i === steps.length - 1, on: { click: () => move(1) } }, "↓"),
+      h("button", { type: "button", class: "danger small", "aria-label": `Remove step ${id}`, "data-label": "Remove step {id}", on: { click: () => { steps.splice(i, 1); this.changed(); this.render(); } } }, "Remove"));
   }
 
   /** The common fields: id, label, condition and what a failure does. */
@@ -150,7 +166,8 @@ export class FlowEditor {
     const input = idField.querySelector("input");
     Object.assign(input, { maxLength: 40 });
     input.classList.add("mono");
-    input.addEventListener("change", () => this.rerender(`${ptr}/id`));
+    let shown = step.id;
+    input.addEventListener("change", () => { this.renamed(ptr, shown, step.id); shown = step.id; });
     const onError = Array.isArray(step.on_error) ? "fallback" : step.on_error || "fail";
     return h("div", { class: "grid2" },
       idField,

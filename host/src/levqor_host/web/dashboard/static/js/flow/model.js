@@ -90,7 +90,7 @@ export function newStep(doc, kind, { connector, action } = {}) {
     case "action":
       return { id: uniqueId(doc, action === "post_message" ? connector : action || connector), connector, action, payload: {} };
     case "branch":
-      return { id: uniqueId(doc, "route"), type: "branch", paths: [{ name: "path 1", if: "", steps: [] }], default: [] };
+      return { id: uniqueId(doc, "route"), type: "branch", paths: [{ name: "path 1", if: "", steps: [] }] };
     case "parallel":
       return { id: uniqueId(doc, "fan"), type: "parallel", paths: [{ name: "a", steps: [] }, { name: "b", steps: [] }] };
     case "for_each":
@@ -106,6 +106,13 @@ export function newStep(doc, kind, { connector, action } = {}) {
     default:
       throw new Error(`unknown kind of step: ${kind}`);
   }
+}
+
+/** The document as saved: no empty optional step list (a branch's default, the failure steps). */
+export function cleanDoc(doc) {
+  walkDoc(doc, (s) => { if (s.type === "branch" && Array.isArray(s.default) && !s.default.length) delete s.default; });
+  if (Array.isArray(doc.on_failure) && !doc.on_failure.length) delete doc.on_failure;
+  return doc;
 }
 
 /** A condition as the text of its field: a template as is, anything else as JSON. */

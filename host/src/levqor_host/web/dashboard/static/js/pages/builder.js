@@ -3,6 +3,7 @@ import { boot, start } from "../common.js";
 import { showProblems, clearProblems } from "../schemaform.js";
 import { $, h, clear, toast, busy, errorText, copyButton, fmtTime, pageIds, show } from "../ui.js";
 import { FlowEditor } from "../flow/editor.js";
+import { cleanDoc } from "../flow/model.js";
 import { lineDiff } from "../diff.js";
 
 let saved = null; // the stored pipeline (after load or save)
@@ -157,7 +158,7 @@ async function save(ev) {
   busy(btn, true, "Saving…");
   const name = $("#pl-name").value.trim() || doc.name || "Untitled pipeline";
   try {
-    if (Array.isArray(doc.on_failure) && !doc.on_failure.length) delete doc.on_failure;
+    cleanDoc(doc);
     const body = { name, pipeline: doc };
     const out = saved ? await put(`/api/v1/pipelines/${encodeURIComponent(saved.id)}`, body) : await post("/api/v1/pipelines", body);
     const isNew = !saved;
