@@ -73,7 +73,7 @@ def test_a_timed_wait_suspends_and_the_sweep_resumes_it(server):
     run = until_status(c, rid, ("waiting",))
     assert run["wait"]["kind"] == "time" and run["wait"]["step"] == "pause"
     assert run["wait"]["until"] and run.get("approve_url") is None
-    assert server.state.executor.active_runs == []  # no worker holds it
+    assert server.state.store.runs.get(None, rid)["lease_owner"] is None  # no worker holds it
     run = until_status(c, rid, ("waiting",))
     run = until_status(c, rid, ("succeeded", "failed"), timeout=40)
     assert run["status"] == "succeeded", run
@@ -255,3 +255,27 @@ def test_error_pipeline_starts_once_and_never_cascades(server):
     assert runs[0]["input"]["run_id"] == rid and runs[0]["input"]["pipeline_id"] == pid
     assert runs[0]["input"]["error"]["type"]
     assert server.state.store.runs.find_by_idempotency_key(user["id"], f"{rid}:error")
+
+
+def test_waiting_answers_at_once_and_cancel_reaches_the_child(server):
+    _, key = server.user_with_key("k@example.com")
+    c = server.client(key)
+    child = create(c, "gated child", doc(approval(), transform("after", 1)))
+    parent = create(c, "caller", doc({"id": "call", "type": "pipeline", "pipeline": child}))
+    began = time.monotonic()
+    r = c.post("/api/v1/run", params={"wait": 20}, json={"pipeline_id": parent, "input": {}})
+    assert r.status_code == 202 and time.monotonic() - began < 15
+    rid = r.json()["id"]
+    run = until_status(c, rid, ("waiting",))
+    assert run["wait"]["kind"] == "pipeline" and run["wait"]["pipeline"] == child
+    end = time.monotonic() + 20
+    while not c.get(f"/api/v1/runs/{rid}").json()["children"]:
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    [kid] = c.get(f"/api/v1/runs/{rid}").json()["children"]
+    until_status(c, kid, ("waiting",))
+    assert c.get(f"/api/v1/runs/{rid}").json()["wait"]["child_run_id"] == kid
+    assert c.post(f"/api/v1/runs/{rid}/cancel").json()["status"] == "cancelled"
+    assert until_status(c, kid, ("cancelled",))["status"] == "cancelled"
+    time.sleep(0.5)
+    assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "cancelled"

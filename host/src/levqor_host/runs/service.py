@@ -440,13 +440,14 @@ class RunService:
 
     # ----------------------------------------------------------------- wait
     def wait(self, user_id: str | None, run_id: str, timeout: float) -> dict | None:
-        """The run once it is final, or as it is when ``timeout`` passes."""
+        """The run once it is final or waiting (a timer, an approval, a child run: it may wait
+        for days), or as it is when ``timeout`` passes."""
         with self._lock:
             ev = self._waiters.setdefault(run_id, threading.Event())
         deadline = time.monotonic() + timeout
         while True:
             run = self.store.runs.get(user_id, run_id)
-            if run is None or run["status"] in FINAL:
+            if run is None or run["status"] in FINAL or run["status"] == "waiting":
                 return run
             left = deadline - time.monotonic()
             if left <= 0:

@@ -154,7 +154,8 @@ def _answer_run(run: dict, wait: float | None, created: bool) -> Response:
     "Start a run",
     "Queue a run of the pipeline's latest version (or version) with input as trigger data, "
     "after the billing gate (402). With wait, answer the finished run (200) or, still "
-    "running, 202; Location names the run either way.",
+    "running or waiting (a timer, an approval, a child run), 202 with the run as it is "
+    "then; Location names the run either way.",
     tag="runs",
     body=RunIn,
     responses={**_STARTED, 402: ERROR},
