@@ -1,0 +1,172 @@
+"""docs/pipelines.md cannot drift: every example in it is validated and run, and the outcome the
+page states for it (in the ``<!-- example: name {...} -->`` comment before its block) is checked.
+
+The comment's JSON says: ``trigger`` (the trigger data), ``status`` (the run's), ``steps``
+({path: status} of some step records), ``outputs`` ({path: output}, objects compared by the keys
+given), ``output`` (the run's output), ``error`` and ``wait`` (keys of the run's error and wait),
+and ``host`` (also run it through a real host over loopback). The ``shop-api`` credential of the
+examples points at a local fake API (:func:`shop_api`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from e2e_support import ROOT, LiveServer, make_app
+from levqor_kernel.pipeline import STEP_TYPES, step_type, validate_pipeline, walk_steps
+from levqor_kernel.plugins import make_plugin_manager
+from levqor_kernel.runner import ListRecorder, Runner, RunRequest
+from levqor_kernel.testing import FakeServer, Reply
+
+PAGE = (ROOT / "docs" / "pipelines.md").read_text()
+MARKED = re.compile(r"<!-- example: (\w+) (\{.*?\}) -->\n```json\n(.*?)^```", re.S | re.M)
+EXAMPLES: dict[str, tuple[dict, dict]] = {
+    m.group(1): (json.loads(m.group(2)), json.loads(m.group(3))) for m in MARKED.finditer(PAGE)
+}
+ON_HOST = [name for name, (expect, _doc) in EXAMPLES.items() if expect.get("host")]
+
+
+def matches(expected: Any, actual: Any) -> bool:
+    """``actual`` has what ``expected`` says (objects: the keys given; lists: item by item)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and matches(v, actual[k]) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(matches(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual
+    return bool(expected == actual)
+
+
+def check(expect: dict, status: str, steps: dict, outputs: dict, rest: dict) -> None:
+    assert status == expect["status"], (status, rest.get("error"))
+    for path, want in expect.get("steps", {}).items():
+        assert steps.get(path) == want, (path, steps)
+    for path, want in expect.get("outputs", {}).items():
+        assert path in outputs and matches(want, outputs[path]), (path, outputs.get(path))
+    for key in ("output", "error", "wait"):
+        if key in expect:
+            assert matches(expect[key], rest.get(key)), (key, rest.get(key))
+
+
+def shop_api(srv: FakeServer) -> None:
+    """The API the examples' ``shop-api`` credential points at."""
+    srv.route("POST", "/v1/orders", lambda r: Reply(201, {"id": "ord_" + r.json()["order"]}))
+    srv.route("POST", "/v1/contacts", lambda r: Reply(200, {"contact": r.json()["email"]}))
+    srv.route("POST", "/v1/audit", lambda r: Reply(503, {"error": "audit log is down"}))
+    srv.route("POST", "/v1/charges", lambda r: Reply(402, {"error": "card declined"}))
+    srv.route(
+        "POST",
+        "/v1/shipments",
+        lambda r: (
+            Reply(422, {"error": "unknown sku"})
+            if r.json()["sku"] == "missing"
+            else Reply(201, {"shipment": r.json()["sku"]})
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def shop():
+    with FakeServer() as srv:
+        shop_api(srv)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = Runner(make_plugin_manager(), env={"LEVQOR_SSRF_ALLOW": "127.0.0.1"}, sleep=lambda s: None)
+    yield r
+    r.close()
+
+
+def test_the_page_shows_every_construct_and_marks_every_complete_document():
+    assert len(EXAMPLES) >= 15
+    kinds, features = set(), set()
+    for _expect, doc in EXAMPLES.values():
+        features |= {k for k in ("on_failure", "error_pipeline") if k in doc}
+        for step, _depth in walk_steps([*doc["steps"], *doc.get("on_failure", [])]):
+            kinds.add(step_type(step))
+            if "if" in step:
+                features.add("if")
+            if "approval" in step:
+                features.add("approval")
+            if step.get("on_error") == "continue" or isinstance(step.get("on_error"), list):
+                features.add(f"on_error {type(step['on_error']).__name__}")
+            for key in ("concurrency", "max_items", "on_item_error"):
+                if key in step:
+                    features.add(key)
+    assert kinds == set(STEP_TYPES)
+    assert features >= {
+        "if",
+        "approval",
+        "on_error str",
+        "on_error list",
+        "on_failure",
+        "error_pipeline",
+        "concurrency",
+        "max_items",
+        "on_item_error",
+    }
+    # a complete document on the page is an example the test runs
+    for block in re.findall(r"^```json\n(.*?)^```", PAGE, re.S | re.M):
+        try:
+            doc = json.loads(block)
+        except ValueError:
+            continue
+        assert "levqor" not in doc or doc in [d for _e, d in EXAMPLES.values()], block[:200]
+    assert {"branch", "for_each", "paths"} <= set(ON_HOST)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_example_validates_and_runs_as_the_page_says(name, runner, shop):
+    expect, doc = EXAMPLES[name]
+    assert [str(p) for p in validate_pipeline(doc, runner.pm.catalog)] == []
+    rec = ListRecorder()
+    res = runner.run(
+        RunRequest(f"run_{name}", doc, expect.get("trigger", {})),
+        recorder=rec,
+        credentials=lambda cname, connector: (
+            {"api_base": shop.url, "headers": {"Authorization": "Bearer sk_test_docs_0001"}}
+            if cname == "shop-api"
+            else None
+        ),
+    )
+    steps = {e["step"]: e["status"] for k, e in rec.events if k == "step_finished"}
+    rest = {"output": res.output, "error": res.error, "wait": res.wait}
+    check(expect, res.status, steps, res.outputs, rest)
+
+
+@pytest.fixture
+def host(tmp_path):
+    srv = LiveServer(make_app(tmp_path, executor={"workers": 2}))
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("name", ON_HOST)
+def test_the_example_runs_through_a_host(name, host):
+    expect, doc = EXAMPLES[name]
+    _user, key = host.user_with_key("docs@example.com")
+    client = host.client(key)
+    r = client.post("/api/v1/pipelines", json={"name": name, "pipeline": doc})
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/api/v1/run?wait=30",
+        json={"pipeline_id": r.json()["id"], "input": expect.get("trigger", {})},
+    )
+    assert r.status_code == 200, r.text
+    run = r.json()
+    full = host.state.store.runs.get(None, run["id"])
+    rows = {s["step_id"]: s for s in full["steps"]}
+    steps = {p: s["status"] for p, s in rows.items()}
+    outputs = {p: s["output"] for p, s in rows.items() if s["status"] == "succeeded"}
+    check(expect, run["status"], steps, outputs, {"error": run.get("error")})
