@@ -10,6 +10,12 @@ if TYPE_CHECKING:
     from levqor_host.metrics import Metrics
     from levqor_host.store import Store
 
+#: actions with no effect outside the run: running one again after a crash sends nothing
+#: anywhere, so they need no "running" row written before they run
+PURE_ACTIONS = frozenset({("core", "transform"), ("core", "filter")})
+#: the most finished rows of pure steps held back before they are written
+MAX_HELD_ROWS = 500
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -21,6 +27,12 @@ class StoreRecorder:
     it is written together with that step's "running" row, before the next connector is
     called, so a succeeded step is never sent again) or until the run ends (then it is written
     in the transaction that finishes and settles the run, see :meth:`RunService.complete`).
+
+    A step of a pure action (:data:`PURE_ACTIONS`, such as a loop body of ``core.transform``)
+    writes no "running" row while no held-back row is of an action with effects: the rows are
+    written with the next step that is not pure, every :data:`MAX_HELD_ROWS` rows, or at the
+    end. A crash loses at most rows of pure steps and constructs, and running them again sends
+    nothing.
     """
 
     def __init__(self, store: Store, metrics: Metrics, run: dict[str, Any]) -> None:
@@ -30,8 +42,11 @@ class StoreRecorder:
         self._started: dict[str, datetime] = {}
         #: finished step rows not written yet
         self.pending: list[dict[str, Any]] = []
-        #: time.monotonic() when the last step finished
+        #: time.monotonic() when the last action that is not pure finished (the executor reads
+        #: a cancel request after each such step, and at most every 0.2 s otherwise)
         self.last_finish = 0.0
+        #: held-back rows of actions that are not pure (their loss would send them again)
+        self._held_effects = 0
 
     def _row(self, run_id: str, step: dict, position: int, **values: Any) -> dict[str, Any]:
         return self.store.steps.row(
@@ -49,9 +64,12 @@ class StoreRecorder:
         if rows:
             self.store.steps.record_many(rows)
         self.pending = []
+        self._held_effects = 0
 
     def step_started(self, run_id: str, step: dict, position: int, attempt: int) -> None:
         started = self._started.setdefault(step["id"], now())
+        if _pure(step) and not self._held_effects and len(self.pending) < MAX_HELD_ROWS:
+            return
         self.flush(
             self._row(
                 run_id, step, position, status="running", attempts=attempt, started_at=started
@@ -88,7 +106,10 @@ class StoreRecorder:
         duration: float,
     ) -> None:
         ran = status != "skipped"
-        self.last_finish = time.monotonic()
+        if _sends(step):
+            self.last_finish = time.monotonic()
+            self._held_effects += 1
+        started = self._started.pop(step["id"], None)
         self.pending.append(
             self._row(
                 run_id,
@@ -99,7 +120,7 @@ class StoreRecorder:
                 input=input,
                 output=output,
                 error=error,
-                started_at=self._started.get(step["id"]) if ran else None,
+                started_at=started if ran else None,
                 finished_at=now() if ran else None,
             )
         )
@@ -109,3 +130,13 @@ class StoreRecorder:
     def run_finished(self, run_id: str, status: str, error: dict | None) -> None:
         # the executor finishes the run row itself (it knows whether it still owns the lease)
         pass
+
+
+def _pure(step: dict) -> bool:
+    return (step.get("connector"), step.get("action")) in PURE_ACTIONS
+
+
+def _sends(step: dict) -> bool:
+    """Whether running ``step`` again could reach outside the run: an action that is not pure
+    (a construct's own row only records what its steps did)."""
+    return step.get("connector") != "flow" and not _pure(step)
