@@ -1,6 +1,7 @@
 """What a run costs the database: the executor writes a fresh two-step run in three write
 transactions (the claim is one more), a succeeded step is stored before the next step starts,
-and the final status and the settlement are one transaction (issue 10: throughput)."""
+and the final status and the settlement are one transaction (issue 10: throughput); steps of
+pure actions (core.transform) add no transaction of their own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import pytest
 from e2e_support import make_app
 from levqor_host.workers.embedded import EmbeddedExecutor
+from levqor_kernel import hookimpl
 from sqlalchemy import event
 
 # scripts/test-backends runs this file again on PostgreSQL
@@ -26,6 +28,35 @@ TWO_STEPS = {
         {"id": "b", "connector": "core", "action": "transform", "payload": {"value": 2}},
     ],
 }
+#: two steps of a connector with effects (each call reaches outside the run)
+TWO_SENDS = {
+    **TWO_STEPS,
+    "steps": [
+        {"id": "a", "connector": "send", "action": "go", "payload": {}},
+        {"id": "b", "connector": "send", "action": "go", "payload": {}},
+    ],
+}
+
+
+class Send:
+    """A test connector whose calls have effects upstream (as far as the host knows)."""
+
+    @hookimpl
+    def describe_schema(self):
+        action = {"title": "Go", "payload": {"type": "object"}, "output": {"type": "object"}}
+        return [
+            {
+                "name": "send",
+                "title": "Send",
+                "description": "test connector",
+                "cooperative": True,
+                "actions": {"go": {**action, "example": {}}},
+            }
+        ]
+
+    @hookimpl
+    def run_task(self, connector, action, payload, credentials, context):
+        return {"sent": True}
 
 
 class WriteLog:
@@ -58,12 +89,17 @@ class WriteLog:
 
 
 def test_a_fresh_two_step_run_takes_three_write_transactions(tmp_path):
-    app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
+    app = make_app(
+        tmp_path,
+        start_workers=False,
+        env={"LEVQOR_EXECUTOR": "embedded"},
+        plugins=[("send", Send())],
+    )
     st = app.extensions["levqor"]
     try:
         user = st.store.users.create("tx@example.com")
         p = st.store.pipelines.get(
-            user["id"], st.store.pipelines.create(user["id"], "two", TWO_STEPS)["id"]
+            user["id"], st.store.pipelines.create(user["id"], "two", TWO_SENDS)["id"]
         )
         rid = st.runs.start(user, p, {})[0]["id"]
         ex = EmbeddedExecutor(st.runs, threads=0, worker_id="w")
@@ -92,6 +128,28 @@ def test_a_fresh_two_step_run_takes_three_write_transactions(tmp_path):
         assert row.settled_at is not None and row.settled_at == row.finished_at
         lines = [json.loads(x) for x in st.config.jobs_log.read_text().splitlines()]
         assert [(x["run_id"], x["status"]) for x in lines] == [(rid, "succeeded")]
+    finally:
+        st.runner.close()
+        st.store.close()
+
+
+def test_a_run_of_pure_steps_is_written_with_its_end(tmp_path):
+    """core.transform reaches nothing outside the run: no "running" rows, so a fresh run of two
+    such steps is one write transaction (its steps, its end and its settlement)."""
+    app = make_app(tmp_path, start_workers=False, env={"LEVQOR_EXECUTOR": "embedded"})
+    st = app.extensions["levqor"]
+    try:
+        user = st.store.users.create("pure@example.com")
+        p = st.store.pipelines.get(
+            user["id"], st.store.pipelines.create(user["id"], "two", TWO_STEPS)["id"]
+        )
+        rid = st.runs.start(user, p, {})[0]["id"]
+        (run,) = st.store.leases.claim_next("w", lease_seconds=30, limit=1)
+        log = WriteLog(st.store.engine)
+        assert EmbeddedExecutor(st.runs, threads=0, worker_id="w").execute(run) == "succeeded"
+        assert len(log.transactions) == 1, log.transactions
+        assert "UPDATE runs" in log.transactions[0]
+        assert [s["status"] for s in st.store.runs.get(None, rid)["steps"]] == ["succeeded"] * 2
     finally:
         st.runner.close()
         st.store.close()
