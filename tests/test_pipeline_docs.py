@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from e2e_support import ROOT, LiveServer, make_app
 from levqor_kernel.pipeline import STEP_TYPES, step_type, validate_pipeline, walk_steps
 from levqor_kernel.plugins import make_plugin_manager
@@ -170,3 +173,154 @@ def test_the_example_runs_through_a_host(name, host):
     steps = {p: s["status"] for p, s in rows.items()}
     outputs = {p: s["output"] for p, s in rows.items() if s["status"] == "succeeded"}
     check(expect, run["status"], steps, outputs, {"error": run.get("error")})
+
+
+# ---------------------------------------------------------------- waits and sub-pipelines on a host
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def waits_host(tmp_path):
+    srv = LiveServer(make_app(tmp_path, executor={"workers": 2, "wait_sweep_seconds": 0.3}))
+    yield srv
+    srv.stop()
+
+
+def until(client, run_id: str, statuses, timeout: float = 30.0) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/v1/runs/{run_id}").json()
+        if run["status"] in statuses:
+            return run
+        assert time.monotonic() < end, f"run {run_id} stayed {run['status']}"
+        time.sleep(0.05)
+
+
+def create(client, name: str, doc: dict) -> str:
+    r = client.post("/api/v1/pipelines", json={"name": name, "pipeline": doc})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def start(client, pipeline_id: str, data: dict) -> str:
+    r = client.post("/api/v1/run", json={"pipeline_id": pipeline_id, "input": data})
+    assert r.status_code == 202, r.text
+    return r.json()["run_id"]
+
+
+def rows(host, run_id: str) -> dict:
+    return {s["step_id"]: s for s in host.state.store.runs.get(None, run_id)["steps"]}
+
+
+def test_the_timed_wait_example_waits_on_a_host_holding_no_worker(waits_host):
+    expect, doc = EXAMPLES["wait_time"]
+    _user, key = waits_host.user_with_key("docs@example.com")
+    c = waits_host.client(key)
+    rid = start(c, create(c, "wait", doc), expect["trigger"])
+    run = until(c, rid, ("waiting",))
+    assert run["wait"]["kind"] == "time" and run["wait"]["step"] == "pause" and run["wait"]["until"]
+    assert rows(waits_host, rid)["welcome"]["status"] == "succeeded"
+    assert waits_host.state.executor.active_runs == []
+
+
+def test_the_approval_example_approved_by_the_api_and_rejected_by_its_signed_link(waits_host):
+    expect, doc = EXAMPLES["approval"]
+    _user, key = waits_host.user_with_key("docs@example.com")
+    c = waits_host.client(key)
+    pid = create(c, "refund", doc)
+    rid = start(c, pid, expect["trigger"])
+    run = until(c, rid, ("waiting",))
+    assert run["wait"]["kind"] == "approval"
+    assert run["wait"]["message"] == "Refund 1200 EUR to ACME?"
+    r = c.post(f"/api/v1/runs/{rid}/approve", json={"comment": "fine"})
+    assert r.status_code == 200, r.text
+    assert c.post(f"/api/v1/runs/{rid}/approve", json={}).status_code == 409  # decided once
+    run = until(c, rid, FINAL)
+    assert run["status"] == "succeeded", run
+    got = rows(waits_host, rid)
+    assert matches(
+        {"approved": True, "by": "docs@example.com", "comment": "fine"}, got["ok"]["output"]
+    )
+    assert got["refund"]["output"] == {"value": {"refund": 1200, "by": "docs@example.com"}}
+
+    rid = start(c, pid, expect["trigger"])
+    run = until(c, rid, ("waiting",))
+    link = urlsplit(run["reject_url"])
+    path = f"{link.path}?{link.query}"
+    assert (
+        requests.get(waits_host.url + path, timeout=10).status_code == 200
+    )  # shows, decides nothing
+    assert (
+        requests.post(waits_host.url + path, data={"comment": "no"}, timeout=10).status_code == 200
+    )
+    assert requests.post(waits_host.url + path, timeout=10).status_code == 410  # one time
+    run = until(c, rid, FINAL)
+    assert run["status"] == "succeeded" and run["output"] == {"refunded": False}, run
+    got = rows(waits_host, rid)
+    assert got["ok"]["status"] == "failed" and got["ok"]["error"]["code"] == "rejected"
+    assert got["ok.on_error.refused"]["status"] == "succeeded"
+
+
+def test_the_sub_pipeline_example_calls_its_child_on_a_host(waits_host):
+    expect, doc = EXAMPLES["sub_pipeline"]
+    _user, key = waits_host.user_with_key("docs@example.com")
+    c = waits_host.client(key)
+    child = create(
+        c,
+        "enrich",
+        {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "lookup",
+                    "connector": "core",
+                    "action": "transform",
+                    "payload": {"value": {"company": "ACME", "email": "{{ trigger.email }}"}},
+                }
+            ],
+        },
+    )
+    doc = json.loads(json.dumps(doc).replace("pl_enrich_customer", child))
+    rid = start(c, create(c, "greet", doc), expect["trigger"])
+    run = until(c, rid, FINAL)
+    assert run["status"] == "succeeded", run
+    got = rows(waits_host, rid)
+    assert got["greet"]["output"] == {"value": "Hello Ada from ACME"}
+    [kid] = run["children"]
+    kid_run = c.get(f"/api/v1/runs/{kid['id'] if isinstance(kid, dict) else kid}").json()
+    assert kid_run["parent_run_id"] == rid and kid_run["parent_step"] == "enrich"
+    assert kid_run["input"] == expect["wait"]["input"]
+
+
+def test_the_error_pipeline_example_starts_it_on_a_host(waits_host):
+    expect, doc = EXAMPLES["error_pipeline"]
+    _user, key = waits_host.user_with_key("docs@example.com")
+    c = waits_host.client(key)
+    alerts = create(
+        c,
+        "alerts",
+        {
+            "levqor": 1,
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "say",
+                    "connector": "core",
+                    "action": "transform",
+                    "payload": {"value": "{{ trigger.step }}: {{ trigger.error.message }}"},
+                }
+            ],
+        },
+    )
+    doc = json.loads(json.dumps(doc).replace("pl_alerts", alerts))
+    rid = start(c, create(c, "orders", doc), expect.get("trigger", {}))
+    assert until(c, rid, FINAL)["status"] == "failed"
+    end = time.monotonic() + 30
+    while not (items := c.get(f"/api/v1/runs?pipeline_id={alerts}").json()["items"]):
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    alert = until(c, items[0]["id"], FINAL)
+    assert alert["status"] == "succeeded" and alert["input"]["run_id"] == rid
+    assert alert["input"]["step"] == expect["error"]["step"]
