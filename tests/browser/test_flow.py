@@ -98,7 +98,11 @@ def test_build_a_loop_a_branch_and_an_error_path_by_clicking_then_run_it(page, d
     r = s.post(
         dash.url + "/api/v1/credentials",
         headers=headers,
-        json={"name": "flow-slack", "connector": "slack", "values": {"webhook_url": dash.slack.webhook_url}},
+        json={
+            "name": "flow-slack",
+            "connector": "slack",
+            "values": {"webhook_url": dash.slack.webhook_url},
+        },
     )
     assert r.status_code == 201, r.text
     sign_in(page, dash, "/pipelines/new")
@@ -118,9 +122,9 @@ def test_build_a_loop_a_branch_and_an_error_path_by_clicking_then_run_it(page, d
     big.get_by_label("Path name").fill("big")
     big.get_by_label("Runs when").fill("{{ item.total > 100 }}")
     add_at_end(page, "/steps/0/steps/0/paths/0/steps", connector="core", action="transform")
-    page.locator('.field[data-pointer="/steps/0/steps/0/paths/0/steps/0/payload/value"] textarea').fill(
-        '{"big": "{{ item.id }}"}'
-    )
+    page.locator(
+        '.field[data-pointer="/steps/0/steps/0/paths/0/steps/0/payload/value"] textarea'
+    ).fill('{"big": "{{ item.id }}"}')
     add_at_end(page, "/steps/0/steps/0/default", connector="core", action="transform")
     page.locator('.field[data-pointer="/steps/0/steps/0/default/0/payload/value"] textarea').fill(
         '{"small": "{{ item.id }}"}'
@@ -130,7 +134,9 @@ def test_build_a_loop_a_branch_and_an_error_path_by_clicking_then_run_it(page, d
     notify = page.locator('.step-card[data-step-id="slack"]')
     notify.get_by_label("Step id").fill("notify")
     notify.get_by_label("Credential").select_option("flow-slack")
-    page.locator('.field[data-pointer="/steps/1/payload/text"] textarea').fill("{{ steps.each.output | length }} orders")
+    page.locator('.field[data-pointer="/steps/1/payload/text"] textarea').fill(
+        "{{ steps.each.output | length }} orders"
+    )
     notify = page.locator('.step-card[data-pointer="/steps/1"]')
     notify.get_by_label("If it fails").select_option("fallback")
     expect(notify.locator("section.error-path")).to_be_visible()
@@ -161,19 +167,25 @@ def test_build_a_loop_a_branch_and_an_error_path_by_clicking_then_run_it(page, d
     )
     page.get_by_role("button", name="Run now").click()
     page.wait_for_url(re.compile(r"/runs/run_"))
-    expect(page.locator("#run-status")).to_have_attribute("data-run-status", "succeeded", timeout=60_000)
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "succeeded", timeout=60_000
+    )
     loop_card = page.locator('.run-step[data-step="each"]')
     expect(loop_card.locator(".loop-items > h4")).to_contain_text("Items: 3")
-    expect(loop_card.locator('.loop-items > h4 [data-count="succeeded"]')).to_have_text("3 succeeded")
+    expect(loop_card.locator('.loop-items > h4 [data-count="succeeded"]')).to_have_text(
+        "3 succeeded"
+    )
     first = loop_card.locator('.loop-item[data-index="0"]')
-    expect(first.locator('.run-step[data-step="each[0].route"]')).to_have_attribute("data-status", "succeeded")
+    expect(first.locator('.run-step[data-step="each[0].route"]')).to_have_attribute(
+        "data-status", "succeeded"
+    )
     took = first.locator('.run-step[data-step="each[0].route.paths[0].transform"]')
     expect(took).to_have_attribute("data-status", "succeeded")
     expect(took.locator("xpath=ancestor::section[1]")).to_contain_text("Path 1: big")
     second = loop_card.locator('.loop-item[data-index="1"]')
-    expect(second.locator('.run-step[data-step="each[1].route.default.transform_2"]')).to_have_attribute(
-        "data-status", "succeeded"
-    )
+    expect(
+        second.locator('.run-step[data-step="each[1].route.default.transform_2"]')
+    ).to_have_attribute("data-status", "succeeded")
     expect(second.locator('.run-step[data-step^="each[1].route.paths"]')).to_have_count(0)
     notify_run = page.locator('.run-step[data-step="notify"]')
     expect(notify_run).to_have_attribute("data-status", "failed")
@@ -181,3 +193,84 @@ def test_build_a_loop_a_branch_and_an_error_path_by_clicking_then_run_it(page, d
     expect(fallback).to_have_attribute("data-status", "succeeded")
     expect(fallback).to_contain_text("alerted")
     shot(page, "32-flow-run")
+
+
+def test_test_a_step_alone_and_pick_a_field(page, dash):
+    s, headers = api_session(dash)
+    r = s.post(
+        dash.url + "/api/v1/credentials",
+        headers=headers,
+        json={
+            "name": "test-slack",
+            "connector": "slack",
+            "values": {"webhook_url": dash.slack.webhook_url},
+        },
+    )
+    assert r.status_code == 201, r.text
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "shape", "connector": "core", "action": "transform", "payload": {"value": {"greeting": "Hi {{ trigger.who }}"}}},
+            {"id": "notify", "connector": "slack", "action": "post_message", "credential": "test-slack", "payload": {"text": "From the test: "}},
+        ],
+    }  # fmt: skip
+    r = s.post(
+        dash.url + "/api/v1/pipelines", headers=headers, json={"name": "test me", "pipeline": doc}
+    )
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    r = s.post(
+        dash.url + "/api/v1/run?wait=30",
+        headers=headers,
+        json={"pipeline_id": pid, "input": {"who": "Ada"}},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    sent = len(dash.slack.messages)
+
+    sign_in(page, dash, f"/pipelines/{pid}")
+    shape = page.locator('.step-card[data-step-id="shape"]')
+    shape.get_by_role("button", name="Test this step shape").click()
+    panel = shape.locator(".step-test")
+    expect(panel.get_by_label("Data from")).to_have_value(
+        re.compile(r"^run_")
+    )  # the last run's data
+    panel.get_by_role("button", name="Run the test").click()
+    expect(panel.locator(".test-result")).to_have_attribute("data-status", "succeeded")
+    expect(panel.locator(".test-output")).to_contain_text('"greeting": "Hi Ada"')
+    expect(panel.locator(".test-input")).to_contain_text("Hi Ada")
+    # other trigger data, typed in
+    panel.get_by_label("Data from").select_option("")
+    panel.get_by_label("Test with trigger data (JSON, optional)").fill('{"who": "Grace"}')
+    panel.get_by_role("button", name="Run the test").click()
+    expect(panel.locator(".test-output")).to_contain_text("Hi Grace")
+
+    # the field picker of the Slack text: the shape step's output, from the last run
+    text = page.locator('.field[data-pointer="/steps/1/payload/text"] textarea')
+    text.click()
+    text.press("End")
+    page.locator('.field[data-pointer="/steps/1/payload/text"]').get_by_role(
+        "button", name="Insert a field"
+    ).click()
+    dialog = page.locator("dialog.picker")
+    expect(dialog.locator('[data-source="trigger"]')).to_contain_text("Ada")
+    dialog.get_by_label("Search fields").fill("greeting")
+    dialog.locator('button[data-ref="{{ steps.shape.output.value.greeting }}"]').click()
+    expect(dialog).to_have_count(0)
+    expect(text).to_have_value("From the test: {{ steps.shape.output.value.greeting }}")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#save-status")).to_have_text("saved as version 2")
+
+    # a step that writes upstream says so before it is tested, and tests for real only when asked
+    notify = page.locator('.step-card[data-step-id="notify"]')
+    notify.get_by_role("button", name="Test this step notify").click()
+    ntest = notify.locator(".step-test")
+    ntest.get_by_role("button", name="Run the test").click()
+    expect(ntest.locator(".notice.warn")).to_contain_text("writes upstream (slack.post_message)")
+    assert len(dash.slack.messages) == sent  # nothing sent yet
+    ntest.get_by_role("button", name="Test for real").click()
+    expect(ntest.locator(".test-result")).to_have_attribute("data-status", "succeeded")
+    expect(ntest.locator(".test-warning")).to_contain_text("writes upstream")
+    expect(ntest.locator(".test-input")).to_contain_text("From the test: Hi Ada")
+    assert {"text": "From the test: Hi Ada"} in dash.slack.messages
+    shot(page, "36-step-test")

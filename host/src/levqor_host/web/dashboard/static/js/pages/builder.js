@@ -4,6 +4,8 @@ import { showProblems, clearProblems } from "../schemaform.js";
 import { $, h, clear, toast, busy, errorText, copyButton, fmtTime, pageIds, show } from "../ui.js";
 import { FlowEditor } from "../flow/editor.js";
 import { cleanDoc } from "../flow/model.js";
+import { fieldPicker, localSources, mergeSources } from "../flow/picker.js";
+import { stepTester } from "../flow/steptest.js";
 import { lineDiff } from "../diff.js";
 
 let saved = null; // the stored pipeline (after load or save)
@@ -74,6 +76,16 @@ function previewCron() {
 }
 
 // ------------------------------------------------------------------ steps
+let serverFields = null; // the saved pipeline's field sources (GET .../fields), fetched once per save
+
+/** The picker's sources: the saved pipeline's samples, and the document's steps not saved yet. */
+async function fieldSources() {
+  if (saved && !serverFields) {
+    serverFields = get(`/api/v1/pipelines/${encodeURIComponent(saved.id)}/fields`).then((r) => r.sources).catch(() => []);
+  }
+  return mergeSources(saved ? await serverFields : [], localSources(doc));
+}
+
 function render() {
   editor.render(doc, [[$("#flow"), "steps", "at the end of the pipeline"], [$("#failure-flow"), "on_failure", "to the steps run when the run fails"]]);
   renderErrorPipeline();
@@ -163,6 +175,7 @@ async function save(ev) {
     const out = saved ? await put(`/api/v1/pipelines/${encodeURIComponent(saved.id)}`, body) : await post("/api/v1/pipelines", body);
     const isNew = !saved;
     setSaved(out);
+    serverFields = null;
     editor.selfId = out.id;
     doc = out.pipeline;
     render();
@@ -289,12 +302,15 @@ async function main() {
   const { pipeline_id: pid } = pageIds();
   const [cat, cr, pls] = await Promise.all([get("/api/v1/connectors"), get("/api/v1/credentials"), get("/api/v1/pipelines")]);
   pipelines = pls.items;
+  const catalog = Object.fromEntries(cat.connectors.map((c) => [c.name, c]));
   editor = new FlowEditor({
-    catalog: Object.fromEntries(cat.connectors.map((c) => [c.name, c])),
+    catalog,
     creds: cr.items,
     pipelines,
     selfId: pid || null,
     onChange: markDirty,
+    cardTools: stepTester({ catalog, pipelineId: () => (saved ? saved.id : null), dirty: () => dirty }),
+    picker: fieldPicker(fieldSources),
   });
   if (pid) {
     try {

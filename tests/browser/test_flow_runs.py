@@ -1,0 +1,135 @@
+"""The run page of flow runs in Chromium: a run waiting for an approval is approved (and another
+rejected) from its page; a sub-pipeline's run and its parent link to each other.
+
+Waits are on events (a server answer, an element's state) with generous bounds, never sleeps."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from browser_support import EMAIL, PASSWORD, shot, sign_in
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the chromium fixture skips (or fails in CI) and says why
+    expect = None
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(240)]
+
+
+def api_session(dash) -> tuple[requests.Session, dict]:
+    """A signed-in requests session (the browser's cookie sign-in) and its CSRF header."""
+    s = requests.Session()
+    r = s.post(dash.url + "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return s, {"X-CSRF-Token": r.json()["csrf_token"]}
+
+
+def create(s, headers, dash, name: str, steps: list) -> str:
+    doc = {"levqor": 1, "trigger": {"type": "manual"}, "steps": steps}
+    r = s.post(
+        dash.url + "/api/v1/pipelines", headers=headers, json={"name": name, "pipeline": doc}
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def start_run(s, headers, dash, pid: str, data: dict) -> str:
+    r = s.post(dash.url + "/api/v1/run", headers=headers, json={"pipeline_id": pid, "input": data})
+    assert r.status_code in (200, 201, 202), r.text
+    return r.json().get("run_id") or r.json()["id"]
+
+
+APPROVAL = [
+    {
+        "id": "ok",
+        "type": "wait",
+        "approval": {"message": "Ship order {{ trigger.order }}?", "timeout": 3600},
+    },
+    {
+        "id": "ship",
+        "connector": "core",
+        "action": "transform",
+        "payload": {"value": {"shipped": "{{ trigger.order }}"}},
+    },
+]
+
+
+def test_a_waiting_run_is_approved_and_another_rejected_from_the_run_page(page, dash):
+    s, headers = api_session(dash)
+    pid = create(s, headers, dash, "ship after approval", APPROVAL)
+    run_id = start_run(s, headers, dash, pid, {"order": "A-17"})
+    sign_in(page, dash, f"/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "waiting", timeout=60_000
+    )
+    wait = page.locator("#wait")
+    expect(wait).to_be_visible()
+    expect(page.locator("#approval-message")).to_have_text("Ship order A-17?")
+    expect(page.locator("#approval-expires")).to_contain_text("rejected")
+    expect(page.locator('.run-step[data-step="ok"]')).to_have_attribute("data-status", "waiting")
+    expect(page.locator('.run-step[data-step="ship"]')).to_have_attribute("data-status", "pending")
+    shot(page, "33-run-waiting")
+    page.get_by_label("Comment (optional)").fill("looks right")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "succeeded", timeout=60_000
+    )
+    expect(wait).to_be_hidden()
+    ok = page.locator('.run-step[data-step="ok"]')
+    expect(ok).to_have_attribute("data-status", "succeeded")
+    expect(ok).to_contain_text('"approved": true')
+    expect(ok).to_contain_text("looks right")
+    ship = page.locator('.run-step[data-step="ship"]')
+    expect(ship).to_have_attribute("data-status", "succeeded")
+    expect(ship).to_contain_text("A-17")
+    shot(page, "34-run-approved")
+
+    # a second run, rejected: the approval step fails with Rejected, the step after is skipped
+    run_2 = start_run(s, headers, dash, pid, {"order": "B-2"})
+    page.goto(f"/runs/{run_2}")
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "waiting", timeout=60_000
+    )
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "failed", timeout=60_000
+    )
+    expect(page.locator('.run-step[data-step="ok"]')).to_have_attribute("data-status", "failed")
+    expect(page.locator('.run-step[data-step="ok"] .step-error')).to_contain_text("Rejected")
+    expect(page.locator('.run-step[data-step="ship"]')).to_have_attribute("data-status", "skipped")
+    # deciding again is refused
+    r = s.post(f"{dash.url}/api/v1/runs/{run_2}/approve", headers=headers, json={})
+    assert r.status_code == 409, r.text
+
+
+def test_a_sub_pipeline_run_and_its_parent_link_to_each_other(page, dash):
+    s, headers = api_session(dash)
+    child = create(
+        s, headers, dash, "the child",
+        [{"id": "double", "connector": "core", "action": "transform", "payload": {"value": "{{ trigger.n * 2 }}"}}],
+    )  # fmt: skip
+    parent = create(
+        s, headers, dash, "the parent",
+        [{"id": "call", "type": "pipeline", "pipeline": child, "input": {"n": "{{ trigger.n }}"}}],
+    )  # fmt: skip
+    run_id = start_run(s, headers, dash, parent, {"n": 21})
+    sign_in(page, dash, f"/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "succeeded", timeout=60_000
+    )
+    call = page.locator('.run-step[data-step="call"]')
+    expect(call).to_have_attribute("data-status", "succeeded")
+    links = page.locator("#child-runs a")
+    expect(links).to_have_count(1)
+    shot(page, "35-run-parent")
+    links.first.click()
+    page.wait_for_url(re.compile(r"/runs/run_"))
+    assert run_id not in page.url
+    expect(page.locator("#run-status")).to_have_attribute("data-run-status", "succeeded")
+    expect(page.locator("#run-facts")).to_contain_text("the child")
+    expect(page.locator("#parent-run")).to_contain_text("call")
+    page.locator("#parent-run a").click()
+    page.wait_for_url(re.compile(re.escape(run_id) + "$"))
