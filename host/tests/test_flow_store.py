@@ -177,3 +177,11 @@ def test_due_waits_children_and_depth(store: Store):
     assert store.waits.rewait(due["id"], "n1", {"kind": "pipeline", "nonce": "n1", "x": 1}, None)
     assert store.waits.due() == []
     assert store.runs.get(None, due["id"])["wait"]["x"] == 1
+
+
+def test_queue_stats_count_waiting_and_overdue_runs(store: Store):
+    _waiting_run(store, resume_in=3600)
+    _waiting_run(store, resume_in=-120)  # its timer came two minutes ago: the sweep is late
+    _waiting_run(store)  # an approval without a timeout: never overdue
+    stats = store.runs.queue_stats()
+    assert (stats["waiting"], stats["overdue_waits"], stats["running"]) == (3, 1, 0)

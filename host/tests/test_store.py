@@ -713,7 +713,10 @@ def test_request_cancel(store: Store, alice: dict, pipeline: dict):
 
 
 def test_queue_stats(store: Store, alice: dict, pipeline: dict):
-    assert store.runs.queue_stats() == {"queued": 0, "running": 0, "oldest_queued_age_seconds": None}
+    assert store.runs.queue_stats() == {
+        "queued": 0, "running": 0, "oldest_queued_age_seconds": None, "waiting": 0,
+        "overdue_waits": 0,
+    }
     _runs(store, alice, pipeline, 3)
     time.sleep(0.05)
     store.leases.claim_next("w", lease_seconds=30, limit=1)

@@ -155,7 +155,14 @@ class QueueCollector:
         depth = GaugeMetricFamily("levqor_queue_depth", "Runs by queue state", labels=["state"])
         depth.add_metric(["queued"], qs["queued"])
         depth.add_metric(["running"], qs["running"])
+        depth.add_metric(["waiting"], qs["waiting"])
         yield depth
+        overdue = GaugeMetricFamily(
+            "levqor_overdue_waits",
+            "Waiting runs whose timer came over a minute ago (the wait sweep is not running)",
+        )
+        overdue.add_metric([], qs["overdue_waits"])
+        yield overdue
         age = GaugeMetricFamily(
             "levqor_queue_oldest_age_seconds", "Age of the oldest queued run (0 when none)"
         )

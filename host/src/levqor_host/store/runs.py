@@ -428,7 +428,10 @@ class Runs:
             total += len(ids)
 
     def queue_stats(self) -> dict[str, Any]:
-        """``{"queued": n, "running": n, "oldest_queued_age_seconds": float | None}``."""
+        """``{"queued": n, "running": n, "oldest_queued_age_seconds": float | None,
+        "waiting": n, "overdue_waits": n}``: ``overdue_waits`` are waiting runs whose timer
+        came over a minute ago (the wait sweep is not running)."""
+        now = utcnow()
         with self.db.read() as conn:
             queued, oldest = conn.execute(
                 select(func.count(), func.min(runs.c.created_at)).where(runs.c.status == "queued")
@@ -436,5 +439,19 @@ class Runs:
             running = conn.execute(
                 select(func.count()).select_from(runs).where(runs.c.status == "running")
             ).scalar_one()
-        age = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else None
-        return {"queued": queued, "running": running, "oldest_queued_age_seconds": age}
+            waiting, overdue = conn.execute(
+                select(
+                    func.count(),
+                    func.count(runs.c.resume_at).filter(
+                        runs.c.resume_at < now - timedelta(seconds=60)
+                    ),
+                ).where(runs.c.status == "waiting")
+            ).one()
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else None
+        return {
+            "queued": queued,
+            "running": running,
+            "oldest_queued_age_seconds": age,
+            "waiting": waiting,
+            "overdue_waits": overdue,
+        }

@@ -139,6 +139,8 @@ def check_executor(st: Any) -> dict:
         out.update(
             queue_depth=qs["queued"],
             running=qs["running"],
+            waiting=qs["waiting"],
+            overdue_waits=qs["overdue_waits"],
             oldest_queued_age_seconds=(
                 round(qs["oldest_queued_age_seconds"], 3)
                 if qs["oldest_queued_age_seconds"] is not None
