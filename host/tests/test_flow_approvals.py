@@ -1,5 +1,6 @@
 """Approvals over real HTTP: the API's approve and reject, exactly one decision winning, the
-signed one-time links, and the cancel of a waiting run."""
+signed one-time links, and the cancel of a waiting run; and an error pipeline whose start was
+lost with its process, started by the repair sweep."""
 
 from __future__ import annotations
 
@@ -199,3 +200,32 @@ def test_approval_timeout_rejects_through_the_sweep(server):
     assert step["status"] == "failed" and step["error"]["code"] == "rejected"
     assert step["output"]["by"] == "timeout"
     assert server.state.runs.flow.resume_due() == 0
+
+
+def test_a_lost_error_pipeline_start_is_caught_up_once(server):
+    user, key = server.user_with_key("lost@example.com")
+    st = server.state
+    handler = st.store.pipelines.create(user["id"], "handler", approval_doc())
+    fragile = st.store.pipelines.create(
+        user["id"], "fragile", {**approval_doc(), "error_pipeline": handler["id"]}
+    )
+    quiet = st.store.pipelines.create(user["id"], "quiet", approval_doc())
+    rids = []
+    for p in (fragile, quiet):
+        run, _ = st.runs.start(user, st.store.pipelines.get(user["id"], p["id"]), {})
+        assert st.runs.claim_one("w", run["id"]) is not None
+        # the run fails and is settled, and the process dies before anything else
+        with st.store.write() as conn:
+            assert st.store.runs.finish_in(
+                conn, run["id"], "w", "failed", {"type": "Boom", "message": "x", "step": "ok"},
+                settled=True,
+            )
+        rids.append(run["id"])
+    flow = st.runs.flow
+    assert flow.catch_up_error_pipelines(older_than=0) == 1
+    assert flow.catch_up_error_pipelines(older_than=0) == 0
+    started = st.store.runs.find_by_idempotency_key(user["id"], f"{rids[0]}:error")
+    assert started["trigger"] == "error" and started["pipeline_id"] == handler["id"]
+    assert started["input"]["run_id"] == rids[0] and started["input"]["step"] == "ok"
+    assert st.store.runs.find_by_idempotency_key(user["id"], f"{rids[1]}:error") is None
+    assert flow.catch_up_error_pipelines(older_than=3600) == 0  # not old enough: left alone

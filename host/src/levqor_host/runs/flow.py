@@ -28,11 +28,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from levqor_kernel.runner import RunResult
+
 from levqor_host.errors import ApiError
 
 if TYPE_CHECKING:
-    from levqor_kernel.runner import RunResult
-
     from levqor_host.runs.service import RunService
     from levqor_host.security.signing import LinkSigner
 
@@ -318,6 +318,24 @@ class Flow:
             self.runs.cancel(run["user_id"], child_id)
 
     # ----------------------------------------------------------------- error pipelines
+    def catch_up_error_pipelines(self, *, older_than: float, within: float = 3600.0) -> int:
+        """Start the error pipelines of failed runs whose start was lost (the process died
+        between settling the run and starting it), for runs that failed between ``within`` and
+        ``older_than`` seconds ago. Returns how many it started."""
+        docs: dict[tuple[str, int], Any] = {}
+        n = 0
+        for run in self.store.waits.failed_without_error_run(
+            older_than=older_than, within=within
+        ):
+            key = (run["pipeline_id"], run["version"])
+            if key not in docs:
+                version = self.store.pipelines.get_version(run["user_id"], *key)
+                docs[key] = ((version or {}).get("doc") or {}).get("error_pipeline")
+            if isinstance(docs[key], str):
+                result = RunResult("failed", run.get("error"))
+                n += self.error_pipeline(run, result) is not None
+        return n
+
     def error_pipeline(self, run: dict, result: RunResult) -> dict | None:
         """A failed run whose document names an ``error_pipeline`` starts it (same owner,
         trigger ``error``, idempotency key ``<run>:error``) with ``{"run_id", "pipeline_id",

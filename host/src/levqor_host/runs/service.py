@@ -429,13 +429,18 @@ class RunService:
     def repair_settlements(self, older_than: float | None = None) -> int:
         """Settle final runs whose settlement was lost (a worker died between finishing a run
         and settling it, or the run was cancelled while queued). Exactly once: the settlement
-        claims the run's ``settled_at``. Returns how many this call settled."""
+        claims the run's ``settled_at``. Also starts the error pipelines a lost process did
+        not start (:meth:`Flow.catch_up_error_pipelines`). Returns how many this call settled."""
         if older_than is None:
             older_than = self.config.executor.settle_after_seconds
         n = 0
         for run in self.store.runs.unsettled(older_than=older_than, limit=50):
             self.finished(run, RunResult(run["status"], run.get("error")))
             n += 1
+        try:  # what a lost process did not start after a failure
+            self.flow.catch_up_error_pipelines(older_than=older_than)
+        except Exception:  # noqa: BLE001 - the next sweep tries again
+            log.exception("starting lost error pipelines failed")
         return n
 
     # ----------------------------------------------------------------- wait

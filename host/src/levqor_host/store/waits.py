@@ -11,10 +11,10 @@ claim resumes it with the decided step.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, select, update
 
 from levqor_host.store.db import Database, retry_on_disconnect, utcnow
 from levqor_host.store.rows import RunRow
@@ -195,6 +195,37 @@ class Waits:
             if r.status == "failed" or (r.connector, r.action) in SUSPENDED_STEPS
         }
         return completed, decided
+
+    @retry_on_disconnect
+    def failed_without_error_run(
+        self, *, older_than: float, within: float, limit: int = 200
+    ) -> list[RunRow]:
+        """Failed runs (not started as error pipelines themselves) that finished between
+        ``within`` and ``older_than`` seconds ago and have no run keyed ``<run>:error`` (their
+        error pipeline, if their document names one, was never started), oldest first."""
+        now = utcnow()
+        handler = runs.alias("handler")
+        q = (
+            select(runs)
+            .outerjoin(
+                handler,
+                and_(
+                    handler.c.user_id == runs.c.user_id,
+                    handler.c.idempotency_key == runs.c.id + literal(":error"),
+                ),
+            )
+            .where(
+                runs.c.status == "failed",
+                runs.c.trigger != "error",
+                runs.c.finished_at < now - timedelta(seconds=older_than),
+                runs.c.finished_at >= now - timedelta(seconds=within),
+                handler.c.id.is_(None),
+            )
+            .order_by(runs.c.finished_at)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            return run_row.all(conn.execute(q).all())
 
     @retry_on_disconnect
     def count(self) -> int:
