@@ -331,7 +331,8 @@ class Flow:
             if key not in docs:
                 version = self.store.pipelines.get_version(run["user_id"], *key)
                 docs[key] = ((version or {}).get("doc") or {}).get("error_pipeline")
-            if isinstance(docs[key], str):
+            target = docs[key]
+            if isinstance(target, str) and self.store.pipelines.get(run["user_id"], target):
                 result = RunResult("failed", run.get("error"))
                 n += self.error_pipeline(run, result) is not None
         return n
