@@ -375,3 +375,94 @@ def test_planning_costs_credits_and_a_failed_plan_is_refunded(tmp_path, fakes):
         assert r.status_code == 402 and "balance is 1" in r.json()["error"]["message"]
     finally:
         srv.stop()
+
+
+LOOP_PROMPT = (
+    "for each row of the webhook's orders, if total > 100 post to Slack, else append to Sheets"
+)
+
+
+def loop_plan() -> dict:
+    """What the model plans for LOOP_PROMPT: a for_each over the orders with a branch."""
+    notify = {
+        "id": "notify", "connector": "slack", "action": "post_message", "credential": "team-slack",
+        "payload": {"text": "Big order {{ item.id }}: {{ item.total }}"},
+    }  # fmt: skip
+    log_row = {
+        "id": "log_row", "connector": "sheets", "action": "append_rows",
+        "credential": "bot-sheets",
+        "payload": {"spreadsheet_id": SHEET, "range": "Sheet1!A1",
+                    "values": [["{{ item.id }}", "{{ item.total }}"]], "value_input_option": "RAW"},
+    }  # fmt: skip
+    route = {
+        "id": "route", "type": "branch",
+        "paths": [{"name": "big", "if": "{{ item.total > 100 }}", "steps": [notify]}],
+        "default": [log_row],
+    }  # fmt: skip
+    return {
+        "explanation": "For each order, posts big ones (over 100) to Slack and appends the "
+        "others to the sheet.",
+        "pipeline": {
+            "levqor": 1,
+            "name": "orders by size",
+            "trigger": {"type": "webhook", "wait": True},
+            "steps": [
+                {"id": "each_order", "type": "for_each", "items": "{{ trigger.orders }}",
+                 "steps": [route]},
+            ],
+        },
+    }  # fmt: skip
+
+
+def test_plan_a_loop_with_a_branch_then_run_it(server, fakes):
+    ai, slack, google = fakes
+    _, key = server.user_with_key("gil@example.com")
+    c = server.client(key)
+    for name, connector, values in (
+        ("team-slack", "slack", {"webhook_url": slack.webhook_url}),
+        ("bot-sheets", "sheets", google.service_account()),
+    ):
+        r = c.post("/api/v1/credentials", json={"name": name, "connector": connector, "values": values})
+        assert r.status_code == 201, r.text
+
+    def check(body):
+        # the model is told about the constructs, with the kernel's shapes
+        rf = body["response_format"]
+        schema = (
+            json.dumps(rf["json_schema"]["schema"])
+            if rf["type"] == "json_schema"
+            else body["messages"][0]["content"]
+        )
+        for word in ('"for_each"', '"branch"', '"paths"', '"items"', '"default"', "item.total"):
+            if word not in schema and word not in body["messages"][0]["content"]:
+                return f"{word} missing from what the model is sent"
+        return None
+
+    ai.check = check
+    ai.answer_plan(loop_plan())
+    r = c.post("/api/v1/plan", json={"prompt": LOOP_PROMPT})
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["warnings"] == [] and out["planner"]["attempts"] == 1
+    stored = c.get(f"/api/v1/pipelines/{out['id']}").json()["pipeline"]
+    assert stored["steps"][0]["type"] == "for_each"
+    assert stored["steps"][0]["steps"][0]["type"] == "branch"
+
+    orders = [{"id": "A-1", "total": 250}, {"id": "A-2", "total": 40}, {"id": "A-3", "total": 101},
+              {"id": "A-4", "total": 100}]  # fmt: skip
+    hook_path = "/hooks/" + out["webhook_url"].rsplit("/hooks/", 1)[1]
+    run = c.post(hook_path, json={"orders": orders})
+    assert run.status_code == 200 and run.json()["status"] == "succeeded", run.text
+    assert slack.messages == [{"text": "Big order A-1: 250"}, {"text": "Big order A-3: 101"}]
+    assert google.rows(SHEET, "Sheet1") == [["A-2", 40], ["A-4", 100]]
+
+    got = c.get(f"/api/v1/runs/{run.json()['run_id']}").json()
+    (each,) = got["steps"]
+    assert each["items"]["total"] == 4 and each["items"]["by_status"] == {"succeeded": 4}
+    taken = [item["steps"][0]["children"][0]["id"] for item in each["items"]["page"]]
+    assert taken == [
+        "each_order[0].route.paths[0].notify",
+        "each_order[1].route.default.log_row",
+        "each_order[2].route.paths[0].notify",
+        "each_order[3].route.default.log_row",
+    ]

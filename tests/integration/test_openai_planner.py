@@ -63,9 +63,13 @@ def good_plan(**extra_payload) -> dict:
 
 
 def strict_answer(plan: dict, cat: dict) -> dict:
-    """What a strict-mode model must send: every optional payload field present, as null."""
+    """What a strict-mode model must send: every optional field present, as null (the
+    pipeline's on_failure, each step's name, if and on_error, and payload fields)."""
     out = json.loads(json.dumps(plan))
+    out["pipeline"].setdefault("on_failure", None)
     for step in out["pipeline"]["steps"]:
+        for k in ("name", "if", "on_error"):
+            step.setdefault(k, None)
         schema = cat["connectors"][step["connector"]]["actions"][step["action"]]["payload"]
         for k in schema.get("properties", {}):
             step["payload"].setdefault(k, None)
@@ -91,12 +95,20 @@ def opts(ai: FakeOpenAI, **env) -> dict:
 # ---------------------------------------------------------------------------- schema
 def test_plan_schema_enumerates_installed_actions_only():
     s = plan_schema(SLACK_SHEETS, [{"name": "team", "connector": "slack"}])
-    branches = s["properties"]["pipeline"]["properties"]["steps"]["items"]["anyOf"]
+    assert s["properties"]["pipeline"]["properties"]["steps"] == {"$ref": "#/$defs/steps"}
+    every = s["$defs"]["step"]["anyOf"]
+    branches = [b for b in every if "connector" in b["properties"]]
     pairs = {
         (b["properties"]["connector"]["enum"][0], b["properties"]["action"]["enum"][0])
         for b in branches
     }
     assert pairs == {("slack", "post_message"), ("sheets", "append_rows")}
+    # and the kernel's constructs, whose steps nest
+    kinds = [b["properties"]["type"]["enum"][0] for b in every if "type" in b["properties"]]
+    assert kinds == ["branch", "parallel", "for_each", "wait", "pipeline", "stop"]
+    loop = next(b for b in every if b["properties"].get("type", {}).get("enum") == ["for_each"])
+    assert loop["properties"]["steps"] == {"$ref": "#/$defs/steps"}
+    assert {"id", "type", "items", "steps"} <= set(loop["required"])
     slack = next(b for b in branches if b["properties"]["connector"]["enum"] == ["slack"])
     # the payload is the plugin's own schema, the credential an enum of the user's names
     assert (

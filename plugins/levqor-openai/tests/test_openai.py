@@ -160,3 +160,36 @@ def test_a_plan_for_the_core_catalog_in_json_mode(ai):
     assert out["pipeline"]["steps"][0]["payload"] == {
         "value": {"greeting": "Hello {{ trigger.name }}"}
     }
+
+
+def test_strict_nulls_are_stripped_from_nested_steps():
+    from levqor_openai.schema import strip_plan_nulls
+
+    catalog = {"connectors": {"core": {"actions": {"transform": {"payload": {
+        "type": "object", "properties": {"value": {}}}}}}}}  # fmt: skip
+    act = {"id": "t", "connector": "core", "action": "transform", "payload": {"value": 1},
+           "name": None, "if": None, "on_error": None}  # fmt: skip
+    answer = {"pipeline": {"on_failure": None, "steps": [{
+        "id": "each", "type": "for_each", "items": "{{ trigger.rows }}", "concurrency": None,
+        "name": None, "if": None, "on_error": None, "max_items": None, "on_item_error": None,
+        "steps": [{"id": "route", "type": "branch", "default": None, "name": None, "if": None,
+                   "on_error": None, "paths": [{"name": None, "if": "{{ item.x }}",
+                                                "steps": [dict(act)]}]}],
+    }]}}  # fmt: skip
+    out = strip_plan_nulls(answer, catalog)["pipeline"]
+    assert "on_failure" not in out
+    (each,) = out["steps"]
+    assert each == {
+        "id": "each", "type": "for_each", "items": "{{ trigger.rows }}",
+        "steps": [{"id": "route", "type": "branch", "paths": [{"if": "{{ item.x }}", "steps": [
+            {"id": "t", "connector": "core", "action": "transform", "payload": {"value": 1}}]}]}],
+    }  # fmt: skip
+
+
+def test_the_plan_schema_offers_the_kernels_constructs_and_stays_strict():
+    from levqor_openai.schema import plan_schema, strict_problems, strictify
+
+    s = plan_schema({"connectors": {}})
+    kinds = {b["properties"]["type"]["enum"][0] for b in s["$defs"]["step"]["anyOf"]}
+    assert kinds == {"branch", "parallel", "for_each", "wait", "pipeline", "stop"}
+    assert strict_problems(strictify(s)) == []

@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.host import HttpError
+from levqor_kernel.pipeline import walk_steps
 
 from levqor_host.errors import ApiError
 
@@ -110,7 +111,8 @@ def refund_planning(state: Services, user: dict, charged: int) -> None:
 def _warnings(state: Services, problems: list[dict], doc: dict) -> list[dict]:
     """Missing credentials as warnings the user can act on."""
     out = []
-    steps = {s.get("id"): s for s in doc.get("steps", []) if isinstance(s, dict)}
+    every = [*(doc.get("steps") or []), *(doc.get("on_failure") or [])]
+    steps = {s.get("id"): s for s, _depth in walk_steps(every) if isinstance(s, dict)}
     for p in problems:
         step = steps.get(p.get("step")) or {}
         cname = step.get("credential")

@@ -104,6 +104,14 @@ Rules:
 - Never invent secret values (tokens, keys, webhook URLs); credentials hold them.
 - Where the user gave no concrete value (a spreadsheet id, a channel), use a clear placeholder
   such as "YOUR_SPREADSHEET_ID" and say so in the explanation.
+- Besides action steps, a step may be a construct with a "type": "for_each" runs its "steps"
+  once per element of "items" (a template such as "{{ trigger.orders }}"; inside, "{{ item }}"
+  is the element and "{{ index }}" its position), "branch" runs the "steps" of the first of its
+  "paths" whose "if" holds and otherwise its "default" steps, "parallel", "wait", "pipeline"
+  and "stop". Any step may have an "if" (skipped when false) and an "on_error" ("continue", or
+  fallback steps). A condition is a template such as "{{ item.total > 100 }}" or a comparison
+  {"left": "{{ item.total }}", "op": "gt", "right": 100}. Step ids are unique in the whole
+  pipeline, nested steps included.
 """
 
 
@@ -212,7 +220,8 @@ def check_answer(answer: Any, catalog: Catalog) -> list[dict[str, Any]]:
 def _steps_summary(answer: Any) -> str:
     try:
         return ",".join(
-            f"{s.get('connector')}.{s.get('action')}" for s in answer["pipeline"]["steps"]
+            str(s["type"]) if s.get("type") else f"{s.get('connector')}.{s.get('action')}"
+            for s in answer["pipeline"]["steps"]
         )
     except (KeyError, TypeError, AttributeError):
         return "-"

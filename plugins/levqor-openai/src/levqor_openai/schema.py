@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from levqor_kernel.pipeline import PIPELINE_SCHEMA
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,39}$"
 MAX_STEPS = 20
@@ -146,11 +147,111 @@ def _credential_schema(connector: str, credentials: list[Mapping[str, Any]]) -> 
     }
 
 
+#: a value the model may give where the kernel takes anything (a narrower answer stays valid)
+_SCALAR: list[dict[str, Any]] = [
+    {"type": "string"},
+    {"type": "number"},
+    {"type": "boolean"},
+    {"type": "null"},
+]
+#: what each construct does, for the model
+CONSTRUCTS = {
+    "branch": "Runs the steps of the first path whose if holds, else the default steps. Output: "
+    "{path, name, output}.",
+    "parallel": "Runs every path's steps at once (up to concurrency). Output: the list of each "
+    "path's last output.",
+    "for_each": "Runs steps once per element of items (a template such as {{ trigger.orders }}); "
+    "their templates see item (the element) and index. Output: the list of each item's last "
+    "output. Steps inside refer to each other by id like any step.",
+    "wait": "Waits seconds, until a time, or for someone's approval before going on.",
+    "pipeline": "Runs another pipeline of the user's (by id) and waits for its output.",
+    "stop": "Ends the run early with status succeeded or failed.",
+}
+
+
+def _free(s: Any) -> bool:
+    """Whether ``s`` allows any value (no type, enum, const, anyOf or reference)."""
+    if s is True:
+        return True
+    return isinstance(s, Mapping) and not ({"type", "enum", "const", "anyOf", "oneOf", "$ref"} & set(s))
+
+
+def _narrow(s: Any) -> Any:
+    """The kernel's schema ``s`` with its free-form parts narrowed for the model: a free value
+    becomes a scalar, a string-or-array a string; an object that takes any keys is left out
+    (where optional). A narrower answer is still a valid document."""
+    if _free(s):
+        desc = {"description": s["description"]} if isinstance(s, Mapping) and "description" in s else {}
+        return {**desc, "anyOf": copy.deepcopy(_SCALAR)}
+    if not isinstance(s, Mapping):
+        return s
+    out = {k: v for k, v in s.items() if k not in ("default", "allOf", "if", "then")}
+    types = out.get("type")
+    tlist = types if isinstance(types, list) else [types]
+    if "array" in tlist and "items" not in out and "string" in tlist:
+        out["type"] = "string"
+    if isinstance(out.get("anyOf"), list):
+        out["anyOf"] = [_narrow(b) for b in out["anyOf"]]
+    if isinstance(out.get("items"), Mapping):
+        out["items"] = _narrow(out["items"])
+    props = out.get("properties")
+    if isinstance(props, Mapping):
+        required = set(out.get("required") or ())
+        kept = {}
+        for name, sub in props.items():
+            if (
+                isinstance(sub, Mapping)
+                and sub.get("type") == "object"
+                and not sub.get("properties")
+                and name not in required
+            ):
+                continue  # any keys at all: left to the kernel's own schema
+            kept[name] = _narrow(sub)
+        out["properties"] = kept
+    return out
+
+
+def _common() -> dict[str, Any]:
+    """The fields every step may have (id, name, if, on_error), from the kernel's schema."""
+    props = PIPELINE_SCHEMA["$defs"]["step"]["properties"]
+    return {k: _narrow(copy.deepcopy(v)) for k, v in props.items() if k != "type"}
+
+
+def construct_schemas() -> list[dict[str, Any]]:
+    """One step schema per construct of the kernel's document (branch, parallel, for_each,
+    wait, pipeline, stop), their nested steps referring to ``#/$defs/steps``."""
+    out = []
+    for block in PIPELINE_SCHEMA["$defs"]["step"]["allOf"]:
+        kind = ((block.get("if") or {}).get("properties") or {}).get("type", {}).get("const")
+        if kind is None or kind == "action":
+            continue
+        then = block["then"]
+        own = {k: v for k, v in then["properties"].items() if v is not True}
+        props = {
+            **_common(),
+            "type": {"type": "string", "enum": [kind]},
+            **_narrow({"type": "object", "properties": copy.deepcopy(own),
+                       "required": then.get("required", [])})["properties"],
+        }  # fmt: skip
+        out.append(
+            {
+                "type": "object",
+                "description": f"A {kind} step. {CONSTRUCTS.get(kind, '')}".strip(),
+                "additionalProperties": False,
+                "required": ["id", "type", *[r for r in then.get("required", []) if r != "id"]],
+                "properties": props,
+            }
+        )
+    return out
+
+
 def step_schemas(
     catalog: Mapping[str, Any], credentials: list[Mapping[str, Any]] = ()
 ) -> list[dict[str, Any]]:
-    """One step schema per installed action (connector and action as one-value enums)."""
+    """One step schema per installed action (connector and action as one-value enums), with
+    the fields every step may have (name, if, on_error)."""
     out = []
+    common = _common()
     for cname, conn in sorted((catalog.get("connectors") or {}).items()):
         for aname, action in sorted((conn.get("actions") or {}).items()):
             props: dict[str, Any] = {
@@ -168,6 +269,7 @@ def step_schemas(
             if conn.get("credentials") is not None:
                 props["credential"] = _credential_schema(cname, list(credentials))
                 required.append("credential")
+            props.update({k: copy.deepcopy(common[k]) for k in ("name", "if", "on_error")})
             desc = f"{conn.get('title', cname)}: {action.get('title', aname)}"
             if action.get("description"):
                 desc += f". {action['description']}"
@@ -186,8 +288,9 @@ def step_schemas(
 def plan_schema(
     catalog: Mapping[str, Any], credentials: list[Mapping[str, Any]] = ()
 ) -> dict[str, Any]:
-    """The JSON Schema of the planner's whole answer."""
-    steps = step_schemas(catalog, credentials)
+    """The JSON Schema of the planner's whole answer: a step is one of the installed actions
+    or one of the kernel's constructs, whose steps nest (``$defs``)."""
+    steps = step_schemas(catalog, credentials) + construct_schemas()
     return {
         "type": "object",
         "additionalProperties": False,
@@ -206,14 +309,23 @@ def plan_schema(
                     "levqor": {"type": "integer", "enum": [1]},
                     "name": {"type": "string", "description": "Short pipeline name"},
                     "trigger": {"anyOf": copy.deepcopy(TRIGGERS)},
-                    "steps": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_STEPS,
-                        "items": {"anyOf": steps} if steps else {"type": "object"},
+                    "steps": {"$ref": "#/$defs/steps"},
+                    "on_failure": {
+                        "$ref": "#/$defs/steps",
+                        "description": "Steps that run when the run fails (error in scope)",
                     },
                 },
             },
+        },
+        "$defs": {
+            "step": {"anyOf": steps},
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_STEPS,
+                "items": {"$ref": "#/$defs/step"},
+            },
+            "condition": _narrow(copy.deepcopy(PIPELINE_SCHEMA["$defs"]["condition"])),
         },
     }
 
@@ -236,6 +348,8 @@ def _strictify(s: Any, where: str) -> dict[str, Any]:
         raise NotStrictable(f"{where}: any value is allowed (free-form)")
     if not isinstance(s, Mapping):
         raise NotStrictable(f"{where}: not a schema object")
+    if "$ref" in s:  # a definition of the root's $defs, made strict there
+        return {k: v for k, v in s.items() if k in ("$ref", "description")}
     out: dict[str, Any] = {}
     for k, v in s.items():
         if k in _ANNOTATIONS or k in _RELAXABLE:
@@ -243,6 +357,8 @@ def _strictify(s: Any, where: str) -> dict[str, Any]:
         if k == "format" and v not in STRICT_FORMATS:
             continue  # an unknown format is only an annotation
         out[k] = v
+    if "$defs" in out:
+        out["$defs"] = {n: _strictify(d, f"{where}/$defs/{n}") for n, d in out["$defs"].items()}
     if "anyOf" in out:
         out["anyOf"] = [_strictify(b, f"{where}/anyOf/{i}") for i, b in enumerate(out["anyOf"])]
         return out
@@ -292,7 +408,7 @@ def _nullable(s: dict[str, Any]) -> dict[str, Any]:
             if "null" not in tl:
                 s["type"] = [*tl, "null"]
         return s
-    if "const" in s:
+    if "const" in s or "$ref" in s:
         return {"anyOf": [s, {"type": "null"}]}
     t = s["type"]
     tl = t if isinstance(t, list) else [t]
@@ -409,20 +525,41 @@ def _accepts_null(schema: Any) -> bool:
 
 
 def strip_plan_nulls(answer: Any, catalog: Mapping[str, Any]) -> Any:
-    """:func:`strip_nulls` on every step payload of a strict-mode answer."""
+    """:func:`strip_nulls` on every step of a strict-mode answer, nested ones too: optional
+    step fields given as null are dropped, and each action's payload along its schema."""
     try:
-        steps = answer["pipeline"]["steps"]
+        pipeline = answer["pipeline"]
+        steps = pipeline["steps"]
     except (KeyError, TypeError):
         return answer
     if not isinstance(steps, list):
         return answer
+    if isinstance(pipeline, dict) and pipeline.get("on_failure", 0) is None:
+        del pipeline["on_failure"]
     conns = catalog.get("connectors") or {}
-    for step in steps:
-        if not isinstance(step, dict):
-            continue
-        if step.get("credential") is None:
-            step.pop("credential", None)
-        action = (conns.get(step.get("connector")) or {}).get("actions", {}).get(step.get("action"))
-        if action is not None and isinstance(step.get("payload"), dict):
-            step["payload"] = strip_nulls(step["payload"], action.get("payload"))
+    for step in [*steps, *(pipeline.get("on_failure") or [])]:
+        _strip_step(step, conns)
     return answer
+
+
+def _strip_step(step: Any, conns: Mapping[str, Any]) -> None:
+    if not isinstance(step, dict):
+        return
+    for k in [k for k, v in step.items() if v is None]:
+        del step[k]
+    for k in ("approval",):
+        if isinstance(step.get(k), dict):
+            step[k] = {n: v for n, v in step[k].items() if v is not None}
+    action = (conns.get(step.get("connector")) or {}).get("actions", {}).get(step.get("action"))
+    if action is not None and isinstance(step.get("payload"), dict):
+        step["payload"] = strip_nulls(step["payload"], action.get("payload"))
+    nested = [step.get("steps"), step.get("default"), step.get("on_error")]
+    for p in step.get("paths") or []:
+        if isinstance(p, dict):
+            for k in [k for k, v in p.items() if v is None]:
+                del p[k]
+            nested.append(p.get("steps"))
+    for block in nested:
+        if isinstance(block, list):
+            for s in block:
+                _strip_step(s, conns)
