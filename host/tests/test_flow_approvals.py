@@ -229,3 +229,34 @@ def test_a_lost_error_pipeline_start_is_caught_up_once(server):
     assert started["input"]["run_id"] == rids[0] and started["input"]["step"] == "ok"
     assert st.store.runs.find_by_idempotency_key(user["id"], f"{rids[1]}:error") is None
     assert flow.catch_up_error_pipelines(older_than=3600) == 0  # not old enough: left alone
+
+
+def test_an_approval_is_emailed_to_the_owner_with_working_links(tmp_path):
+    fake = pytest.importorskip("levqor_gmail.fake", reason="levqor-gmail holds the Resend fake")
+    with fake.FakeResend(api_key="re_test_approval_0123456789") as resend:
+        env = {
+            "RESEND_API_KEY": "re_test_approval_0123456789",
+            "LEVQOR_RESEND_API_BASE": resend.url,
+            "LEVQOR_MAIL_FROM": "Levqor <noreply@acme.example>",
+        }
+        srv = LiveServer(make_app(tmp_path, start_workers=False, env=env))
+        try:
+            user, key = srv.user_with_key("boss@example.com")
+            rid = suspend_at_approval(srv, user, timeout=3600)
+            end = time.monotonic() + 10
+            while not [e for e in resend.emails if "approval" in e["body"]["subject"]]:
+                assert time.monotonic() < end, resend.emails
+                time.sleep(0.05)
+            [mail] = [e["body"] for e in resend.emails if "approval" in e["body"]["subject"]]
+            assert mail["to"] in ("boss@example.com", ["boss@example.com"])
+            assert "Ship it?" in mail["text"] and "its timeout decides" in mail["text"]
+            approve = next(
+                line.split(": ", 1)[1] for line in mail["text"].splitlines()
+                if line.startswith("Approve: ")
+            )
+            assert approve == srv.client(key).get(f"/api/v1/runs/{rid}").json()["approve_url"]
+            path, query = _link_parts(approve)
+            assert srv.client().post(path, params=query).status_code == 200
+            assert srv.state.store.runs.get(None, rid)["status"] == "queued"
+        finally:
+            srv.stop()

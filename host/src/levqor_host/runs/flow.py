@@ -114,11 +114,25 @@ class Flow:
             if not self.store.waits.suspend_in(conn, run["id"], worker_id, desc, resume_at):
                 return False
         waiting = {**run, "status": "waiting", "wait": desc, "resume_at": resume_at}
-        if desc.get("kind") == "pipeline":
+        if desc.get("kind") == "approval":
+            self.request_approval(waiting)
+        elif desc.get("kind") == "pipeline":
             self.start_child(waiting)
         elif desc.get("kind") == "time" and resume_at is not None and resume_at <= _now():
             self.resume_timer(waiting)
         return True
+
+    def request_approval(self, run: dict) -> None:
+        """Email the pipeline's owner the approval's message and signed links (when mail is
+        configured); never raises: the run waits whatever happens to the email."""
+        mailer = self.runs.mailer
+        approve, reject = self.link(run, "approve"), self.link(run, "reject")
+        if mailer is None or approve is None or reject is None:
+            return
+        try:
+            mailer.approval_requested(run, approve, reject)
+        except Exception:  # noqa: BLE001
+            log.exception("the approval email of run %s was not sent", run["id"])
 
     # ----------------------------------------------------------------- decide
     def decide(

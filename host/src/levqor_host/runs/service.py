@@ -64,7 +64,7 @@ def job_line(run: dict[str, Any], status: str, error: dict | None, steps: int) -
 
 class RunService:
     """The runs of one app. Handed its configuration, store, plugin manager, runner, ledger
-    and metrics; ``mailer`` (failure notices), ``on_exception`` (the error inbox) and the
+    and metrics; ``mailer`` (failure notices, approval requests), ``on_exception`` (the error inbox) and the
     dispatchers (:meth:`add_dispatcher`: who hears of a queued run) are set by the wiring."""
 
     def __init__(
@@ -82,7 +82,7 @@ class RunService:
         self.runner = runner
         self.ledger = ledger
         self.metrics = metrics
-        self.mailer: Any = None  # support.mail.Mailer: run_failed(run, result)
+        self.mailer: Any = None  # support.mail.Mailer: run_failed, approval_requested
         self.on_exception: Callable[..., None] | None = None
         self._dispatchers: list[Callable[[str], Any]] = []
         self._waiters: dict[str, threading.Event] = {}

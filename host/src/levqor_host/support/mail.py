@@ -186,6 +186,47 @@ class Mailer:
             idempotency_key=f"run-failed:{run['id']}",
         )
 
+    def approval_requested(
+        self, run: dict, approve_url: str, reject_url: str
+    ) -> Future | None:
+        """A run waits for an approval: an email to the pipeline's owner with the approval's
+        message and its signed one-time approve and reject links (once per wait: the Resend
+        Idempotency-Key names the wait's nonce)."""
+        if not self.configured:
+            return None
+        return self._background(
+            "approval", f"run {run['id']}", self._approval_requested, run, approve_url, reject_url
+        )
+
+    def _approval_requested(self, run: dict, approve_url: str, reject_url: str) -> None:
+        store = self.store
+        user = store.users.get(run["user_id"])
+        pipeline = store.pipelines.get(run["user_id"], run["pipeline_id"])
+        if user is None or pipeline is None:
+            return
+        wait = run.get("wait") or {}
+        message = (wait.get("approval") or {}).get("message") or ""
+        expires = ""
+        if wait.get("expires_at"):
+            expires = f"Without a decision by {wait['expires_at']}, its timeout decides.\n"
+        text = (
+            f'A run of your pipeline "{pipeline["name"]}" waits for your approval'
+            f" at step {wait.get('step') or '-'}.\n\n"
+            + (f"{message}\n\n" if message else "")
+            + f"Approve: {approve_url}\n"
+            f"Reject: {reject_url}\n\n"
+            + expires
+            + f"Run: {self.cfg.base_url}/runs/{run['id']}\n"
+            "Each link works once.\n"
+        )
+        self.send(
+            to=user["email"],
+            subject=f'Levqor: "{pipeline["name"]}" waits for your approval',
+            text=text,
+            kind="approval",
+            idempotency_key=f"approval:{run['id']}:{wait.get('nonce') or ''}",
+        )
+
     def low_credit_warning(self, user: dict, balance: int, crossing: str) -> Future | None:
         """Warn ``user`` that their balance (``balance`` credits) fell below
         ``LEVQOR_LOW_CREDIT_THRESHOLD``. The ledger calls it once per crossing of the threshold
