@@ -4,7 +4,9 @@ page states for it (in the ``<!-- example: name {...} -->`` comment before its b
 The comment's JSON says: ``trigger`` (the trigger data), ``status`` (the run's), ``steps``
 ({path: status} of some step records), ``outputs`` ({path: output}, objects compared by the keys
 given), ``output`` (the run's output), ``error`` and ``wait`` (keys of the run's error and wait),
-and ``host`` (also run it through a real host over loopback). The ``shop-api`` credential of the
+and ``host`` (also run it through a real host over loopback). The wait, approval,
+sub-pipeline and error-pipeline examples are run through a host by tests of their own (they
+need a decision, a child pipeline or an alerting pipeline). The ``shop-api`` credential of the
 examples points at a local fake API (:func:`shop_api`).
 """
 
