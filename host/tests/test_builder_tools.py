@@ -95,7 +95,7 @@ class Shop:
         return [{
             "name": "shop", "title": "Shop", "description": "test connector",
             "actions": {"order": {
-                "title": "Order", "payload": {"type": "object"},
+                "title": "Order", "payload": {"type": "object"}, "writes": True,
                 "output": {"type": "object", "properties": {
                     "order_id": {"type": "string", "examples": ["o-1"]},
                     "total": {"type": "number"}}},
@@ -143,6 +143,7 @@ def test_fields_come_from_the_schema_then_from_the_last_run(srv):
     )
     buy = before["buy"]
     assert (buy["source"], buy["path"], buy["pointer"]) == ("schema", "buy", "/steps/0")
+    assert buy["writes"] is True and before["note"]["writes"] is False
     assert [(f["ref"], f["label"], f["sample"]) for f in buy["fields"][1:]] == [
         ("{{ steps.buy.output.order_id }}", "Buy › order_id", "o-1"),
         ("{{ steps.buy.output.total }}", "Buy › total", 0),
@@ -264,3 +265,4 @@ def test_fields_of_a_flow_list_loop_items_and_nested_steps(srv):
     assert post["fields"][0]["sample"] == {"value": {"id": 1, "total": 250}}
     assert by_id["keep"]["source"] == "schema"  # item 0 did not take the default path
     assert by_id["each"]["source"] == "run" and by_id["route"]["connector"] == "flow"
+    assert not any(s.get("writes") for s in got)  # core steps only

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Placed", "find_step", "walk_steps"]
+__all__ = ["Placed", "find_step", "walk_steps", "writing_actions"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,17 @@ def walk_steps(doc: Any) -> list[Placed]:
 def find_step(doc: Any, step_id: str) -> Placed | None:
     """The step ``step_id`` of ``doc`` wherever it is, None if there is none."""
     return next((p for p in walk_steps(doc) if p.id == step_id), None)
+
+
+def writing_actions(catalog: Any, step: Mapping[str, Any]) -> list[str]:
+    """The ``connector.action`` of each action in ``step`` (nested ones too, for a construct)
+    that ``catalog`` (a kernel Catalog) marks as writing upstream (``writes``)."""
+    out = set()
+    for placed in walk_steps({"steps": [step]}):
+        s = placed.step
+        if s.get("type") not in (None, "action"):
+            continue
+        action = catalog.action(str(s.get("connector")), str(s.get("action")))
+        if action is not None and action.writes:
+            out.add(f"{s['connector']}.{s['action']}")
+    return sorted(out)

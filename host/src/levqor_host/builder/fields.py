@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.pipeline import step_type
 
-from levqor_host.builder.document import Placed, walk_steps
+from levqor_host.builder.document import Placed, walk_steps, writing_actions
 
 if TYPE_CHECKING:
     from levqor_kernel.catalog import Catalog
@@ -207,7 +207,7 @@ def _source(
         "id": sid, "kind": "step", "path": placed.path, "pointer": placed.pointer,
         "connector": step.get("connector", "flow"),
         "action": step.get("action", step_type(step)), "loops": list(placed.loops),
-        "source": source, **extra,
+        "source": source, **extra, "writes": bool(writing_actions(catalog, step)),
         "fields": flatten(f"steps.{sid}.output", label, sample), "_sample": sample,
     }  # fmt: skip
 

@@ -13,35 +13,20 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.errors import LevqorError
-from levqor_kernel.pipeline import step_type
 from levqor_kernel.templating import render
 
-from levqor_host.builder.document import Placed, find_step, walk_steps
+from levqor_host.builder.document import Placed, find_step, writing_actions
 from levqor_host.errors import ApiError
 
 if TYPE_CHECKING:
     from levqor_host.services import Services
 
-__all__ = ["try_step", "writes"]
+__all__ = ["try_step"]
 
 WARNING = (
     "this step writes upstream ({actions}): testing it really sends, creates or changes "
     "something there"
 )
-
-
-def writes(state: Services, doc: Mapping[str, Any], placed: Placed) -> list[str]:
-    """The ``connector.action`` of each action in the step (nested ones too, for a construct)
-    that the catalog marks as writing upstream."""
-    inside = [p.step for p in walk_steps({"steps": [placed.step]})]
-    out = []
-    for s in inside:
-        if step_type(s) != "action":
-            continue
-        action = state.pm.catalog.action(str(s.get("connector")), str(s.get("action")))
-        if action is not None and action.writes:
-            out.append(f"{s['connector']}.{s['action']}")
-    return sorted(set(out))
 
 
 def _document(state: Services, user_id: str, pipeline_id: str, version: int | None) -> dict:
@@ -130,7 +115,7 @@ def try_step(
         doc, step_id, trigger=trigger, outputs=outputs, item=item, index=index,
         credentials=_credentials(state, user_id),
     )  # fmt: skip
-    written = writes(state, doc, placed)
+    written = writing_actions(state.pm.catalog, placed.step)
     result["writes"] = bool(written)
     if written:
         result["warning"] = WARNING.format(actions=", ".join(written))

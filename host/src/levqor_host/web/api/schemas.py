@@ -275,6 +275,7 @@ class FieldSource(BaseModel):
     action: str | None = None
     loops: list[str] = []
     loop: str | None = None
+    writes: bool = Field(False, description="the step writes upstream: testing it really does")
     fields: list[PickerField]
 
 
