@@ -274,3 +274,113 @@ def test_test_a_step_alone_and_pick_a_field(page, dash):
     expect(ntest.locator(".test-input")).to_contain_text("From the test: Hi Ada")
     assert {"text": "From the test: Hi Ada"} in dash.slack.messages
     shot(page, "36-step-test")
+
+
+def test_every_construct_is_added_and_edited_by_clicking(page, dash):
+    s, headers = api_session(dash)
+    child_doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "twice", "connector": "core", "action": "transform", "payload": {"value": "{{ trigger.n * 2 }}"}}
+        ],
+    }  # fmt: skip
+    r = s.post(
+        dash.url + "/api/v1/pipelines",
+        headers=headers,
+        json={"name": "doubler", "pipeline": child_doc},
+    )
+    assert r.status_code == 201, r.text
+    child = r.json()["id"]
+    sign_in(page, dash, "/pipelines/new")
+    page.get_by_label("Name", exact=True).fill("every construct")
+
+    add_at_end(page, "/steps", kind="parallel")
+    fan = page.locator('.step-card[data-step-id="fan"]')
+    fan.get_by_label("Paths at once").fill("2")
+    fan.locator('section.path[data-path="paths/1"]').get_by_label(
+        "its failure fails the step"
+    ).uncheck()
+    add_at_end(page, "/steps/0/paths/0/steps", connector="core", action="transform")
+    page.locator('.field[data-pointer="/steps/0/paths/0/steps/0/payload/value"] textarea').fill(
+        '"a"'
+    )
+    add_at_end(page, "/steps/0/paths/1/steps", connector="core", action="transform")
+    page.locator('.field[data-pointer="/steps/0/paths/1/steps/0/payload/value"] textarea').fill(
+        '"b"'
+    )
+
+    add_at_end(page, "/steps", kind="wait")
+    pause = page.locator('.step-card[data-step-id="pause"]')
+    pause.get_by_label("Seconds").fill("1")
+
+    add_at_end(page, "/steps", kind="approval")
+    approval = page.locator('.step-card[data-step-id="approval"]')
+    approval.get_by_label("Message to the approver").fill("Go on?")
+    approval.get_by_label("Timeout (seconds)").fill("600")
+    approval.get_by_label("When it times out").select_option("approve")
+    approval.get_by_role("textbox", name="Run only if (optional)").fill("false")  # skipped
+
+    add_at_end(page, "/steps", kind="pipeline")
+    call = page.locator('.step-card[data-step-id="child"]')
+    call.get_by_label("Pipeline", exact=True).select_option(child)
+    call.get_by_role("textbox", name="Input (JSON, templates allowed)").fill('{"n": 21}')
+
+    add_at_end(page, "/steps", kind="stop")
+    done = page.locator('.step-card[data-step-id="done"]')
+    done.get_by_role("textbox", name="Message").fill("all done")
+    done.get_by_role("textbox", name="Output (JSON, templates allowed)").fill(
+        '{"answer": "{{ steps.child.output.output.value }}"}'
+    )
+    # a step the stop makes unreachable, moved up above it and back down
+    add_at_end(page, "/steps", connector="core", action="transform")
+    page.get_by_role("button", name="Move step transform_3 up").click()
+    page.get_by_role("button", name="Move step transform_3 down").click()
+    page.locator('.field[data-pointer="/steps/5/payload/value"] textarea').fill("1")
+
+    # the pipeline's failure steps and error pipeline
+    add_at_end(page, "/on_failure", connector="core", action="transform")
+    page.locator('.field[data-pointer="/on_failure/0/payload/value"] textarea').fill(
+        '"{{ error.message }}"'
+    )
+    page.get_by_label("Error pipeline").select_option(child)
+    shot(page, "37-every-construct")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#save-status")).to_have_text("saved as version 1")
+    pid = page.url.rsplit("/", 1)[-1]
+    doc = s.get(f"{dash.url}/api/v1/pipelines/{pid}").json()["pipeline"]
+    fan_doc, pause_doc, appr, call_doc, stop, after = doc["steps"]
+    assert fan_doc["concurrency"] == 2 and fan_doc["paths"][1]["required"] is False
+    assert "required" not in fan_doc["paths"][0]
+    assert pause_doc == {"id": "pause", "type": "wait", "seconds": 1}
+    assert appr["if"] is False
+    assert appr["approval"] == {"message": "Go on?", "timeout": 600, "on_timeout": "approve"}
+    assert call_doc["pipeline"] == child and call_doc["input"] == {"n": 21}
+    assert stop["status"] == "succeeded" and stop["message"] == "all done"
+    assert stop["output"] == {"answer": "{{ steps.child.output.output.value }}"}
+    assert after["id"] == "transform_3"
+    assert doc["on_failure"][0]["payload"] == {"value": "{{ error.message }}"}
+    assert doc["error_pipeline"] == child
+
+    page.get_by_role("button", name="Run now").click()
+    page.wait_for_url(re.compile(r"/runs/run_"))
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "succeeded", timeout=60_000
+    )
+    fan_run = page.locator('.run-step[data-step="fan"]')
+    expect(fan_run.locator(".run-path")).to_have_count(2)
+    expect(fan_run.locator('.run-step[data-step="fan.paths[1].transform_2"]')).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    expect(page.locator('.run-step[data-step="approval"]')).to_have_attribute(
+        "data-status", "skipped"
+    )
+    expect(page.locator('.run-step[data-step="done"]')).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    expect(page.locator('.run-step[data-step="transform_3"]')).to_have_attribute(
+        "data-status", "skipped"
+    )
+    expect(page.locator("#child-runs a")).to_have_count(1)
+    expect(page.locator("#run-facts")).to_contain_text('"answer": 42')
+    shot(page, "38-every-construct-run")

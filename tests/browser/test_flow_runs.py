@@ -133,3 +133,39 @@ def test_a_sub_pipeline_run_and_its_parent_link_to_each_other(page, dash):
     expect(page.locator("#parent-run")).to_contain_text("call")
     page.locator("#parent-run a").click()
     page.wait_for_url(re.compile(re.escape(run_id) + "$"))
+
+
+def test_a_loops_items_are_paged_with_counts_by_status(page, dash):
+    s, headers = api_session(dash)
+    pid = create(
+        s, headers, dash, "many items",
+        [
+            {
+                "id": "each", "type": "for_each", "items": "{{ trigger.rows }}", "on_item_error": "collect",
+                "steps": [
+                    {"id": "check", "if": "{{ item > 2 }}", "connector": "core", "action": "transform", "payload": {"value": "{{ item }}"}}
+                ],
+            }
+        ],
+    )  # fmt: skip
+    run_id = start_run(s, headers, dash, pid, {"rows": list(range(30))})
+    sign_in(page, dash, f"/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-run-status", "succeeded", timeout=60_000
+    )
+    loop = page.locator('.run-step[data-step="each"] .loop-items')
+    expect(loop.locator("> h4")).to_contain_text("Items: 30")
+    expect(loop.locator('> h4 [data-count="succeeded"]')).to_have_text("27 succeeded")
+    expect(loop.locator('> h4 [data-count="skipped"]')).to_have_text("3 skipped")
+    items = loop.locator(".loop-item")
+    expect(items).to_have_count(20)  # the first page
+    expect(
+        loop.locator('.loop-item[data-index="0"] .run-step[data-step="each[0].check"]')
+    ).to_have_attribute("data-status", "skipped")
+    loop.get_by_role("button", name=re.compile("Show more items")).click()
+    expect(items).to_have_count(30)
+    expect(loop.locator('.loop-item[data-index="29"]')).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    expect(loop.get_by_role("button", name=re.compile("Show more items"))).to_have_count(0)
+    shot(page, "39-loop-items")
