@@ -185,3 +185,28 @@ def test_queue_stats_count_waiting_and_overdue_runs(store: Store):
     _waiting_run(store)  # an approval without a timeout: never overdue
     stats = store.runs.queue_stats()
     assert (stats["waiting"], stats["overdue_waits"], stats["running"]) == (3, 1, 0)
+
+
+def test_wait_descriptors_and_their_resume_times():
+    from datetime import UTC, datetime, timedelta
+
+    from levqor_host.runs.flow import Flow
+
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    describe = Flow.descriptor
+    desc, at = describe({"kind": "time", "step": "p", "seconds": 90}, now)
+    assert at == now + timedelta(seconds=90) and desc["until"] == at.isoformat()
+    assert len(desc["nonce"]) >= 20 and desc["since"] == now.isoformat()
+    _, at = describe({"kind": "time", "until": "2026-12-05T00:00:00Z"}, now)
+    assert at == datetime(2026, 12, 5, tzinfo=UTC)
+    desc, at = describe({"kind": "approval", "approval": {"timeout": 60}}, now)
+    assert at == now + timedelta(seconds=60) and desc["expires_at"] == at.isoformat()
+    _, at = describe({"kind": "approval", "approval": {"message": "ok?"}}, now)
+    assert at is None  # no timeout: waits until someone decides
+    _, at = describe({"kind": "pipeline", "pipeline": "pl_x"}, now)
+    assert at > now  # the sweep looks at the child now and then
+    _, at = describe({"kind": "teleport"}, now)
+    assert at == now  # unknown to this host: the sweep fails the step at once
+    one, _ = describe({"kind": "time", "seconds": 9}, now)
+    two, _ = describe({"kind": "time", "seconds": 9}, now)
+    assert one["nonce"] != two["nonce"]

@@ -81,7 +81,8 @@ class Flow:
         self.signer: LinkSigner | None = None  # set by the wiring: the approval links
 
     # ----------------------------------------------------------------- suspend
-    def descriptor(self, wait: dict[str, Any], now: datetime) -> tuple[dict, datetime | None]:
+    @staticmethod
+    def descriptor(wait: dict[str, Any], now: datetime) -> tuple[dict, datetime | None]:
         """The stored wait (the runner's descriptor, a fresh nonce, when it began and, for a
         timer, when it ends) and its ``resume_at``."""
         desc = {**wait, "nonce": secrets.token_urlsafe(18), "since": _iso(now)}
@@ -90,7 +91,11 @@ class Flow:
         if kind == "time":
             until = _parse_time(wait.get("until"))
             if until is None:
-                until = now + timedelta(seconds=float(wait.get("seconds") or 0))
+                try:
+                    seconds = max(0.0, float(wait.get("seconds") or 0))
+                except (TypeError, ValueError, OverflowError):
+                    seconds = 0.0  # the runner checked it; a timer that cannot be read ends now
+                until = now + timedelta(seconds=min(seconds, 10 * 366 * 86400))
             desc["until"] = _iso(until)
             resume_at = until
         elif kind == "approval":
@@ -100,6 +105,8 @@ class Flow:
                 desc["expires_at"] = _iso(resume_at)
         elif kind == "pipeline":
             resume_at = now + timedelta(seconds=CHILD_CHECK_SECONDS)
+        else:  # a kind this host does not know: the sweep fails the step at once
+            resume_at = now
         return desc, resume_at
 
     def suspend(self, run: dict, result: RunResult, worker_id: str, steps: list[dict]) -> bool:
@@ -114,12 +121,15 @@ class Flow:
             if not self.store.waits.suspend_in(conn, run["id"], worker_id, desc, resume_at):
                 return False
         waiting = {**run, "status": "waiting", "wait": desc, "resume_at": resume_at}
-        if desc.get("kind") == "approval":
-            self.request_approval(waiting)
-        elif desc.get("kind") == "pipeline":
-            self.start_child(waiting)
-        elif desc.get("kind") == "time" and resume_at is not None and resume_at <= _now():
-            self.resume_timer(waiting)
+        try:
+            if desc.get("kind") == "approval":
+                self.request_approval(waiting)
+            elif desc.get("kind") == "pipeline":
+                self.start_child(waiting)
+            elif desc.get("kind") == "time" and resume_at is not None and resume_at <= _now():
+                self.resume_timer(waiting)
+        except Exception:  # noqa: BLE001 - the run waits; the sweep takes it up at resume_at
+            log.exception("what follows the suspension of run %s failed", run["id"])
         return True
 
     def request_approval(self, run: dict) -> None:
