@@ -223,7 +223,8 @@ def test_the_timed_wait_example_waits_on_a_host_holding_no_worker(waits_host):
     run = until(c, rid, ("waiting",))
     assert run["wait"]["kind"] == "time" and run["wait"]["step"] == "pause" and run["wait"]["until"]
     assert rows(waits_host, rid)["welcome"]["status"] == "succeeded"
-    assert waits_host.state.executor.active_runs == []
+    executor = waits_host.state.executor  # None on Celery: the workers are another process's
+    assert executor is None or executor.active_runs == []
 
 
 def test_the_approval_example_approved_by_the_api_and_rejected_by_its_signed_link(waits_host):
