@@ -26,6 +26,9 @@ from levqor_kernel.plugins import make_plugin_manager
 from levqor_kernel.runner import ListRecorder, Runner, RunRequest
 from levqor_kernel.testing import FakeServer, Reply
 
+# scripts/test-backends runs this file again on PostgreSQL and Celery (its hosts start workers)
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
+
 PAGE = (ROOT / "docs" / "pipelines.md").read_text()
 MARKED = re.compile(r"<!-- example: (\w+) (\{.*?\}) -->\n```json\n(.*?)^```", re.S | re.M)
 EXAMPLES: dict[str, tuple[dict, dict]] = {
