@@ -4,7 +4,6 @@ sub-pipelines, stops, resume by path, and the validation of nested documents."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from levqor_kernel import hookimpl
@@ -20,7 +19,9 @@ class Echo:
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.lock = threading.Lock()
-        self.sleep = 0.0
+        #: when set, every call waits there: the calls it lets through ran at the same time
+        self.barrier: threading.Barrier | None = None
+        self.active = self.peak = 0
 
     @hookimpl
     def describe_schema(self):
@@ -45,8 +46,14 @@ class Echo:
     def run_task(self, connector, action, payload, credentials, context):
         with self.lock:
             self.calls.append({"payload": payload, "key": context.idempotency_key})
-        if self.sleep:
-            time.sleep(self.sleep)
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            if self.barrier is not None:
+                self.barrier.wait(timeout=20)
+        finally:
+            with self.lock:
+                self.active -= 1
         if payload.get("fail"):
             raise PermanentError(f"told to fail: {payload.get('text')}", code="told")
         return {"said": payload.get("text"), "key": context.idempotency_key}
@@ -126,7 +133,7 @@ def test_branch_runs_the_first_matching_path_else_default(runner, echo):
 
 
 def test_parallel_runs_every_path_and_an_optional_path_may_fail(runner, echo):
-    echo.sleep = 0.2
+    echo.barrier = threading.Barrier(3)  # all three paths must be in flight at once
     fan = {
         "id": "fan",
         "type": "parallel",
@@ -136,9 +143,10 @@ def test_parallel_runs_every_path_and_an_optional_path_may_fail(runner, echo):
             {"steps": [say("c", "c", payload={"fail": True})], "required": False},
         ],
     }
-    t = time.monotonic()
+    res, rec = run(runner, doc(fan))
+    assert echo.peak == 3  # the paths ran at once
+    echo.barrier = None
     res, rec = run(runner, doc(fan, say("after", "{{ steps.a.output.said }}{{ steps.b.output.said }}")))
-    assert time.monotonic() - t < 0.55  # the paths ran at once
     assert res.status == "succeeded"
     assert res.outputs["fan"][0]["said"] == "a" and res.outputs["fan"][2] is None
     assert finished(rec)["fan.paths[2].c"] == "failed"
@@ -168,12 +176,11 @@ def test_for_each_runs_the_body_per_item_with_item_and_index(runner, echo):
 
 
 def test_for_each_concurrency_and_collected_failures(runner, echo):
-    echo.sleep = 0.1
+    echo.barrier = threading.Barrier(3)  # three items at a time, never more
     items = [{"fail": i % 3 == 0, "n": i} for i in range(9)]
     d = doc(loop([say("send", "{{ item.n }}", payload={"fail": "{{ item.fail }}"})], concurrency=3, on_item_error="collect"))
-    t = time.monotonic()
     res, rec = run(runner, d, {"rows": items})
-    assert time.monotonic() - t < 0.8
+    assert echo.peak == 3
     assert res.status == "succeeded"
     out = res.outputs["each"]
     assert [o is None for o in out] == [i % 3 == 0 for i in range(9)]
