@@ -244,6 +244,11 @@ def test_test_a_step_alone_and_pick_a_field(page, dash):
     panel.get_by_label("Test with trigger data (JSON, optional)").fill('{"who": "Grace"}')
     panel.get_by_role("button", name="Run the test").click()
     expect(panel.locator(".test-output")).to_contain_text("Hi Grace")
+    # pinned as sample data: a new version, which the field picker reads
+    panel.get_by_role("button", name="Pin this output as sample data").click()
+    expect(page.locator("#pl-meta")).to_contain_text("Version 2")
+    stored = s.get(f"{dash.url}/api/v1/pipelines/{pid}").json()["pipeline"]
+    assert stored["pinned"] == {"shape": {"value": {"greeting": "Hi Grace"}}}
 
     # the field picker of the Slack text: the shape step's output, from the last run
     text = page.locator('.field[data-pointer="/steps/1/payload/text"] textarea')
@@ -254,12 +259,16 @@ def test_test_a_step_alone_and_pick_a_field(page, dash):
     ).click()
     dialog = page.locator("dialog.picker")
     expect(dialog.locator('[data-source="trigger"]')).to_contain_text("Ada")
+    expect(dialog.locator('[data-source="shape"]')).to_contain_text("pinned sample")
+    expect(dialog.locator('[data-source="shape"]')).to_contain_text("Hi Grace")
     dialog.get_by_label("Search fields").fill("greeting")
     dialog.locator('button[data-ref="{{ steps.shape.output.value.greeting }}"]').click()
     expect(dialog).to_have_count(0)
     expect(text).to_have_value("From the test: {{ steps.shape.output.value.greeting }}")
     page.get_by_role("button", name="Save").click()
-    expect(page.locator("#save-status")).to_have_text("saved as version 2")
+    expect(page.locator("#save-status")).to_have_text("saved as version 3")
+    stored = s.get(f"{dash.url}/api/v1/pipelines/{pid}").json()["pipeline"]
+    assert stored["pinned"] == {"shape": {"value": {"greeting": "Hi Grace"}}}  # kept
 
     # a step that writes upstream says so before it is tested, and tests for real only when asked
     notify = page.locator('.step-card[data-step-id="notify"]')

@@ -3,8 +3,8 @@
 // and outputs of a past run, the pinned outputs, or trigger data typed here; nothing is recorded.
 // A step whose actions write upstream (the catalog's `writes`) says so before it is tested.
 
-import { get, post, qs, ApiError } from "../api.js";
-import { h, clear, nextId, badge, jsonPre, busy, errorText, fmtTime } from "../ui.js";
+import { get, post, put, qs, ApiError } from "../api.js";
+import { h, clear, nextId, badge, jsonPre, busy, errorText, fmtTime, toast } from "../ui.js";
 import { errorBlock } from "./runtree.js";
 import { walk } from "./model.js";
 
@@ -20,8 +20,29 @@ export function writesOf(catalog, step) {
   return [...out].sort();
 }
 
-function resultView(out) {
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/** "Pin this output": a new version of the pipeline with it as the step's sample data. */
+function pinButton(ctx, id, output) {
+  const b = h("button", { type: "button", class: "secondary small pin-output" }, "Pin this output as sample data");
+  b.addEventListener("click", async () => {
+    busy(b, true, "Pinning…");
+    try {
+      const saved = await put(`/api/v1/pipelines/${encodeURIComponent(ctx.pipelineId())}/pinned/${encodeURIComponent(id)}`, { output });
+      ctx.onPinned(saved);
+      toast(`Pinned as sample data of ${id} (version ${saved.version}); real runs never use it`, "ok");
+      b.textContent = "Pinned";
+    } catch (e) {
+      toast(errorText(e), "bad", 8000);
+      busy(b, false);
+    }
+  });
+  return b;
+}
+
+function resultView(out, pin) {
   return h("div", { class: "test-result", "data-status": out.status },
+    out.status === "succeeded" && isObject(out.output) && pin ? pin(out.output) : null,
     h("p", {}, "Result: ", badge(out.status)),
     out.warning ? h("p", { class: "notice warn test-warning" }, out.warning) : null,
     out.input !== undefined && out.input !== null ? h("div", {}, h("h5", {}, "Input (rendered)"), jsonPre(out.input, "test-input")) : null,
@@ -31,7 +52,8 @@ function resultView(out) {
 }
 
 /**
- * The editor's `cardTools` hook. ctx: {catalog, pipelineId() (null until saved), dirty()}.
+ * The editor's `cardTools` hook. ctx: {catalog, pipelineId() (null until saved), dirty(),
+ * onPinned(pipeline) (a test's output was pinned: the pipeline's new version)}.
  */
 export function stepTester(ctx) {
   let runs = null; // the pipeline's recent runs (loaded once)
@@ -94,7 +116,7 @@ export function stepTester(ctx) {
       busy(run, true, "Testing…");
       try {
         const out = await post(`/api/v1/pipelines/${encodeURIComponent(ctx.pipelineId())}/steps/${encodeURIComponent(id)}/test`, body);
-        clear(result, resultView(out));
+        clear(result, resultView(out, ctx.onPinned ? (output) => pinButton(ctx, id, output) : null));
       } catch (e) {
         const problems = e instanceof ApiError ? e.problems : [];
         clear(result, h("p", { class: "form-error" }, errorText(e)),

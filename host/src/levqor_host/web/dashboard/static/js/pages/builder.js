@@ -76,6 +76,17 @@ function previewCron() {
 }
 
 // ------------------------------------------------------------------ steps
+/** A test's output was pinned: the stored pipeline has a new version with it (edits kept). */
+async function pinned(p) {
+  const edited = dirty;
+  if (p.pipeline.pinned) doc.pinned = p.pipeline.pinned; else delete doc.pinned;
+  setSaved(p);
+  serverFields = null;
+  if (edited) markDirty();
+  await loadVersions();
+}
+
+
 let serverFields = null; // the saved pipeline's field sources (GET .../fields), fetched once per save
 
 /** The picker's sources: the saved pipeline's samples, and the document's steps not saved yet. */
@@ -309,7 +320,7 @@ async function main() {
     pipelines,
     selfId: pid || null,
     onChange: markDirty,
-    cardTools: stepTester({ catalog, pipelineId: () => (saved ? saved.id : null), dirty: () => dirty }),
+    cardTools: stepTester({ catalog, pipelineId: () => (saved ? saved.id : null), dirty: () => dirty, onPinned: pinned }),
     picker: fieldPicker(fieldSources),
   });
   if (pid) {
