@@ -146,11 +146,13 @@ def test_parallel_runs_every_path_and_an_optional_path_may_fail(runner, echo):
     res, rec = run(runner, doc(fan))
     assert echo.peak == 3  # the paths ran at once
     echo.barrier = None
-    res, rec = run(runner, doc(fan, say("after", "{{ steps.a.output.said }}{{ steps.b.output.said }}")))
+    fan["paths"][2]["steps"].append(say("c2"))
+    after = say("after", "{{ steps.a.output.said }}{{ steps.b.output.said }} {{ steps.c.status }} {{ steps.c2.status }}")
+    res, rec = run(runner, doc(fan, after))
     assert res.status == "succeeded"
     assert res.outputs["fan"][0]["said"] == "a" and res.outputs["fan"][2] is None
     assert finished(rec)["fan.paths[2].c"] == "failed"
-    assert echo.calls[-1]["payload"]["text"] == "ab"
+    assert echo.calls[-1]["payload"]["text"] == "ab failed skipped"
 
 
 def test_a_required_parallel_path_that_fails_fails_the_run(runner, echo):

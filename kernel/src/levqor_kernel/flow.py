@@ -456,10 +456,13 @@ class Flow:
             len(paths), one, step.get("concurrency", min(len(paths), MAX_CONCURRENCY)),
             lambda j: not paths[j].get("required", True),
         )
-        for j, (ok, _out, _err) in enumerate(outcomes):
-            if ok:
-                for sid, entry in scopes[j]["steps"].items():
-                    scope["steps"].setdefault(sid, entry)
+        for j, (ok, _out, err) in enumerate(outcomes):
+            if not ok:  # an optional path that failed: its failed step, then what never ran
+                failed_id = str((err or {}).get("step", "")).rsplit(".", 1)[-1]
+                self.see(scopes[j], {"id": failed_id}, None, FAILED, err)
+                self.skip_in_scope(scopes[j], paths[j]["steps"])
+            for sid, entry in scopes[j]["steps"].items():
+                scope["steps"].setdefault(sid, entry)
         out = [o for _ok, o, _e in outcomes]
         self.finish(step, path, SUCCEEDED, input={"paths": len(paths)}, output=out)
         return out

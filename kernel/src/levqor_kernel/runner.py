@@ -335,17 +335,29 @@ class Runner:
             self._check_output(sid, connector, action, out)
             return out
 
+        max_attempts = int(policy["max_attempts"])
+        # the first attempt is called directly (most steps need one); tenacity takes over for
+        # the retries, its attempt numbers one behind ours
+        try:
+            return attempt()
+        except RetryableError as first:
+            if max_attempts <= 1:
+                raise
+            delay = self._delay(policy, 1, first)
+            recorder.step_retrying(req.run_id, step, position, 1, _error_dict(first, secrets), delay)
+            self._wait(delay, cancelled)
+
         def before_sleep(rs: RetryCallState) -> None:
             exc = rs.outcome.exception() if rs.outcome else None
             delay = rs.upcoming_sleep
             recorder.step_retrying(
-                req.run_id, step, position, rs.attempt_number, _error_dict(exc, secrets), delay
+                req.run_id, step, position, rs.attempt_number + 1, _error_dict(exc, secrets), delay
             )
 
         retrying = Retrying(
-            stop=stop_after_attempt(int(policy["max_attempts"])),
+            stop=stop_after_attempt(max_attempts - 1),
             wait=lambda rs: self._delay(
-                policy, rs.attempt_number, rs.outcome.exception() if rs.outcome else None
+                policy, rs.attempt_number + 1, rs.outcome.exception() if rs.outcome else None
             ),
             retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
             sleep=lambda s: self._wait(s, cancelled),
