@@ -260,3 +260,36 @@ def test_an_approval_is_emailed_to_the_owner_with_working_links(tmp_path):
             assert srv.state.store.runs.get(None, rid)["status"] == "queued"
         finally:
             srv.stop()
+
+
+def test_an_approvals_notify_step_posts_its_links_which_work(server):
+    """The approval's notify steps run before the run waits, with the signed links in scope
+    (here posted to a chat webhook); the posted link is the run's own and decides it once."""
+    from levqor_kernel.testing import FakeServer, Reply
+
+    posted: list[dict] = []
+    with FakeServer() as chat:
+        chat.route("POST", "/hook", lambda req: (posted.append(req.json()), Reply(200, {"ok": True}))[1])
+        doc = approval_doc()
+        doc["steps"][0]["notify"] = [{
+            "id": "post", "connector": "http", "action": "request",
+            "payload": {"method": "POST", "url": f"{chat.url}/hook",
+                        "json": {"text": "{{ approval.message }} Approve: {{ approval.approve_url }}",
+                                 "reject": "{{ approval.reject_url }}"}},
+        }]
+        user, key = server.user_with_key("n@example.com")
+        st = server.state
+        p = st.store.pipelines.create(user["id"], "notify", doc)
+        run, _ = st.runs.start(user, st.store.pipelines.get(user["id"], p["id"]), {})
+        claimed = st.runs.claim_one("w", run["id"])
+        assert EmbeddedExecutor(st.runs, threads=0, worker_id="w").execute(claimed) == "waiting"
+    c = server.client(key)
+    got = c.get(f"/api/v1/runs/{run['id']}").json()
+    [message] = posted
+    assert message["text"] == f"Ship it? Approve: {got['approve_url']}"
+    assert message["reject"] == got["reject_url"]
+    path, query = _link_parts(message["text"].split("Approve: ")[1])
+    anon = server.client()
+    assert anon.post(path, params=query).status_code == 200
+    assert c.get(f"/api/v1/runs/{run['id']}").json()["status"] == "queued"
+    assert anon.post(path, params=query).status_code == 410

@@ -386,3 +386,22 @@ def test_limits_on_nesting_and_pinned_ids(runner):
     for _ in range(5000):
         deep = {"x": deep}
     assert problems(runner, doc(say("a", payload={"d": deep})))[0][1] == "pipeline nests too deeply"
+
+
+def test_an_approval_posts_its_signed_links_before_it_waits(runner, echo):
+    ok = {"id": "ok", "type": "wait", "approval": {"message": "Ship {{ trigger.n }}?"},
+          "notify": [say("post", "{{ approval.message }} {{ approval.approve_url }}")]}
+    d = doc(ok, say("after"))
+    links = {"approve_url": "https://levqor.example/resume/r/approve?sig=x", "reject_url": "https://levqor.example/resume/r/reject?sig=y"}
+    res, rec = run(runner, d, {"n": 3}, approval_links=lambda path: links if path == "ok" else {})
+    assert res.status == "waiting" and res.wait["step"] == "ok"
+    assert finished(rec) == {"ok.notify.post": "succeeded", "ok": "waiting"}
+    assert echo.calls[0]["payload"]["text"] == "Ship 3? https://levqor.example/resume/r/approve?sig=x"
+    # approved: the notify step is not sent again
+    res, _ = run(runner, d, {"n": 3}, completed={"ok.notify.post": {}, "ok": {"approved": True}})
+    assert res.status == "succeeded" and len(echo.calls) == 2
+    # notify steps belong to an approval, and only they see it
+    bad = doc({"id": "w", "type": "wait", "seconds": 9, "notify": [say("p")]}, say("z", "{{ approval }}"))
+    got = problems(runner, bad)
+    assert ("/steps/0/notify", "notify steps belong to an approval", "w") in got
+    assert any(p[0] == "/steps/1/payload/text" and "unknown name(s) approval" in p[1] for p in got)

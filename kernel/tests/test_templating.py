@@ -548,3 +548,11 @@ def test_the_limit_is_the_callers_and_covers_the_whole_payload():
 )
 def test_ordinary_uses_of_measured_operations_still_work(source, expected):
     assert render_string(source, {}) == expected
+
+
+def test_a_field_named_like_a_dict_method_is_the_field():
+    scope = {"trigger": {"items": [1, 2], "keys": "k", "values": {"a": 1}}}
+    assert render_string("{{ trigger.items | length }}", scope) == 2
+    assert render_string("{{ trigger.keys }}-{{ trigger.values.a }}", scope) == "k-1"
+    with pytest.raises(TemplateError):  # without such a field, still the method, still refused
+        render_string("{{ trigger.values.update }}", {"trigger": {"values": {}}})

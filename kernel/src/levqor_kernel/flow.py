@@ -371,6 +371,10 @@ class Flow:
         mb = self.runner.max_value_bytes
         if "approval" in step:
             approval = render(step["approval"], scope, max_bytes=mb)
+            if step.get("notify"):
+                links = self.req.approval_links(path) if self.req.approval_links else {}
+                links = {"approve_url": None, "reject_url": None, **links}
+                self.block(step["notify"], {**scope, "approval": {**approval, **links}}, f"{path}.notify.")
             self.suspend(step, path, {"step": path, "kind": "approval", "approval": approval})
         if "until" in step:
             raw = render(step["until"], scope, max_bytes=mb)

@@ -175,6 +175,12 @@ _STEP_KINDS = [
                     "on_timeout": {"enum": ["reject", "approve"]},
                 },
             },
+            "notify": {
+                "$ref": "#/$defs/steps",
+                "description": "steps that run when the approval starts waiting, with approval "
+                "in scope (its message and its signed approve_url and reject_url), to post them "
+                "where someone will see them",
+            },
         },
     ),
     _kind(
@@ -332,7 +338,8 @@ def step_type(step: Mapping[str, Any]) -> str:
 
 def child_blocks(step: Mapping[str, Any]) -> list[tuple[str, list]]:
     """The step lists nested in ``step``, with their path segment relative to it:
-    ``paths[1]``, ``default``, ``[]`` (a loop body, one per item) and ``on_error``."""
+    ``paths[1]``, ``default``, ``[]`` (a loop body, one per item), ``notify`` (an approval's)
+    and ``on_error``."""
     out: list[tuple[str, list]] = []
     kind = step_type(step)
     if kind in ("branch", "parallel"):
@@ -341,6 +348,8 @@ def child_blocks(step: Mapping[str, Any]) -> list[tuple[str, list]]:
             out.append(("default", step["default"]))
     elif kind == "for_each":
         out.append(("[]", step.get("steps") or []))
+    elif kind == "wait" and isinstance(step.get("notify"), list):
+        out.append(("notify", step["notify"]))
     if isinstance(step.get("on_error"), list):
         out.append(("on_error", step["on_error"]))
     return out
@@ -381,7 +390,7 @@ def _walk_strings(value: Any, parts: list) -> Any:
 
 #: the names every template may read; loop bodies add ``item`` and ``index``, error paths ``error``
 BASE_NAMES = ("trigger", "steps", "run")
-_NAME_ORDER = ("trigger", "steps", "run", "item", "index", "error")
+_NAME_ORDER = ("trigger", "steps", "run", "item", "index", "error", "approval")
 
 
 def _names_text(names: frozenset[str]) -> str:
@@ -454,6 +463,10 @@ class _Checker:
         for key in ("seconds", "until", "approval"):
             if key in step:
                 self.templates(step[key], f"{base}/{key}", vis, names, sid)
+        if "notify" in step:
+            if "approval" not in step:
+                self.add(f"{base}/notify", "notify steps belong to an approval", sid)
+            self.block(step["notify"], f"{base}/notify", vis, names | {"approval"})
 
     def condition(self, cond: Any, base: str, vis: set[str], names: frozenset[str], sid: str) -> None:
         for where, message in condition_problems(cond):
@@ -519,10 +532,11 @@ class _Checker:
 
 def exported(step: Mapping[str, Any]) -> set[str]:
     """The step ids the steps after ``step`` can read: its own, and those nested in its
-    paths and error steps (a loop body's are per item, so only the loop's own)."""
+    paths and error steps (a loop body's are per item, so only the loop's own; an approval's
+    notify steps are its own business)."""
     out = {step["id"]}
     for seg, block in child_blocks(step):
-        if seg != "[]":
+        if seg not in ("[]", "notify"):
             for s in block:
                 out |= exported(s)
     return out

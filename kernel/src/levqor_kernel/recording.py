@@ -109,6 +109,9 @@ class RunRequest:
     #: error path let the run go on, waits and sub-pipelines the host decided), by path:
     #: ``{"status": "succeeded" | "failed", "output": ..., "error": {...}}``
     decided: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``approval_links(path)``: the signed ``approve_url`` and ``reject_url`` of the approval
+    #: the step at ``path`` will wait for (the host signs them); its ``notify`` steps see them
+    approval_links: Callable[[str], Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

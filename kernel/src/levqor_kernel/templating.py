@@ -414,6 +414,13 @@ class _Env(ImmutableSandboxedEnvironment):
     def levqor_sized(value: Any) -> Any:
         return _check_size(value, type(value).__name__)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``a.b`` on a JSON object reads its key ``b`` first: ``trigger.items`` is the field
+        named items, not the dict method (JSON data has no attributes of its own)."""
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
         for loop in tree.find_all(nodes.For):  # each loop iterates through _metered_iter

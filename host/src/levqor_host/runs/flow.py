@@ -81,11 +81,35 @@ class Flow:
         self.signer: LinkSigner | None = None  # set by the wiring: the approval links
 
     # ----------------------------------------------------------------- suspend
+    def nonce(self, run_id: str, step: str) -> str:
+        """The nonce of the wait of ``run_id`` at step path ``step``: derived from both (a
+        path waits at most once in a run), so the approval's links can be made before the run
+        suspends (its notify steps post them); random when no signer is wired."""
+        if self.signer is None:
+            return secrets.token_urlsafe(18)
+        return self.signer.sign("wait nonce", run_id, step)[:24]
+
+    def approval_links(self, run_id: str) -> Any:
+        """The runner's ``approval_links(path)`` for ``run_id``: the signed approve and reject
+        URLs of the wait at ``path`` (none when no signer is wired)."""
+        if self.signer is None:
+            return None
+
+        def links(path: str) -> dict[str, str]:
+            nonce = self.nonce(run_id, path)
+            return {
+                f"{d}_url": self._url(run_id, (run_id, path, nonce, d), nonce, d) for d in DECISIONS
+            }
+
+        return links
+
     @staticmethod
-    def descriptor(wait: dict[str, Any], now: datetime) -> tuple[dict, datetime | None]:
-        """The stored wait (the runner's descriptor, a fresh nonce, when it began and, for a
-        timer, when it ends) and its ``resume_at``."""
-        desc = {**wait, "nonce": secrets.token_urlsafe(18), "since": _iso(now)}
+    def descriptor(
+        wait: dict[str, Any], now: datetime, nonce: str | None = None
+    ) -> tuple[dict, datetime | None]:
+        """The stored wait (the runner's descriptor, its nonce (random unless given), when it
+        began and, for a timer, when it ends) and its ``resume_at``."""
+        desc = {**wait, "nonce": nonce or secrets.token_urlsafe(18), "since": _iso(now)}
         kind = wait.get("kind")
         resume_at: datetime | None = None
         if kind == "time":
@@ -115,7 +139,8 @@ class Flow:
         up, in one transaction. No settlement: the run is not final. Then a sub-pipeline's
         child is started, and a timer already due is decided. False when the lease was lost."""
         wait = dict(result.wait or {})
-        desc, resume_at = self.descriptor(wait, _now())
+        nonce = self.nonce(run["id"], str(wait.get("step") or ""))
+        desc, resume_at = self.descriptor(wait, _now(), nonce)
         with self.store.write() as conn:
             self.store.steps.record_many_in(conn, steps)
             if not self.store.waits.suspend_in(conn, run["id"], worker_id, desc, resume_at):
@@ -243,9 +268,12 @@ class Flow:
         wait = run.get("wait") or {}
         if self.signer is None or run.get("status") != "waiting" or wait.get("kind") != "approval":
             return None
-        sig = self.signer.sign(*self._link_fields(run, decision))
-        query = urlencode({"nonce": wait["nonce"], "sig": sig})
-        return f"{self.config.base_url}/resume/{quote(run['id'])}/{decision}?{query}"
+        return self._url(run["id"], self._link_fields(run, decision), wait["nonce"], decision)
+
+    def _url(self, run_id: str, fields: tuple[str, ...], nonce: str, decision: str) -> str:
+        assert self.signer is not None
+        query = urlencode({"nonce": nonce, "sig": self.signer.sign(*fields)})
+        return f"{self.config.base_url}/resume/{quote(run_id)}/{decision}?{query}"
 
     def check_link(self, run_id: str, decision: str, nonce: str, sig: str) -> dict:
         """The run a signed link is for. Raises ApiError: 404 no such run or decision, 403 a

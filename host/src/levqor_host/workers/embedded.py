@@ -234,6 +234,7 @@ class EmbeddedExecutor:
                 uid,
                 run["pipeline_id"],
                 decided=decided,
+                approval_links=runs.flow.approval_links(rid),
             ),
             credentials=self._credentials(uid),
             recorder=recorder,

@@ -47,6 +47,9 @@ export function childLists(step, pointer) {
   } else if (t === "for_each") {
     if (!Array.isArray(step.steps)) step.steps = [];
     out.push({ key: "steps", title: "for each item", steps: step.steps, pointer: `${pointer}/steps` });
+  } else if (t === "wait" && step.approval) {
+    if (!Array.isArray(step.notify)) step.notify = [];
+    out.push({ key: "notify", title: "when it starts waiting ({{ approval.approve_url }} in scope)", steps: step.notify, pointer: `${pointer}/notify` });
   }
   if (Array.isArray(step.on_error)) {
     out.push({ key: "on_error", title: "on error", steps: step.on_error, pointer: `${pointer}/on_error` });
@@ -110,7 +113,10 @@ export function newStep(doc, kind, { connector, action } = {}) {
 
 /** The document as saved: no empty optional step list (a branch's default, the failure steps). */
 export function cleanDoc(doc) {
-  walkDoc(doc, (s) => { if (s.type === "branch" && Array.isArray(s.default) && !s.default.length) delete s.default; });
+  walkDoc(doc, (s) => {
+    if (s.type === "branch" && Array.isArray(s.default) && !s.default.length) delete s.default;
+    if (s.type === "wait" && Array.isArray(s.notify) && !s.notify.length) delete s.notify;
+  });
   if (Array.isArray(doc.on_failure) && !doc.on_failure.length) delete doc.on_failure;
   return doc;
 }
