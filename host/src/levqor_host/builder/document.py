@@ -56,6 +56,8 @@ def _walk(
             yield from _walk(step.get("default"), f"{path}.default.", f"{ptr}/default", loops)
         elif kind == "for_each":
             yield from _walk(step.get("steps"), f"{path}[*].", f"{ptr}/steps", (*loops, sid))
+        elif kind == "wait":  # an approval's notify steps
+            yield from _walk(step.get("notify"), f"{path}.notify.", f"{ptr}/notify", loops)
         yield from _walk(step.get("on_error"), f"{path}.on_error.", f"{ptr}/on_error", loops)
 
 
