@@ -405,3 +405,29 @@ def test_an_approval_posts_its_signed_links_before_it_waits(runner, echo):
     got = problems(runner, bad)
     assert ("/steps/0/notify", "notify steps belong to an approval", "w") in got
     assert any(p[0] == "/steps/1/payload/text" and "unknown name(s) approval" in p[1] for p in got)
+
+
+def test_a_secret_a_connector_echoes_is_redacted_from_constructs_and_the_run(echo):
+    secret = "sk-flow-SECRET-1234567"
+
+    class Leaky(Echo):
+        @hookimpl
+        def describe_schema(self):
+            [d] = super().describe_schema()
+            return [{**d, "name": "leaky", "credentials": {"type": "object", "properties": {"token": {"type": "string"}}}}]
+
+        @hookimpl
+        def run_task(self, connector, action, payload, credentials, context):
+            return {"said": f"token is {credentials['token']}"}
+
+    pm = make_plugin_manager(entry_points=False, plugins=[("leaky", Leaky())])
+    r = Runner(pm, env={})
+    step = {"id": "send", "connector": "leaky", "action": "say", "credential": "k", "payload": {}}
+    d = doc(loop([step], items=[1, 2]), {"id": "w", "type": "wait", "approval": {"message": "{{ steps.each.output[0].said }}"}})
+    rec = ListRecorder()
+    res = r.run(RunRequest("r", d, {}), credentials=lambda name, c: {"token": secret}, recorder=rec)
+    assert res.status == "waiting"
+    assert secret not in repr(res.wait) and secret not in repr(res.outputs) and secret not in repr(rec.events)
+    d = doc(loop([step], items=[1]))
+    res = r.run(RunRequest("r", d, {}), credentials=lambda name, c: {"token": secret})
+    assert res.status == "succeeded" and secret not in repr(res.output)

@@ -29,6 +29,10 @@ REVIEWED_PUBLIC = {
     ("GET", "/api/v1/errors/health"),
     ("GET", "/api/v1/support/health"),
     ("POST", "/hooks/<token>"),
+    # an approval's signed one-time links: the HMAC over run, step, wait nonce and decision is
+    # the credential; the GET only shows a confirmation form (mail scanners fetch links)
+    ("GET", "/resume/<run_id>/<decision>"),
+    ("POST", "/resume/<run_id>/<decision>"),
     ("POST", "/api/v1/auth/login"),
     ("GET", "/auth/link/<token>"),
     ("POST", "/api/v1/billing/webhook"),
@@ -303,8 +307,13 @@ def test_cross_user_access_to_every_id_route_fails_and_changes_nothing(srv):
 
     _, bkey = srv.user_with_key("bob@example.com")
     attackers = {"key": srv.client(bkey), "jwt": srv.client(jwt_for("bob-sub", "bob@example.com"))}
-    ids = {"pipeline_id": pid, "cred_id": cid, "run_id": rid, "version": "1", "token": "x"}
-    bodies = {("PUT", "/api/v1/pipelines/<pipeline_id>"): {"pipeline": _doc(), "name": "pwned"}}
+    ids = {"pipeline_id": pid, "cred_id": cid, "run_id": rid, "version": "1", "token": "x",
+           "step_id": "a", "loop": "a"}
+    bodies = {
+        ("PUT", "/api/v1/pipelines/<pipeline_id>"): {"pipeline": _doc(), "name": "pwned"},
+        ("PUT", "/api/v1/pipelines/<pipeline_id>/pinned/<step_id>"): {"output": {"x": 1}},
+        ("POST", "/api/v1/pipelines/<pipeline_id>/steps/<step_id>/test"): {"trigger": {"x": 2}},
+    }
     covered = set()
     for who, b in attackers.items():
         assert b.get("/api/v1/me").status_code == 200, who

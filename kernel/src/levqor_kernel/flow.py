@@ -130,6 +130,9 @@ class Flow:
         self.recorder = _Serial(recorder, self.lock)
         self._cancelled = cancelled
         self.result = RunResult(status=SUCCEEDED)
+        #: the credential values of the steps run so far: what a construct's record, the run's
+        #: output, its wait and its error must not show (a connector may echo a secret)
+        self.secrets: list[str] = []
         doc = req.pipeline
         self.positions = {
             s["id"]: i
@@ -164,8 +167,17 @@ class Flow:
             for step in steps:
                 if step["id"] not in result.steps and step["id"] not in req.completed:
                     self.finish(step, step["id"], SKIPPED)
+        result.output, result.wait, result.error = (
+            self.redact(v) for v in (result.output, result.wait, result.error)
+        )
         self.recorder.run_finished(req.run_id, result.status, result.error)
         return result
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every credential value seen in this run redacted."""
+        from .runner import redact_value
+
+        return redact_value(value, self.secrets) if self.secrets else value
 
     def on_failure(self, scope: dict[str, Any], error: dict) -> None:
         """The pipeline's ``on_failure`` steps, with ``error`` in scope. Their own failure is
@@ -304,6 +316,8 @@ class Flow:
         """A step reached ``status`` (or ``waiting``): tell the recorder, keep its record."""
         view = _view(step, path)
         pos = self.positions.get(step["id"], 0)
+        if view["connector"] == "flow":  # a construct's record carries what its steps gave
+            input, output, error = self.redact(input), self.redact(output), self.redact(error)
         with self.lock:
             self.recorder.step_finished(
                 self.req.run_id, view, pos, status=status, attempts=attempts, input=input,
@@ -333,6 +347,9 @@ class Flow:
         )
         ran = SUCCEEDED if status == "stopped" else status
         secrets = meta["secrets"]
+        if secrets:
+            with self.lock:
+                self.secrets.extend(s for s in secrets if s not in self.secrets)
         self.finish(
             step, path, ran, attempts=meta["attempts"],
             input=redact_value(meta["payload"], secrets),
