@@ -47,8 +47,8 @@ export function childLists(step, pointer) {
   } else if (t === "for_each") {
     if (!Array.isArray(step.steps)) step.steps = [];
     out.push({ key: "steps", title: "for each item", steps: step.steps, pointer: `${pointer}/steps` });
-  } else if (t === "wait" && step.approval) {
-    if (!Array.isArray(step.notify)) step.notify = [];
+  } else if (t === "wait" && Array.isArray(step.notify)) {
+    // an approval's notify steps, when the document has some (kept and edited as they are)
     out.push({ key: "notify", title: "when it starts waiting ({{ approval.approve_url }} in scope)", steps: step.notify, pointer: `${pointer}/notify` });
   }
   if (Array.isArray(step.on_error)) {
