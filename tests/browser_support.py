@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from e2e_support import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,6 +221,14 @@ def shot(page, name: str, *, full: bool = True) -> Path:
     page.locator(".toast").evaluate_all("els => els.forEach((e) => e.remove())")
     page.screenshot(path=str(path), full_page=full)
     return path
+
+
+def api_session(dash) -> tuple[requests.Session, dict]:
+    """A signed-in requests session (the browser's cookie sign-in) and its CSRF header."""
+    s = requests.Session()
+    r = s.post(dash.url + "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return s, {"X-CSRF-Token": r.json()["csrf_token"]}
 
 
 def sign_in(page, dash, next_path: str = "/") -> None:

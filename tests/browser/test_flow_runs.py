@@ -8,8 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import requests
-from browser_support import EMAIL, PASSWORD, shot, sign_in
+from browser_support import api_session, shot, sign_in
 
 try:
     from playwright.sync_api import expect
@@ -17,14 +16,6 @@ except ImportError:  # the chromium fixture skips (or fails in CI) and says why
     expect = None
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(240)]
-
-
-def api_session(dash) -> tuple[requests.Session, dict]:
-    """A signed-in requests session (the browser's cookie sign-in) and its CSRF header."""
-    s = requests.Session()
-    r = s.post(dash.url + "/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return s, {"X-CSRF-Token": r.json()["csrf_token"]}
 
 
 def create(s, headers, dash, name: str, steps: list) -> str:

@@ -254,9 +254,9 @@ class EmbeddedExecutor:
             done = runs.flow.suspend(run, result, self.worker_id, recorder.pending)
             recorder.pending = []
             return "waiting" if done else None
-        # every step of a run that was not resumed is in result.records: the settlement
-        # needs no read of the run
-        doc = None if completed else version["doc"]
+        # every step of a run claimed for the first time is in result.records: the settlement
+        # needs no read of the run (a resumed one may have run priced steps before a wait)
+        doc = version["doc"] if fresh else None
         done = runs.complete(run, result, self.worker_id, recorder.pending, doc=doc)
         recorder.pending = []  # written (kept above if complete raised: see _crashed)
         return result.status if done else None
