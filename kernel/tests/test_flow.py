@@ -431,3 +431,11 @@ def test_a_secret_a_connector_echoes_is_redacted_from_constructs_and_the_run(ech
     d = doc(loop([step], items=[1]))
     res = r.run(RunRequest("r", d, {}), credentials=lambda name, c: {"token": secret})
     assert res.status == "succeeded" and secret not in repr(res.output)
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-1", 1e20, "soon"])
+def test_a_wait_whose_seconds_are_not_a_sane_number_fails_the_step(runner, seconds):
+    res, _ = run(runner, doc({"id": "w", "type": "wait", "seconds": "{{ trigger.s }}"}), {"s": seconds})
+    assert res.status == "failed" and res.error["code"] == "invalid_seconds" and res.error["step"] == "w"
+    res, _ = run(runner, doc({"id": "w", "type": "wait", "until": "9999-12-31T00:00:00Z"}))
+    assert res.status == "failed" and res.error["code"] == "invalid_seconds"

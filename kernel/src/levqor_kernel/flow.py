@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from .conditions import evaluate
 from .errors import LevqorError
-from .pipeline import INLINE_WAIT_SECONDS, MAX_CONCURRENCY, exported, step_type, walk_steps
+from .pipeline import (
+    INLINE_WAIT_SECONDS,
+    MAX_CONCURRENCY,
+    MAX_WAIT_SECONDS,
+    exported,
+    step_type,
+    walk_steps,
+)
 from .recording import (
     CANCELLED,
     FAILED,
@@ -408,9 +415,11 @@ class Flow:
                     raw = float(raw)
                 except ValueError:
                     pass
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not raw >= 0:
                 raise _problem(path, f"seconds must be a number of at least 0, not {raw!r}", "invalid_seconds")
             seconds = float(raw)
+        if not seconds <= MAX_WAIT_SECONDS:  # also NaN and infinity
+            raise _problem(path, f"a wait lasts at most {MAX_WAIT_SECONDS} seconds (366 days)", "invalid_seconds")
         if seconds > INLINE_WAIT_SECONDS:
             self.suspend(step, path, self._timed(path, seconds))
         self.started(step, path)

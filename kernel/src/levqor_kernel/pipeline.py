@@ -32,6 +32,8 @@ MAX_NESTING = 8
 STEP_TYPES = ("action", "branch", "parallel", "for_each", "wait", "pipeline", "stop")
 #: waits up to this many seconds sleep in the worker; longer ones suspend the run
 INLINE_WAIT_SECONDS = 5.0
+#: the longest a wait may be (a timer's seconds, an until, an approval's timeout): 366 days
+MAX_WAIT_SECONDS = 31_622_400
 #: how many items a for-each loop takes at most, unless the operator sets another limit
 DEFAULT_MAX_ITEMS = 10_000
 #: the default and the largest concurrency of a loop or a parallel step
@@ -164,14 +166,14 @@ _STEP_KINDS = [
         "wait",
         [],
         {
-            "seconds": {"type": ["number", "string"], "minimum": 0, "maximum": 31_622_400},
+            "seconds": {"type": ["number", "string"], "minimum": 0, "maximum": MAX_WAIT_SECONDS},
             "until": {"type": "string", "maxLength": 2000},
             "approval": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
                     "message": {"type": "string", "maxLength": 5000},
-                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 31_622_400},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_SECONDS},
                     "on_timeout": {"enum": ["reject", "approve"]},
                 },
             },
