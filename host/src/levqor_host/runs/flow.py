@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from levqor_kernel.runner import RunResult
@@ -33,10 +33,36 @@ from levqor_kernel.runner import RunResult
 from levqor_host.errors import ApiError
 
 if TYPE_CHECKING:
-    from levqor_host.runs.service import RunService
+    from levqor_host.config import Config
     from levqor_host.security.signing import LinkSigner
+    from levqor_host.store import Store
 
 log = logging.getLogger("levqor.flow")
+
+
+class Runs(Protocol):
+    """What waits need of the run service (:class:`~levqor_host.runs.service.RunService`,
+    which owns this object as ``runs.flow``): named here so the two modules import one way."""
+
+    store: Store
+    config: Config
+    mailer: Any
+
+    def start(
+        self,
+        user: dict,
+        pipeline: dict,
+        input: Any,
+        *,
+        trigger: str = ...,
+        idempotency_key: str | None = ...,
+        parent_run_id: str | None = ...,
+        parent_step: str | None = ...,
+    ) -> tuple[dict, bool]: ...
+
+    def dispatch(self, run: dict) -> None: ...
+
+    def cancel(self, user_id: str, run_id: str) -> dict | None: ...
 
 #: how often the sweep looks at a sub-pipeline's child run (a lost start or end is caught up)
 CHILD_CHECK_SECONDS = 30.0
@@ -74,7 +100,7 @@ def _step_failed(code: str, message: str, **extra: Any) -> dict[str, Any]:
 class Flow:
     """Waits and sub-pipelines of one app's runs (``runs.flow``)."""
 
-    def __init__(self, runs: RunService) -> None:
+    def __init__(self, runs: Runs) -> None:
         self.runs = runs
         self.store = runs.store
         self.config = runs.config
