@@ -182,3 +182,188 @@ def test_every_hook_is_tested_and_documented():
         assert re.search(rf"^#+ .*`{name}`", docs, re.M), (
             f"hookspec {name} has no section in docs/connectors.md"
         )
+
+
+class Ticker:
+    """A connector with a polling trigger, an instant trigger and an OAuth2 variant."""
+
+    def __init__(self):
+        self.upstream = [{"n": 1}, {"n": 2}]
+        self.registered: dict[str, dict] = {}
+
+    @hookimpl
+    def describe_schema(self):
+        from levqor_kernel.oauth import OAUTH2_CREDENTIALS
+
+        item = {"type": "object", "properties": {"n": {"type": "integer"}}}
+        return [
+            {
+                "name": "ticker",
+                "title": "Ticker",
+                "description": "numbers",
+                "credentials": {
+                    "anyOf": [
+                        {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}},
+                        OAUTH2_CREDENTIALS,
+                    ]
+                },
+                "oauth2": {
+                    "authorization_url": "https://ticker.example/authorize",
+                    "token_url": "https://ticker.example/token",
+                    "scopes": ["read"],
+                    "account": "/account/name",
+                },
+                "triggers": {
+                    "new_number": {
+                        "title": "New number",
+                        "kind": "polling",
+                        "config": {"type": "object", "properties": {"above": {"type": "integer"}}},
+                        "output": item,
+                        "sample": {"n": 7},
+                    },
+                    "pushed": {
+                        "title": "Pushed number",
+                        "kind": "instant",
+                        "config": {"type": "object"},
+                        "output": item,
+                        "sample": {"n": 8},
+                    },
+                },
+                "actions": {
+                    "a": {"title": "A", "payload": {"type": "object"}, "output": {"type": "object"}, "example": {}}
+                },
+            }
+        ]
+
+    @hookimpl
+    def poll_trigger(self, connector, trigger, config, credentials, state, context):
+        from levqor_kernel import Poll, TriggerItem
+
+        above = (state or {}).get("last", 0)
+        items = [TriggerItem(id=str(r["n"]), data=r) for r in self.upstream if r["n"] > above]
+        last = max([above] + [r["n"] for r in self.upstream])
+        return Poll(items=items, state={"last": last})
+
+    @hookimpl
+    def register_trigger(self, connector, trigger, config, credentials, webhook_url, secret, context):
+        self.registered[webhook_url] = {"secret": secret}
+        return {"hook_id": webhook_url}
+
+    @hookimpl
+    def unregister_trigger(self, connector, trigger, config, credentials, registration, context):
+        del self.registered[registration["hook_id"]]
+
+    @hookimpl
+    def receive_delivery(self, connector, trigger, config, delivery, registration, context):
+        from levqor_kernel import DeliveryResult, SignatureError, TriggerItem
+
+        if delivery.header("X-Secret") != delivery.secret:
+            raise SignatureError()
+        body = delivery.json()
+        if "challenge" in body:
+            return DeliveryResult(response=(200, {"challenge": body["challenge"]}, {}))
+        return DeliveryResult(items=[TriggerItem(id=str(n), data={"n": n}) for n in body["numbers"]])
+
+    @hookimpl
+    def oauth_credentials(self, connector, token, context):
+        return {"account": token["account"]["name"]}
+
+
+def _ticker():
+    t = Ticker()
+    return t, make_plugin_manager(entry_points=False, plugins=[("ticker", t)])
+
+
+def test_trigger_and_oauth_descriptions_reach_the_catalog():
+    _t, pm = _ticker()
+    info = pm.catalog.get("ticker")
+    assert set(info.triggers) == {"new_number", "pushed"}
+    assert pm.catalog.trigger("ticker", "new_number").kind == "polling"
+    js = pm.catalog.to_json()["connectors"]["ticker"]
+    assert js["triggers"]["pushed"]["webhook"] == "trigger"
+    assert js["triggers"]["new_number"]["webhook"] is None
+    assert js["oauth2"]["token_url"] == "https://ticker.example/token"
+
+
+def test_hook_poll_trigger():
+    from levqor_kernel.triggers import as_poll
+
+    t, pm = _ticker()
+    first = as_poll(pm.call_owner("poll_trigger", "ticker", connector="ticker", trigger="new_number",
+                                  config={}, credentials=None, state=None, context=make_context()))
+    assert [i.id for i in first.items] == ["1", "2"] and first.state == {"last": 2}
+    t.upstream.append({"n": 3})
+    nxt = as_poll(pm.call_owner("poll_trigger", "ticker", connector="ticker", trigger="new_number",
+                                config={}, credentials=None, state=first.state, context=make_context()))
+    assert [(i.id, i.data) for i in nxt.items] == [("3", {"n": 3})] and nxt.state == {"last": 3}
+
+
+def test_hook_register_trigger():
+    t, pm = _ticker()
+    reg = pm.call_owner("register_trigger", "ticker", connector="ticker", trigger="pushed", config={},
+                        credentials=None, webhook_url="https://h/hooks/t/1", secret="s3", context=make_context())
+    assert reg == {"hook_id": "https://h/hooks/t/1"} and t.registered["https://h/hooks/t/1"] == {"secret": "s3"}
+
+
+def test_hook_unregister_trigger():
+    t, pm = _ticker()
+    t.registered["u"] = {"secret": "s"}
+    pm.call_owner("unregister_trigger", "ticker", connector="ticker", trigger="pushed", config={},
+                  credentials=None, registration={"hook_id": "u"}, context=make_context())
+    assert t.registered == {}
+
+
+def test_hook_receive_delivery():
+    import pytest
+    from levqor_kernel import Delivery, SignatureError
+    from levqor_kernel.triggers import as_delivery_result
+
+    _t, pm = _ticker()
+
+    def deliver(body: bytes, secret_header: str):
+        d = Delivery(method="POST", headers={"x-secret": secret_header}, body=body, secret="s3")
+        return as_delivery_result(pm.call_owner(
+            "receive_delivery", "ticker", connector="ticker", trigger="pushed", config={},
+            delivery=d, registration={}, context=make_context()))
+
+    assert [i.id for i in deliver(b'{"numbers": [4, 5]}', "s3").items] == ["4", "5"]
+    assert deliver(b'{"challenge": "abc"}', "s3").response == (200, {"challenge": "abc"}, {})
+    with pytest.raises(SignatureError) as e:
+        deliver(b'{"numbers": [4]}', "wrong")
+    assert e.value.status == 401
+
+
+def test_hook_oauth_credentials():
+    _t, pm = _ticker()
+    out = pm.call_owner("oauth_credentials", "ticker", connector="ticker",
+                        token={"access_token": "x", "account": {"name": "Acme team"}}, context=make_context())
+    assert out == {"account": "Acme team"}
+
+
+def test_malformed_trigger_answers_fail_closed():
+    import pytest
+    from levqor_kernel.errors import PermanentError
+    from levqor_kernel.triggers import as_delivery_result, as_poll
+
+    for bad in ([], {"items": [{"id": "", "data": {}}], "state": {}}, {"items": [{"id": "1"}], "state": {}},
+                {"items": [], "state": "x"}, {"items": [{"id": "x" * 201, "data": {}}], "state": {}}):
+        with pytest.raises(PermanentError):
+            as_poll(bad)
+    assert as_poll({"items": [{"id": 5, "data": {}}], "state": {}}).items[0].id == "5"
+    with pytest.raises(PermanentError):
+        as_delivery_result({"items": [], "response": "ok"})
+
+
+def test_trigger_and_oauth_descriptions_are_checked():
+    from levqor_kernel.catalog import check_description
+
+    t = Ticker()
+    desc = t.describe_schema()[0]
+    assert check_description(desc) == []
+    bad = {**desc, "triggers": {"x": {**desc["triggers"]["new_number"], "sample": {"n": "seven"}}}}
+    assert any("sample does not match" in p for p in check_description(bad))
+    bad = {**desc, "triggers": {"x": {**desc["triggers"]["new_number"], "webhook": "connector"}}}
+    assert any("instant triggers only" in p for p in check_description(bad))
+    bad = {**desc, "credentials": {"type": "object", "required": ["key"], "additionalProperties": False,
+                                   "properties": {"key": {"type": "string"}}}}
+    assert any("OAuth2 credential" in p for p in check_description(bad))

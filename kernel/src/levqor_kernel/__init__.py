@@ -21,7 +21,12 @@ _NAMES = {
     "PayloadError": ".errors",
     "PermanentError": ".errors",
     "RetryableError": ".errors",
+    "SignatureError": ".errors",
     "StopRun": ".errors",
+    "Delivery": ".triggers",
+    "DeliveryResult": ".triggers",
+    "Poll": ".triggers",
+    "TriggerItem": ".triggers",
 }
 
 

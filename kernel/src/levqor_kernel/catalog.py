@@ -53,6 +53,62 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
             "description": "every action returns by context.deadline on its own, so the runner may call it "
             "inline instead of on a watchdog thread",
         },
+        "oauth2": {
+            "type": "object",
+            "required": ["authorization_url", "token_url"],
+            "additionalProperties": False,
+            "description": "the OAuth2 variant of the credentials: the host runs the authorization "
+            "code flow (with PKCE unless pkce is false) and stores the token as an OAuth2 credential "
+            "(levqor_kernel.oauth.OAUTH2_CREDENTIALS), which the credentials schema must accept",
+            "properties": {
+                "authorization_url": {"type": "string", "pattern": "^https?://"},
+                "token_url": {"type": "string", "pattern": "^https?://"},
+                "scopes": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "scope_separator": {"type": "string", "default": " "},
+                "pkce": {"type": "boolean", "default": True},
+                "extra_params": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "added to the authorization URL (access_type=offline, prompt=consent, owner=user)",
+                },
+                "client_auth": {
+                    "enum": ["body", "basic"],
+                    "default": "body",
+                    "description": "how the client id and secret reach the token endpoint: form fields, or HTTP Basic",
+                },
+                "account": {
+                    "type": "string",
+                    "description": "JSON pointer into the token response to the account name shown to "
+                    "the user (/team/name); the oauth_credentials hook may set it instead",
+                },
+                "title": {"type": "string", "description": "what the Connect button says"},
+            },
+        },
+        "triggers": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["title", "kind", "config", "output", "sample"],
+                "additionalProperties": False,
+                "properties": {
+                    "title": {"type": "string", "minLength": 1},
+                    "description": {"type": "string"},
+                    "kind": {"enum": ["polling", "instant"]},
+                    "config": {"type": "object", "description": "JSON Schema of the trigger's settings"},
+                    "output": {"type": "object", "description": "JSON Schema of one item (what a run sees as trigger)"},
+                    "sample": {"type": "object", "description": "one item, as the output schema describes it"},
+                    "example": {"type": "object", "description": "a config that validates"},
+                    "webhook": {
+                        "enum": ["trigger", "connector"],
+                        "default": "trigger",
+                        "description": "instant only: a webhook URL per registration (Telegram's "
+                        "setWebhook), or one URL for the whole connector, items routed by their route "
+                        "(Slack's Events API)",
+                    },
+                },
+            },
+        },
         "actions": {
             "type": "object",
             "minProperties": 1,
@@ -125,6 +181,44 @@ class ActionInfo:
 
 
 @dataclass
+class TriggerInfo:
+    """One trigger of a connector."""
+
+    connector: str
+    name: str
+    title: str
+    description: str
+    kind: str
+    config: dict[str, Any]
+    output: dict[str, Any]
+    sample: dict[str, Any]
+    example: dict[str, Any] = field(default_factory=dict)
+    webhook: str = "trigger"
+    _validator: Draft202012Validator | None = field(default=None, repr=False)
+
+    @property
+    def validator(self) -> Draft202012Validator:
+        if self._validator is None:
+            self._validator = Draft202012Validator(
+                self.config, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
+        return self._validator
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "kind": self.kind,
+            "config": self.config,
+            "output": self.output,
+            "sample": self.sample,
+            "example": self.example,
+            "webhook": self.webhook if self.kind == "instant" else None,
+        }
+
+
+@dataclass
 class ConnectorInfo:
     """One connector, with the plugin and distribution that provide it."""
 
@@ -144,6 +238,8 @@ class ConnectorInfo:
     cooperative: bool = False
     credentials_required: bool = True
     endpoint_field: str | None = None
+    triggers: dict[str, TriggerInfo] = field(default_factory=dict)
+    oauth2: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +251,8 @@ class ConnectorInfo:
             "credentials": self.credentials,
             "credentials_required": self.credentials is not None and self.credentials_required,
             "actions": {n: a.to_json() for n, a in self.actions.items()},
+            "triggers": {n: t.to_json() for n, t in self.triggers.items()},
+            "oauth2": self.oauth2,
             "plugin": self.plugin_name,
             "distribution": self.dist,
             "version": self.version,
@@ -276,6 +374,34 @@ def _check_description(desc: Any) -> list[str]:
             problems.append(
                 f"{name}: endpoint_field {field_name!r} is not a property of the credentials schema"
             )
+    if desc.get("oauth2") is not None and not problems:
+        from .oauth import sample_oauth_credentials
+
+        creds = desc.get("credentials")
+        if creds is None:
+            problems.append(f"{name}: oauth2 is declared but there is no credentials schema")
+        else:
+            sample = sample_oauth_credentials()
+            if not Draft202012Validator(creds).is_valid(sample):
+                problems.append(
+                    f"{name}: the credentials schema does not accept an OAuth2 credential "
+                    "(add levqor_kernel.oauth.OAUTH2_CREDENTIALS as a variant: anyOf)"
+                )
+    for tname, trig in (desc.get("triggers") or {}).items():
+        where = f"{name}.{tname} (trigger)"
+        bad = []
+        for key in ("config", "output"):
+            bad += _check_schema(trig[key], f"{where}: {key} schema")
+        if not bad:
+            for err in Draft202012Validator(trig["output"]).iter_errors(trig["sample"]):
+                bad.append(f"{where}: sample does not match the output schema: {err.message}")
+            if "example" in trig:
+                v = Draft202012Validator(trig["config"])
+                for err in v.iter_errors(trig["example"]):
+                    bad.append(f"{where}: example does not match the config schema: {err.message}")
+        if trig.get("webhook") and trig["kind"] != "instant":
+            bad.append(f"{where}: webhook applies to instant triggers only")
+        problems += bad
     for aname, action in desc["actions"].items():
         where = f"{name}.{aname}"
         for key in ("payload", "output"):
@@ -314,6 +440,10 @@ class Catalog:
     def action(self, connector: str, action: str) -> ActionInfo | None:
         c = self.connectors.get(connector)
         return None if c is None else c.actions.get(action)
+
+    def trigger(self, connector: str, trigger: str) -> TriggerInfo | None:
+        c = self.connectors.get(connector)
+        return None if c is None else c.triggers.get(trigger)
 
     def validate_payload(
         self,
@@ -371,6 +501,21 @@ def connector_from_description(
         )
         for n, a in desc["actions"].items()
     }
+    triggers = {
+        n: TriggerInfo(
+            connector=desc["name"],
+            name=n,
+            title=t["title"],
+            description=t.get("description", ""),
+            kind=t["kind"],
+            config=t["config"],
+            output=t["output"],
+            sample=t["sample"],
+            example=t.get("example", {}),
+            webhook=t.get("webhook", "trigger"),
+        )
+        for n, t in (desc.get("triggers") or {}).items()
+    }
     return ConnectorInfo(
         name=desc["name"],
         title=desc["title"],
@@ -388,4 +533,6 @@ def connector_from_description(
         cooperative=bool(desc.get("cooperative", False)),
         credentials_required=bool(desc.get("credentials_required", True)),
         endpoint_field=desc.get("endpoint_field"),
+        triggers=triggers,
+        oauth2=copy.deepcopy(desc.get("oauth2")),
     )

@@ -69,6 +69,16 @@ class CredentialError(PermanentError):
     """Credentials missing, malformed or refused by the upstream API (401/403)."""
 
 
+class SignatureError(PermanentError):
+    """An instant trigger's delivery failed its signature or secret check: the host answers
+    401 and starts nothing. Default ``status`` 401, ``code`` ``"bad_signature"``."""
+
+    def __init__(self, message: str = "the delivery's signature does not verify", **kw) -> None:
+        kw.setdefault("status", 401)
+        kw.setdefault("code", "bad_signature")
+        super().__init__(message, **kw)
+
+
 class PayloadError(PermanentError):
     """The step's payload is invalid (schema or cross-field rules)."""
 

@@ -1,7 +1,7 @@
 """The hooks a Levqor plugin can implement. Every one is documented in docs/connectors.md.
 
 Connector hooks (``validate_payload``, ``validate_credentials``, ``run_task``,
-``check_credentials``) are dispatched to
+``check_credentials``, the trigger hooks and ``oauth_credentials``) are dispatched to
 the single plugin that owns the connector named in the call, never to every plugin. Billing
 and planner hooks are ``firstresult``: the first plugin that answers (not ``None``) decides.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from . import hookspec
 from .context import StepContext
+from .triggers import Delivery, DeliveryResult, Poll
 
 
 @hookspec
@@ -91,6 +92,107 @@ def check_credentials(
     """
 
 
+@hookspec
+def poll_trigger(
+    connector: str,
+    trigger: str,
+    config: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    state: dict[str, Any] | None,
+    context: StepContext,
+) -> Poll | dict[str, Any]:
+    """Look upstream for a polling trigger's items.
+
+    Called on the owning plugin each time the trigger is due, with its validated ``config``,
+    the decrypted credentials and the ``state`` this hook returned last time (``None`` on the
+    first poll of a newly enabled trigger: return the current items and a starting state; the
+    host records them as seen and starts no runs). Returns a :class:`~levqor_kernel.triggers.Poll`:
+    items oldest first, each with a stable id (the host deduplicates by it), and the next
+    state. Raise errors as ``run_task`` does: ``RetryableError`` (429, 5xx) makes the host back
+    off; a ``CredentialError`` with status 401 on an OAuth2 credential makes it refresh the
+    token and poll once more.
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def register_trigger(
+    connector: str,
+    trigger: str,
+    config: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    webhook_url: str,
+    secret: str,
+    context: StepContext,
+) -> dict[str, Any] | None:
+    """Subscribe an instant trigger upstream when its pipeline is enabled.
+
+    ``webhook_url`` is where deliveries must go (the host's public URL for this trigger, or the
+    connector-wide URL when the trigger's ``webhook`` is ``"connector"``); ``secret`` a random
+    value the host generated for this registration (send it as the upstream's secret token where
+    it has one; it comes back as ``Delivery.secret``). Returns what ``unregister_trigger`` and
+    ``receive_delivery`` will need (a webhook id; for connector-wide webhooks a ``route`` object
+    the delivered items' routes must contain), stored by the host as given.
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def unregister_trigger(
+    connector: str,
+    trigger: str,
+    config: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    registration: dict[str, Any],
+    context: StepContext,
+) -> None:
+    """Remove what ``register_trigger`` subscribed, when the pipeline is disabled, archived or
+    its trigger changes. Called with the registration it returned.
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def receive_delivery(
+    connector: str,
+    trigger: str | None,
+    config: dict[str, Any] | None,
+    delivery: Delivery,
+    registration: dict[str, Any] | None,
+    context: StepContext,
+) -> DeliveryResult | dict[str, Any]:
+    """Verify and parse one HTTP delivery to an instant trigger.
+
+    Check the signature or secret first and raise :class:`~levqor_kernel.errors.SignatureError`
+    when it fails (the host answers 401 and starts nothing). Answer handshakes (a URL challenge)
+    through ``DeliveryResult.response``; return the delivery's items, one per event. For a
+    connector-wide webhook ``trigger``, ``config`` and ``registration`` are ``None`` and each item
+    carries a ``route``; the host starts a run for every enabled registration whose route it
+    contains.
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def oauth_credentials(
+    connector: str, token: dict[str, Any], context: StepContext
+) -> dict[str, Any] | None:
+    """Turn an OAuth2 token response into the credential to store.
+
+    Called on the owning plugin after the authorization code is exchanged (and after each
+    refresh, with the previous credential's fields merged under the new token), with the token
+    endpoint's JSON answer. Return extra fields for the credential, such as ``account`` (the
+    name shown to the user: an email, a workspace) or a team id read from the token response or
+    one read-only API call; ``None`` keeps the host's standard fields.
+
+    .. versionadded:: 0.3
+    """
+
+
 @hookspec(firstresult=True)
 def price_task(connector: str, action: str, payload: dict[str, Any], price: int) -> int | None:
     """Price one step in credits.
@@ -150,6 +252,11 @@ HOOK_NAMES = (
     "validate_credentials",
     "run_task",
     "check_credentials",
+    "poll_trigger",
+    "register_trigger",
+    "unregister_trigger",
+    "receive_delivery",
+    "oauth_credentials",
     "price_task",
     "gate_run",
     "record_run_cost",

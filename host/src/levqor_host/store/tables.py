@@ -114,6 +114,8 @@ pipelines = Table(
     Column("archived_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # off: its schedule does not fire, its app trigger is neither polled nor registered
+    Column("enabled", Boolean, nullable=False, server_default="1"),
     Index("ix_pipelines_user_id_created_at", "user_id", "created_at"),
 )
 
@@ -138,6 +140,13 @@ credentials = Table(
     Column("connector", String(100), nullable=False),
     Column("value_enc", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # OAuth2 credentials ("Connect"): auth = 'oauth2', the account name shown, when the access
+    # token expires (refreshed before), status 'broken' once the refresh token is refused
+    Column("auth", String(16)),
+    Column("account", String(200)),
+    Column("expires_at", UTCDateTime),
+    Column("status", String(16)),
+    Column("updated_at", UTCDateTime),
     UniqueConstraint("user_id", "name", name="uq_credentials_user_id_name"),
 )
 
@@ -370,4 +379,52 @@ idempotency_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("user_id", "idem_key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+# An enabled pipeline's app trigger (one per pipeline): what it polls or is registered for,
+# its state between polls, and how it is doing. Rows follow the pipeline's current version.
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column(
+        "pipeline_id", String(ID), ForeignKey("pipelines.id", ondelete="CASCADE"),
+        nullable=False, unique=True,
+    ),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("connector", String(100), nullable=False),
+    Column("trigger", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),  # polling | instant
+    Column("credential", String(200)),  # the owner's credential name
+    Column("config", JSONType(), nullable=False),
+    Column("spec_hash", String(64), nullable=False),  # what it was built from; a change re-registers
+    Column("interval", Integer),  # polling: seconds between polls
+    Column("token", String(64), nullable=False, unique=True),  # instant: /hooks/triggers/<token>
+    Column("secret_enc", Text),  # instant: the registration's secret, encrypted
+    Column("registration", JSONType()),  # what register_trigger returned
+    Column("route", JSONType()),  # connector-wide webhooks: the items this registration takes
+    Column("state", JSONType()),  # polling: what poll_trigger returned last (None: never polled)
+    Column("status", String(16), nullable=False),  # active | failing | paused
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("last_error", JSONType()),
+    Column("next_poll_at", UTCDateTime),
+    Column("last_polled_at", UTCDateTime),
+    Column("notified_at", UTCDateTime),  # the owner was emailed that it is failing
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_triggers_kind_next_poll_at", "kind", "next_poll_at"),
+    Index("ix_triggers_connector", "connector"),
+)
+
+# The item ids (and delivery ids, prefixed "delivery:") a trigger has seen, newest kept.
+trigger_seen = Table(
+    "trigger_seen",
+    metadata,
+    Column(
+        "trigger_id", String(ID), ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("item_id", String(220), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("trigger_id", "item_id", name="pk_trigger_seen"),
+    Index("ix_trigger_seen_trigger_id_seen_at", "trigger_id", "seen_at"),
 )
