@@ -309,3 +309,115 @@ def test_static_site_escapes_everything_and_needs_no_inline_script_or_external_a
     assert "&lt;script&gt;" in index
     js = (tmp_path / "site" / "assets" / "search.js").read_text()
     assert "fetch(" not in js and "http" not in js  # filters the page itself, no network
+
+
+class Eventful:
+    """A connector with a polling and an instant trigger and an OAuth2 variant beside its key."""
+
+    @hookimpl
+    def describe_schema(self):
+        from levqor_kernel.oauth import OAUTH2_CREDENTIALS
+
+        item = {"type": "object", "properties": {"n": {"type": "integer"}}}
+        return [
+            {
+                "name": "eventful",
+                "title": "Eventful",
+                "description": "Numbers that arrive.",
+                "credentials": {
+                    "anyOf": [
+                        {"type": "object", "required": ["key"],
+                         "properties": {"key": {"type": "string", "writeOnly": True}}},
+                        OAUTH2_CREDENTIALS,
+                    ]
+                },
+                "oauth2": {
+                    "authorization_url": "https://eventful.example/authorize",
+                    "token_url": "https://eventful.example/token",
+                    "scopes": ["read", "hooks"],
+                    "title": "Connect Eventful",
+                },
+                "triggers": {
+                    "new_number": {
+                        "title": "New number", "description": "A number appended upstream",
+                        "kind": "polling",
+                        "config": {"type": "object", "properties": {"above": {"type": "integer"}}},
+                        "output": item, "sample": {"n": 7},
+                    },
+                    "pushed": {
+                        "title": "Pushed number", "kind": "instant", "webhook": "connector",
+                        "config": {"type": "object"}, "output": item, "sample": {"n": 8},
+                    },
+                },
+                "actions": {
+                    "a": {"title": "A", "payload": {"type": "object"}, "output": {"type": "object"},
+                          "example": {}}
+                },
+            }
+        ]  # fmt: skip
+
+    @hookimpl
+    def run_task(self, connector, action, payload, credentials, context):
+        return {}
+
+
+def test_triggers_and_the_oauth_option_are_listed_in_the_api_and_the_static_site(tmp_path):
+    srv = LiveServer(make_app(tmp_path, start_workers=False, plugins=[("eventful", Eventful())]))
+    try:
+        spec = srv.client().get("/api/v1/openapi.json").json()
+        r = srv.client().get("/api/v1/marketplace")
+        assert r.status_code == 200, r.text
+        data = r.json()
+    finally:
+        srv.stop()
+    from jsonschema import Draft202012Validator
+
+    schema = spec["paths"]["/api/v1/marketplace"]["get"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"]
+    assert not list(Draft202012Validator(schema).iter_errors(data))
+    by_name = {c["name"]: c for c in data["connectors"]}
+    ev = by_name["eventful"]
+    assert [(t["name"], t["kind"], t["webhook"]) for t in ev["triggers"]] == [
+        ("new_number", "polling", None),
+        ("pushed", "instant", "connector"),
+    ]
+    polling = ev["triggers"][0]
+    assert (
+        polling["title"] == "New number" and polling["description"] == "A number appended upstream"
+    )
+    assert polling["config"]["properties"]["above"] == {"type": "integer"}
+    assert (
+        polling["sample"] == {"n": 7} and polling["output"]["properties"]["n"]["type"] == "integer"
+    )
+    assert ev["oauth2"] == {
+        "title": "Connect Eventful",
+        "scopes": ["read", "hooks"],
+        "pkce": True,
+        "authorization_url": "https://eventful.example/authorize",
+    }
+    assert [a["name"] for a in ev["actions"]] == ["a"]
+    # a connector without triggers or OAuth2 says so
+    assert by_name["core"]["triggers"] == [] and by_name["core"]["oauth2"] is None
+
+    files = build_site(
+        listing(make_plugin_manager(entry_points=False, plugins=[("eventful", Eventful())])),
+        tmp_path / "site",
+    )
+    page = (tmp_path / "site" / "connectors" / "eventful.html").read_text()
+    assert "<h2>Triggers</h2>" in page
+    kinds = re.findall(
+        r'<section class="trigger" data-kind="(\w+)"><h3>([^<]+) <code>([\w.]+)</code>', page
+    )
+    assert kinds == [
+        ("polling", "New number", "eventful.new_number"),
+        ("instant", "Pushed number", "eventful.pushed"),
+    ]
+    assert "Connect (OAuth2): Connect Eventful" in page and "<code>hooks</code>" in page
+    assert page.index("<h2>Triggers</h2>") < page.index("<h2>Actions</h2>")
+    index = (tmp_path / "site" / "index.html").read_text()
+    card = re.search(r'<li class="card" data-search="[^"]*eventful[^"]*">.*?</li>', index).group(0)
+    assert "2 triggers · 1 action · Connect (OAuth2)" in card and "pushed number" in card
+    core = (tmp_path / "site" / "connectors" / "core.html").read_text()
+    assert "<h2>Triggers</h2>" not in core and "Connect (OAuth2)" not in core
+    assert any(f.name == "eventful.html" for f in files)

@@ -108,6 +108,41 @@ def credential_variants(schema: Any) -> list[dict[str, Any]]:
     return out
 
 
+def trigger_entries(info: Any) -> list[dict[str, Any]]:
+    """A connector's triggers as the marketplace lists them: name, title, description, kind
+    (polling or instant), for an instant trigger its ``webhook`` (one URL per registration, or
+    one for the connector), and the config and output schemas with the sample item."""
+    return [
+        {
+            "name": t.name,
+            "title": t.title,
+            "description": t.description,
+            "kind": t.kind,
+            "webhook": t.webhook if t.kind == "instant" else None,
+            "config": t.config,
+            "output": t.output,
+            "sample": t.sample,
+        }
+        for t in info.triggers.values()
+    ]
+
+
+def oauth_entry(info: Any) -> dict[str, Any] | None:
+    """What the marketplace says of a connector's OAuth2 option ("Connect"): the button's title,
+    the scopes asked for and whether PKCE is used; None when the connector has no OAuth2
+    variant. The endpoints' addresses are the provider's and public; no client id is listed
+    (that is the operator's)."""
+    spec = info.oauth2
+    if not isinstance(spec, dict):
+        return None
+    return {
+        "title": str(spec.get("title") or f"Connect {info.title}"),
+        "scopes": [str(s) for s in spec.get("scopes") or []],
+        "pkce": bool(spec.get("pkce", True)),
+        "authorization_url": spec.get("authorization_url"),
+    }
+
+
 def connector_entry(info: Any, meta: dict[str, Any]) -> dict[str, Any]:
     actions = [
         {
@@ -135,6 +170,8 @@ def connector_entry(info: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "price": {"min": min(prices), "max": max(prices)} if prices else {"min": 0, "max": 0},
         "credentials": credential_fields(info.credentials),
         "credential_variants": credential_variants(info.credentials),
+        "oauth2": oauth_entry(info),
+        "triggers": trigger_entries(info),
         "actions": actions,
     }
 
@@ -196,19 +233,36 @@ def _price(c: dict[str, Any]) -> str:
     return f"{n} credit{'' if n == 1 else 's'} a step"
 
 
+def _kind(t: dict[str, Any]) -> str:
+    return "instant" if t["kind"] == "instant" else "polling"
+
+
+def _offers(c: dict[str, Any]) -> str:
+    """What a card says the connector offers: " · 2 triggers · 3 actions · Connect (OAuth2)"."""
+    n, m = len(c.get("triggers") or []), len(c["actions"])
+    bits = [f"{n} trigger{'' if n == 1 else 's'}"] if n else []
+    bits.append(f"{m} action{'' if m == 1 else 's'}")
+    if c.get("oauth2"):
+        bits.append("Connect (OAuth2)")
+    return "".join(f" · {b}" for b in bits)
+
+
 def _index_html(data: dict[str, Any]) -> str:
     cards = []
     for c in data["connectors"]:
         words = " ".join(
             [c["name"], c["title"], c["description"], c.get("distribution") or "", *c["categories"]]
             + [a["title"] for a in c["actions"]]
+            + [t["title"] for t in c.get("triggers") or []]
+            + (["connect", "oauth"] if c.get("oauth2") else [])
         ).lower()
         cats = "".join(f'<span class="cat">{_e(x)}</span>' for x in c["categories"])
         cards.append(
             f'<li class="card" data-search="{_e(words)}">'
             f'<a href="connectors/{_e(c["name"])}.html">{_icon(c)}<strong>{_e(c["title"])}</strong></a>'
             f" <code>{_e(c.get('distribution') or '')}</code> {_e(c.get('version') or '')}"
-            f'<p>{_e(c["description"])}</p><p class="meta">{cats} {_e(_price(c))}</p></li>'
+            f'<p>{_e(c["description"])}</p><p class="meta">{cats} {_e(_price(c))}'
+            f"{_e(_offers(c))}</p></li>"
         )
     body = (
         "<header><h1>Levqor connectors</h1>"
@@ -269,6 +323,25 @@ def _connector_html(c: dict[str, Any]) -> str:
         )
     if not c["credentials"] and not variants:
         creds += "<p>None needed.</p>"
+    oauth = c.get("oauth2")
+    if oauth:
+        scopes = ", ".join(f"<code>{_e(s)}</code>" for s in oauth["scopes"]) or "none"
+        creds += (
+            f'<section class="oauth"><h3>Connect (OAuth2): {_e(oauth["title"])}</h3>'
+            "<p>Instead of pasting a key, connect the account in the dashboard's Credentials "
+            f"page (the operator sets the OAuth client). Scopes asked for: {scopes}.</p></section>"
+        )
+    triggers = "".join(
+        f'<section class="trigger" data-kind="{_e(_kind(t))}"><h3>{_e(t["title"])} '
+        f'<code>{_e(c["name"])}.{_e(t["name"])}</code> <span class="kind">{_e(_kind(t))}</span></h3>'
+        f"<p>{_e(t['description'])}</p>"
+        + _schema_block("Settings", t["config"])
+        + _schema_block("Output (one item)", t["output"])
+        + _schema_block("Sample item", t["sample"])
+        + "</section>"
+        for t in c.get("triggers") or []
+    )
+    triggers = f"<h2>Triggers</h2>{triggers}" if triggers else ""
     actions = "".join(
         f'<section class="action"><h3>{_e(a["title"])} <code>{_e(c["name"])}.{_e(a["name"])}</code></h3>'
         f'<p>{_e(a["description"])}</p><p class="meta">{_e(a["price"])} credit(s) a step</p>'
@@ -281,7 +354,8 @@ def _connector_html(c: dict[str, Any]) -> str:
     body = (
         f'<header><p><a href="../index.html">All connectors</a></p>'
         f"<h1>{_icon(c)}{_e(c['title'])}</h1><p>{_e(c.get('summary') or c['description'])}</p></header>"
-        f"<main><p>{_e(c['description'])}</p><dl>{dl}</dl>{creds}<h2>Actions</h2>{actions}</main>"
+        f"<main><p>{_e(c['description'])}</p><dl>{dl}</dl>{creds}{triggers}"
+        f"<h2>Actions</h2>{actions}</main>"
     )
     return _page(f"{c['title']} - Levqor connector", body, root="../")
 

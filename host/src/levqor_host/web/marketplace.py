@@ -79,6 +79,44 @@ MARKETPLACE_SCHEMA = {
                             "properties": {"title": _STR, "description": _STR, "fields": _FIELDS},
                         },
                     },
+                    "oauth2": {
+                        "type": ["object", "null"],
+                        "description": "the OAuth2 option (a Connect button in the dashboard); "
+                        "null when the credential must be pasted",
+                        "required": ["title", "scopes", "pkce"],
+                        "properties": {
+                            "title": _STR,
+                            "scopes": {"type": "array", "items": _STR},
+                            "pkce": {"type": "boolean"},
+                            "authorization_url": _NSTR,
+                        },
+                    },
+                    "triggers": {
+                        "type": "array",
+                        "description": "events that start a pipeline (trigger type app)",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "title", "kind", "config", "output", "sample"],
+                            "properties": {
+                                "name": _STR,
+                                "title": _STR,
+                                "description": _STR,
+                                "kind": {
+                                    "enum": ["polling", "instant"],
+                                    "description": "polling: checked every interval; instant: "
+                                    "the app calls the host's webhook",
+                                },
+                                "webhook": {
+                                    "enum": ["trigger", "connector", None],
+                                    "description": "instant only: one URL per pipeline, or one "
+                                    "for the whole connector",
+                                },
+                                "config": {"type": "object"},
+                                "output": {"type": "object"},
+                                "sample": {"type": "object"},
+                            },
+                        },
+                    },
                     "actions": {
                         "type": "array",
                         "items": {
@@ -105,8 +143,8 @@ MARKETPLACE_SCHEMA = {
 @bp.get("/marketplace")
 @public("the catalog of installed connectors, the same for everyone")
 @operation(
-    "The marketplace: installed connectors with package metadata, actions, schemas and "
-    "prices (public)",
+    "The marketplace: installed connectors with package metadata, triggers, actions, "
+    "schemas, prices and the OAuth2 option (public)",
     "Every installed connector, computed once per app from the plugins' descriptions and "
     "their distributions' metadata; broken plugins are only counted.",
     tag="catalog",
