@@ -20,6 +20,7 @@ _NAMES = {
     "CredentialError": ".errors",
     "PayloadError": ".errors",
     "PermanentError": ".errors",
+    "RefreshRefused": ".errors",
     "RetryableError": ".errors",
     "SignatureError": ".errors",
     "StopRun": ".errors",

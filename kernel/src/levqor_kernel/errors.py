@@ -69,6 +69,19 @@ class CredentialError(PermanentError):
     """Credentials missing, malformed or refused by the upstream API (401/403)."""
 
 
+class RefreshRefused(CredentialError):
+    """The token endpoint refused an OAuth2 refresh token (``invalid_grant``: expired, revoked,
+    or issued to another client): only connecting the account again helps. The host marks the
+    credential broken. Default ``status`` 401, ``code`` ``"invalid_grant"``."""
+
+    def __init__(
+        self, message: str = "the account's refresh token was refused: connect it again", **kw
+    ) -> None:
+        kw.setdefault("status", 401)
+        kw.setdefault("code", "invalid_grant")
+        super().__init__(message, **kw)
+
+
 class SignatureError(PermanentError):
     """An instant trigger's delivery failed its signature or secret check: the host answers
     401 and starts nothing. Default ``status`` 401, ``code`` ``"bad_signature"``."""

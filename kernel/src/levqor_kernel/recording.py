@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import LevqorError
 
@@ -92,7 +92,30 @@ class ListRecorder(NullRecorder):
         self.events.append(("run_finished", {"status": status, "error": error}))
 
 
+#: What a run is given to read its owner's credentials: ``resolve(name, connector)`` answers
+#: the credential's values, or ``None`` when the owner has none by that name for that connector.
+#: A :class:`RefreshingCredentials` may be given instead.
 CredentialResolver = Callable[[str | None, str], "dict[str, Any] | None"]
+
+
+@runtime_checkable
+class RefreshingCredentials(Protocol):
+    """A credential resolver that can also refresh an OAuth2 credential.
+
+    ``resolve(name, connector)`` as :data:`CredentialResolver` (the host refreshes an access
+    token that is about to expire before it answers). ``refresh(name, connector, stale)`` is
+    called once when a connector answered 401 to the OAuth2 credential ``stale``: it returns the
+    refreshed credential (or the one another worker refreshed meanwhile, under the host's lock),
+    ``None`` when nothing can be refreshed (the 401 stands), or raises
+    :class:`~levqor_kernel.errors.RefreshRefused` when the provider refused the refresh token.
+    The runner then calls the connector once more; that call is not a retry attempt.
+    """
+
+    def __call__(self, name: str | None, connector: str) -> dict[str, Any] | None: ...
+
+    def refresh(
+        self, name: str, connector: str, stale: Mapping[str, Any]
+    ) -> dict[str, Any] | None: ...
 
 
 @dataclass

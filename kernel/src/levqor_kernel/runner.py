@@ -37,6 +37,7 @@ from .errors import (
 from .flow import Flow, find_step
 from .http import redact, secrets_in
 from .limits import DEFAULT_MAX_VALUE_BYTES, json_size
+from .oauth import call_with_refresh
 from .pipeline import DEFAULT_MAX_ITEMS, DEFAULT_TIMEOUT, retry_policy
 from .plugins import LevqorPluginManager
 from .recording import (  # noqa: F401 - the run types are imported from here too
@@ -50,6 +51,7 @@ from .recording import (  # noqa: F401 - the run types are imported from here to
     ListRecorder,
     NullRecorder,
     Recorder,
+    RefreshingCredentials,
     RunRequest,
     RunResult,
     StepRecord,
@@ -305,13 +307,30 @@ class Runner:
         recorder: Recorder,
         cancelled: Callable[[], bool],
         meta: dict,
+        resolve: CredentialResolver | None = None,
     ) -> Any:
         """Call the connector until it succeeds, fails for good or runs out of attempts
-        (the step's retry policy); ``meta["attempts"]`` counts them."""
+        (the step's retry policy); ``meta["attempts"]`` counts them. A 401 on an OAuth2
+        credential is answered once per step by refreshing it (``resolve`` is a
+        :class:`RefreshingCredentials`) and calling again within the same attempt."""
         sid, connector, action = step["id"], step["connector"], step["action"]
         payload, secrets = meta["payload"], meta["secrets"]
         policy = retry_policy(step)
         timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
+        current = {"creds": creds, "refreshed": False}
+        cname = step.get("credential")
+
+        def refresh(stale: Mapping[str, Any]) -> Mapping[str, Any] | None:
+            if current["refreshed"] or not cname or not isinstance(resolve, RefreshingCredentials):
+                return None
+            current["refreshed"] = True
+            fresh = resolve.refresh(cname, connector, stale)
+            if fresh:
+                current["creds"] = fresh
+                secrets.extend(
+                    s for s in secrets_in(secret_fields(fresh, info.credentials)) if len(s) >= 6
+                )
+            return fresh
 
         def attempt() -> Any:
             meta["attempts"] += 1
@@ -327,9 +346,13 @@ class Runner:
                 user_id=req.user_id,
                 cancelled=cancelled,
             )
-            ctx.http.add_secrets(*secrets)
+
+            def call(use: Any) -> Any:
+                ctx.http.add_secrets(*secrets)
+                return self._call(step, payload, use, ctx, timeout, info.cooperative)
+
             try:
-                out = self._call(step, payload, creds, ctx, timeout, info.cooperative)
+                out = call_with_refresh(call, current["creds"], refresh)
             finally:
                 ctx.http.close()
             self._check_output(sid, connector, action, out)
@@ -383,7 +406,9 @@ class Runner:
         meta.update(attempts=0, payload=None, secrets=[])
         try:
             info, creds = self._prepare(step, scope, resolve, meta)
-            out = self._attempts(req, step, position, info, creds, recorder, cancelled, meta)
+            out = self._attempts(
+                req, step, position, info, creds, recorder, cancelled, meta, resolve
+            )
             return SUCCEEDED, out, None
         except StopRun as e:
             return "stopped", {"passed": False, **e.output, "reason": e.reason}, None
