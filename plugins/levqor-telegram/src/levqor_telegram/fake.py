@@ -1,4 +1,6 @@
-"""A local fake of the Telegram Bot API (``getMe`` and ``sendMessage``), speaking its wire contract.
+"""A local fake of the Telegram Bot API (``getMe``, ``sendMessage``, ``setWebhook``,
+``deleteWebhook``, ``getWebhookInfo``, ``getUpdates``), speaking its wire contract, and the
+sender of the Updates Telegram would send a bot.
 
 Contract sources (checked with the docs search before writing this fake):
 
@@ -19,6 +21,32 @@ Contract sources (checked with the docs search before writing this fake):
   ``message_id`` to reply to; it superseded ``reply_to_message_id``). Returns the sent Message.
 * https://hackage.haskell.org/package/telegram-bot-api-7.4.1/docs/Telegram-Bot-API-Methods-GetMe.html:
   ``getMe`` tests the token, takes no parameters and returns the bot as a User.
+* https://core.telegram.org/bots/api/methods/setwebhook.md (and the mirrors
+  https://docs.simbot.forte.love/components/telegram/simbot-component-telegram-api/love.forte.simbot.telegram.api.update/-set-webhook-api/index.html,
+  https://search.r-project.org/CRAN/refmans/telegram.bot/html/setWebhook.html): ``setWebhook``
+  takes ``url`` (HTTPS; an empty string removes the webhook), ``allowed_updates``,
+  ``drop_pending_updates`` and ``secret_token``; with a secret_token every webhook request
+  carries the header ``X-Telegram-Bot-Api-Secret-Token`` with it as content; Telegram POSTs
+  one JSON-serialized Update per request and repeats requests answered with a non-2xx status;
+  ports 443, 80, 88 and 8443 only; returns True. While a webhook is set, getUpdates does not
+  work. https://www.skills.sh/hookdeck/webhook-skills/telegram-webhooks: secret_token is 1-256
+  characters of A-Z, a-z, 0-9, _ and -; Telegram does not sign the body (the header is the check).
+* https://docs.aiogram.dev/en/v3.13.1/api/methods/delete_webhook.html: ``deleteWebhook``
+  (``drop_pending_updates``) returns True. https://docs.rs/crate/tgbot/0.47.0/source/src/types/webhook.rs:
+  ``getWebhookInfo`` returns WebhookInfo: ``url`` (empty when none), ``has_custom_certificate``,
+  ``pending_update_count``, ``allowed_updates``, ``last_error_date``, ``last_error_message``.
+* https://docs.rs/telers/latest/telers/methods/get_updates/struct.GetUpdates.html and
+  https://search.r-project.org/CRAN/refmans/telegram.bot/html/getUpdates.html (mirrors of
+  https://core.telegram.org/bots/api#getupdates): ``offset`` is the first update to return; an
+  update is confirmed (forgotten) once getUpdates is called with a higher offset; a negative
+  offset keeps the last ``-offset`` updates; ``limit`` 1-100 (default 100); ``timeout`` for long
+  polling (0: short polling); ``allowed_updates`` applies to updates created after the call;
+  returns an Array of Update (``update_id`` plus one of ``message``, ``edited_message``,
+  ``channel_post``, ``edited_channel_post``...). The method does not work while a webhook is set:
+  the live API answers 409 ``Conflict: can't use getUpdates method while webhook is active; use
+  deleteWebhook to delete the webhook first`` (quoted in
+  https://github.com/frk1/steamhourboostv2/issues/62 and
+  https://github.com/m1guelpf/chatgpt-telegram/issues/40).
 * Error descriptions (``Unauthorized``, ``Not Found``, ``Bad Request: chat not found``,
   ``Forbidden: bot was blocked by the user``, ``Too Many Requests: retry after N``) are the
   strings the live API sends; Telegram documents the shape, not the exact strings.
@@ -31,6 +59,13 @@ Usage::
         ...
         assert tg.messages[0]["text"] == "hi"
         tg.flood_next(5)   # next call: 429 with parameters.retry_after = 5
+
+        tg.push_message(tg.PRIVATE_CHAT, "hello")   # an Update: POSTed to the webhook when
+        tg.webhook["url"]                           # one is set (with the secret header),
+                                                    # else queued for getUpdates
+
+Deviation: real Telegram accepts only HTTPS webhook URLs; the fake also takes ``http://`` so a
+test host on 127.0.0.1 can be registered (``require_https = True`` restores the rule).
 """
 
 from __future__ import annotations
@@ -42,8 +77,9 @@ import threading
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+import requests
 from levqor_kernel.testing import FakeServer, Recorded, Reply
 
 __all__ = ["FakeTelegram", "error_body", "TOKEN_PATTERN"]
@@ -53,6 +89,13 @@ TOKEN_PATTERN = re.compile(r"[0-9]{3,}:[A-Za-z0-9_-]{30,}")
 PARSE_MODES = ("MarkdownV2", "HTML", "Markdown")
 # characters MarkdownV2 reserves that are never entity syntax on their own
 _MDV2_RESERVED = set(".!-=+#{}|")
+SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+UPDATE_TYPES = ("message", "edited_message", "channel_post", "edited_channel_post")
+WEBHOOK_PORTS = (443, 80, 88, 8443)
+GETUPDATES_CONFLICT = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
 
 _DESCRIPTIONS = {
     400: "Bad Request",
@@ -108,7 +151,10 @@ class FakeTelegram:
         self.token = f"{bot_id}:AA{secrets.token_urlsafe(33)[:33]}"
         self.server = FakeServer()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._failures: deque[Reply] = deque()
+        #: real Telegram requires an HTTPS webhook on a few ports; tests on 127.0.0.1 cannot
+        self.require_https = False
         self.reset()
         for method in ("GET", "POST"):
             self.server.route(method, r"/bot(?P<token>[^/]*)/(?P<method>[A-Za-z]+)", self._handle)
@@ -146,6 +192,14 @@ class FakeTelegram:
             self.messages: list[dict[str, Any]] = []
             self._failures.clear()
             self._next_id = 1
+            #: the bot's webhook: url ("" when none), secret_token, allowed_updates, last_error_*
+            self.webhook: dict[str, Any] = {"url": ""}
+            #: Updates not yet confirmed by getUpdates, or not yet accepted by the webhook
+            self.pending: deque[dict[str, Any]] = deque()
+            #: every webhook request the fake sent: {"update_id", "status", "body"}
+            self.deliveries: list[dict[str, Any]] = []
+            self.allowed_updates: list[str] = []
+            self._next_update = 815000001
         self.add_chat(self.PRIVATE_CHAT, "private", first_name="Ada", username="ada")
         self.add_chat(self.CHANNEL_CHAT, "channel", title="Levqor alerts", username="levqor_alerts")
 
@@ -210,6 +264,14 @@ class FakeTelegram:
             return Reply(200, {"ok": True, "result": self.bot})
         if method == "sendmessage":
             return self._send_message(params)
+        if method == "setwebhook":
+            return self._set_webhook(params)
+        if method == "deletewebhook":
+            return self._delete_webhook(params)
+        if method == "getwebhookinfo":
+            return self._webhook_info()
+        if method == "getupdates":
+            return self._get_updates(params)
         return _err(404)
 
     @staticmethod
@@ -306,6 +368,227 @@ class FakeTelegram:
             self._next_id += 1
             self.messages.append(message)
         return Reply(200, {"ok": True, "result": message})
+
+    # ------------------------------------------------------------------ updates and webhooks
+    @staticmethod
+    def _list(value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value else []
+            except ValueError:
+                return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return None
+        return value
+
+    @staticmethod
+    def _flag(value: Any) -> bool:
+        return value is True or (isinstance(value, str) and value.lower() == "true")
+
+    def _set_webhook(self, p: dict[str, Any]) -> Reply:
+        url = p.get("url")
+        if not isinstance(url, str):
+            return _err(400, "Bad Request: bad webhook: url is empty")
+        allowed = self._list(p.get("allowed_updates"))
+        if p.get("allowed_updates") is not None and allowed is None:
+            return _err(400, "Bad Request: can't parse allowed updates")
+        secret = p.get("secret_token")
+        if secret is not None and not SECRET_TOKEN.fullmatch(str(secret)):
+            return _err(400, "Bad Request: secret token contains unallowed characters")
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                return _err(400, "Bad Request: bad webhook: invalid webhook URL specified")
+            if self.require_https:
+                if parts.scheme != "https":
+                    return _err(
+                        400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+                    )
+                if (parts.port or 443) not in WEBHOOK_PORTS:
+                    return _err(
+                        400,
+                        "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443",
+                    )
+        with self._lock:
+            if self._flag(p.get("drop_pending_updates")):
+                self.pending.clear()
+            if allowed is not None:
+                self.allowed_updates = allowed
+            self.webhook = (
+                {"url": url, "secret_token": secret, "allowed_updates": list(self.allowed_updates)}
+                if url
+                else {"url": ""}
+            )
+        return Reply(
+            200,
+            {
+                "ok": True,
+                "result": True,
+                "description": "Webhook was set" if url else "Webhook was deleted",
+            },
+        )
+
+    def _delete_webhook(self, p: dict[str, Any]) -> Reply:
+        with self._lock:
+            was = bool(self.webhook.get("url"))
+            self.webhook = {"url": ""}
+            if self._flag(p.get("drop_pending_updates")):
+                self.pending.clear()
+        return Reply(
+            200,
+            {
+                "ok": True,
+                "result": True,
+                "description": "Webhook was deleted" if was else "Webhook is already deleted",
+            },
+        )
+
+    def _webhook_info(self) -> Reply:
+        with self._lock:
+            hook = dict(self.webhook)
+            info: dict[str, Any] = {
+                "url": hook.get("url", ""),
+                "has_custom_certificate": False,
+                "pending_update_count": len(self.pending),
+            }
+            if hook.get("url"):
+                info["max_connections"] = 40
+                if self.allowed_updates:
+                    info["allowed_updates"] = list(self.allowed_updates)
+                for key in ("last_error_date", "last_error_message"):
+                    if key in hook:
+                        info[key] = hook[key]
+        return Reply(200, {"ok": True, "result": info})
+
+    def _get_updates(self, p: dict[str, Any]) -> Reply:
+        try:
+            offset = int(p.get("offset") or 0)
+            limit = int(p.get("limit") or 100)
+            timeout = float(p.get("timeout") or 0)
+        except (TypeError, ValueError):
+            return _err(400, "Bad Request: wrong parameter value")
+        limit = min(max(limit, 1), 100)
+        allowed = self._list(p.get("allowed_updates"))
+        deadline = time.monotonic() + min(max(timeout, 0.0), 10.0)
+        with self._arrived:
+            if self.webhook.get("url"):
+                return _err(409, GETUPDATES_CONFLICT)
+            if allowed is not None:
+                self.allowed_updates = allowed
+            if offset > 0:
+                while self.pending and self.pending[0]["update_id"] < offset:
+                    self.pending.popleft()
+            elif offset < 0:
+                while len(self.pending) > -offset:
+                    self.pending.popleft()
+            while not self.pending and time.monotonic() < deadline:
+                self._arrived.wait(deadline - time.monotonic())
+            result = [dict(u) for u in list(self.pending)[:limit]]
+        return Reply(200, {"ok": True, "result": result})
+
+    def push_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        update_type: str = "message",
+        sender: dict[str, Any] | None = None,
+        reply_to: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Someone writes ``text`` in ``chat_id`` (a chat the bot is in): the Update Telegram
+        makes of it. With a webhook set it is POSTed there at once (the secret header included;
+        a non-2xx answer leaves it pending, see :meth:`deliver_pending`); without one it waits
+        for getUpdates. An ``update_type`` outside the bot's allowed_updates makes no Update
+        (None is returned)."""
+        if update_type not in UPDATE_TYPES:
+            raise ValueError(f"update_type must be one of {UPDATE_TYPES}")
+        with self._lock:
+            chat = self.chats.get(chat_id)
+            if chat is None:
+                raise KeyError(f"the bot is not in chat {chat_id}: add_chat() first")
+            allowed = list(self.allowed_updates)
+            if allowed and update_type not in allowed:
+                return None
+            message: dict[str, Any] = {
+                "message_id": self._next_id,
+                "date": int(time.time()),
+                "chat": dict(chat),
+                "text": text,
+            }
+            self._next_id += 1
+            if update_type.startswith("edited"):
+                message["edit_date"] = message["date"]
+            if update_type.endswith("channel_post"):
+                message["sender_chat"] = dict(chat)
+            else:
+                message["from"] = sender or (
+                    {
+                        "id": chat["id"],
+                        "is_bot": False,
+                        "first_name": chat.get("first_name", "Ada"),
+                        **({"username": chat["username"]} if chat.get("username") else {}),
+                    }
+                    if chat["type"] == "private"
+                    else {"id": 123456789, "is_bot": False, "first_name": "Ada", "username": "ada"}
+                )
+            if reply_to is not None:
+                message["reply_to_message"] = {
+                    "message_id": reply_to,
+                    "date": message["date"],
+                    "chat": dict(chat),
+                }
+            update = {"update_id": self._next_update, update_type: message}
+            self._next_update += 1
+            self.pending.append(update)
+            self._arrived.notify_all()
+            hook = dict(self.webhook)
+        if hook.get("url"):
+            self._deliver(hook, update)
+        return update
+
+    def deliver_pending(self) -> int:
+        """Send the webhook every pending Update again, as Telegram retries; returns how many it
+        accepted."""
+        with self._lock:
+            hook = dict(self.webhook)
+            todo = list(self.pending)
+        if not hook.get("url"):
+            return 0
+        return sum(1 for u in todo if self._deliver(hook, u))
+
+    def _deliver(self, hook: dict[str, Any], update: dict[str, Any]) -> bool:
+        headers = {"Content-Type": "application/json"}
+        if hook.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = hook["secret_token"]
+        try:
+            resp = requests.post(
+                hook["url"],
+                data=json.dumps(update).encode(),
+                headers=headers,
+                timeout=30,
+                allow_redirects=False,
+            )
+            status, body = resp.status_code, resp.text[:500]
+        except requests.RequestException as e:
+            status, body = 0, f"{type(e).__name__}: {e}"
+        with self._lock:
+            self.deliveries.append(
+                {"update_id": update["update_id"], "status": status, "body": body}
+            )
+            if 200 <= status < 300:
+                try:
+                    self.pending.remove(update)
+                except ValueError:
+                    pass
+                return True
+            if self.webhook.get("url") == hook["url"]:
+                self.webhook["last_error_date"] = int(time.time())
+                self.webhook["last_error_message"] = (
+                    f"Wrong response from the webhook: {status}" if status else "Connection refused"
+                )
+        return False
 
 
 def _unescaped_reserved(text: str) -> str | None:
