@@ -131,7 +131,7 @@ def test_custom_title_property_and_url_parent(notion: FakeNotion) -> None:
 
 
 def test_page_parent_puts_title_in_properties_title(notion: FakeNotion) -> None:
-    parent = notion.add_page()
+    parent = notion.share_page()
     children = [
         {
             "object": "block",
@@ -222,7 +222,9 @@ def test_schema_and_example_are_valid() -> None:
     assert pm.catalog.validate_payload(
         "notion", "create_page", {"parent": {"database_id": DB, "page_id": DB}}
     )
-    assert pm.catalog.get("notion").credentials["properties"]["token"]["writeOnly"] is True
+    assert (
+        pm.catalog.get("notion").credentials["anyOf"][0]["properties"]["token"]["writeOnly"] is True
+    )
 
 
 def test_unknown_action() -> None:
