@@ -1,9 +1,15 @@
-"""Levqor connector ``sheets``: append rows to a Google Sheets spreadsheet as a service account.
+"""Levqor connector ``sheets``: Google Sheets rows, as a service account or a connected Google account.
 
-The credential is a Google service-account key (the JSON key file's fields). An access token
-is obtained with the signed-JWT grant (RFC 7523: an RS256 assertion signed with the key's
-``private_key``, posted to its ``token_uri``) and cached in this process until shortly before it
-expires. Rows are written with ``spreadsheets.values.append``. See README.md.
+Two kinds of credential: a Google service-account key (the JSON key file's fields), for which an
+access token is obtained with the signed-JWT grant (RFC 7523: an RS256 assertion signed with the
+key's ``private_key``, posted to its ``token_uri``) and cached in this process until shortly
+before it expires; or an OAuth2 credential from "Connect" (``auth: "oauth2"``), whose access
+token the host refreshes: a 401 with it raises ``CredentialError(status=401)`` and the host
+refreshes the token and calls once more.
+
+Actions: ``append_rows`` (``spreadsheets.values.append``), ``lookup_rows`` (``values.get`` and a
+match on one column), ``update_row`` (``values.update`` of one row). Trigger: ``new_row``
+(polling ``values.get`` below the last row seen). See README.md.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from levqor_kernel import StepContext, hookimpl
+from levqor_kernel import Poll, StepContext, TriggerItem, hookimpl
 from levqor_kernel.errors import (
     ConnectorError,
     CredentialError,
@@ -29,15 +35,23 @@ from levqor_kernel.errors import (
     RetryableError,
 )
 from levqor_kernel.http import error_for_response, redact
+from levqor_kernel.oauth import OAUTH2_CREDENTIALS, bearer, is_oauth
 
 __all__ = [
     "SHEETS_BASE",
     "DEFAULT_TOKEN_URI",
     "SCOPE",
+    "OAUTH_SCOPES",
+    "USERINFO_URL",
     "describe_schema",
     "validate_payload",
     "run_task",
     "check_credentials",
+    "poll_trigger",
+    "oauth_credentials",
+    "column_letters",
+    "column_index",
+    "row_record",
     "ServiceAccount",
     "service_account_from",
     "access_token",
@@ -54,7 +68,22 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME = 3600
 #: a cached token is dropped this long (at most) before Google says it expires
 TOKEN_MARGIN = 60.0
+#: Google's OAuth2 endpoints for "Connect" (web-server flow)
+AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+TOKEN_URL = DEFAULT_TOKEN_URI
+#: openid + email: the token response then carries an id_token naming the account's email
+OAUTH_SCOPES = [SCOPE, "openid", "email"]
+#: OpenID Connect userinfo, read when a token response has no id_token (override:
+#: LEVQOR_GOOGLE_USERINFO_API_BASE, the URL of the endpoint itself)
+USERINFO_URL = "https://openidconnect.googleapis.com/v1/userinfo"
 MAX_ROWS = 10_000
+#: rows one poll of new_row reads at most (the rest come on the next poll)
+MAX_POLL_ROWS = 500
+#: rows the first poll of new_row hands back as samples (seen, never run)
+SAMPLE_ROWS = 3
+#: matches lookup_rows returns at most
+MAX_LOOKUP = 100
+MAX_ROW_NUMBER = 10_000_000
 MAX_COLUMNS = 1_000
 MAX_CELLS = 200_000
 
@@ -146,7 +175,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
     },
 }
 
-CREDENTIALS_SCHEMA: dict[str, Any] = {
+SERVICE_ACCOUNT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "Google service account key",
     "description": "Paste the fields of the service account's JSON key file (the whole file is "
@@ -193,19 +222,200 @@ CREDENTIALS_SCHEMA: dict[str, Any] = {
 }
 
 
+CREDENTIALS_SCHEMA: dict[str, Any] = {
+    "title": "Google Sheets credential",
+    "description": "A connected Google account (Connect), or a service account key",
+    "anyOf": [OAUTH2_CREDENTIALS, SERVICE_ACCOUNT_SCHEMA],
+}
+
+_SHEET = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "pattern": r"^[^\r\n]*$",
+    "description": "The sheet (tab) name, as shown at the bottom of the spreadsheet, e.g. Orders",
+}
+_HEADER_ROW = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": 1000,
+    "default": 1,
+    "description": "The row holding the column names (1 = the first row); data starts below it. "
+    "0: no header row, columns are named by their letters (A, B, ...)",
+}
+_SPREADSHEET_ID = PAYLOAD_SCHEMA["properties"]["spreadsheet_id"]
+_ROW_OBJECT = {
+    "type": "object",
+    "required": ["row_number"],
+    "properties": {
+        "row_number": {"type": "integer", "description": "The row's number in the sheet"}
+    },
+    "additionalProperties": {
+        **_SCALAR,
+        "description": "A cell, keyed by its column's name in the header row (or its letter)",
+    },
+}
+
+NEW_ROW_CONFIG: dict[str, Any] = {
+    "type": "object",
+    "required": ["spreadsheet_id", "sheet"],
+    "additionalProperties": False,
+    "properties": {
+        "spreadsheet_id": _SPREADSHEET_ID,
+        "sheet": _SHEET,
+        "header_row": _HEADER_ROW,
+        "value_render_option": {
+            "type": "string",
+            "enum": ["FORMATTED_VALUE", "UNFORMATTED_VALUE"],
+            "default": "FORMATTED_VALUE",
+            "description": "FORMATTED_VALUE: cells as the sheet shows them (text); "
+            "UNFORMATTED_VALUE: numbers as numbers",
+        },
+    },
+}
+
+LOOKUP_PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "required": ["spreadsheet_id", "sheet", "column", "value"],
+    "additionalProperties": False,
+    "properties": {
+        "spreadsheet_id": _SPREADSHEET_ID,
+        "sheet": _SHEET,
+        "column": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "description": "The column to search: its name in the header row, or its letter (C)",
+        },
+        "value": {
+            "type": ["string", "number", "boolean"],
+            "description": "The value to look for (compared as the sheet shows it, exactly)",
+        },
+        "header_row": _HEADER_ROW,
+        "limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_LOOKUP,
+            "default": 10,
+            "description": f"Return at most this many matching rows (1-{MAX_LOOKUP}), first rows first",
+        },
+    },
+}
+LOOKUP_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["rows", "count", "truncated"],
+    "properties": {
+        "rows": {"type": "array", "items": _ROW_OBJECT, "description": "The matching rows"},
+        "count": {"type": "integer", "description": "How many rows are returned"},
+        "truncated": {"type": "boolean", "description": "More rows matched than limit"},
+        "first": {
+            **_ROW_OBJECT,
+            "description": "The first matching row (absent when none matched)",
+        },
+    },
+}
+
+UPDATE_PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "required": ["spreadsheet_id", "sheet", "row_number", "values"],
+    "additionalProperties": False,
+    "properties": {
+        "spreadsheet_id": _SPREADSHEET_ID,
+        "sheet": _SHEET,
+        "row_number": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_ROW_NUMBER,
+            "description": "The row to write (a trigger's or a lookup's row_number)",
+        },
+        "values": {
+            "description": "The cells to write: an object {column name or letter: value} (other "
+            "cells are left as they are), or an array of cells from column A",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": MAX_COLUMNS,
+                    "additionalProperties": _SCALAR,
+                    "description": "by column",
+                },
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_COLUMNS,
+                    "items": _SCALAR,
+                    "description": "from column A",
+                },
+            ],
+        },
+        "header_row": _HEADER_ROW,
+        "value_input_option": PAYLOAD_SCHEMA["properties"]["value_input_option"],
+    },
+}
+UPDATE_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["spreadsheet_id", "updated_range", "updated_cells", "row_number"],
+    "properties": {
+        "spreadsheet_id": {"type": "string", "description": "The spreadsheet written to"},
+        "updated_range": {"type": "string", "description": "A1 range written, e.g. Orders!B5:D5"},
+        "updated_cells": {"type": "integer", "description": "Cells written"},
+        "row_number": {"type": "integer", "description": "The row written"},
+    },
+}
+
+OAUTH2: dict[str, Any] = {
+    "authorization_url": AUTHORIZATION_URL,
+    "token_url": TOKEN_URL,
+    "scopes": OAUTH_SCOPES,
+    "scope_separator": " ",
+    "pkce": True,
+    # offline + consent: Google issues a refresh token (again, on every Connect)
+    "extra_params": {
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+    },
+    "client_auth": "body",
+    "title": "Connect Google Sheets",
+}
+
+
 @hookimpl
 def describe_schema() -> list[dict[str, Any]]:
     return [
         {
             "name": "sheets",
             "title": "Google Sheets",
-            "description": "Append rows to a Google Sheets spreadsheet as a service account.",
+            "description": "Append, look up and update rows of a Google Sheets spreadsheet, and start "
+            "pipelines from new rows; as a connected Google account or a service account.",
             "icon": ICON,
             "categories": ["spreadsheets", "productivity"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
-            "docs_url": "https://developers.google.com/workspace/sheets/api/reference/rest/v4/spreadsheets.values/append",
-            "kernel": ">=0.1,<1",
+            "docs_url": "https://developers.google.com/workspace/sheets/api/reference/rest/v4/spreadsheets.values",
+            "kernel": ">=0.2,<1",
             "credentials": CREDENTIALS_SCHEMA,
+            "oauth2": OAUTH2,
+            "triggers": {
+                "new_row": {
+                    "title": "New row",
+                    "description": "Starts a run for each row added at the bottom of a sheet. Row "
+                    "numbers identify rows: deleting rows of a watched sheet shifts them, and rows "
+                    "added afterwards start runs only once the sheet grows past the last row seen.",
+                    "kind": "polling",
+                    "config": NEW_ROW_CONFIG,
+                    "output": _ROW_OBJECT,
+                    "sample": {
+                        "row_number": 7,
+                        "Order": "A-1001",
+                        "Email": "ada@example.com",
+                        "Total": "42.50",
+                    },
+                    "example": {
+                        "spreadsheet_id": "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
+                        "sheet": "Orders",
+                    },
+                }
+            },
             "actions": {
                 "append_rows": {
                     "title": "Append rows",
@@ -226,7 +436,42 @@ def describe_schema() -> list[dict[str, Any]]:
                     "minutes_saved": 2,
                     "idempotent": False,
                     "writes": True,
-                }
+                },
+                "lookup_rows": {
+                    "title": "Look up rows",
+                    "description": "Finds the rows whose cell in one column equals a value "
+                    "(spreadsheets.values.get of the sheet; at most limit rows, first rows first).",
+                    "payload": LOOKUP_PAYLOAD,
+                    "output": LOOKUP_OUTPUT,
+                    "example": {
+                        "spreadsheet_id": "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
+                        "sheet": "Orders",
+                        "column": "Email",
+                        "value": "{{ trigger.email }}",
+                    },
+                    "price": 1,
+                    "minutes_saved": 1,
+                    "idempotent": True,
+                    "writes": False,
+                },
+                "update_row": {
+                    "title": "Update a row",
+                    "description": "Writes cells of one row, by column name or letter "
+                    "(spreadsheets.values.update); cells not named are left as they are.",
+                    "payload": UPDATE_PAYLOAD,
+                    "output": UPDATE_OUTPUT,
+                    "example": {
+                        "spreadsheet_id": "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
+                        "sheet": "Orders",
+                        "row_number": 7,
+                        "values": {"Status": "shipped"},
+                        "value_input_option": "RAW",
+                    },
+                    "price": 1,
+                    "minutes_saved": 1,
+                    "idempotent": True,
+                    "writes": True,
+                },
             },
         }
     ]
@@ -318,11 +563,46 @@ def _problems(payload: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _sheet_problems(payload: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    try:
+        parse_spreadsheet_id(payload.get("spreadsheet_id"))
+    except PayloadError as e:
+        out.append(e.message)
+    try:
+        sheet_name(payload.get("sheet"))
+    except PayloadError as e:
+        out.append(e.message)
+    return out
+
+
+def _update_problems(payload: Mapping[str, Any]) -> list[str]:
+    out = _sheet_problems(payload)
+    values = payload.get("values")
+    cells = list(values.values()) if isinstance(values, Mapping) else values
+    if not isinstance(cells, list) or not cells:
+        out.append("values: give an object {column: value} or an array of cells")
+    elif not all(_is_scalar(c) for c in cells):
+        out.append("values: a cell must be text, a number, a boolean or null")
+    if isinstance(values, Mapping) and any(not str(k).strip() for k in values):
+        out.append("values: a column name must not be empty")
+    row, header = payload.get("row_number"), payload.get("header_row", 1)
+    if isinstance(row, int) and isinstance(header, int) and row == header and header > 0:
+        out.append(f"row_number {row} is the header row; data rows start at {header + 1}")
+    return out
+
+
 @hookimpl
 def validate_payload(connector: str, action: str, payload: dict[str, Any]) -> list[str] | None:
-    if connector != "sheets" or action != "append_rows":
+    if connector != "sheets":
         return None
-    return _problems(payload)
+    if action == "append_rows":
+        return _problems(payload)
+    if action == "lookup_rows":
+        return _sheet_problems(payload)
+    if action == "update_row":
+        return _update_problems(payload)
+    return None
 
 
 # --------------------------------------------------------------------------- credentials
@@ -520,14 +800,131 @@ def access_token(
     return token, False
 
 
+# --------------------------------------------------------------------------- A1 notation
+
+_LETTERS_RE = re.compile(r"^[A-Za-z]{1,3}$")
+
+
+def column_letters(index: int) -> str:
+    """The letters of a 0-based column index (0 -> A, 26 -> AA)."""
+    out = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        out = chr(65 + rem) + out
+    return out
+
+
+def column_index(letters: str) -> int:
+    """The 0-based index of column letters (A -> 0); PayloadError when they are not letters."""
+    if not isinstance(letters, str) or not _LETTERS_RE.match(letters.strip()):
+        raise PayloadError(f"{letters!r} is not a column letter", code="invalid_payload")
+    n = 0
+    for ch in letters.strip().upper():
+        n = n * 26 + (ord(ch) - 64)
+    return n - 1
+
+
+def sheet_name(value: Any) -> str:
+    """A sheet (tab) name, checked (PayloadError otherwise)."""
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError("sheet: the sheet (tab) name is required", code="invalid_payload")
+    if "\n" in value or "\r" in value or len(value) > 100:
+        raise PayloadError(
+            "sheet: a one-line name of at most 100 characters", code="invalid_payload"
+        )
+    return value.strip()
+
+
+def _a1(sheet: str, cells: str = "") -> str:
+    """``'Sheet name'!cells``: the sheet always quoted, so names like ``A1`` or ``Q&A`` stay names."""
+    quoted = "'" + sheet.replace("'", "''") + "'"
+    return f"{quoted}!{cells}" if cells else quoted
+
+
+def row_record(headers: list[Any], row: list[Any], row_number: int) -> dict[str, Any]:
+    """One row as ``{"row_number": n, <column name>: value, ...}``.
+
+    A column is named by its header cell; a column with an empty header (or no header row) by
+    its letter; a name used twice gets its letter added (``"Total (F)"``)."""
+    out: dict[str, Any] = {"row_number": row_number}
+    for j, cell in enumerate(row):
+        letter = column_letters(j)
+        name = headers[j] if j < len(headers) else None
+        key = str(name).strip() if name not in (None, "") and str(name).strip() else letter
+        if key in out:
+            key = f"{key} ({letter})"
+        out[key] = cell
+    return out
+
+
 # --------------------------------------------------------------------------- Sheets API
+
+
+class _Auth:
+    """How requests to Google are authorised for one call of the connector.
+
+    Service account: a cached token; a 401 on a cached token is retried once with a fresh one.
+    OAuth2 ("Connect"): the stored access token; a 401 raises ``CredentialError(status=401)``, on
+    which the host refreshes the token and calls the hook once more."""
+
+    def __init__(self, credentials: Any, context: StepContext) -> None:
+        self.context = context
+        self.sa: ServiceAccount | None = None
+        if is_oauth(credentials):
+            self.token = bearer(credentials)
+            self.cached = False
+            refresh = credentials.get("refresh_token")
+            self.secrets = [
+                self.token,
+                *([refresh] if isinstance(refresh, str) and refresh else []),
+            ]
+            account = credentials.get("account")
+            self.who = (
+                f"the connected account {account}"
+                if isinstance(account, str) and account
+                else "the connected Google account"
+            )
+        else:
+            self.sa = service_account_from(credentials)
+            self.token, self.cached = "", False  # fetched by the first request
+            self.secrets = list(self.sa.secrets)
+            self.who = self.sa.client_email
+
+    def request(self, method: str, url: str, *, guard: bool, **kwargs: Any) -> requests.Response:
+        if self.sa is not None and not self.token:
+            self.token, self.cached = access_token(self.sa, self.context)
+            self.secrets.append(self.token)
+        for _attempt in range(2):
+            resp = self.context.http.request(
+                method,
+                url,
+                guard=guard,
+                expect=range(100, 600),
+                headers={"Authorization": f"Bearer {self.token}"},
+                secrets=self.secrets,
+                service="Google Sheets",
+                **kwargs,
+            )
+            if resp.status_code == 401 and self.sa is not None:
+                _drop_token(self.sa.cache_key(SCOPE), self.token)
+                if self.cached:  # revoked or expired early: one more try with a new token is safe
+                    self.token, self.cached = access_token(self.sa, self.context, fresh=True)
+                    self.secrets.append(self.token)
+                    continue
+            break
+        return resp
+
+    def redact(self, e: ConnectorError) -> ConnectorError:
+        e.message = redact(e.message, self.secrets)
+        e.args = (e.message,)
+        return e
+
 
 _CANONICAL_PAYLOAD = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE"}
 
 
-def _sheets_error(
-    resp: requests.Response, sa: ServiceAccount, spreadsheet_id: str, secrets: list[str]
-) -> ConnectorError:
+def _sheets_error(resp: requests.Response, auth: _Auth, spreadsheet_id: str) -> ConnectorError:
     """Google's ``{"error": {"code", "message", "status"}}`` bodies."""
     data = _json_or_none(resp)
     err = data.get("error") if isinstance(data, dict) else None
@@ -541,12 +938,12 @@ def _sheets_error(
     status = resp.status_code
     if status == 403 and gstatus == "PERMISSION_DENIED":
         detail = (detail or "") + (
-            f" (share the spreadsheet with {sa.client_email} as an editor, and enable the "
-            "Sheets API for the service account's project)"
+            f" (share the spreadsheet with {auth.who} as an editor, and enable the "
+            "Sheets API for the project)"
         )
     elif status == 404:
         detail = (detail or "") + f" (spreadsheet {spreadsheet_id} not found)"
-    base = error_for_response(resp, detail=detail, secrets=secrets, service="Google Sheets")
+    base = error_for_response(resp, detail=detail, secrets=auth.secrets, service="Google Sheets")
     if gstatus == "RESOURCE_EXHAUSTED" and not isinstance(base, RetryableError):
         # per-minute quotas refill every minute (https://developers.google.com/sheets/api/limits)
         return RetryableError(
@@ -559,12 +956,43 @@ def _sheets_error(
     return base
 
 
-def _append(
-    payload: Mapping[str, Any],
-    sa: ServiceAccount,
-    credentials: Mapping[str, Any],
-    context: StepContext,
-) -> dict[str, Any]:
+def _values_url(
+    context: StepContext, credentials: Any, spreadsheet_id: str, rng: str
+) -> tuple[str, bool]:
+    base, guarded = context.api_base("sheets", SHEETS_BASE, credentials)
+    return f"{base}/v4/spreadsheets/{spreadsheet_id}/values/{quote(rng, safe='')}", guarded
+
+
+def _get_values(
+    auth: _Auth,
+    credentials: Any,
+    spreadsheet_id: str,
+    rng: str,
+    render: str = "FORMATTED_VALUE",
+) -> list[list[Any]]:
+    """``values.get`` of ``rng`` by rows: the rows from the range's first row on (an empty row
+    in between is ``[]``; Google leaves out trailing empty rows and columns)."""
+    url, guarded = _values_url(auth.context, credentials, spreadsheet_id, rng)
+    resp = auth.request(
+        "GET", url, guard=guarded, params={"majorDimension": "ROWS", "valueRenderOption": render}
+    )
+    if not 200 <= resp.status_code < 300:
+        raise _sheets_error(resp, auth, spreadsheet_id)
+    data = _json_or_none(resp)
+    if not isinstance(data, dict):
+        raise PermanentError(
+            f"Google Sheets answered HTTP {resp.status_code} without a ValueRange",
+            code="malformed_response",
+        )
+    values = data.get("values", [])
+    if not isinstance(values, list) or not all(isinstance(r, list) for r in values):
+        raise PermanentError(
+            "Google Sheets answered with malformed values", code="malformed_response"
+        )
+    return values
+
+
+def _append(payload: Mapping[str, Any], auth: _Auth, credentials: Any) -> dict[str, Any]:
     spreadsheet_id = parse_spreadsheet_id(payload.get("spreadsheet_id"))
     rows = rows_from(payload.get("values"))
     rng = payload.get("range")
@@ -581,33 +1009,12 @@ def _append(
             "or INSERT_ROWS",
             code="invalid_payload",
         )
-    base, guarded = context.api_base("sheets", SHEETS_BASE, credentials)
-    url = f"{base}/v4/spreadsheets/{spreadsheet_id}/values/{quote(rng, safe='')}:append"
+    url, guarded = _values_url(auth.context, credentials, spreadsheet_id, rng)
     body = {"range": rng, "majorDimension": "ROWS", "values": rows}
     params = {"valueInputOption": vio, "insertDataOption": ido}
-
-    token, cached = access_token(sa, context)
-    for _attempt in range(2):
-        secrets = [*sa.secrets, token]
-        resp = context.http.request(
-            "POST",
-            url,
-            guard=guarded,
-            expect=range(100, 600),
-            params=params,
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            secrets=secrets,
-            service="Google Sheets",
-        )
-        if resp.status_code == 401:
-            _drop_token(sa.cache_key(SCOPE), token)
-            if cached:  # revoked or expired early: one more try with a new token is safe
-                token, cached = access_token(sa, context, fresh=True)
-                continue
-        break
+    resp = auth.request("POST", url + ":append", guard=guarded, params=params, json=body)
     if not 200 <= resp.status_code < 300:
-        raise _sheets_error(resp, sa, spreadsheet_id, secrets)
+        raise _sheets_error(resp, auth, spreadsheet_id)
     data = _json_or_none(resp)
     updates = data.get("updates") if isinstance(data, dict) else None
     if not isinstance(updates, dict) or not isinstance(updates.get("updatedRange"), str):
@@ -615,21 +1022,208 @@ def _append(
             f"Google Sheets answered HTTP {resp.status_code} without the appended range",
             code="malformed_response",
         )
-
-    def count(name: str) -> int:
-        v = updates.get(name, 0)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise PermanentError(
-                f"Google Sheets answered with a malformed {name}", code="malformed_response"
-            )
-        return v
-
     return {
         "spreadsheet_id": str(data.get("spreadsheetId") or spreadsheet_id),
         "updated_range": updates["updatedRange"],
-        "updated_rows": count("updatedRows"),
-        "updated_cells": count("updatedCells"),
+        "updated_rows": _count(updates, "updatedRows"),
+        "updated_cells": _count(updates, "updatedCells"),
     }
+
+
+def _count(updates: Mapping[str, Any], name: str) -> int:
+    v = updates.get(name, 0)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise PermanentError(
+            f"Google Sheets answered with a malformed {name}", code="malformed_response"
+        )
+    return v
+
+
+def _header_row(payload: Mapping[str, Any]) -> int:
+    h = payload.get("header_row", 1)
+    if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 1000:
+        raise PayloadError("header_row must be a row number from 0 to 1000", code="invalid_payload")
+    return h
+
+
+def _column(name: str, headers: list[Any]) -> int:
+    """The index of a column named in a payload: a header name (exact, then ignoring case and
+    surrounding spaces), else column letters."""
+    wanted = name.strip()
+    texts = [str(h).strip() if h is not None else "" for h in headers]
+    if wanted in texts:
+        return texts.index(wanted)
+    lowered = [t.lower() for t in texts]
+    if wanted.lower() in lowered:
+        return lowered.index(wanted.lower())
+    if _LETTERS_RE.match(wanted):
+        return column_index(wanted)
+    known = ", ".join(t for t in texts if t)[:300] or "none"
+    raise PayloadError(
+        f"column {wanted[:100]!r} is neither a name in the header row (names: {known}) nor a "
+        "column letter",
+        code="unknown_column",
+    )
+
+
+def _same(cell: Any, value: Any) -> bool:
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return "TRUE" if v else "FALSE"
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    return cell is not None and text(cell) == text(value)
+
+
+def _lookup(payload: Mapping[str, Any], auth: _Auth, credentials: Any) -> dict[str, Any]:
+    spreadsheet_id = parse_spreadsheet_id(payload.get("spreadsheet_id"))
+    sheet = sheet_name(payload.get("sheet"))
+    header = _header_row(payload)
+    column = payload.get("column")
+    if not isinstance(column, str) or not column.strip():
+        raise PayloadError("column is required", code="invalid_payload")
+    value = payload.get("value")
+    if not _is_scalar(value) or value is None:
+        raise PayloadError("value must be text, a number or a boolean", code="invalid_payload")
+    limit = payload.get("limit", 10)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LOOKUP:
+        raise PayloadError(f"limit must be 1-{MAX_LOOKUP}", code="invalid_payload")
+    rows = _get_values(auth, credentials, spreadsheet_id, _a1(sheet))
+    headers = rows[header - 1] if header and len(rows) >= header else []
+    col = _column(column, headers)
+    found: list[dict[str, Any]] = []
+    truncated = False
+    for i in range(header, len(rows)):
+        row = rows[i]
+        if col < len(row) and _same(row[col], value):
+            if len(found) == limit:
+                truncated = True
+                break
+            found.append(row_record(headers, row, i + 1))
+    out: dict[str, Any] = {"rows": found, "count": len(found), "truncated": truncated}
+    if found:
+        out["first"] = found[0]
+    return out
+
+
+def _update(payload: Mapping[str, Any], auth: _Auth, credentials: Any) -> dict[str, Any]:
+    spreadsheet_id = parse_spreadsheet_id(payload.get("spreadsheet_id"))
+    sheet = sheet_name(payload.get("sheet"))
+    header = _header_row(payload)
+    problems = _update_problems(payload)
+    if problems:
+        raise PayloadError("; ".join(problems), code="invalid_payload")
+    row_number = payload.get("row_number")
+    if (
+        isinstance(row_number, bool)
+        or not isinstance(row_number, int)
+        or not 1 <= row_number <= MAX_ROW_NUMBER
+    ):
+        raise PayloadError(f"row_number must be 1-{MAX_ROW_NUMBER}", code="invalid_payload")
+    vio = payload.get("value_input_option") or "USER_ENTERED"
+    if vio not in ("RAW", "USER_ENTERED"):
+        raise PayloadError("value_input_option must be RAW or USER_ENTERED", code="invalid_payload")
+    values = payload["values"]
+    if isinstance(values, Mapping):
+        headers: list[Any] = []
+        if header:
+            got = _get_values(auth, credentials, spreadsheet_id, _a1(sheet, f"{header}:{header}"))
+            headers = got[0] if got else []
+        cells: dict[int, Any] = {}
+        for name, v in values.items():
+            cells[_column(str(name), headers)] = v
+        first, last = min(cells), max(cells)
+        # a null cell in a ValueRange is skipped by values.update: the cells in between keep their values
+        row = [cells.get(j) for j in range(first, last + 1)]
+    else:
+        first, row = 0, list(values)
+    rng = _a1(
+        sheet,
+        f"{column_letters(first)}{row_number}:{column_letters(first + len(row) - 1)}{row_number}",
+    )
+    url, guarded = _values_url(auth.context, credentials, spreadsheet_id, rng)
+    resp = auth.request(
+        "PUT",
+        url,
+        guard=guarded,
+        params={"valueInputOption": vio},
+        json={"range": rng, "majorDimension": "ROWS", "values": [row]},
+    )
+    if not 200 <= resp.status_code < 300:
+        raise _sheets_error(resp, auth, spreadsheet_id)
+    data = _json_or_none(resp)
+    if not isinstance(data, dict) or not isinstance(data.get("updatedRange"), str):
+        raise PermanentError(
+            f"Google Sheets answered HTTP {resp.status_code} without the updated range",
+            code="malformed_response",
+        )
+    return {
+        "spreadsheet_id": str(data.get("spreadsheetId") or spreadsheet_id),
+        "updated_range": data["updatedRange"],
+        "updated_cells": _count(data, "updatedCells"),
+        "row_number": row_number,
+    }
+
+
+# --------------------------------------------------------------------------- trigger
+
+
+def _poll_new_rows(
+    config: Mapping[str, Any],
+    credentials: Any,
+    state: Mapping[str, Any] | None,
+    context: StepContext,
+) -> Poll:
+    """New rows below the last row seen (``state["row_count"]``).
+
+    The first poll reads the sheet once, keeps its row count as the baseline and hands back its
+    last few rows (seen, never run: samples for "test trigger"). Later polls read at most
+    MAX_POLL_ROWS rows below the baseline (one request when nothing is new, two when rows are:
+    the header row is read again so renamed columns show)."""
+    spreadsheet_id = parse_spreadsheet_id(config.get("spreadsheet_id"))
+    sheet = sheet_name(config.get("sheet"))
+    header = _header_row(config)
+    render = config.get("value_render_option") or "FORMATTED_VALUE"
+    if render not in ("FORMATTED_VALUE", "UNFORMATTED_VALUE"):
+        raise PayloadError("value_render_option must be FORMATTED_VALUE or UNFORMATTED_VALUE")
+    auth = _Auth(credentials, context)
+    try:
+        seen = (state or {}).get("row_count")
+        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+            rows = _get_values(auth, credentials, spreadsheet_id, _a1(sheet), render)
+            headers = rows[header - 1] if header and len(rows) >= header else []
+            items = [
+                TriggerItem(id=str(i + 1), data=row_record(headers, rows[i], i + 1))
+                for i in range(max(header, len(rows) - SAMPLE_ROWS), len(rows))
+                if rows[i]
+            ]
+            return Poll(items=items, state={"row_count": max(len(rows), header)})
+        start = max(seen, header) + 1
+        rows = _get_values(
+            auth,
+            credentials,
+            spreadsheet_id,
+            _a1(sheet, f"{start}:{start + MAX_POLL_ROWS - 1}"),
+            render,
+        )
+        if not rows:
+            return Poll(items=[], state={"row_count": seen})
+        headers = []
+        if header:
+            got = _get_values(
+                auth, credentials, spreadsheet_id, _a1(sheet, f"{header}:{header}"), render
+            )
+            headers = got[0] if got else []
+        items = [
+            TriggerItem(id=str(start + i), data=row_record(headers, row, start + i))
+            for i, row in enumerate(rows)
+            if row
+        ]
+        return Poll(items=items, state={"row_count": start - 1 + len(rows)})
+    except ConnectorError as e:
+        raise auth.redact(e) from None
 
 
 # --------------------------------------------------------------------------- hooks
@@ -643,24 +1237,96 @@ def run_task(
     credentials: dict[str, Any] | None,
     context: StepContext,
 ) -> dict[str, Any]:
-    if connector != "sheets" or action != "append_rows":
+    do = {"append_rows": _append, "lookup_rows": _lookup, "update_row": _update}.get(action)
+    if connector != "sheets" or do is None:
         raise PayloadError(f"sheets has no action {action!r}", code="unknown_action")
-    sa = service_account_from(credentials)
+    auth = _Auth(credentials, context)
     try:
-        return _append(payload, sa, credentials or {}, context)
-    except ConnectorError as e:  # belt and braces: no key material in any message
-        e.message = redact(e.message, sa.secrets)
-        e.args = (e.message,)
-        raise
+        return do(payload, auth, credentials)
+    except ConnectorError as e:  # belt and braces: no key material or token in any message
+        raise auth.redact(e) from None
+
+
+@hookimpl
+def poll_trigger(
+    connector: str,
+    trigger: str,
+    config: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    state: dict[str, Any] | None,
+    context: StepContext,
+) -> Poll:
+    if connector != "sheets" or trigger != "new_row":
+        raise PayloadError(f"sheets has no trigger {trigger!r}", code="unknown_trigger")
+    return _poll_new_rows(config or {}, credentials, state, context)
+
+
+def _id_token_email(id_token: Any) -> str | None:
+    """The ``email`` claim of the id_token in a token response.
+
+    Not verified: it came straight from Google's token endpoint over TLS, which OpenID Connect
+    Core 1.0 section 3.1.3.7 accepts in place of checking the signature."""
+    if not isinstance(id_token, str) or id_token.count(".") != 2:
+        return None
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    email = claims.get("email") if isinstance(claims, dict) else None
+    return email if isinstance(email, str) and "@" in email else None
+
+
+def _userinfo_email(access: str, context: StepContext) -> str:
+    url = (context.env.get("LEVQOR_GOOGLE_USERINFO_API_BASE") or USERINFO_URL).rstrip("/")
+    resp = context.http.request(
+        "GET",
+        url,
+        expect=range(100, 600),
+        headers={"Authorization": f"Bearer {access}"},
+        secrets=[access],
+        service="Google userinfo",
+    )
+    if not 200 <= resp.status_code < 300:
+        raise error_for_response(resp, secrets=[access], service="Google userinfo")
+    data = _json_or_none(resp)
+    email = data.get("email") if isinstance(data, dict) else None
+    if not isinstance(email, str) or "@" not in email:
+        raise PermanentError("Google userinfo answered without an email", code="malformed_response")
+    return email
+
+
+@hookimpl
+def oauth_credentials(
+    connector: str, token: dict[str, Any], context: StepContext
+) -> dict[str, Any] | None:
+    """The account's email: from the token response's id_token (scope ``openid email``), else the
+    one already stored (a refresh), else one read-only userinfo call."""
+    if connector != "sheets":
+        return None
+    email = _id_token_email(token.get("id_token"))
+    if email is None and isinstance(token.get("account"), str) and token["account"]:
+        email = token["account"]
+    if email is None:
+        access = token.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise CredentialError(
+                "the token response has no access_token", code="malformed_response"
+            )
+        email = _userinfo_email(access, context)
+    return {"account": email}
 
 
 @hookimpl
 def check_credentials(
     connector: str, credentials: dict[str, Any], context: StepContext
 ) -> dict[str, Any] | None:
-    """Obtains a fresh access token (proves the key and its token endpoint; writes nothing)."""
+    """Service account: obtains a fresh access token (proves the key and its token endpoint).
+    Connected account: reads its email from userinfo (proves the access token). Writes nothing."""
     if connector != "sheets":
         return None
+    if is_oauth(credentials):
+        token = bearer(credentials)
+        return {"ok": True, "account": _userinfo_email(token, context)}
     sa = service_account_from(credentials)
     access_token(sa, context, fresh=True)
     return {"ok": True, "account": sa.client_email}

@@ -1,5 +1,5 @@
-"""A local fake of Google's OAuth token endpoint and the Sheets API ``values.append`` method,
-over real HTTP on 127.0.0.1.
+"""A local fake of Google's OAuth endpoints and the Sheets API ``values`` methods, over real HTTP
+on 127.0.0.1.
 
 Wire contracts followed (checked against the providers' documentation):
 
@@ -13,6 +13,35 @@ Wire contracts followed (checked against the providers' documentation):
   ``{"access_token", "expires_in": 3599, "token_type": "Bearer"}``. Errors follow RFC 6749
   section 5.2: ``400 {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}``
   and similar (RFC 7523 section 3.1, https://dret.github.io/webconcepts/concepts/oauth-uri/urn:ietf:params:oauth:grant-type:jwt-bearer).
+* https://developers.google.com/identity/protocols/oauth2/web-server (as summarised at
+  https://developers.google.com/accounts/docs/OAuth and in google-auth-library's
+  GenerateAuthUrlOpts, https://cloud.google.com/nodejs/docs/reference/google-auth-library/7.4.1/google-auth-library/generateauthurlopts):
+  the user is sent to ``https://accounts.google.com/o/oauth2/v2/auth`` with ``client_id``,
+  ``redirect_uri``, ``response_type=code``, ``scope`` (space separated), ``state``,
+  ``access_type=offline`` (only then is a refresh token issued, on the first exchange),
+  ``prompt=consent`` and PKCE ``code_challenge`` / ``code_challenge_method`` (``S256`` or
+  ``plain``); Google redirects to ``redirect_uri?code=...&state=...&scope=...``. The code is
+  exchanged at ``POST https://oauth2.googleapis.com/token`` (form: ``code``, ``client_id``,
+  ``client_secret``, ``redirect_uri``, ``grant_type=authorization_code``, ``code_verifier``) for
+  ``{"access_token", "expires_in", "refresh_token", "scope", "token_type": "Bearer"}`` (plus
+  ``id_token`` when ``openid`` was asked for); a refresh (``grant_type=refresh_token``) answers
+  the same without ``refresh_token``. A revoked or expired refresh token, a used code or a wrong
+  ``code_verifier`` answer ``400 {"error": "invalid_grant", "error_description": ...}`` ("Token
+  has been expired or revoked.", https://workos.com/blog/invalid-grant-oauth-errors-by-provider);
+  a wrong client ``401 {"error": "invalid_client"}`` (RFC 6749 section 5.2).
+* https://developers.google.com/identity/openid-connect/reference : the UserInfo endpoint
+  (``GET https://openidconnect.googleapis.com/v1/userinfo`` with the Bearer token) answers
+  ``{"sub", "email", "email_verified", ...}``; the id_token carries the same claims.
+* https://developers.google.com/workspace/sheets/api/reference/rest/v4/spreadsheets.values/get :
+  ``GET /v4/spreadsheets/{spreadsheetId}/values/{range}`` (A1 notation: ``'Sheet'``,
+  ``'Sheet'!A1:D5``, ``'Sheet'!5:504`` for whole rows) with ``majorDimension`` (ROWS | COLUMNS)
+  and ``valueRenderOption`` (FORMATTED_VALUE, the default | UNFORMATTED_VALUE | FORMULA);
+  answers a ValueRange ``{"range", "majorDimension", "values"}``, trailing empty rows and
+  columns left out (``values`` absent when there is nothing).
+* https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/update :
+  ``PUT /v4/spreadsheets/{spreadsheetId}/values/{range}?valueInputOption=RAW|USER_ENTERED``
+  with a ValueRange body; answers UpdateValuesResponse. In a ValueRange written, a null cell is
+  skipped (the cell keeps its value; https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values#ValueRange).
 * https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append :
   ``POST /v4/spreadsheets/{spreadsheetId}/values/{range}:append`` with query parameters
   ``valueInputOption`` (required, RAW | USER_ENTERED) and ``insertDataOption``
@@ -36,18 +65,22 @@ Usage::
         google.add_spreadsheet("sheet123", ["Orders"])
         ... LEVQOR_SHEETS_API_BASE=google.url, LEVQOR_SSRF_ALLOW=127.0.0.1 ...
         assert google.rows("sheet123", "Orders") == [["a", 1]]
+        google.add_row("sheet123", "Orders", ["b", 2])   # a row added upstream
+        token = google.grant(email="ada@example.com")     # an OAuth access token it accepts
         google.fail_next(429, headers={"Retry-After": "3"})
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import secrets
 import threading
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -56,6 +89,7 @@ from levqor_kernel.testing import FakeServer, Recorded, Reply
 
 __all__ = [
     "FakeGoogleSheets",
+    "a1_parts",
     "google_error",
     "generate_key_pair",
     "SCOPE",
@@ -63,6 +97,8 @@ __all__ = [
 ]
 
 SCOPE = "https://www.googleapis.com/auth/spreadsheets"
+EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+DRIVE_SCOPE = "https://www.googleapis.com/auth/drive"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 _CANONICAL = {
@@ -116,6 +152,7 @@ def generate_key_pair() -> tuple[str, Any]:
 
 
 _APPEND_PATH = r"/v4/spreadsheets/([^/]+)/values/([^/]+):append"
+_VALUES_PATH = r"/v4/spreadsheets/([^/]+)/values/([^/:]+)"
 _CELL_RE = re.compile(r"^\$?([A-Za-z]{1,3})?\$?(\d+)?$")
 
 
@@ -146,6 +183,36 @@ def _split_range(a1: str, sheets: dict[str, Any]) -> tuple[str, str]:
     if "!" not in a1 and sheet not in sheets and _CELL_RE.match(a1.split(":")[0]):
         sheet, cells = next(iter(sheets), ""), a1
     return sheet, cells
+
+
+def a1_parts(cells: str) -> tuple[int, int, int | None, int | None] | None:
+    """The bounds of an A1 cell range as 0-based (col0, row0, col1, row1), None meaning
+    unbounded: ``""`` is the whole sheet, ``A:D`` whole columns, ``5:10`` whole rows, ``B2`` one
+    cell. None when ``cells`` is not A1 notation."""
+    if not cells:
+        return 0, 0, None, None
+    first, sep, last = cells.partition(":")
+    if not first or (sep and not last):
+        return None
+    m0, m1 = _CELL_RE.match(first), _CELL_RE.match(last if sep else first)
+    if m0 is None or m1 is None:
+        return None
+    c0 = _col_index(m0.group(1)) if m0.group(1) else 0
+    r0 = int(m0.group(2)) - 1 if m0.group(2) else 0
+    c1 = _col_index(m1.group(1)) if m1.group(1) else None
+    r1 = int(m1.group(2)) - 1 if m1.group(2) else None
+    if r0 < 0 or (r1 is not None and r1 < r0) or (c1 is not None and c1 < c0):
+        return None
+    return c0, r0, c1, r1
+
+
+def _formatted(cell: Any) -> Any:
+    """FORMATTED_VALUE: a cell as the sheet shows it (text)."""
+    if isinstance(cell, bool):
+        return "TRUE" if cell else "FALSE"
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return "" if cell is None else str(cell)
 
 
 def _quote_sheet(name: str) -> str:
@@ -188,13 +255,35 @@ class FakeGoogleSheets:
         #: spreadsheet ids the service account may not edit (403 PERMISSION_DENIED)
         self.denied: set[str] = set()
         self.appends: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
         #: access token -> (scopes, expiry as time.time())
         self.tokens: dict[str, tuple[set[str], float]] = {}
         self.token_requests = 0
         #: the claims of the last accepted assertion
         self.last_claims: dict[str, Any] | None = None
-        self._fail: dict[str, deque[Reply]] = {"token": deque(), "append": deque()}
+        #: access token -> the account's email (OAuth tokens)
+        self.token_emails: dict[str, str] = {}
+        #: the operator's OAuth client
+        self.client_id = "levqor-test.apps.googleusercontent.com"
+        self.client_secret = "GOCSPX-fake-client-secret"
+        #: authorization code -> what was authorised (used codes are removed)
+        self.codes: dict[str, dict[str, Any]] = {}
+        #: refresh token -> {"scopes", "email", "client_id"}
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        #: the email the next authorisation signs in as
+        self.user_email = "ada@example.com"
+        self.grants: list[str] = []  # grant_type of each accepted token request, in order
+        self._fail: dict[str, deque[Reply]] = {
+            "token": deque(),
+            "append": deque(),
+            "get": deque(),
+            "update": deque(),
+        }
         self.server.route("POST", r"/token", self._token)
+        self.server.route("GET", r"/o/oauth2/v2/auth", self._authorize)
+        self.server.route("GET", r"/v1/userinfo", self._userinfo)
+        self.server.route("GET", _VALUES_PATH, self._get)
+        self.server.route("PUT", _VALUES_PATH, self._update)
         self.server.route("POST", _APPEND_PATH, self._append)
 
     # ------------------------------------------------------------------ life cycle
@@ -205,6 +294,14 @@ class FakeGoogleSheets:
     @property
     def token_uri(self) -> str:
         return f"{self.server.url}/token"
+
+    @property
+    def authorization_url(self) -> str:
+        return f"{self.server.url}/o/oauth2/v2/auth"
+
+    @property
+    def userinfo_url(self) -> str:
+        return f"{self.server.url}/v1/userinfo"
 
     @property
     def requests(self) -> list[Recorded]:
@@ -230,12 +327,18 @@ class FakeGoogleSheets:
             self.spreadsheets.clear()
             self.denied.clear()
             self.appends.clear()
+            self.updates.clear()
             self.tokens.clear()
+            self.token_emails.clear()
+            self.codes.clear()
+            self.refresh_tokens.clear()
+            self.grants.clear()
             self.token_requests = 0
             self.last_claims = None
             for q in self._fail.values():
                 q.clear()
         self.token_lifetime = 3599
+        self.user_email = "ada@example.com"
 
     # ------------------------------------------------------------------ set-up
     def service_account(self, private_key_pem: str | None = None, **overrides: Any) -> dict:
@@ -268,10 +371,46 @@ class FakeGoogleSheets:
         with self._lock:
             return [list(r) for r in self.spreadsheets[spreadsheet_id][sheet]]
 
+    def add_row(self, spreadsheet_id: str, sheet: str, row: list[Any]) -> int:
+        """A row typed in upstream, below the last row; returns its row number."""
+        with self._lock:
+            table = self.spreadsheets[spreadsheet_id][sheet]
+            table.append(list(row))
+            return len(table)
+
+    def set_rows(self, spreadsheet_id: str, sheet: str, rows: list[list[Any]]) -> None:
+        with self._lock:
+            self.spreadsheets[spreadsheet_id][sheet] = [list(r) for r in rows]
+
+    def delete_row(self, spreadsheet_id: str, sheet: str, row_number: int) -> None:
+        """Delete a row upstream: the rows below move up one (their numbers shift)."""
+        with self._lock:
+            del self.spreadsheets[spreadsheet_id][sheet][row_number - 1]
+
+    def grant(
+        self,
+        *,
+        email: str | None = None,
+        scopes: tuple[str, ...] = (SCOPE, EMAIL_SCOPE, "openid"),
+        expires_in: float | None = None,
+    ) -> str:
+        """An OAuth access token this fake accepts (as if "Connect" had run), for ``email``."""
+        token = "ya29.a0" + secrets.token_urlsafe(24)
+        life = self.token_lifetime if expires_in is None else expires_in
+        with self._lock:
+            self.tokens[token] = (set(scopes), time.time() + life)
+            self.token_emails[token] = email or self.user_email
+        return token
+
     def revoke_tokens(self) -> None:
         """Invalidate every issued access token (the next API call answers 401)."""
         with self._lock:
             self.tokens.clear()
+
+    def revoke_refresh_tokens(self) -> None:
+        """The user removed the app's access: refreshing answers invalid_grant."""
+        with self._lock:
+            self.refresh_tokens.clear()
 
     def fail_next(
         self,
@@ -282,12 +421,12 @@ class FakeGoogleSheets:
         endpoint: str = "append",
         delay: float = 0.0,
     ) -> None:
-        """Answer the next request to ``endpoint`` ("append" or "token") with this reply
-        (default body: the documented error body for the status)."""
+        """Answer the next request to ``endpoint`` ("append", "get", "update" or "token") with
+        this reply (default body: the documented error body for the status)."""
         if body is None and status >= 400:
             body = (
                 google_error(status)
-                if endpoint == "append"
+                if endpoint != "token"
                 else {"error": "invalid_request", "error_description": "Scripted failure."}
             )
         with self._lock:
@@ -317,6 +456,8 @@ class FakeGoogleSheets:
             return _oauth_err("invalid_request", "Invalid Content-Type.")
         form = parse_qs(req.body.decode("utf-8", "replace"))
         grant = form.get("grant_type", [""])[0]
+        if grant in ("authorization_code", "refresh_token"):
+            return self._oauth_grant(req, grant, {k: v[0] for k, v in form.items()})
         if grant != JWT_GRANT:
             return _oauth_err("unsupported_grant_type", f"Invalid grant_type: {grant}")
         assertion = form.get("assertion", [""])[0]
@@ -368,9 +509,303 @@ class FakeGoogleSheets:
         with self._lock:
             self.tokens[token] = (scopes, now + self.token_lifetime)
             self.last_claims = dict(claims, _kid=header.get("kid"))
+            self.grants.append(grant)
         return Reply(
             200,
             {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"},
+        )
+
+    # ------------------------------------------------------------------ OAuth web-server flow
+    def _bearer(self, req: Recorded) -> tuple[str, set[str]] | None:
+        auth = req.header("Authorization") or ""
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        with self._lock:
+            info = self.tokens.get(token)
+        if info is None or info[1] < time.time():
+            return None
+        return token, info[0]
+
+    def _refused(self, req: Recorded, scopes: set[str]) -> Reply | None:
+        """401 without a valid token, 403 without one of ``scopes``; None when allowed."""
+        found = self._bearer(req)
+        if found is None:
+            return Reply(
+                401,
+                google_error(401),
+                {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+            )
+        if not found[1] & scopes:
+            return _gerr(403, "Request had insufficient authentication scopes.")
+        return None
+
+    @staticmethod
+    def _scopes(requested: str) -> list[str]:
+        aliases = {"email": EMAIL_SCOPE}
+        return [aliases.get(s, s) for s in requested.split()]
+
+    def _authorize(self, req: Recorded) -> Reply:
+        """The consent screen, consented at once: a redirect to redirect_uri with a code."""
+        q = {k: v[0] for k, v in req.query.items()}
+        if q.get("client_id") != self.client_id:
+            return Reply(400, "Error 401: invalid_client. The OAuth client was not found.")
+        redirect = q.get("redirect_uri") or ""
+        if urlsplit(redirect).scheme not in ("http", "https"):
+            return Reply(400, "Error 400: redirect_uri_mismatch")
+        state = q.get("state")
+
+        def back(**params: str) -> Reply:
+            if state is not None:
+                params["state"] = state
+            sep = "&" if "?" in redirect else "?"
+            return Reply(302, b"", {"Location": redirect + sep + urlencode(params)})
+
+        if q.get("response_type") != "code":
+            return back(error="unsupported_response_type")
+        scopes = self._scopes(q.get("scope") or "")
+        if not scopes:
+            return back(
+                error="invalid_request", error_description="Missing required parameter: scope"
+            )
+        method = q.get("code_challenge_method") or ("plain" if q.get("code_challenge") else None)
+        if method not in (None, "S256", "plain"):
+            return back(error="invalid_request", error_description="Invalid code_challenge_method")
+        code = "4/0A" + secrets.token_urlsafe(24)
+        with self._lock:
+            self.codes[code] = {
+                "client_id": self.client_id,
+                "redirect_uri": redirect,
+                "scopes": scopes,
+                "challenge": q.get("code_challenge"),
+                "method": method,
+                "offline": q.get("access_type") == "offline",
+                "email": self.user_email,
+                "query": q,
+            }
+        return back(code=code, scope=" ".join(scopes))
+
+    def _client_ok(self, req: Recorded, form: dict[str, str]) -> bool:
+        cid, secret = form.get("client_id"), form.get("client_secret")
+        auth = req.header("Authorization") or ""
+        if auth.startswith("Basic "):
+            try:
+                cid, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+        return cid == self.client_id and secret == self.client_secret
+
+    def _id_token(self, email: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "https://accounts.google.com",
+            "aud": self.client_id,
+            "sub": str(int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)),
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        return jwt.encode(
+            claims, "fake-google-signing-key-" + self.client_secret, algorithm="HS256"
+        )
+
+    def _oauth_grant(self, req: Recorded, grant: str, form: dict[str, str]) -> Reply:
+        if not self._client_ok(req, form):
+            return _oauth_err("invalid_client", "Unauthorized", 401)
+        refresh: str | None = None
+        with self._lock:
+            if grant == "authorization_code":
+                info = self.codes.pop(form.get("code", ""), None)
+                if info is None:
+                    return _oauth_err("invalid_grant", "Bad Request")
+                if form.get("redirect_uri") != info["redirect_uri"]:
+                    return _oauth_err("redirect_uri_mismatch", "Bad Request")
+                if info["challenge"] is not None:
+                    verifier = form.get("code_verifier") or ""
+                    expected = (
+                        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+                        .decode()
+                        .rstrip("=")
+                        if info["method"] == "S256"
+                        else verifier
+                    )
+                    if not verifier or expected != info["challenge"]:
+                        return _oauth_err("invalid_grant", "Invalid code verifier.")
+                scopes, email = info["scopes"], info["email"]
+                if info["offline"]:
+                    refresh = "1//0g" + secrets.token_urlsafe(32)
+                    self.refresh_tokens[refresh] = {"scopes": scopes, "email": email}
+            else:
+                info = self.refresh_tokens.get(form.get("refresh_token", ""))
+                if info is None:
+                    return _oauth_err("invalid_grant", "Token has been expired or revoked.")
+                scopes, email = info["scopes"], info["email"]
+            token = "ya29.a0" + secrets.token_urlsafe(24)
+            self.tokens[token] = (set(scopes), time.time() + self.token_lifetime)
+            self.token_emails[token] = email
+            self.grants.append(grant)
+        body: dict[str, Any] = {
+            "access_token": token,
+            "expires_in": self.token_lifetime,
+            "scope": " ".join(scopes),
+            "token_type": "Bearer",
+        }
+        if refresh is not None:
+            body["refresh_token"] = refresh
+        if "openid" in scopes:
+            body["id_token"] = self._id_token(email)
+        return Reply(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _userinfo(self, req: Recorded) -> Reply:
+        found = self._bearer(req)
+        if found is None:
+            return Reply(
+                401, {"error": "invalid_request", "error_description": "Invalid Credentials"}
+            )
+        with self._lock:
+            email = self.token_emails.get(found[0])
+        if email is None or not found[1] & {EMAIL_SCOPE, "openid"}:
+            return Reply(401, {"error": "insufficient_scope"})
+        return Reply(
+            200,
+            {
+                "sub": str(int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)),
+                "email": email,
+                "email_verified": True,
+            },
+        )
+
+    # ------------------------------------------------------------------ values.get / update
+    def _locate(self, req: Recorded) -> tuple[str, str, list[list[Any]], tuple] | Reply:
+        """(spreadsheet id, sheet, table, bounds) of the request's range, or an error reply.
+        Call with the lock held."""
+        assert req.match is not None
+        sid, rng = unquote(req.match.group(1)), unquote(req.match.group(2))
+        book = self.spreadsheets.get(sid)
+        if book is None:
+            return _gerr(404)
+        if sid in self.denied:
+            return _gerr(403)
+        sheet, cells = _split_range(rng, book)
+        bounds = a1_parts(cells)
+        if sheet not in book or bounds is None:
+            return _gerr(400, f"Unable to parse range: {rng}")
+        return sid, sheet, book[sheet], bounds
+
+    def _get(self, req: Recorded) -> Reply:
+        scripted = self._scripted("get")
+        if scripted is not None:
+            if scripted.status != -1:
+                return scripted
+            time.sleep(scripted.delay)
+        if (refused := self._refused(req, {SCOPE, DRIVE_SCOPE, SCOPE + ".readonly"})) is not None:
+            return refused
+        q = {k: v[0] for k, v in req.query.items()}
+        major = q.get("majorDimension", "ROWS")
+        render = q.get("valueRenderOption", "FORMATTED_VALUE")
+        if major not in ("ROWS", "COLUMNS"):
+            return _gerr(400, f"Invalid value at 'major_dimension' ({major})")
+        if render not in ("FORMATTED_VALUE", "UNFORMATTED_VALUE", "FORMULA"):
+            return _gerr(400, f"Invalid value at 'value_render_option' ({render})")
+        with self._lock:
+            found = self._locate(req)
+            if isinstance(found, Reply):
+                return found
+            _sid, sheet, table, (c0, r0, c1, r1) = found
+            last_row = len(table) - 1 if r1 is None else min(r1, len(table) - 1)
+            rows = []
+            for r in range(r0, last_row + 1):
+                row = table[r][c0 : None if c1 is None else c1 + 1]
+                while row and row[-1] in (None, ""):
+                    row = row[:-1]
+                rows.append(
+                    [
+                        _formatted(c) if render == "FORMATTED_VALUE" else ("" if c is None else c)
+                        for c in row
+                    ]
+                )
+        while rows and not rows[-1]:
+            rows.pop()
+        width = max((len(r) for r in rows), default=0)
+        end_col = c0 + max(width, 1) - 1 if c1 is None else c1
+        end_row = r0 + max(len(rows), 1) - 1 if r1 is None else r1
+        label = (
+            f"{_quote_sheet(sheet)}!{_col_letters(c0)}{r0 + 1}:{_col_letters(end_col)}{end_row + 1}"
+        )
+        out: dict[str, Any] = {"range": label, "majorDimension": major}
+        if rows:
+            if major == "COLUMNS":
+                rows = [[r[i] if i < len(r) else "" for r in rows] for i in range(width)]
+            out["values"] = rows
+        return Reply(200, out)
+
+    def _update(self, req: Recorded) -> Reply:
+        scripted = self._scripted("update")
+        if scripted is not None:
+            if scripted.status != -1:
+                return scripted
+            time.sleep(scripted.delay)
+        if (refused := self._refused(req, {SCOPE, DRIVE_SCOPE})) is not None:
+            return refused
+        vio = {k: v[0] for k, v in req.query.items()}.get("valueInputOption")
+        if vio not in ("RAW", "USER_ENTERED"):
+            return _gerr(400, "'valueInputOption' is required but not specified")
+        try:
+            body = req.json()
+        except ValueError:
+            return _gerr(400, "Invalid JSON payload received.")
+        values = body.get("values") if isinstance(body, dict) else None
+        if not isinstance(values, list) or not all(isinstance(r, list) for r in values):
+            return _gerr(400, "Invalid value at 'data.values'")
+        if any(isinstance(c, (dict, list)) for r in values for c in r):
+            return _gerr(400, "Invalid values: cells must be scalar")
+        assert req.match is not None
+        rng = unquote(req.match.group(2))
+        if "range" in body and body["range"] != rng:
+            return _gerr(
+                400,
+                f"Requested writing within range [{rng}], but tried writing to [{body['range']}]",
+            )
+        with self._lock:
+            found = self._locate(req)
+            if isinstance(found, Reply):
+                return found
+            sid, sheet, table, (c0, r0, c1, r1) = found
+            height, width = len(values), max((len(r) for r in values), default=0)
+            if (r1 is not None and r0 + height - 1 > r1) or (
+                c1 is not None and c0 + width - 1 > c1
+            ):
+                return _gerr(
+                    400,
+                    f"Requested writing within range [{rng}], but tried writing beyond it",
+                )
+            cells = 0
+            for i, row in enumerate(values):
+                while len(table) <= r0 + i:
+                    table.append([])
+                target = table[r0 + i]
+                for j, cell in enumerate(row):
+                    if cell is None:
+                        continue  # a null cell is skipped: the cell keeps its value
+                    while len(target) <= c0 + j:
+                        target.append(None)
+                    target[c0 + j] = cell
+                    cells += 1
+            updated = (
+                f"{_quote_sheet(sheet)}!{_col_letters(c0)}{r0 + 1}:"
+                f"{_col_letters(c0 + max(width, 1) - 1)}{r0 + max(height, 1)}"
+            )
+            self.updates.append(
+                {"spreadsheet_id": sid, "range": rng, "values": values, "value_input_option": vio}
+            )
+        return Reply(
+            200,
+            {
+                "spreadsheetId": sid,
+                "updatedRange": updated,
+                "updatedRows": height,
+                "updatedColumns": width,
+                "updatedCells": cells,
+            },
         )
 
     # ------------------------------------------------------------------ values.append
@@ -380,18 +815,8 @@ class FakeGoogleSheets:
             if scripted.status != -1:
                 return scripted
             time.sleep(scripted.delay)
-        auth = req.header("Authorization") or ""
-        token = auth[7:] if auth.startswith("Bearer ") else ""
-        with self._lock:
-            info = self.tokens.get(token)
-        if info is None or info[1] < time.time():
-            return Reply(
-                401,
-                google_error(401),
-                {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
-            )
-        if not info[0] & {SCOPE, "https://www.googleapis.com/auth/drive"}:
-            return _gerr(403, "Request had insufficient authentication scopes.")
+        if (refused := self._refused(req, {SCOPE, DRIVE_SCOPE})) is not None:
+            return refused
         assert req.match is not None
         sid, rng = unquote(req.match.group(1)), unquote(req.match.group(2))
         q = {k: v[0] for k, v in req.query.items()}
