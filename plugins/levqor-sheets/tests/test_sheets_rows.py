@@ -17,6 +17,7 @@ from levqor_kernel.catalog import check_description
 from levqor_kernel.context import StepContext
 from levqor_kernel.errors import CredentialError, PayloadError, PermanentError
 from levqor_kernel.plugins import make_plugin_manager
+from levqor_kernel.testing import OAuthContract, PollingTriggerContract
 from levqor_kernel.triggers import as_poll
 from levqor_sheets.fake import SCOPE, FakeGoogleSheets
 
@@ -504,3 +505,65 @@ def test_update_row_refusals(google: FakeGoogleSheets, oauth: dict) -> None:
     assert v("sheets", "update_row", {**ok, "sheet": ""})
     assert v("sheets", "update_row", {**ok, "values": {}})
     assert v("sheets", "lookup_rows", {**ok, "spreadsheet_id": "a/b"})
+
+
+# ----------------------------------------------------------------------------- the contract kit
+
+EXAMPLE_ID = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"  # the examples' spreadsheet
+
+
+def _kit_fake() -> FakeGoogleSheets:
+    fake = FakeGoogleSheets()
+    fake.add_spreadsheet(EXAMPLE_ID, ["Orders"])
+    fake.set_rows(
+        EXAMPLE_ID, "Orders", [HEADERS + ["Status"], ["A-0", "a@x.example", 1, "new"]] * 4
+    )
+    return fake
+
+
+class TestNewRowContract(PollingTriggerContract):
+    plugin = levqor_sheets
+    connector = "sheets"
+    trigger = "new_row"
+
+    def fake(self) -> FakeGoogleSheets:
+        return _kit_fake()
+
+    def credentials(self, fake: FakeGoogleSheets) -> dict:
+        return {"auth": "oauth2", "access_token": fake.grant(), "account": fake.user_email}
+
+    def env(self, fake: FakeGoogleSheets) -> dict:
+        return {"LEVQOR_SHEETS_API_BASE": fake.url}
+
+    def add_item(self, fake: FakeGoogleSheets) -> str:
+        return str(fake.add_row(EXAMPLE_ID, "Orders", ["A-new", "n@x.example", 5]))
+
+
+class TestNewRowContractServiceAccount(TestNewRowContract):
+    secret_fields = ("private_key", "private_key_id")
+
+    def credentials(self, fake: FakeGoogleSheets) -> dict:
+        return fake.service_account()
+
+
+class TestOAuthContract(OAuthContract):
+    plugin = levqor_sheets
+    connector = "sheets"
+
+    def fake(self) -> FakeGoogleSheets:
+        return _kit_fake()
+
+    def env(self, fake: FakeGoogleSheets) -> dict:
+        return {
+            "LEVQOR_SHEETS_API_BASE": fake.url,
+            "LEVQOR_GOOGLE_USERINFO_API_BASE": fake.userinfo_url,
+        }
+
+    def oauth_credentials(self, fake: FakeGoogleSheets) -> dict:
+        return {
+            "auth": "oauth2",
+            "access_token": fake.grant(email="kit@example.com"),
+            "refresh_token": "1//0g-kit-refresh",
+            "token_type": "Bearer",
+            "scope": SCOPE,
+        }
