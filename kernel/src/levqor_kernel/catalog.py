@@ -76,6 +76,12 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
                     "default": "body",
                     "description": "how the client id and secret reach the token endpoint: form fields, or HTTP Basic",
                 },
+                "token_body": {
+                    "enum": ["form", "json"],
+                    "default": "form",
+                    "description": "how the token request's parameters are sent: a form "
+                    "(application/x-www-form-urlencoded, RFC 6749), or a JSON object (Notion)",
+                },
                 "account": {
                     "type": "string",
                     "description": "JSON pointer into the token response to the account name shown to "

@@ -201,8 +201,9 @@ def json_pointer(doc: Any, pointer: str) -> Any:
 class OAuthClient:
     """The operator's OAuth2 client for one connector, with the connector's ``oauth2``
     description (``spec``: authorization_url, token_url, scopes, scope_separator, pkce,
-    extra_params, client_auth, account). ``authorization_endpoint`` and ``token_endpoint``
-    override the description's URLs (the operator's settings; tests point them at a fake)."""
+    extra_params, client_auth, token_body, account). ``authorization_endpoint`` and
+    ``token_endpoint`` override the description's URLs (the operator's settings; tests point
+    them at a fake)."""
 
     connector: str
     spec: Mapping[str, Any]
@@ -285,10 +286,12 @@ class OAuthClient:
             form["client_id"] = self.client_id
             if self.client_secret:
                 form["client_secret"] = self.client_secret
+        # RFC 6749 asks for a form; some providers (Notion) document a JSON object instead
+        encoded = {"json": form} if self.spec.get("token_body") == "json" else {"data": form}
         resp = http.request(
             "POST",
             self.token_url,
-            data=form,
+            **encoded,
             headers=headers,
             auth=auth,
             expect=[*range(200, 300), 400, 401, 403],

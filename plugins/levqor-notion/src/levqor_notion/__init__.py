@@ -193,6 +193,7 @@ OAUTH2: dict[str, Any] = {
     "scopes": [],
     "pkce": False,
     "client_auth": "basic",
+    "token_body": "json",
     "extra_params": {"owner": "user"},
     "account": "/workspace_name",
     "title": "Connect a Notion workspace",
