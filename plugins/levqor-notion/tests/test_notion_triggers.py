@@ -468,6 +468,7 @@ def test_description_declares_oauth2_for_a_public_integration() -> None:
         "scopes": [],
         "pkce": False,
         "client_auth": "basic",
+        "token_body": "json",
         "extra_params": {"owner": "user"},
         "account": "/workspace_name",
         "title": "Connect a Notion workspace",
@@ -597,3 +598,66 @@ def test_oauth_credential_without_access_token_fails_closed(notion, db) -> None:
             creds={"auth": "oauth2", "access_token": ""},
         )
     assert notion.requests == []
+
+
+def test_the_kernel_oauth_client_connects_and_refreshes_against_notion(notion, db) -> None:
+    """The host's path: OAuthClient with the connector's oauth2 description (HTTP Basic, a JSON
+    body), credential_from_token + oauth_credentials, then a 401 refreshed once by
+    call_with_refresh."""
+    from levqor_kernel.http import Http
+    from levqor_kernel.oauth import (
+        OAuthClient,
+        RefreshRefused,
+        call_with_refresh,
+        credential_from_token,
+    )
+
+    spec = levqor_notion.OAUTH2
+    client = OAuthClient(
+        "notion",
+        spec,
+        notion.client_id,
+        notion.client_secret,
+        authorization_endpoint=notion.authorization_url,
+        token_endpoint=notion.token_url,
+    )
+    redirect = "http://127.0.0.1:9/oauth/callback"
+    url = client.authorization_url(redirect, "signed-state")
+    assert "owner=user" in url and "response_type=code" in url and "code_challenge" not in url
+    assert "scope=" not in url
+    r = requests.get(url, allow_redirects=False, timeout=5)
+    code = r.headers["Location"].split("code=")[1].split("&")[0]
+    http = Http()
+    token = client.exchange(http, code, redirect)
+    req = notion.token_requests[-1]
+    assert req.header("Content-Type") == "application/json"
+    assert req.json() == {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect,
+    }
+    assert req.header("Authorization").startswith("Basic ")
+    extra = levqor_notion.oauth_credentials("notion", token, ctx(notion))
+    cred = credential_from_token(token, spec, extra=extra)
+    assert cred["account"] == "Acme workspace" and cred["workspace_id"] == notion.workspace_id
+    assert "expires_at" not in cred  # Notion's tokens carry no expiry
+
+    row = notion.add_page(db, {"Name": "after connect"})
+    notion.revoke(cred["access_token"])  # the access token is refused from now on
+    refreshed: list[dict] = []
+
+    def refresh(old):
+        new = credential_from_token(client.refresh(http, old["refresh_token"]), spec, previous=old)
+        refreshed.append(new)
+        return new
+
+    def do_poll(c):
+        return poll(notion, "new_database_item", {"database_id": db}, None, creds=c)
+
+    out = call_with_refresh(do_poll, cred, refresh)
+    assert [i.id for i in out.items] == [row] and len(refreshed) == 1
+    assert notion.token_requests[-1].json()["grant_type"] == "refresh_token"
+    assert refreshed[0]["workspace_id"] == notion.workspace_id  # kept from the first credential
+    # the old refresh token was rotated away: refusing it marks the credential broken upstream
+    with pytest.raises(RefreshRefused):
+        client.refresh(http, cred["refresh_token"])

@@ -357,11 +357,12 @@ class FakeNotion:
 
         ``properties`` maps column names to plain values (``"Write docs"``, ``3``, ``"Todo"``,
         ``["a", "b"]``, ``True``, ``"2026-01-02"``, people as ``[{"id", "name"}]``) or to raw
-        Notion property values. ``fields`` may set ``created_time`` (a datetime)."""
+        Notion property values. ``fields`` may set ``created_time`` (a datetime) and
+        ``page_id``."""
         db = self._db_or_raise(database_id)
         props = self._convert(db, dict(properties or {}))
         when = fields.get("created_time") or self.now()
-        page = self._new_row(db, props, when)
+        page = self._new_row(db, props, when, fields.get("page_id"))
         return page["id"]
 
     def edit_page(
@@ -505,10 +506,12 @@ class FakeNotion:
         pid = "title" if kind == "title" else str(uuid.uuid5(uuid.NAMESPACE_URL, name))[:4]
         return {"id": pid, "type": kind, kind: v}
 
-    def _new_row(self, db: dict[str, Any], props: dict[str, Any], when: datetime) -> dict[str, Any]:
+    def _new_row(
+        self, db: dict[str, Any], props: dict[str, Any], when: datetime, page_id: str | None = None
+    ) -> dict[str, Any]:
         with self._lock:
             self._seq += 1
-            pid = str(uuid.uuid4())
+            pid = _dashed(page_id) if page_id else str(uuid.uuid4())
             stamp = _iso(when.replace(second=0, microsecond=0))
             for name, kind in db["properties"].items():  # every column is present, empty or not
                 if name not in props and kind is not None:
