@@ -73,6 +73,10 @@ def test_tutorial_wheel_in_a_fresh_venv_is_listed_marketed_and_runs(tmp_path):
     # the scaffold's templates ship inside the host's wheel
     run(bin_ / "levqor", "connector", "new", "okapi", "--dir", tmp_path / "new", env=clean_env())
     assert (tmp_path / "new" / "levqor-okapi" / "tests" / "test_okapi.py").is_file()
+    run(bin_ / "levqor", "connector", "new", "okapi-feed", "--dir", tmp_path / "new", "--trigger", "polling",
+        "--trigger", "instant", "--oauth", env=clean_env())
+    for rel in ("src/levqor_okapi_feed/fake.py", "tests/test_okapi_feed_triggers.py", "tests/test_okapi_feed_oauth.py"):
+        assert (tmp_path / "new" / "levqor-okapi-feed" / rel).is_file(), rel
 
     # 5. the static site
     site = tmp_path / "market"
@@ -210,6 +214,12 @@ def test_connector_check_works_in_a_fresh_venv_for_a_scaffold_and_for_slack(tmp_
     report = json.loads(r.stdout)
     assert report["ok"], report
     assert any("pytest -k levqor_contract" in c for c in report["checks"])
+    # with a polling and an instant trigger and OAuth2: the trigger and OAuth2 kits run too
+    run(bin_ / "levqor", "connector", "new", "okapi-feed", "--dir", tmp_path / "new", "--trigger", "polling",
+        "--trigger", "instant", "--oauth", env=clean_env())
+    r = run(bin_ / "levqor", "connector", "check", tmp_path / "new" / "levqor-okapi-feed", "--json", env=clean_env())
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["notes"] == [], report
 
     # levqor-slack's credential is the target URL: its endpoint_field points it at the fake,
     # so the network checks run instead of being skipped

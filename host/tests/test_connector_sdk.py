@@ -196,3 +196,127 @@ def test_every_host_hook_has_a_section_in_the_connector_guide():
     assert sorted(specs) == ["register_blueprints", "register_commands", "register_dashboard_pages"]
     for name in specs:
         assert f"### `{name}`" in docs, f"host hookspec {name} has no section in docs/connectors.md"
+
+
+def run_project_tests(proj: Path) -> subprocess.CompletedProcess:
+    """The generated project's own tests, imported from its src/ (as `pip install -e` would)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(proj / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=proj,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_new_with_triggers_and_oauth_then_pip_install_e_then_pytest(tmp_path):
+    out = levqor(
+        "connector", "new", "yak-feed", "--dir", str(tmp_path), "--author", "Ada",
+        "--trigger", "polling", "--trigger", "instant", "--oauth",
+    )
+    assert out.returncode == 0, out.stderr
+    proj = tmp_path / "levqor-yak-feed"
+    files = {str(p.relative_to(proj)) for p in proj.rglob("*") if p.is_file()}
+    assert {
+        "src/levqor_yak_feed/__init__.py",
+        "src/levqor_yak_feed/fake.py",
+        "tests/test_yak_feed.py",
+        "tests/test_yak_feed_triggers.py",
+        "tests/test_yak_feed_oauth.py",
+    } <= files
+    assert not [f for f in files if "__LQ_" in (proj / f).read_text() or "#[" in (proj / f).read_text()]
+    py = layered_venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(proj)],
+        check=True,
+        env=env,
+    )
+    r = subprocess.run(
+        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA"],
+        cwd=proj,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the base contract + 3 tests, 3 polling and 4 instant trigger checks, 4 OAuth2 checks + 1 test
+    assert "16 passed" in r.stdout
+    for check in (
+        "TestNewItem::test_levqor_contract_polling_baseline_and_new_items",
+        "TestItemCreated::test_levqor_contract_instant_deliveries",
+        "TestOAuth::test_levqor_contract_oauth_bearer",
+    ):
+        assert f"PASSED tests/test_yak_feed_{'oauth' if 'OAuth' in check else 'triggers'}.py::{check}" in r.stdout
+    listed = subprocess.run(
+        [str(py), "-m", "levqor_host.cli", "plugins", "--json"],
+        env={**env, "LEVQOR_CACHE_DIR": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    y = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}["yak_feed"]
+    assert {"poll_trigger", "register_trigger", "unregister_trigger", "receive_delivery",
+            "oauth_credentials"} <= set(y["hooks"])
+    r = levqor("connector", "check", str(proj), "--json")
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["notes"] == [], report
+
+
+@pytest.mark.parametrize(
+    "options,files,passed",
+    [
+        (["--trigger", "polling"], {"fake.py", "test_{n}_triggers.py"}, "7 passed"),
+        (["--trigger", "instant"], {"fake.py", "test_{n}_triggers.py"}, "8 passed"),
+        (["--oauth"], {"fake.py", "test_{n}_oauth.py"}, "9 passed"),
+        ([], set(), "4 passed"),
+    ],
+)
+def test_each_option_alone_generates_a_package_that_passes_its_tests(tmp_path, options, files, passed):
+    proj = scaffold("gnu", tmp_path, triggers=[o for o in options if o != "--trigger" and o != "--oauth"],
+                    oauth="--oauth" in options)
+    made = {p.name for p in proj.rglob("*.py")}
+    optional = {"fake.py", "test_gnu_triggers.py", "test_gnu_oauth.py"}
+    assert made & optional == {f.format(n="gnu") for f in files}
+    init = (proj / "src" / "levqor_gnu" / "__init__.py").read_text()
+    assert ("def poll_trigger" in init) == ("polling" in options)
+    assert ("def receive_delivery" in init) == ("instant" in options)
+    assert ('"oauth2": OAUTH2' in init) == ("--oauth" in options)
+    r = run_project_tests(proj)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert passed in r.stdout
+
+
+@pytest.mark.parametrize(
+    "before,after,caught",
+    [
+        # the cursor never moves
+        ('state={"after": after})', 'state={"after": 0})', "the state (cursor) advances"),
+        # the signature is checked only when there is one
+        ('if not secret or not hmac.compare_digest(delivery.header("X-Signature") or "", expected):',
+         'if delivery.header("X-Signature") and not hmac.compare_digest(delivery.header("X-Signature"), expected):',
+         "a delivery without its headers and query raises SignatureError: it was accepted"),
+        # one item per delivery instead of one per event
+        ("        for e in events\n", "        for e in events[:1]\n", "gives 3 items: it gave 1 items"),
+        # a connected account (OAuth2) refused before any call: no bearer token goes out
+        ('return bearer(credentials)', 'raise CredentialError("no")', "made no request to the fake"),
+    ],
+)
+def test_the_generated_tests_catch_a_broken_trigger_or_oauth(tmp_path, before, after, caught):
+    proj = scaffold("ibex", tmp_path, triggers=["polling", "instant"], oauth=True)
+    init = proj / "src" / "levqor_ibex" / "__init__.py"
+    src = init.read_text()
+    assert src.count(before) == 1, before
+    init.write_text(src.replace(before, after))
+    r = run_project_tests(proj)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert caught in r.stdout
+
+
+def test_unknown_trigger_kinds_are_refused(tmp_path):
+    with pytest.raises(ScaffoldError, match="unknown trigger kind 'cron'"):
+        scaffold("acme", tmp_path, triggers=["cron"])
+    r = levqor("connector", "new", "acme", "--dir", str(tmp_path), "--trigger", "cron")
+    assert r.returncode != 0 and "'cron' is not one of 'polling', 'instant'" in r.stderr

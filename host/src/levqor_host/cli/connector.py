@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from levqor_host.scaffold import ScaffoldError, check, default_parent, scaffold
+from levqor_host.scaffold import (
+    TRIGGER_KINDS,
+    ScaffoldError,
+    check,
+    default_parent,
+    scaffold,
+)
 
 
 def _config() -> Any:
@@ -40,11 +46,25 @@ def connector() -> None:
     default=lambda: _config().cli.author,
     show_default="Your Name",
 )
-def connector_new(name: str, parent: Path | None, author: str) -> None:
+@click.option(
+    "--trigger",
+    "triggers",
+    type=click.Choice(TRIGGER_KINDS),
+    multiple=True,
+    help="Add a trigger of this kind (repeat for both), with a fake API and the trigger kit's tests.",
+)
+@click.option(
+    "--oauth",
+    is_flag=True,
+    help="Add an OAuth2 credential variant (a Connect button) beside the API token.",
+)
+def connector_new(
+    name: str, parent: Path | None, author: str, triggers: tuple[str, ...], oauth: bool
+) -> None:
     """Create levqor-NAME/: a working connector with tests, ready for pip install -e."""
     where = parent if parent is not None else default_parent(Path.cwd())
     try:
-        target = scaffold(name, where, author=author)
+        target = scaffold(name, where, author=author, triggers=triggers, oauth=oauth)
     except ScaffoldError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"created {target}")

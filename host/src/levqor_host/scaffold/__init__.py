@@ -1,7 +1,9 @@
 """``levqor connector new`` and ``levqor connector check``: the connector SDK's command side.
 
 The templates are package data (``templates/*.tmpl``); placeholders are ``__LQ_<WORD>__``
-tokens replaced literally, so the templates stay valid-looking Python/TOML/Markdown.
+tokens replaced literally, so the templates stay valid-looking Python/TOML/Markdown. Lines
+between ``#[feature]`` and ``#[/feature]`` are kept only when that feature was asked for
+(``polling``, ``instant``, ``oauth``; ``#[a|b]`` either, ``#[!oauth]`` its absence).
 """
 
 from __future__ import annotations
@@ -21,14 +23,23 @@ from typing import Any
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,38}[a-z0-9]$|^[a-z]$")
 
-#: template file -> path inside the new project (``{module}`` / ``{name}`` are filled in)
-FILES = {
-    "pyproject.toml.tmpl": "pyproject.toml",
-    "README.md.tmpl": "README.md",
-    "gitignore.tmpl": ".gitignore",
-    "__init__.py.tmpl": "src/{module}/__init__.py",
-    "test_connector.py.tmpl": "tests/test_{name}.py",
+#: template file -> (path inside the new project, the features that ask for it: None always);
+#: ``{module}`` / ``{name}`` are filled in
+FILES: dict[str, tuple[str, frozenset[str] | None]] = {
+    "pyproject.toml.tmpl": ("pyproject.toml", None),
+    "README.md.tmpl": ("README.md", None),
+    "gitignore.tmpl": (".gitignore", None),
+    "__init__.py.tmpl": ("src/{module}/__init__.py", None),
+    "fake.py.tmpl": ("src/{module}/fake.py", frozenset({"polling", "instant", "oauth"})),
+    "test_connector.py.tmpl": ("tests/test_{name}.py", None),
+    "test_triggers.py.tmpl": ("tests/test_{name}_triggers.py", frozenset({"polling", "instant"})),
+    "test_oauth.py.tmpl": ("tests/test_{name}_oauth.py", frozenset({"oauth"})),
 }
+
+#: what ``levqor connector new --trigger`` accepts
+TRIGGER_KINDS = ("polling", "instant")
+
+_BLOCK = re.compile(r"^\s*#\[(/?)(!?[a-z]+(?:\|[a-z]+)*)\]\s*$")
 
 
 class ScaffoldError(Exception):
@@ -44,6 +55,7 @@ class Names:
     module: str  # import name: levqor_acme_notes
     title: str  # Acme Notes
     env: str  # LEVQOR_ACME_NOTES_API_BASE
+    cls: str = ""  # AcmeNotes (class names: FakeAcmeNotes)
 
     @classmethod
     def from_arg(cls, raw: str) -> Names:
@@ -62,6 +74,7 @@ class Names:
             module="levqor_" + name,
             title=" ".join(w.capitalize() for w in name.split("_")),
             env=f"LEVQOR_{name.upper()}_API_BASE",
+            cls="".join(w.capitalize() for w in name.split("_")),
         )
 
 
@@ -90,13 +103,43 @@ def default_parent(cwd: Path) -> Path:
     return repo / "plugins" if repo is not None else cwd
 
 
-def render(text: str, names: Names, author: str) -> str:
+def select(text: str, features: frozenset[str]) -> str:
+    """Keep the lines of the ``#[feature]`` blocks that ``features`` asks for, drop the rest and
+    the marker lines themselves."""
+    out: list[str] = []
+    stack: list[tuple[str, bool]] = []
+    for n, line in enumerate(text.splitlines(keepends=True), 1):
+        m = _BLOCK.match(line)
+        if m is None:
+            if all(keep for _, keep in stack):
+                out.append(line)
+            continue
+        closing, expr = m.group(1) == "/", m.group(2)
+        if closing:
+            if not stack or stack[-1][0] != expr:  # a template bug, never an author's
+                raise RuntimeError(f"template line {n}: #[/{expr}] closes no #[{expr}]")
+            stack.pop()
+            continue
+        if expr.startswith("!"):
+            keep = expr[1:] not in features
+        else:
+            keep = any(f in features for f in expr.split("|"))
+        stack.append((expr, keep))
+    if stack:
+        raise RuntimeError(f"template: #[{stack[-1][0]}] is never closed")
+    return "".join(out)
+
+
+def render(text: str, names: Names, author: str, features: frozenset[str] = frozenset()) -> str:
+    text = select(text, features)
     values = {
         "__LQ_NAME__": names.name,
         "__LQ_DIST__": names.dist,
         "__LQ_MODULE__": names.module,
         "__LQ_TITLE__": names.title,
         "__LQ_ENV__": names.env,
+        "__LQ_CLASS__": names.cls,
+        "__LQ_UPPER__": names.name.upper(),
         "__LQ_KERNEL_SPEC__": kernel_spec(),
         "__LQ_AUTHOR__": author.replace('"', "'"),
     }
@@ -108,17 +151,36 @@ def render(text: str, names: Names, author: str) -> str:
     return text
 
 
-def scaffold(name: str, parent: Path, *, author: str = "Your Name") -> Path:
-    """Write ``levqor-<name>/`` under ``parent`` and return its path. Never overwrites."""
+def scaffold(
+    name: str,
+    parent: Path,
+    *,
+    author: str = "Your Name",
+    triggers: tuple[str, ...] | list[str] = (),
+    oauth: bool = False,
+) -> Path:
+    """Write ``levqor-<name>/`` under ``parent`` and return its path. Never overwrites.
+
+    ``triggers`` adds a polling and/or an instant trigger (with a fake of the example API and
+    the trigger contract kit's tests); ``oauth`` an OAuth2 credential variant (with its tests).
+    """
     names = Names.from_arg(name)
+    unknown = sorted(set(triggers) - set(TRIGGER_KINDS))
+    if unknown:
+        raise ScaffoldError(f"unknown trigger kind {unknown[0]!r}: use {' or '.join(TRIGGER_KINDS)}")
+    features = frozenset(triggers) | ({"oauth"} if oauth else set())
     target = parent / names.dist
     if target.exists() and any(target.iterdir()):
         raise ScaffoldError(f"{target} already exists and is not empty")
     tpl = resources.files(__package__) / "templates"
-    for src, rel in FILES.items():
+    for src, (rel, wanted) in FILES.items():
+        if wanted is not None and not wanted & features:
+            continue
         out = target / rel.format(module=names.module, name=names.name)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render(tpl.joinpath(src).read_text(encoding="utf-8"), names, author))
+        out.write_text(
+            render(tpl.joinpath(src).read_text(encoding="utf-8"), names, author, features)
+        )
     return target
 
 
@@ -171,6 +233,14 @@ def sample_credentials(
     secrets, enums take their first value. ``None`` when the connector takes no credentials."""
     if not isinstance(schema, dict):
         return None
+    if not schema.get("properties"):
+        # a credential of several kinds: the first one a user pastes (not the OAuth2 one,
+        # which "Connect" fills in)
+        for variant in schema.get("anyOf") or schema.get("oneOf") or []:
+            auth = ((variant or {}).get("properties") or {}).get("auth") or {}
+            if isinstance(variant, dict) and variant.get("properties") and auth.get("const") != "oauth2":
+                schema = variant
+                break
     out: dict[str, Any] = {}
     props = schema.get("properties") or {}
     for key, sub in props.items():
@@ -329,7 +399,10 @@ def _check_plugin(report: CheckReport, plugin: Any, label: str) -> None:
             not offline
             and c.credentials is not None
             and not c.endpoint_field
-            and "api_base" not in (c.credentials.get("properties") or {})
+            and not any(
+                "api_base" in ((v or {}).get("properties") or {})
+                for v in [c.credentials, *(c.credentials.get("anyOf") or c.credentials.get("oneOf") or [])]
+            )
         ):
             report.notes.append(
                 f"{label}: {c.name!r} has no api_base credential field; the network checks "
