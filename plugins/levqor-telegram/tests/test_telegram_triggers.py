@@ -3,6 +3,7 @@ receiver on 127.0.0.1 (real HTTP both ways), and getUpdates polling."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -16,7 +17,13 @@ from levqor_kernel.errors import (
     SignatureError,
 )
 from levqor_kernel.plugins import make_plugin_manager
-from levqor_kernel.testing import FakeServer, Recorded, Reply
+from levqor_kernel.testing import (
+    FakeServer,
+    InstantTriggerContract,
+    PollingTriggerContract,
+    Recorded,
+    Reply,
+)
 from levqor_kernel.triggers import Delivery, as_delivery_result, as_poll
 from levqor_telegram.fake import FakeTelegram
 
@@ -397,3 +404,51 @@ def test_unknown_trigger_names_are_refused(tg: FakeTelegram) -> None:
             "telegram", "new_message_polling", {}, creds(tg), "https://x", SECRET, ctx(tg)
         )
     assert tg.requests == []
+
+
+# ---------------------------------------------------------------- the contract kit
+
+
+class TestPollingContract(PollingTriggerContract):
+    plugin = levqor_telegram
+    connector = "telegram"
+    trigger = "new_message_polling"
+
+    def fake(self) -> FakeTelegram:
+        return FakeTelegram()
+
+    def credentials(self, fake: FakeTelegram) -> dict:
+        return {"bot_token": fake.token}
+
+    def env(self, fake: FakeTelegram) -> dict:
+        return {"LEVQOR_TELEGRAM_API_BASE": fake.url}
+
+    def add_item(self, fake: FakeTelegram) -> str:
+        return str(fake.push_message(fake.PRIVATE_CHAT, "contract")["update_id"])
+
+
+class TestInstantContract(InstantTriggerContract):
+    plugin = levqor_telegram
+    connector = "telegram"
+    trigger = "new_message"
+    events_per_delivery = 1  # Telegram sends one Update per request
+
+    def fake(self) -> FakeTelegram:
+        return FakeTelegram()
+
+    def credentials(self, fake: FakeTelegram) -> dict:
+        return {"bot_token": fake.token}
+
+    def env(self, fake: FakeTelegram) -> dict:
+        return {"LEVQOR_TELEGRAM_API_BASE": fake.url}
+
+    def delivery(self, fake: FakeTelegram, events: int, sign_with: str) -> Delivery:
+        update = fake.make_update(fake.PRIVATE_CHAT, "contract")
+        return Delivery(
+            "POST",
+            {"content-type": "application/json", "x-telegram-bot-api-secret-token": sign_with},
+            json.dumps(update).encode(),
+        )
+
+    def is_registered(self, fake: FakeTelegram, webhook_url: str) -> bool:
+        return fake.webhook.get("url") == webhook_url

@@ -488,7 +488,7 @@ class FakeTelegram:
             result = [dict(u) for u in list(self.pending)[:limit]]
         return Reply(200, {"ok": True, "result": result})
 
-    def push_message(
+    def make_update(
         self,
         chat_id: int,
         text: str,
@@ -496,21 +496,15 @@ class FakeTelegram:
         update_type: str = "message",
         sender: dict[str, Any] | None = None,
         reply_to: int | None = None,
-    ) -> dict[str, Any] | None:
-        """Someone writes ``text`` in ``chat_id`` (a chat the bot is in): the Update Telegram
-        makes of it. With a webhook set it is POSTed there at once (the secret header included;
-        a non-2xx answer leaves it pending, see :meth:`deliver_pending`); without one it waits
-        for getUpdates. An ``update_type`` outside the bot's allowed_updates makes no Update
-        (None is returned)."""
+    ) -> dict[str, Any]:
+        """The Update Telegram makes when someone writes ``text`` in ``chat_id`` (a chat the bot
+        is in), with the next update_id; not queued or sent (:meth:`push_message` does that)."""
         if update_type not in UPDATE_TYPES:
             raise ValueError(f"update_type must be one of {UPDATE_TYPES}")
         with self._lock:
             chat = self.chats.get(chat_id)
             if chat is None:
                 raise KeyError(f"the bot is not in chat {chat_id}: add_chat() first")
-            allowed = list(self.allowed_updates)
-            if allowed and update_type not in allowed:
-                return None
             message: dict[str, Any] = {
                 "message_id": self._next_id,
                 "date": int(time.time()),
@@ -541,6 +535,29 @@ class FakeTelegram:
                 }
             update = {"update_id": self._next_update, update_type: message}
             self._next_update += 1
+        return update
+
+    def push_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        update_type: str = "message",
+        sender: dict[str, Any] | None = None,
+        reply_to: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Someone writes ``text`` in ``chat_id``: the Update (:meth:`make_update`). With a
+        webhook set it is POSTed there at once (the secret header included; a non-2xx answer
+        leaves it pending, see :meth:`deliver_pending`); without one it waits for getUpdates.
+        An ``update_type`` outside the bot's allowed_updates makes no Update (None)."""
+        with self._lock:
+            allowed = list(self.allowed_updates)
+        if allowed and update_type not in allowed:
+            return None
+        update = self.make_update(
+            chat_id, text, update_type=update_type, sender=sender, reply_to=reply_to
+        )
+        with self._lock:
             self.pending.append(update)
             self._arrived.notify_all()
             hook = dict(self.webhook)
