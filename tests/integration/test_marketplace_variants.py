@@ -109,8 +109,13 @@ def test_credential_variants_are_listed_with_their_fields(tmp_path):
          "fields": [field("kind", "kind"), field("token", "token")]},
     ]
     # a connector with a plain credential has no variants
-    assert by_name["slack"]["credential_variants"] == []
-    assert by_name["slack"]["credentials"][0]["name"] == "webhook_url"
+    assert by_name["telegram"]["credential_variants"] == []
+    assert by_name["telegram"]["credentials"][0]["name"] == "bot_token"
+    # Slack: an incoming webhook or a connected app
+    assert [v["title"] for v in by_name["slack"]["credential_variants"]] == [
+        "Incoming webhook",
+        "Slack app (Connect)",
+    ]
     assert PLANTED not in r.text
 
 
