@@ -129,6 +129,8 @@ class Notes:
                 "authorization_url": "https://notes.example/authorize",
                 "token_url": "https://notes.example/token",
                 "scopes": ["notes.read"],
+                **({"account": "/user/email"} if self.bug == "account_pointer" else {}),
+                **({"account": "/user/name"} if self.bug == "account_pointer_missing" else {}),
             },
             "triggers": {
                 "new_note": {"title": "New note", "kind": "polling", "config": {"type": "object"},
@@ -245,7 +247,9 @@ class Notes:
 
     @hookimpl
     def oauth_credentials(self, connector, token, context):
-        return {} if self.bug == "no_account" else {"account": token.get("user", {}).get("email", "")}
+        if self.bug in ("no_account", "account_pointer", "account_pointer_missing"):
+            return {}
+        return {"account": token.get("user", {}).get("email", "")}
 
 
 class NotesAdapter:
@@ -394,6 +398,12 @@ def test_unregister_that_leaves_the_webhook_is_caught():
 def test_oauth_checks_catch_each_bug(bug, message):
     problems = caught(TestNotesOAuth(), check_oauth, bug)
     assert any(message in p for p in problems), problems
+
+
+def test_the_account_may_come_from_the_oauth2_pointer():
+    assert caught(TestNotesOAuth(), check_oauth, "account_pointer") == []
+    problems = caught(TestNotesOAuth(), check_oauth, "account_pointer_missing")
+    assert any("oauth2.account '/user/name' finds None in token_response(fake)" in p for p in problems), problems
 
 
 def test_an_adapter_without_a_fake_says_what_to_override():

@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from ..oauth import sample_oauth_credentials
+from ..oauth import json_pointer, sample_oauth_credentials
 from ..plugins import LevqorPluginManager
 from ..triggers import as_poll
 from .adapter import FakeAdapter, as_json, check_error_mapping, describe
@@ -193,18 +193,6 @@ def _bearer(res: ContractResult, spec: OAuthContract, pm: LevqorPluginManager, f
                 break
 
 
-def _pointer(doc: Any, pointer: str) -> Any:
-    for part in pointer.lstrip("/").split("/") if pointer not in ("", "/") else []:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(doc, Mapping) and part in doc:
-            doc = doc[part]
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
-            doc = doc[int(part)]
-        else:
-            return None
-    return doc
-
-
 def _account(res: ContractResult, spec: OAuthContract, pm: LevqorPluginManager, oauth2: dict, fake: Any) -> None:
     c = spec.connector
     title = f"{c}: the connected account gets a name (oauth_credentials or oauth2.account)"
@@ -230,7 +218,7 @@ def _account(res: ContractResult, spec: OAuthContract, pm: LevqorPluginManager, 
             res.problems.append(f"{title}: oauth_credentials returned account {account!r}, not a name")
             return
     if account is None and oauth2.get("account"):
-        account = _pointer(token, oauth2["account"])
+        account = json_pointer(token, oauth2["account"])
         if not isinstance(account, str) or not account:
             res.problems.append(
                 f"{title}: oauth2.account {oauth2['account']!r} finds {account!r} in token_response(fake)"
