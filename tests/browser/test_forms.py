@@ -40,7 +40,8 @@ def test_email_credential_is_a_choice_between_resend_and_gmail(page, dash):
         kind = form.get_by_role("group", name="Kind of credential")
         expect(kind).to_be_visible(timeout=WAIT)
         # a choice by each variant's title, not a bare JSON box
-        expect(kind.get_by_role("radio")).to_have_count(2)
+        # Resend, Gmail API (an access token), and the account Connect made
+        expect(kind.get_by_role("radio")).to_have_count(3)
         resend_choice = kind.get_by_role("radio", name="Resend", exact=True)
         gmail_choice = kind.get_by_role("radio", name="Gmail API", exact=True)
         expect(form.locator("textarea")).to_have_count(0)
@@ -114,7 +115,7 @@ def test_the_marketplace_lists_each_kind_of_email_credential(page, dash):
     card = page.locator('article.connector[data-connector="gmail"]')
     expect(card).to_be_visible(timeout=WAIT)
     expect(card).not_to_contain_text("No credentials needed")
-    expect(card.locator("[data-variant]")).to_have_count(2)
+    expect(card.locator("[data-variant]")).to_have_count(3)  # and the account Connect makes
     expect(card.locator('[data-variant="Resend"]')).to_contain_text(
         "resend_api_key (secret), api_base"
     )

@@ -88,8 +88,10 @@ def test_credential_variants_are_listed_with_their_fields(tmp_path):
     by_name = {c["name"]: c for c in data["connectors"]}
     gmail = by_name["gmail"]
     assert gmail["credentials"] == []
-    assert [v["title"] for v in gmail["credential_variants"]] == ["Resend", "Gmail API"]
-    resend, google = gmail["credential_variants"]
+    assert [v["title"] for v in gmail["credential_variants"]] == [
+        "Resend", "Gmail API", "Google account (Connect)"]  # fmt: skip
+    resend, google, connected = gmail["credential_variants"]
+    assert "Connect" in connected["description"] and gmail["oauth2"]["title"] == "Connect Gmail"
     assert "Resend" in resend["description"] and "OAuth" in google["description"]
     assert [(f["name"], f["required"], f["secret"]) for f in resend["fields"]] == [
         ("resend_api_key", True, True), ("api_base", False, False)]
@@ -125,21 +127,23 @@ def test_static_site_lists_each_credential_variant(tmp_path):
     build_site(data, tmp_path / "site")
     page = (tmp_path / "site" / "connectors" / "gmail.html").read_text()
     assert "None needed" not in page
-    assert "One of these 2 kinds:" in page
+    assert "One of these 3 kinds:" in page
     resend = page.index("<h3>Resend</h3>")
     google = page.index("<h3>Gmail API</h3>")
     assert resend < page.index("<code>resend_api_key</code>") < google
     assert google < page.index("<code>google_access_token</code>")
     assert "A Resend API key (re_...), sending access is enough" in page
     rows = re.findall(r"<tr><td><code>(\w+)</code></td><td>[^<]*</td><td>(\w+)</td><td>(\w+)</td>", page)
-    assert rows == [("resend_api_key", "yes", "yes"), ("api_base", "no", "no"),
-                    ("google_access_token", "yes", "yes")]
+    assert rows[:3] == [("resend_api_key", "yes", "yes"), ("api_base", "no", "no"),
+                        ("google_access_token", "yes", "yes")]
+    assert ("access_token", "yes", "yes") in rows[3:]  # the connected account's token: secret
     two = (tmp_path / "site" / "connectors" / "twokinds.html").read_text()
     assert "<code>region</code>" in two and "<h3>API key</h3>" in two and "<h3>Option 2</h3>" in two
     assert PLANTED not in two and PLANTED not in (tmp_path / "site" / "index.json").read_text()
     index = json.loads((tmp_path / "site" / "index.json").read_text())
     gmail = next(c for c in index["connectors"] if c["name"] == "gmail")
-    assert [v["title"] for v in gmail["credential_variants"]] == ["Resend", "Gmail API"]
+    assert [v["title"] for v in gmail["credential_variants"]] == [
+        "Resend", "Gmail API", "Google account (Connect)"]  # fmt: skip
     # no credential at all still says so
     core = (tmp_path / "site" / "connectors" / "core.html").read_text()
     assert "None needed." in core

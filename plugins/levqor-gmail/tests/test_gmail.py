@@ -463,8 +463,10 @@ def test_schema_example_and_credentials_oneof() -> None:
     assert v.is_valid({"google_access_token": GOOGLE_TOKEN})
     assert not v.is_valid({"resend_api_key": RESEND_KEY, "google_access_token": GOOGLE_TOKEN})
     assert not v.is_valid({})
+    oauth = {"auth": "oauth2", "access_token": GOOGLE_TOKEN, "refresh_token": "1//0g-r"}
+    assert v.is_valid(oauth)  # a connected Google account (exactly one branch)
     for branch in info.credentials["oneOf"]:
-        secret = next(k for k in branch["required"])
+        secret = next(k for k in branch["required"] if k != "auth")
         assert branch["properties"][secret]["writeOnly"] is True
 
 

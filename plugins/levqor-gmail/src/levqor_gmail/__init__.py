@@ -1,9 +1,13 @@
-"""Levqor connector ``gmail``: send email through Resend (default) or the Gmail API.
+"""Levqor connector ``gmail``: send email through Resend or the Gmail API, and start pipelines from
+new email matching a Gmail search.
 
 The credential decides the transport: ``{"resend_api_key"}`` sends with Resend's
-``POST /emails`` (with ``Idempotency-Key`` so a retry never sends twice);
-``{"google_access_token"}`` sends with Gmail's ``users.messages.send`` (a base64url RFC 5322
-message built with the ``email`` package). See README.md.
+``POST /emails`` (with ``Idempotency-Key`` so a retry never sends twice); a connected Google
+account (OAuth2, ``auth: "oauth2"``, refreshed by the host) or a raw ``{"google_access_token"}``
+sends with Gmail's ``users.messages.send`` (a base64url RFC 5322 message built with the
+``email`` package). The ``new_email`` trigger polls ``users.history.list`` from the last history
+id seen and keeps the new messages that ``users.messages.list`` lists for the search. See
+README.md.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import base64
 import email.policy
 import email.utils
 import hashlib
+import time
 from collections.abc import Mapping
 from email.errors import HeaderParseError
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 import requests
-from levqor_kernel import StepContext, hookimpl
+from levqor_kernel import Poll, StepContext, TriggerItem, hookimpl
 from levqor_kernel.errors import (
     ConnectorError,
     CredentialError,
@@ -27,6 +33,7 @@ from levqor_kernel.errors import (
     RetryableError,
 )
 from levqor_kernel.http import error_for_response, parse_retry_after
+from levqor_kernel.oauth import OAUTH2_CREDENTIALS, bearer, is_oauth
 
 __all__ = [
     "RESEND_BASE",
@@ -35,13 +42,33 @@ __all__ = [
     "validate_payload",
     "run_task",
     "check_credentials",
+    "poll_trigger",
+    "oauth_credentials",
     "build_mime",
     "transport_for",
+    "SEND_SCOPE",
+    "READ_SCOPE",
 ]
 
 RESEND_BASE = "https://api.resend.com"
 GMAIL_BASE = "https://gmail.googleapis.com"
 MAX_RECIPIENTS = 50
+SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+READ_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
+#: history records one poll reads at most (pages of 500); the rest come on the next poll
+MAX_HISTORY_PAGES = 4
+#: how many of the newest search results a new message must be among to match (pages of 500)
+MAX_SEARCH_PAGES = 2
+#: messages the first poll hands back as samples (seen, never run)
+SAMPLE_MESSAGES = 3
+#: after a too-old history id: the newest matching messages looked at, and how far before the
+#: last poll (ms) one may have arrived and still start a run
+FALLBACK_MESSAGES = 25
+FALLBACK_SKEW_MS = 10 * 60 * 1000
+#: the longest body text a new_email item carries (characters)
+MAX_BODY = 20_000
+#: labels that never make a message "new email"
+_SKIP_LABELS = {"DRAFT", "SPAM", "TRASH"}
 
 ICON = (
     "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'%3E"
@@ -137,7 +164,8 @@ CREDENTIALS_SCHEMA: dict[str, Any] = {
         },
         {
             "title": "Gmail API",
-            "description": "Send as a Google account with an OAuth access token (scope gmail.send)",
+            "description": "Send as a Google account with an OAuth access token (scope gmail.send) "
+            "you obtained yourself; it expires within the hour: prefer Connect",
             "type": "object",
             "required": ["google_access_token"],
             "additionalProperties": False,
@@ -152,7 +180,83 @@ CREDENTIALS_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        {
+            **OAUTH2_CREDENTIALS,
+            "title": "Google account (Connect)",
+            "description": "A Gmail account connected with Connect: sends, and reads new mail "
+            "for the new_email trigger; Levqor refreshes its access token",
+        },
     ],
+}
+
+
+_LABEL = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": r"^[^\r\n]*$",
+    "description": "Only messages with this label id (INBOX, UNREAD, IMPORTANT, CATEGORY_UPDATES, "
+    "or a user label's id such as Label_12)",
+}
+
+NEW_EMAIL_CONFIG: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "q": {
+            "type": "string",
+            "maxLength": 1000,
+            "pattern": r"^[^\r\n]*$",
+            "default": "",
+            "description": "A Gmail search, as typed in Gmail's search box (from:billing@acme.com "
+            "subject:invoice has:attachment); empty: every new message",
+        },
+        "label": _LABEL,
+        "include_body": {
+            "type": "boolean",
+            "default": False,
+            "description": f"Also fetch the plain-text body (up to {MAX_BODY} characters)",
+        },
+    },
+}
+
+NEW_EMAIL_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "thread_id", "from", "subject", "snippet", "labels"],
+    "properties": {
+        "id": {"type": "string", "description": "Gmail message id"},
+        "thread_id": {"type": "string", "description": "Gmail thread id"},
+        "from": {"type": "string", "description": "The From header"},
+        "to": {"type": "string", "description": "The To header"},
+        "cc": {"type": "string", "description": "The Cc header"},
+        "subject": {"type": "string", "description": "The Subject header"},
+        "date": {"type": "string", "description": "The Date header"},
+        "message_id": {"type": "string", "description": "The Message-ID header"},
+        "snippet": {"type": "string", "description": "A short part of the message text"},
+        "labels": {"type": "array", "items": {"type": "string"}, "description": "Label ids"},
+        "internal_date": {
+            "type": "integer",
+            "description": "When Gmail received it, milliseconds since the epoch",
+        },
+        "history_id": {"type": "string", "description": "The message's last history id"},
+        "body": {"type": "string", "description": "The plain-text body (include_body only)"},
+    },
+}
+
+OAUTH2: dict[str, Any] = {
+    "authorization_url": "https://accounts.google.com/o/oauth2/v2/auth",
+    "token_url": "https://oauth2.googleapis.com/token",
+    "scopes": [SEND_SCOPE, READ_SCOPE],
+    "scope_separator": " ",
+    "pkce": True,
+    # offline + consent: Google issues a refresh token (again, on every Connect)
+    "extra_params": {
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+    },
+    "client_auth": "body",
+    "title": "Connect Gmail",
 }
 
 
@@ -162,13 +266,39 @@ def describe_schema() -> list[dict[str, Any]]:
         {
             "name": "gmail",
             "title": "Email (Gmail / Resend)",
-            "description": "Send email through Resend or a Gmail account.",
+            "description": "Send email through Resend or a Gmail account, and start pipelines "
+            "from new email matching a Gmail search.",
             "icon": ICON,
             "categories": ["communication", "email"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
-            "docs_url": "https://resend.com/docs/api-reference/emails/send-email",
-            "kernel": ">=0.1,<1",
+            "docs_url": "https://developers.google.com/workspace/gmail/api/reference/rest",
+            "kernel": ">=0.2,<1",
             "credentials": CREDENTIALS_SCHEMA,
+            "oauth2": OAUTH2,
+            "triggers": {
+                "new_email": {
+                    "title": "New email matching a search",
+                    "description": "Starts a run for each message that arrives in the connected "
+                    "Gmail account and matches a Gmail search (and label). Needs a connected Google "
+                    "account (scope gmail.readonly).",
+                    "kind": "polling",
+                    "config": NEW_EMAIL_CONFIG,
+                    "output": NEW_EMAIL_OUTPUT,
+                    "sample": {
+                        "id": "18c2b4f0a1d2e3f4",
+                        "thread_id": "18c2b4f0a1d2e3f4",
+                        "from": "Acme Billing <billing@acme.example>",
+                        "to": "ada@example.com",
+                        "subject": "Invoice 2024-117",
+                        "date": "Tue, 5 Mar 2024 09:12:44 +0000",
+                        "snippet": "Your invoice for March is attached.",
+                        "labels": ["INBOX", "UNREAD", "CATEGORY_UPDATES"],
+                        "internal_date": 1709629964000,
+                        "history_id": "123456",
+                    },
+                    "example": {"q": "from:billing@acme.example subject:invoice", "label": "INBOX"},
+                }
+            },
             "actions": {
                 "send_email": {
                     "title": "Send an email",
@@ -289,6 +419,8 @@ def transport_for(credentials: Any) -> tuple[str, str]:
         raise CredentialError(
             "email credentials are missing: give resend_api_key (Resend) or google_access_token (Gmail API)"
         )
+    if is_oauth(credentials):  # a connected Google account
+        return "gmail", bearer(credentials)
     has_resend = credentials.get("resend_api_key") not in (None, "")
     has_google = credentials.get("google_access_token") not in (None, "")
     if has_resend and has_google:
@@ -564,3 +696,277 @@ def check_credentials(
             "Gmail answered the profile request without an emailAddress", code="malformed_response"
         )
     return {"ok": True, "transport": "gmail", "account": data["emailAddress"]}
+
+
+# --------------------------------------------------------------------------- new_email trigger
+
+
+def _gmail_token(credentials: Any) -> str:
+    transport, secret = transport_for(credentials)
+    if transport != "gmail":
+        raise CredentialError(
+            "the new_email trigger reads a Gmail mailbox: connect a Google account (a Resend key "
+            "cannot read mail)",
+            code="wrong_credentials",
+        )
+    return secret
+
+
+class _Gmail:
+    """Read-only Gmail API calls for one poll (``GET .../gmail/v1/users/me/...``)."""
+
+    def __init__(self, token: str, context: StepContext) -> None:
+        self.token, self.context = token, context
+        self.base, self.guarded = context.api_base("gmail", GMAIL_BASE, None)
+
+    def get(self, path: str, params: Any = None, *, missing_ok: bool = False) -> Any:
+        """The JSON answer; None for a 404 when ``missing_ok`` (a message deleted meanwhile, a
+        history id too old); the right ConnectorError otherwise."""
+        resp = self.context.http.request(
+            "GET",
+            f"{self.base}/gmail/v1/users/me/{path}",
+            guard=self.guarded,
+            expect=range(100, 600),
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+            secrets=[self.token],
+            service="Gmail",
+        )
+        if resp.status_code == 404 and missing_ok:
+            return None
+        if not 200 <= resp.status_code < 300:
+            raise _google_error(resp, [self.token])
+        data = _json_or_none(resp)
+        if not isinstance(data, dict):
+            raise PermanentError(
+                f"Gmail answered HTTP {resp.status_code} with a body that is not a JSON object",
+                code="malformed_response",
+            )
+        return data
+
+    def history_id(self) -> str:
+        profile = self.get("profile")
+        hid = profile.get("historyId")
+        if not isinstance(hid, (str, int)) or isinstance(hid, bool) or not str(hid).isdigit():
+            raise PermanentError("Gmail's profile has no historyId", code="malformed_response")
+        return str(hid)
+
+    def search(self, q: str, label: str | None, limit: int) -> list[str]:
+        """Ids of the newest messages ``messages.list`` lists for the search (newest first)."""
+        ids: list[str] = []
+        page: str | None = None
+        while len(ids) < limit:
+            params: dict[str, Any] = {"maxResults": min(500, limit - len(ids))}
+            if q:
+                params["q"] = q
+            if label:
+                params["labelIds"] = label
+            if page:
+                params["pageToken"] = page
+            data = self.get("messages", params)
+            for m in data.get("messages") or []:
+                if isinstance(m, dict) and isinstance(m.get("id"), str):
+                    ids.append(m["id"])
+            page = data.get("nextPageToken")
+            if not isinstance(page, str) or not page:
+                break
+        return ids
+
+    def message(self, mid: str, include_body: bool) -> dict[str, Any] | None:
+        params: list[tuple[str, str]] = [("format", "full" if include_body else "metadata")]
+        if not include_body:
+            params += [
+                ("metadataHeaders", h)
+                for h in ("From", "To", "Cc", "Subject", "Date", "Message-ID")
+            ]
+        return self.get(f"messages/{quote(mid, safe='')}", params, missing_ok=True)
+
+
+def _headers(payload: Any) -> dict[str, str]:
+    """A payload's ``headers`` list as {lower-cased name: first value}."""
+    found = payload.get("headers") if isinstance(payload, dict) else None
+    out: dict[str, str] = {}
+    for h in found if isinstance(found, list) else []:
+        if (
+            isinstance(h, dict)
+            and isinstance(h.get("name"), str)
+            and isinstance(h.get("value"), str)
+        ):
+            out.setdefault(h["name"].lower(), h["value"])
+    return out
+
+
+def _plain_text(part: Any) -> str | None:
+    """The first text/plain body in a message's payload (base64url ``body.data``)."""
+    if not isinstance(part, dict):
+        return None
+    if part.get("mimeType") == "text/plain":
+        data = (part.get("body") or {}).get("data")
+        if isinstance(data, str):
+            try:
+                raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+            except ValueError:
+                return None
+            return raw.decode("utf-8", "replace")
+    for sub in part.get("parts") or []:
+        text = _plain_text(sub)
+        if text is not None:
+            return text
+    return None
+
+
+def email_item(msg: Mapping[str, Any]) -> TriggerItem | None:
+    """A ``users.messages.get`` answer as a new_email item (None for drafts, spam and trash)."""
+    mid = msg.get("id")
+    if not isinstance(mid, str) or not mid:
+        return None
+    labels = [lbl for lbl in msg.get("labelIds") or [] if isinstance(lbl, str)]
+    if _SKIP_LABELS & set(labels):
+        return None
+    h = _headers(msg.get("payload"))
+    data: dict[str, Any] = {
+        "id": mid,
+        "thread_id": str(msg.get("threadId") or mid),
+        "from": h.get("from", ""),
+        "to": h.get("to", ""),
+        "subject": h.get("subject", ""),
+        "date": h.get("date", ""),
+        "snippet": str(msg.get("snippet") or ""),
+        "labels": labels,
+    }
+    for key, header in (("cc", "cc"), ("message_id", "message-id")):
+        if header in h:
+            data[key] = h[header]
+    if str(msg.get("internalDate") or "").isdigit():
+        data["internal_date"] = int(msg["internalDate"])
+    if msg.get("historyId") is not None:
+        data["history_id"] = str(msg["historyId"])
+    text = _plain_text(msg.get("payload"))
+    if text is not None:
+        data["body"] = text[:MAX_BODY]
+    return TriggerItem(id=mid, data=data)
+
+
+def _items(api: _Gmail, ids: list[str], include_body: bool) -> list[TriggerItem]:
+    out = []
+    for mid in ids:
+        msg = api.message(mid, include_body)
+        item = email_item(msg) if msg is not None else None  # None: deleted since
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _new_in_history(api: _Gmail, start: str, label: str | None) -> tuple[list[str], str] | None:
+    """(ids of the messages added since history id ``start``, oldest first; the history id to
+    start from next time), or None when ``start`` is too old (Gmail answers 404)."""
+    ids: list[str] = []
+    page: str | None = None
+    latest = start
+    for _ in range(MAX_HISTORY_PAGES):
+        params: dict[str, Any] = {
+            "startHistoryId": start,
+            "historyTypes": "messageAdded",
+            "maxResults": 500,
+        }
+        if label:
+            params["labelId"] = label
+        if page:
+            params["pageToken"] = page
+        data = api.get("history", params, missing_ok=True)
+        if data is None:
+            return None
+        for record in data.get("history") or []:
+            if not isinstance(record, dict):
+                continue
+            for added in record.get("messagesAdded") or []:
+                msg = added.get("message") if isinstance(added, dict) else None
+                if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
+                    continue
+                if _SKIP_LABELS & set(msg.get("labelIds") or []):
+                    continue
+                if msg["id"] not in ids:
+                    ids.append(msg["id"])
+            if str(record.get("id") or "").isdigit():
+                latest = str(record["id"])
+        page = data.get("nextPageToken")
+        if not isinstance(page, str) or not page:
+            hid = data.get("historyId")
+            return ids, str(hid) if str(hid or "").isdigit() else latest
+    return ids, latest  # more history than one poll reads: go on from the last record next time
+
+
+def _poll_new_email(
+    config: Mapping[str, Any],
+    credentials: Any,
+    state: Mapping[str, Any] | None,
+    context: StepContext,
+) -> Poll:
+    api = _Gmail(_gmail_token(credentials), context)
+    q = str(config.get("q") or "").strip()
+    label = config.get("label") or None
+    include_body = bool(config.get("include_body"))
+    now_ms = int(time.time() * 1000)
+    start = (state or {}).get("history_id")
+    if not isinstance(start, str) or not start.isdigit():
+        # first poll: the mailbox's history id is the baseline; the newest matches are samples
+        hid = api.history_id()
+        samples = api.search(q, label, SAMPLE_MESSAGES)
+        items = _items(api, list(reversed(samples)), include_body)
+        return Poll(items=items, state={"history_id": hid, "checked_at": now_ms})
+    found = _new_in_history(api, start, label)
+    if found is None:
+        # the history id is too old (Gmail keeps about a week): start again from the profile's
+        # history id, and take from the newest matches only those that arrived since the last
+        # poll (with a margin for clock skew; the host's seen ids stop a second run)
+        hid = api.history_id()
+        since = (state or {}).get("checked_at")
+        recent = api.search(q, label, FALLBACK_MESSAGES)
+        items = []
+        if isinstance(since, int) and not isinstance(since, bool):
+            items = [
+                i
+                for i in _items(api, list(reversed(recent)), include_body)
+                if i.data.get("internal_date", 0) >= since - FALLBACK_SKEW_MS
+            ]
+        return Poll(items=items, state={"history_id": hid, "checked_at": now_ms})
+    ids, hid = found
+    if ids and q:  # the search decides: Gmail's own search over the newest messages
+        listed = set(api.search(q, label, 500 * MAX_SEARCH_PAGES))
+        ids = [i for i in ids if i in listed]
+    return Poll(
+        items=_items(api, ids, include_body), state={"history_id": hid, "checked_at": now_ms}
+    )
+
+
+@hookimpl
+def poll_trigger(
+    connector: str,
+    trigger: str,
+    config: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    state: dict[str, Any] | None,
+    context: StepContext,
+) -> Poll:
+    if connector != "gmail" or trigger != "new_email":
+        raise PayloadError(f"gmail has no trigger {trigger!r}", code="unknown_trigger")
+    return _poll_new_email(config or {}, credentials, state, context)
+
+
+@hookimpl
+def oauth_credentials(
+    connector: str, token: dict[str, Any], context: StepContext
+) -> dict[str, Any] | None:
+    """The account's address: kept after a refresh, else read with ``users.getProfile``."""
+    if connector != "gmail":
+        return None
+    if isinstance(token.get("account"), str) and token["account"]:
+        return {"account": token["account"]}
+    access = token.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise CredentialError("the token response has no access_token", code="malformed_response")
+    profile = _Gmail(access, context).get("profile")
+    email = profile.get("emailAddress")
+    if not isinstance(email, str) or "@" not in email:
+        raise PermanentError("Gmail's profile has no emailAddress", code="malformed_response")
+    return {"account": email}

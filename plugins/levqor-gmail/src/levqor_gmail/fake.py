@@ -24,6 +24,33 @@ Gmail API
   /gmail/v1/users/me/messages/send`` with JSON ``{"raw": base64url(RFC 2822/5322 message)}``,
   OAuth bearer token with the ``gmail.send`` scope; answers a Message resource
   (``id``, ``threadId``, ``labelIds: ["SENT"]``).
+* https://developers.google.com/workspace/gmail/api/reference/rest/v1/users/getProfile :
+  ``GET /gmail/v1/users/me/profile`` answers ``{"emailAddress", "messagesTotal", "threadsTotal",
+  "historyId"}`` (historyId a string: the mailbox's current history record).
+* https://developers.google.cn/workspace/gmail/api/guides/list-messages and ListMessagesResponse
+  (https://googleapis.dev/dotnet/Google.Apis.Gmail.v1/1.46.0.1950/api/Google.Apis.Gmail.v1.Data.ListMessagesResponse.html):
+  ``GET /gmail/v1/users/me/messages`` with ``q`` (Gmail search-box syntax), ``labelIds``,
+  ``maxResults`` (default 100, at most 500), ``pageToken``, ``includeSpamTrash``; answers
+  ``{"messages": [{"id", "threadId"}], "nextPageToken", "resultSizeEstimate"}``, newest first,
+  SPAM and TRASH left out. This fake understands a subset of the search syntax: ``from:``,
+  ``to:``, ``subject:``, ``label:``, ``in:``, ``is:unread``/``is:read``, ``-`` negation, quoted
+  phrases and bare words (matched, ignoring case, in the sender, recipients, subject and text).
+* https://developers.google.com/gmail/api/reference/rest/v1/users.messages/get : ``GET
+  /gmail/v1/users/me/messages/{id}`` with ``format`` (full, the default | metadata | minimal |
+  raw) and ``metadataHeaders[]`` (with metadata: only those headers); answers a Message
+  ``{"id", "threadId", "labelIds", "snippet", "historyId", "internalDate", "sizeEstimate",
+  "payload": {"mimeType", "headers": [{"name", "value"}], "body": {"size", "data"}, "parts"}}``
+  (body data base64url); an unknown id answers 404 notFound.
+* https://doc.deno.land/https://googleapis.deno.dev/v1/gmail:v1.ts/~/UsersHistoryListOptions and
+  https://ocaml.org/p/gapi-ocaml/latest/doc/GapiGmailV1Service/UsersResource/History/index.html
+  (mirrors of users.history.list): ``GET /gmail/v1/users/me/history`` with ``startHistoryId``
+  (required; records after it are returned, in increasing historyId order; "Supplying an invalid
+  or out of date startHistoryId typically returns an HTTP 404 error code. A historyId is
+  typically valid for at least a week"), ``historyTypes`` (messageAdded | messageDeleted |
+  labelAdded | labelRemoved), ``labelId``, ``maxResults`` (default 100, at most 500),
+  ``pageToken``; answers ``{"history": [{"id", "messages", "messagesAdded": [{"message":
+  {"id", "threadId", "labelIds"}}]}], "nextPageToken", "historyId"}``. History ids increase
+  but are not contiguous (https://developers.google.cn/workspace/gmail/api/guides/sync).
 * https://developers.google.com/gmail/api/guides/handle-errors : bodies
   ``{"error": {"code", "message", "status", "errors": [{"domain", "reason", "message"}]}}``;
   401 authError / UNAUTHENTICATED, 403 insufficientPermissions / rateLimitExceeded /
@@ -38,16 +65,25 @@ Usage::
     with FakeGmail(token="ya29.test") as gmail:
         ... LEVQOR_GMAIL_API_BASE=gmail.url ...
         assert gmail.messages[0]["message"]["Subject"] == "Hi"
+        token = gmail.grant()                      # a connected account's access token
+        gmail.deliver("Acme <billing@acme.example>", "Invoice 7", text="Attached.")
+        gmail.expire_history()                     # older history ids now answer 404
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import hashlib
 import json
+import re
+import secrets
+import shlex
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -55,7 +91,7 @@ from typing import Any
 
 from levqor_kernel.testing import FakeServer, Recorded, Reply
 
-__all__ = ["FakeResend", "FakeGmail", "resend_error", "google_error", "SEND_SCOPE"]
+__all__ = ["FakeResend", "FakeGmail", "resend_error", "google_error", "SEND_SCOPE", "READ_SCOPE"]
 
 SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
 READ_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
@@ -388,20 +424,112 @@ class FakeGmail:
         *,
         scopes: tuple[str, ...] = (SEND_SCOPE,),
         email_address: str = "me@gmail.example",
+        authority: Callable[[str], bool] | None = None,
     ) -> None:
         self.token = token
         self.scopes = set(scopes)
         self.email_address = email_address
+        #: access tokens from grant(): token -> scopes
+        self.granted: dict[str, set[str]] = {}
+        #: another token issuer to trust (a FakeAuthorizationServer's token_valid): its tokens
+        #: get the send and read scopes
+        self.authority = authority
         self.server = FakeServer()
         self.messages: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        #: the mailbox, oldest first: dicts with id, threadId, labelIds, internalDate (ms),
+        #: historyId (int), message (EmailMessage), raw (bytes), snippet
+        self.mailbox: list[dict[str, Any]] = []
+        #: history records, oldest first: {"id": int, "messagesAdded": [...]}
+        self.history: list[dict[str, Any]] = []
+        self.history_id = 1000
+        #: history ids below this answer 404 (expired)
+        self.oldest_history = 0
         for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
             self.server.route(method, "/.*", lambda req: _gerr("notFound"))
         self.server.route("POST", "/gmail/v1/users/me/messages/send", self._send)
         self.server.route("GET", "/gmail/v1/users/me/profile", self._profile)
+        self.server.route("GET", "/gmail/v1/users/me/messages", self._list)
+        self.server.route("GET", "/gmail/v1/users/me/messages/([^/]+)", self._get)
+        self.server.route("GET", "/gmail/v1/users/me/history", self._history)
 
     def reset(self) -> None:
         self.server.reset()
-        self.messages.clear()
+        with self._lock:
+            self.messages.clear()
+            self.mailbox.clear()
+            self.history.clear()
+            self.granted.clear()
+            self.oldest_history = 0
+
+    # ------------------------------------------------------------------ mailbox
+    def grant(self, scopes: tuple[str, ...] = (SEND_SCOPE, READ_SCOPE)) -> str:
+        """An access token this fake accepts, as "Connect" would have obtained."""
+        token = "ya29.a0" + secrets.token_urlsafe(24)
+        with self._lock:
+            self.granted[token] = set(scopes)
+        return token
+
+    def revoke_tokens(self) -> None:
+        """Every granted token is refused from now on (401): as an expired access token."""
+        with self._lock:
+            self.granted.clear()
+
+    def _next_history_id(self) -> int:
+        self.history_id += 1 + secrets.randbelow(5)  # increasing, with gaps
+        return self.history_id
+
+    def _add(self, msg: EmailMessage, raw: bytes, labels: list[str], thread_id: str | None) -> str:
+        """Put a message in the mailbox and record its messageAdded history. Lock held."""
+        mid = uuid.uuid4().hex[:16]
+        hid = self._next_history_id()
+        body = msg.get_body(("plain", "html"))
+        text = body.get_content() if body is not None else ""
+        entry = {
+            "id": mid,
+            "threadId": thread_id or mid,
+            "labelIds": labels,
+            "internalDate": int(time.time() * 1000),
+            "historyId": hid,
+            "message": msg,
+            "raw": raw,
+            "snippet": re.sub(r"\s+", " ", text).strip()[:100],
+        }
+        self.mailbox.append(entry)
+        ref = {"id": mid, "threadId": entry["threadId"], "labelIds": list(labels)}
+        self.history.append({"id": hid, "messages": [ref], "messagesAdded": [{"message": ref}]})
+        return mid
+
+    def deliver(
+        self,
+        sender: str,
+        subject: str,
+        *,
+        to: str | None = None,
+        text: str = "Hello",
+        cc: str | None = None,
+        labels: tuple[str, ...] = ("INBOX", "UNREAD"),
+        thread_id: str | None = None,
+    ) -> str:
+        """An email arriving in the mailbox upstream; returns its message id."""
+        msg = EmailMessage(policy=policy.default)
+        msg["From"] = sender
+        msg["To"] = to or self.email_address
+        if cc:
+            msg["Cc"] = cc
+        msg["Subject"] = subject
+        msg["Date"] = email.utils.formatdate(usegmt=True)
+        msg["Message-ID"] = email.utils.make_msgid(domain="mail.example")
+        msg.set_content(text)
+        with self._lock:
+            return self._add(msg, msg.as_bytes(), list(labels), thread_id)
+
+    def expire_history(self) -> None:
+        """Forget the history so far: a startHistoryId before now answers 404 (as after a
+        week without polling)."""
+        with self._lock:
+            self.oldest_history = self.history_id  # the current id stays valid
+            self.history.clear()
 
     def fail_next(
         self,
@@ -433,24 +561,34 @@ class FakeGmail:
         )
 
     def _auth(self, req: Recorded, scopes: set[str]) -> Reply | None:
-        if req.header("Authorization") != f"Bearer {self.token}":
+        auth = req.header("Authorization") or ""
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        with self._lock:
+            if token is not None and token == self.token:
+                have: set[str] | None = self.scopes
+            else:
+                have = self.granted.get(token or "")
+        if have is None and token and self.authority is not None and self.authority(token):
+            have = {SEND_SCOPE, READ_SCOPE}
+        if have is None:
             return _gerr("authError")
-        if not self.scopes & scopes:
+        if not have & scopes:
             return _gerr("insufficientPermissions")
         return None
 
     def _profile(self, req: Recorded) -> Reply:
         if (bad := self._auth(req, {READ_SCOPE, "https://mail.google.com/"})) is not None:
             return bad
-        return Reply(
-            200,
-            {
-                "emailAddress": self.email_address,
-                "messagesTotal": len(self.messages),
-                "threadsTotal": len(self.messages),
-                "historyId": "1",
-            },
-        )
+        with self._lock:
+            return Reply(
+                200,
+                {
+                    "emailAddress": self.email_address,
+                    "messagesTotal": len(self.mailbox),
+                    "threadsTotal": len({m["threadId"] for m in self.mailbox}),
+                    "historyId": str(self.history_id),
+                },
+            )
 
     def _send(self, req: Recorded) -> Reply:
         if (
@@ -490,6 +628,171 @@ class FakeGmail:
             return _gerr("badRequest", "Invalid To header")
         if not msg.get("From") and not self.email_address:
             return _gerr("failedPrecondition")
-        mid = uuid.uuid4().hex[:16]
-        self.messages.append({"id": mid, "threadId": mid, "raw": data, "message": msg})
+        with self._lock:
+            mid = self._add(msg, data, ["SENT"], None)  # a sent message is in the mailbox too
+            self.messages.append({"id": mid, "threadId": mid, "raw": data, "message": msg})
         return Reply(200, {"id": mid, "threadId": mid, "labelIds": ["SENT"]})
+
+    # ------------------------------------------------------------------ reading
+    _READ = {READ_SCOPE, "https://mail.google.com/", "https://www.googleapis.com/auth/gmail.modify"}
+
+    @staticmethod
+    def _matches(entry: dict[str, Any], q: str) -> bool:
+        msg = entry["message"]
+        fields = {
+            "from": str(msg.get("From", "")),
+            "to": " ".join(str(msg.get(h, "")) for h in ("To", "Cc", "Bcc")),
+            "subject": str(msg.get("Subject", "")),
+        }
+        labels = {lbl.lower() for lbl in entry["labelIds"]}
+        try:
+            terms = shlex.split(q)
+        except ValueError:
+            terms = q.split()
+        for term in terms:
+            negate = term.startswith("-") and len(term) > 1
+            term = term[1:] if negate else term
+            key, sep, value = term.partition(":")
+            key, value = key.lower(), value.lower()
+            if sep and key in fields:
+                hit = value in fields[key].lower()
+            elif sep and key in ("label", "in"):
+                hit = value.replace("-", "_") in labels
+            elif sep and key == "is":
+                hit = ("unread" in labels) if value == "unread" else ("unread" not in labels)
+            else:
+                text = " ".join([*fields.values(), entry["snippet"]]).lower()
+                hit = term.lower() in text
+            if hit == negate:
+                return False
+        return True
+
+    @staticmethod
+    def _page(req: Recorded, default: int) -> tuple[int, int]:
+        q = req.query
+        try:
+            size = max(1, min(500, int(q.get("maxResults", [default])[0])))
+            start = int(q.get("pageToken", ["0"])[0])
+        except ValueError:
+            size, start = -1, -1
+        return size, start
+
+    def _list(self, req: Recorded) -> Reply:
+        if (bad := self._auth(req, self._READ)) is not None:
+            return bad
+        size, start = self._page(req, 100)
+        if size < 0:
+            return _gerr("badRequest", "Invalid pageToken or maxResults")
+        q = req.query.get("q", [""])[0]
+        wanted = {lbl.lower() for lbl in req.query.get("labelIds", [])}
+        spam_trash = req.query.get("includeSpamTrash", ["false"])[0] == "true"
+        with self._lock:
+            found = [
+                m
+                for m in reversed(self.mailbox)  # newest first
+                if wanted <= {lbl.lower() for lbl in m["labelIds"]}
+                and (spam_trash or not {"SPAM", "TRASH"} & set(m["labelIds"]))
+                and self._matches(m, q)
+            ]
+        page = found[start : start + size]
+        out: dict[str, Any] = {"resultSizeEstimate": len(found)}
+        if page:
+            out["messages"] = [{"id": m["id"], "threadId": m["threadId"]} for m in page]
+        if start + size < len(found):
+            out["nextPageToken"] = str(start + size)
+        return Reply(200, out)
+
+    @staticmethod
+    def _part(part: EmailMessage) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mimeType": part.get_content_type(),
+            "headers": [{"name": k, "value": str(v)} for k, v in part.items()],
+        }
+        if part.is_multipart():
+            out["body"] = {"size": 0}
+            out["parts"] = [FakeGmail._part(p) for p in part.iter_parts()]  # type: ignore[arg-type]
+        else:
+            data = part.get_payload(decode=True) or b""
+            out["body"] = {
+                "size": len(data),
+                "data": base64.urlsafe_b64encode(data).decode().rstrip("="),
+            }
+        return out
+
+    def _get(self, req: Recorded) -> Reply:
+        scopes = self._READ | {"https://www.googleapis.com/auth/gmail.metadata"}
+        if (bad := self._auth(req, scopes)) is not None:
+            return bad
+        assert req.match is not None
+        mid = req.match.group(1)
+        fmt = req.query.get("format", ["full"])[0].lower()
+        if fmt not in ("full", "metadata", "minimal", "raw"):
+            return _gerr("badRequest", f"Invalid value at 'format' ({fmt})")
+        with self._lock:
+            entry = next((m for m in self.mailbox if m["id"] == mid), None)
+        if entry is None:
+            return _gerr("notFound")
+        out: dict[str, Any] = {
+            "id": entry["id"],
+            "threadId": entry["threadId"],
+            "labelIds": list(entry["labelIds"]),
+            "snippet": entry["snippet"],
+            "historyId": str(entry["historyId"]),
+            "internalDate": str(entry["internalDate"]),
+            "sizeEstimate": len(entry["raw"]),
+        }
+        msg: EmailMessage = entry["message"]
+        if fmt == "raw":
+            out["raw"] = base64.urlsafe_b64encode(entry["raw"]).decode()
+        elif fmt == "metadata":
+            names = {h.lower() for h in req.query.get("metadataHeaders", [])}
+            out["payload"] = {
+                "mimeType": msg.get_content_type(),
+                "headers": [
+                    {"name": k, "value": str(v)}
+                    for k, v in msg.items()
+                    if not names or k.lower() in names
+                ],
+            }
+        elif fmt == "full":
+            out["payload"] = self._part(msg)
+        return Reply(200, out)
+
+    def _history(self, req: Recorded) -> Reply:
+        scopes = self._READ | {"https://www.googleapis.com/auth/gmail.metadata"}
+        if (bad := self._auth(req, scopes)) is not None:
+            return bad
+        start_s = req.query.get("startHistoryId", [""])[0]
+        if not start_s.isdigit():
+            return _gerr("badRequest", "Invalid startHistoryId")
+        size, offset = self._page(req, 100)
+        if size < 0:
+            return _gerr("badRequest", "Invalid pageToken or maxResults")
+        start = int(start_s)
+        types = set(req.query.get("historyTypes", [])) or {"messageAdded"}
+        label = req.query.get("labelId", [None])[0]
+        with self._lock:
+            if start < self.oldest_history or start > self.history_id:
+                return _gerr("notFound")
+            records = []
+            for rec in self.history:
+                if rec["id"] <= start:
+                    continue
+                added = [
+                    a
+                    for a in rec["messagesAdded"]
+                    if "messageAdded" in types
+                    and (label is None or label in a["message"]["labelIds"])
+                ]
+                if added:
+                    records.append(
+                        {"id": str(rec["id"]), "messages": rec["messages"], "messagesAdded": added}
+                    )
+            current = str(self.history_id)
+        page = records[offset : offset + size]
+        out: dict[str, Any] = {"historyId": current}
+        if page:
+            out["history"] = page
+        if offset + size < len(records):
+            out["nextPageToken"] = str(offset + size)
+        return Reply(200, out)

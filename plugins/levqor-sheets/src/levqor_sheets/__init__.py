@@ -225,7 +225,15 @@ SERVICE_ACCOUNT_SCHEMA: dict[str, Any] = {
 CREDENTIALS_SCHEMA: dict[str, Any] = {
     "title": "Google Sheets credential",
     "description": "A connected Google account (Connect), or a service account key",
-    "anyOf": [OAUTH2_CREDENTIALS, SERVICE_ACCOUNT_SCHEMA],
+    "anyOf": [
+        {
+            **OAUTH2_CREDENTIALS,
+            "title": "Google account (Connect)",
+            "description": "A Google account connected with Connect; Levqor refreshes its access "
+            "token. It reaches the spreadsheets that account can open",
+        },
+        SERVICE_ACCOUNT_SCHEMA,
+    ],
 }
 
 _SHEET = {
