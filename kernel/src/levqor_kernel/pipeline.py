@@ -219,7 +219,7 @@ PIPELINE_SCHEMA: dict[str, Any] = {
         "trigger": {
             "type": "object",
             "required": ["type"],
-            "properties": {"type": {"enum": ["manual", "webhook", "schedule"]}},
+            "properties": {"type": {"enum": ["manual", "webhook", "schedule", "app"]}},
             "allOf": [
                 {
                     "if": {"properties": {"type": {"const": "manual"}}},
@@ -255,6 +255,35 @@ PIPELINE_SCHEMA: dict[str, Any] = {
                             },
                             "timezone": {"type": "string", "maxLength": 64, "default": "UTC"},
                             "input": {"type": "object"},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "app"}}},
+                    "then": {
+                        "required": ["connector", "trigger"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": True,
+                            "connector": {"type": "string", "minLength": 1, "maxLength": 40},
+                            "trigger": {"type": "string", "minLength": 1, "maxLength": 40},
+                            "credential": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 100,
+                                "description": "The owner's credential for the connector",
+                            },
+                            "config": {
+                                "type": "object",
+                                "default": {},
+                                "description": "The trigger's settings (its config schema)",
+                            },
+                            "interval": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "Polling triggers: seconds between polls "
+                                "(the host's minimum applies)",
+                            },
                         },
                     },
                 },
@@ -532,6 +561,46 @@ class _Checker:
                     self.add(where, f"refers to step {r!r}, which is not an earlier step", sid)
 
 
+def app_trigger_problems(
+    trig: Mapping[str, Any], catalog: Catalog, credentials: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """What is wrong with a schema-valid ``app`` trigger: an unknown connector or trigger, a
+    config its schema refuses, a missing or mismatched credential (when ``credentials``, name ->
+    connector, is given) and an interval on an instant trigger."""
+    out: list[Problem] = []
+    info = catalog.get(trig["connector"])
+    if info is None:
+        return [Problem("/trigger/connector", f"unknown connector {trig['connector']!r} (not installed)")]
+    t = info.triggers.get(trig["trigger"])
+    if t is None:
+        has = ", ".join(sorted(info.triggers)) or "none"
+        return [
+            Problem(
+                "/trigger/trigger",
+                f"connector {info.name!r} has no trigger {trig['trigger']!r} (has: {has})",
+            )
+        ]
+    for err in t.validator.iter_errors(trig.get("config", {})):
+        out.append(Problem(_ptr(["trigger", "config", *err.absolute_path]), err.message))
+    cname, where = trig.get("credential"), "/trigger/credential"
+    if info.credentials is None:
+        if cname:
+            out.append(Problem(where, f"connector {info.name!r} takes no credential"))
+    elif not cname:
+        if info.credentials_required:
+            out.append(Problem(where, f"connector {info.name!r} needs a credential"))
+    elif credentials is not None:
+        if cname not in credentials:
+            out.append(Problem(where, f"credential {cname!r} does not exist"))
+        elif credentials[cname] != info.name:
+            out.append(
+                Problem(where, f"credential {cname!r} is for {credentials[cname]!r}, not {info.name!r}")
+            )
+    if "interval" in trig and t.kind != "polling":
+        out.append(Problem("/trigger/interval", "interval applies to polling triggers only"))
+    return out
+
+
 def exported(step: Mapping[str, Any]) -> set[str]:
     """The step ids the steps after ``step`` can read: its own, and those nested in its
     paths and error steps (a loop body's are per item, so only the loop's own; an approval's
@@ -576,6 +645,9 @@ def validate_pipeline(
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem("/trigger/timezone", f"unknown time zone {tz!r}"))
+
+    if trig["type"] == "app":
+        problems += app_trigger_problems(trig, catalog, credentials)
 
     counted = list(walk_steps([*doc["steps"], *doc.get("on_failure", [])]))
     too_many = len(counted) > MAX_TOTAL_STEPS
