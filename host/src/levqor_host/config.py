@@ -139,6 +139,22 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class TriggersConfig:
+    """App triggers: how often polling triggers may be polled and how the poller behaves."""
+
+    #: the shortest interval a pipeline may ask for, in seconds
+    poll_min_interval: int = 60
+    #: a polling trigger's interval when its pipeline names none
+    poll_default_interval: int = 300
+    #: threads that poll due triggers (in the scheduler leader's process)
+    poll_workers: int = 8
+    #: consecutive failures after which a trigger shows "failing" and its owner is emailed
+    fail_after: int = 5
+    #: item ids remembered per trigger (the newest are kept)
+    seen_max: int = 5000
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -266,6 +282,7 @@ class Config:
     dev: bool = False
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    triggers: TriggersConfig = field(default_factory=TriggersConfig)
     web: WebConfig = field(default_factory=WebConfig)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     billing: BillingConfig = field(default_factory=BillingConfig)
@@ -391,6 +408,16 @@ def _executor(r: EnvReader) -> ExecutorConfig:
         celery_visibility_timeout=r.number("LEVQOR_CELERY_VISIBILITY_TIMEOUT", 3600.0),
         celery_sweep_interval=r.number("LEVQOR_CELERY_SWEEP_INTERVAL", 5.0),
         celery_requeue_after=r.number("LEVQOR_CELERY_REQUEUE_AFTER", 30.0),
+    )
+
+
+def _triggers(r: EnvReader) -> TriggersConfig:
+    return TriggersConfig(
+        poll_min_interval=r.integer("LEVQOR_POLL_MIN_INTERVAL", 60),
+        poll_default_interval=r.integer("LEVQOR_POLL_DEFAULT_INTERVAL", 300),
+        poll_workers=r.integer("LEVQOR_POLL_WORKERS", 8),
+        fail_after=r.integer("LEVQOR_TRIGGER_FAIL_AFTER", 5),
+        seen_max=r.integer("LEVQOR_TRIGGER_SEEN_MAX", 5000),
     )
 
 
@@ -583,6 +610,7 @@ def _user_default_limit(r: EnvReader) -> str:
 _SECTIONS = {
     "database": _database,
     "executor": _executor,
+    "triggers": _triggers,
     "web": _web,
     "security": _security,
     "billing": _billing,
@@ -620,10 +648,16 @@ def _validate(cfg: Config) -> None:
         ("LEVQOR_BACKUP_RETENTION_DAYS", cfg.backup.retention_days, 1, "1 or more"),
         ("LEVQOR_JWKS_REFETCH_SECONDS", cfg.security.jwks_refetch_seconds, 0, "0 or more"),
         ("LEVQOR_TRUSTED_PROXIES", cfg.security.trusted_proxies, 0, "0 or more"),
+        ("LEVQOR_POLL_MIN_INTERVAL", cfg.triggers.poll_min_interval, 1, "1 or more"),
+        ("LEVQOR_POLL_WORKERS", cfg.triggers.poll_workers, 1, "1 or more"),
+        ("LEVQOR_TRIGGER_FAIL_AFTER", cfg.triggers.fail_after, 1, "1 or more"),
+        ("LEVQOR_TRIGGER_SEEN_MAX", cfg.triggers.seen_max, 100, "100 or more"),
     )
     for key, value, low, words in at_least:
         if value < low:
             raise ValueError(f"{key} must be {words}")
+    if cfg.triggers.poll_default_interval < cfg.triggers.poll_min_interval:
+        raise ValueError("LEVQOR_POLL_DEFAULT_INTERVAL must be at least LEVQOR_POLL_MIN_INTERVAL")
     choices = (
         ("LEVQOR_SCHEDULER", ex.scheduler, ("auto", "on", "off"), "auto, on or off"),
         ("LEVQOR_LOG_FORMAT", cfg.observability.log_format, ("json", "text"), "json or text"),
