@@ -20,6 +20,7 @@ migrations) with its repositories::
     store.events        analytics events, usage      events.py
     store.referrals     referrals                    referrals.py
     store.ledger        the credit ledger's SQL      ledger.py
+    store.triggers      app triggers, seen item ids  triggers.py
 
 Every repository method runs in one short transaction of its own (``*_in`` methods: inside the
 caller's, from :meth:`Store.write`) and returns plain dicts shaped by ``rows.py``.
@@ -51,6 +52,7 @@ from levqor_host.store.pipelines import Pipelines, WebhookTarget
 from levqor_host.store.referrals import ReferralsRepository
 from levqor_host.store.runs import FINAL_RUN_STATUSES, RUN_STATUSES, Runs
 from levqor_host.store.steps import Steps
+from levqor_host.store.triggers import Triggers
 from levqor_host.store.users import ApiKeys, Users
 from levqor_host.store.vault_keys import VaultKeys
 from levqor_host.store.waits import Waits
@@ -96,3 +98,4 @@ class Store(Database):
         self.events = EventsRepository(self)
         self.referrals = ReferralsRepository(self)
         self.ledger = LedgerRepository(self.dialect)  # the credit ledger's SQL
+        self.triggers = Triggers(self)

@@ -198,6 +198,19 @@ class Pipelines:
             )
         return res.rowcount == 1
 
+    def set_enabled(self, user_id: str, pipeline_id: str, enabled: bool) -> PipelineRow | None:
+        """Switch the user's pipeline on or off (its schedule fires and its app trigger is
+        polled or registered only while on); the pipeline as it is now, None if not the user's."""
+        with self.db.write() as conn:
+            res = conn.execute(
+                update(pipelines)
+                .where(pipelines.c.id == pipeline_id, pipelines.c.user_id == user_id)
+                .values(enabled=bool(enabled), updated_at=utcnow())
+            )
+            if res.rowcount != 1:
+                return None
+            return self._get(conn, user_id, pipeline_id)
+
     def list_versions(self, user_id: str, pipeline_id: str) -> list[VersionRow] | None:
         """Every version (with doc), oldest first; None if not the user's pipeline."""
         with self.db.read() as conn:
@@ -277,11 +290,12 @@ class Pipelines:
 
     @retry_on_disconnect
     def list_scheduled(self) -> list[PipelineRow]:
-        """Every not-archived pipeline whose current doc has a ``schedule`` trigger (all users)."""
+        """Every enabled, not archived pipeline whose current doc has a ``schedule`` trigger
+        (all users)."""
         q = (
             select(*_PIPELINE_COLS)
             .select_from(_PIPELINE_JOIN)
-            .where(pipelines.c.archived_at.is_(None))
+            .where(pipelines.c.archived_at.is_(None), pipelines.c.enabled.is_(True))
             .order_by(pipelines.c.created_at, pipelines.c.id)
         )
         with self.db.read() as conn:

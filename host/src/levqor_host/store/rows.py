@@ -35,6 +35,7 @@ __all__ = [
     "SessionRow",
     "StepRow",
     "Timestamp",
+    "TriggerRow",
     "UserRow",
     "VersionRow",
 ]
@@ -76,6 +77,7 @@ class PipelineRow(TypedDict):
     archived_at: Timestamp | None
     created_at: Timestamp
     updated_at: Timestamp
+    enabled: bool
     doc: dict[str, Any]
 
 
@@ -84,6 +86,33 @@ class VersionRow(TypedDict):
     version: int
     doc: dict[str, Any]
     created_at: Timestamp
+
+
+class TriggerRow(TypedDict):
+    """An enabled pipeline's app trigger (``triggers``); its secret stays in the store."""
+
+    id: str
+    pipeline_id: str
+    user_id: str
+    connector: str
+    trigger: str
+    kind: str  # polling | instant
+    credential: str | None
+    config: dict[str, Any]
+    spec_hash: str
+    interval: int | None
+    token: str
+    registration: dict[str, Any] | None
+    route: dict[str, Any] | None
+    state: dict[str, Any] | None
+    status: str  # active | failing | paused
+    failures: int
+    last_error: dict[str, Any] | None
+    next_poll_at: Timestamp | None
+    last_polled_at: Timestamp | None
+    notified_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class CredentialRow(TypedDict):

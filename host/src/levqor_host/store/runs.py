@@ -26,7 +26,7 @@ RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 #: ``pipeline``: a sub-pipeline's run (started by its parent's step); ``error``: an error
 #: pipeline's run (started by a failed run)
-RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "retry", "pipeline", "error"})
+RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "app", "retry", "pipeline", "error"})
 
 run_row = RowMapper(RunRow)
 
