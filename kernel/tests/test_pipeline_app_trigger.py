@@ -146,3 +146,12 @@ def test_templates_read_the_trigger_item(catalog):
     assert validate_pipeline(doc(app(), "{{ trigger.n }} {{ run.id }}"), catalog) == []
     found = validate_pipeline(doc(app(), "{{ item.n }}"), catalog)
     assert [p.pointer for p in found] == ["/steps/0/payload/value"]
+
+
+def test_a_trigger_alone_is_validated_like_one_in_a_document(catalog):
+    from levqor_kernel.pipeline import validate_app_trigger
+
+    assert validate_app_trigger(app(), catalog, credentials=CREDS) == []
+    assert [p.pointer for p in validate_app_trigger(app(interval="x"), catalog)] == ["/trigger/interval"]
+    assert [p.pointer for p in validate_app_trigger(app(config={}), catalog)] == ["/trigger/config"]
+    assert [p.pointer for p in validate_app_trigger([], catalog)] == ["/trigger"]

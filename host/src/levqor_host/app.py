@@ -83,6 +83,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     from levqor_host.billing.ledger import Ledger, LowCredit
     from levqor_host.growth.analytics import EmailHasher, reward_referral
     from levqor_host.runs.service import RunService
+    from levqor_host.runs.triggers import TriggerService
     from levqor_host.support.inbox import Inboxes
     from levqor_host.support.mail import Mailer
 
@@ -113,14 +114,16 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     )
     runs = RunService(cfg, store, pm, runner, ledger, metrics)
     runs.flow.signer = LinkSigner(vault.keys)  # approvals' signed one-time links
+    store.triggers.seen_max = cfg.triggers.seen_max
     state = Services(
         config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=metrics,
-        ledger=ledger, runs=runs,
+        ledger=ledger, runs=runs, triggers=TriggerService(cfg, store, pm, runs),
     )
     state.mailer = Mailer(cfg, metrics, store)
     state.inboxes = Inboxes.from_config(cfg, metrics, state.mailer, state.count_rate_limited)
     store.users.add_listener("user_created", state.mailer.welcome)
     runs.mailer = state.mailer
+    state.triggers.mailer = state.mailer  # failing triggers' owners are emailed
     runs.on_exception = state.report_exception
     if state.mailer.configured and cfg.billing.low_credit_threshold > 0:
         ledger.low_credit = LowCredit(cfg.billing.low_credit_threshold, state.mailer.low_credit_warning)
@@ -157,7 +160,13 @@ def start_background(app: Flask, *, workers: bool, scheduler: bool) -> None:
         def backup() -> dict | None:
             return scheduled_backup(state.store, cfg, state.metrics)
 
-        state.scheduler = SchedulerService(state.runs, backup=backup)
+        from levqor_host.workers.poller import Poller
+
+        def leading() -> bool:
+            return state.scheduler is not None and state.scheduler.is_leader
+
+        poller = Poller(state.triggers, leading, workers=cfg.triggers.poll_workers)
+        state.scheduler = SchedulerService(state.runs, backup=backup, poller=poller)
         state.scheduler.start()
         atexit.register(state.scheduler.stop)
 

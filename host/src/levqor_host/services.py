@@ -27,6 +27,7 @@ from levqor_host.store import Store
 if TYPE_CHECKING:
     from levqor_host.billing.ledger import Ledger
     from levqor_host.runs.service import RunService
+    from levqor_host.runs.triggers import TriggerService
     from levqor_host.support.inbox import Inboxes
     from levqor_host.support.mail import Mailer
     from levqor_host.workers.celery import CeleryDispatcher
@@ -58,6 +59,7 @@ class Services:
     metrics: Metrics
     ledger: Ledger
     runs: RunService  # validate, price, start, claim, complete, settle, wait, cancel, retry
+    triggers: TriggerService  # app triggers: saved with pipelines, polled, delivered, tested
     executor: EmbeddedExecutor | None = None
     scheduler: SchedulerService | None = None  # cron triggers and backups, when started
     inboxes: Inboxes | None = None  # logs/errors.jsonl, logs/support.jsonl

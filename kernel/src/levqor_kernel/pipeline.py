@@ -204,6 +204,35 @@ _STEP_KINDS = [
     ),
 ]
 
+#: the ``app`` trigger: an event in a connected app (a polling or an instant trigger of a connector)
+APP_TRIGGER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "connector", "trigger"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "app"},
+        "connector": {"type": "string", "minLength": 1, "maxLength": 40},
+        "trigger": {"type": "string", "minLength": 1, "maxLength": 40},
+        "credential": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": "The owner's credential for the connector",
+        },
+        "config": {
+            "type": "object",
+            "default": {},
+            "description": "The trigger's settings (its config schema)",
+        },
+        "interval": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Polling triggers: seconds between polls (the host's minimum applies)",
+        },
+    },
+}
+_APP_TRIGGER_VALIDATOR = Draft202012Validator(APP_TRIGGER_SCHEMA)
+
 PIPELINE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://levqor.dev/schemas/pipeline-1.json",
@@ -258,35 +287,7 @@ PIPELINE_SCHEMA: dict[str, Any] = {
                         },
                     },
                 },
-                {
-                    "if": {"properties": {"type": {"const": "app"}}},
-                    "then": {
-                        "required": ["connector", "trigger"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": True,
-                            "connector": {"type": "string", "minLength": 1, "maxLength": 40},
-                            "trigger": {"type": "string", "minLength": 1, "maxLength": 40},
-                            "credential": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": 100,
-                                "description": "The owner's credential for the connector",
-                            },
-                            "config": {
-                                "type": "object",
-                                "default": {},
-                                "description": "The trigger's settings (its config schema)",
-                            },
-                            "interval": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "description": "Polling triggers: seconds between polls "
-                                "(the host's minimum applies)",
-                            },
-                        },
-                    },
-                },
+                {"if": {"properties": {"type": {"const": "app"}}}, "then": APP_TRIGGER_SCHEMA},
             ],
         },
         "steps": {"$ref": "#/$defs/steps"},
@@ -559,6 +560,21 @@ class _Checker:
             for r in sorted(refs):
                 if r not in vis:
                     self.add(where, f"refers to step {r!r}, which is not an earlier step", sid)
+
+
+def validate_app_trigger(
+    trig: Any, catalog: Catalog, *, credentials: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Every problem with an ``app`` trigger on its own (pointers under ``/trigger``), as
+    :func:`validate_pipeline` finds them in a whole document: for testing a trigger before
+    the pipeline around it is saved."""
+    problems = [
+        Problem(_ptr(["trigger", *err.absolute_path]), err.message)
+        for err in _APP_TRIGGER_VALIDATOR.iter_errors(trig)
+    ]
+    if problems:
+        return sorted(problems, key=lambda p: p.pointer)
+    return app_trigger_problems(trig, catalog, credentials)
 
 
 def app_trigger_problems(

@@ -45,7 +45,10 @@ def _save(state: Services, user_id: str, pipeline_id: str, doc: dict) -> Pipelin
     blocking, _ = save_problems(state, user_id, doc)
     if blocking:
         raise ApiError(422, "invalid_pipeline", "the pipeline is not valid", {"problems": blocking})
-    p = state.store.pipelines.update(user_id, pipeline_id, doc)
+    before = state.store.pipelines.get(user_id, pipeline_id)
+    p = state.triggers.save(
+        user_id, doc, lambda: state.store.pipelines.update(user_id, pipeline_id, doc), pipeline=before
+    )
     if p is None:
         raise ApiError(404, "not_found", "pipeline not found")
     state.export_pipeline(p)

@@ -154,15 +154,30 @@ def pipelines_import(
     Every file is checked before any is written."""
     if update and as_new:
         raise click.UsageError("--update and --new exclude each other")
+    from levqor_host.errors import ApiError
     st = services(make_app())
     u = find_user(st.store, email)
     for doc, name, target in _plan_imports(st, u, files, update, as_new):
-        if target is None:
-            p, what = st.store.pipelines.create(u["id"], name, doc), "created"
-        elif target["doc"] == doc and target["name"] == name:
-            p, what = target, "unchanged"
-        else:
-            p, what = st.store.pipelines.update(u["id"], target["id"], doc, name=name), "updated"
+        try:
+            if target is None:
+                p = st.triggers.save(
+                    u["id"], doc, lambda d=doc, n=name: st.store.pipelines.create(u["id"], n, d)
+                )
+                what = "created"
+            elif target["doc"] == doc and target["name"] == name:
+                p, what = target, "unchanged"
+            else:
+                p = st.triggers.save(
+                    u["id"], doc,
+                    lambda d=doc, n=name, t=target["id"]: st.store.pipelines.update(
+                        u["id"], t, d, name=n
+                    ),
+                    pipeline=target,
+                )  # fmt: skip
+                what = "updated"
+        except ApiError as e:
+            raise click.ClickException(f"{name}: {e.message}") from None
+        assert p is not None
         if what != "unchanged":
             st.export_pipeline(p)
         click.echo(f"{p['id']}  v{p['version']}  {name}  ({what})")

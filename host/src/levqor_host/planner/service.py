@@ -235,7 +235,10 @@ def _plan_charged(
     if dry_run:
         out["pipeline"] = doc
         return out
-    p = state.store.pipelines.create(user["id"], final_name, doc)
+    p = state.triggers.save(
+        user["id"], doc, lambda: state.store.pipelines.create(user["id"], final_name, doc)
+    )
+    assert p is not None  # create returns the new pipeline or raises
     state.export_pipeline(p)
     out["stored"] = p
     log.info(

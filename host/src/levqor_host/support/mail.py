@@ -227,6 +227,43 @@ class Mailer:
             idempotency_key=f"approval:{run['id']}:{wait.get('nonce') or ''}",
         )
 
+    def trigger_failing(self, trigger: dict, failing_since: str) -> Future | None:
+        """An app trigger failed ``LEVQOR_TRIGGER_FAIL_AFTER`` polls in a row: an email to its
+        pipeline's owner, once per failing spell (the trigger service claims the notice first;
+        the Resend Idempotency-Key names the spell)."""
+        if not self.configured:
+            return None
+        return self._background(
+            "trigger_failing", f"trigger {trigger['id']}", self._trigger_failing, trigger,
+            failing_since,
+        )  # fmt: skip
+
+    def _trigger_failing(self, trigger: dict, failing_since: str) -> None:
+        store = self.store
+        user = store.users.get(trigger["user_id"])
+        pipeline = store.pipelines.get(trigger["user_id"], trigger["pipeline_id"])
+        if user is None or pipeline is None:
+            return
+        err = trigger.get("last_error") or {}
+        from levqor_host.observability import scrub
+
+        text = (
+            f'The trigger of your pipeline "{pipeline["name"]}" ({trigger["connector"]}: '
+            f"{trigger['trigger']}) failed {trigger['failures']} times in a row, so no new "
+            "items start runs until it works again.\n\n"
+            f"Last error: {scrub(err.get('type') or '')} {scrub(err.get('message') or '')}\n\n"
+            "Levqor keeps trying, less often. Check the pipeline's credential and trigger "
+            f"settings: {self.cfg.base_url}/pipelines/{pipeline['id']}\n"
+            "You get this email once; the next one only after the trigger worked again.\n"
+        )
+        self.send(
+            to=user["email"],
+            subject=f'Levqor: the trigger of "{pipeline["name"]}" is failing',
+            text=text,
+            kind="trigger_failing",
+            idempotency_key=f"trigger-failing:{trigger['id']}:{failing_since}",
+        )
+
     def low_credit_warning(self, user: dict, balance: int, crossing: str) -> Future | None:
         """Warn ``user`` that their balance (``balance`` credits) fell below
         ``LEVQOR_LOW_CREDIT_THRESHOLD``. The ledger calls it once per crossing of the threshold

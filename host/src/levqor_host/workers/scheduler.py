@@ -3,7 +3,9 @@
 Every process that may schedule (``levqor scheduler``, or each ``levqor serve`` worker when
 ``LEVQOR_SCHEDULER=auto``) runs this service, but only the holder of the database leader
 lock ``scheduler`` has its APScheduler jobs running. A fire also carries an idempotency key
-(pipeline + scheduled minute), so even two leaders during a lock hand-over start one run.
+(pipeline + scheduled minute), so even two leaders during a lock hand-over start one run. The
+app-trigger poller (``poller.py``), when handed one, runs in the same process and polls only
+while this scheduler is the leader.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from levqor_host.cron import cron_trigger
 
 if TYPE_CHECKING:
     from levqor_host.runs.service import RunService
+    from levqor_host.workers.poller import Poller
 
 log = logging.getLogger("levqor.scheduler")
 
@@ -38,10 +41,12 @@ class SchedulerService:
         runs: RunService,
         *,
         backup: Callable[[], dict | None] | None = None,
+        poller: Poller | None = None,
         ttl: float = 30.0,
         sync_interval: float = 10.0,
     ) -> None:
         self.runs = runs
+        self.poller = poller  # polls app triggers while this scheduler leads
         self.store = runs.store
         self.config = runs.config
         self.backup = backup
@@ -62,6 +67,8 @@ class SchedulerService:
         self.sched.start(paused=True)
         self._thread = threading.Thread(target=self._loop, name="levqor-scheduler", daemon=True)
         self._thread.start()
+        if self.poller is not None:
+            self.poller.start()
 
     def stop(self) -> None:
         if self._stop.is_set():
@@ -69,6 +76,8 @@ class SchedulerService:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
+        if self.poller is not None:
+            self.poller.stop()
         try:
             self.sched.shutdown(wait=False)
         except Exception:  # noqa: BLE001
@@ -186,7 +195,7 @@ class SchedulerService:
             return None
         minute = datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
         p = self.store.pipelines.get_any(pipeline_id)
-        if p is None or p.get("archived"):
+        if p is None or p.get("archived") or not p.get("enabled", True):
             return None
         user = self.store.users.get(p["user_id"])
         if user is None:

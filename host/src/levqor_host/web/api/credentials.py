@@ -111,6 +111,7 @@ def create_credential(body: CredentialIn) -> Response:
     if any(c["name"] == body.name for c in st.store.credentials.list(user["id"])):
         raise ApiError(409, "conflict", f"a credential named {body.name!r} already exists")
     c = st.store.credentials.create(user["id"], body.name, info.name, body.values)
+    st.triggers.credential_changed(user["id"], c["name"])  # app triggers waiting for it resume
     resp = jsonify(cred_out(c))
     resp.status_code = 201
     return resp

@@ -101,7 +101,8 @@ def create_pipeline(body: PipelineIn) -> Response:
     if not name.strip() or len(name) > 200:
         raise ApiError(400, "invalid_request", "name must be 1-200 characters")
     st = state()
-    p = st.store.pipelines.create(user["id"], name, doc)
+    p = st.triggers.save(user["id"], doc, lambda: st.store.pipelines.create(user["id"], name, doc))
+    assert p is not None  # create returns the new pipeline or raises
     st.export_pipeline(p)
     from levqor_host.growth.analytics import record_event
 
@@ -161,10 +162,16 @@ def get_pipeline(pipeline_id: str) -> Response:
 def update_pipeline(pipeline_id: str, body: PipelineIn) -> Response:
     user = current_user()
     st = state()
-    if st.store.pipelines.get(user["id"], pipeline_id) is None:
+    before = st.store.pipelines.get(user["id"], pipeline_id)
+    if before is None:
         raise not_found("pipeline")
     warnings = _checked(user["id"], body)
-    p = st.store.pipelines.update(user["id"], pipeline_id, body.pipeline, name=body.name)
+    p = st.triggers.save(
+        user["id"],
+        body.pipeline,
+        lambda: st.store.pipelines.update(user["id"], pipeline_id, body.pipeline, name=body.name),
+        pipeline=before,
+    )
     if p is None:
         raise not_found("pipeline")
     st.export_pipeline(p)
@@ -180,8 +187,10 @@ def update_pipeline(pipeline_id: str, body: PipelineIn) -> Response:
     responses={200: answer(Archived)},
 )
 def archive_pipeline(pipeline_id: str) -> Response:
-    if not state().store.pipelines.archive(current_user()["id"], pipeline_id):
+    st = state()
+    if not st.store.pipelines.archive(current_user()["id"], pipeline_id):
         raise not_found("pipeline")
+    st.triggers.archived(pipeline_id)  # its app trigger is unregistered and forgotten
     return jsonify({"id": pipeline_id, "archived": True})
 
 
