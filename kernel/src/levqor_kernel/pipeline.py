@@ -232,6 +232,12 @@ APP_TRIGGER_SCHEMA: dict[str, Any] = {
     },
 }
 _APP_TRIGGER_VALIDATOR = Draft202012Validator(APP_TRIGGER_SCHEMA)
+# in the document's trigger, as the other kinds are written (``type`` is checked by the enum)
+_APP_TRIGGER_THEN: dict[str, Any] = {
+    "required": ["connector", "trigger"],
+    "additionalProperties": False,
+    "properties": {**APP_TRIGGER_SCHEMA["properties"], "type": True},
+}
 
 PIPELINE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -287,7 +293,7 @@ PIPELINE_SCHEMA: dict[str, Any] = {
                         },
                     },
                 },
-                {"if": {"properties": {"type": {"const": "app"}}}, "then": APP_TRIGGER_SCHEMA},
+                {"if": {"properties": {"type": {"const": "app"}}}, "then": _APP_TRIGGER_THEN},
             ],
         },
         "steps": {"$ref": "#/$defs/steps"},
