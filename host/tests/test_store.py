@@ -341,7 +341,8 @@ def test_credentials_encrypted_at_rest_and_never_listed(store: Store, alice: dic
     values = {"token": "xoxb-super-secret-token", "team": "T123"}
     c = store.credentials.create(alice["id"], "my slack", "slack", values)
     assert c["id"].startswith("cred_")
-    assert set(c) == {"id", "name", "connector", "created_at"}
+    assert set(c) == {"id", "name", "connector", "created_at", "auth", "account", "status", "expires_at"}
+    assert (c["auth"], c["account"], c["status"], c["expires_at"]) == (None, None, None, None)
 
     with store.engine.connect() as conn:
         raw = conn.execute(select(t.credentials)).mappings().one()

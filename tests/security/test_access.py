@@ -308,7 +308,7 @@ def test_cross_user_access_to_every_id_route_fails_and_changes_nothing(srv):
     _, bkey = srv.user_with_key("bob@example.com")
     attackers = {"key": srv.client(bkey), "jwt": srv.client(jwt_for("bob-sub", "bob@example.com"))}
     ids = {"pipeline_id": pid, "cred_id": cid, "run_id": rid, "version": "1", "token": "x",
-           "step_id": "a", "loop": "a"}
+           "step_id": "a", "loop": "a", "connector": "telegram"}
     bodies = {
         ("PUT", "/api/v1/pipelines/<pipeline_id>"): {"pipeline": _doc(), "name": "pwned"},
         ("PUT", "/api/v1/pipelines/<pipeline_id>/pinned/<step_id>"): {"output": {"x": 1}},

@@ -305,6 +305,52 @@ def test_planted_secrets_never_appear_anywhere(srv, client, caplog, tmp_path):
             assert s.encode() not in blob, (str(path), s)
 
 
+def test_oauth_tokens_never_appear_anywhere(tmp_path, caplog):
+    """Access and refresh tokens of a connected account (Connect, a refresh after a 401, a
+    refused refresh token) never reach an API answer, a page, a log line or a file, even when
+    the upstream echoes the refused token in its error."""
+    from oauth_support import Acme, acme_fakes, connect, signed_in
+
+    caplog.set_level(logging.DEBUG)
+    doc = {
+        "levqor": 1,
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "me", "connector": "acme", "action": "whoami", "credential": "a", "payload": {}}],
+    }
+    with acme_fakes() as (auth, api, env):
+        srv = LiveServer(make_app(tmp_path, env=env, plugins=[("acme", Acme())]))
+        try:
+            c, _user, csrf = signed_in(srv, "tok@example.com")
+            answers = [connect(c, "a").text]
+            pid = c.post("/api/v1/pipelines", json={"name": "p", "pipeline": doc}, headers=csrf).json()["id"]
+            for spoil in (auth.expire_access_tokens, auth.revoke):
+                spoil()  # a refresh after the 401, then a refused refresh token
+                r = c.post("/api/v1/run?wait=20", json={"pipeline_id": pid}, headers=csrf)
+                answers += [r.text, c.get(f"/api/v1/runs/{r.json()['id']}").text]
+            answers += [c.get("/api/v1/credentials").text, c.get("/api/v1/runs?limit=50").text]
+            answers.append(c.get(f"/api/v1/pipelines/{pid}").text)
+            assert api.refused >= 2 and auth.refreshes == 1
+            tokens = auth.issued
+            assert len(tokens) >= 3
+            for text in answers:
+                for t in tokens:
+                    assert t not in text, text[:300]
+            for rec in caplog.records:
+                line = rec.getMessage() + (str(rec.exc_info[1]) if rec.exc_info else "")
+                for t in tokens:
+                    assert t not in line, (rec.name, line[:300])
+            for _ in range(100):  # the jobs.jsonl line follows the run's settlement
+                if srv.state.config.jobs_log.exists():
+                    break
+                time.sleep(0.02)
+            for path in (p for p in srv.state.config.data_dir.rglob("*") if p.is_file()):
+                blob = path.read_bytes()
+                for t in tokens:
+                    assert t.encode() not in blob, str(path)
+        finally:
+            srv.stop()
+
+
 # ---------------------------------------------------------------- webhooks
 def sign(secret: str, body: bytes, ts: int | None = None) -> dict:
     ts = int(time.time()) if ts is None else ts

@@ -81,6 +81,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     """The service object of one app, every part handed what it uses."""
     from levqor_host import hookspecs as host_hookspecs
     from levqor_host.billing.ledger import Ledger, LowCredit
+    from levqor_host.credentials import OAuthService
     from levqor_host.growth.analytics import EmailHasher, reward_referral
     from levqor_host.runs.service import RunService
     from levqor_host.runs.triggers import TriggerService
@@ -125,6 +126,9 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     runs.mailer = state.mailer
     state.triggers.mailer = state.mailer  # failing triggers' owners are emailed
     runs.on_exception = state.report_exception
+    state.oauth = OAuthService(cfg, store, pm, vault, runs.flow.signer)
+    state.oauth.on_broken.append(state.mailer.credential_broken)
+    runs.credentials_for = state.oauth.resolver
     if state.mailer.configured and cfg.billing.low_credit_threshold > 0:
         ledger.low_credit = LowCredit(cfg.billing.low_credit_threshold, state.mailer.low_credit_warning)
     return state

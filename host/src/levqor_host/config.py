@@ -93,9 +93,12 @@ class EnvReader:
             ) from None
         return raw
 
-    def prefixed(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """Every variable named ``<prefix><something>``."""
-        self.reads.setdefault(prefix + "<NAME>", (self.section, None))
+    def prefixed(
+        self, prefix: str, shown: tuple[str, ...] = ("<NAME>",)
+    ) -> Iterator[tuple[str, str]]:
+        """Every variable named ``<prefix><something>`` (documented as ``<prefix><shown>``)."""
+        for tail in shown:
+            self.reads.setdefault(prefix + tail, (self.section, None))
         for key, value in self.env.items():
             if key.startswith(prefix) and len(key) > len(prefix):
                 yield key, value
@@ -263,6 +266,48 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class OAuthClientConfig:
+    """The operator's OAuth2 client for one connector (``LEVQOR_OAUTH_<CONNECTOR>_*``)."""
+
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    #: overrides of the connector's own endpoints (another region, a fake in tests)
+    authorization_url: str | None = None
+    token_url: str | None = None
+
+
+#: the settings of one OAuth2 client, by the suffix of their variable
+_OAUTH_FIELDS = {
+    "_CLIENT_ID": "client_id",
+    "_CLIENT_SECRET": "client_secret",
+    "_AUTHORIZATION_URL": "authorization_url",
+    "_TOKEN_URL": "token_url",
+}
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """OAuth2 clients ("Connect") by connector key: the connector's name upper-cased, ``-`` as
+    ``_`` (``LEVQOR_OAUTH_SLACK_CLIENT_ID`` is ``clients["SLACK"].client_id``)."""
+
+    clients: Mapping[str, OAuthClientConfig] = field(default_factory=dict)
+
+    @staticmethod
+    def key(connector: str) -> str:
+        return connector.upper().replace("-", "_")
+
+    def client(self, connector: str) -> OAuthClientConfig:
+        """The client of ``connector`` (empty when the operator configured none)."""
+        return self.clients.get(self.key(connector)) or OAuthClientConfig()
+
+    @classmethod
+    def variables(cls, connector: str) -> tuple[str, str]:
+        """The two variables that configure ``connector``'s client."""
+        k = cls.key(connector)
+        return (f"LEVQOR_OAUTH_{k}_CLIENT_ID", f"LEVQOR_OAUTH_{k}_CLIENT_SECRET")
+
+
+@dataclass(frozen=True)
 class CliConfig:
     admin_email: str = "admin@localhost"
     write_first_key: bool = False
@@ -295,6 +340,7 @@ class Config:
     gunicorn: GunicornConfig = field(default_factory=GunicornConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     cli: CliConfig = field(default_factory=CliConfig)
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
     #: the environment it was read from, for :meth:`plugin_settings` only
     _env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -533,6 +579,25 @@ def _cli(r: EnvReader) -> CliConfig:
     )
 
 
+def _oauth(r: EnvReader) -> OAuthConfig:
+    prefix = "LEVQOR_OAUTH_"
+    found: dict[str, dict[str, str]] = {}
+    shown = tuple(f"<CONNECTOR>{suffix}" for suffix in _OAUTH_FIELDS)
+    for key, value in r.prefixed(prefix, shown):
+        for suffix, name in _OAUTH_FIELDS.items():
+            connector = key[len(prefix) : -len(suffix)]
+            if key.endswith(suffix) and connector and value.strip():
+                found.setdefault(connector, {})[name] = value.strip()
+                break
+    for connector, values in found.items():
+        for name in ("authorization_url", "token_url"):
+            url = values.get(name, "")
+            if url and not url.startswith(("http://", "https://")):
+                var = f"{prefix}{connector}_{name.upper()}"
+                raise ValueError(f"{var} must be an http(s) URL")
+    return OAuthConfig({k: OAuthClientConfig(**v) for k, v in sorted(found.items())})
+
+
 def _security(r: EnvReader) -> SecuritySettings:
     secret = r.optional("SUPABASE_JWT_SECRET")
     url = r.text("SUPABASE_URL", "").strip().rstrip("/") or None
@@ -623,6 +688,7 @@ _SECTIONS = {
     "gunicorn": _gunicorn,
     "plugins": _plugins,
     "cli": _cli,
+    "oauth": _oauth,
 }
 
 

@@ -73,7 +73,10 @@ def _first_item(
 
 
 def _credentials(state: Services, user_id: str) -> Callable[[str | None, str], dict | None]:
-    """The runner's credential resolver: the owner's credentials from the vault."""
+    """The runner's credential resolver: the owner's credentials from the vault (an OAuth2
+    credential refreshed before it expires and after a 401)."""
+    if state.oauth is not None:
+        return state.oauth.resolver(user_id)
 
     def credentials(name: str | None, connector: str) -> dict | None:
         if not name:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.pipeline import validate_pipeline
+from levqor_kernel.recording import CredentialResolver
 from levqor_kernel.runner import RunResult
 
 from levqor_host.errors import ApiError
@@ -84,6 +85,9 @@ class RunService:
         self.metrics = metrics
         self.mailer: Any = None  # support.mail.Mailer: run_failed, approval_requested
         self.on_exception: Callable[..., None] | None = None
+        #: one user's credential resolver for a run (the OAuth service's, which refreshes);
+        #: None: the vault's values as stored
+        self.credentials_for: Callable[[str], CredentialResolver] | None = None
         self._dispatchers: list[Callable[[str], Any]] = []
         self._waiters: dict[str, threading.Event] = {}
         self._validation_cache: dict[str, list] = {}

@@ -120,6 +120,14 @@ class CredentialRow(TypedDict):
     name: str
     connector: str
     created_at: Timestamp
+    #: "oauth2" for a connected account ("Connect"), None for values pasted in
+    auth: str | None
+    #: the connected account as shown to the user (an email, a workspace)
+    account: str | None
+    #: None (usable) or "broken" (the provider refused its refresh token: connect it again)
+    status: str | None
+    #: when its access token expires (refreshed before)
+    expires_at: Timestamp | None
 
 
 # A run's states, in the order a run goes through them; the last three are final. A run that

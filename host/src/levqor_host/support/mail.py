@@ -264,6 +264,35 @@ class Mailer:
             idempotency_key=f"trigger-failing:{trigger['id']}:{failing_since}",
         )
 
+    def credential_broken(self, user_id: str, name: str, reason: str) -> Future | None:
+        """A connected account's refresh token was refused: tell its owner to connect it again
+        (the credential service calls it once, when the credential turns broken; the Resend
+        Idempotency-Key names the credential and the hour, so a retried send goes out once)."""
+        if not self.configured:
+            return None
+        return self._background(
+            "credential_broken", f"credential {name}", self._credential_broken, user_id, name, reason
+        )
+
+    def _credential_broken(self, user_id: str, name: str, reason: str) -> None:
+        user = self.store.users.get(user_id)
+        if user is None:
+            return
+        from levqor_host.observability import scrub
+
+        text = (
+            f'Your credential "{name}" stopped working: {scrub(reason)}\n\n'
+            "Steps and triggers that use it fail or are paused until you connect the account "
+            f"again: {self.cfg.base_url}/credentials (Connect, with the same name).\n"
+        )
+        self.send(
+            to=user["email"],
+            subject=f'Levqor: connect "{name}" again',
+            text=text,
+            kind="credential_broken",
+            idempotency_key=f"credential-broken:{user_id}:{name}:{int(time.time() // 3600)}",
+        )
+
     def low_credit_warning(self, user: dict, balance: int, crossing: str) -> Future | None:
         """Warn ``user`` that their balance (``balance`` credits) fell below
         ``LEVQOR_LOW_CREDIT_THRESHOLD``. The ledger calls it once per crossing of the threshold

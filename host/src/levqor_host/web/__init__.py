@@ -24,13 +24,16 @@ def register_blueprints(app: Flask, state: Services) -> None:
     from levqor_host.web.dashboard import install_dashboard
     from levqor_host.web.growth import bp as growth
     from levqor_host.web.marketplace import bp as marketplace
+    from levqor_host.web.oauth import bp as oauth
     from levqor_host.web.ops import bp as ops
     from levqor_host.web.resume import bp as resume
     from levqor_host.web.sessions import bp as sessions
     from levqor_host.web.support import bp as support
     from levqor_host.web.webhooks import bp as webhooks
 
-    for bp in (sessions, ops, support, api, webhooks, growth, plan, marketplace, schedule, resume):
+    for bp in (
+        sessions, ops, support, api, webhooks, growth, plan, marketplace, schedule, resume, oauth
+    ):
         app.register_blueprint(bp)
     state.pm.hook.register_blueprints(app=app, state=state)
     # HTML shells + ES modules over the JSON API, with the pages of plugins

@@ -262,7 +262,10 @@ class EmbeddedExecutor:
         return result.status if done else None
 
     def _credentials(self, user_id: str) -> Callable[[str | None, str], dict | None]:
-        """The runner's credential resolver for one user's run (values from the vault)."""
+        """The runner's credential resolver for one user's run (values from the vault; an
+        OAuth2 credential refreshed before it expires and after a 401)."""
+        if self.runs.credentials_for is not None:
+            return self.runs.credentials_for(user_id)
         store = self.runs.store
 
         def credentials(name: str | None, connector: str) -> dict | None:

@@ -235,6 +235,12 @@ class FakeAuthorizationServer:
         return scheme.lower() == "bearer" and self.token_valid(token.strip())
 
     @property
+    def issued(self) -> list[str]:
+        """Every access and refresh token issued so far (for tests that grep for leaks)."""
+        with self._lock:
+            return [*self._access, *self._grants]
+
+    @property
     def refresh_tokens(self) -> list[str]:
         with self._lock:
             return [rt for rt, g in self._grants.items() if not g.revoked]

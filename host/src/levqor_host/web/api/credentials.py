@@ -27,6 +27,10 @@ def cred_out(c: dict) -> dict:
         "name": c["name"],
         "connector": c["connector"],
         "created_at": iso(c.get("created_at")),
+        "auth": c.get("auth") or "values",
+        "account": c.get("account"),
+        "status": c.get("status") or "ok",
+        "expires_at": iso(c.get("expires_at")),
     }
 
 
@@ -121,7 +125,9 @@ def create_credential(body: CredentialIn) -> Response:
 @require("pipelines:read")
 @operation(
     "List credentials (names and connectors only)",
-    "The caller's credentials; their values are never answered.",
+    "The caller's credentials; their values (tokens) are never answered. A connected account "
+    "(auth oauth2) shows its account name, when its access token expires (refreshed before) "
+    "and status broken once the provider refused its refresh token (connect it again).",
     tag="credentials",
     responses={200: answer(CredentialList)},
 )

@@ -97,6 +97,14 @@ class Credential(BaseModel):
     name: str
     connector: str
     created_at: Timestamp = None
+    auth: Literal["values", "oauth2"] = Field(
+        "values", description="values pasted in, or an account connected with Connect (OAuth2)"
+    )
+    account: str | None = Field(None, description="the connected account, as the provider names it")
+    status: Literal["ok", "broken"] = Field(
+        "ok", description="broken: the provider refused the refresh token; connect it again"
+    )
+    expires_at: Timestamp = Field(None, description="when the access token expires (refreshed before)")
 
 
 class CredentialList(BaseModel):

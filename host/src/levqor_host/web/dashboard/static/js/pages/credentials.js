@@ -42,9 +42,44 @@ function renderList(items) {
       } catch (e) { toast(errorText(e), "bad", 8000); busy(remove, false); }
     });
     const con = connectors[c.connector];
+    const connected = c.auth === "oauth2";
+    const state = !connected ? null : c.status === "broken"
+      ? h("p", { class: "small", "data-status": "broken" }, h("span", { class: "badge bad" }, "broken: reconnect"),
+        " the service refused this account's access: connect it again with the same name.")
+      : h("p", { class: "small", "data-status": "ok" }, h("span", { class: "badge ok" }, "connected"),
+        c.account ? " as " : "", c.account ? h("strong", { class: "account" }, c.account) : "");
+    const again = connected && con && con.oauth2
+      ? h("button", { type: "button", class: c.status === "broken" ? "small" : "secondary small" }, "Reconnect") : null;
+    if (again) again.addEventListener("click", () => startConnect(c.connector, c.name, again));
     return h("li", { class: "card", "data-credential": c.name },
       h("h3", {}, c.name), h("p", { class: "muted small" }, `${con ? con.title : c.connector} · added ${fmtTime(c.created_at)}`),
-      h("div", { class: "actions" }, test, remove), result);
+      state, h("div", { class: "actions" }, again, test, remove), result);
+  })));
+}
+
+// "Connect": the host sends the browser to the service's consent page and back here
+function startConnect(connector, name, button) {
+  busy(button, true, "Connecting…");
+  location.assign(`/oauth/${encodeURIComponent(connector)}/start?name=${encodeURIComponent(name)}`);
+}
+
+function renderConnect() {
+  const offered = Object.values(connectors).filter((c) => c.oauth2);
+  $("#connect-section").hidden = !offered.length;
+  clear($("#connect-list"), h("ul", { class: "cards" }, offered.map((c) => {
+    const id = `connect-name-${c.name}`;
+    const input = h("input", { id, maxlength: "100", autocomplete: "off", value: c.name, required: "" });
+    const label = c.oauth2.title || `Connect ${c.title}`;
+    const button = h("button", { type: "button", "data-connect": c.name }, label);
+    const problem = h("p", { class: "small form-error", role: "alert", hidden: "" });
+    button.addEventListener("click", () => {
+      const name = input.value.trim();
+      if (!name) { problem.textContent = "give the credential a name"; problem.hidden = false; return; }
+      startConnect(c.name, name, button);
+    });
+    return h("li", { class: "card", "data-connector": c.name },
+      h("h3", {}, c.title), h("div", { class: "field" }, h("label", { for: id }, "Credential name"), input),
+      h("div", { class: "actions" }, button), problem);
   })));
 }
 
@@ -104,6 +139,8 @@ async function main() {
   const params = new URLSearchParams(location.search);
   if (params.get("connector") && connectors[params.get("connector")]) sel.value = params.get("connector");
   if (params.get("name")) $("#cred-name").value = params.get("name").slice(0, 100);
+  if (params.get("connected")) toast(`Connected ${params.get("connected").slice(0, 100)}: its tokens are stored encrypted`, "ok", 6000);
+  renderConnect();
   renderForm();
   sel.addEventListener("change", renderForm);
   $("#cred-form").addEventListener("submit", submit);
