@@ -200,6 +200,9 @@ class FakeTelegram:
             self.deliveries: list[dict[str, Any]] = []
             self.allowed_updates: list[str] = []
             self._next_update = 815000001
+            #: where webhook requests really go: {URL prefix: replacement}, the network between
+            #: Telegram and a test host (a public URL that reaches one of several hosts)
+            self.routes: dict[str, str] = {}
         self.add_chat(self.PRIVATE_CHAT, "private", first_name="Ada", username="ada")
         self.add_chat(self.CHANNEL_CHAT, "channel", title="Levqor alerts", username="levqor_alerts")
 
@@ -573,15 +576,30 @@ class FakeTelegram:
             todo = list(self.pending)
         if not hook.get("url"):
             return 0
-        return sum(1 for u in todo if self._deliver(hook, u))
+        return sum(1 for u in todo if 200 <= self._deliver(hook, u) < 300)
 
-    def _deliver(self, hook: dict[str, Any], update: dict[str, Any]) -> bool:
+    def resend(self, update: dict[str, Any]) -> int:
+        """Send ``update`` to the webhook once more, as Telegram does when it did not see an
+        answer in time (a retry of a delivery the receiver may already have processed); the
+        HTTP status (0: no webhook or no answer)."""
+        with self._lock:
+            hook = dict(self.webhook)
+        if not hook.get("url"):
+            return 0
+        return self._deliver(hook, update)
+
+    def _deliver(self, hook: dict[str, Any], update: dict[str, Any]) -> int:
+        url = hook["url"]
+        for prefix, target in list(self.routes.items()):
+            if url.startswith(prefix):
+                url = target + url[len(prefix) :]
+                break
         headers = {"Content-Type": "application/json"}
         if hook.get("secret_token"):
             headers["X-Telegram-Bot-Api-Secret-Token"] = hook["secret_token"]
         try:
             resp = requests.post(
-                hook["url"],
+                url,
                 data=json.dumps(update).encode(),
                 headers=headers,
                 timeout=30,
@@ -599,13 +617,13 @@ class FakeTelegram:
                     self.pending.remove(update)
                 except ValueError:
                     pass
-                return True
+                return status
             if self.webhook.get("url") == hook["url"]:
                 self.webhook["last_error_date"] = int(time.time())
                 self.webhook["last_error_message"] = (
                     f"Wrong response from the webhook: {status}" if status else "Connection refused"
                 )
-        return False
+        return status
 
 
 def _unescaped_reserved(text: str) -> str | None:
