@@ -518,6 +518,9 @@ def test_forged_and_stale_deliveries_are_refused(slack: FakeSlack) -> None:
     cases["not a number"] = Delivery(
         "POST", {**good.headers, "x-slack-request-timestamp": "soon"}, good.body
     )
+    cases["not ASCII digits"] = Delivery(
+        "POST", {**good.headers, "x-slack-request-timestamp": "\u00b2\u00b3"}, good.body
+    )
     for name, d in cases.items():
         with pytest.raises(SignatureError) as e:
             receive(slack, d)

@@ -122,6 +122,7 @@ ERRORS: dict[str, tuple[str, type[ConnectorError]]] = {
 _SLACK_PATH = re.compile(r"/services/[A-Za-z0-9]+/[A-Za-z0-9]+/[A-Za-z0-9]+")
 _CODE = re.compile(r"[a-z][a-z0-9_]{1,60}")
 _SCOPES = re.compile(r"[a-z][a-z0-9_:.,-]{1,200}")
+_STAMP = re.compile(r"[0-9]{1,12}")
 
 PAYLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -763,7 +764,7 @@ def verify_signature(
             f"{SIGNING_SECRET_ENV} (the Slack app's Signing Secret, under Basic Information)",
             code="not_configured",
         )
-    if not stamp.isdigit() or len(stamp) > 12:
+    if not _STAMP.fullmatch(stamp):
         raise SignatureError("X-Slack-Request-Timestamp is not a Unix time")
     if abs((time.time() if now is None else now) - int(stamp)) > MAX_DELIVERY_AGE:
         raise SignatureError(
