@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from levqor_kernel import hookimpl
+from levqor_kernel import Poll, TriggerItem, hookimpl
 from levqor_kernel.oauth import OAUTH2_CREDENTIALS, bearer
 from levqor_kernel.testing.fakeserver import FakeServer, Recorded, Reply
 from levqor_kernel.testing.oauth import FakeAuthorizationServer
@@ -40,6 +40,15 @@ class Acme:
                     "scopes": ["profile", "write"],
                     "account": "/team/name",
                     "title": "Connect Acme",
+                },
+                "triggers": {
+                    "new_item": {
+                        "title": "New item",
+                        "kind": "polling",
+                        "config": {"type": "object"},
+                        "output": {"type": "object", "properties": {"n": {"type": "integer"}}},
+                        "sample": {"n": 1},
+                    }
                 },
                 "actions": {
                     "whoami": {
@@ -69,22 +78,44 @@ class Acme:
         return {"team": resp.json()["team"]}
 
     @hookimpl
+    def poll_trigger(self, connector, trigger, config, credentials, state, context):
+        base, guarded = context.api_base("acme", "https://api.acme.example")
+        resp = context.http.request(
+            "GET",
+            f"{base}/items",
+            guard=guarded,
+            headers={"Authorization": f"Bearer {bearer(credentials)}"},
+            service="Acme",
+        )
+        items = resp.json()["items"]
+        return Poll(
+            items=[TriggerItem(id=str(i["n"]), data=i) for i in items],
+            state={"count": len(items)},
+        )
+
+    @hookimpl
     def oauth_credentials(self, connector, token, context):
         team = token.get("team") or {}
         return {"team_id": team.get("id")} if team.get("id") else None
 
 
 class AcmeApi:
-    """The fake Acme API: ``GET /me`` answers the team for a valid bearer token, 401 else."""
+    """The fake Acme API for a valid bearer token (401 else): ``GET /me`` answers the team,
+    ``GET /items`` the items added so far (``add_item``)."""
 
     def __init__(self, auth: FakeAuthorizationServer) -> None:
         self.auth = auth
         self.server = FakeServer()
         self.calls = 0
         self.refused = 0
-        self.server.route("GET", "/me", self._me)
+        self.items: list[dict] = []
+        self.server.route("GET", "/me", lambda req: self._answer(req, {"team": TEAM["name"]}))
+        self.server.route("GET", "/items", lambda req: self._answer(req, {"items": list(self.items)}))
 
-    def _me(self, req: Recorded) -> Reply:
+    def add_item(self) -> None:
+        self.items.append({"n": len(self.items) + 1})
+
+    def _answer(self, req: Recorded, body: dict) -> Reply:
         self.calls += 1
         if not self.auth.bearer_valid(req):
             self.refused += 1
@@ -95,7 +126,7 @@ class AcmeApi:
                 {"error": "invalid_token", "token": sent.partition(" ")[2]},
                 {"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        return Reply(200, {"team": TEAM["name"]})
+        return Reply(200, body)
 
 
 @contextmanager
@@ -116,16 +147,16 @@ def acme_fakes(**auth_options: Any) -> Iterator[tuple[FakeAuthorizationServer, A
             yield auth, api, env
 
 
-def signed_in(srv: Any, email: str) -> tuple[Any, dict, dict[str, str]]:
+def signed_in(srv: Any, email: str, user: dict | None = None) -> tuple[Any, dict, dict[str, str]]:
     """A requests session of ``srv`` signed in with the dashboard's cookie (a new user with a
-    password), the user and the CSRF header."""
+    password, or ``user`` given a password), the user and the CSRF header."""
     from levqor_host.security.passwords import hash_password
 
     store = srv.state.store
-    user = store.users.create(email)
+    user = user or store.users.create(email)
     store.auth.set_password_hash(user["id"], hash_password(PASSWORD))
     c = srv.client()
-    r = c.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    r = c.post("/api/v1/auth/login", json={"email": user["email"], "password": PASSWORD})
     assert r.status_code == 200, r.text
     return c, user, {"X-CSRF-Token": r.json()["csrf_token"]}
 

@@ -81,7 +81,6 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     """The service object of one app, every part handed what it uses."""
     from levqor_host import hookspecs as host_hookspecs
     from levqor_host.billing.ledger import Ledger, LowCredit
-    from levqor_host.credentials import OAuthService
     from levqor_host.growth.analytics import EmailHasher, reward_referral
     from levqor_host.runs.service import RunService
     from levqor_host.runs.triggers import TriggerService
@@ -126,12 +125,26 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     runs.mailer = state.mailer
     state.triggers.mailer = state.mailer  # failing triggers' owners are emailed
     runs.on_exception = state.report_exception
-    state.oauth = OAuthService(cfg, store, pm, vault, runs.flow.signer)
-    state.oauth.on_broken.append(state.mailer.credential_broken)
-    runs.credentials_for = state.oauth.resolver
+    _wire_oauth(state)
     if state.mailer.configured and cfg.billing.low_credit_threshold > 0:
         ledger.low_credit = LowCredit(cfg.billing.low_credit_threshold, state.mailer.low_credit_warning)
     return state
+
+
+def _wire_oauth(state: Services) -> None:
+    """Connect and refresh: runs, step tests and trigger polls get OAuth2 credentials through
+    it; a credential whose refresh token is refused pauses its triggers and emails its owner,
+    and connecting it again resumes them."""
+    from levqor_host.credentials import OAuthService
+
+    store = state.store
+    oauth = state.oauth = OAuthService(state.config, store, state.pm, state.vault, state.runs.flow.signer)
+    state.runs.credentials_for = oauth.resolver
+    state.triggers.resolve_credentials = lambda uid, name, connector: oauth.resolver(uid)(name, connector)
+    state.triggers.call_with_credentials = oauth.call_with_refresh
+    oauth.on_broken.append(store.triggers.pause_for_credential)
+    oauth.on_broken.append(state.mailer.credential_broken)
+    oauth.on_connected.append(lambda uid, name, _why: store.triggers.resume_for_credential(uid, name))
 
 
 def _install_web(app: Flask, state: Services) -> None:

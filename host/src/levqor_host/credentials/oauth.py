@@ -346,13 +346,19 @@ class OAuthService:
         fn: Callable[[dict[str, Any] | None], T],
     ) -> T:
         """``fn(values)`` with the user's credential ``name`` (refreshed first when it expires
-        soon; ``None`` when there is none), and once more with a refreshed credential when it
-        raises a ``CredentialError`` with status 401 on an OAuth2 credential. For callers
-        outside the runner (the trigger poller)."""
+        soon; ``None`` when no name is given), and once more with a refreshed credential when
+        it raises a ``CredentialError`` with status 401 on an OAuth2 credential. For callers
+        outside the runner (the trigger poller). A ``CredentialError`` when ``name`` names no
+        credential of ``connector``."""
+        if not name:
+            return fn(None)
         creds = self.resolver(user_id)
         values = creds(name, connector)
-        if not name:
-            return fn(values)
+        if values is None:
+            raise CredentialError(
+                f"credential {name!r} does not exist or is not for {connector!r}: add it",
+                code="missing_credentials",
+            )
         return call_with_refresh(fn, values, lambda stale: creds.refresh(name, connector, stale))
 
 

@@ -126,6 +126,11 @@ class TriggerService:
         #: ``(user_id, credential name, connector) -> values or None``: the one place trigger
         #: hooks get credentials from (the OAuth service puts its refreshing resolver here)
         self.resolve_credentials: Callable[[str, str, str], dict | None] = self._stored_credentials
+        #: ``(user_id, credential name, connector, fn) -> fn(values)``: how a poll calls its
+        #: hook (the OAuth service's calls once more with a refreshed token after a 401)
+        self.call_with_credentials: Callable[
+            [str, str | None, str, Callable[[dict | None], Any]], Any
+        ] = self._call_with_stored
         self.polled = 0  # polls done by this process (the bench reads it)
 
     # ------------------------------------------------------------------ the spec
@@ -459,19 +464,27 @@ class TriggerService:
             user_id=user_id,
         )
 
+    def _call_with_stored(
+        self, user_id: str, name: str | None, connector: str, fn: Callable[[dict | None], Any]
+    ) -> Any:
+        return fn(self._credentials_or_none(user_id, name, connector))
+
     def _call_poll(self, user_id: str, spec: TriggerSpec | TriggerRow, state: Any) -> Any:
         """``poll_trigger`` of the owning plugin with the trigger's credentials (the one call
         site of a poll: the OAuth service's refresh-and-retry wraps it)."""
         get = (lambda k: getattr(spec, k)) if isinstance(spec, TriggerSpec) else spec.get
         connector = get("connector")
-        creds = self._credentials_or_none(user_id, get("credential"), connector)
-        return as_poll(
-            self.pm.call_owner(
-                "poll_trigger", connector, connector=connector, trigger=get("trigger"),
-                config=get("config"), credentials=creds, state=state,
-                context=self._context(user_id, f"poll:{connector}.{get('trigger')}"),
-            )
-        )  # fmt: skip
+
+        def poll(creds: dict | None) -> Any:
+            return as_poll(
+                self.pm.call_owner(
+                    "poll_trigger", connector, connector=connector, trigger=get("trigger"),
+                    config=get("config"), credentials=creds, state=state,
+                    context=self._context(user_id, f"poll:{connector}.{get('trigger')}"),
+                )
+            )  # fmt: skip
+
+        return self.call_with_credentials(user_id, get("credential"), connector, poll)
 
     # ------------------------------------------------------------------ polling
     def poll(self, t: TriggerRow) -> dict[str, Any]:
