@@ -78,6 +78,10 @@ class Acme:
         return {"team": resp.json()["team"]}
 
     @hookimpl
+    def check_credentials(self, connector, credentials, context):
+        return self.run_task(connector, "whoami", {}, credentials, context)
+
+    @hookimpl
     def poll_trigger(self, connector, trigger, config, credentials, state, context):
         base, guarded = context.api_base("acme", "https://api.acme.example")
         resp = context.http.request(

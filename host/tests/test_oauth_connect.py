@@ -6,6 +6,8 @@ refused refresh token (broken, one email)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -100,11 +102,19 @@ def test_an_expired_access_token_is_refreshed_once_and_the_run_succeeds(srv, fak
     assert after["access_token"] != before["access_token"]
     assert after["refresh_token"] == before["refresh_token"]  # the answer had none: kept
 
+    # the credential's Test: a 401 refreshes it too
+    auth.expire_access_tokens()
+    [cred] = c.get("/api/v1/credentials").json()["items"]
+    r = c.post(f"/api/v1/credentials/{cred['id']}/test", headers=csrf)
+    assert r.json() == {"id": cred["id"], "supported": True, "ok": True, "details": {"team": "Acme Workspace"}}
+    assert auth.refreshes == 2
+    after = stored(srv, user)
+
     # an access token about to expire is refreshed before the step uses it (no 401 at all)
     srv.state.store.credentials.connect(user["id"], "acme-main", "acme", {**after, "expires_at": time.time() + 5})
     refused = api.refused
     assert run(c, csrf)["status"] == "succeeded"
-    assert auth.refreshes == 2 and api.refused == refused
+    assert auth.refreshes == 3 and api.refused == refused
 
 
 def test_concurrent_refreshes_ask_the_provider_once(tmp_path, fakes):
@@ -218,16 +228,12 @@ def test_bad_states_provider_errors_and_unknown_connectors_are_4xx_and_store_not
     consent = c.get(start.headers["Location"], allow_redirects=False)
     _page(c2.get(to_server(c2, consent.headers["Location"]), allow_redirects=False), 403, "another account")
     # an expired state
-    from levqor_host.credentials import oauth as oauth_mod
-
-    ttl = oauth_mod.STATE_TTL
-    oauth_mod.STATE_TTL = -1
-    try:
-        old = c.get("/oauth/acme/start", params={"name": "acme-main"}, allow_redirects=False)
-    finally:
-        oauth_mod.STATE_TTL = ttl
-    consent = c.get(old.headers["Location"], allow_redirects=False)
-    _page(c.get(to_server(c, consent.headers["Location"]), allow_redirects=False), 400, "took too long")
+    # an expired state (well signed with the host's key, its expiry passed)
+    fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    old = base64.urlsafe_b64encode(json.dumps({**fields, "x": int(time.time()) - 1}).encode()).decode().rstrip("=")
+    expired = f"{old}.{srv.state.oauth.signer.sign('oauth-state', old)}"
+    r = c.get("/oauth/callback", params={"state": expired, "code": "c"}, allow_redirects=False)
+    _page(r, 400, "took too long")
     # unknown connector, a connector without OAuth2, no name, a cross-site start
     _page(c.get("/oauth/nope/start", params={"name": "x"}), 404, "not installed")
     _page(c.get("/oauth/core/start", params={"name": "x"}), 404, "no Connect option")

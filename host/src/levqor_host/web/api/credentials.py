@@ -177,11 +177,12 @@ def test_credential(cred_id: str) -> Response:
                 "message": f"connector {connector!r} offers no credential check",
             }
         )
-    return jsonify({"id": cred_id, "supported": True, **_check(cred_id, connector, values)})
+    return jsonify({"id": cred_id, "supported": True, **_check(cred_id, c["name"], connector, values)})
 
 
-def _check(cred_id: str, connector: str, values: dict) -> dict:
-    """``ok`` and ``details``, or ``ok: false`` and the redacted ``message``."""
+def _check(cred_id: str, name: str, connector: str, values: dict) -> dict:
+    """``ok`` and ``details``, or ``ok: false`` and the redacted ``message``. A connected
+    account's token is refreshed when it expires soon, and once more after a 401."""
     from levqor_kernel.context import make_context
     from levqor_kernel.errors import ConnectorError
 
@@ -191,12 +192,23 @@ def _check(cred_id: str, connector: str, values: dict) -> dict:
     )
     # redacted from the helper's errors and dropped from headers on a cross-origin redirect
     ctx.http.add_secrets(*(v for v in secrets_in(values) if len(v) >= 6))
+    hidden = secrets_in(values)
+
+    def check(creds: dict | None) -> dict:
+        ctx.http.add_secrets(*(v for v in secrets_in(creds or {}) if len(v) >= 6))
+        hidden.extend(secrets_in(creds or {}))
+        return st.pm.call_owner(
+            "check_credentials", connector, connector=connector, credentials=creds, context=ctx
+        )
+
     try:
-        out = st.pm.call_owner(
-            "check_credentials", connector, connector=connector, credentials=values, context=ctx
+        out = (
+            st.oauth.call_with_refresh(current_user()["id"], name, connector, check)
+            if st.oauth is not None
+            else check(values)
         )
     except ConnectorError as e:
-        return {"ok": False, "message": redact(e.message, secrets_in(values))}
+        return {"ok": False, "message": redact(e.message, hidden)}
     except Exception:  # noqa: BLE001
         return {"ok": False, "message": "the check failed unexpectedly"}
     finally:
