@@ -90,10 +90,31 @@ def test_first_poll_is_a_baseline_with_samples(google: FakeGoogleSheets, oauth: 
         "Email": "u5@x.example",
         "Total": "5",
     }
-    [req] = api_calls(google)
-    assert req.method == "GET" and req.path == f"/v4/spreadsheets/{SHEET_ID}/values/%27Orders%27"
-    assert req.query == {"majorDimension": ["ROWS"], "valueRenderOption": ["FORMATTED_VALUE"]}
-    assert req.header("Authorization") == f"Bearer {oauth['access_token']}"
+    # the sheet read in pages until one is empty
+    first_page, empty = api_calls(google)
+    assert first_page.method == "GET"
+    assert first_page.path == f"/v4/spreadsheets/{SHEET_ID}/values/%27Orders%27%211%3A5000"
+    assert empty.path.endswith("/values/%27Orders%27%215001%3A10000")
+    assert first_page.query == {
+        "majorDimension": ["ROWS"],
+        "valueRenderOption": ["FORMATTED_VALUE"],
+    }
+    assert first_page.header("Authorization") == f"Bearer {oauth['access_token']}"
+
+
+def test_a_long_sheet_is_read_in_pages_for_the_baseline(
+    google: FakeGoogleSheets, oauth: dict
+) -> None:
+    rows = [HEADERS] + [[f"A-{i}"] for i in range(1, 5100)]
+    for i in range(4990, 5000):
+        rows[i] = []  # the first page ends in empty rows; the data goes on below
+    google.set_rows(SHEET_ID, "Orders", rows)
+    first = poll(google, oauth, None)
+    assert first.state == {"row_count": 5100}
+    assert [i.id for i in first.items] == ["5098", "5099", "5100"]
+    assert len(api_calls(google)) == 3
+    google.add_row(SHEET_ID, "Orders", ["A-new"])
+    assert [i.id for i in poll(google, oauth, first.state).items] == ["5101"]
 
 
 def test_new_rows_are_items_and_the_cursor_advances(google: FakeGoogleSheets, oauth: dict) -> None:
@@ -438,6 +459,14 @@ def test_lookup_rows(google: FakeGoogleSheets, oauth: dict) -> None:
     assert none == {"rows": [], "count": 0, "truncated": False}
     # the header row itself is never a match
     assert lookup(google, oauth, column="Email", value="Email")["count"] == 0
+    # the header row, the one column, and the matching rows in one batchGet: never the sheet
+    google.server.reset()
+    lookup(google, oauth, column="Email", value="a@x.example")
+    header, column, batch = api_calls(google)
+    assert header.path.endswith("/values/%27Orders%27%211%3A1")
+    assert column.path.endswith("/values/%27Orders%27%21B2%3AB")
+    assert batch.path == f"/v4/spreadsheets/{SHEET_ID}/values:batchGet"
+    assert batch.query["ranges"] == ["'Orders'!2:2", "'Orders'!4:4"]
 
 
 def test_lookup_unknown_column(google: FakeGoogleSheets, oauth: dict) -> None:

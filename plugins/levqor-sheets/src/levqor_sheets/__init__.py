@@ -81,6 +81,10 @@ MAX_ROWS = 10_000
 MAX_POLL_ROWS = 500
 #: rows the first poll of new_row hands back as samples (seen, never run)
 SAMPLE_ROWS = 3
+#: the first poll reads the sheet in pages of this many rows (each answer stays far below the
+#: HTTP helper's response cap), until a page is empty
+BASELINE_PAGE = 5000
+MAX_BASELINE_PAGES = 2000
 #: matches lookup_rows returns at most
 MAX_LOOKUP = 100
 MAX_ROW_NUMBER = 10_000_000
@@ -1000,6 +1004,39 @@ def _get_values(
     return values
 
 
+def _batch_get(
+    auth: _Auth, credentials: Any, spreadsheet_id: str, ranges: list[str]
+) -> list[list[Any]]:
+    """The first row of each range, with ``values:batchGet`` (one request)."""
+    base, guarded = auth.context.api_base("sheets", SHEETS_BASE, credentials)
+    params = [("majorDimension", "ROWS"), *(("ranges", r) for r in ranges)]
+    resp = auth.request(
+        "GET",
+        f"{base}/v4/spreadsheets/{spreadsheet_id}/values:batchGet",
+        guard=guarded,
+        params=params,
+    )
+    if not 200 <= resp.status_code < 300:
+        raise _sheets_error(resp, auth, spreadsheet_id)
+    data = _json_or_none(resp)
+    found = data.get("valueRanges") if isinstance(data, dict) else None
+    if not isinstance(found, list) or len(found) != len(ranges):
+        raise PermanentError(
+            f"Google Sheets answered HTTP {resp.status_code} without one ValueRange per range",
+            code="malformed_response",
+        )
+    out = []
+    for vr in found:
+        values = vr.get("values") if isinstance(vr, dict) else None
+        row = values[0] if isinstance(values, list) and values else []
+        if not isinstance(row, list):
+            raise PermanentError(
+                "Google Sheets answered with malformed values", code="malformed_response"
+            )
+        out.append(row)
+    return out
+
+
 def _append(payload: Mapping[str, Any], auth: _Auth, credentials: Any) -> dict[str, Any]:
     spreadsheet_id = parse_spreadsheet_id(payload.get("spreadsheet_id"))
     rows = rows_from(payload.get("values"))
@@ -1098,18 +1135,25 @@ def _lookup(payload: Mapping[str, Any], auth: _Auth, credentials: Any) -> dict[s
     limit = payload.get("limit", 10)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LOOKUP:
         raise PayloadError(f"limit must be 1-{MAX_LOOKUP}", code="invalid_payload")
-    rows = _get_values(auth, credentials, spreadsheet_id, _a1(sheet))
-    headers = rows[header - 1] if header and len(rows) >= header else []
-    col = _column(column, headers)
+    headers: list[Any] = []
+    if header:
+        got = _get_values(auth, credentials, spreadsheet_id, _a1(sheet, f"{header}:{header}"))
+        headers = got[0] if got else []
+    letter = column_letters(_column(column, headers))
+    # the one column, below the header: a small answer however wide or long the sheet
+    cells = _get_values(
+        auth, credentials, spreadsheet_id, _a1(sheet, f"{letter}{header + 1}:{letter}")
+    )
+    matches = [header + 1 + i for i, c in enumerate(cells) if c and _same(c[0], value)]
+    truncated = len(matches) > limit
+    matches = matches[:limit]
     found: list[dict[str, Any]] = []
-    truncated = False
-    for i in range(header, len(rows)):
-        row = rows[i]
-        if col < len(row) and _same(row[col], value):
-            if len(found) == limit:
-                truncated = True
-                break
-            found.append(row_record(headers, row, i + 1))
+    if matches:
+        ranges = [_a1(sheet, f"{n}:{n}") for n in matches]
+        for n, row in zip(
+            matches, _batch_get(auth, credentials, spreadsheet_id, ranges), strict=True
+        ):
+            found.append(row_record(headers, row, n))
     out: dict[str, Any] = {"rows": found, "count": len(found), "truncated": truncated}
     if found:
         out["first"] = found[0]
@@ -1178,6 +1222,35 @@ def _update(payload: Mapping[str, Any], auth: _Auth, credentials: Any) -> dict[s
 # --------------------------------------------------------------------------- trigger
 
 
+def _baseline(
+    auth: _Auth, credentials: Any, spreadsheet_id: str, sheet: str, header: int, render: str
+) -> Poll:
+    """The first poll: the sheet's last row, read in pages of BASELINE_PAGE rows until a page is
+    empty (a page may end in empty rows with more below), and its last rows as samples."""
+    headers: list[Any] = []
+    count, tail_start, tail = 0, 1, []
+    for page in range(MAX_BASELINE_PAGES):
+        first = page * BASELINE_PAGE + 1
+        rows = _get_values(
+            auth,
+            credentials,
+            spreadsheet_id,
+            _a1(sheet, f"{first}:{first + BASELINE_PAGE - 1}"),
+            render,
+        )
+        if page == 0 and header and len(rows) >= header:
+            headers = rows[header - 1]
+        if not rows:
+            break
+        count, tail_start, tail = first - 1 + len(rows), first, rows
+    items = [
+        TriggerItem(id=str(n), data=row_record(headers, tail[n - tail_start], n))
+        for n in range(max(header + 1, count - SAMPLE_ROWS + 1), count + 1)
+        if n >= tail_start and tail[n - tail_start]
+    ]
+    return Poll(items=items, state={"row_count": max(count, header)})
+
+
 def _poll_new_rows(
     config: Mapping[str, Any],
     credentials: Any,
@@ -1200,14 +1273,7 @@ def _poll_new_rows(
     try:
         seen = (state or {}).get("row_count")
         if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
-            rows = _get_values(auth, credentials, spreadsheet_id, _a1(sheet), render)
-            headers = rows[header - 1] if header and len(rows) >= header else []
-            items = [
-                TriggerItem(id=str(i + 1), data=row_record(headers, rows[i], i + 1))
-                for i in range(max(header, len(rows) - SAMPLE_ROWS), len(rows))
-                if rows[i]
-            ]
-            return Poll(items=items, state={"row_count": max(len(rows), header)})
+            return _baseline(auth, credentials, spreadsheet_id, sheet, header, render)
         start = max(seen, header) + 1
         rows = _get_values(
             auth,

@@ -38,6 +38,10 @@ Wire contracts followed (checked against the providers' documentation):
   and ``valueRenderOption`` (FORMATTED_VALUE, the default | UNFORMATTED_VALUE | FORMULA);
   answers a ValueRange ``{"range", "majorDimension", "values"}``, trailing empty rows and
   columns left out (``values`` absent when there is nothing).
+* https://developers.google.cn/workspace/sheets/api/reference/rest/v4/spreadsheets.values/batchGet.md.txt :
+  ``GET /v4/spreadsheets/{spreadsheetId}/values:batchGet?ranges=...&ranges=...`` (with
+  ``majorDimension``, ``valueRenderOption``) answers BatchGetValuesResponse
+  ``{"spreadsheetId", "valueRanges": [ValueRange, ...]}``, one per range, in order.
 * https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/update :
   ``PUT /v4/spreadsheets/{spreadsheetId}/values/{range}?valueInputOption=RAW|USER_ENTERED``
   with a ValueRange body; answers UpdateValuesResponse. In a ValueRange written, a null cell is
@@ -283,6 +287,7 @@ class FakeGoogleSheets:
         self.server.route("GET", r"/o/oauth2/v2/auth", self._authorize)
         self.server.route("GET", r"/v1/userinfo", self._userinfo)
         self.server.route("GET", _VALUES_PATH, self._get)
+        self.server.route("GET", r"/v4/spreadsheets/([^/]+)/values:batchGet", self._batch_get)
         self.server.route("PUT", _VALUES_PATH, self._update)
         self.server.route("POST", _APPEND_PATH, self._append)
 
@@ -737,6 +742,26 @@ class FakeGoogleSheets:
                 rows = [[r[i] if i < len(r) else "" for r in rows] for i in range(width)]
             out["values"] = rows
         return Reply(200, out)
+
+    def _batch_get(self, req: Recorded) -> Reply:
+        """values:batchGet: one ValueRange per ``ranges`` parameter, in order."""
+        ranges = req.query.get("ranges", [])
+        if not ranges:
+            return _gerr(400, "Must specify at least one range.")
+        out = []
+        for rng in ranges:
+            one = Recorded(req.method, req.path, {**req.query}, req.headers, b"")
+            one.query.pop("ranges", None)
+            one.match = re.match(
+                r"/v4/spreadsheets/([^/]+)/values/(.+)",
+                f"{req.path.split('/values:')[0]}/values/{rng}",
+            )
+            reply = self._get(one)
+            if reply.status != 200:
+                return reply
+            out.append(reply.body)
+        assert req.match is not None
+        return Reply(200, {"spreadsheetId": unquote(req.match.group(1)), "valueRanges": out})
 
     def _update(self, req: Recorded) -> Reply:
         scripted = self._scripted("update")
