@@ -145,6 +145,8 @@ class Notes:
 
     def _get(self, context: Any, credentials: Any, path: str, **params: Any) -> Any:
         token = credentials["access_token"] if is_oauth(credentials) else credentials["token"]
+        if self.bug == "caches_token":  # one client for the process, made with the first token
+            token = self.__dict__.setdefault("cached_token", token)
         headers = {"Authorization": f"Bearer {token}"}
         if self.bug == "token_in_query" and is_oauth(credentials):
             headers, params = {}, {**params, "access_token": token}
@@ -393,6 +395,7 @@ def test_unregister_that_leaves_the_webhook_is_caught():
         ("token_in_query", "GET /v1/notes sent Authorization none"),
         ("401_without_status", "give the CredentialError status=401"),
         ("no_account", "neither oauth_credentials nor an oauth2.account pointer names the account"),
+        ("caches_token", "a refreshed access token is sent at once: GET /v1/notes sent Authorization the previous token"),
     ],
 )
 def test_oauth_checks_catch_each_bug(bug, message):

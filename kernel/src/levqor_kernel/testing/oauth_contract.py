@@ -3,7 +3,8 @@
 What the connector controls, checked here: its credentials schema accepts the stored OAuth2
 shape (:func:`levqor_kernel.oauth.sample_oauth_credentials`); with such a credential every
 request it makes (each action's example, each polling trigger's poll, ``check_credentials``)
-sends ``Authorization: Bearer <access_token>``; a 401 from the upstream raises a
+sends ``Authorization: Bearer <access_token>``, and a refreshed token at once (no client or session
+keeps the old one); a 401 from the upstream raises a
 ``CredentialError`` with status 401 (the host then refreshes the token and calls once more:
 that part is the host's); ``oauth_credentials`` (or the ``oauth2.account`` pointer) names the
 connected account. Subclass :class:`OAuthContract` (as ``Test...``) or call :func:`check_oauth`.
@@ -170,27 +171,38 @@ def _calls(
 
 
 def _bearer(res: ContractResult, spec: OAuthContract, pm: LevqorPluginManager, fake: Any, creds: dict) -> None:
-    token = creds["access_token"]
-    for where, call in _calls(spec, pm, fake, creds):
-        title = f"{where}: every request sends Authorization: Bearer <access_token>"
-        res.checks.append(title)
-        start = len(spec.server(fake).requests)
-        try:
-            call()
-        except Exception:  # noqa: BLE001, S110 - what the fake answered is not this check's business
-            pass
-        sent = spec.requests_since(fake, start)
-        if not sent:
-            res.problems.append(
-                f"{title}: it made no request to the fake (point the connector at it with env(), "
-                "or give a payload/config it accepts)"
-            )
-        for req in sent:
-            got = req.header("Authorization")
-            if got != f"Bearer {token}":
-                shown = "none" if got is None else (got.split(" ", 1)[0] + " ...")
-                res.problems.append(f"{title}: {req.method} {req.path} sent Authorization {shown}")
-                break
+    # after a refresh the host calls again with the same credential and a new access token:
+    # that token must go out at once (no client or session keeps the old one)
+    refreshed = {**creds, "access_token": "levqor-refreshed-" + _secrets.token_hex(12)}
+    calls = _calls(spec, pm, fake, creds)
+    again = dict(_calls(spec, pm, fake, refreshed))
+    for where, call in calls:
+        for title, run, token in (
+            (f"{where}: every request sends Authorization: Bearer <access_token>", call,
+             creds["access_token"]),
+            (f"{where}: a refreshed access token is sent at once", again[where], refreshed["access_token"]),
+        ):
+            res.checks.append(title)
+            start = len(spec.server(fake).requests)
+            try:
+                run()
+            except Exception:  # noqa: BLE001, S110 - what the fake answered is not this check's business
+                pass
+            sent = spec.requests_since(fake, start)
+            if not sent:
+                res.problems.append(
+                    f"{title}: it made no request to the fake (point the connector at it with "
+                    "env(), or give a payload/config it accepts)"
+                )
+            for req in sent:
+                got = req.header("Authorization")
+                if got != f"Bearer {token}":
+                    shown = "none" if got is None else (
+                        "the previous token" if got == f"Bearer {creds['access_token']}"
+                        else got.split(" ", 1)[0] + " ..."
+                    )
+                    res.problems.append(f"{title}: {req.method} {req.path} sent Authorization {shown}")
+                    break
 
 
 def _account(res: ContractResult, spec: OAuthContract, pm: LevqorPluginManager, oauth2: dict, fake: Any) -> None:
