@@ -196,7 +196,7 @@ _LABEL = {
     "maxLength": 200,
     "pattern": r"^[^\r\n]*$",
     "description": "Only messages with this label id (INBOX, UNREAD, IMPORTANT, CATEGORY_UPDATES, "
-    "or a user label's id such as Label_12)",
+    "or a user label's id such as Label_12); for a label by its name, put label:<name> in q",
 }
 
 NEW_EMAIL_CONFIG: dict[str, Any] = {
