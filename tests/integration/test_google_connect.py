@@ -2,7 +2,8 @@
 redirect, its token endpoint's authorization_code and refresh_token grants with PKCE, its
 id_token), then Sheets and Gmail used with the connected account: the account named, a run
 after the access token expired (refreshed once, the stored refresh token kept), a revoked
-grant marking the credential broken, and Gmail's new_email trigger on a connected mailbox."""
+grant marking the credential broken, and Gmail's new_email trigger on a connected mailbox (a
+poll after the access token expired refreshes it once)."""
 
 from __future__ import annotations
 
@@ -192,5 +193,14 @@ def test_connect_gmail_sends_and_its_new_email_trigger_runs(tmp_path) -> None:
                 what="another poll",
             )
             assert len(app_runs()) == 1
+
+            # the access token expires between polls: the poll's 401 refreshes it once
+            google.revoke_tokens()
+            later = gmail.deliver("Acme <billing@acme.example>", "Invoice 13")
+            wait_for(lambda: len(app_runs()) == 2, what="the run of the next invoice")
+            assert {r["input"]["id"] for r in app_runs()} == {mid, later}
+            assert google.grants == ["authorization_code", "refresh_token", "refresh_token"]
+            [cred] = c.get("/api/v1/credentials").json()["items"]
+            assert cred["status"] == "ok" and cred["account"] == "ada@gmail.example"
         finally:
             srv.stop()
