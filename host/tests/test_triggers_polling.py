@@ -192,3 +192,20 @@ def test_two_hosts_sharing_postgresql_start_exactly_one_run_per_item(tmp_path, u
         th.restart()
         th.wait_polls(pid, 2)
         assert len(th.runs(pid)) == 6
+
+
+def test_a_polling_trigger_waits_for_its_credential(tmp_path, upstream):
+    upstream.add("inbox", "before")
+    with TriggerHosts(tmp_path, plugins=[Feeds()], env={"LEVQOR_FEEDS_API_BASE": upstream.url}) as th:
+        doc = {"levqor": 1, "trigger": polling(),
+               "steps": [{"id": "s", "connector": "core", "action": "transform", "payload": {"value": 1}}]}  # fmt: skip
+        r = th.client.post("/api/v1/pipelines", json={"pipeline": doc})
+        assert r.status_code == 201 and r.json()["warnings"][0]["pointer"] == "/trigger/credential"
+        pid = r.json()["id"]
+        status = th.status(pid)
+        assert status["status"] == "paused" and "'feeds' does not exist" in status["last_error"]["message"]
+        assert upstream.polls("inbox") == 0
+        th.add_credential("feeds", "feeds", {"key": upstream.key})
+        assert th.wait_baseline(pid)["state"] == {"after": 1}  # resumed: a first check, then items
+        upstream.add("inbox", "after")
+        assert [r["input"]["text"] for r in th.wait_runs(pid, 1)] == ["after"]

@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.context import StepContext
@@ -102,7 +102,6 @@ class Prepared:
     old: TriggerRow | None = None
     replaced: bool = False
     old_pipeline: PipelineRow | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TriggerService:
@@ -306,10 +305,12 @@ class TriggerService:
             if new is not None:
                 self._unregister_new(new)
             raise
-        if new is not None and new.paused:
-            self.store.triggers.pause_for_credential(
-                pipeline["user_id"], spec.credential or "", new.paused
-            )
+        paused = new.paused if new is not None else None
+        if paused is None and spec.kind == "polling" and spec.credential:
+            if spec.credential not in self.runs.credential_map(pipeline["user_id"]):
+                paused = _missing(spec.credential, spec.connector)
+        if paused is not None:  # it waits for the credential (credential_changed resumes it)
+            self.store.triggers.pause_for_credential(pipeline["user_id"], spec.credential or "", paused)
             row = self.store.triggers.get_by_pipeline(pipeline["id"]) or row
         if old is not None and old["kind"] == "instant" and not prepared.replaced:
             if old["spec_hash"] != spec.spec_hash:
@@ -449,10 +450,7 @@ class TriggerService:
             return None
         values = self.resolve_credentials(user_id, name, connector)
         if values is None:
-            raise CredentialError(
-                f"credential {name!r} does not exist or is not for {connector!r}: add it",
-                code="missing_credentials",
-            )
+            raise CredentialError(_missing(name, connector), code="missing_credentials")
         return values
 
     def _context(self, user_id: str | None, what: str) -> StepContext:
@@ -494,6 +492,12 @@ class TriggerService:
         interval = int(t["interval"] or self.settings.poll_default_interval)
         try:
             res = self._call_poll(t["user_id"], t, t["state"])
+        except CredentialError as e:
+            if e.code != "missing_credentials":
+                return self._failed(t, e, interval)
+            # the credential was deleted: wait for it rather than fail every interval
+            self.store.triggers.pause_for_credential(t["user_id"], t["credential"] or "", e.message)
+            return {"baseline": False, "started": 0, "error": e.to_dict()}
         except Exception as e:  # noqa: BLE001 - a failed poll is recorded, never raised
             return self._failed(t, e, interval)
         if t["state"] is None:  # the first poll: a baseline, no runs
@@ -515,6 +519,8 @@ class TriggerService:
     def _start_runs(self, t: TriggerRow, items: list[TriggerItem]) -> tuple[int, dict | None]:
         """A run per unseen item, oldest first; each started item is then seen. Stops at the
         first run the billing gate refuses: (runs started, the refusal or None)."""
+        if not items:
+            return 0, None
         seen = self.store.triggers.seen(t["id"], [i.id for i in items])
         fresh: list[TriggerItem] = []
         for item in items:
@@ -729,6 +735,10 @@ class TriggerService:
         if row["kind"] == "instant":
             out["webhook_url"] = self.webhook_url(row, row["token"])
         return out
+
+
+def _missing(name: str, connector: str) -> str:
+    return f"credential {name!r} does not exist or is not for {connector!r}: add it"
 
 
 def _route_of(registration: dict | None) -> dict | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -52,8 +53,9 @@ class Poller:
         self._thread: threading.Thread | None = None
         self._inflight = 0
         self._lock = threading.Lock()
-        #: called with (trigger row as claimed, its outcome) after each poll (the bench uses it)
-        self.on_polled: Callable[[TriggerRow, dict], None] | None = None
+        #: called after each poll with the row as claimed (``next_poll_at``: when it was due),
+        #: the poll's outcome and when the poll began (``time.time()``): the bench's lateness
+        self.on_polled: Callable[[TriggerRow, dict, float], None] | None = None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -107,10 +109,11 @@ class Poller:
         return len(claimed)
 
     def _poll(self, row: TriggerRow) -> None:
+        began = time.time()
         try:
             outcome = self.triggers.poll(row)
             if self.on_polled is not None:
-                self.on_polled(row, outcome)
+                self.on_polled(row, outcome, began)
         except Exception:  # noqa: BLE001 - poll() records failures; this is a bug, logged
             log.exception("polling trigger %s failed", row["id"])
         finally:
