@@ -144,7 +144,7 @@ def _wire_oauth(state: Services) -> None:
     state.triggers.call_with_credentials = oauth.call_with_refresh
     oauth.on_broken.append(store.triggers.pause_for_credential)
     oauth.on_broken.append(state.mailer.credential_broken)
-    oauth.on_connected.append(lambda uid, name, _why: store.triggers.resume_for_credential(uid, name))
+    oauth.on_connected.append(lambda uid, name, _why: state.triggers.credential_changed(uid, name))
 
 
 def _install_web(app: Flask, state: Services) -> None:

@@ -346,14 +346,15 @@ class TriggerService:
         prepared.replaced = False
 
     def credential_changed(self, user_id: str, name: str) -> int:
-        """The user's credential ``name`` was added or replaced: triggers paused for it resume
-        (instant ones are registered now). How many resumed."""
+        """The user's credential ``name`` was added, replaced or connected again: triggers
+        paused for it resume (an instant one that could not be registered without it is
+        registered now; one registered before takes deliveries again). How many resumed."""
         n = 0
         for row in self.store.triggers.paused_for(user_id, name):
             p = self.store.pipelines.get_any(row["pipeline_id"])
             if p is None:
                 continue
-            if row["kind"] == "instant":
+            if row["kind"] == "instant" and row["registration"] is None:  # never registered
                 self.store.triggers.delete(p["id"])
                 try:
                     self.sync(p)
