@@ -69,6 +69,8 @@ def test_connect_stores_the_account_and_a_run_uses_it(srv, fakes):
     # the verifier reached the token endpoint (the fake checked it against the challenge)
     assert auth.exchanges == 1 and auth.token_requests[0]["code_verifier"] not in seen["state"]
 
+    acme = next(x for x in c.get("/api/v1/connectors").json()["connectors"] if x["name"] == "acme")
+    assert acme["oauth2_configured"] is True and acme["oauth2"]["title"] == "Connect Acme"
     [cred] = c.get("/api/v1/credentials").json()["items"]
     assert cred["name"] == "acme-main" and cred["auth"] == "oauth2"
     assert cred["account"] == "Acme Workspace" and cred["status"] == "ok" and cred["expires_at"]
@@ -253,5 +255,7 @@ def test_a_connector_without_a_configured_client_says_what_to_set(tmp_path):
         r = c.get("/oauth/acme/start", params={"name": "acme-main"}, allow_redirects=False)
         _page(r, 503, "LEVQOR_OAUTH_ACME_CLIENT_ID")
         assert "LEVQOR_OAUTH_ACME_CLIENT_SECRET" in r.text and "/oauth/callback" in r.text
+        acme = next(x for x in c.get("/api/v1/connectors").json()["connectors"] if x["name"] == "acme")
+        assert acme["oauth2_configured"] is False
     finally:
         srv.stop()

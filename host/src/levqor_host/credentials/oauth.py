@@ -109,6 +109,10 @@ class OAuthService:
         info = self.pm.catalog.get(connector)
         return info.title if info is not None else connector
 
+    def configured(self, connector: str) -> bool:
+        """Whether the operator set ``connector``'s OAuth client (Connect works)."""
+        return bool(self.cfg.oauth.client(connector).client_id)
+
     def client(self, connector: str) -> OAuthClient:
         """The operator's client for ``connector``: 404 when the connector is not installed or
         has no OAuth2 option, 503 naming the variables when no client is configured."""

@@ -29,16 +29,22 @@ def openapi() -> Response:
 @operation(
     "The installed connector catalog",
     "Every connector the installed plugins offer, with its actions, payload and output JSON "
-    "Schemas, credential schema and price; plugins that failed to load are listed with why.",
+    "Schemas, credential schema and price; plugins that failed to load are listed with why. "
+    "A connector with an OAuth2 option says whether this server's operator configured its "
+    "client (oauth2_configured: Connect works).",
     tag="catalog",
     responses={200: answer(Catalog)},
 )
 def connectors() -> Response:
     st = state()
     data = st.pm.catalog.to_json()
+    listed = list(data["connectors"].values())
+    for c in listed:
+        if c.get("oauth2") and st.oauth is not None:
+            c["oauth2_configured"] = st.oauth.configured(c["name"])
     return jsonify(
         {
-            "connectors": list(data["connectors"].values()),
+            "connectors": listed,
             "failures": [f.to_dict() for f in st.pm.failures],
         }
     )

@@ -70,8 +70,12 @@ function renderConnect() {
     const id = `connect-name-${c.name}`;
     const input = h("input", { id, maxlength: "100", autocomplete: "off", value: c.name, required: "" });
     const label = c.oauth2.title || `Connect ${c.title}`;
-    const button = h("button", { type: "button", "data-connect": c.name }, label);
+    const off = c.oauth2_configured === false;
+    const button = h("button", { type: "button", "data-connect": c.name, disabled: off }, label);
     const problem = h("p", { class: "small form-error", role: "alert", hidden: "" });
+    const key = c.name.toUpperCase().replace(/-/g, "_");
+    const note = off ? h("p", { class: "small muted" }, "Not set up on this server yet: the operator sets ",
+      h("code", {}, `LEVQOR_OAUTH_${key}_CLIENT_ID`), " and ", h("code", {}, `LEVQOR_OAUTH_${key}_CLIENT_SECRET`), ".") : null;
     button.addEventListener("click", () => {
       const name = input.value.trim();
       if (!name) { problem.textContent = "give the credential a name"; problem.hidden = false; return; }
@@ -79,7 +83,7 @@ function renderConnect() {
     });
     return h("li", { class: "card", "data-connector": c.name },
       h("h3", {}, c.title), h("div", { class: "field" }, h("label", { for: id }, "Credential name"), input),
-      h("div", { class: "actions" }, button), problem);
+      h("div", { class: "actions" }, button), note, problem);
   })));
 }
 
