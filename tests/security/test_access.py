@@ -29,6 +29,12 @@ REVIEWED_PUBLIC = {
     ("GET", "/api/v1/errors/health"),
     ("GET", "/api/v1/support/health"),
     ("POST", "/hooks/<token>"),
+    # app triggers' deliveries: the unguessable per-registration token, or (connector-wide) the
+    # connector's check of the app's signature; GET for the apps' URL handshakes
+    ("POST", "/hooks/triggers/<token>"),
+    ("GET", "/hooks/triggers/<token>"),
+    ("POST", "/hooks/apps/<connector>"),
+    ("GET", "/hooks/apps/<connector>"),
     # an approval's signed one-time links: the HMAC over run, step, wait nonce and decision is
     # the credential; the GET only shows a confirmation form (mail scanners fetch links)
     ("GET", "/resume/<run_id>/<decision>"),
@@ -335,6 +341,9 @@ def test_cross_user_access_to_every_id_route_fails_and_changes_nothing(srv):
         ("GET", "/api/v1/pipelines/<pipeline_id>"),
         ("DELETE", "/api/v1/credentials/<cred_id>"),
         ("POST", "/api/v1/runs/<run_id>/retry"),
+        ("POST", "/api/v1/pipelines/<pipeline_id>/enable"),
+        ("POST", "/api/v1/pipelines/<pipeline_id>/disable"),
+        ("POST", "/api/v1/pipelines/<pipeline_id>/trigger/test"),
     } <= covered
     after = _snapshot(a, pid, cid, rid)
     assert after == before

@@ -14,7 +14,9 @@ signin      /api/v1/auth/login, /auth/link/*     the client address         LEVQ
 billing     /api/v1/billing and below            the user, or the address   LEVQOR_RATE_LIMIT_BILLING
             (without credentials: only refused
             requests count, see below)
-webhook     /hooks/<token>                       the token                  LEVQOR_RATE_LIMIT_WEBHOOK
+webhook     /hooks/<token>, app triggers'        the URL (its token, or     LEVQOR_RATE_LIMIT_WEBHOOK
+            /hooks/triggers/<token> and          the connector)
+            /hooks/apps/<connector>
 =========== =================================== =========================== =================
 
 Limited answers carry ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``; ``Retry-After`` goes
