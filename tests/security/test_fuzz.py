@@ -149,6 +149,7 @@ JSON_ROUTES = [
     ("POST", "/api/v1/billing/checkout"),
     ("POST", "/api/v1/billing/portal"),
     ("POST", "/hooks/{token}"),
+    ("POST", "/api/v1/triggers/test"),
 ]
 
 #: integers past what the databases hold (SQLite and PostgreSQL BIGINT: signed 64-bit)
@@ -297,6 +298,10 @@ def _valid_bodies(ids: dict) -> dict[tuple[str, str], dict]:
         },
         ("POST", "/api/v1/billing/portal"): {"return_url": "https://example.com/"},
         ("POST", "/hooks/{token}"): {"n": 1, "s": "x"},
+        ("POST", "/api/v1/triggers/test"): {
+            "trigger": {"type": "app", "connector": "telegram", "trigger": "new_message",
+                        "credential": "c", "config": {}, "interval": 300}
+        },  # fmt: skip
     }
 
 

@@ -1,8 +1,11 @@
 """The field picker: what the trigger and each step give later steps, as template references.
 
-Each source (the trigger, then every step in document order) gets one sample of its output:
-the step's pinned output, else its output in one of the pipeline's last runs, else a sample
-made from its action's output schema (a construct's from the shape of its output). The sample
+Each source (the trigger, then every step in document order) gets one sample of its output.
+The trigger's: the newest run's trigger data, else a schedule's input, else an app trigger's
+sample item (or one made from its output schema). A step's: its pinned output, else its output
+in one of the pipeline's last runs, else a sample made from its action's output schema (a
+construct's from the shape of its output). The builder shows a Test trigger's items itself.
+The sample
 is flattened to ``{"ref": "{{ steps.x.output.a.b }}", "label", "sample"}`` entries the builder
 offers to insert. A step inside a loop also sees the loop's ``item`` and ``index``.
 """
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 
     from levqor_host.services import Services
 
-__all__ = ["field_sources", "flatten", "schema_sample"]
+__all__ = ["app_trigger_sample", "field_sources", "flatten", "schema_sample"]
 
 #: how many of the pipeline's last runs are looked at for outputs
 RECENT_RUNS = 5
@@ -160,6 +163,19 @@ def _recent(state: Services, user_id: str, pipeline_id: str) -> tuple[Any, dict,
     return trigger, found, {"run_id": runs[0]["id"]} if runs else {}
 
 
+def app_trigger_sample(catalog: Catalog, trig_doc: Mapping[str, Any]) -> tuple[Any, str]:
+    """(a sample item of an app trigger, where it comes from): the trigger's own sample
+    (``sample``), else one made from its output schema (``schema``); ``(None, "none")`` for a
+    trigger not installed."""
+    info = catalog.trigger(str(trig_doc.get("connector")), str(trig_doc.get("trigger")))
+    if info is None:
+        return None, "none"
+    if isinstance(info.sample, Mapping) and info.sample:
+        return info.sample, "sample"
+    made = schema_sample(info.output)
+    return (made, "schema") if made is not None else (None, "none")
+
+
 def field_sources(state: Services, user_id: str, pipeline_id: str, doc: Any) -> list[dict]:
     """The picker's sources of ``doc`` (a version of the user's pipeline): the trigger, then
     each step in document order with its ``path``, ``pointer``, where its sample comes from
@@ -169,6 +185,8 @@ def field_sources(state: Services, user_id: str, pipeline_id: str, doc: Any) -> 
     trig_doc = doc.get("trigger") if isinstance(doc.get("trigger"), Mapping) else {}
     if trigger is None and isinstance(trig_doc.get("input"), Mapping):
         trigger, trig_source = trig_doc["input"], "schedule"
+    elif trigger is None and trig_doc.get("type") == "app":
+        trigger, trig_source = app_trigger_sample(catalog, trig_doc)
     else:
         trig_source = "run" if trigger is not None else "none"
     sources: list[dict] = [

@@ -29,9 +29,11 @@ def openapi() -> Response:
 @operation(
     "The installed connector catalog",
     "Every connector the installed plugins offer, with its actions, payload and output JSON "
-    "Schemas, credential schema and price; plugins that failed to load are listed with why. "
-    "A connector with an OAuth2 option says whether this server's operator configured its "
-    "client (oauth2_configured: Connect works).",
+    "Schemas, credential schema and price, its triggers (kind, config and output schemas, "
+    "sample); plugins that failed to load are listed with why. A connector with an OAuth2 "
+    "option says whether this server's operator configured its client (oauth2_configured: "
+    "Connect works). polling: how often a polling trigger may be checked on this host "
+    "(seconds).",
     tag="catalog",
     responses={200: answer(Catalog)},
 )
@@ -46,6 +48,10 @@ def connectors() -> Response:
         {
             "connectors": listed,
             "failures": [f.to_dict() for f in st.pm.failures],
+            "polling": {
+                "min_interval": st.config.triggers.poll_min_interval,
+                "default_interval": st.config.triggers.poll_default_interval,
+            },
         }
     )
 

@@ -57,12 +57,25 @@ def pipeline_out(p: dict, *, with_doc: bool = True) -> dict:
         "webhook_url": webhook_url(p),
         "has_webhook_secret": bool(p.get("has_webhook_secret")),
     }
+    out["enabled"] = bool(p.get("enabled", True))
+    out["trigger_status"] = None
     doc = p.get("doc")
     if doc is not None:
         out["trigger"] = doc.get("trigger", {}).get("type")
+        if out["trigger"] == "app" and out["enabled"]:
+            out["trigger_status"] = trigger_status(p["id"])
         if with_doc:
             out["pipeline"] = doc
     return out
+
+
+def trigger_status(pipeline_id: str) -> dict | None:
+    """The app trigger's status as the API shows it (timestamps in ISO 8601), None when the
+    trigger service has none for the pipeline."""
+    found = state().triggers.status(pipeline_id)
+    if not found:
+        return None
+    return {k: iso(v) for k, v in found.items()}
 
 
 def _checked(user_id: str, body: PipelineIn) -> list[dict]:

@@ -31,6 +31,24 @@ class Problem(BaseModel):
     step: str | None = None
 
 
+class TriggerStatus(BaseModel):
+    """How a switched-on pipeline's app trigger is doing."""
+
+    connector: str | None = None
+    trigger: str | None = None
+    kind: Literal["polling", "instant"] | str
+    status: Literal["active", "failing", "paused"] | str = Field(
+        description="failing after repeated failed polls (its owner is emailed once); paused "
+        "when its credential broke (connect it again)"
+    )
+    failures: int = Field(0, description="consecutive failures")
+    last_error: Any = Field(None, description="the last failure: {message, code...}")
+    last_polled_at: Timestamp = None
+    next_poll_at: Timestamp = None
+    interval: int | None = Field(None, description="polling: seconds between checks")
+    webhook_url: str | None = Field(None, description="instant: where the app sends events")
+
+
 class PipelineSummary(BaseModel):
     id: str
     name: str
@@ -42,7 +60,15 @@ class PipelineSummary(BaseModel):
         description="POST here to start a run; null unless the trigger is a webhook"
     )
     has_webhook_secret: bool = False
-    trigger: str | None = None
+    trigger: str | None = Field(None, description="the trigger's type: manual, webhook, schedule, app")
+    enabled: bool = Field(
+        True,
+        description="off: its schedule does not fire and its app trigger is neither polled "
+        "nor registered (POST .../enable, .../disable)",
+    )
+    trigger_status: TriggerStatus | None = Field(
+        None, description="an app trigger's state while the pipeline is on; null otherwise"
+    )
 
 
 class PipelineList(BaseModel):
@@ -248,9 +274,19 @@ class RunList(BaseModel):
     next_cursor: str | None = None
 
 
+class PollingLimits(BaseModel):
+    """How often this host lets a polling app trigger be checked (an app trigger's interval)."""
+
+    min_interval: int = Field(description="the shortest interval, seconds (LEVQOR_POLL_MIN_INTERVAL)")
+    default_interval: int = Field(
+        description="the interval when a trigger names none, seconds (LEVQOR_POLL_DEFAULT_INTERVAL)"
+    )
+
+
 class Catalog(BaseModel):
     connectors: list[dict[str, Any]] = Field(description="the connectors installed plugins offer")
     failures: list[dict[str, Any]] = Field(description="plugins skipped, and why")
+    polling: PollingLimits
 
 
 class Me(BaseModel):
@@ -277,7 +313,10 @@ class FieldSource(BaseModel):
     kind: Literal["trigger", "step", "item"]
     path: str | None = Field(None, description="where the step is, each[*].send")
     pointer: str = Field(description="JSON pointer in the document")
-    source: str = Field(description="where the sample comes from: pinned, run, schema, none...")
+    source: str = Field(
+        description="where the sample comes from: pinned, run, schema, sample (an app "
+        "trigger's own), schedule, none"
+    )
     run_id: str | None = None
     connector: str | None = None
     action: str | None = None
@@ -313,3 +352,23 @@ class StepTestOut(BaseModel):
     writes: bool = Field(description="the step writes upstream: the test really did")
     warning: str | None = None
     wait: dict[str, Any] | None = Field(None, description="what a wait step would wait for")
+
+
+class AppTriggerIn(Body):
+    trigger: dict[str, Any] = Field(
+        description='an app trigger as in a pipeline document: {"type": "app", "connector", '
+        '"trigger", "credential", "config", "interval"}'
+    )
+
+
+class TriggerTestOut(BaseModel):
+    kind: Literal["polling", "instant"]
+    source: Literal["upstream", "sample"] = Field(
+        description="upstream: fetched now; sample: the connector's sample item (an instant "
+        "trigger's events arrive only once its pipeline is on)"
+    )
+    items: list[dict[str, Any]] = Field(
+        description="what a run started by each item would see as trigger, newest first; "
+        "nothing is recorded"
+    )
+    message: str | None = None
