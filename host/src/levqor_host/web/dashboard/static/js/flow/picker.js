@@ -56,6 +56,30 @@ export function localSources(doc) {
   return out;
 }
 
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const METHODS = new Set(["clear", "copy", "fromkeys", "get", "items", "keys", "pop", "popitem", "setdefault", "update", "values"]);
+
+/**
+ * `value` (what `expr` holds) as picker fields, as the server's field picker makes them: the
+ * whole value, then every key of its objects (a list by its first element), depth first.
+ */
+export function flatten(expr, label, value, depth = 0, out = []) {
+  if (out.length >= 200) return out;
+  const short = typeof value === "string" && value.length > 200 ? `${value.slice(0, 200)}…`
+    : value !== null && typeof value === "object" && JSON.stringify(value).length > 200 ? null : value;
+  out.push({ ref: `{{ ${expr} }}`, label, sample: short });
+  if (depth >= 6) return out;
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const e = NAME.test(k) && !METHODS.has(k) ? `${expr}.${k}` : `${expr}[${JSON.stringify(k)}]`;
+      flatten(e, `${label} › ${k}`, v, depth + 1, out);
+    }
+  } else if (Array.isArray(value) && value.length) {
+    flatten(`${expr}[0]`, `${label} › first`, value[0], depth + 1, out);
+  }
+  return out;
+}
+
 /** The server's sources, and the document's for what the server does not know yet. */
 export function mergeSources(server, local) {
   const known = new Set(server.map((s) => `${s.kind}:${s.id}`));
@@ -75,7 +99,8 @@ function sourceTitle(s) {
   return `Step ${s.id}${s.connector ? ` (${s.connector}.${s.action})` : ""}`;
 }
 
-const FROM = { pinned: "pinned sample", run: "from a recent run", schema: "from the output schema" };
+const FROM = { pinned: "pinned sample", run: "from a recent run", schema: "from the output schema",
+  sample: "the event's sample", test: "from Test trigger" };
 
 function pick(sources, label) {
   const titleId = nextId("picker-title");

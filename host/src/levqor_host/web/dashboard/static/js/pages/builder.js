@@ -4,15 +4,21 @@ import { showProblems, clearProblems } from "../schemaform.js";
 import { $, h, clear, toast, busy, errorText, copyButton, fmtTime, pageIds, show } from "../ui.js";
 import { FlowEditor } from "../flow/editor.js";
 import { cleanDoc } from "../flow/model.js";
-import { fieldPicker, localSources, mergeSources } from "../flow/picker.js";
+import { fieldPicker, flatten, localSources, mergeSources } from "../flow/picker.js";
 import { stepTester } from "../flow/steptest.js";
 import { lineDiff } from "../diff.js";
+import { newAppTrigger, renderAppTrigger, triggerConnectors, triggerState } from "../flow/apptrigger.js";
 
 let saved = null; // the stored pipeline (after load or save)
 let doc = { levqor: 1, trigger: { type: "manual" }, steps: [] };
 let pipelines = []; // the user's pipelines (sub-pipeline and error pipeline choices)
 let editor = null; // the flow editor of the steps
 let dirty = false;
+let catalog = {}; // the installed connectors by name
+let creds = []; // the user's credentials
+let limits = { min_interval: 60, default_interval: 300 }; // polling intervals (GET /api/v1/connectors)
+let testedItems = null; // the last "Test trigger" items (the field picker's trigger.* sample)
+let testedNote = "";
 
 function markDirty() {
   dirty = true;
@@ -25,6 +31,16 @@ function renderTrigger() {
   $("#trigger-type").value = t.type;
   $("#trigger-webhook").hidden = t.type !== "webhook";
   $("#trigger-schedule").hidden = t.type !== "schedule";
+  $("#trigger-app").hidden = t.type !== "app";
+  if (t.type === "app") {
+    renderAppTrigger($("#trigger-app"), {
+      catalog, creds, limits, doc,
+      items: testedItems,
+      itemsNote: testedNote,
+      onChange: markDirty,
+      onItems: (items, note) => { testedItems = items; testedNote = note || ""; },
+    });
+  }
   // only a saved webhook-triggered pipeline has a URL (any other answers 404)
   $("#webhook-url").value = (saved && saved.webhook_url) || "";
   $("#webhook-wait").checked = !!t.wait;
@@ -38,6 +54,11 @@ function setTriggerType(type) {
   const old = doc.trigger || {};
   if (type === "webhook") doc.trigger = { type, ...(old.wait ? { wait: true } : {}), ...(old.require_signature ? { require_signature: true } : {}) };
   else if (type === "schedule") doc.trigger = { type, cron: old.cron || "0 9 * * 1-5", timezone: old.timezone || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC" };
+  else if (type === "app") {
+    const first = triggerConnectors(catalog)[0];
+    doc.trigger = first ? newAppTrigger(first, limits) : { type, connector: "", trigger: "", config: {} };
+    testedItems = null;
+  }
   else doc.trigger = { type: "manual" };
   renderTrigger();
   markDirty();
@@ -94,7 +115,40 @@ async function fieldSources() {
   if (saved && !serverFields) {
     serverFields = get(`/api/v1/pipelines/${encodeURIComponent(saved.id)}/fields`).then((r) => r.sources).catch(() => []);
   }
-  return mergeSources(saved ? await serverFields : [], localSources(doc));
+  const sources = mergeSources(saved ? await serverFields : [], localSources(doc));
+  if (testedItems && testedItems.length && doc.trigger && doc.trigger.type === "app") {
+    // the last Test trigger's first item is the freshest sample of trigger.*
+    return sources.map((s) => (s.kind === "trigger" ? { ...s, source: "test", fields: flatten("trigger", "Trigger", testedItems[0]) } : s));
+  }
+  return sources;
+}
+
+// ------------------------------------------------------------------ on/off and the trigger's status
+function renderState(p) {
+  $("#pl-state").hidden = false;
+  $("#pl-enabled").checked = !!p.enabled;
+  const st = triggerState(p, fmtTime);
+  const el = $("#trigger-status");
+  el.textContent = st.text;
+  el.dataset.state = st.state;
+  el.className = `small${st.state === "failing" || st.state === "paused" ? " trigger-failing" : ""}`;
+}
+
+async function toggleEnabled(ev) {
+  const box = ev.target;
+  const on = box.checked;
+  box.disabled = true;
+  try {
+    const p = await post(`/api/v1/pipelines/${encodeURIComponent(saved.id)}/${on ? "enable" : "disable"}`, {});
+    saved = { ...saved, enabled: p.enabled, trigger_status: p.trigger_status };
+    renderState(saved);
+    toast(on ? "On: its trigger starts runs" : "Off: its trigger starts no run", "ok");
+  } catch (e) {
+    box.checked = !on;
+    toast(errorText(e), "bad", 8000);
+  } finally {
+    box.disabled = false;
+  }
 }
 
 function render() {
@@ -171,6 +225,7 @@ function setSaved(p) {
   $("#save-status").textContent = `saved as version ${p.version}`;
   $("#run-note").textContent = "";
   $("#webhook-url").value = p.webhook_url || "";
+  renderState(p);
 }
 
 async function save(ev) {
@@ -313,7 +368,9 @@ async function main() {
   const { pipeline_id: pid } = pageIds();
   const [cat, cr, pls] = await Promise.all([get("/api/v1/connectors"), get("/api/v1/credentials"), get("/api/v1/pipelines")]);
   pipelines = pls.items;
-  const catalog = Object.fromEntries(cat.connectors.map((c) => [c.name, c]));
+  catalog = Object.fromEntries(cat.connectors.map((c) => [c.name, c]));
+  creds = cr.items;
+  if (cat.polling) limits = { min_interval: cat.polling.min_interval, default_interval: cat.polling.default_interval };
   editor = new FlowEditor({
     catalog,
     creds: cr.items,
@@ -351,6 +408,7 @@ async function main() {
   $("#plan-form").addEventListener("submit", plan);
   $("#builder-form").addEventListener("submit", save);
   $("#run-form").addEventListener("submit", runNow);
+  $("#pl-enabled").addEventListener("change", toggleEnabled);
   $("#error-pipeline").addEventListener("change", (e) => { if (e.target.value) doc.error_pipeline = e.target.value; else delete doc.error_pipeline; markDirty(); });
   $("#trigger-type").addEventListener("change", (e) => setTriggerType(e.target.value));
   $("#webhook-wait").addEventListener("change", (e) => { if (e.target.checked) doc.trigger.wait = true; else delete doc.trigger.wait; markDirty(); });

@@ -1,8 +1,39 @@
-import { get, qs } from "../api.js";
+import { get, post, qs } from "../api.js";
 import { boot, start } from "../common.js";
-import { $, h, clear, badge, fmtTime, show } from "../ui.js";
+import { $, h, clear, badge, fmtTime, show, toast, errorText } from "../ui.js";
+import { triggerState } from "../flow/apptrigger.js";
 
-const TRIGGERS = { manual: "manual", webhook: "webhook", schedule: "schedule" };
+const TRIGGERS = { manual: "manual", webhook: "webhook", schedule: "schedule", app: "app event" };
+
+/** The on/off switch of pipeline `p` and its trigger's state beside it. */
+function stateCell(p) {
+  const id = `on-${p.id}`;
+  const box = h("input", { type: "checkbox", id, role: "switch", checked: !!p.enabled });
+  const status = h("span", { class: "small trigger-status", role: "status" });
+  const paint = (q) => {
+    const st = triggerState(q, fmtTime);
+    status.textContent = st.text;
+    status.dataset.state = st.state;
+    status.classList.toggle("trigger-failing", st.state === "failing" || st.state === "paused");
+  };
+  paint(p);
+  box.addEventListener("change", async () => {
+    const on = box.checked;
+    box.disabled = true;
+    try {
+      const q = await post(`/api/v1/pipelines/${encodeURIComponent(p.id)}/${on ? "enable" : "disable"}`, {});
+      Object.assign(p, { enabled: q.enabled, trigger_status: q.trigger_status });
+      paint(p);
+    } catch (e) {
+      box.checked = !on;
+      toast(errorText(e), "bad", 8000);
+    } finally {
+      box.disabled = false;
+    }
+  });
+  return h("div", { class: "trigger-state" },
+    h("label", { class: "switch", for: id }, box, h("span", { class: "visually-hidden" }, `${p.name} on`)), status);
+}
 
 async function lastRun(p) {
   try {
@@ -34,6 +65,7 @@ async function main() {
     return h("tr", { "data-pipeline": p.id },
       h("td", { "data-label": "Name" }, h("a", { href: `/pipelines/${encodeURIComponent(p.id)}` }, p.name)),
       h("td", { "data-label": "Trigger" }, TRIGGERS[p.trigger] || p.trigger || "—"),
+      h("td", { "data-label": "On", class: "state" }, stateCell(p)),
       h("td", { "data-label": "Version" }, String(p.version)),
       h("td", { "data-label": "Last run", class: "last-run" },
         r ? h("a", { href: `/runs/${encodeURIComponent(r.id)}` }, badge(r.status), " ", h("span", { class: "muted small" }, fmtTime(r.created_at)))
@@ -43,7 +75,7 @@ async function main() {
   clear(box, h("div", { class: "table-wrap" },
     h("table", { class: "responsive", id: "pipelines-table" },
       h("caption", { class: "visually-hidden" }, "Your pipelines"),
-      h("thead", {}, h("tr", {}, ["Name", "Trigger", "Version", "Last run", "Updated"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Name", "Trigger", "On", "Version", "Last run", "Updated"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows))));
 }
 
