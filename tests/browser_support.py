@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,11 +92,19 @@ class Dashboard:
 
 @pytest.fixture(scope="module")
 def dash(chromium, tmp_path_factory):
+    with serve_dashboard(tmp_path_factory.mktemp("dashboard")) as d:
+        yield d
+
+
+@contextmanager
+def serve_dashboard(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Dashboard]:
+    """`levqor serve` on its own data folder in ``tmp`` with the fakes, its admin signed up with
+    a password and 500 credits; ``extra_env`` is added to its environment (a ``PYTHONPATH``
+    with a test connector, a setting)."""
     from levqor_openai.fake import FakeOpenAI
     from levqor_slack.fake import FakeSlack
     from levqor_stripe.fake import FakeStripe
 
-    tmp = tmp_path_factory.mktemp("dashboard")
     with (
         FakeOpenAI(api_key=OPENAI_KEY) as ai,
         FakeSlack() as slack,
@@ -129,6 +139,7 @@ def dash(chromium, tmp_path_factory):
                 "LEVQOR_STRIPE_API_BASE": stripe_fake.url,
                 "LEVQOR_STRIPE_PRICE_PRO": "price_pro",
                 "LEVQOR_CREDIT_PACKS": '{"starter": {"credits": 1000, "price_id": "price_starter"}}',
+                **(extra_env or {}),
             }
         )
         log = tmp / "serve.log"
