@@ -88,11 +88,16 @@ def test_pipelines_are_on_by_default_and_switch_off_and_on_with_their_trigger(sr
     assert on.json()["trigger_status"]["status"] == "active"
     assert on.json()["pipeline"] == p["pipeline"] and on.json()["version"] == p["version"]
 
-    # any other trigger: switched like the rest, no trigger status
+    # a webhook: switched off, its URL starts no run; on again, it does
     hook = create(alice, {**app_doc(), "trigger": {"type": "webhook"}})
     assert hook["enabled"] is True and hook["trigger_status"] is None
+    url = srv.url + hook["webhook_url"][hook["webhook_url"].index("/hooks/") :]
     r = alice.post(f"/api/v1/pipelines/{hook['id']}/disable")
     assert r.status_code == 200 and r.json()["enabled"] is False
+    assert requests.post(url, json={"text": "x"}, timeout=30).status_code == 404
+    assert runs_of(alice, hook["id"]) == []
+    assert alice.post(f"/api/v1/pipelines/{hook['id']}/enable").json()["enabled"] is True
+    assert requests.post(url, json={"text": "x"}, timeout=30).status_code == 202
 
 
 def test_an_instant_trigger_is_registered_while_on_and_removed_when_off(srv, alice, tally):

@@ -5,7 +5,8 @@ The token is unguessable and per pipeline. When the pipeline has a webhook secre
 trigger sets ``require_signature``), the request must carry ``X-Levqor-Timestamp`` (Unix
 seconds, within 5 minutes) and ``X-Levqor-Signature: sha256=<hex HMAC-SHA256 of
 "<timestamp>.<raw body>">``. A repeated ``X-Levqor-Delivery`` (or ``Idempotency-Key``) id
-returns the run it started the first time instead of starting another.
+returns the run it started the first time instead of starting another. A pipeline switched off
+answers 404 (its trigger starts no run).
 
 An instant app trigger's upstream (Telegram's ``setWebhook``, Slack's Events API) posts to the
 URL the host registered: ``/hooks/triggers/<token>`` (one per enabled pipeline) or
@@ -142,6 +143,8 @@ def _accept(st, token: str) -> tuple[dict, bool, str, dict]:
     if not isinstance(doc, dict) or (doc.get("trigger") or {}).get("type") != "webhook":
         raise ApiError(404, "not_found", "not found")
     p, trig = target.pipeline, doc["trigger"]
+    if not p.get("enabled", True):  # switched off: its trigger starts no run
+        raise ApiError(404, "not_found", "not found")
     if target.secret:
         _check_signature(target.secret)
     elif trig.get("require_signature"):
