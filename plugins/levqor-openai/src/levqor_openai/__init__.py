@@ -92,9 +92,12 @@ Turn the user's description into one Levqor pipeline document and answer with JS
 Rules:
 - Use only the connectors and actions listed below; each step's payload must follow its action's
   payload schema.
-- Trigger "webhook" when something arrives from outside (its JSON body is trigger.*), "schedule"
-  with a standard 5-field cron for recurring work (day-of-week 0 and 7 are Sunday, 1-5 Monday
-  to Friday), "manual" otherwise.
+- Trigger "app" when the pipeline starts from an event in a connected app (a new row, message,
+  email or database item): name the connector and its trigger from the list below, the
+  trigger's "config" and a "credential" as for steps; each new item is trigger.* (shaped like
+  the trigger's sample). Trigger "webhook" when something arrives from outside (its JSON body
+  is trigger.*), "schedule" with a standard 5-field cron for recurring work (day-of-week 0 and
+  7 are Sunday, 1-5 Monday to Friday), "manual" otherwise.
 - Payload strings may be Jinja templates: {{ trigger.<field> }} for trigger data and
   {{ steps.<earlier step id>.output.<field> }} for an earlier step's output. Use no other names
   and never refer to a later step.
@@ -134,6 +137,18 @@ def _catalog_for_prompt(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
                 },
             }
         )
+        triggers = c.get("triggers") or {}
+        if triggers:
+            out[-1]["triggers"] = {
+                t: {
+                    "title": trig.get("title"),
+                    "description": trig.get("description", ""),
+                    "kind": trig.get("kind"),
+                    "example_config": trig.get("example") or {},
+                    "sample_item": trig.get("sample"),
+                }
+                for t, trig in sorted(triggers.items())
+            }
     return out
 
 
@@ -190,6 +205,17 @@ def catalog_from_json(catalog: Mapping[str, Any]) -> Catalog:
                     **({"price": act["price"]} if act.get("price") is not None else {}),
                 }
                 for a, act in (c.get("actions") or {}).items()
+            },
+            "triggers": {
+                t: {
+                    "title": trig.get("title") or t,
+                    "kind": trig.get("kind") or "polling",
+                    "config": trig.get("config") or {"type": "object"},
+                    "output": trig.get("output") or {"type": "object"},
+                    "sample": trig.get("sample") or {},
+                    **({"webhook": trig["webhook"]} if trig.get("webhook") else {}),
+                }
+                for t, trig in (c.get("triggers") or {}).items()
             },
         }
         infos.append(

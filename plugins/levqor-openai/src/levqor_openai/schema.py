@@ -1,7 +1,8 @@
 """The planner's answer schema, built from the installed catalog, and OpenAI's strict subset.
 
 :func:`plan_schema` composes one JSON Schema for the model's answer
-``{"explanation": str, "pipeline": {...}}``: the trigger is one of the three trigger kinds, and
+``{"explanation": str, "pipeline": {...}}``: the trigger is manual, webhook, schedule or one of
+the installed connectors' app triggers (:func:`trigger_schemas`), and
 each step is an ``anyOf`` of one branch per installed action whose ``connector`` and ``action``
 are one-value enums and whose ``payload`` is that action's payload schema from its plugin. A
 plan can therefore never name a connector or an action that is not installed.
@@ -145,6 +146,68 @@ def _credential_schema(connector: str, credentials: list[Mapping[str, Any]]) -> 
         "description": f"The user has no {connector} credential yet: name the one they should "
         f"add (for example {connector!r}).",
     }
+
+
+#: the seconds between polls the planner may ask for (the host's minimum still applies)
+MIN_POLL_INTERVAL = 60
+
+
+def _sample_text(sample: Any, limit: int = 400) -> str:
+    import json
+
+    try:
+        text = json.dumps(sample, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError):
+        return ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def trigger_schemas(
+    catalog: Mapping[str, Any], credentials: list[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """The trigger kinds the model may choose: manual, webhook and schedule, and one ``app``
+    trigger per installed connector trigger (connector and trigger as one-value enums, its
+    config schema, the credential, and for polling an interval)."""
+    out = copy.deepcopy(TRIGGERS)
+    for cname, conn in sorted((catalog.get("connectors") or {}).items()):
+        for tname, trig in sorted((conn.get("triggers") or {}).items()):
+            config = _narrow(copy.deepcopy(trig.get("config") or {"type": "object"}))
+            if not config.get("properties"):
+                config = {"type": "object", "properties": {}, "additionalProperties": False}
+            props: dict[str, Any] = {
+                "type": {"type": "string", "enum": ["app"]},
+                "connector": {"type": "string", "enum": [cname]},
+                "trigger": {"type": "string", "enum": [tname]},
+                "config": config,
+            }
+            required = ["type", "connector", "trigger", "config"]
+            if conn.get("credentials") is not None:
+                props["credential"] = _credential_schema(cname, list(credentials))
+                required.append("credential")
+            if trig.get("kind") == "polling":
+                props["interval"] = {
+                    "type": "integer",
+                    "minimum": MIN_POLL_INTERVAL,
+                    "description": "Seconds between polls (default 300); only when the user "
+                    "asks how often",
+                }
+            desc = f"Started by {conn.get('title', cname)}: {trig.get('title', tname)}"
+            desc += " (polling)" if trig.get("kind") == "polling" else " (instant)"
+            if trig.get("description"):
+                desc += f". {trig['description']}"
+            sample = _sample_text(trig.get("sample"))
+            if sample:
+                desc += f" Each item is trigger.*, for example {sample}"
+            out.append(
+                {
+                    "type": "object",
+                    "description": desc[:1000],
+                    "additionalProperties": False,
+                    "required": required,
+                    "properties": props,
+                }
+            )
+    return out
 
 
 #: a value the model may give where the kernel takes anything (a narrower answer stays valid)
@@ -308,7 +371,7 @@ def plan_schema(
                 "properties": {
                     "levqor": {"type": "integer", "enum": [1]},
                     "name": {"type": "string", "description": "Short pipeline name"},
-                    "trigger": {"anyOf": copy.deepcopy(TRIGGERS)},
+                    "trigger": {"anyOf": trigger_schemas(catalog, credentials)},
                     "steps": {"$ref": "#/$defs/steps"},
                     "on_failure": {
                         "$ref": "#/$defs/steps",
@@ -537,6 +600,14 @@ def strip_plan_nulls(answer: Any, catalog: Mapping[str, Any]) -> Any:
     if isinstance(pipeline, dict) and pipeline.get("on_failure", 0) is None:
         del pipeline["on_failure"]
     conns = catalog.get("connectors") or {}
+    trig = pipeline.get("trigger") if isinstance(pipeline, dict) else None
+    if isinstance(trig, dict):
+        for k in [k for k, v in trig.items() if v is None]:
+            del trig[k]
+        triggers = (conns.get(trig.get("connector")) or {}).get("triggers") or {}
+        found = triggers.get(trig.get("trigger"))
+        if found is not None and isinstance(trig.get("config"), dict):
+            trig["config"] = strip_nulls(trig["config"], found.get("config"))
     for step in [*steps, *(pipeline.get("on_failure") or [])]:
         _strip_step(step, conns)
     return answer
