@@ -13,6 +13,7 @@ from datetime import datetime
 
 import pytest
 from feeds_fake import Feeds, FeedsUpstream
+from levqor_kernel import hookimpl
 from levqor_kernel.testing import FakeServer
 from trigger_support import TriggerHosts, wait_for
 
@@ -61,8 +62,6 @@ def test_first_poll_is_a_baseline_then_each_new_item_starts_one_run(tmp_path, up
 
 
 def test_items_seen_before_start_nothing_even_when_the_connector_returns_them_again(tmp_path, upstream):
-    from levqor_kernel import hookimpl
-
     class Forgetful(Feeds):
         @hookimpl
         def poll_trigger(self, connector, trigger, config, credentials, state, context):
@@ -209,3 +208,32 @@ def test_a_polling_trigger_waits_for_its_credential(tmp_path, upstream):
         assert th.wait_baseline(pid)["state"] == {"after": 1}  # resumed: a first check, then items
         upstream.add("inbox", "after")
         assert [r["input"]["text"] for r in th.wait_runs(pid, 1)] == ["after"]
+
+
+class Gate:
+    """A billing plugin that refuses every run while ``refuse`` is set (``gate_run``)."""
+
+    refuse = False
+
+    @hookimpl
+    def gate_run(self, user, pipeline, price, ledger):
+        return {"allow": False, "reason": "out of credits"} if self.refuse else None
+
+
+def test_runs_the_billing_gate_refuses_start_at_a_later_poll(tmp_path, upstream):
+    gate = Gate()
+    env = {"LEVQOR_FEEDS_API_BASE": upstream.url}
+    with TriggerHosts(tmp_path, plugins=[Feeds(), gate], env=env) as th:
+        th.add_credential("feeds", "feeds", {"key": upstream.key})
+        pid = th.create_pipeline(polling())
+        th.wait_baseline(pid)
+        gate.refuse = True
+        upstream.add("inbox", "one")
+        upstream.add("inbox", "two")
+        th.wait_polls(pid, 2)
+        row = th.trigger_row(pid)
+        assert th.runs(pid) == [] and row["state"] == {"after": 0}  # the position did not move
+        assert row["last_error"]["type"] == "RunRefused" and row["status"] == "active"
+        gate.refuse = False
+        assert [r["input"]["text"] for r in th.wait_runs(pid, 2)] == ["one", "two"]
+        assert th.trigger_row(pid)["last_error"] is None
