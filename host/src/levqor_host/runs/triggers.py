@@ -623,10 +623,16 @@ class TriggerService:
         else:
             fresh_ids = {r["id"] for r in rows}
         started = 0
-        for item in result.items:
-            for r in targets(item):
-                if r["id"] in fresh_ids:
-                    started += self._deliver_item(r, item)
+        try:
+            for item in result.items:
+                for r in targets(item):
+                    if r["id"] in fresh_ids:
+                        started += self._deliver_item(r, item)
+        except Exception:
+            # the database failed under us: the upstream's retry of this delivery must find it new
+            for r in claimed:
+                self.store.triggers.forget_seen(r["id"], f"delivery:{result.delivery_id}")
+            raise
         if result.response is not None:
             status, body, headers = result.response
             return status, body, headers
@@ -676,6 +682,9 @@ class TriggerService:
             self.store.triggers.forget_seen(row["id"], item.id)
             log.info("trigger %s: delivered item not started (%s)", row["id"], e.code)
             return 0
+        except BaseException:
+            self.store.triggers.forget_seen(row["id"], item.id)
+            raise
         return int(created)
 
     # ------------------------------------------------------------------ test and status
