@@ -203,3 +203,32 @@ def test_an_instant_trigger_waits_for_its_credential(tmp_path, upstream):
         wait_for(lambda: th.status(pid)["status"] == "active", what="the trigger to resume")
         [hook] = upstream.webhooks.values()
         assert hook["url"] == th.status(pid)["webhook_url"]
+
+
+@pytest.mark.services
+def test_two_hosts_sharing_postgresql_start_one_run_per_delivered_item(tmp_path, upstream):
+    import threading
+
+    env = {"LEVQOR_FEEDS_API_BASE": upstream.url}
+    with TriggerHosts(tmp_path, plugins=[Feeds()], env=env, hosts=2, postgres=True) as th:
+        th.add_credential("feeds", "feeds", {"key": upstream.key})
+        pid = th.create_pipeline(pushed())
+        token, secret = th.trigger_row(pid)["token"], secret_of(upstream, th, pid)
+        events = [{"id": n, "text": f"e{n}"} for n in range(5)]
+        raw = json.dumps({"delivery": "d-1", "events": events}).encode()
+        barrier = threading.Barrier(4)
+        answers = []
+
+        def send(host):  # the upstream sends, and retries at once, to either host
+            barrier.wait()
+            d = Delivery("POST", {"x-feeds-secret": secret}, raw)
+            answers.append(host.state.triggers.deliver(d, token=token)[0])
+
+        threads = [threading.Thread(target=send, args=(th.hosts[i % 2],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert answers == [200, 200, 200, 200]
+        runs = th.wait_runs(pid, 5)
+        assert sorted(r["input"]["text"] for r in runs) == [f"e{n}" for n in range(5)]
