@@ -39,6 +39,8 @@ class Gate:
 
     @hookimpl
     def check_credentials(self, connector, credentials, context):
+        if credentials.get("token") == "a-kind-with-no-check":
+            return None  # the connector checks other kinds of credential only
         if credentials.get("token") != SECRET:
             raise PermanentError(f"token {credentials.get('token')} refused")
         return {"ok": True, "account": "acct-1"}
@@ -248,6 +250,14 @@ def test_credentials_that_can_never_work_are_refused_when_saved(alice):
     r = alice.post("/api/v1/credentials", json={"name": "c", "connector": "gate", "values": {"token": "crash-the-check"}})
     assert r.status_code == 422 and "could not check" in r.text
     assert alice.get("/api/v1/credentials").json()["items"] == []
+
+
+def test_a_check_that_answers_none_is_no_check_not_a_success(alice):
+    cid = alice.post("/api/v1/credentials", json={"name": "n", "connector": "gate",
+                                                  "values": {"token": "a-kind-with-no-check"}}).json()["id"]
+    t = alice.post(f"/api/v1/credentials/{cid}/test").json()
+    assert t == {"id": cid, "supported": False, "ok": None,
+                 "message": "connector 'gate' offers no credential check"}
 
 
 def test_failed_credential_check_is_redacted(alice):

@@ -104,9 +104,9 @@ def test_email_credential_is_a_choice_between_resend_and_gmail(page, dash):
 
 
 def test_a_plain_credential_form_has_no_choice(page, dash):
-    sign_in(page, dash, "/credentials?connector=slack")
+    sign_in(page, dash, "/credentials?connector=telegram")
     form = page.locator("#cred-fields")
-    expect(form.get_by_label(re.compile("Webhook URL"))).to_be_visible(timeout=WAIT)
+    expect(form.get_by_label(re.compile("Bot token"))).to_be_visible(timeout=WAIT)
     expect(form.get_by_role("radio")).to_have_count(0)
 
 

@@ -177,12 +177,23 @@ def test_credential(cred_id: str) -> Response:
                 "message": f"connector {connector!r} offers no credential check",
             }
         )
-    return jsonify({"id": cred_id, "supported": True, **_check(cred_id, c["name"], connector, values)})
+    checked = _check(cred_id, c["name"], connector, values)
+    if checked is None:  # the connector has a check, but not for this kind of credential
+        return jsonify(
+            {
+                "id": cred_id,
+                "supported": False,
+                "ok": None,
+                "message": f"connector {connector!r} offers no credential check",
+            }
+        )
+    return jsonify({"id": cred_id, "supported": True, **checked})
 
 
-def _check(cred_id: str, name: str, connector: str, values: dict) -> dict:
-    """``ok`` and ``details``, or ``ok: false`` and the redacted ``message``. A connected
-    account's token is refreshed when it expires soon, and once more after a 401."""
+def _check(cred_id: str, name: str, connector: str, values: dict) -> dict | None:
+    """``ok`` and ``details``, or ``ok: false`` and the redacted ``message``; None when the
+    connector answers that it has no check for this credential (Slack's incoming webhook). A
+    connected account's token is refreshed when it expires soon, and once more after a 401."""
     from levqor_kernel.context import make_context
     from levqor_kernel.errors import ConnectorError
 
@@ -213,7 +224,9 @@ def _check(cred_id: str, name: str, connector: str, values: dict) -> dict:
         return {"ok": False, "message": "the check failed unexpectedly"}
     finally:
         ctx.http.close()
+    if out is None:
+        return None
     details = {
-        k: v for k, v in (out or {}).items() if isinstance(v, (str, int, float, bool)) and k != "ok"
+        k: v for k, v in out.items() if isinstance(v, (str, int, float, bool)) and k != "ok"
     }
     return {"ok": True, "details": details}
