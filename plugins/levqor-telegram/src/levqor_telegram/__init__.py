@@ -74,6 +74,7 @@ CREDENTIALS_SCHEMA: dict[str, Any] = {
             "pattern": r"^[0-9]{3,}:[A-Za-z0-9_-]{30,}$",
             "writeOnly": True,
             "title": "Bot token",
+            "examples": ["123456789:AAE-example-not-a-real-token-0123456789"],
             "description": "The token @BotFather gave your bot, like 123456789:AAE...",
         },
         "api_base": {
