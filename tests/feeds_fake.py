@@ -6,7 +6,8 @@ quirks. Its wire contract (defined here, nowhere else):
 
 * ``GET /lists/<list>/items?after=<n>`` with ``Authorization: Bearer <key>`` answers
   ``{"items": [{"id": n, "text": ...}, ...], "last": n}``, items with ids above ``after``,
-  oldest first (at most 100; ``last`` is the newest id in the list). 401 for another key;
+  oldest first (at most 100; ``last`` is the newest id in the list). 401 for another key
+  (its error echoes the Authorization header it was sent);
   scripted 429s carry ``Retry-After`` (seconds), like Slack's and Telegram's rate limits.
 * ``POST /webhooks`` ``{"url", "secret", "list"}`` subscribes; answers ``{"id": "wh_<n>"}``;
   ``DELETE /webhooks/<id>`` unsubscribes (404 for an unknown id); ``{"list": "refused"}`` is
@@ -245,8 +246,8 @@ class FeedsUpstream:
         return req.header("Authorization") == f"Bearer {self.key}"
 
     def _items(self, req):
-        if not self._authorized(req):
-            return Reply(401, {"error": "bad key"})
+        if not self._authorized(req):  # echoing what it was sent, as real APIs sometimes do
+            return Reply(401, {"error": f"bad key: {req.header('Authorization')}"})
         after = int((req.query.get("after") or ["0"])[0])
         with self._lock:
             items = list(self.lists.get(req.match["name"], []))
