@@ -107,10 +107,6 @@ FEED_FILES = {
 
 def test_trigger_chapter_example_is_the_scaffold_output_and_runs(tmp_path, monkeypatch):
     from levqor_host.scaffold import scaffold
-    from levqor_kernel import Delivery
-    from levqor_kernel.context import make_context
-    from levqor_kernel.oauth import sample_oauth_credentials
-    from levqor_kernel.triggers import as_delivery_result, as_poll
 
     docs = extract_files((ROOT / "docs" / "connectors.md").read_text())
     shown = {rel[len(FEED):]: text for rel, text in docs.items() if rel.startswith(FEED)}
@@ -142,6 +138,21 @@ def test_trigger_chapter_example_is_the_scaffold_output_and_runs(tmp_path, monke
 
     # found through its entry point, and driven through its hooks the way the host drives them
     monkeypatch.syspath_prepend(str(site))
+    for mod in [m for m in sys.modules if m.split(".")[0] == "levqor_acme_feed"]:
+        monkeypatch.delitem(sys.modules, mod)  # another test's copy; this one's is dropped below
+    try:
+        _drive_acme_feed()
+    finally:
+        for mod in [m for m in sys.modules if m.split(".")[0] == "levqor_acme_feed"]:
+            del sys.modules[mod]
+
+
+def _drive_acme_feed() -> None:
+    from levqor_kernel import Delivery
+    from levqor_kernel.context import make_context
+    from levqor_kernel.oauth import sample_oauth_credentials
+    from levqor_kernel.triggers import as_delivery_result, as_poll
+
     pm = make_plugin_manager(allow=["acme_feed"])
     info = pm.catalog.get("acme_feed")
     assert info is not None and info.dist == "levqor-acme-feed"
