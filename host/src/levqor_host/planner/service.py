@@ -113,8 +113,12 @@ def _warnings(state: Services, problems: list[dict], doc: dict) -> list[dict]:
     out = []
     every = [*(doc.get("steps") or []), *(doc.get("on_failure") or [])]
     steps = {s.get("id"): s for s, _depth in walk_steps(every) if isinstance(s, dict)}
+    trigger = doc.get("trigger") if isinstance(doc.get("trigger"), dict) else {}
     for p in problems:
-        step = steps.get(p.get("step")) or {}
+        # a step's credential, or an app trigger's (/trigger/credential)
+        step = (
+            trigger if p.get("pointer") == "/trigger/credential" else steps.get(p.get("step")) or {}
+        )
         cname = step.get("credential")
         connector = step.get("connector")
         out.append(
