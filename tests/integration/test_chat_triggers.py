@@ -50,6 +50,10 @@ def test_telegram_new_message_webhook(tmp_path, hosts: int, postgres: bool) -> N
             assert runs[0]["input"]["update_id"] == one["update_id"]
             assert runs[0]["input"]["chat_id"] == tg.PRIVATE_CHAT
             assert runs[0]["status"] == "succeeded"
+            shown = th.client.get(f"/api/v1/runs/{runs[0]['id']}")
+            assert shown.status_code == 200 and tg.token not in shown.text
+            shown = th.client.get(f"/api/v1/pipelines/{pid}")
+            assert shown.status_code == 200 and tg.webhook["secret_token"] not in shown.text
             # Telegram retries a delivery it did not see answered: on the other host too
             route_to(hosts - 1)
             assert tg.resend(one) == 200
@@ -161,6 +165,10 @@ def test_slack_new_message_events(tmp_path, hosts: int, postgres: bool) -> None:
             # the answer was posted in the thread, and its event started nothing
             wait_for(lambda: slack.posted, what="the pipeline's answer")
             assert slack.posted[0]["thread_ts"] == one["event"]["ts"]
+            # the bot token and the signing secret appear in no run record or API answer
+            shown = th.client.get(f"/api/v1/runs/{run['id']}")
+            assert shown.status_code == 200 and shown.json()["steps"]
+            assert slack.bot_token not in shown.text and slack.signing_secret not in shown.text
             assert any(d["body"].get("event", {}).get("bot_id") for d in slack.event_deliveries)
             assert len(th.runs(general)) == 1 and len(th.runs(anywhere)) == 1
 
