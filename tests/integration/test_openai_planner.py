@@ -102,7 +102,11 @@ def test_plan_schema_enumerates_installed_actions_only():
         (b["properties"]["connector"]["enum"][0], b["properties"]["action"]["enum"][0])
         for b in branches
     }
-    assert pairs == {("slack", "post_message"), ("sheets", "append_rows")}
+    installed = {
+        (c, a) for c, info in SLACK_SHEETS["connectors"].items() for a in info["actions"]
+    }
+    assert pairs == installed and ("slack", "post_message") in pairs
+    assert ("sheets", "update_row") in pairs and not any(c == "core" for c, _a in pairs)
     # and the kernel's constructs, whose steps nest
     kinds = [b["properties"]["type"]["enum"][0] for b in every if "type" in b["properties"]]
     assert kinds == ["branch", "parallel", "for_each", "wait", "pipeline", "stop"]
@@ -237,3 +241,16 @@ def test_429_is_retried_by_the_client_then_succeeds(ai):
     out = levqor_openai.plan("x", WITH_CORE, [], opts(ai))
     assert "error" not in out, out
     assert len(ai.requests) == 2
+
+
+def test_strictify_leaves_a_free_form_map_out_of_a_choice_with_other_forms():
+    payload = SLACK_SHEETS["connectors"]["sheets"]["actions"]["update_row"]["payload"]
+    kinds = [b.get("type") for b in payload["properties"]["values"]["anyOf"]]
+    assert "object" in kinds  # values by header: a map that takes any keys
+    strict = strictify(payload)
+    assert strict_problems(strict) == []
+    left = strict["properties"]["values"]["anyOf"]
+    assert left and all(b.get("type") != "object" for b in left)
+    # a free-form value with no other form still cannot be expressed
+    with pytest.raises(NotStrictable):
+        strictify({"type": "object", "properties": {"m": {"anyOf": [{"type": "object"}]}}})

@@ -423,10 +423,10 @@ def _strictify(s: Any, where: str) -> dict[str, Any]:
     if "$defs" in out:
         out["$defs"] = {n: _strictify(d, f"{where}/$defs/{n}") for n, d in out["$defs"].items()}
     if "anyOf" in out:
-        out["anyOf"] = [_strictify(b, f"{where}/anyOf/{i}") for i, b in enumerate(out["anyOf"])]
+        out["anyOf"] = _strict_choice(out["anyOf"], f"{where}/anyOf")
         return out
     if "oneOf" in out:  # exclusivity cannot be expressed: anyOf is wider, validation narrows
-        out["anyOf"] = [_strictify(b, f"{where}/oneOf/{i}") for i, b in enumerate(out.pop("oneOf"))]
+        out["anyOf"] = _strict_choice(out.pop("oneOf"), f"{where}/oneOf")
         return out
     if "enum" in out or "const" in out:
         return out
@@ -455,6 +455,22 @@ def _strictify(s: Any, where: str) -> dict[str, Any]:
             raise NotStrictable(f"{where}: an array without items (free-form)")
         out["items"] = _strictify(out["items"], f"{where}/items")
     return out
+
+
+def _strict_choice(branches: list[Any], where: str) -> list[dict[str, Any]]:
+    """The branches of an anyOf made strict. A map that takes any keys (beside a list of rows,
+    say) is left out when another branch remains: the model may then answer only in the other
+    forms, each still valid for the kernel. Any other branch strict mode cannot express raises."""
+    kept = [(i, b) for i, b in enumerate(branches) if not _any_keys(b)] or list(enumerate(branches))
+    return [_strictify(b, f"{where}/{i}") for i, b in kept]
+
+
+def _any_keys(s: Any) -> bool:
+    """Whether ``s`` is an object schema without declared properties (a free-form map)."""
+    if not isinstance(s, Mapping) or s.get("properties") or "anyOf" in s or "oneOf" in s:
+        return False
+    t = s.get("type")
+    return t == "object" or (isinstance(t, list) and t == ["object"])
 
 
 def _nullable(s: dict[str, Any]) -> dict[str, Any]:
