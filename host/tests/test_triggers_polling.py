@@ -188,6 +188,8 @@ def test_two_hosts_sharing_postgresql_start_exactly_one_run_per_item(tmp_path, u
         # the other host sees the same runs, and restarting both starts nothing again
         second = th.hosts[1].state.store.runs.list(th.user["id"], pipeline_id=pid)[0]
         assert len(second) == 6
+        # only the scheduler leader's poller polled
+        assert sorted(h.state.triggers.polled > 0 for h in th.hosts) == [False, True]
         th.restart()
         th.wait_polls(pid, 2)
         assert len(th.runs(pid)) == 6

@@ -152,3 +152,14 @@ def test_routes_match_when_the_item_carries_every_key_of_the_registration():
     assert not route_matches({"channel": "a"}, {"channel": "b"})
     assert not route_matches({"channel": "a"}, None)
     assert not route_matches(None, {"channel": "a"}) and not route_matches({}, {"channel": "a"})
+
+
+def test_a_switched_off_pipeline_is_not_scheduled(store, owner):
+    user, _p = owner
+    doc = {"levqor": 1, "trigger": {"type": "schedule", "cron": "* * * * *"}, "steps": []}
+    sched = store.pipelines.create(user["id"], "s", doc)
+    assert [p["id"] for p in store.pipelines.list_scheduled()] == [sched["id"]]
+    off = store.pipelines.set_enabled(user["id"], sched["id"], False)
+    assert off["enabled"] is False and store.pipelines.list_scheduled() == []
+    assert store.pipelines.set_enabled(user["id"], sched["id"], True)["enabled"] is True
+    assert store.pipelines.set_enabled("someone-else", sched["id"], False) is None
