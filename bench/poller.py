@@ -1,8 +1,9 @@
 """The poller: 1,000 polling app triggers due every minute, polled by one scheduler (issue 18).
 
     python bench/poller.py [--triggers 1000] [--interval 60] [--minutes 3] [--workers 8]
+                           [--database-url postgresql+psycopg://...]   (an empty database)
 
-One Levqor app on SQLite with its scheduler (leader lock, poller) and no executor; a bench
+One Levqor app on SQLite (or the database given) with its scheduler (leader lock, poller) and no executor; a bench
 connector whose polling trigger reads ``GET /items`` of a local upstream over HTTP (a
 FakeServer in a child process, so its CPU is not the host's); --triggers pipelines with that
 trigger and an interval of --interval seconds. The first round (every trigger's baseline, all due
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=60)
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--database-url", default="", help="an empty database (default: SQLite)")
     args = ap.parse_args()
 
     parent, child = multiprocessing.Pipe()
@@ -109,6 +111,8 @@ def main() -> None:
         LEVQOR_SSRF_ALLOW="127.0.0.1", LEVQOR_BENCH_API_BASE=url,
         LEVQOR_POLL_WORKERS=str(args.workers), LEVQOR_POLL_MIN_INTERVAL=str(min(60, args.interval)),
     )  # fmt: skip
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
     with tempfile.TemporaryDirectory(prefix="levqor-bench-poller-") as tmp:
         cfg = Config.from_env(env, data_dir=Path(tmp))
         app = create_app(cfg, start_workers=False, start_scheduler=False, plugins=[Bench()])
