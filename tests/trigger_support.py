@@ -36,7 +36,7 @@ pipeline's owner), :meth:`add_credential`, :meth:`create_pipeline`, :meth:`enabl
 :meth:`disable`, :meth:`status`, :meth:`trigger_row`, :meth:`runs`, :meth:`wait_runs`
 (waits for at least n app runs, then checks over two more polls that no more come),
 :meth:`wait_baseline`, :meth:`wait_polls`, :meth:`webhook_url`, :meth:`deliver` (POSTs to an
-instant trigger's webhook URL on any host), :meth:`restart`, :meth:`stop`.
+instant trigger's webhook URL on any host), :meth:`post_to`, :meth:`restart`, :meth:`stop`.
 """
 
 from __future__ import annotations
@@ -203,10 +203,16 @@ class TriggerHosts:
         return r.json()["id"]
 
     def enable(self, pipeline_id: str) -> dict:
-        return self.state.triggers.set_enabled(self.user, pipeline_id, True)
+        """Switch the pipeline on (``POST /api/v1/pipelines/<id>/enable``); the pipeline."""
+        r = self.client.post(f"/api/v1/pipelines/{pipeline_id}/enable")
+        assert r.status_code == 200, r.text
+        return r.json()
 
     def disable(self, pipeline_id: str) -> dict:
-        return self.state.triggers.set_enabled(self.user, pipeline_id, False)
+        """Switch the pipeline off (``POST /api/v1/pipelines/<id>/disable``); the pipeline."""
+        r = self.client.post(f"/api/v1/pipelines/{pipeline_id}/disable")
+        assert r.status_code == 200, r.text
+        return r.json()
 
     def status(self, pipeline_id: str) -> dict | None:
         return self.state.triggers.status(pipeline_id)
@@ -226,10 +232,19 @@ class TriggerHosts:
         host: int = 0,
     ) -> requests.Response:  # fmt: skip
         """POST a delivery to the pipeline's webhook URL on host ``host``, as the upstream."""
+        return self.post_to(self.webhook_url(pipeline_id, host), body, headers)
+
+    def post_to(
+        self, url: str, body: bytes | dict, headers: dict[str, str] | None = None
+    ) -> requests.Response:
+        """POST ``body`` (bytes as they are, else JSON) to ``url``: a path (``/hooks/apps/x``) is
+        on the first host."""
+        if url.startswith("/"):
+            url = self.hosts[0].url + url
         data = body if isinstance(body, bytes) else None
         return requests.post(
-            self.webhook_url(pipeline_id, host), data=data,
-            json=None if data is not None else body, headers=headers or {}, timeout=30,
+            url, data=data, json=None if data is not None else body, headers=headers or {},
+            timeout=30,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ runs

@@ -3,8 +3,8 @@ switched on, unregistered when it is switched off, changed or archived; deliveri
 the connector (a bad signature starts nothing), handshakes answered, one delivery to many
 runs, retried deliveries and repeated items deduplicated, connector-wide deliveries routed.
 
-The Feeds test connector talks HTTP to its local fake for (un)registration; deliveries go
-through the trigger service the delivery routes call.
+The Feeds test connector talks HTTP to its local fake for (un)registration; deliveries are
+POSTed over HTTP to the host's delivery routes, as the upstream would.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 
 import pytest
 from feeds_fake import Feeds, FeedsUpstream, signed
-from levqor_kernel.triggers import Delivery
 from trigger_support import TriggerHosts, wait_for
 
 pytestmark = [pytest.mark.backends, pytest.mark.workers]
@@ -45,12 +44,22 @@ def th(tmp_path, upstream):
         yield hosts
 
 
-def deliver(th: TriggerHosts, pid: str, body: dict | bytes, headers: dict | None = None):
-    """A delivery to the pipeline's /hooks/triggers/<token>, as its route hands it over."""
-    token = th.trigger_row(pid)["token"]
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    hdrs = {k.lower(): v for k, v in (headers or {}).items()}
-    return th.state.triggers.deliver(Delivery("POST", hdrs, raw), token=token)
+def answer(r) -> tuple[int, object]:
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        return r.status_code, r.text
+
+
+def deliver(th: TriggerHosts, pid: str, body: dict | bytes, headers: dict | None = None, host: int = 0):
+    """A delivery to the pipeline's ``/hooks/triggers/<token>`` on host ``host``, over HTTP."""
+    return answer(th.deliver(pid, body, {"Content-Type": "application/json", **(headers or {})}, host))
+
+
+def deliver_wide(th: TriggerHosts, body: dict, key: str):
+    """A signed delivery to ``/hooks/apps/feeds``, over HTTP."""
+    raw, headers = signed(body, key)
+    return answer(th.post_to("/hooks/apps/feeds", raw, headers))
 
 
 def secret_of(upstream: FeedsUpstream, th: TriggerHosts, pid: str) -> str:
@@ -129,14 +138,14 @@ def test_deliveries_are_verified_answered_and_start_one_run_per_new_item(th, ups
     secret = secret_of(upstream, th, pid)
     ok = {"X-Feeds-Secret": secret}
 
-    status, body, _ = deliver(th, pid, {"delivery": "d1", "events": [{"id": 1}]}, {"X-Feeds-Secret": "forged"})
+    status, body = deliver(th, pid, {"delivery": "d1", "events": [{"id": 1}]}, {"X-Feeds-Secret": "forged"})
     assert status == 401 and body["error"]["code"] == "bad_signature"
     assert deliver(th, pid, b"not json", ok)[0] == 400
-    assert deliver(th, pid, {"challenge": "abc123"}, ok) == (200, {"challenge": "abc123"}, {})
+    assert deliver(th, pid, {"challenge": "abc123"}, ok) == (200, {"challenge": "abc123"})
     assert th.runs(pid) == []
 
     events = [{"id": 10, "text": "a"}, {"id": 11, "text": "b"}, {"id": 12, "text": "c"}]
-    assert deliver(th, pid, {"delivery": "d1", "events": events}, ok) == (200, {"ok": True}, {})
+    assert deliver(th, pid, {"delivery": "d1", "events": events}, ok) == (200, {"ok": True})
     runs = th.wait_runs(pid, 3)
     assert [r["input"] for r in runs] == [{"id": 10, "text": "a"}, {"id": 11, "text": "b"}, {"id": 12, "text": "c"}]
     assert [r["idempotency_key"] for r in runs] == [f"app:{pid}:{i}" for i in (10, 11, 12)]
@@ -150,13 +159,14 @@ def test_deliveries_are_verified_answered_and_start_one_run_per_new_item(th, ups
 
 def test_deliveries_to_unknown_or_switched_off_triggers_are_404(th, upstream):
     pid = th.create_pipeline(pushed())
-    token = th.trigger_row(pid)["token"]
-    d = Delivery("POST", {"x-feeds-secret": "x"}, b'{"events": []}')
-    assert th.state.triggers.deliver(d, token="no-such-token")[0] == 404
+    url = th.webhook_url(pid)
+    body, hdrs = {"events": []}, {"X-Feeds-Secret": secret_of(upstream, th, pid)}
+    assert answer(th.post_to(url, body, hdrs))[0] == 200
+    assert answer(th.post_to("/hooks/triggers/no-such-token", body, hdrs))[0] == 404
     th.disable(pid)
-    assert th.state.triggers.deliver(d, token=token)[0] == 404
-    assert th.state.triggers.deliver(d, connector="nope")[0] == 404
-    assert th.state.triggers.deliver(d, connector="core")[0] == 404  # no connector-wide trigger
+    assert answer(th.post_to(url, body, hdrs))[0] == 404
+    assert answer(th.post_to("/hooks/apps/nope", body))[0] == 404
+    assert answer(th.post_to("/hooks/apps/core", body))[0] == 404  # no connector-wide trigger
 
 
 def test_connector_wide_deliveries_are_routed_to_the_matching_registrations(th, upstream):
@@ -172,19 +182,12 @@ def test_connector_wide_deliveries_are_routed_to_the_matching_registrations(th, 
         {"id": 3, "text": "to nobody", "channel": "gamma"},
         {"id": 4, "text": "alpha again", "channel": "alpha"},
     ]}  # fmt: skip
-    raw, headers = signed(body, "forged")
-    d = Delivery("POST", {k.lower(): v for k, v in headers.items()}, raw)
-    assert th.state.triggers.deliver(d, connector="feeds")[0] == 401
-    raw, headers = signed(body, SIGNING)
-    d = Delivery("POST", {k.lower(): v for k, v in headers.items()}, raw)
-    assert th.state.triggers.deliver(d, connector="feeds") == (200, {"ok": True}, {})
-    assert th.state.triggers.deliver(d, connector="feeds")[0] == 200  # retried: deduplicated
+    assert deliver_wide(th, body, "forged")[0] == 401
+    assert deliver_wide(th, body, SIGNING) == (200, {"ok": True})
+    assert deliver_wide(th, body, SIGNING)[0] == 200  # retried: deduplicated
     assert [r["input"]["text"] for r in th.wait_runs(a, 2)] == ["to alpha", "alpha again"]
     assert [r["input"]["text"] for r in th.wait_runs(b, 1)] == ["to beta"]
-
-    raw, headers = signed({"challenge": "c-1"}, SIGNING)
-    d = Delivery("POST", {k.lower(): v for k, v in headers.items()}, raw)
-    assert th.state.triggers.deliver(d, connector="feeds") == (200, {"challenge": "c-1"}, {})
+    assert deliver_wide(th, {"challenge": "c-1"}, SIGNING) == (200, {"challenge": "c-1"})
 
 
 def test_an_instant_trigger_waits_for_its_credential(tmp_path, upstream):
@@ -213,18 +216,17 @@ def test_two_hosts_sharing_postgresql_start_one_run_per_delivered_item(tmp_path,
     with TriggerHosts(tmp_path, plugins=[Feeds()], env=env, hosts=2, postgres=True) as th:
         th.add_credential("feeds", "feeds", {"key": upstream.key})
         pid = th.create_pipeline(pushed())
-        token, secret = th.trigger_row(pid)["token"], secret_of(upstream, th, pid)
+        secret = secret_of(upstream, th, pid)
         events = [{"id": n, "text": f"e{n}"} for n in range(5)]
-        raw = json.dumps({"delivery": "d-1", "events": events}).encode()
+        body = {"delivery": "d-1", "events": events}
         barrier = threading.Barrier(4)
         answers = []
 
-        def send(host):  # the upstream sends, and retries at once, to either host
+        def send(host: int):  # the upstream sends, and retries at once, to either host
             barrier.wait()
-            d = Delivery("POST", {"x-feeds-secret": secret}, raw)
-            answers.append(host.state.triggers.deliver(d, token=token)[0])
+            answers.append(deliver(th, pid, body, {"X-Feeds-Secret": secret}, host=host)[0])
 
-        threads = [threading.Thread(target=send, args=(th.hosts[i % 2],)) for i in range(4)]
+        threads = [threading.Thread(target=send, args=(i % 2,)) for i in range(4)]
         for t in threads:
             t.start()
         for t in threads:
