@@ -3,11 +3,13 @@ the fake Google's consent page (plugins/levqor-sheets' fake speaks Google's web-
 its token endpoint with PKCE and its id_token) and back; the credential appears under the
 account's email, and a sheets.append_rows run with it writes the row after the access token
 expired (the host refreshes it once before the call) and again after Google refused it early
-(a 401: refreshed once more and the call repeated). No token reaches the page or an API answer.
+(a 401: refreshed once more and the call repeated). Once the user removed the app's access the
+run fails, the page says "broken: reconnect", and Reconnect connects the account again. No
+token reaches the page or an API answer.
 
 The host runs in process on the port its LEVQOR_BASE_URL names, so the redirect URI the fake
-sends the browser to is the host's own. Waits are on events (an element's state, an answer),
-never sleeps."""
+sends the browser to is the host's own. Waits are on events (an element's state, an answer, the
+fake's token expiry) in polling loops, never fixed sleeps."""
 
 from __future__ import annotations
 
@@ -128,9 +130,10 @@ def shows_no_token(text: str, google: FakeGoogleSheets) -> None:
     leaked = [t[:12] + "..." for t in issued_tokens(google) if t in text]
     assert leaked == [], f"token values in the text: {leaked}"
     assert "ya29." not in text and "1//0" not in text  # Google's access and refresh token prefixes
+    assert "eyJ" not in text  # nor an id_token (a JWT)
 
 
-def test_connect_google_sheets_then_runs_refresh_the_expired_token(page, host):
+def test_connect_google_sheets_runs_refresh_the_expired_token_and_reconnect(page, host):
     google: FakeGoogleSheets = host["google"]
     page.goto("/signin?next=/credentials")
     page.get_by_label("Email", exact=True).fill(EMAIL)
@@ -204,3 +207,22 @@ def test_connect_google_sheets_then_runs_refresh_the_expired_token(page, host):
     expect(cred.locator(".account")).to_have_text(GOOGLE_ACCOUNT)
     shows_no_token(page.content(), google)
     shows_no_token(s.get(f"{base}/api/v1/credentials", timeout=30).text, google)
+
+    # the user removed the app's access at Google: the run fails, the page says reconnect, and
+    # Reconnect (the same name) connects the account again
+    google.revoke_refresh_tokens()
+    google.revoke_tokens()
+    third = run_append(host, p.json()["id"])
+    assert third["json"]["status"] == "failed", third["text"]
+    shows_no_token(third["text"], google)
+    page.reload()
+    broken = page.locator('#creds [data-credential="my-google"]')
+    expect(broken.locator('[data-status="broken"]')).to_contain_text("broken: reconnect")
+    shot(page, "connect-google-02-broken")
+    broken.get_by_role("button", name="Reconnect").click()
+    page.wait_for_url(re.compile(r"/credentials\?connected=my-google$"))
+    expect(cred.locator('[data-status="ok"]')).to_contain_text("connected")
+    expect(cred.locator(".account")).to_have_text(GOOGLE_ACCOUNT)
+    shows_no_token(page.content(), google)
+    assert run_append(host, p.json()["id"])["json"]["status"] == "succeeded"
+    assert google.rows(SHEET_ID, "Orders") == [["A-100", "paid"]] * 3
