@@ -34,6 +34,13 @@ def test_trigger_secrets_never_appear_anywhere(tmp_path, caplog):
             answers.append(th.client.get(f"/api/v1/pipelines/{pid}").text)
             answers.append(str(th.status(pid)))
         answers.append(th.client.get("/api/v1/credentials").text)
+        # testing the trigger (saved, or as the builder sends it) answers the upstream's refusal
+        tested = th.client.post(f"/api/v1/pipelines/{polling}/trigger/test", json={})
+        assert tested.status_code == 400 or tested.status_code == 422, tested.text
+        assert "bad key" in tested.text  # the echo reached the answer, its key did not
+        answers.append(tested.text)
+        trigger = th.client.get(f"/api/v1/pipelines/{polling}").json()["pipeline"]["trigger"]
+        answers.append(th.client.post("/api/v1/triggers/test", json={"trigger": trigger}).text)
         assert "bad key" in th.status(polling)["last_error"]["message"]  # the echo was seen
         leaks = [secret, key]
         for text in answers:

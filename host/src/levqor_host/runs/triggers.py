@@ -659,8 +659,10 @@ class TriggerService:
         except KeyError:
             return _answer(404, "not_found", "no trigger takes deliveries here")
         except ConnectorError as e:
+            from levqor_host.observability import scrub
+
             status = e.status if e.status and 400 <= e.status < 500 else 400
-            return _answer(status, e.code or "bad_delivery", e.message)
+            return _answer(status, e.code or "bad_delivery", scrub(e.message)[:500])
         except Exception as e:  # noqa: BLE001 - a delivery the connector cannot read is bad input
             log.warning("receive_delivery of %s failed: %s", connector, type(e).__name__)
             return _answer(400, "bad_delivery", "the delivery could not be read")
@@ -714,9 +716,11 @@ class TriggerService:
             }
         try:
             res = self._call_poll(user["id"], spec, None)
-        except ConnectorError as e:
+        except ConnectorError as e:  # its message scrubbed like a failed poll's (an echoed key)
+            from levqor_host.observability import scrub
+
             status = 503 if e.retryable else 422
-            raise ApiError(status, "trigger_failed", f"{spec.connector}: {e.message}") from None
+            raise ApiError(status, "trigger_failed", f"{spec.connector}: {scrub(e.message)[:500]}") from None
         except Exception as e:  # noqa: BLE001
             raise ApiError(
                 422, "trigger_failed", f"{spec.connector} could not be polled ({type(e).__name__})"
