@@ -34,7 +34,7 @@ import threading
 from typing import Any
 
 from levqor_kernel import DeliveryResult, Poll, SignatureError, TriggerItem, hookimpl
-from levqor_kernel.errors import PermanentError
+from levqor_kernel.errors import PermanentError, RetryableError
 from levqor_kernel.testing import FakeServer, Reply
 
 ITEM = {
@@ -169,6 +169,8 @@ class Feeds:
             raise PermanentError("a delivery is a JSON object", status=400, code="bad_body")
         if "challenge" in body:
             return DeliveryResult(response=(200, {"challenge": str(body["challenge"])}, {}))
+        if body.get("busy"):  # reading it needs the upstream, which is briefly unavailable
+            raise RetryableError("the feeds upstream is busy", status=503, retry_after=7)
         events = body.get("events")
         if not isinstance(events, list):
             raise PermanentError("a delivery has a list of events", status=400, code="bad_body")

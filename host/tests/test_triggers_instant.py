@@ -142,6 +142,9 @@ def test_deliveries_are_verified_answered_and_start_one_run_per_new_item(th, ups
     assert status == 401 and body["error"]["code"] == "bad_signature"
     assert deliver(th, pid, b"not json", ok)[0] == 400
     assert deliver(th, pid, {"challenge": "abc123"}, ok) == (200, {"challenge": "abc123"})
+    # a delivery the connector cannot read just now: 503 and Retry-After, so the sender retries
+    r = th.deliver(pid, {"busy": True}, {"Content-Type": "application/json", **ok}, 0)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "7"
     assert th.runs(pid) == []
 
     events = [{"id": 10, "text": "a"}, {"id": 11, "text": "b"}, {"id": 12, "text": "c"}]

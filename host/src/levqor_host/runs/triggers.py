@@ -661,6 +661,11 @@ class TriggerService:
         except ConnectorError as e:
             from levqor_host.observability import scrub
 
+            if e.retryable:  # the connector could not finish reading it now: the sender retries a 503
+                status, body, headers = _answer(503, e.code or "unavailable", scrub(e.message)[:500])
+                if e.retry_after is not None:
+                    headers["Retry-After"] = str(max(1, int(e.retry_after)))
+                return status, body, headers
             status = e.status if e.status and 400 <= e.status < 500 else 400
             return _answer(status, e.code or "bad_delivery", scrub(e.message)[:500])
         except Exception as e:  # noqa: BLE001 - a delivery the connector cannot read is bad input
