@@ -62,7 +62,9 @@ def test_build_an_app_trigger_by_clicking_test_it_save_and_switch_it_off_and_on(
 
     sign_in(page, dash, "/pipelines/new")
     page.get_by_label("Name", exact=True).fill("new orders")
-    page.get_by_label("Starts").select_option("app")
+    starts = page.get_by_label("Starts")
+    expect(starts).to_be_enabled()  # the builder has its catalog and its handlers
+    starts.select_option("app")
     app = page.locator("#trigger-app")
     expect(app).to_be_visible()
     # only connectors with triggers are offered (the installed ones: Gmail, Sheets, Telegram...)
