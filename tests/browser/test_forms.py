@@ -40,8 +40,9 @@ def test_email_credential_is_a_choice_between_resend_and_gmail(page, dash):
         kind = form.get_by_role("group", name="Kind of credential")
         expect(kind).to_be_visible(timeout=WAIT)
         # a choice by each variant's title, not a bare JSON box
-        # Resend, Gmail API (an access token), and the account Connect made
-        expect(kind.get_by_role("radio")).to_have_count(3)
+        # Resend and Gmail API (an access token); the connected account is Connect's, not pasted
+        expect(kind.get_by_role("radio")).to_have_count(2)
+        expect(kind.get_by_role("radio", name=re.compile("Connect"))).to_have_count(0)
         resend_choice = kind.get_by_role("radio", name="Resend", exact=True)
         gmail_choice = kind.get_by_role("radio", name="Gmail API", exact=True)
         expect(form.locator("textarea")).to_have_count(0)
@@ -108,6 +109,15 @@ def test_a_plain_credential_form_has_no_choice(page, dash):
     form = page.locator("#cred-fields")
     expect(form.get_by_label(re.compile("Bot token"))).to_be_visible(timeout=WAIT)
     expect(form.get_by_role("radio")).to_have_count(0)
+
+
+def test_a_connected_account_is_made_by_connect_not_pasted(page, dash):
+    # Slack: an incoming webhook or a Slack app; the app's token comes from Connect only
+    sign_in(page, dash, "/credentials?connector=slack")
+    form = page.locator("#cred-fields")
+    expect(form.get_by_label(re.compile("Webhook URL"))).to_be_visible(timeout=WAIT)
+    expect(form.get_by_role("radio")).to_have_count(0)
+    expect(form.get_by_label(re.compile("access token", re.I))).to_have_count(0)
 
 
 def test_the_marketplace_lists_each_kind_of_email_credential(page, dash):

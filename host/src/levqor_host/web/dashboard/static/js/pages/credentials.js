@@ -92,12 +92,33 @@ async function load() {
   renderList(items);
 }
 
+/**
+ * The credential schema the manual form offers: a connector with Connect (oauth2) has its
+ * connected-account kind made by the Connect button, never pasted, so that kind is left out.
+ */
+function pasteable(c) {
+  const schema = c.credentials;
+  const key = schema && Array.isArray(schema.oneOf) ? "oneOf" : schema && Array.isArray(schema.anyOf) ? "anyOf" : null;
+  if (!c.oauth2 || !key) return schema;
+  const kept = schema[key].filter((alt) => !(alt && alt.properties && alt.properties.auth && alt.properties.auth.const === "oauth2"));
+  if (!kept.length || kept.length === schema[key].length) return schema;
+  if (kept.length > 1) return { ...schema, [key]: kept };
+  const outer = { ...schema };
+  delete outer[key];
+  const alt = kept[0];
+  return {
+    ...outer, ...alt, type: "object",
+    properties: { ...(outer.properties || {}), ...(alt.properties || {}) },
+    required: [...new Set([...(outer.required || []), ...(alt.required || [])])],
+  };
+}
+
 function renderForm() {
   const c = connectors[$("#cred-connector").value];
   const box = $("#cred-fields");
   clearProblems($("#cred-form"));
   $("#cred-problems").hidden = true;
-  form = objectForm(c.credentials, {}, "/values", { idPrefix: "cv", variantLegend: "Kind of credential", jsonLabel: "Values (JSON, advanced)" });
+  form = objectForm(pasteable(c), {}, "/values", { idPrefix: "cv", variantLegend: "Kind of credential", jsonLabel: "Values (JSON, advanced)" });
   clear(box, h("legend", {}, `${c.title} values`), c.docs_url ? h("p", { class: "help" }, "Where to find them: ", h("a", { href: c.docs_url, rel: "noopener noreferrer", target: "_blank" }, c.docs_url)) : null, form.element);
   box.setAttribute("data-pointer", "/values");
 }
