@@ -146,6 +146,10 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
 _CONNECTOR_VALIDATOR = Draft202012Validator(CONNECTOR_SCHEMA)
 
 
+def _validator_for(schema: dict[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
 @dataclass
 class ActionInfo:
     """One action of a connector."""
@@ -165,10 +169,9 @@ class ActionInfo:
 
     @property
     def validator(self) -> Draft202012Validator:
+        """The payload schema's validator, compiled on first use."""
         if self._validator is None:
-            self._validator = Draft202012Validator(
-                self.payload, format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
+            self._validator = _validator_for(self.payload)
         return self._validator
 
     def to_json(self) -> dict[str, Any]:
@@ -204,10 +207,9 @@ class TriggerInfo:
 
     @property
     def validator(self) -> Draft202012Validator:
+        """The config schema's validator, compiled on first use."""
         if self._validator is None:
-            self._validator = Draft202012Validator(
-                self.config, format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
+            self._validator = _validator_for(self.config)
         return self._validator
 
     def to_json(self) -> dict[str, Any]:
