@@ -134,6 +134,81 @@ def test_hook_check_credentials():
     assert pm.owner_impl("check_credentials", "core") is None
 
 
+class Models:
+    """A metered model connector with an agent turn action and a dynamic model list."""
+
+    @hookimpl
+    def describe_schema(self):
+        from levqor_kernel.ai import AGENT_TURN_OUTPUT, AGENT_TURN_PAYLOAD, USAGE_SCHEMA
+
+        return [
+            {
+                "name": "llm",
+                "title": "LLM",
+                "description": "d",
+                "agent": {"action": "turn"},
+                "rates": {"small": {"input": 100, "output": 400}, "*": {"input": 1000, "output": 1000}},
+                "actions": {
+                    "chat": {
+                        "title": "Chat",
+                        "payload": {"type": "object", "properties": {"model": {"type": "string"}}},
+                        "output": {"type": "object", "properties": {"usage": USAGE_SCHEMA}},
+                        "example": {"model": "small"},
+                        "usage": "tokens",
+                        "writes": False,
+                        "options": ["model"],
+                    },
+                    "turn": {
+                        "title": "Agent turn",
+                        "payload": AGENT_TURN_PAYLOAD,
+                        "output": AGENT_TURN_OUTPUT,
+                        "example": {"model": "small", "messages": [{"role": "user", "content": "hi"}]},
+                        "usage": "tokens",
+                        "hidden": True,
+                    },
+                },
+            }
+        ]
+
+    @hookimpl
+    def load_options(self, connector, action, field, payload, credentials, context):
+        if field != "model":
+            return None
+        return [{"value": "small", "label": "Small"}, {"value": "large", "label": "Large"}]
+
+
+def test_hook_load_options():
+    pm = make_plugin_manager(entry_points=False, plugins=[("m", Models())])
+    info = pm.catalog.get("llm")
+    assert info.agent_action == "turn" and info.actions["turn"].hidden
+    assert info.actions["chat"].metered and info.actions["chat"].options == ["model"]
+    opts = pm.call_owner(
+        "load_options", "llm", connector="llm", action="chat", field="model", payload={},
+        credentials=None, context=make_context(),
+    )
+    assert [o["value"] for o in opts] == ["small", "large"]
+    assert pm.call_owner(
+        "load_options", "llm", connector="llm", action="chat", field="other", payload={},
+        credentials=None, context=make_context(),
+    ) is None
+
+
+def test_metered_and_agent_descriptions_are_checked():
+    from levqor_kernel.catalog import check_description
+
+    desc = Models().describe_schema()[0]
+    assert check_description(desc) == []
+    bad = {**desc, "agent": {"action": "chat_nope"}}
+    assert any("agent action 'chat_nope'" in p for p in check_description(bad))
+    unmetered = {**desc, "actions": {**desc["actions"], "turn": {**desc["actions"]["turn"], "usage": None}}}
+    unmetered["actions"]["turn"].pop("usage")
+    assert any("must be metered" in p for p in check_description(unmetered))
+    no_usage = {**desc, "actions": {**desc["actions"], "chat": {**desc["actions"]["chat"], "output": {"type": "object"}}}}
+    assert any("must have usage" in p for p in check_description(no_usage))
+    bad_opt = {**desc, "actions": {**desc["actions"], "chat": {**desc["actions"]["chat"], "options": ["nope"]}}}
+    assert any("options field 'nope'" in p for p in check_description(bad_opt))
+
+
 def test_hook_price_task():
     pm = make_plugin_manager(entry_points=False, plugins=[("b", Billing())])
     assert pm.hook.price_task(connector="core", action="transform", payload={}, price=1) == 10

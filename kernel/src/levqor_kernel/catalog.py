@@ -90,6 +90,28 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
                 "title": {"type": "string", "description": "what the Connect button says"},
             },
         },
+        "agent": {
+            "type": "object",
+            "required": ["action"],
+            "additionalProperties": False,
+            "description": "this connector drives agent steps: the flow calls action once per model "
+            "turn (levqor_kernel.ai.AGENT_TURN_PAYLOAD in, AGENT_TURN_OUTPUT out)",
+            "properties": {"action": {"type": "string", "pattern": NAME_PATTERN}},
+        },
+        "rates": {
+            "type": "object",
+            "description": "token prices of the metered actions, in credits per million tokens, by "
+            "model (\"*\": any other model); operators override them with LEVQOR_MODEL_RATES",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["input", "output"],
+                "additionalProperties": False,
+                "properties": {
+                    "input": {"type": "number", "minimum": 0},
+                    "output": {"type": "number", "minimum": 0},
+                },
+            },
+        },
         "triggers": {
             "type": "object",
             "propertyNames": {"pattern": NAME_PATTERN},
@@ -135,7 +157,25 @@ CONNECTOR_SCHEMA: dict[str, Any] = {
                     "writes": {
                         "type": "boolean",
                         "description": "true when the action changes something upstream "
-                        "(sends, posts, creates, appends): the builder warns before testing it",
+                        "(sends, posts, creates, appends): the builder warns before testing it, "
+                        "and an agent asks for approval before calling it (unless told not to); "
+                        "unset counts as writing",
+                    },
+                    "usage": {
+                        "enum": ["tokens"],
+                        "description": "metered by tokens: the output carries usage "
+                        "(levqor_kernel.ai.USAGE_SCHEMA), recorded per step and priced at the "
+                        "connector's rates",
+                    },
+                    "hidden": {
+                        "type": "boolean",
+                        "description": "not offered as a step of its own (an agent's turn action)",
+                    },
+                    "options": {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1},
+                        "description": "payload fields whose choices the load_options hook lists "
+                        "(a model list, an MCP server's tools)",
                     },
                 },
             },
@@ -165,7 +205,16 @@ class ActionInfo:
     minutes_saved: float = 0.0
     idempotent: bool | None = None
     writes: bool | None = None
+    #: ``"tokens"`` when the output carries token usage (:mod:`levqor_kernel.ai`)
+    usage: str | None = None
+    hidden: bool = False
+    options: list[str] = field(default_factory=list)
     _validator: Draft202012Validator | None = field(default=None, repr=False)
+
+    @property
+    def metered(self) -> bool:
+        """Whether the action's output carries token usage."""
+        return self.usage == "tokens"
 
     @property
     def validator(self) -> Draft202012Validator:
@@ -186,6 +235,9 @@ class ActionInfo:
             "minutes_saved": self.minutes_saved,
             "idempotent": self.idempotent,
             "writes": self.writes,
+            "usage": self.usage,
+            "hidden": self.hidden,
+            "options": list(self.options),
         }
 
 
@@ -248,6 +300,10 @@ class ConnectorInfo:
     endpoint_field: str | None = None
     triggers: dict[str, TriggerInfo] = field(default_factory=dict)
     oauth2: dict[str, Any] | None = None
+    #: the action an agent step of this connector calls per model turn (None: no agent)
+    agent_action: str | None = None
+    #: credits per million tokens by model (``"*"``: any other), before operator overrides
+    rates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -261,6 +317,8 @@ class ConnectorInfo:
             "actions": {n: a.to_json() for n, a in self.actions.items()},
             "triggers": {n: t.to_json() for n, t in self.triggers.items()},
             "oauth2": self.oauth2,
+            "agent": {"action": self.agent_action} if self.agent_action else None,
+            "rates": copy.deepcopy(self.rates),
             "plugin": self.plugin_name,
             "distribution": self.dist,
             "version": self.version,
@@ -410,8 +468,23 @@ def _check_description(desc: Any) -> list[str]:
         if trig.get("webhook") and trig["kind"] != "instant":
             bad.append(f"{where}: webhook applies to instant triggers only")
         problems += bad
+    agent = desc.get("agent")
+    if agent is not None:
+        turn = desc["actions"].get(agent["action"])
+        if turn is None:
+            problems.append(f"{name}: agent action {agent['action']!r} is not one of its actions")
+        elif turn.get("usage") != "tokens":
+            problems.append(f"{name}: agent action {agent['action']!r} must be metered (usage: tokens)")
     for aname, action in desc["actions"].items():
         where = f"{name}.{aname}"
+        props = action["payload"].get("properties")
+        for opt in action.get("options", []):
+            if not isinstance(props, Mapping) or opt not in props:
+                problems.append(f"{where}: options field {opt!r} is not a payload property")
+        if action.get("usage") == "tokens":
+            oprops = action["output"].get("properties")
+            if not isinstance(oprops, Mapping) or "usage" not in oprops:
+                problems.append(f"{where}: a metered action's output schema must have usage")
         for key in ("payload", "output"):
             problems += _check_schema(action[key], f"{where}: {key} schema")
         if not problems:
@@ -506,6 +579,9 @@ def connector_from_description(
             minutes_saved=a.get("minutes_saved", 0),
             idempotent=a.get("idempotent"),
             writes=a.get("writes"),
+            usage=a.get("usage"),
+            hidden=bool(a.get("hidden", False)),
+            options=list(a.get("options", [])),
         )
         for n, a in desc["actions"].items()
     }
@@ -543,4 +619,6 @@ def connector_from_description(
         endpoint_field=desc.get("endpoint_field"),
         triggers=triggers,
         oauth2=copy.deepcopy(desc.get("oauth2")),
+        agent_action=(desc.get("agent") or {}).get("action"),
+        rates=copy.deepcopy(desc.get("rates") or {}),
     )

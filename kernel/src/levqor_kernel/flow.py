@@ -22,6 +22,7 @@ from concurrent.futures import wait as wait_for
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .ai import usage_of
 from .conditions import evaluate
 from .errors import LevqorError
 from .pipeline import (
@@ -335,8 +336,18 @@ class Flow:
                 self.result.outputs[path] = output
             if status != WAITING:
                 self.result.records.append(
-                    StepRecord(path, pos, view["connector"], view["action"], status, attempts, duration)
+                    StepRecord(
+                        path, pos, view["connector"], view["action"], status, attempts, duration,
+                        self.usage(view, output),
+                    )
                 )
+
+    def usage(self, view: Mapping[str, Any], output: Any) -> dict[str, Any] | None:
+        """The tokens a metered action's output says it used (None for anything else)."""
+        if view["connector"] == "flow" or not isinstance(output, Mapping):
+            return None
+        action = self.runner.pm.catalog.action(view["connector"], view["action"])
+        return usage_of(output) if action is not None and action.metered else None
 
     # ------------------------------------------------------------------ actions
     def _action(self, step: Mapping[str, Any], scope: dict[str, Any], path: str) -> Any:

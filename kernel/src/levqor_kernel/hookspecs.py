@@ -1,7 +1,7 @@
 """The hooks a Levqor plugin can implement. Every one is documented in docs/connectors.md.
 
 Connector hooks (``validate_payload``, ``validate_credentials``, ``run_task``,
-``check_credentials``, the trigger hooks and ``oauth_credentials``) are dispatched to
+``check_credentials``, ``load_options``, the trigger hooks and ``oauth_credentials``) are dispatched to
 the single plugin that owns the connector named in the call, never to every plugin. Billing
 and planner hooks are ``firstresult``: the first plugin that answers (not ``None``) decides.
 """
@@ -89,6 +89,28 @@ def check_credentials(
     ``None`` means the connector has no check.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def load_options(
+    connector: str,
+    action: str,
+    field: str,
+    payload: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    context: StepContext,
+) -> list[dict[str, Any]] | None:
+    """List the choices of a payload field the action names in its ``options`` (the models a
+    server offers, the tools of an MCP server), for the builder's forms.
+
+    Called on the owning plugin with the field, what the form holds so far (``payload``, not
+    rendered: it may hold templates) and the decrypted credentials the step would use. Returns
+    ``[{"value": ..., "label": "...", "description": "..."?, "schema": {...}?}]`` (``schema``:
+    the JSON Schema of what the choice takes, such as an MCP tool's arguments). Raise a
+    ``ConnectorError`` when the upstream cannot be asked; ``None`` means no list for that field.
+
+    .. versionadded:: 0.4
     """
 
 
@@ -252,6 +274,7 @@ HOOK_NAMES = (
     "validate_credentials",
     "run_task",
     "check_credentials",
+    "load_options",
     "poll_trigger",
     "register_trigger",
     "unregister_trigger",

@@ -11,7 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
+from . import ai
 from .catalog import Catalog
 from .conditions import CONDITION_SCHEMA
 from .conditions import problems as condition_problems
@@ -29,7 +31,7 @@ MAX_TOTAL_STEPS = 250
 #: how deep constructs may nest (a loop in a branch in a loop ... )
 MAX_NESTING = 8
 #: the kinds of step; an action step may omit ``type``
-STEP_TYPES = ("action", "branch", "parallel", "for_each", "wait", "pipeline", "stop")
+STEP_TYPES = ("action", "branch", "parallel", "for_each", "wait", "pipeline", "stop", "agent")
 #: waits up to this many seconds sleep in the worker; longer ones suspend the run
 INLINE_WAIT_SECONDS = 5.0
 #: the longest a wait may be (a timer's seconds, an until, an approval's timeout): 366 days
@@ -194,6 +196,69 @@ _STEP_KINDS = [
         },
     ),
     _kind(
+        "agent",
+        ["connector", "model", "goal"],
+        {
+            "connector": {
+                "type": "string",
+                "maxLength": 40,
+                "description": "the model connector (one whose description names an agent action)",
+            },
+            "credential": {"type": "string", "minLength": 1, "maxLength": 100},
+            "model": {"type": "string", "minLength": 1, "maxLength": 200},
+            "system": {"type": "string", "maxLength": 20000, "description": "instructions (a template)"},
+            "goal": {"type": "string", "minLength": 1, "maxLength": 20000, "description": "the task (a template)"},
+            "tools": {
+                "type": "array",
+                "maxItems": ai.MAX_AGENT_TOOLS,
+                "items": {
+                    "type": "object",
+                    "required": ["connector", "action"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "connector": {"type": "string", "maxLength": 40},
+                        "action": {"type": "string", "maxLength": 40},
+                        "credential": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "name": {
+                            "type": "string",
+                            "pattern": ai.TOOL_NAME,
+                            "description": "the tool's name for the model (default connector_action)",
+                        },
+                        "description": {"type": "string", "maxLength": 2000},
+                        "payload": {
+                            "type": "object",
+                            "description": "payload fields the author fixes (templates allowed); "
+                            "the model neither sees nor sets them",
+                        },
+                        "approval": {
+                            "type": "boolean",
+                            "description": "ask for approval before each call (default: the "
+                            "agent's approval setting)",
+                        },
+                        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 900},
+                        "retry": _RETRY,
+                    },
+                },
+            },
+            "approval": {
+                "enum": ["writes", "all", "none"],
+                "description": "which tool calls wait for a person's approval first: those of "
+                "actions that write upstream (default), all, or none",
+            },
+            "approval_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_SECONDS},
+            "max_iterations": {"type": "integer", "minimum": 1, "maximum": ai.MAX_AGENT_ITERATIONS},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": ai.MAX_AGENT_TOKENS},
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": ai.MAX_AGENT_TIMEOUT,
+                "description": "seconds the agent may work (waiting for approvals not counted)",
+            },
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "retry": _RETRY,
+        },
+    ),
+    _kind(
         "stop",
         [],
         {
@@ -307,6 +372,11 @@ PIPELINE_SCHEMA: dict[str, Any] = {
             "maxLength": 64,
             "description": "Another pipeline of the same owner started with the failed run's "
             "id, pipeline, step and error",
+        },
+        "input": {
+            "type": "object",
+            "description": "JSON Schema of what a run starts with (manual and webhook triggers, "
+            "MCP tool calls): checked when a run starts; it is the tool's input schema over MCP",
         },
         "pinned": {
             "type": "object",
@@ -483,6 +553,8 @@ class _Checker:
             self.block(step["steps"], f"{base}/steps", vis, names | {"item", "index"})
         elif kind == "wait":
             self.wait(step, base, vis, names)
+        elif kind == "agent":
+            self.agent(step, base, vis, names)
         else:  # pipeline, stop: templated fields
             for key in ("input", "output", "message"):
                 if key in step:
@@ -505,6 +577,48 @@ class _Checker:
             if "approval" not in step:
                 self.add(f"{base}/notify", "notify steps belong to an approval", sid)
             self.block(step["notify"], f"{base}/notify", vis, names | {"approval"})
+
+    def agent(self, step: Mapping[str, Any], base: str, vis: set[str], names: frozenset[str]) -> None:
+        sid = step["id"]
+        info = self.catalog.get(step["connector"])
+        if info is None:
+            self.add(f"{base}/connector", f"unknown connector {step['connector']!r} (not installed)", sid)
+        elif not info.agent_action:
+            self.add(f"{base}/connector", f"connector {info.name!r} cannot drive an agent", sid)
+        else:
+            self.credential(step, base, info)
+        for key in ("system", "goal"):
+            if key in step:
+                self.templates(step[key], f"{base}/{key}", vis, names, sid)
+        seen: set[str] = set()
+        for j, tool in enumerate(step.get("tools", [])):
+            where = f"{base}/tools/{j}"
+            name = tool.get("name") or ai.tool_name(tool["connector"], tool["action"])
+            if name in seen:
+                self.add(f"{where}/name", f"two tools are named {name!r}", sid)
+            seen.add(name)
+            if not ai.is_tool_name(name):
+                self.add(f"{where}/name", f"{name!r} is not a valid tool name (give one: a-z A-Z 0-9 _ -)", sid)
+            tinfo = self.catalog.get(tool["connector"])
+            action = tinfo.actions.get(tool["action"]) if tinfo is not None else None
+            if tinfo is None:
+                self.add(f"{where}/connector", f"unknown connector {tool['connector']!r} (not installed)", sid)
+            elif action is None or action.hidden:
+                self.add(f"{where}/action", f"connector {tinfo.name!r} has no action {tool['action']!r}", sid)
+            else:
+                self.credential({**tool, "id": sid}, where, tinfo)
+                fixed = tool.get("payload") or {}
+                props = action.payload.get("properties") or {}
+                for key, value in fixed.items():
+                    if key not in props:
+                        if action.payload.get("additionalProperties") is False:
+                            self.add(f"{where}/payload/{key}", f"{tool['action']!r} takes no field {key!r}", sid)
+                        continue
+                    if is_template(value) if isinstance(value, str) else False:
+                        continue
+                    for err in Draft202012Validator(props[key]).iter_errors(value):
+                        self.add(f"{where}/payload/{key}", err.message, sid)
+            self.templates(tool.get("payload") or {}, f"{where}/payload", vis, names, sid)
 
     def condition(self, cond: Any, base: str, vis: set[str], names: frozenset[str], sid: str) -> None:
         for where, message in condition_problems(cond):
@@ -685,10 +799,28 @@ def validate_pipeline(
     after = check.block(doc["steps"], "/steps", set(), names)
     if doc.get("on_failure"):
         check.block(doc["on_failure"], "/on_failure", after, names | {"error"})
+    if "input" in doc:
+        try:
+            Draft202012Validator.check_schema(doc["input"])
+        except SchemaError as e:
+            problems.append(Problem("/input", f"not a valid JSON Schema (draft 2020-12): {e.message}"))
     for sid in doc.get("pinned", {}):
         if sid not in check.seen:
             check.add(f"/pinned/{sid}", f"pinned data for step {sid!r}, which is not in the pipeline")
     return problems + check.problems
+
+
+def validate_input(doc: Mapping[str, Any], data: Any) -> list[Problem]:
+    """What is wrong with ``data`` as the input of a run of ``doc`` (the document's ``input``
+    schema; pointers under ``/input``): none when the document declares no schema."""
+    schema = doc.get("input") if isinstance(doc, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return []
+    v = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [
+        Problem(_ptr(["input", *err.absolute_path]), err.message)
+        for err in sorted(v.iter_errors(data), key=lambda e: list(e.absolute_path))
+    ][:50]
 
 
 def assert_valid(

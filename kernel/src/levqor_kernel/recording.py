@@ -141,8 +141,10 @@ class RunRequest:
 class StepRecord:
     """One step that reached a final state in this call of :meth:`Runner.run` (steps given
     as ``completed`` are not repeated here): what a host needs to settle the run without
-    reading it back. ``step_id`` is the step's path (``loop[3].send``); constructs have the
-    connector ``flow`` and their type as action."""
+    reading it back. ``step_id`` is the step's path (``loop[3].send``, an agent's model turn
+    ``agent.turns[0]`` and its tool calls ``agent.turns[0].calls[1]``); constructs have the
+    connector ``flow`` and their type as action. ``usage``: the tokens a metered action used
+    (:func:`levqor_kernel.ai.usage_of` of its output)."""
 
     step_id: str
     position: int
@@ -151,6 +153,7 @@ class StepRecord:
     status: str
     attempts: int
     duration: float = 0.0
+    usage: Mapping[str, Any] | None = None
 
 
 @dataclass
