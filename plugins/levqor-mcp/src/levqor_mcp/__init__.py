@@ -1,0 +1,10 @@
+"""levqor-mcp: Levqor and the Model Context Protocol, on the official ``mcp`` SDK.
+
+The server side (:mod:`levqor_mcp.server`) offers the caller's pipelines as MCP tools. It
+never imports the host: it works through the kernel's typed face of the host
+(:mod:`levqor_kernel.host`).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
