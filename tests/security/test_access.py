@@ -314,11 +314,13 @@ def test_cross_user_access_to_every_id_route_fails_and_changes_nothing(srv):
     _, bkey = srv.user_with_key("bob@example.com")
     attackers = {"key": srv.client(bkey), "jwt": srv.client(jwt_for("bob-sub", "bob@example.com"))}
     ids = {"pipeline_id": pid, "cred_id": cid, "run_id": rid, "version": "1", "token": "x",
-           "step_id": "a", "loop": "a", "connector": "telegram"}
+           "step_id": "a", "loop": "a", "connector": "telegram", "action": "send_message",
+           "field": "chat_id"}
     bodies = {
         ("PUT", "/api/v1/pipelines/<pipeline_id>"): {"pipeline": _doc(), "name": "pwned"},
         ("PUT", "/api/v1/pipelines/<pipeline_id>/pinned/<step_id>"): {"output": {"x": 1}},
         ("POST", "/api/v1/pipelines/<pipeline_id>/steps/<step_id>/test"): {"trigger": {"x": 2}},
+        ("POST", "/api/v1/connectors/<connector>/actions/<action>/options/<field>"): {"credential": "tg"},
     }
     covered = set()
     for who, b in attackers.items():

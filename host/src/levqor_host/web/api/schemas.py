@@ -289,6 +289,29 @@ class Catalog(BaseModel):
     polling: PollingLimits
 
 
+class OptionsIn(Body):
+    credential: str | None = Field(
+        None, min_length=1, max_length=100,
+        description="one of the caller's credentials of the connector, to ask the upstream with",
+    )  # fmt: skip
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="what the step's form holds so far (not rendered)"
+    )
+
+
+class Option(BaseModel):
+    value: str | int | float | bool
+    label: str
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="the JSON Schema of what the choice takes"
+    )
+
+
+class OptionList(BaseModel):
+    options: list[Option]
+
+
 class Me(BaseModel):
     id: str
     email: str
