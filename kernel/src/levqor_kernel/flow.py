@@ -443,6 +443,12 @@ class Flow:
         inp = render(step.get("input", {}), scope, max_bytes=self.runner.max_value_bytes)
         self.suspend(step, path, {"step": path, "kind": "pipeline", "pipeline": step["pipeline"], "input": inp})
 
+    # ------------------------------------------------------------------ agent
+    def _agent(self, step: Mapping[str, Any], scope: dict[str, Any], path: str) -> Any:
+        from .agent import Agent
+
+        return Agent(self, step, scope, path).run()
+
     # ------------------------------------------------------------------ stop
     def _stop_outcome(self, step: Mapping[str, Any], path: str, output: Any, message: Any) -> tuple:
         status = step.get("status", SUCCEEDED)

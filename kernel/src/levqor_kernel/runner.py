@@ -248,10 +248,13 @@ class Runner:
         scope: dict,
         resolve: CredentialResolver,
         meta: dict,
+        rendered: dict | None = None,
     ) -> tuple[Any, Any]:
         """Before a step's first attempt: the connector is installed and owned, its credential
         resolves, its payload renders and validates. Returns (connector info, credentials);
-        ``meta`` gets the secrets and the rendered payload as soon as they are known."""
+        ``meta`` gets the secrets and the rendered payload as soon as they are known.
+        ``rendered``: a payload made by the flow itself (an agent's model turn, a tool call
+        with the model's arguments), used as it is: data, never rendered as a template."""
         sid, connector, action = step["id"], step["connector"], step["action"]
         info = self.pm.catalog.get(connector)
         if info is None or action not in info.actions:
@@ -274,12 +277,20 @@ class Runner:
             meta["secrets"] = [
                 s for s in secrets_in(secret_fields(creds or {}, info.credentials)) if len(s) >= 6
             ]
-        try:
-            payload = render(step.get("payload", {}), scope, max_bytes=self.max_value_bytes)
-        except TemplateError as e:
-            if e.code != "too_large":
-                raise
-            raise TooLargeError(f"step {sid!r}: {e.message}", code="too_large") from None
+        if rendered is not None:
+            if json_size(rendered, self.max_value_bytes) > self.max_value_bytes:
+                raise TooLargeError(
+                    f"step {sid!r}: the payload is over the limit of {self.max_value_bytes} bytes",
+                    code="too_large",
+                )
+            payload = rendered
+        else:
+            try:
+                payload = render(step.get("payload", {}), scope, max_bytes=self.max_value_bytes)
+            except TemplateError as e:
+                if e.code != "too_large":
+                    raise
+                raise TooLargeError(f"step {sid!r}: {e.message}", code="too_large") from None
         meta["payload"] = payload
         problems = self.pm.catalog.validate_payload(connector, action, payload)
         if problems:
@@ -308,15 +319,25 @@ class Runner:
         cancelled: Callable[[], bool],
         meta: dict,
         resolve: CredentialResolver | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Call the connector until it succeeds, fails for good or runs out of attempts
         (the step's retry policy); ``meta["attempts"]`` counts them. A 401 on an OAuth2
         credential is answered once per step by refreshing it (``resolve`` is a
-        :class:`RefreshingCredentials`) and calling again within the same attempt."""
+        :class:`RefreshingCredentials`) and calling again within the same attempt.
+        ``deadline`` (``time.monotonic()``): no attempt runs, nor waits for a retry, past it
+        (an agent's time limit); one that would fails with code ``timeout``."""
         sid, connector, action = step["id"], step["connector"], step["action"]
         payload, secrets = meta["payload"], meta["secrets"]
         policy = retry_policy(step)
-        timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
+        step_timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
+
+        def left() -> float:
+            return step_timeout if deadline is None else min(step_timeout, deadline - time.monotonic())
+
+        def pause(seconds: float) -> None:
+            self._wait(seconds if deadline is None else max(0.0, min(seconds, left())), cancelled)
+
         current = {"creds": creds, "refreshed": False}
         cname = step.get("credential")
 
@@ -336,6 +357,9 @@ class Runner:
             meta["attempts"] += 1
             if cancelled():
                 raise _Cancelled("run cancelled")
+            timeout = left()
+            if timeout <= 0:
+                raise PermanentError(f"step {sid!r}: no time left to call it", code="timeout")
             recorder.step_started(req.run_id, step, position, meta["attempts"])
             ctx = StepContext(
                 run_id=req.run_id,
@@ -368,7 +392,7 @@ class Runner:
                 raise
             delay = self._delay(policy, 1, first)
             recorder.step_retrying(req.run_id, step, position, 1, _error_dict(first, secrets), delay)
-            self._wait(delay, cancelled)
+            pause(delay)
 
         def before_sleep(rs: RetryCallState) -> None:
             exc = rs.outcome.exception() if rs.outcome else None
@@ -383,7 +407,7 @@ class Runner:
                 policy, rs.attempt_number + 1, rs.outcome.exception() if rs.outcome else None
             ),
             retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
-            sleep=lambda s: self._wait(s, cancelled),
+            sleep=pause,
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -399,15 +423,20 @@ class Runner:
         recorder: Recorder,
         cancelled: Callable[[], bool],
         meta: dict,
+        *,
+        payload: dict | None = None,
+        deadline: float | None = None,
     ) -> tuple[str, Any, dict | None]:
         """One step to its end: (status, output, error). ``meta`` gets the attempts, the
-        duration, the rendered payload and the secrets to redact."""
+        duration, the rendered payload and the secrets to redact. ``payload``: a payload
+        the flow made, used as it is (see :meth:`_prepare`); ``deadline``: see
+        :meth:`_attempts`."""
         started = time.monotonic()
         meta.update(attempts=0, payload=None, secrets=[])
         try:
-            info, creds = self._prepare(step, scope, resolve, meta)
+            info, creds = self._prepare(step, scope, resolve, meta, payload)
             out = self._attempts(
-                req, step, position, info, creds, recorder, cancelled, meta, resolve
+                req, step, position, info, creds, recorder, cancelled, meta, resolve, deadline
             )
             return SUCCEEDED, out, None
         except StopRun as e:
