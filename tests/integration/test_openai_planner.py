@@ -66,7 +66,8 @@ def strict_answer(plan: dict, cat: dict) -> dict:
     """What a strict-mode model must send: every optional field present, as null (the
     pipeline's on_failure, each step's name, if and on_error, and payload fields)."""
     out = json.loads(json.dumps(plan))
-    out["pipeline"].setdefault("on_failure", None)
+    for k in ("on_failure", "description", "input"):
+        out["pipeline"].setdefault(k, None)
     for step in out["pipeline"]["steps"]:
         for k in ("name", "if", "on_error"):
             step.setdefault(k, None)
@@ -97,7 +98,7 @@ def test_plan_schema_enumerates_installed_actions_only():
     s = plan_schema(SLACK_SHEETS, [{"name": "team", "connector": "slack"}])
     assert s["properties"]["pipeline"]["properties"]["steps"] == {"$ref": "#/$defs/steps"}
     every = s["$defs"]["step"]["anyOf"]
-    branches = [b for b in every if "connector" in b["properties"]]
+    branches = [b for b in every if "action" in b["properties"]]
     pairs = {
         (b["properties"]["connector"]["enum"][0], b["properties"]["action"]["enum"][0])
         for b in branches

@@ -193,3 +193,37 @@ def test_the_plan_schema_offers_the_kernels_constructs_and_stays_strict():
     kinds = {b["properties"]["type"]["enum"][0] for b in s["$defs"]["step"]["anyOf"]}
     assert kinds == {"branch", "parallel", "for_each", "wait", "pipeline", "stop"}
     assert strict_problems(strictify(s)) == []
+
+
+def test_planned_input_fields_become_the_documents_input_schema():
+    from levqor_openai.schema import expand_input
+
+    answer = {"pipeline": {"input": {"fields": [
+        {"name": "email", "type": "string", "description": "who asks", "required": True},
+        {"name": "tier", "type": "string", "description": "", "required": False,
+         "enum": ["free", "pro", "free"]},
+        {"name": "count", "type": "integer", "description": "how many", "required": False},
+    ]}}}  # fmt: skip
+    assert expand_input(answer) == []
+    assert answer["pipeline"]["input"] == {
+        "type": "object",
+        "properties": {
+            "email": {"type": "string", "description": "who asks"},
+            "tier": {"type": "string", "enum": ["free", "pro"]},
+            "count": {"type": "integer", "description": "how many"},
+        },
+        "required": ["email"],
+    }
+    # a JSON Schema written as it is (JSON mode) stays; a null input is dropped
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    kept = {"pipeline": {"input": dict(schema)}}
+    assert expand_input(kept) == [] and kept["pipeline"]["input"] == schema
+    gone = {"pipeline": {"input": None}}
+    assert expand_input(gone) == [] and "input" not in gone["pipeline"]
+    # fields that do not fit are problems for the repair round, pointers under /input
+    bad = {"pipeline": {"input": {"fields": [{"name": "1st", "type": "date"}]}}}
+    problems = expand_input(bad)
+    assert problems and all(p["pointer"].startswith("/input/fields") for p in problems)
+    twice = {"pipeline": {"input": {"fields": [
+        {"name": "a", "type": "string", "description": "", "required": True}] * 2}}}  # fmt: skip
+    assert expand_input(twice)[0]["message"] == "fields named twice: a"

@@ -36,7 +36,14 @@ from levqor_kernel.catalog import Catalog, connector_from_description
 from levqor_kernel.http import redact
 from levqor_kernel.pipeline import validate_pipeline
 
-from .schema import NotStrictable, plan_schema, strict_problems, strictify, strip_plan_nulls
+from .schema import (
+    NotStrictable,
+    expand_input,
+    plan_schema,
+    strict_problems,
+    strictify,
+    strip_plan_nulls,
+)
 
 __version__ = "0.1.0"
 __all__ = ["plan_pipeline", "plan", "PlannerSettings", "planner_settings"]
@@ -115,28 +122,57 @@ Rules:
   fallback steps). A condition is a template such as "{{ item.total > 100 }}" or a comparison
   {"left": "{{ item.total }}", "op": "gt", "right": 100}. Step ids are unique in the whole
   pipeline, nested steps included.
+- Model actions (connectors marked "model": true below) ask a language model: "chat" answers in
+  text (output.text), "extract" fills a JSON Schema you write in its "schema" field from a text
+  (output.data.<field>; give each field a type and a description), "classify" picks exactly one
+  of its "labels" (output.label). To act on a category, classify first and branch on the label:
+  {"type": "branch", "paths": [{"if": {"left": "{{ steps.<id>.output.label }}", "op": "eq",
+  "right": "<label>"}, "steps": [...]}], "default": [...]}. Prefer extract over chat when later
+  steps need fields. Set "model" to the model the user names, else MODEL_HINT.
+- An "agent" step (only with a connector marked "agent": true) lets a model work toward a
+  "goal" by calling "tools": pick each tool from the actions listed below (connector and action,
+  never one marked hidden) with the credential the tool needs, and fix in its "payload" the
+  values the user gave (a spreadsheet id, a channel) so the agent does not guess them. Use an
+  agent only when the steps cannot be known in advance (look something up, then decide what to
+  do); otherwise plan plain steps. Calls of actions that write upstream wait for a person's
+  approval by default ("approval": "writes"); set "approval": "none" only when the user says
+  the agent may act without asking, and "all" to approve reads too. Its output.answer is the
+  final text.
+- A manual or webhook pipeline meant to be called with known fields (a tool for an AI client
+  over MCP, an API with a documented body) declares them in "input" (name, type, description,
+  required); steps read them as trigger.<name>. Give such a pipeline a "description" saying
+  what it does. Leave "input" out otherwise.
 """
 
 
 def _catalog_for_prompt(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for name, c in sorted((catalog.get("connectors") or {}).items()):
+        actions = {a: act for a, act in (c.get("actions") or {}).items() if not act.get("hidden")}
+        needs: bool | str = c.get("credentials") is not None
+        if needs and c.get("credentials_required") is False:
+            needs = "optional"
         out.append(
             {
                 "connector": name,
                 "title": c.get("title"),
                 "description": c.get("description"),
-                "needs_credential": c.get("credentials") is not None,
+                "needs_credential": needs,
                 "actions": {
                     a: {
                         "title": act.get("title"),
                         "description": act.get("description", ""),
                         "example_payload": act.get("example"),
+                        "writes": act.get("writes") is not False,
                     }
-                    for a, act in sorted((c.get("actions") or {}).items())
+                    for a, act in sorted(actions.items())
                 },
             }
         )
+        if any(act.get("usage") == "tokens" for act in actions.values()):
+            out[-1]["model"] = True
+        if c.get("agent"):
+            out[-1]["agent"] = True
         triggers = c.get("triggers") or {}
         if triggers:
             out[-1]["triggers"] = {
@@ -157,10 +193,11 @@ def _system_message(
     credentials: list[Mapping[str, Any]],
     schema: dict[str, Any],
     json_mode: bool,
+    model: str = DEFAULT_MODEL,
 ) -> str:
     creds = [{"name": c.get("name"), "connector": c.get("connector")} for c in credentials]
     parts = [
-        SYSTEM,
+        SYSTEM.replace("MODEL_HINT", json.dumps(model)),
         "Installed connectors:\n" + json.dumps(_catalog_for_prompt(catalog), separators=(",", ":")),
         "The user's credentials (names only): "
         + (json.dumps(creds, separators=(",", ":")) if creds else "none yet"),
@@ -196,6 +233,7 @@ def catalog_from_json(catalog: Mapping[str, Any]) -> Catalog:
             "title": c.get("title") or name,
             "description": c.get("description") or name,
             "credentials": c.get("credentials"),
+            "credentials_required": c.get("credentials_required") is not False,
             "actions": {
                 a: {
                     "title": act.get("title") or a,
@@ -203,9 +241,12 @@ def catalog_from_json(catalog: Mapping[str, Any]) -> Catalog:
                     "output": act.get("output") or {"type": "object"},
                     "example": act.get("example") or {},
                     **({"price": act["price"]} if act.get("price") is not None else {}),
+                    # what the agent construct's checks read (writes, hidden, metered)
+                    **{k: act[k] for k in ("writes", "hidden", "usage") if act.get(k) is not None},
                 }
                 for a, act in (c.get("actions") or {}).items()
             },
+            **({"agent": c["agent"]} if c.get("agent") else {}),
             "triggers": {
                 t: {
                     "title": trig.get("title") or t,
@@ -394,7 +435,10 @@ def plan(
             "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": strict_schema},
         }
     messages: list[dict[str, str]] = [
-        {"role": "system", "content": _system_message(catalog, credentials, schema, json_mode)},
+        {
+            "role": "system",
+            "content": _system_message(catalog, credentials, schema, json_mode, settings.model),
+        },
         {"role": "user", "content": prompt},
     ]
     log.info(
@@ -458,7 +502,7 @@ def plan(
             else:
                 if not json_mode:
                     answer = strip_plan_nulls(answer, catalog)
-                problems = check_answer(answer, kcat)
+                problems = expand_input(answer) + check_answer(answer, kcat)
             log.info(
                 "plan attempt %d: steps=%s problems=%d finish=%s",
                 attempt,

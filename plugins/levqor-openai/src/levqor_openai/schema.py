@@ -1,21 +1,20 @@
-"""The planner's answer schema, built from the installed catalog, and OpenAI's strict subset.
+"""The planner's answer schema, built from the installed catalog.
 
 :func:`plan_schema` composes one JSON Schema for the model's answer
 ``{"explanation": str, "pipeline": {...}}``: the trigger is manual, webhook, schedule or one of
 the installed connectors' app triggers (:func:`trigger_schemas`), and
 each step is an ``anyOf`` of one branch per installed action whose ``connector`` and ``action``
-are one-value enums and whose ``payload`` is that action's payload schema from its plugin. A
-plan can therefore never name a connector or an action that is not installed.
+are one-value enums and whose ``payload`` is that action's payload schema from its plugin, or
+one of the kernel's constructs; the agent construct offers the installed actions as its tools
+the same way (:func:`agent_schemas`). A plan can therefore never name a connector or an action
+that is not installed, nor an action kept out of the step picker (``hidden``). What a run
+starts with is declared as a list of fields (:data:`INPUT_FIELDS`) that :func:`expand_input`
+turns into the document's ``input`` JSON Schema.
 
-:func:`strictify` rewrites that schema towards OpenAI's Structured Outputs subset (every object
-closed, every property required, optional ones made nullable, unsupported keywords dropped).
-Dropping a keyword such as ``maxLength`` only widens what the model may answer; the answer is
-validated against the real schemas afterwards, so nothing invalid gets through.
-:func:`strict_problems` is the checker that decides whether the result fits the subset; when
-it does not (a free-form object such as ``core.transform``'s ``value``), the planner falls back
-to JSON mode with the schema in the prompt. The subset follows OpenAI's "Supported schemas"
-documentation (https://platform.openai.com/docs/guides/structured-outputs#supported-schemas,
-summarised at https://jsonschemaprofiles.unitvectorylabs.com/schemas/openai).
+The planner asks for strict structured outputs when :func:`~levqor_openai.strict.strictify`
+can express the schema in OpenAI's subset (:mod:`levqor_openai.strict`); when it cannot (a
+free-form object such as ``core.transform``'s ``value``), it falls back to JSON mode with the
+schema in the prompt.
 """
 
 from __future__ import annotations
@@ -27,74 +26,27 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from levqor_kernel.pipeline import PIPELINE_SCHEMA
 
+# the strict subset lives in .strict; imported here too, where callers have always found it
+from .strict import NotStrictable, strict_problems, strictify, strip_nulls
+
+__all__ = [
+    "INPUT_FIELDS",
+    "NotStrictable",
+    "agent_schemas",
+    "construct_schemas",
+    "expand_input",
+    "offered_actions",
+    "plan_schema",
+    "step_schemas",
+    "strict_problems",
+    "strictify",
+    "strip_nulls",
+    "strip_plan_nulls",
+    "trigger_schemas",
+]
+
 STEP_ID = r"^[a-z][a-z0-9_]{0,39}$"
 MAX_STEPS = 20
-
-#: keywords OpenAI's strict mode accepts (anything else makes the request fail)
-STRICT_KEYWORDS = frozenset(
-    {
-        "type",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "enum",
-        "const",
-        "anyOf",
-        "$ref",
-        "$defs",
-        "description",
-        "title",
-        # strings
-        "pattern",
-        "format",
-        # numbers
-        "multipleOf",
-        "maximum",
-        "exclusiveMaximum",
-        "minimum",
-        "exclusiveMinimum",
-        # arrays
-        "minItems",
-        "maxItems",
-    }
-)
-STRICT_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
-STRICT_FORMATS = frozenset(
-    {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
-)
-#: documented limits of a strict schema
-MAX_PROPERTIES = 5000
-MAX_DEPTH = 10
-MAX_ENUM_VALUES = 1000
-MAX_STRING_BUDGET = 120_000
-#: annotation keywords dropped by strictify (they carry no constraint)
-_ANNOTATIONS = (
-    "default",
-    "examples",
-    "readOnly",
-    "writeOnly",
-    "deprecated",
-    "$comment",
-    "$schema",
-    "$id",
-    "title",
-)
-#: constraints strict mode does not support; dropping them only widens the schema
-_RELAXABLE = (
-    "minLength",
-    "maxLength",
-    "minProperties",
-    "maxProperties",
-    "uniqueItems",
-    "contentEncoding",
-    "contentMediaType",
-)
-
-
-class NotStrictable(Exception):
-    """The schema cannot be expressed in the strict subset without changing its meaning."""
-
 
 # ------------------------------------------------------------------------ the answer schema
 TRIGGERS: list[dict[str, Any]] = [
@@ -131,14 +83,24 @@ TRIGGERS: list[dict[str, Any]] = [
 ]
 
 
-def _credential_schema(connector: str, credentials: list[Mapping[str, Any]]) -> dict[str, Any]:
+def _credential_schema(
+    connector: str, credentials: list[Mapping[str, Any]], *, optional: bool = False
+) -> dict[str, Any]:
     names = sorted({str(c["name"]) for c in credentials if c.get("connector") == connector})
     if names:
         return {
             "type": "string",
             "description": f"Name of one of the user's {connector} credentials: "
-            + ", ".join(names),
+            + ", ".join(names)
+            + (" (optional)" if optional else ""),
             "enum": names,
+        }
+    if optional:
+        return {
+            "type": "string",
+            "pattern": r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$",
+            "description": f"Optional: leave it out to use the server's own {connector} "
+            "settings; name one only when the user asks for a credential of their own.",
         }
     return {
         "type": "string",
@@ -280,13 +242,19 @@ def _common() -> dict[str, Any]:
     return {k: _narrow(copy.deepcopy(v)) for k, v in props.items() if k != "type"}
 
 
-def construct_schemas() -> list[dict[str, Any]]:
+def construct_schemas(
+    catalog: Mapping[str, Any] | None = None, credentials: list[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """One step schema per construct of the kernel's document (branch, parallel, for_each,
-    wait, pipeline, stop), their nested steps referring to ``#/$defs/steps``."""
+    wait, pipeline, stop, and agent when ``catalog`` has a connector that drives agents: see
+    :func:`agent_schemas`), their nested steps referring to ``#/$defs/steps``."""
     out = []
     for block in PIPELINE_SCHEMA["$defs"]["step"]["allOf"]:
         kind = ((block.get("if") or {}).get("properties") or {}).get("type", {}).get("const")
         if kind is None or kind == "action":
+            continue
+        if kind == "agent":
+            out += agent_schemas(catalog or {}, credentials, block["then"])
             continue
         then = block["then"]
         own = {k: v for k, v in then["properties"].items() if v is not True}
@@ -308,43 +276,211 @@ def construct_schemas() -> list[dict[str, Any]]:
     return out
 
 
+#: what the agent construct's fields mean, for the model (the kernel's own descriptions are
+#: terse)
+AGENT_FIELDS = {
+    "model": "The model that drives the agent (a model name the server offers)",
+    "system": "Optional instructions for the agent (a template)",
+    "goal": "The task in plain words (a template: {{ trigger.x }} and earlier steps' outputs "
+    "may fill it in)",
+    "max_iterations": "Model turns allowed (default 10); only when the user asks",
+    "max_tokens": "Tokens allowed over all turns (default 100000); only when the user asks",
+    "timeout": "Seconds the agent may work (default 300); only when the user asks",
+}
+
+
+def _bare(s: Any) -> Any:
+    """``s`` without its annotations (descriptions, titles, examples), sub-schemas included:
+    a tool's fixed fields repeat the action's payload schema, described once in its step."""
+    if isinstance(s, list):
+        return [_bare(x) for x in s]
+    if not isinstance(s, Mapping):
+        return s
+    out = {}
+    for k, v in s.items():
+        if k in ("description", "title", "examples", "$comment"):
+            continue
+        if k in ("properties", "$defs", "patternProperties") and isinstance(v, Mapping):
+            out[k] = {n: _bare(sub) for n, sub in v.items()}
+        elif k in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "not"):
+            out[k] = _bare(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _tool_schemas(
+    catalog: Mapping[str, Any], credentials: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """One tool choice per offered action: connector and action as one-value enums, the
+    credential the author binds, the payload fields the author fixes (the model neither sees
+    nor sets them; every one optional), a name, a description and the approval switch."""
+    conns = catalog.get("connectors") or {}
+    out = []
+    for cname, aname, action in offered_actions(catalog):
+        conn = conns[cname]
+        props: dict[str, Any] = {
+            "connector": {"type": "string", "enum": [cname]},
+            "action": {"type": "string", "enum": [aname]},
+        }
+        required = ["connector", "action"]
+        if conn.get("credentials") is not None:
+            needed = _needs_credential(conn)
+            props["credential"] = _credential_schema(
+                cname, list(credentials), optional=not needed
+            )
+            if needed:
+                required.append("credential")
+        payload = _bare(_narrow(copy.deepcopy(action.get("payload") or {})))
+        fields = payload.get("properties") if isinstance(payload, Mapping) else None
+        if fields:
+            props["payload"] = {
+                "type": "object",
+                "description": "Fields fixed by the pipeline (ids, channels, spreadsheet ids...); "
+                "the agent fills in the rest. Leave out what the agent should choose.",
+                "additionalProperties": False,
+                "properties": fields,
+            }
+        props["approval"] = {
+            "type": "boolean",
+            "description": "true: a person approves each call first; false: never ask; leave "
+            "it out for the agent's approval setting"
+            + (" (this action writes upstream)" if action.get("writes") is not False else ""),
+        }
+        desc = f"Tool {conn.get('title', cname)}: {action.get('title', aname)}"
+        desc += " (writes upstream)" if action.get("writes") is not False else " (reads only)"
+        out.append(
+            {
+                "type": "object",
+                "description": desc[:300],
+                "additionalProperties": False,
+                "required": required,
+                "properties": props,
+            }
+        )
+    return out
+
+
+def agent_schemas(
+    catalog: Mapping[str, Any], credentials: list[Mapping[str, Any]], then: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The agent construct, one choice per installed connector that drives agents (its
+    description names an ``agent`` turn action); none when no such connector is installed.
+    ``then`` is the kernel's own schema of the construct: limits and approval come from it,
+    the connector, credential and tools from the catalog."""
+    conns = catalog.get("connectors") or {}
+    drivers = sorted(n for n, c in conns.items() if c.get("agent"))
+    if not drivers:
+        return []
+    common = _common()
+    own = {k: copy.deepcopy(v) for k, v in then["properties"].items() if v is not True}
+    keep = ("model", "system", "goal", "approval", "max_iterations", "max_tokens", "timeout")
+    fields = _narrow({"type": "object", "properties": {k: own[k] for k in keep if k in own}})
+    for key, text in AGENT_FIELDS.items():
+        if key in fields["properties"]:
+            fields["properties"][key]["description"] = text
+    tools = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": own["tools"].get("maxItems", 32),
+        "description": "The connector actions the agent may call, each with the credential "
+        "the pipeline binds (the agent never sees credentials)",
+        "items": {"anyOf": _tool_schemas(catalog, credentials)},
+    }
+    out = []
+    for cname in drivers:
+        conn = conns[cname]
+        props: dict[str, Any] = {
+            **{k: copy.deepcopy(common[k]) for k in ("id", "name", "if", "on_error")},
+            "type": {"type": "string", "enum": ["agent"]},
+            "connector": {"type": "string", "enum": [cname]},
+        }
+        required = ["id", "type", "connector", "model", "goal", "tools"]
+        if conn.get("credentials") is not None:
+            needed = _needs_credential(conn)
+            props["credential"] = _credential_schema(
+                cname, list(credentials), optional=not needed
+            )
+            if needed:
+                required.append("credential")
+        props.update(copy.deepcopy(fields["properties"]))
+        props["tools"] = tools
+        out.append(
+            {
+                "type": "object",
+                "description": f"An agent step driven by {conn.get('title', cname)}: the model "
+                "works toward the goal by calling the tools (each call runs as a step of its "
+                "own; calls of writing actions wait for a person's approval unless approval is "
+                "none). Output: {answer, turns, tool_calls, usage, trace}.",
+                "additionalProperties": False,
+                "required": required,
+                "properties": props,
+            }
+        )
+    return out
+
+
+def offered_actions(catalog: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """``(connector, action, description)`` of every action a plan may use as a step or an
+    agent's tool, sorted; hidden actions (an agent's turn action) are never offered."""
+    return [
+        (cname, aname, action)
+        for cname, conn in sorted((catalog.get("connectors") or {}).items())
+        for aname, action in sorted((conn.get("actions") or {}).items())
+        if not action.get("hidden")
+    ]
+
+
+def _needs_credential(conn: Mapping[str, Any]) -> bool:
+    """Whether a step of ``conn`` must name a credential (false when the connector takes none,
+    or lets a step omit it: levqor-openai falls back to the operator's key)."""
+    if conn.get("credentials") is None:
+        return False
+    return conn.get("credentials_required", True) is not False
+
+
 def step_schemas(
     catalog: Mapping[str, Any], credentials: list[Mapping[str, Any]] = ()
 ) -> list[dict[str, Any]]:
     """One step schema per installed action (connector and action as one-value enums), with
-    the fields every step may have (name, if, on_error)."""
+    the fields every step may have (name, if, on_error). Hidden actions are left out."""
     out = []
     common = _common()
-    for cname, conn in sorted((catalog.get("connectors") or {}).items()):
-        for aname, action in sorted((conn.get("actions") or {}).items()):
-            props: dict[str, Any] = {
-                "id": {
-                    "type": "string",
-                    "pattern": STEP_ID,
-                    "description": "Unique step id (lower case); later steps read this step's "
-                    "output as steps.<id>.output",
-                },
-                "connector": {"type": "string", "enum": [cname]},
-                "action": {"type": "string", "enum": [aname]},
-                "payload": copy.deepcopy(action.get("payload") or {"type": "object"}),
-            }
-            required = ["id", "connector", "action", "payload"]
-            if conn.get("credentials") is not None:
-                props["credential"] = _credential_schema(cname, list(credentials))
-                required.append("credential")
-            props.update({k: copy.deepcopy(common[k]) for k in ("name", "if", "on_error")})
-            desc = f"{conn.get('title', cname)}: {action.get('title', aname)}"
-            if action.get("description"):
-                desc += f". {action['description']}"
-            out.append(
-                {
-                    "type": "object",
-                    "description": desc[:1000],
-                    "additionalProperties": False,
-                    "required": required,
-                    "properties": props,
-                }
+    conns = catalog.get("connectors") or {}
+    for cname, aname, action in offered_actions(catalog):
+        conn = conns[cname]
+        props: dict[str, Any] = {
+            "id": {
+                "type": "string",
+                "pattern": STEP_ID,
+                "description": "Unique step id (lower case); later steps read this step's "
+                "output as steps.<id>.output",
+            },
+            "connector": {"type": "string", "enum": [cname]},
+            "action": {"type": "string", "enum": [aname]},
+            "payload": copy.deepcopy(action.get("payload") or {"type": "object"}),
+        }
+        required = ["id", "connector", "action", "payload"]
+        if conn.get("credentials") is not None:
+            needed = _needs_credential(conn)
+            props["credential"] = _credential_schema(
+                cname, list(credentials), optional=not needed
             )
+            if needed:
+                required.append("credential")
+        props.update({k: copy.deepcopy(common[k]) for k in ("name", "if", "on_error")})
+        desc = f"{conn.get('title', cname)}: {action.get('title', aname)}"
+        if action.get("description"):
+            desc += f". {action['description']}"
+        out.append(
+            {
+                "type": "object",
+                "description": desc[:1000],
+                "additionalProperties": False,
+                "required": required,
+                "properties": props,
+            }
+        )
     return out
 
 
@@ -353,7 +489,7 @@ def plan_schema(
 ) -> dict[str, Any]:
     """The JSON Schema of the planner's whole answer: a step is one of the installed actions
     or one of the kernel's constructs, whose steps nest (``$defs``)."""
-    steps = step_schemas(catalog, credentials) + construct_schemas()
+    steps = step_schemas(catalog, credentials) + construct_schemas(catalog, credentials)
     return {
         "type": "object",
         "additionalProperties": False,
@@ -371,7 +507,13 @@ def plan_schema(
                 "properties": {
                     "levqor": {"type": "integer", "enum": [1]},
                     "name": {"type": "string", "description": "Short pipeline name"},
+                    "description": {
+                        "type": "string",
+                        "description": "What the pipeline does, in a sentence (an AI client "
+                        "calling it as a tool reads this)",
+                    },
                     "trigger": {"anyOf": trigger_schemas(catalog, credentials)},
+                    "input": copy.deepcopy(INPUT_FIELDS),
                     "steps": {"$ref": "#/$defs/steps"},
                     "on_failure": {
                         "$ref": "#/$defs/steps",
@@ -393,214 +535,85 @@ def plan_schema(
     }
 
 
-# ------------------------------------------------------------------------ strict subset
-def strictify(schema: Any) -> dict[str, Any]:
-    """A copy of ``schema`` rewritten for strict mode (raises :class:`NotStrictable`).
-
-    Objects are closed (``additionalProperties: false``), optional properties become required
-    and nullable (strip the nulls afterwards with :func:`strip_nulls`), and keywords strict mode
-    rejects are dropped when dropping them only widens the schema. A free-form value (no type,
-    an open object without properties, ``patternProperties``, ``allOf``, ``if``/``then``...)
-    cannot be expressed and raises.
-    """
-    return _strictify(schema, "#")
-
-
-def _strictify(s: Any, where: str) -> dict[str, Any]:
-    if s is True or s == {}:
-        raise NotStrictable(f"{where}: any value is allowed (free-form)")
-    if not isinstance(s, Mapping):
-        raise NotStrictable(f"{where}: not a schema object")
-    if "$ref" in s:  # a definition of the root's $defs, made strict there
-        return {k: v for k, v in s.items() if k in ("$ref", "description")}
-    out: dict[str, Any] = {}
-    for k, v in s.items():
-        if k in _ANNOTATIONS or k in _RELAXABLE:
-            continue
-        if k == "format" and v not in STRICT_FORMATS:
-            continue  # an unknown format is only an annotation
-        out[k] = v
-    if "$defs" in out:
-        out["$defs"] = {n: _strictify(d, f"{where}/$defs/{n}") for n, d in out["$defs"].items()}
-    if "anyOf" in out:
-        out["anyOf"] = _strict_choice(out["anyOf"], f"{where}/anyOf")
-        return out
-    if "oneOf" in out:  # exclusivity cannot be expressed: anyOf is wider, validation narrows
-        out["anyOf"] = _strict_choice(out.pop("oneOf"), f"{where}/oneOf")
-        return out
-    if "enum" in out or "const" in out:
-        return out
-    types = out.get("type")
-    if types is None:
-        raise NotStrictable(f"{where}: no type")
-    tlist = types if isinstance(types, list) else [types]
-    if "object" in tlist:
-        props = out.get("properties")
-        if not props:
-            raise NotStrictable(f"{where}: an object without declared properties (free-form)")
-        if out.get("patternProperties"):
-            raise NotStrictable(f"{where}: patternProperties")
-        required = set(out.get("required") or ())
-        new_props = {}
-        for name, sub in props.items():
-            ss = _strictify(sub, f"{where}/properties/{name}")
-            if name not in required:
-                ss = _nullable(ss)
-            new_props[name] = ss
-        out["properties"] = new_props
-        out["required"] = list(new_props)
-        out["additionalProperties"] = False
-    if "array" in tlist:
-        if "items" not in out:
-            raise NotStrictable(f"{where}: an array without items (free-form)")
-        out["items"] = _strictify(out["items"], f"{where}/items")
-    return out
+# ------------------------------------------------------------------------ the input schema
+#: how the model declares what a run starts with; :func:`expand_input` turns it into the
+#: document's ``input`` JSON Schema (a free-form schema cannot be asked for in strict mode)
+INPUT_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "description": "Only for a manual or webhook pipeline meant to be called with known fields "
+    "(by an AI client over MCP, by an API caller): the fields a run starts with, read as "
+    "trigger.<name>. Becomes the pipeline's input schema, checked when a run starts.",
+    "additionalProperties": False,
+    "required": ["fields"],
+    "properties": {
+        "fields": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 30,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "type", "description", "required"],
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+                    "type": {
+                        "type": "string",
+                        "enum": ["string", "number", "integer", "boolean", "array", "object"],
+                    },
+                    "description": {"type": "string"},
+                    "required": {"type": "boolean"},
+                    "enum": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "The allowed values of a string field, if it has a fixed "
+                        "set",
+                    },
+                },
+            },
+        }
+    },
+}
 
 
-def _strict_choice(branches: list[Any], where: str) -> list[dict[str, Any]]:
-    """The branches of an anyOf made strict. A map that takes any keys (beside a list of rows,
-    say) is left out when another branch remains: the model may then answer only in the other
-    forms, each still valid for the kernel. Any other branch strict mode cannot express raises."""
-    kept = [(i, b) for i, b in enumerate(branches) if not _any_keys(b)] or list(enumerate(branches))
-    return [_strictify(b, f"{where}/{i}") for i, b in kept]
-
-
-def _any_keys(s: Any) -> bool:
-    """Whether ``s`` is an object schema without declared properties (a free-form map)."""
-    if not isinstance(s, Mapping) or s.get("properties") or "anyOf" in s or "oneOf" in s:
-        return False
-    t = s.get("type")
-    return t == "object" or (isinstance(t, list) and t == ["object"])
-
-
-def _nullable(s: dict[str, Any]) -> dict[str, Any]:
-    if "anyOf" in s:
-        if not any(b.get("type") == "null" for b in s["anyOf"]):
-            s = {**s, "anyOf": [*s["anyOf"], {"type": "null"}]}
-        return s
-    if "enum" in s:
-        if None not in s["enum"]:
-            s = {**s, "enum": [*s["enum"], None]}
-        t = s.get("type")
-        if t is not None:
-            tl = t if isinstance(t, list) else [t]
-            if "null" not in tl:
-                s["type"] = [*tl, "null"]
-        return s
-    if "const" in s or "$ref" in s:
-        return {"anyOf": [s, {"type": "null"}]}
-    t = s["type"]
-    tl = t if isinstance(t, list) else [t]
-    if "null" not in tl:
-        s = {**s, "type": [*tl, "null"]}
-    return s
-
-
-def strict_problems(schema: Any) -> list[str]:
-    """Why ``schema`` does not fit OpenAI's strict subset; an empty list when it does."""
-    problems: list[str] = []
-    counts = {"properties": 0, "enum": 0, "strings": 0}
-    if not isinstance(schema, Mapping):
-        return ["the schema must be an object"]
-    if schema.get("type") != "object":
-        problems.append("#: the root must be an object")
-    if "anyOf" in schema:
-        problems.append("#: the root must not be anyOf")
-    _check(schema, "#", 1, problems, counts)
-    if counts["properties"] > MAX_PROPERTIES:
-        problems.append(f"more than {MAX_PROPERTIES} object properties ({counts['properties']})")
-    if counts["enum"] > MAX_ENUM_VALUES:
-        problems.append(f"more than {MAX_ENUM_VALUES} enum values ({counts['enum']})")
-    if counts["strings"] > MAX_STRING_BUDGET:
-        problems.append(
-            f"property names and enum values add up to more than {MAX_STRING_BUDGET} characters"
-        )
-    return problems
-
-
-def _check(s: Any, where: str, depth: int, problems: list[str], counts: dict[str, int]) -> None:
-    if not isinstance(s, Mapping):
-        problems.append(f"{where}: a schema must be an object, not {s!r}")
-        return
-    unknown = sorted(set(s) - STRICT_KEYWORDS)
-    if unknown:
-        problems.append(f"{where}: unsupported keyword(s) {', '.join(unknown)}")
-    for key in ("$defs",):
-        for name, sub in (s.get(key) or {}).items():
-            _check(sub, f"{where}/{key}/{name}", depth, problems, counts)
-    if "$ref" in s:
-        return
-    if "anyOf" in s:
-        for i, b in enumerate(s["anyOf"]):
-            _check(b, f"{where}/anyOf/{i}", depth, problems, counts)
-        return
-    if "enum" in s:
-        counts["enum"] += len(s["enum"])
-        counts["strings"] += sum(len(v) for v in s["enum"] if isinstance(v, str))
-    if "const" in s and isinstance(s["const"], str):
-        counts["strings"] += len(s["const"])
-    t = s.get("type")
-    if t is None:
-        if "enum" not in s and "const" not in s:
-            problems.append(f"{where}: no type")
-        return
-    tl = t if isinstance(t, list) else [t]
-    bad = [x for x in tl if x not in STRICT_TYPES]
-    if bad:
-        problems.append(f"{where}: unsupported type(s) {bad}")
-    if "format" in s and s["format"] not in STRICT_FORMATS:
-        problems.append(f"{where}: unsupported format {s['format']!r}")
-    if "object" in tl:
-        if depth > MAX_DEPTH:
-            problems.append(f"{where}: objects nest deeper than {MAX_DEPTH} levels")
-        if s.get("additionalProperties") is not False:
-            problems.append(f"{where}: additionalProperties must be false")
-        props = s.get("properties")
-        if not isinstance(props, Mapping) or not props:
-            problems.append(f"{where}: an object needs declared properties")
-            props = {}
-        missing = sorted(set(props) - set(s.get("required") or ()))
-        if missing:
-            problems.append(f"{where}: every property must be required (not: {', '.join(missing)})")
-        counts["properties"] += len(props)
-        for name, sub in props.items():
-            counts["strings"] += len(name)
-            _check(sub, f"{where}/properties/{name}", depth + 1, problems, counts)
-    if "array" in tl:
-        if "items" not in s:
-            problems.append(f"{where}: an array needs items")
-        else:
-            _check(s["items"], f"{where}/items", depth, problems, counts)
-
-
-# ------------------------------------------------------------------------ answers
-def strip_nulls(value: Any, schema: Any) -> Any:
-    """Remove ``null`` properties that strict mode forced in where the real schema has none.
-
-    Walks ``value`` along the original (non-strict) ``schema``: a property whose value is
-    ``None`` and whose schema does not accept ``null`` is dropped (it was optional).
-    """
-    if not isinstance(schema, Mapping):
-        return value
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        out = {}
-        for k, v in value.items():
-            sub = props.get(k)
-            if v is None and sub is not None and not _accepts_null(sub):
-                continue
-            out[k] = strip_nulls(v, sub) if sub is not None else v
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        return [strip_nulls(v, schema["items"]) for v in value]
-    return value
-
-
-def _accepts_null(schema: Any) -> bool:
-    try:
-        return Draft202012Validator(schema).is_valid(None)
-    except Exception:  # noqa: BLE001 - an unusual schema: keep the value, validation decides
-        return True
+def expand_input(answer: Any) -> list[dict[str, Any]]:
+    """Replace the planned pipeline's ``input`` fields (:data:`INPUT_FIELDS`) by the JSON
+    Schema they declare, in place. A JSON Schema given as it is (JSON mode) stays. Returns the
+    problems of fields that do not fit, with pointers relative to the pipeline."""
+    pipeline = answer.get("pipeline") if isinstance(answer, dict) else None
+    if not isinstance(pipeline, dict) or "input" not in pipeline:
+        return []
+    declared = pipeline["input"]
+    if declared is None:
+        del pipeline["input"]
+        return []
+    if not isinstance(declared, dict) or "fields" not in declared or "properties" in declared:
+        return []  # a JSON Schema itself: the kernel checks it
+    errors = sorted(
+        Draft202012Validator(INPUT_FIELDS).iter_errors(declared), key=lambda e: list(e.path)
+    )
+    if errors:
+        return [
+            {"pointer": "/input" + "".join(f"/{p}" for p in e.absolute_path), "message": e.message}
+            for e in errors[:10]
+        ]
+    names = [f["name"] for f in declared["fields"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return [{"pointer": "/input/fields", "message": f"fields named twice: {', '.join(twice)}"}]
+    props: dict[str, Any] = {}
+    for f in declared["fields"]:
+        prop: dict[str, Any] = {"type": f["type"]}
+        if f.get("description"):
+            prop["description"] = f["description"]
+        if f.get("enum") and f["type"] == "string":
+            prop["enum"] = list(dict.fromkeys(f["enum"]))
+        props[f["name"]] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    required = [f["name"] for f in declared["fields"] if f.get("required")]
+    if required:
+        schema["required"] = required
+    pipeline["input"] = schema
+    return []
 
 
 def strip_plan_nulls(answer: Any, catalog: Mapping[str, Any]) -> Any:
@@ -613,8 +626,16 @@ def strip_plan_nulls(answer: Any, catalog: Mapping[str, Any]) -> Any:
         return answer
     if not isinstance(steps, list):
         return answer
-    if isinstance(pipeline, dict) and pipeline.get("on_failure", 0) is None:
-        del pipeline["on_failure"]
+    if isinstance(pipeline, dict):
+        for key in ("on_failure", "description", "input"):
+            if key in pipeline and pipeline[key] is None:
+                del pipeline[key]
+        declared = pipeline.get("input")
+        fields = declared.get("fields") if isinstance(declared, dict) else None
+        for f in fields if isinstance(fields, list) else ():
+            if isinstance(f, dict):
+                for k in [k for k, v in f.items() if v is None]:
+                    del f[k]
     conns = catalog.get("connectors") or {}
     trig = pipeline.get("trigger") if isinstance(pipeline, dict) else None
     if isinstance(trig, dict):
@@ -637,6 +658,10 @@ def _strip_step(step: Any, conns: Mapping[str, Any]) -> None:
     for k in ("approval",):
         if isinstance(step.get(k), dict):
             step[k] = {n: v for n, v in step[k].items() if v is not None}
+    if step.get("type") == "agent":
+        for tool in step.get("tools") or []:
+            _strip_tool(tool, conns)
+        return
     action = (conns.get(step.get("connector")) or {}).get("actions", {}).get(step.get("action"))
     if action is not None and isinstance(step.get("payload"), dict):
         step["payload"] = strip_nulls(step["payload"], action.get("payload"))
@@ -650,3 +675,18 @@ def _strip_step(step: Any, conns: Mapping[str, Any]) -> None:
         if isinstance(block, list):
             for s in block:
                 _strip_step(s, conns)
+
+
+def _strip_tool(tool: Any, conns: Mapping[str, Any]) -> None:
+    """An agent tool's null fields dropped, and its fixed payload's along the action's schema
+    (a payload left empty is dropped: the agent fills in every field)."""
+    if not isinstance(tool, dict):
+        return
+    for k in [k for k, v in tool.items() if v is None]:
+        del tool[k]
+    action = (conns.get(tool.get("connector")) or {}).get("actions", {}).get(tool.get("action"))
+    if isinstance(tool.get("payload"), dict):
+        if action is not None:
+            tool["payload"] = strip_nulls(tool["payload"], action.get("payload"))
+        if not tool["payload"]:
+            del tool["payload"]
