@@ -32,13 +32,21 @@ DOC = {
         ("each[3].send.on_error.alert", "each[3].send", "on_error", "each", 3),
         ("paths[3].send", "paths", None, "paths", 3),  # a loop may be called paths
         ("on_failure.on_error.x", "on_failure", "on_error", None, None),  # a step on_failure
+        ("helper.turns[0]", "helper", "turns", None, None),  # an agent's model turn
+        ("helper.turns[2].calls[1]", "helper.turns[2]", "calls", None, None),  # its tool call
+        ("helper.turns[2].calls[1].approval", "helper.turns[2].calls[1]", "approval", None, None),
+        ("each[4].helper.turns[0].calls[0]", "each[4].helper.turns[0]", "calls", "each", 4),
     ],
 )
 def test_a_path_says_where_its_record_sits(path, parent, scope, loop, item):
     assert parse_path(path) == StepPath(path, parent, scope, loop, item)
 
 
-@pytest.mark.parametrize("path", ["each[1]", "a..b", "x.y", "Send", "route.paths[1]", "a.b.c"])
+@pytest.mark.parametrize(
+    "path",
+    ["each[1]", "a..b", "x.y", "Send", "route.paths[1]", "a.b.c", "helper.turns[0].x",
+     "helper.turns[0].calls[1].y", "helper.calls[0]"],
+)
 def test_a_path_of_no_known_form_is_a_top_level_step(path):
     assert parse_path(path) == StepPath(path)
 
@@ -134,6 +142,28 @@ def test_nested_loops_and_branches_inside_items(store: Store, run: dict):
         (0, "succeeded"), (1, "succeeded"), (2, "failed")
     ]  # fmt: skip
     assert page["next"] == "2" and page["by_status"] == {"succeeded": 3, "failed": 1}
+
+
+def test_an_agents_turns_hold_their_tool_calls_in_numeric_order(store: Store, run: dict):
+    rid = run["id"]
+    _flow(store, rid, "helper", 0, "agent", "running")
+    for i in range(12):
+        _record(store, rid, f"helper.turns[{i}]", 0, connector="openai", action="agent_turn")
+        _record(store, rid, f"helper.turns[{i}].calls[0]", 0, connector="sheets", action="read_rows")
+    _record(store, rid, "helper.turns[11].calls[1]", 0, "waiting", connector="flow", action="wait")
+    _flow(store, rid, "helper.turns[11].calls[1].approval", 0, "wait", "waiting")
+    _record(store, rid, "after", 1)
+
+    helper, after = store.steps.tree(rid)
+    assert (helper["step_id"], after["step_id"]) == ("helper", "after")
+    turns = helper["children"]
+    assert _ids(turns) == [f"helper.turns[{i}]" for i in range(12)]
+    assert {t["scope"] for t in turns} == {"turns"}
+    assert [(c["step_id"], c["scope"]) for c in turns[11]["children"]] == [
+        ("helper.turns[11].calls[0]", "calls"), ("helper.turns[11].calls[1]", "calls")
+    ]  # fmt: skip
+    (approval,) = turns[11]["children"][1]["children"]
+    assert approval["scope"] == "approval" and approval["status"] == "waiting"
 
 
 def test_a_loop_of_ten_thousand_items_is_read_a_page_at_a_time(store: Store, run: dict):

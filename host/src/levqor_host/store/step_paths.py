@@ -6,7 +6,10 @@ A record's path names its place in the document (docs/pipelines.md): ``send`` at
 fallback steps, ``on_failure.alert`` in the pipeline's failure steps; nested:
 ``outer[2].inner[5].send``. A step segment carries an ``[index]`` exactly when the path goes
 on inside that loop's item; after a step segment without one comes a scope
-(``paths[n]``, ``default``, ``on_error``).
+(``paths[n]``, ``default``, ``on_error``). An agent step's children: its model turns
+``helper.turns[0]`` (scope ``turns``, under the agent), each turn's tool calls
+``helper.turns[0].calls[1]`` (scope ``calls``, under the turn) and a call's approval
+``helper.turns[0].calls[1].approval`` (scope ``approval``, under the call).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ __all__ = ["StepPath", "parse_path"]
 
 _STEP = re.compile(r"^([a-z][a-z0-9_]{0,39})(?:\[(\d{1,9})\])?$")
 _SCOPE = re.compile(r"^(?:paths\[\d{1,9}\]|default|on_error)$")
+_TURN = re.compile(r"^turns\[\d{1,9}\]$")
+_CALL = re.compile(r"^calls\[\d{1,9}\]$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,24 @@ def parse_path(path: str) -> StepPath:
             else:
                 expect_step = False
         else:
+            if _TURN.match(seg):
+                return _agent_child(path, segs, j, loop_path, item)
             if last or not _SCOPE.match(seg):
                 return StepPath(path)
             scope, expect_step = seg, True
+    return StepPath(path, parent, scope, loop_path, item)
+
+
+def _agent_child(path: str, segs: list[str], j: int, loop_path: str | None, item: int | None) -> StepPath:
+    """The record of an agent's child: ``segs[j]`` is ``turns[i]`` right after the agent's
+    step segment."""
+    rest = segs[j + 1 :]
+    if not rest:
+        parent, scope = ".".join(segs[:j]), "turns"
+    elif len(rest) == 1 and _CALL.match(rest[0]):
+        parent, scope = ".".join(segs[: j + 1]), "calls"
+    elif len(rest) == 2 and _CALL.match(rest[0]) and rest[1] == "approval":
+        parent, scope = ".".join(segs[: j + 2]), "approval"
+    else:
+        return StepPath(path)
     return StepPath(path, parent, scope, loop_path, item)

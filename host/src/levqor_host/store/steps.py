@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -250,7 +251,8 @@ def _assemble(rows: list[Any], item: str | None) -> tuple[list[dict], list[dict]
     nodes: dict[str, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
     loops: list[dict[str, Any]] = []
-    for row in rows:
+    # numbers in paths in numeric order: an agent's turns[10] after its turns[9]
+    for row in sorted(rows, key=lambda r: (r["position"], _numeric(r["step_id"]))):
         where = parse_path(row["step_id"])
         node = {**row, "scope": where.scope}
         nodes[row["step_id"]] = node
@@ -262,6 +264,10 @@ def _assemble(rows: list[Any], item: str | None) -> tuple[list[dict], list[dict]
         if _is_loop(node):
             loops.append(node)
     return roots, loops
+
+
+def _numeric(path: str) -> tuple:
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", path)))
 
 
 def _counts(conn: Connection, run_id: str, loops: list[str]) -> dict[str, dict[str, Any]]:
