@@ -8,3 +8,6 @@ never imports the host: it works through the kernel's typed face of the host
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# the connector `mcp`: a step calls a tool of an external MCP server (levqor_mcp.client)
+from .client import check_credentials, describe_schema, load_options, run_task, validate_credentials  # noqa: E402,F401
