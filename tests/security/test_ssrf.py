@@ -114,6 +114,10 @@ def connector_cases(client) -> list[tuple[str, str, callable]]:
             },
         ),
     ]
+    if "mcp" in catalog:  # levqor-mcp: an MCP server's streamable HTTP endpoint
+        cases.append(
+            ("mcp", "call_tool", lambda u: {"url": u + "/mcp", "token": "mcp-token-123456"})
+        )
     http_creds = (catalog.get("http") or {}).get("credentials") or {}
     if "api_base" in (http_creds.get("properties") or {}):
         cases.append(("http", "request", lambda u: {"api_base": u}))

@@ -270,7 +270,7 @@ def test_load_options_lists_the_tools_with_their_schemas(srv):
 def test_check_credentials_names_the_server_and_counts_its_tools(srv):
     out = levqor_mcp.check_credentials("mcp", creds(srv), ctx())
     assert out["ok"] is True
-    assert out["server"] == {"name": "weather", "version": "1.4.2"}
+    assert out["server"] == "weather 1.4.2"
     assert out["tools"] == 4 and out["protocol"]
     with pytest.raises(CredentialError):
         levqor_mcp.check_credentials("mcp", creds(srv, token="nope-nope-nope"), ctx())

@@ -624,12 +624,11 @@ def check_credentials(
     async def work(client: Client) -> dict[str, Any]:
         tools = await list_all_tools(client)
         info = client.server_info
+        name = " ".join(x for x in (info.name, info.version) if x) if info else ""
+        # flat values: the host shows a check's scalar details only
         return {
             "ok": True,
-            "server": {
-                "name": info.name if info else None,
-                "version": info.version if info else None,
-            },
+            "server": name or "unnamed server",
             "protocol": client.protocol_version,
             "tools": len(tools),
         }
