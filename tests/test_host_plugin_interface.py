@@ -22,6 +22,7 @@ from levqor_kernel.host import (
     HttpError,
     InsufficientCredits,
     Ledger,
+    PipelineCalls,
 )
 from levqor_kernel.host import RunGate as RunGateProtocol
 from levqor_kernel.host import RunSettlement as RunSettlementProtocol
@@ -38,6 +39,7 @@ def test_the_hosts_objects_satisfy_the_kernels_protocols(tmp_path):
         assert isinstance(st, Host)
         assert isinstance(st.config, HostConfig) and isinstance(st.store, HostStore)
         assert isinstance(st.ledger, Ledger)
+        assert isinstance(st.pipeline_calls, PipelineCalls)
         user = st.store.users.create("p@example.com", name="P")
         with st.ledger.transaction() as tx:
             assert isinstance(tx, BillingTransaction)
@@ -237,3 +239,65 @@ def test_a_planners_http_error_is_read_by_class(tmp_path):
         assert r.status_code == 502 and r.json()["error"]["code"] == "planner_failed"
     finally:
         srv.stop()
+
+
+def _doc(name: str, trigger: dict, **extra) -> dict:
+    step = {"id": "v", "connector": "core", "action": "transform", "payload": {"value": "{{ trigger.n }}"}}
+    return {"levqor": 1, "name": name, "trigger": trigger, "steps": [step], **extra}
+
+
+def test_pipeline_calls_offer_only_the_users_callable_pipelines_and_refuse_by_class(tmp_path):
+    """The face the MCP server works through: API-key sign-in outside a request, the pipelines
+    a client may start (manual or webhook, on, not archived), a call as a run with trigger
+    ``mcp`` waited for, and every refusal an HttpError with its 4xx status."""
+    app = make_app(tmp_path)
+    try:
+        st = app.extensions["levqor"]
+        calls: PipelineCalls = st.pipeline_calls
+        ada = st.store.users.create("ada@example.com")
+        bob = st.store.users.create("bob@example.com")
+        key, _ = st.store.api_keys.create(ada["id"], name="k", scopes=["runs:execute"])
+        narrow, _ = st.store.api_keys.create(ada["id"], name="r", scopes=["pipelines:read"])
+        assert calls.user_for_key(key, "runs:execute")["id"] == ada["id"]
+        for bad, scope, status in ((key + "x", None, 401), ("nope", None, 401), (narrow, "runs:execute", 403)):
+            try:
+                calls.user_for_key(bad, scope)
+            except HttpError as e:
+                assert e.status == status
+            else:
+                raise AssertionError(f"{bad[:8]} was accepted")
+        schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        pipes = st.store.pipelines
+        manual = pipes.create(ada["id"], "Manual", _doc("Manual", {"type": "manual"}, input=schema, description="D"))
+        hook = pipes.create(ada["id"], "Hook", _doc("Hook", {"type": "webhook"}))
+        pipes.create(ada["id"], "Cron", _doc("Cron", {"type": "schedule", "cron": "0 3 * * *"}))
+        off = pipes.create(ada["id"], "Off", _doc("Off", {"type": "manual"}))
+        pipes.set_enabled(ada["id"], off["id"], False)
+        gone = pipes.create(ada["id"], "Gone", _doc("Gone", {"type": "manual"}))
+        pipes.archive(ada["id"], gone["id"])
+        bobs = pipes.create(bob["id"], "Bobs", _doc("Bobs", {"type": "manual"}))
+        listed = {p["id"]: p for p in calls.callable_pipelines(ada["id"])}
+        assert set(listed) == {manual["id"], hook["id"]}
+        assert listed[manual["id"]]["input"] == schema and listed[manual["id"]]["description"] == "D"
+        assert listed[hook["id"]]["input"] is None and listed[hook["id"]]["trigger"] == "webhook"
+
+        answer = calls.call_pipeline(ada, manual["id"], {"n": 4}, trigger="mcp", wait_seconds=30)
+        assert answer["status"] == "succeeded" and answer["final"] and answer["output"] == {"value": 4}
+        assert st.store.runs.get(ada["id"], answer["run_id"])["trigger"] == "mcp"
+        assert calls.run_status(ada["id"], answer["run_id"])["output"] == {"value": 4}
+        assert calls.run_status(bob["id"], answer["run_id"]) is None
+        for pid, data, status in (
+            (manual["id"], {"n": "four"}, 422),
+            (bobs["id"], {}, 404),
+            (off["id"], {}, 404),
+            (gone["id"], {}, 404),
+        ):
+            try:
+                calls.call_pipeline(ada, pid, data, trigger="mcp", wait_seconds=0)
+            except HttpError as e:
+                assert e.status == status, (pid, e.message)
+            else:
+                raise AssertionError(f"{pid} was called")
+        assert [r["id"] for r in st.store.runs.list(ada["id"])[0]] == [answer["run_id"]]
+    finally:
+        stop_app(app)

@@ -73,6 +73,12 @@ def create_app(
     if start_scheduler is None:
         start_scheduler = cfg.executor.scheduler == "on"
     start_background(app, workers=start_workers, scheduler=start_scheduler)
+
+    def start_workers_here() -> bool:  # a command that serves calls (levqor mcp serve)
+        start_background(app, workers=True, scheduler=False)
+        return state.executor is not None or state.dispatcher is not None
+
+    state.pipeline_calls.start_workers_fn = start_workers_here
     app.logger.debug("levqor %s ready with %d connectors", __version__, len(state.pm.catalog))
     return app
 
@@ -82,6 +88,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
     from levqor_host import hookspecs as host_hookspecs
     from levqor_host.billing.ledger import Ledger, LowCredit
     from levqor_host.growth.analytics import EmailHasher, reward_referral
+    from levqor_host.runs.calls import PipelineCalls
     from levqor_host.runs.service import RunService
     from levqor_host.runs.triggers import TriggerService
     from levqor_host.support.inbox import Inboxes
@@ -119,6 +126,7 @@ def build_services(cfg: Config, plugins: list | None = None) -> Services:
         config=cfg, pm=pm, store=store, vault=vault, runner=runner, metrics=metrics,
         ledger=ledger, runs=runs, triggers=TriggerService(cfg, store, pm, runs),
     )
+    state.pipeline_calls = PipelineCalls(store, runs)
     state.mailer = Mailer(cfg, metrics, store)
     state.inboxes = Inboxes.from_config(cfg, metrics, state.mailer, state.count_rate_limited)
     store.users.add_listener("user_created", state.mailer.welcome)

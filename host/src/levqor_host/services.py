@@ -27,6 +27,7 @@ from levqor_host.store import Store
 if TYPE_CHECKING:
     from levqor_host.billing.ledger import Ledger
     from levqor_host.credentials import OAuthService
+    from levqor_host.runs.calls import PipelineCalls
     from levqor_host.runs.service import RunService
     from levqor_host.runs.triggers import TriggerService
     from levqor_host.support.inbox import Inboxes
@@ -68,6 +69,7 @@ class Services:
     dispatcher: CeleryDispatcher | None = None  # when LEVQOR_EXECUTOR=celery
     oauth: OAuthService | None = None  # "Connect", OAuth2 refresh, the runs' credential resolver
     web: RequestFace | None = None  # set by create_app: the request-bound face for plugins
+    pipeline_calls: PipelineCalls | None = None  # pipelines started and waited for (MCP tools)
     started_at: float = field(default_factory=time.time)
 
     # ----------------------------------------------------------------- plugins' auth

@@ -14,7 +14,9 @@ catches or raises these exceptions by class:
   ``record_run_cost`` hooks;
 - :class:`HttpError`, :class:`InsufficientCredits` and the :class:`UserFault` marker;
 - :class:`DashboardPage`: a page a plugin adds to the dashboard (the host's
-  ``register_dashboard_pages`` hook).
+  ``register_dashboard_pages`` hook);
+- :class:`PipelineCalls`: a caller's pipelines started as runs and waited for
+  (``host.pipeline_calls``: the MCP server's tools), with API-key sign-in outside a request.
 
 The protocols are ``runtime_checkable``: ``isinstance(obj, Ledger)`` checks that ``obj`` has
 every member (not their signatures; a type checker does that).
@@ -41,6 +43,7 @@ __all__ = [
     "HttpError",
     "InsufficientCredits",
     "Ledger",
+    "PipelineCalls",
     "RunGate",
     "RunSettlement",
     "UserFault",
@@ -348,6 +351,64 @@ class RunSettlement(Protocol):
 
 
 @runtime_checkable
+class PipelineCalls(Protocol):
+    """A caller's pipelines as things to call (``host.pipeline_calls``): which ones may be
+    started by a client (a manual or webhook trigger, switched on, not archived), a run of one
+    started as any run is (validated with the document's ``input`` schema, gated, billed,
+    recorded) and waited for, and the sign-in of a caller outside a web request (a stdio
+    server run by ``levqor mcp serve``).
+
+    Every method raises :class:`HttpError` (4xx: the caller's fault, with a message meant for
+    them) or lets a platform failure propagate.
+
+    .. versionadded:: 0.3
+    """
+
+    def user_for_key(self, api_key: str, scope: str | None = None) -> dict[str, Any]:
+        """The user of an API key (``lvq_...``) holding ``scope`` when given (``admin`` holds
+        every scope). :class:`HttpError` 401 for an invalid or revoked key, 403 for a missing
+        scope."""
+        ...
+
+    def callable_pipelines(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's pipelines a client may start, newest first: ``id``, ``name``,
+        ``description`` (or None), ``input`` (the declared JSON Schema, or None), ``trigger``
+        (``manual`` or ``webhook``) and ``version``. Never another user's."""
+        ...
+
+    def call_pipeline(
+        self,
+        user: dict[str, Any],
+        pipeline_id: str,
+        input: Any,
+        *,
+        trigger: str,
+        wait_seconds: float,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of one of :meth:`callable_pipelines` with ``input`` as its trigger data,
+        recorded with ``trigger`` as its source (``mcp``), and wait up to ``wait_seconds``
+        for it to finish or wait (an approval, a timer). Answers ``{"run_id", "status",
+        "output", "error", "final"}`` (``error``: the run's redacted error dict, or None;
+        ``final``: the status is succeeded, failed or cancelled). :class:`HttpError` 404 (no
+        such callable pipeline of the user's), 422 (``invalid_input`` against the declared
+        schema, ``invalid_pipeline``), 402 (refused by billing); nothing is queued then."""
+        ...
+
+    def run_status(self, user_id: str, run_id: str) -> dict[str, Any] | None:
+        """One of the user's runs as :meth:`call_pipeline` answers it, None when there is no
+        such run of theirs."""
+        ...
+
+    def start_workers(self) -> bool:
+        """Make runs started in this process execute: start the embedded executor's workers
+        here when the host's executor is ``embedded`` and none run yet (a command such as
+        ``levqor mcp serve``); with Celery the workers elsewhere take them. True when runs
+        will execute (workers here or a Celery dispatcher), False when nothing takes them."""
+        ...
+
+
+@runtime_checkable
 class Host(Protocol):
     """The host's service object as plugins see it: ``state`` of ``register_blueprints``,
     ``current_app.extensions["levqor"]`` in a route, ``levqor_state()`` in a command.
@@ -358,6 +419,8 @@ class Host(Protocol):
     config: HostConfig
     store: HostStore
     ledger: Ledger
+    #: a caller's pipelines started and waited for (.. versionadded:: 0.3)
+    pipeline_calls: PipelineCalls
 
     def authenticate(self, scope: str | None = None) -> dict[str, Any]:
         """The signed-in user of the current request (an API key, a Supabase JWT or the

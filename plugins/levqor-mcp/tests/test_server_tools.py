@@ -13,6 +13,7 @@ def test_a_tool_name_is_the_slug_of_the_name_and_a_short_id():
     assert tool_name("Send the weekly report!", "1a2b3c4d-5e6f") == "send_the_weekly_report_1a2b3c4d"
     assert tool_name("   ", "abc") == "pipeline_abc"
     assert tool_name("Übersicht 東京", "0f0f0f0f0f") == "bersicht_0f0f0f0f"
+    assert tool_name("Report", "pl_0123456789abcdef") == "report_01234567"
     long = tool_name("x" * 500, "deadbeefcafe")
     assert VALID.match(long) and long.endswith("_deadbeef")
 

@@ -25,8 +25,10 @@ __all__ = ["FINAL_RUN_STATUSES", "RUN_STATUSES", "RUN_TRIGGERS", "Runs", "run_ro
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 #: ``pipeline``: a sub-pipeline's run (started by its parent's step); ``error``: an error
-#: pipeline's run (started by a failed run)
-RUN_TRIGGERS = frozenset({"manual", "webhook", "schedule", "app", "retry", "pipeline", "error"})
+#: pipeline's run (started by a failed run); ``mcp``: a tool call of an MCP client
+RUN_TRIGGERS = frozenset(
+    {"manual", "webhook", "schedule", "app", "retry", "pipeline", "error", "mcp"}
+)
 
 run_row = RowMapper(RunRow)
 

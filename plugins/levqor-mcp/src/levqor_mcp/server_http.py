@@ -1,0 +1,150 @@
+"""``POST /mcp``: the MCP server over streamable HTTP, under the host (Flask, WSGI).
+
+The SDK's streamable-HTTP transport is ASGI. Each POST is served on its own: the host signs
+the caller in (an API key, a Supabase JWT, or the dashboard session with its CSRF token: the
+route declares ``runs:execute``) and parses the body with its one JSON parser (400 malformed,
+413 too large, 415 not JSON), then the SDK's session manager, in stateless JSON-response mode,
+answers that one JSON-RPC message inside a private event loop in the request's thread. No
+session outlives its request, no loop or thread is shared between requests, so this works the
+same under the development server and gunicorn's threads. There is no server-sent-event stream:
+``GET`` and ``DELETE`` answer 405, as the specification allows a server that offers none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from flask import Blueprint, Response, current_app, request
+from levqor_kernel.access import requires
+from levqor_kernel.host import Host, HttpError
+from mcp.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+from .settings import McpSettings
+
+__all__ = ["bp", "serve_one"]
+
+bp = Blueprint("levqor_mcp", __name__)
+
+#: the request headers the SDK reads (the caller's credentials stay with the host)
+_PASSED = ("accept", "content-type", "mcp-protocol-version", "mcp-session-id", "last-event-id")
+
+
+async def _serve(server: Server, scope: dict, body: bytes, max_body: int) -> tuple[int, list, bytes]:
+    manager = StreamableHTTPSessionManager(
+        app=server, json_response=True, stateless=True, max_request_body_size=max_body
+    )
+    status, headers, chunks = 500, [], []
+    done = anyio.Event()
+    sent_body = False
+
+    async def receive() -> dict:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers") or [])
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body") or b"")
+            if not message.get("more_body"):
+                done.set()
+
+    async with manager.run():
+        await manager.handle_request(scope, receive, send)
+    return status, headers, b"".join(chunks)
+
+
+def serve_one(
+    server: Server, headers: Mapping[str, str], body: bytes, *, path: str = "/mcp", max_body: int
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Answer one POSTed JSON-RPC message with ``server`` through the SDK's streamable-HTTP
+    transport (stateless, JSON answers), in a private event loop: ``(status, headers, body)``."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in headers.items()
+            if k.lower() in _PASSED
+        ],
+        "client": None,
+        "server": None,
+    }
+    status, raw, out = anyio.run(_serve, server, scope, body, max_body)
+    return status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw], out
+
+
+def _state() -> Host:
+    return current_app.extensions["levqor"]
+
+
+@bp.post("/mcp")
+@requires("runs:execute")
+def mcp_endpoint() -> Response:
+    """One JSON-RPC message of an MCP client (initialize, tools/list, tools/call, ...)."""
+    from .server import build_server
+
+    st = _state()
+    settings: McpSettings = current_app.extensions["levqor_mcp"]
+    user = st.authenticate("runs:execute")
+    message = st.json_body(required=True, max_bytes=settings.max_body_bytes)
+    if not isinstance(message, dict | list):
+        raise HttpError(400, "invalid_request", "the body must be a JSON-RPC message (an object)")
+    body = json.dumps(message, separators=(",", ":")).encode()
+    server = build_server(st.pipeline_calls, user, wait_seconds=settings.wait_seconds)
+    status, headers, out = serve_one(
+        server, dict(request.headers), body, max_body=settings.max_body_bytes
+    )
+    resp = Response(out, status=status)
+    for k, v in headers:
+        if k.lower() in ("content-type", "mcp-session-id", "mcp-protocol-version"):
+            resp.headers[k] = v
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+_ERR = {
+    "description": "Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+bp.openapi_paths = {  # type: ignore[attr-defined]
+    "/mcp": {
+        "post": {
+            "summary": "MCP server (streamable HTTP): your pipelines as tools",
+            "description": "One JSON-RPC message of the Model Context Protocol (initialize, "
+            "tools/list, tools/call, ...), answered as JSON (stateless: no session, no event "
+            "stream). Each pipeline with a manual or webhook trigger is a tool; a tool call "
+            "is a run (trigger mcp). See docs/mcp.md.",
+            "tags": ["mcp"],
+            "x-levqor-scope": "runs:execute",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The JSON-RPC response",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "202": {"description": "A notification or response was accepted"},
+                **{c: _ERR for c in ("400", "401", "403", "406", "413", "415", "429")},
+            },
+        }
+    }
+}
