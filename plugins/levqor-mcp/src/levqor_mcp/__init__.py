@@ -17,7 +17,9 @@ from levqor_kernel.host import Host
 __version__ = "0.1.0"
 
 
-@hookimpl
+# host hooks: optional, so that the connector loads where only the kernel's hooks are declared
+# (the contract kit, a kernel-only plugin manager)
+@hookimpl(optionalhook=True)
 def register_blueprints(app: Any, state: Host) -> None:
     """``POST /mcp``: the MCP server over streamable HTTP."""
     from .server_http import bp
@@ -27,7 +29,7 @@ def register_blueprints(app: Any, state: Host) -> None:
     app.register_blueprint(bp)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 def register_commands(cli: Any) -> None:
     """``levqor mcp serve``: the MCP server over stdio."""
     from .server_stdio import mcp_group
