@@ -804,10 +804,22 @@ def validate_pipeline(
             Draft202012Validator.check_schema(doc["input"])
         except SchemaError as e:
             problems.append(Problem("/input", f"not a valid JSON Schema (draft 2020-12): {e.message}"))
+        else:
+            problems += _schedule_input_problems(doc)
     for sid in doc.get("pinned", {}):
         if sid not in check.seen:
             check.add(f"/pinned/{sid}", f"pinned data for step {sid!r}, which is not in the pipeline")
     return problems + check.problems
+
+
+def _schedule_input_problems(doc: Mapping[str, Any]) -> list[Problem]:
+    """A schedule's runs start with its ``input`` and ``scheduled_at``: checked against the
+    ``input`` schema when the document is saved (no person sees a scheduled run refused)."""
+    if doc["trigger"]["type"] != "schedule":
+        return []
+    data = {**(doc["trigger"].get("input") or {}), "scheduled_at": "2026-01-01T09:00:00+00:00"}
+    why = "a scheduled run's input (the trigger's input and scheduled_at) must fit the input schema"
+    return [Problem("/trigger" + p.pointer, f"{why}: {p.message}") for p in validate_input(doc, data)]
 
 
 def validate_input(doc: Mapping[str, Any], data: Any) -> list[Problem]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from levqor_kernel.pipeline import validate_pipeline
+from levqor_kernel.pipeline import validate_input, validate_pipeline
 from levqor_kernel.recording import CredentialResolver
 from levqor_kernel.runner import RunResult
 
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("levqor")
 
 FINAL = ("succeeded", "failed", "cancelled")
+#: runs whose input is not checked against the pipeline's ``input`` schema: an app trigger's
+#: item (its shape is the trigger's output schema), a retry (the input of a run that started)
+#: and an error pipeline's (what the platform says of the failed run)
+UNCHECKED_INPUT_TRIGGERS = frozenset({"app", "retry", "error"})
 #: what a settlement answers when the run was settled before (by another worker or sweep)
 _NOT_SETTLED = {"settled": False}
 
@@ -61,6 +65,19 @@ def job_line(run: dict[str, Any], status: str, error: dict | None, steps: int) -
         "started_at": started.isoformat() if isinstance(started, datetime) else started,
     }
     return json.dumps(line, separators=(",", ":"))
+
+
+def check_input(doc: dict, data: Any) -> None:
+    """Raise ApiError 422 ``invalid_input`` (the problems point under ``/input``) when
+    ``data`` does not fit the document's declared ``input`` schema."""
+    problems = validate_input(doc, data)
+    if problems:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "the input does not fit the pipeline's input schema",
+            {"problems": [p.to_dict() for p in problems]},
+        )
 
 
 class RunService:
@@ -146,9 +163,11 @@ class RunService:
         parent_step: str | None = None,
     ) -> tuple[dict, bool]:
         """Validate, gate and queue a run: (the run, whether this call created it). Raises
-        ApiError (404 unknown version, 422 invalid, 402 refused). ``credentials``: the user's
-        credential names (name -> connector) when the caller has just read them (a webhook
-        delivery), so validation does not read them again."""
+        ApiError (404 unknown version, 422 invalid pipeline, 422 ``invalid_input`` when
+        ``input`` does not fit the document's ``input`` schema, 402 refused): nothing is
+        queued or charged then. ``credentials``: the user's credential names (name ->
+        connector) when the caller has just read them (a webhook delivery), so validation does
+        not read them again."""
         if idempotency_key:
             existing = self.store.runs.find_by_idempotency_key(user["id"], idempotency_key)
             if existing is not None:
@@ -166,6 +185,8 @@ class RunService:
             raise ApiError(
                 422, "invalid_pipeline", "the pipeline cannot run as it is", {"problems": problems}
             )
+        if trigger not in UNCHECKED_INPUT_TRIGGERS:
+            check_input(doc, input)
         run, created = self._queue(
             user,
             pipeline,
