@@ -6,7 +6,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from levqor_kernel.ai import usage_of
+
 if TYPE_CHECKING:
+    from levqor_kernel.catalog import Catalog
+
     from levqor_host.metrics import Metrics
     from levqor_host.store import Store
 
@@ -33,12 +37,18 @@ class StoreRecorder:
     written with the next step that is not pure, every :data:`MAX_HELD_ROWS` rows, or at the
     end. A crash loses at most rows of pure steps and constructs, and running them again sends
     nothing.
+
+    A finished step of a metered action (``catalog``: its ``usage`` is ``"tokens"``) records
+    the tokens its output says it used (:func:`levqor_kernel.ai.usage_of`).
     """
 
-    def __init__(self, store: Store, metrics: Metrics, run: dict[str, Any]) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, run: dict[str, Any], catalog: Catalog | None = None
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.run = run
+        self.catalog = catalog
         self._started: dict[str, datetime] = {}
         #: finished step rows not written yet
         self.pending: list[dict[str, Any]] = []
@@ -122,10 +132,18 @@ class StoreRecorder:
                 error=error,
                 started_at=started if ran else None,
                 finished_at=now() if ran else None,
+                usage=self.usage(step, output),
             )
         )
         if ran:
             self.metrics.step_seconds.labels(step["connector"]).observe(duration)
+
+    def usage(self, step: dict, output: Any) -> dict[str, Any] | None:
+        """The tokens a metered action's ``output`` says it used (None for other steps)."""
+        if self.catalog is None or step.get("connector") == "flow":
+            return None
+        action = self.catalog.action(step["connector"], step["action"])
+        return usage_of(output) if action is not None and action.metered else None
 
     def run_finished(self, run_id: str, status: str, error: dict | None) -> None:
         # the executor finishes the run row itself (it knows whether it still owns the lease)

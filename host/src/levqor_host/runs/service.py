@@ -320,7 +320,7 @@ class RunService:
 
     def recorder(self, run: dict) -> StoreRecorder:
         """The recorder of one execution of ``run``."""
-        return StoreRecorder(self.store, self.metrics, run)
+        return StoreRecorder(self.store, self.metrics, run, self.pm.catalog)
 
     def report_exception(self, exc: BaseException, *, where: str, **context: Any) -> None:
         """A server-side exception: to the error inbox when one is wired."""

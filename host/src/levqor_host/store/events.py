@@ -49,6 +49,8 @@ class UsageDay:
     steps: int
     credits: int
     cost_saving_minutes: int
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,13 @@ class EventsRepository:
                     usage_daily.c.user_id == user_id, usage_daily.c.day >= since
                 )
             ).all()
-        return [UsageDay(r.day, r.jobs, r.steps, r.credits, r.cost_saving_minutes) for r in rows]
+        return [
+            UsageDay(
+                r.day, r.jobs, r.steps, r.credits, r.cost_saving_minutes,
+                int(r.input_tokens or 0), int(r.output_tokens or 0),
+            )
+            for r in rows
+        ]
 
     def overview(self, since: datetime, today: date, paid_types: Sequence[str]) -> OverviewCounts:
         """The admin overview's counts in one read transaction (one consistent snapshot)."""

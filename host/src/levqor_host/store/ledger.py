@@ -47,6 +47,8 @@ def _usage_upsert(insert_fn: Any) -> Any:
             "steps": usage_daily.c.steps + ex.steps,
             "credits": usage_daily.c.credits + ex.credits,
             "cost_saving_minutes": usage_daily.c.cost_saving_minutes + ex.cost_saving_minutes,
+            "input_tokens": usage_daily.c.input_tokens + ex.input_tokens,
+            "output_tokens": usage_daily.c.output_tokens + ex.output_tokens,
         },
     )
 
@@ -261,6 +263,8 @@ class LedgerRepository:
         steps: int,
         credits: int,
         minutes: float,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
     ) -> None:
         """Add to the user's ``usage_daily`` row of ``day``."""
         conn.execute(
@@ -272,6 +276,8 @@ class LedgerRepository:
                 "steps": steps,
                 "credits": credits,
                 "cost_saving_minutes": int(round(minutes)),
+                "input_tokens": int(input_tokens),
+                "output_tokens": int(output_tokens),
             },
         )
 

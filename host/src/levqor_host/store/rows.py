@@ -174,6 +174,8 @@ class StepRow(TypedDict):
     error: Any
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    #: a metered step's tokens ({model, input_tokens, output_tokens, total_tokens}), else None
+    usage: dict[str, Any] | None
 
 
 class RunWithSteps(RunRow):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from levqor_kernel.ai import add_usage
 from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from levqor_host.store.db import Database, retry_on_disconnect, utcnow
@@ -26,7 +28,18 @@ __all__ = [
 STEP_STATUSES = frozenset({"running", "waiting", "succeeded", "failed", "skipped", "cancelled"})
 FINAL_STEP_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 
-step_row = RowMapper(StepRow)
+
+
+def row_usage(m: Any) -> dict[str, Any] | None:
+    """The token usage a step row records (``{model, input_tokens, output_tokens,
+    total_tokens}``), None for a step that is not metered."""
+    if m.get("model") is None:
+        return None
+    i, o = int(m.get("input_tokens") or 0), int(m.get("output_tokens") or 0)
+    return {"model": m["model"], "input_tokens": i, "output_tokens": o, "total_tokens": i + o}
+
+
+step_row = RowMapper(StepRow, usage=row_usage)
 
 #: the steps of run ``run_id``, by position
 SQL_STEPS = (
@@ -68,6 +81,9 @@ def _upsert(db: Database) -> Any:
             "error": ex.error,
             "started_at": func.coalesce(ex.started_at, run_steps.c.started_at),
             "finished_at": ex.finished_at,
+            "model": ex.model,
+            "input_tokens": ex.input_tokens,
+            "output_tokens": ex.output_tokens,
         },
     )
 
@@ -131,10 +147,12 @@ class Steps:
         error: Any = None,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
+        usage: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The parameters of one step row for :meth:`record_many` (the loop item it ran in
-        comes from its path)."""
+        comes from its path; ``usage``: a metered step's tokens, levqor_kernel.ai.usage_of)."""
         where = parse_path(step_id)
+        usage = usage or {}
         return {
             "run_id": run_id,
             "step_id": step_id,
@@ -150,7 +168,35 @@ class Steps:
             "finished_at": finished_at,
             "loop_path": where.loop_path,
             "item_index": where.item_index,
+            "model": usage.get("model"),
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
         }
+
+    @retry_on_disconnect
+    def usage(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """``{run_id: {input_tokens, output_tokens, total_tokens, by_model}}`` of the runs
+        among ``run_ids`` with metered steps, summed in the database (every loop item's steps
+        counted, never read)."""
+        if not run_ids:
+            return {}
+        q = (
+            select(
+                run_steps.c.run_id,
+                run_steps.c.model,
+                func.sum(run_steps.c.input_tokens),
+                func.sum(run_steps.c.output_tokens),
+            )
+            .where(run_steps.c.run_id.in_(run_ids), run_steps.c.model.is_not(None))
+            .group_by(run_steps.c.run_id, run_steps.c.model)
+        )
+        per_run: dict[str, list[dict[str, Any]]] = {}
+        with self.db.read() as conn:
+            for run_id, model, i, o in conn.execute(q).all():
+                per_run.setdefault(run_id, []).append(
+                    {"model": model, "input_tokens": int(i or 0), "output_tokens": int(o or 0)}
+                )
+        return {run_id: add_usage(usages) for run_id, usages in per_run.items()}
 
     @retry_on_disconnect
     def succeeded_outputs(self, run_id: str) -> dict[str, dict]:

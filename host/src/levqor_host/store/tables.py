@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -214,6 +215,10 @@ run_steps = Table(
     # "outer[2].inner" and 5 for "outer[2].inner[5].send"; NULL outside any loop
     Column("loop_path", String(400)),
     Column("item_index", Integer),
+    # a metered step's token usage (levqor_kernel.ai.usage_of); NULL for every other step
+    Column("model", String(200)),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
     PrimaryKeyConstraint("run_id", "step_id"),
     Index("ix_run_steps_loop", "run_id", "loop_path", "item_index"),
 )
@@ -268,6 +273,8 @@ usage_daily = Table(
     Column("steps", Integer, nullable=False, default=0),
     Column("credits", Integer, nullable=False, default=0),
     Column("cost_saving_minutes", Integer, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, default=0, server_default="0"),
     PrimaryKeyConstraint("user_id", "day"),
 )
 

@@ -37,6 +37,7 @@ def step_out(s: dict) -> dict:
         "started_at": iso(s.get("started_at")),
         "finished_at": iso(s.get("finished_at")),
         "scope": s.get("scope"),
+        "usage": s.get("usage"),
     }
     if s.get("children"):
         out["children"] = [step_out(c) for c in s["children"]]
@@ -68,9 +69,10 @@ def wait_out(r: dict) -> dict | None:
     return out
 
 
-def run_out(r: dict, steps: list[dict] | None = None) -> dict:
+def run_out(r: dict, steps: list[dict] | None = None, usage: dict | None = None) -> dict:
     """The API's view of a run (``Run``), with ``steps`` (the tree of ``store.steps.tree``)
-    when given; a run waiting for an approval carries its signed approve and reject URLs."""
+    when given and ``usage`` (its tokens, ``store.steps.usage``); a run waiting for an
+    approval carries its signed approve and reject URLs."""
     out = {
         "id": r["id"],
         "pipeline_id": r["pipeline_id"],
@@ -88,6 +90,7 @@ def run_out(r: dict, steps: list[dict] | None = None) -> dict:
         "parent_run_id": r.get("parent_run_id"),
         "parent_step": r.get("parent_step"),
         "wait": wait_out(r),
+        "usage": usage,
     }
     if out["wait"] is not None and out["wait"]["kind"] == "approval":
         flow = state().runs.flow
@@ -104,7 +107,8 @@ def run_with_steps(user_id: str, run_id: str, items_limit: int = 20) -> dict:
     r = st.store.runs.get(user_id, run_id, with_steps=False)
     if r is None:
         raise not_found("run")
-    out = run_out(r, st.store.steps.tree(run_id, items_limit=items_limit))
+    tree = st.store.steps.tree(run_id, items_limit=items_limit)
+    out = run_out(r, tree, st.store.steps.usage([run_id]).get(run_id))
     out["children"] = st.store.waits.children(run_id)
     return out
 
@@ -201,7 +205,10 @@ def list_runs(pipeline_id: str | None, status: str | None, limit: int, cursor: s
         )
     except ValueError:
         raise ApiError(400, "invalid_request", "invalid cursor") from None
-    return jsonify({"items": [run_out(r) for r in items], "next_cursor": next_cursor})
+    usage = state().store.steps.usage([r["id"] for r in items])
+    return jsonify(
+        {"items": [run_out(r, usage=usage.get(r["id"])) for r in items], "next_cursor": next_cursor}
+    )
 
 
 ITEMS_LIMIT = query(

@@ -176,6 +176,29 @@ class RunAccepted(BaseModel):
 StepStatus = Literal["running", "waiting", "succeeded", "failed", "skipped", "cancelled"]
 
 
+class StepUsage(BaseModel):
+    """The tokens a metered step (a model call) used."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class ModelTokens(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class RunUsage(BaseModel):
+    """The tokens a run's metered steps used, in all and by model."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    by_model: dict[str, ModelTokens]
+
+
 class Step(BaseModel):
     """A step record; its ``id`` is its path in the document (``each[17].send``)."""
 
@@ -200,6 +223,9 @@ class Step(BaseModel):
         default_factory=list, description="a construct's steps (not a loop's items)"
     )
     items: LoopItems | None = Field(None, description="a for_each step's items")
+    usage: StepUsage | None = Field(
+        None, description="the tokens a metered step (a model call) used; null for others"
+    )
 
 
 class LoopItem(BaseModel):
@@ -267,6 +293,10 @@ class Run(BaseModel):
     reject_url: str | None = None
     children: list[str] = []
     steps: list[Step] = []
+    usage: RunUsage | None = Field(
+        None, description="the tokens the run's metered steps used (loop items included); "
+        "null when it ran none"
+    )
 
 
 class RunList(BaseModel):
