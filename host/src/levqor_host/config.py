@@ -10,6 +10,7 @@ together). Every default is safe for a laptop.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -173,6 +174,35 @@ class WebConfig:
 class BillingConfig:
     prices: str = ""  # LEVQOR_PRICES: connector.action=credits,...
     low_credit_threshold: int = 20
+    #: LEVQOR_MODEL_RATES: credits per million tokens by model ("*": any other), over the
+    #: connectors' own rates
+    model_rates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+def parse_model_rates(raw: str | None) -> dict[str, dict[str, float]]:
+    """``LEVQOR_MODEL_RATES``: ``{"gpt-4o-mini": {"input": 15, "output": 60}, "*": {...}}``,
+    credits per million input and output tokens by model."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"LEVQOR_MODEL_RATES must be JSON: {e}") from None
+    shape = 'like {"gpt-4o-mini": {"input": 15, "output": 60}, "*": {"input": 100, "output": 400}}'
+    if not isinstance(data, dict):
+        raise ValueError(f"LEVQOR_MODEL_RATES must be a JSON object {shape}")
+    out: dict[str, dict[str, float]] = {}
+    for model, rate in data.items():
+        if not model or not isinstance(rate, dict) or set(rate) != {"input", "output"}:
+            raise ValueError(
+                f"LEVQOR_MODEL_RATES: {model!r} must map to input and output credits per million "
+                f"tokens, {shape}"
+            )
+        for key, n in rate.items():
+            if isinstance(n, bool) or not isinstance(n, int | float) or not 0 <= n < float("inf"):
+                raise ValueError(f"LEVQOR_MODEL_RATES: {model}.{key} must be a number of 0 or more")
+        out[model] = {"input": float(rate["input"]), "output": float(rate["output"])}
+    return out
 
 
 @dataclass(frozen=True)
@@ -483,6 +513,7 @@ def _billing(r: EnvReader) -> BillingConfig:
     return BillingConfig(
         prices=r.text("LEVQOR_PRICES", ""),
         low_credit_threshold=r.integer("LEVQOR_LOW_CREDIT_THRESHOLD", 20),
+        model_rates=parse_model_rates(r.text("LEVQOR_MODEL_RATES", "")),
     )
 
 

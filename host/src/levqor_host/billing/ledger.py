@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from levqor_kernel.ai import price_tokens
 from levqor_kernel.host import InsufficientCredits
 from levqor_kernel.pipeline import step_type, walk_steps
 from levqor_kernel.runner import RunResult
@@ -197,6 +198,8 @@ class Ledger:
         self.hasher = hasher
         self.reward_referral = reward_referral
         self.price_overrides = parse_price_overrides(config.billing.prices)
+        #: LEVQOR_MODEL_RATES: the operator's token rates, over every connector's own
+        self.model_rates = dict(config.billing.model_rates)
         #: users known to have a finished (succeeded or failed) run: no "first_run" any more
         self._finished_users: set[str] = set()
         #: the low-credit warning (when email is configured)
@@ -269,11 +272,34 @@ class Ledger:
         )
         return int(base if p is None else p)
 
+    def rates(self, connector: str) -> dict[str, Any]:
+        """The token rates of ``connector``'s metered actions: its description's ``rates``,
+        overridden model by model by ``LEVQOR_MODEL_RATES``."""
+        info = self.pm.catalog.get(connector)
+        return {**(info.rates if info is not None else {}), **self.model_rates}
+
+    def token_price(self, step: dict) -> int:
+        """What a metered step's tokens cost (``step["usage"]``, at :meth:`rates`); 0 for a
+        step without usage."""
+        usage = step.get("usage")
+        return price_tokens(usage, self.rates(step.get("connector") or "")) if usage else 0
+
     def price(self, doc: dict) -> int:
         """What a run of ``doc`` reserves: every action step once (a loop body counts once, an
-        untaken branch too; the settlement charges the steps that ran)."""
+        untaken branch too; the settlement charges the steps that ran), an agent step as one
+        model turn (its tool calls and tokens are charged when the run settles)."""
         steps = walk_steps([*doc.get("steps", []), *doc.get("on_failure", [])])
-        return sum(self.step_price(s) for s, _depth in steps if step_type(s) == "action")
+        total = 0
+        for s, _depth in steps:
+            kind = step_type(s)
+            if kind == "action":
+                total += self.step_price(s)
+            elif kind == "agent":
+                info = self.pm.catalog.get(s.get("connector"))
+                turn = info.agent_action if info is not None else None
+                if turn:
+                    total += self.step_price({"connector": info.name, "action": turn})
+        return total
 
     # runs
     def gate(self, tx: BillingTx, user: dict, pipeline: dict, run_id: str, price: int) -> RunGate:
@@ -286,7 +312,7 @@ class Ledger:
     def cost(self, run: dict, result: RunResult, doc: dict | None = None) -> RunCost:
         """What a final run cost (read before its settlement's transaction). ``doc``: the
         pipeline document when ``result.records`` cover every step of the run."""
-        return run_cost(self.store, self.pm, self.step_price, run, result, doc)
+        return run_cost(self.store, self.pm, self.step_price, run, result, doc, self.token_price)
 
     def settle(self, tx: BillingTx, run: dict, result: RunResult, cost: RunCost) -> dict:
         """The settlement of a final run inside ``tx``, whose caller has claimed the run's

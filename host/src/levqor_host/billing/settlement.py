@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from levqor_kernel.ai import add_usage as add_tokens
 from levqor_kernel.pipeline import walk_steps
 from levqor_kernel.runner import RunResult
 
@@ -121,11 +122,14 @@ class RunSettlement:
 @dataclass(frozen=True)
 class RunCost:
     """What a settlement needs that is read outside its transaction: the steps that ran in
-    the run (not those copied from a retried one), their cost and the minutes they saved."""
+    the run (not those copied from a retried one), their cost (a metered step's tokens
+    included), the minutes they saved and the tokens they used."""
 
     cost: int
     minutes: float
     steps: int
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 def _as_dt(value: Any) -> datetime | None:
@@ -140,7 +144,7 @@ def _executed_steps(store: Store, run: dict, result: RunResult, doc: dict | None
     if doc is not None and run.get("created_at"):
         ran = [
             {"step_id": r.step_id, "connector": r.connector, "action": r.action,
-             "status": r.status, "attempts": r.attempts}
+             "status": r.status, "attempts": r.attempts, "usage": r.usage}
             for r in result.records
         ]
         return [s for s in ran if s["status"] in ("succeeded", "failed") and s["attempts"] > 0], doc
@@ -164,23 +168,29 @@ def run_cost(
     run: dict,
     result: RunResult,
     doc: dict | None = None,
+    token_price: Callable[[dict], int] | None = None,
 ) -> RunCost:
     """The :class:`RunCost` of a final run. ``doc``: the pipeline document, when
-    ``result.records`` cover every step the run ran (saves reading the run back)."""
+    ``result.records`` cover every step the run ran (saves reading the run back).
+    ``token_price``: what a metered step's ``usage`` costs, added to its price."""
     executed, doc = _executed_steps(store, run, result, doc)
     doc_steps = {s.get("id"): s for s, _d in walk_steps([*doc.get("steps", []), *doc.get("on_failure", [])])}
-    # a step's row is named by its path (each[3].send): the document's step is the last part
-    cost = sum(
-        step_price(doc_steps.get(s["step_id"].rsplit(".", 1)[-1], s))
-        for s in executed
-        if s["connector"] != "flow"
-    )
+    # a step's row is named by its path (each[3].send): the document's step is the last part;
+    # an agent's turns and tool calls (agent.turns[0].calls[1]) are priced by their own row
+    cost = 0
+    for s in executed:
+        if s["connector"] == "flow":
+            continue
+        cost += step_price(doc_steps.get(s["step_id"].rsplit(".", 1)[-1], s))
+        if token_price is not None and s.get("usage"):
+            cost += token_price(s)
+    tokens = add_tokens(s.get("usage") for s in executed)
     minutes = 0.0
     for s in executed:
         if s["status"] == "succeeded":
             a = pm.catalog.action(s["connector"], s["action"])
             minutes += float(getattr(a, "minutes_saved", 0) or 0)
-    return RunCost(cost, minutes, len(executed))
+    return RunCost(cost, minutes, len(executed), tokens["input_tokens"], tokens["output_tokens"])
 
 
 def record_run_cost(
@@ -225,4 +235,6 @@ def add_usage(tx: BillingTx, user_id: str, cost: RunCost, credits: int) -> None:
         steps=cost.steps,
         credits=credits,
         minutes=cost.minutes,
+        input_tokens=cost.input_tokens,
+        output_tokens=cost.output_tokens,
     )

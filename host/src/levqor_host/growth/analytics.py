@@ -186,14 +186,17 @@ def _days(n: int) -> list[date]:
 
 
 def user_usage(events: EventsRepository, user_id: str, days: int) -> dict:
-    """The user's jobs, steps, credits and minutes saved per day over the last ``days`` days."""
+    """The user's jobs, steps, credits, minutes saved and model tokens (``input_tokens``,
+    ``output_tokens`` and their sum ``tokens``) per day over the last ``days`` days."""
     span = _days(days)
     by_day = {u.day: u for u in events.usage_days(user_id, span[0])}
     series = []
-    totals = {"jobs": 0, "steps": 0, "credits": 0, "cost_saving_minutes": 0}
+    counted = ("jobs", "steps", "credits", "cost_saving_minutes", "input_tokens", "output_tokens")
+    totals = dict.fromkeys((*counted, "tokens"), 0)
     for d in span:
         u = by_day.get(d)
-        item = {"day": d.isoformat(), **{k: getattr(u, k) if u else 0 for k in totals}}
+        item = {"day": d.isoformat(), **{k: getattr(u, k) if u else 0 for k in counted}}
+        item["tokens"] = item["input_tokens"] + item["output_tokens"]
         for k in totals:
             totals[k] += item[k]
         series.append(item)
