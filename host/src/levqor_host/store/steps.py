@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from levqor_kernel.ai import add_usage
 from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from levqor_host.store.db import Database, retry_on_disconnect, utcnow
@@ -180,6 +179,8 @@ class Steps:
         counted, never read)."""
         if not run_ids:
             return {}
+        from levqor_kernel.ai import add_usage  # on use: the CLI's reads load no kernel
+
         q = (
             select(
                 run_steps.c.run_id,
