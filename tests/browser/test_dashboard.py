@@ -441,8 +441,8 @@ def test_support_widget_and_script_errors_reach_the_inboxes(page, dash, request)
 # --------------------------------------------------------------------------- the other pages
 def test_usage_referrals_marketplace_and_a_phone(page, dash, browser):
     sign_in(page, dash, "/usage")
-    expect(page.locator("#totals .stat")).to_have_count(5)
-    for cid in ("chart-runs", "chart-steps", "chart-credits", "chart-saving"):
+    expect(page.locator("#totals .stat")).to_have_count(6)
+    for cid in ("chart-runs", "chart-steps", "chart-credits", "chart-saving", "chart-tokens"):
         # Chart.js drew on the canvas (it sizes it)
         expect(page.locator(f"#{cid}")).to_have_attribute("height", re.compile(r"^\d+$"))
     expect(page.locator("#admin")).to_be_visible()  # an admin sees the funnel

@@ -131,6 +131,9 @@ export function objectForm(schema, value, pointer, opts = {}) {
         if (t !== "string" && NUMERIC.test(raw.trim())) return set(Number(raw.trim()));
         set(raw);
       });
+    } else if (listShape(ps) && (cur === undefined || Array.isArray(cur))) {
+      wrap.append(listField(listShape(ps), ps.title || name, cur, ptr, set, isReq, ps.description || hint, id));
+      continue;
     } else {
       const field = jsonField(ps.title || name, cur, ptr, (v, ok) => {
         if (ok) { bad.delete(ptr); set(v); } else bad.add(ptr);
@@ -250,6 +253,59 @@ function variantForm(variants, value, pointer, opts) {
   wrap.append(h("fieldset", { class: "variant-choice" }, h("legend", {}, opts.variantLegend || "Kind"), ...radios, help), fields);
   render(value);
   return { element: wrap, value: result, invalid: () => sub.invalid() };
+}
+
+/**
+ * How a list of texts (or of small objects of texts, or either: classify's labels, each a string
+ * or {label, description}) is edited as rows: {cols: [{name, title}], strings: whether a row with
+ * only its first column is a plain string}; null for other arrays (edited as JSON).
+ */
+export function listShape(schema) {
+  if (!isObject(schema) || schema.type !== "array" || !isObject(schema.items)) return null;
+  const items = schema.items;
+  const textObject = (o) => isObject(o) && o.type === "object" && isObject(o.properties) && Object.keys(o.properties).length
+    && Object.values(o.properties).every((p) => isObject(p) && p.type === "string");
+  const alts = Array.isArray(items.anyOf) ? items.anyOf : Array.isArray(items.oneOf) ? items.oneOf : null;
+  if (!alts) {
+    if (items.type === "string" && !items.enum) return { cols: [{ name: null, title: "value" }], strings: true };
+    if (textObject(items)) return { cols: Object.entries(items.properties).map(([n, p]) => ({ name: n, title: p.title || n })), strings: false };
+    return null;
+  }
+  const str = alts.find((a) => isObject(a) && a.type === "string");
+  const obj = alts.find(textObject);
+  if (alts.length > 2 || !obj || (alts.length === 2 && !str)) return null;
+  return { cols: Object.entries(obj.properties).map(([n, p]) => ({ name: n, title: p.title || n })), strings: !!str };
+}
+
+function listField(shape, title, value, pointer, set, isReq, help, id) {
+  const rows = (Array.isArray(value) ? value : []).map((v) => (isObject(v) ? { ...v } : { [shape.cols[0].name ?? ""]: v === undefined ? "" : String(v) }));
+  const list = h("ol", { class: "list-rows" });
+  const key = (c) => c.name ?? "";
+  const emit = () => {
+    const out = [];
+    for (const r of rows) {
+      const filled = shape.cols.filter((c) => (r[key(c)] ?? "") !== "");
+      if (!filled.length) continue;
+      if (shape.strings && filled.length === 1 && filled[0] === shape.cols[0]) out.push(r[key(shape.cols[0])]);
+      else out.push(Object.fromEntries(filled.map((c) => [c.name, r[key(c)]])));
+    }
+    set(out.length || Array.isArray(value) ? out : undefined);
+  };
+  const draw = () => {
+    list.replaceChildren(...rows.map((r, i) => h("li", { class: "list-row" },
+      shape.cols.map((c, j) => {
+        const input = h("input", { type: "text", id: i === 0 && j === 0 ? id : null, "aria-label": `${title} ${i + 1}${shape.cols.length > 1 ? ` ${c.title}` : ""}`, placeholder: c.title, autocomplete: "off", spellcheck: "false", value: r[key(c)] ?? "" });
+        input.addEventListener("input", () => { r[key(c)] = input.value; emit(); });
+        return input;
+      }),
+      h("button", { type: "button", class: "secondary small", "aria-label": `Remove ${title} ${i + 1}`, on: { click: () => { rows.splice(i, 1); draw(); emit(); } } }, "×"))));
+  };
+  const add = h("button", { type: "button", class: "secondary small", on: { click: () => { rows.push({}); draw(); list.lastChild.querySelector("input").focus(); } } }, `Add ${shape.cols.length > 1 ? "a row" : "one"}`);
+  if (!rows.length) rows.push({});
+  draw();
+  return h("div", { class: "field list-field", "data-pointer": pointer },
+    h("label", { for: id }, title, isReq ? h("span", { class: "req", "aria-hidden": "true" }, " *") : null),
+    list, add, help ? h("small", { class: "help" }, help) : null, h("p", { class: "field-error", hidden: true }));
 }
 
 function jsonField(title, value, pointer, onValue, isReq, help, example) {

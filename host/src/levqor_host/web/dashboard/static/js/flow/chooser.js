@@ -1,5 +1,6 @@
-// The "add a step" chooser: a modal dialog offering the flow constructs and every action of the
-// installed connectors (searchable). Resolves to {kind} or {kind: "action", connector, action},
+// The "add a step" chooser: a modal dialog offering the flow constructs (the agent when a
+// connector drives one) and every action of the installed connectors (searchable; hidden ones,
+// such as an agent's turn, are not offered). Resolves to {kind} or {kind: "action", connector, action},
 // or null when closed.
 
 import { h, clear, nextId } from "../ui.js";
@@ -16,7 +17,7 @@ function matches(q, ...texts) {
 function actionList(catalog, q, pick) {
   const groups = [];
   for (const c of Object.values(catalog)) {
-    const actions = Object.entries(c.actions || {}).filter(([n, a]) => matches(q, c.name, c.title, n, a.title, a.description));
+    const actions = Object.entries(c.actions || {}).filter(([n, a]) => !a.hidden && matches(q, c.name, c.title, n, a.title, a.description));
     if (!actions.length) continue;
     groups.push(h("li", { class: "chooser-connector", "data-connector": c.name },
       h("h4", {}, c.title),
@@ -35,6 +36,7 @@ export function chooseStep(catalog, where) {
   const titleId = nextId("chooser-title");
   const searchId = nextId("chooser-search");
   dialog = h("dialog", { class: "chooser", "aria-labelledby": titleId });
+  const agents = Object.values(catalog).filter((c) => c.agent); // connectors that drive agents
   document.body.append(dialog);
   return new Promise((resolve) => {
     let answer = null;
@@ -49,8 +51,8 @@ export function chooseStep(catalog, where) {
       h("header", {}, h("h2", { id: titleId }, "Add a step", where ? h("span", { class: "muted small" }, ` ${where}`) : null),
         h("button", { type: "button", class: "secondary small", on: { click: () => dialog.close() } }, "Close")),
       h("h3", { class: "small-title" }, "Flow"),
-      h("ul", { class: "chooser-kinds" }, KINDS.filter((k) => k.kind !== "action").map((k) => h("li", {},
-        h("button", { type: "button", class: "secondary", "data-kind": k.kind, "aria-describedby": `${titleId}-${k.kind}`, on: { click: () => pick({ kind: k.kind }) } }, k.label),
+      h("ul", { class: "chooser-kinds" }, KINDS.filter((k) => k.kind !== "action" && (k.kind !== "agent" || agents.length)).map((k) => h("li", {},
+        h("button", { type: "button", class: "secondary", "data-kind": k.kind, "aria-describedby": `${titleId}-${k.kind}`, on: { click: () => pick({ kind: k.kind, connector: k.kind === "agent" ? agents[0].name : undefined }) } }, k.label),
         h("small", { class: "help", id: `${titleId}-${k.kind}` }, k.help)))),
       h("h3", { class: "small-title" }, "Action"),
       h("div", { class: "field" }, h("label", { for: searchId }, "Search actions"), search),

@@ -25,6 +25,7 @@ function summary(ed, step) {
   if (kind === "wait") return step.until !== undefined ? `until ${step.until}` : `${step.seconds ?? "?"} s`;
   if (kind === "pipeline") return step.pipeline || "no pipeline chosen";
   if (kind === "stop") return `ends the run: ${step.status || "succeeded"}`;
+  if (kind === "agent") return `${(step.tools || []).length} tool${(step.tools || []).length === 1 ? "" : "s"}: ${step.goal || "no goal yet"}`.slice(0, 80);
   return "";
 }
 

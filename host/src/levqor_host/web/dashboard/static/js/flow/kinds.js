@@ -1,15 +1,20 @@
 // The fields of each kind of step: an action's connector, action, credential and payload form
 // (from the action's JSON Schema); a branch's and a parallel's paths; a loop's items; a wait's
-// duration, time or approval; a sub-pipeline's id and input; a stop's status and output.
+// duration, time or approval; a sub-pipeline's id and input; a stop's status and output; an
+// agent's (flow/agent.js). A field the action lists in `options` gets its choices from the
+// connector (flow/options.js).
 
 import { qs } from "../api.js";
 import { objectForm } from "../schemaform.js";
 import { h, nextId } from "../ui.js";
 import { countField, checkField, conditionField, field, jsonField, selectField, textField } from "./fields.js";
+import { attachOptions, loadOptions } from "./options.js";
+import { agentFields } from "./agent.js";
 
 const setKey = (obj, key) => (v) => { if (v === undefined || v === "") delete obj[key]; else obj[key] = v; };
 
-function credentialField(ed, step, ptr, connector) {
+/** The credential of a step (or an agent's tool): the user's of `connector`; `onChange` after a change. */
+export function credentialField(ed, step, ptr, connector, { onChange = null } = {}) {
   const id = nextId("cred");
   const sel = h("select", { id });
   const mine = ed.creds.filter((c) => c.connector === connector.name);
@@ -19,7 +24,7 @@ function credentialField(ed, step, ptr, connector) {
     sel.append(h("option", { value: step.credential }, `${step.credential} (not added yet)`));
   }
   sel.value = step.credential || "";
-  sel.addEventListener("change", () => { setKey(step, "credential")(sel.value); ed.changed(); });
+  sel.addEventListener("change", () => { setKey(step, "credential")(sel.value); ed.changed(); if (onChange) onChange(); });
   const missing = step.credential && !mine.some((c) => c.name === step.credential);
   const link = h("a", { href: `/credentials${qs({ connector: connector.name, name: step.credential || "" })}` },
     missing ? `Add the ${connector.title} credential "${step.credential}"` : `Add a ${connector.title} credential`);
@@ -28,31 +33,83 @@ function credentialField(ed, step, ptr, connector) {
   return f;
 }
 
+/** The actions a step can use (an agent's turn action is hidden): [[name, action]]. */
+export const visibleActions = (connector) => Object.entries((connector && connector.actions) || {}).filter(([, a]) => !a.hidden);
+
+/** The connectors with an action a step can use. */
+export const stepConnectors = (catalog) => Object.values(catalog).filter((c) => visibleActions(c).length);
+
+/**
+ * The payload property a choice's `schema` describes (an MCP tool's `arguments`): it gets a form
+ * generated from that schema once such a choice is made.
+ */
+const SCHEMA_TARGETS = ["arguments", "input"];
+
+/** Fields listed in the action's options get their choices from the connector. */
+function payloadOptions(ed, step, ptr, action, form) {
+  for (const name of action.options || []) {
+    const f = form.element.querySelector(`:scope > .field[data-pointer="${CSS.escape(`${ptr}/payload/${name}`)}"]`);
+    if (!f) continue;
+    const target = SCHEMA_TARGETS.find((t) => t !== name && action.payload.properties && t in action.payload.properties);
+    const targetEl = target ? form.element.querySelector(`:scope > .field[data-pointer="${CSS.escape(`${ptr}/payload/${target}`)}"]`) : null;
+    let generated = null;
+    const onChoice = (choice, byUser) => {
+      if (generated) { generated.remove(); generated = null; ed.forms.delete(`${ptr}/payload/${target}`); }
+      if (!targetEl) return;
+      const schema = choice && choice.schema && choice.schema.properties ? choice.schema : null;
+      targetEl.hidden = !!schema;
+      if (!schema) return;
+      if (byUser) step.payload[target] = {};
+      const sub = objectForm(schema, step.payload[target], `${ptr}/payload/${target}`, {
+        idPrefix: nextId("arg"),
+        onChange: (v) => { step.payload[target] = v; ed.changed(); },
+      });
+      step.payload[target] = sub.value();
+      ed.forms.set(`${ptr}/payload/${target}`, sub);
+      generated = h("fieldset", { class: "choice-schema", "data-pointer": `${ptr}/payload/${target}` },
+        h("legend", {}, `${target} of ${choice.label}`), choice.description ? h("p", { class: "help" }, choice.description) : null, sub.element);
+      targetEl.after(generated);
+      if (ed.picker) {
+        for (const el of sub.element.querySelectorAll("input[type=text], textarea")) {
+          const fe = el.closest(".field");
+          if (fe) ed.picker(el, fe.dataset.pointer, fe);
+        }
+      }
+      if (byUser) ed.changed();
+    };
+    attachOptions(f, () => loadOptions(step.connector, step.action, name, step.credential, step.payload), { onChoice, what: `the ${name} list` });
+  }
+}
+
 /** Connector and action selects, the credential, and the payload form. */
 export function actionFields(ed, step, ptr) {
   const connector = ed.catalog[step.connector];
   const action = connector ? (connector.actions || {})[step.action] : null;
   const cs = h("select", { id: nextId("con"), required: true });
   if (!connector) cs.append(h("option", { value: step.connector }, `${step.connector} (not installed)`));
-  for (const c of Object.values(ed.catalog)) cs.append(h("option", { value: c.name }, c.title));
+  for (const c of stepConnectors(ed.catalog)) cs.append(h("option", { value: c.name }, c.title));
+  if (connector && !visibleActions(connector).length) cs.append(h("option", { value: connector.name }, connector.title));
   cs.value = step.connector;
   cs.addEventListener("change", () => {
     step.connector = cs.value;
     const c = ed.catalog[cs.value];
-    step.action = c ? Object.keys(c.actions)[0] : "";
+    step.action = c && visibleActions(c).length ? visibleActions(c)[0][0] : "";
     step.payload = {};
     delete step.credential;
     ed.changed();
     ed.rerender(ptr);
   });
   const as = h("select", { id: nextId("act"), required: true });
-  if (connector) for (const [n, a] of Object.entries(connector.actions)) as.append(h("option", { value: n }, a.title));
+  if (connector) for (const [n, a] of visibleActions(connector)) as.append(h("option", { value: n }, a.title));
   if (!action) as.append(h("option", { value: step.action }, `${step.action} (unknown)`));
+  else if (action.hidden) as.append(h("option", { value: step.action }, action.title || step.action));
   as.value = step.action;
   as.addEventListener("change", () => { step.action = as.value; step.payload = {}; ed.changed(); ed.rerender(ptr); });
 
   const selects = [field(`${ptr}/connector`, "Connector", cs), field(`${ptr}/action`, "Action", as),
-    connector && connector.credentials ? credentialField(ed, step, ptr, connector) : null];
+    connector && connector.credentials
+      ? credentialField(ed, step, ptr, connector, { onChange: action && (action.options || []).length ? () => ed.rerender(`${ptr}/credential`) : null })
+      : null];
   if (!action) {
     return { grid: selects, body: [h("p", { class: "notice bad" }, `Connector ${step.connector} or action ${step.action} is not installed here.`)] };
   }
@@ -63,6 +120,7 @@ export function actionFields(ed, step, ptr) {
   });
   step.payload = form.value();
   ed.forms.set(ptr, form);
+  payloadOptions(ed, step, ptr, action, form);
   if (ed.picker) {
     for (const el of form.element.querySelectorAll("input[type=text], textarea")) {
       const f = el.closest(".field");
@@ -163,6 +221,8 @@ export function constructFields(ed, step, ptr) {
         textField(ed, `${ptr}/message`, "Message", step.message, setKey(step, "message"), { template: true }),
         jsonField(ed, `${ptr}/output`, "Output (JSON, templates allowed)", step.output, setKey(step, "output"), { object: false, placeholder: '{"done": true}' }),
       ];
+    case "agent":
+      return agentFields(ed, step, ptr);
     default:
       return [];
   }

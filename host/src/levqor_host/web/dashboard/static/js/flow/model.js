@@ -13,6 +13,7 @@ export const KINDS = [
   { kind: "wait", label: "Wait", help: "pause for a duration or until a time" },
   { kind: "approval", label: "Approval", help: "pause until someone approves or rejects" },
   { kind: "pipeline", label: "Sub-pipeline", help: "run another pipeline and use its output" },
+  { kind: "agent", label: "Agent", help: "a model works toward a goal with the actions you give it as tools" },
   { kind: "stop", label: "Stop", help: "end the run here with a status" },
 ];
 
@@ -106,6 +107,8 @@ export function newStep(doc, kind, { connector, action } = {}) {
       return { id: uniqueId(doc, "child"), type: "pipeline", pipeline: "", input: {} };
     case "stop":
       return { id: uniqueId(doc, "done"), type: "stop", status: "succeeded" };
+    case "agent":
+      return { id: uniqueId(doc, "agent"), type: "agent", connector, tools: [] };
     default:
       throw new Error(`unknown kind of step: ${kind}`);
   }

@@ -152,6 +152,7 @@ function insert(control, ref) {
  */
 export function fieldPicker(sources) {
   return (control, ptr, fieldEl) => {
+    if (control.parentElement !== fieldEl) return; // a row of a list field: its field has no room for one
     const label = fieldEl.querySelector(":scope > label");
     const text = label ? label.textContent.replace(/\s*\*$/, "") : "the field";
     // named "Insert a field" (not after the field: the field's label names only the field)

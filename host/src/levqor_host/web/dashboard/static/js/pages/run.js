@@ -1,7 +1,7 @@
 import { get, post, ApiError } from "../api.js";
 import { boot, start } from "../common.js";
 import { $, h, clear, badge, fmtTime, fmtDuration, jsonPre, poll, toast, busy, errorText, pageIds, show } from "../ui.js";
-import { RunTree, errorBlock } from "../flow/runtree.js";
+import { RunTree, errorBlock, tokensText } from "../flow/runtree.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 let planned = null; // the pipeline version's top-level steps, to show those not reached yet
@@ -47,6 +47,9 @@ function facts(run) {
     h("dt", {}, "Started"), h("dd", {}, fmtTime(run.started_at)),
     h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
     h("dt", {}, "Took"), h("dd", {}, run.started_at ? fmtDuration(run.started_at, run.finished_at) : "—"),
+    tokensText(run.usage) ? [h("dt", {}, "Tokens"), h("dd", { id: "run-tokens", class: "usage-tokens", "data-tokens": String(run.usage.total_tokens) }, tokensText(run.usage),
+      Object.keys(run.usage.by_model || {}).length > 1
+        ? h("span", { class: "muted small" }, ` (${Object.entries(run.usage.by_model).map(([m, u]) => `${m}: ${Number(u.input_tokens || 0) + Number(u.output_tokens || 0)}`).join(", ")})`) : null)] : null,
     h("dt", {}, "Input"), h("dd", {}, h("details", {}, h("summary", {}, "show"), jsonPre(run.input ?? {}))),
     run.output !== undefined && run.output !== null ? [h("dt", {}, "Output"), h("dd", {}, h("details", {}, h("summary", {}, "show"), jsonPre(run.output)))] : null,
   ];
@@ -66,7 +69,7 @@ function render(run) {
   $("#retry").hidden = !(run.status === "failed" || run.status === "cancelled");
   $("#cancel").hidden = FINAL.has(run.status) || run.cancel_requested;
   const seen = new Set((run.steps || []).map((s) => s.id));
-  const cards = tree.cards(run.steps || []);
+  const cards = tree.cards(tree.adopt(run.steps || []));
   if (planned && !FINAL.has(run.status)) {
     for (const step of planned) if (!seen.has(step.id)) cards.push(pendingCard(step));
   }
@@ -102,6 +105,7 @@ async function main() {
       } catch { planned = null; }
       tree = new RunTree(runId, doc);
       tree.onMore = () => render(current);
+      tree.onDecide = (verb, button) => decide(verb)({ currentTarget: button });
     }
     render(current);
     return !FINAL.has(current.status); // keep polling while it runs (or waits)
