@@ -6,13 +6,16 @@ HTTP client against ``/mcp`` of a host served over loopback, and the stdio clien
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from e2e_support import LiveServer, backend_env, clean_env, make_app
+from e2e_support import ROOT, LiveServer, backend_env, clean_env, make_app
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -53,6 +56,16 @@ NIGHTLY = {
     "trigger": {"type": "schedule", "cron": "0 3 * * *"},
     "steps": [{"id": "v", "connector": "core", "action": "transform", "payload": {"value": 1}}],
 }
+
+
+GUIDE = (ROOT / "docs" / "mcp.md").read_text()
+
+
+def example(name: str) -> str:
+    """The code block under ``<!-- example: NAME -->`` in docs/mcp.md."""
+    found = re.search(rf"<!-- example: {name} -->\n```\w+\n(.*?)^```", GUIDE, re.S | re.M)
+    assert found, f"docs/mcp.md has no example {name}"
+    return found.group(1)
 
 
 @pytest.fixture
@@ -222,11 +235,17 @@ async def _over_stdio(params: StdioServerParameters, fn) -> Any:
 
 
 def _serve_params(tmp_path, env: dict[str, str]) -> StdioServerParameters:
+    """The guide's Claude Desktop configuration, with this environment's ``levqor``, the test's
+    data folder (and database) and ``env``."""
+    (server,) = json.loads(example("mcp_stdio_config"))["mcpServers"].values()
+    assert server["command"] == "levqor" and set(server["env"]) == {"LEVQOR_API_KEY", "LEVQOR_DATA_DIR"}
+    guide_env = {k: v for k, v in server["env"].items() if k != "LEVQOR_API_KEY"}
     return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "levqor_host.cli", "mcp", "serve"],
+        command=str(Path(sys.executable).parent / "levqor"),
+        args=server["args"],
         env={
             **clean_env(),
+            **guide_env,
             "LEVQOR_DATA_DIR": str(tmp_path / "data"),
             "LEVQOR_SCHEDULER": "off",
             "LEVQOR_POLL_INTERVAL": "0.05",
@@ -262,8 +281,6 @@ def test_levqor_mcp_serve_lists_and_calls_over_stdio(tmp_path):
 
 
 def test_levqor_mcp_serve_refuses_to_start_without_a_valid_key(tmp_path):
-    import subprocess
-
     params = _serve_params(tmp_path, {})
     for extra, expected in (({}, "LEVQOR_API_KEY is not set"), ({"LEVQOR_API_KEY": "lvq_bad"}, "invalid")):
         r = subprocess.run(
@@ -276,3 +293,34 @@ def test_levqor_mcp_serve_refuses_to_start_without_a_valid_key(tmp_path):
         )
         assert r.returncode != 0 and expected in r.stderr, r.stderr
         assert r.stdout == ""
+
+
+# ---------------------------------------------------------------- docs/mcp.md, run
+def test_the_guides_pipeline_is_a_tool_its_python_client_calls(live, tmp_path):
+    """docs/mcp.md's pipeline saved as it is written, and its Python client run as it is
+    written (the SDK's streamable HTTP client) against the live host."""
+    _user, key = live.user_with_key("guide@example.com", scopes=["pipelines:write", "runs:execute"])
+    doc = json.loads(example("mcp_tool"))
+    saved = _pipeline(live.client(key), doc)
+    script = tmp_path / "client.py"
+    script.write_text(example("mcp_python_client"))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=clean_env(LEVQOR_URL=live.url, LEVQOR_API_KEY=key),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer == {
+        "tool": f"new_customer_{saved['id'][3:11]}",
+        "error": False,
+        "output": {"value": {"customer": "ada@example.com", "greeting": "Welcome, Ada!"}},
+    }
+
+    async def bad(session: ClientSession):
+        return await session.call_tool(answer["tool"], {"email": "not an address", "name": "Ada"})
+
+    refused = over_http(live, key, bad)
+    assert refused.is_error and "/input/email" in refused.content[0].text

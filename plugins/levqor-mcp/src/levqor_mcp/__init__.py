@@ -5,6 +5,9 @@ streamable HTTP at ``/mcp`` under the host (host hook ``register_blueprints``,
 :mod:`levqor_mcp.server_http`) and over stdio with ``levqor mcp serve`` (host hook
 ``register_commands``, :mod:`levqor_mcp.server_stdio`). It never imports the host: it works
 through the kernel's typed face of the host (:class:`levqor_kernel.host.PipelineCalls`).
+
+The client side is the connector ``mcp`` (:mod:`levqor_mcp.client`): a step calls a tool of
+another MCP server.
 """
 
 from __future__ import annotations
