@@ -75,7 +75,7 @@ def test_a_pipeline_step_calls_a_tool_of_an_sdk_built_server(host, weather):
     assert r.json()["details"] == {
         "server": "weather 1.4.2",
         "protocol": r.json()["details"]["protocol"],
-        "tools": 4,
+        "tools": 5,
     }
 
     # the builder's tool list, with each tool's input schema
@@ -84,7 +84,7 @@ def test_a_pipeline_step_calls_a_tool_of_an_sdk_built_server(host, weather):
     )
     assert r.status_code == 200, r.text
     options = {o["value"]: o for o in r.json()["options"]}
-    assert set(options) == {"get_forecast", "shout", "fail", "slow"}
+    assert set(options) == {"get_forecast", "shout", "repeat", "fail", "slow"}
     assert options["get_forecast"]["label"] == "Weather forecast"
     assert options["get_forecast"]["schema"]["required"] == ["city"]
     weather.reset()

@@ -20,9 +20,10 @@ from levqor_kernel.errors import (
     RetryableError,
 )
 from levqor_kernel.plugins import make_plugin_manager
-from levqor_kernel.testing import ConnectorContract
+from levqor_kernel.testing import ConnectorContract, FakeServer, Reply
 from levqor_mcp import client
 from levqor_mcp.client_fake import WeatherServer
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 ALLOW = {"LEVQOR_SSRF_ALLOW": "127.0.0.1"}
 
@@ -143,7 +144,7 @@ def test_an_unknown_tool_is_refused_naming_the_tools_there_are(srv):
     with pytest.raises(PermanentError) as e:
         call(srv, "get_weather", {"city": "Oslo"})
     assert e.value.code == "unknown_tool"
-    assert "fail, get_forecast, shout, slow" in e.value.message
+    assert "fail, get_forecast, repeat, shout, slow" in e.value.message
     assert "tools/call" not in srv.rpc_methods()
 
 
@@ -221,7 +222,29 @@ def test_plain_http_is_only_for_loopback_or_allowed_hosts():
     assert "https" in e.value.message and "t0ken-secret" not in e.value.message
 
 
+def test_a_redirect_to_another_origin_is_not_followed(srv):
+    # the operator allows the redirector; the SDK follows redirects within the endpoint's
+    # origin only, so the token never travels to the server it points at
+    with FakeServer() as hop:
+        hop.route("POST", "/mcp", Reply(307, b"", {"Location": srv.url}))
+        with pytest.raises(PermanentError) as e:
+            call(srv, "shout", {"text": "x"}, credentials=creds(srv, url=hop.url + "/mcp"))
+        assert "not followed" in e.value.message and srv.token not in e.value.message
+        assert hop.requests and srv.requests == []
+
+
 # ---------------------------------------------------------------- the deadline
+
+
+def no_new_threads(before: set[threading.Thread], wait: float = 10.0) -> bool:
+    """True once every thread started since ``before`` has ended (a lookup's worker thread
+    ends by itself just after its loop closes)."""
+    end = time.monotonic() + wait
+    while set(threading.enumerate()) - before:
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_slow_tool_is_cut_at_the_step_deadline_and_leaves_no_thread(srv):
@@ -229,10 +252,14 @@ def test_a_slow_tool_is_cut_at_the_step_deadline_and_leaves_no_thread(srv):
     with pytest.raises(RetryableError) as e:
         call(srv, "slow", {"seconds": 30}, timeout=1.0)
     assert e.value.code == "timeout"
-    assert set(threading.enumerate()) - before == set()
-    # the same connector answers at once afterwards
-    assert call(srv, "shout", {"text": "again"})["text"] == "AGAIN"
-    assert set(threading.enumerate()) - before == set()
+    assert no_new_threads(before)
+    # the same connector answers at once afterwards, by a name to look up too
+    by_name = creds(srv, url=srv.url.replace("127.0.0.1", "localhost"))
+    loopback = {"LEVQOR_SSRF_ALLOW": "127.0.0.1,::1"}  # localhost may be ::1 as well
+    assert (
+        call(srv, "shout", {"text": "again"}, credentials=by_name, env=loopback)["text"] == "AGAIN"
+    )
+    assert no_new_threads(before)
 
 
 def test_a_passed_deadline_fails_before_connecting(srv):
@@ -242,6 +269,14 @@ def test_a_passed_deadline_fails_before_connecting(srv):
             "mcp", "call_tool", {"tool": "shout", "arguments": {"text": "x"}}, creds(srv), late
         )
     assert srv.requests == []
+
+
+def test_an_answer_over_the_size_limit_is_not_read(srv):
+    out = call(srv, "repeat", {"text": "0123456789" * 100, "times": 2_000})  # 2 MB: read
+    assert len(out["text"]) == 2_000_000
+    with pytest.raises(PermanentError) as e:  # 11 MB: more than any step may read
+        call(srv, "repeat", {"text": "0123456789" * 100, "times": 11_000})
+    assert e.value.code == "response_too_large" and not e.value.retryable
 
 
 def test_a_call_from_inside_a_running_event_loop(srv):
@@ -256,13 +291,13 @@ def test_a_call_from_inside_a_running_event_loop(srv):
 
 def test_load_options_lists_the_tools_with_their_schemas(srv):
     options = levqor_mcp.load_options("mcp", "call_tool", "tool", {}, creds(srv), ctx())
-    assert [o["value"] for o in options] == ["fail", "get_forecast", "shout", "slow"]
+    assert [o["value"] for o in options] == ["fail", "get_forecast", "repeat", "shout", "slow"]
     forecast = options[1]
     assert forecast["label"] == "Weather forecast"
     assert forecast["description"] == "The forecast for a city."
     assert forecast["schema"]["required"] == ["city"]
     assert forecast["schema"]["properties"]["days"]["maximum"] == 7
-    assert options[2]["label"] == "shout"  # no title: the name
+    assert options[3]["label"] == "shout"  # no title: the name
     assert levqor_mcp.load_options("mcp", "call_tool", "arguments", {}, creds(srv), ctx()) is None
     assert "tools/call" not in srv.rpc_methods()
 
@@ -271,9 +306,22 @@ def test_check_credentials_names_the_server_and_counts_its_tools(srv):
     out = levqor_mcp.check_credentials("mcp", creds(srv), ctx())
     assert out["ok"] is True
     assert out["server"] == "weather 1.4.2"
-    assert out["tools"] == 4 and out["protocol"]
+    assert out["tools"] == 5 and out["protocol"]
     with pytest.raises(CredentialError):
         levqor_mcp.check_credentials("mcp", creds(srv, token="nope-nope-nope"), ctx())
+
+
+def test_a_server_of_the_handshake_era_is_called_after_initialize():
+    with WeatherServer(legacy=True) as old:
+        out = call(old, "get_forecast", {"city": "Rome"})
+        assert out["structured"]["summary"] == "Sunny in Rome"
+        methods = old.rpc_methods()
+        assert methods[:2] == ["server/discover", "initialize"]  # refused probe, then handshake
+        assert methods[-1] == "tools/call"
+        session = {s.headers.get("mcp-session-id") for s in old.requests if s.rpc == "tools/call"}
+        assert len(session) == 1 and None not in session  # the call ran in the session
+        check = levqor_mcp.check_credentials("mcp", creds(old), ctx())
+        assert check["protocol"] in HANDSHAKE_PROTOCOL_VERSIONS and check["tools"] == 5
 
 
 def test_a_server_without_auth_needs_no_token():

@@ -337,7 +337,11 @@ def with_session(
         ) as http:
             with anyio.fail_after(left):
                 async with Client(
-                    streamable_http_client(server.url, http_client=http),
+                    streamable_http_client(
+                        server.url,
+                        http_client=http,
+                        max_sse_event_size=transport.max_response_bytes,
+                    ),
                     client_info=Implementation(name="levqor", version=kernel_version),
                     read_timeout_seconds=left,
                     cache=None,

@@ -5,13 +5,15 @@ streamable HTTP on 127.0.0.1 by uvicorn in a background thread, the way a real d
 serves one. It checks a bearer token with the SDK's own auth (a :class:`TokenVerifier`: a
 request without the right token is refused 401 with ``WWW-Authenticate``, server side) and
 records what reached it (JSON-RPC methods, the headers of each request, tool calls), so tests
-can tell what the connector sent and what it never sent.
+can tell what the connector sent and what it never sent. Its tools are coroutines: the server
+starts no worker thread, so a test can count the threads a client call leaves behind.
 
 Tools:
 
 * ``get_forecast(city, days=1)``: structured output (``{"city", "days", "temp_c",
   "summary"}``, with an output schema);
 * ``shout(text)``: text only, no structured content;
+* ``repeat(text, times)``: the text ``times`` over (a large answer);
 * ``fail(reason)``: always a tool error (``isError``) with ``reason`` in its text;
 * ``slow(seconds)``: answers after ``seconds`` (released early when the server stops).
 """
@@ -71,8 +73,21 @@ class _Record:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _recording(app: Any, record: _Record) -> Any:
-    """ASGI middleware noting each request's method, JSON-RPC method and headers."""
+#: what a server of the handshake era (protocol 2025-11-25 and before, the 1.x SDKs) answers a
+#: request outside a session: the 2026 ``server/discover`` probe gets it, and the client falls
+#: back to the ``initialize`` handshake
+_NO_SESSION = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": "server-error",
+        "error": {"code": -32600, "message": "Bad Request: Missing session ID"},
+    }
+).encode()
+
+
+def _recording(app: Any, record: _Record, legacy: bool) -> Any:
+    """ASGI middleware noting each request's method, JSON-RPC method and headers (and, for a
+    ``legacy`` server, refusing the 2026 discovery probe as a handshake-era server does)."""
 
     async def wrapped(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -95,6 +110,16 @@ def _recording(app: Any, record: _Record) -> Any:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         with record.lock:
             record.requests.append(Seen(scope["method"], rpc, headers))
+        if legacy and rpc == "server/discover":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": _NO_SESSION})
+            return
         replay = iter(messages)
 
         async def again() -> dict:
@@ -111,11 +136,16 @@ def _recording(app: Any, record: _Record) -> Any:
 class WeatherServer:
     """The SDK-built MCP server on a loopback port. Use as a context manager.
 
-    ``token``: the bearer token the server accepts (None: no authentication).
+    ``token``: the bearer token the server accepts (None: no authentication). ``legacy``: the
+    server speaks only the handshake era of the protocol (``initialize``, a session id, the
+    GET stream), as servers on the 1.x SDKs do.
     """
 
-    def __init__(self, token: str | None = DEFAULT_TOKEN, *, name: str = "weather") -> None:
+    def __init__(
+        self, token: str | None = DEFAULT_TOKEN, *, name: str = "weather", legacy: bool = False
+    ) -> None:
         self.token = token
+        self.legacy = legacy
         self.name = name
         self.version = "1.4.2"
         self._record = _Record()
@@ -139,7 +169,7 @@ class WeatherServer:
         record, stopping = self._record, self._stopping
 
         @server.tool(title="Weather forecast")
-        def get_forecast(
+        async def get_forecast(
             city: str = Field(description="City name", min_length=1),
             days: int = Field(default=1, ge=1, le=7, description="How many days ahead"),
         ) -> Forecast:
@@ -149,14 +179,21 @@ class WeatherServer:
             return Forecast(city=city, days=days, temp_c=21.5, summary=f"Sunny in {city}")
 
         @server.tool(structured_output=False)
-        def shout(text: str) -> str:
+        async def shout(text: str) -> str:
             """The text in capitals."""
             with record.lock:
                 record.calls.append(("shout", {"text": text}))
             return text.upper()
 
+        @server.tool(structured_output=False)
+        async def repeat(text: str, times: int = Field(ge=1, le=100_000_000)) -> str:
+            """The text, many times over (a large answer)."""
+            with record.lock:
+                record.calls.append(("repeat", {"text": text[:20], "times": times}))
+            return text * times
+
         @server.tool()
-        def fail(reason: str) -> str:
+        async def fail(reason: str) -> str:
             """Always fails with the reason."""
             with record.lock:
                 record.calls.append(("fail", {"reason": reason}))
@@ -204,7 +241,7 @@ class WeatherServer:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        app = _recording(self.mcp.streamable_http_app(), self._record)
+        app = _recording(self.mcp.streamable_http_app(), self._record, self.legacy)
         config = uvicorn.Config(
             app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
         )
@@ -235,7 +272,9 @@ class WeatherServer:
 
 
 @contextmanager
-def weather_server(token: str | None = DEFAULT_TOKEN) -> Iterator[WeatherServer]:
+def weather_server(
+    token: str | None = DEFAULT_TOKEN, *, legacy: bool = False
+) -> Iterator[WeatherServer]:
     """``with weather_server() as srv:``: a started :class:`WeatherServer`, stopped after."""
-    with WeatherServer(token) as srv:
+    with WeatherServer(token, legacy=legacy) as srv:
         yield srv

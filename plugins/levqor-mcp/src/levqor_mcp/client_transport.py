@@ -19,6 +19,7 @@ transport gives that client:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,14 @@ def _httpx_errors() -> Iterator[None]:
         raise
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class ResponseTooLarge(httpx2.ReadError):
     """A response body went past the transport's limit."""
 
@@ -93,12 +102,15 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        # getaddrinfo blocks: in a worker thread, given up (not waited for) when the call's
-        # deadline cancels it
-        with anyio.fail_after(timeout):
-            infos = await anyio.to_thread.run_sync(
-                self.guard.resolve, host, port, abandon_on_cancel=True
-            )
+        if _is_ip(host):  # nothing to look up: no thread
+            infos = self.guard.resolve(host, port)
+        else:
+            # getaddrinfo blocks: in a worker thread (it ends by itself when the loop closes),
+            # given up, not waited for, when the call's deadline cancels it
+            with anyio.fail_after(timeout):
+                infos = await anyio.to_thread.run_sync(
+                    self.guard.resolve, host, port, abandon_on_cancel=True
+                )
         last: Exception | None = None
         for info in infos:
             address = info[4][0]
