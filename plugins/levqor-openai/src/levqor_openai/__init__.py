@@ -1,7 +1,12 @@
-"""Levqor's AI workflow builder: plain words to a pipeline that validates against what is installed.
+"""Levqor's model steps and AI workflow builder, on OpenAI or any OpenAI-compatible server.
 
-Implements the kernel hook ``plan_pipeline`` with the official ``openai`` package (Chat
-Completions), so OpenAI and any OpenAI-compatible server (a local model server, a proxy) work.
+The ``openai`` connector (model actions ``chat``, ``extract``, ``classify`` and the agent's
+``agent_turn``) lives in :mod:`levqor_openai.connector`; its hooks are imported here, since this
+module is the plugin object.
+
+The planner implements the kernel hook ``plan_pipeline`` with the official ``openai`` package
+(Chat Completions), so OpenAI and any OpenAI-compatible server (a local model server, a proxy)
+work.
 
 Configuration (read from the host's environment, ``options["env"]``):
 
@@ -36,6 +41,13 @@ from levqor_kernel.catalog import Catalog, connector_from_description
 from levqor_kernel.http import redact
 from levqor_kernel.pipeline import validate_pipeline
 
+from .connector import (
+    check_credentials,
+    describe_schema,
+    load_options,
+    run_task,
+    validate_payload,
+)
 from .schema import (
     NotStrictable,
     expand_input,
@@ -46,7 +58,17 @@ from .schema import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["plan_pipeline", "plan", "PlannerSettings", "planner_settings"]
+__all__ = [
+    "PlannerSettings",
+    "check_credentials",
+    "describe_schema",
+    "load_options",
+    "plan",
+    "plan_pipeline",
+    "planner_settings",
+    "run_task",
+    "validate_payload",
+]
 
 log = logging.getLogger("levqor.planner")
 

@@ -20,9 +20,26 @@ Wire contract followed (checked with the docs search before writing this fake):
   (5xx) (https://api-docs.hatz.ai/reference/model/OpenAIError,
   https://llmkiwi.mintlify.app/api-reference/errors).
 
+* Function tools (https://platform.openai.com/docs/guides/function-calling): the request's
+  ``tools`` are ``[{"type": "function", "function": {"name", "description", "parameters",
+  "strict"?}}]`` and ``tool_choice`` is ``"none" | "auto" | "required"`` or ``{"type":
+  "function", "function": {"name"}}`` (only allowed with ``tools``). The answer's message
+  carries ``tool_calls: [{"id": "call_...", "type": "function", "function": {"name",
+  "arguments": "<JSON text>"}}]`` (``content`` may be null) with ``finish_reason:
+  "tool_calls"``. The conversation sent back holds that assistant message, then one ``{"role":
+  "tool", "tool_call_id", "content"}`` per call; a tool message that answers no preceding call
+  is a 400 ("Invalid parameter: messages with role 'tool' must be a response to a preceeding
+  message with 'tool_calls'."), and so is an assistant message whose calls are not all
+  answered.
+* ``GET /v1/models`` (https://platform.openai.com/docs/api-reference/models/list): ``{"object":
+  "list", "data": [{"id", "object": "model", "created", "owned_by"}]}``, same bearer check.
+* ``usage`` in a completion: ``{"prompt_tokens", "completion_tokens", "total_tokens"}``.
+
 Usage::
 
     with FakeOpenAI(api_key="sk-test") as ai:
+        ai.answer("Hello!", usage=(12, 3))                           # plain text
+        ai.call_tools([{"name": "slack_send_message", "arguments": {"text": "hi"}}])
         ai.answer_plan({"explanation": "...", "pipeline": {...}})   # scripted answers, in order
         ai.fail_next(429, headers={"retry-after-ms": "10"})
         ... OPENAI_BASE_URL=ai.base_url, OPENAI_API_KEY="sk-test" ...
@@ -73,22 +90,37 @@ def openai_error(
 
 
 class FakeOpenAI:
-    """``/v1/chat/completions`` answering scripted contents in order.
+    """``/v1/chat/completions`` answering scripted messages in order, and ``/v1/models``.
 
     ``completions`` holds every accepted request body; ``check`` (optional) is called with each
     body and may return a problem message, answered as a 400 ``invalid_request_error`` so a test
-    sees the client's request was wrong. Strict ``json_schema`` requests get their scripted
-    content checked against the schema, as the real API guarantees it.
+    sees the client's request was wrong. An empty ``api_key`` accepts any request (a local
+    server without keys). Strict ``json_schema`` requests get their scripted
+    content checked against the schema, as the real API guarantees it. ``usage`` of a scripted
+    answer is ``(prompt_tokens, completion_tokens)``, :data:`DEFAULT_USAGE` unless given.
     """
 
-    def __init__(self, api_key: str = "sk-test-" + "x" * 8, model_prefix: str = "") -> None:
+    DEFAULT_USAGE = (100, 50)
+    DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "o4-mini")
+
+    def __init__(
+        self,
+        api_key: str = "sk-test-" + "x" * 8,
+        model_prefix: str = "",
+        *,
+        models: list[str] | tuple[str, ...] | None = None,
+    ) -> None:
         self.api_key = api_key
+        self.models = list(self.DEFAULT_MODELS if models is None else models)
         self.server = FakeServer()
         self.completions: list[dict[str, Any]] = []
         self.check: Callable[[dict[str, Any]], str | None] | None = None
         self._script: deque[Reply | tuple[str, Any]] = deque()
+        self._issued: set[str] = set()
+        self._calls = 0
         self._lock = threading.Lock()
         self.server.route("POST", r"/v1/chat/completions", self._handle)
+        self.server.route("GET", r"/v1/models", self._models)
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -111,6 +143,16 @@ class FakeOpenAI:
     def stop(self) -> None:
         self.server.stop()
 
+    def reset(self) -> None:
+        """Forget the script, the recorded requests and the issued tool call ids."""
+        with self._lock:
+            self._script.clear()
+            self.completions.clear()
+            self._issued.clear()
+            self._calls = 0
+        self.check = None
+        self.server.reset()
+
     def __enter__(self) -> FakeOpenAI:
         return self.start()
 
@@ -118,11 +160,49 @@ class FakeOpenAI:
         self.stop()
 
     # ------------------------------------------------------------------ script
+    def answer(
+        self,
+        text: Any,
+        *,
+        usage: tuple[int, int] | None = None,
+        finish_reason: str = "stop",
+    ) -> None:
+        """Queue an assistant message: a dict/list is sent as JSON text, a str as it is."""
+        content = text if isinstance(text, str) else json.dumps(text)
+        with self._lock:
+            self._script.append(("content", (content, finish_reason, usage)))
+
     def answer_plan(self, answer: Any, *, finish_reason: str = "stop") -> None:
         """Queue a content: a dict/list is sent as JSON text, a str as it is."""
-        content = answer if isinstance(answer, str) else json.dumps(answer)
+        self.answer(answer, finish_reason=finish_reason)
+
+    def call_tools(
+        self,
+        calls: list[dict[str, Any]],
+        *,
+        content: str | None = None,
+        usage: tuple[int, int] | None = None,
+    ) -> list[str]:
+        """Queue an assistant message that calls tools: ``[{"name", "arguments"}]``, the
+        arguments an object (sent as JSON text, as the real API does) or a str sent as it is
+        (to script arguments that do not parse). Returns the call ids it will carry."""
+        out = []
         with self._lock:
-            self._script.append(("content", (content, finish_reason)))
+            for c in calls:
+                self._calls += 1
+                args = c.get("arguments", {})
+                out.append(
+                    {
+                        "id": c.get("id") or f"call_{self._calls}",
+                        "type": "function",
+                        "function": {
+                            "name": c["name"],
+                            "arguments": args if isinstance(args, str) else json.dumps(args),
+                        },
+                    }
+                )
+            self._script.append(("tools", (content, out, usage)))
+        return [c["id"] for c in out]
 
     def refuse_next(self, refusal: str = "I'm sorry, I can't help with that.") -> None:
         with self._lock:
@@ -135,11 +215,12 @@ class FakeOpenAI:
         headers: dict[str, str] | None = None,
         *,
         code: str | None = None,
+        message: str | None = None,
         delay: float = 0.0,
     ) -> None:
         """Answer the next request with an error (the documented body unless given)."""
         if body is None:
-            body = openai_error(status, code=code)
+            body = openai_error(status, message, code=code)
         with self._lock:
             self._script.append(Reply(status, body, dict(headers or {}), delay))
 
@@ -154,20 +235,38 @@ class FakeOpenAI:
             return len(self._script)
 
     # ------------------------------------------------------------------ behaviour
-    def _handle(self, req: Recorded) -> Reply:
+    def _unauthorized(self, req: Recorded) -> Reply | None:
+        if not self.api_key:  # a local server that wants no key (Ollama, vLLM by default)
+            return None
         auth = req.header("Authorization") or ""
-        if not auth.startswith("Bearer ") or not secrets.compare_digest(
+        if auth.startswith("Bearer ") and secrets.compare_digest(
             auth[7:].encode(), self.api_key.encode()
         ):
-            return Reply(
+            return None
+        return Reply(
+            401,
+            openai_error(
                 401,
-                openai_error(
-                    401,
-                    "Incorrect API key provided. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys.",
-                    "invalid_api_key",
-                ),
-            )
+                "Incorrect API key provided. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_api_key",
+            ),
+        )
+
+    def _models(self, req: Recorded) -> Reply:
+        refused = self._unauthorized(req)
+        if refused is not None:
+            return refused
+        data = [
+            {"id": m, "object": "model", "created": 1715367049, "owned_by": "system"}
+            for m in self.models
+        ]
+        return Reply(200, {"object": "list", "data": data})
+
+    def _handle(self, req: Recorded) -> Reply:
+        refused = self._unauthorized(req)
+        if refused is not None:
+            return refused
         try:
             body = req.json()
         except ValueError:
@@ -175,6 +274,8 @@ class FakeOpenAI:
                 400, openai_error(400, "We could not parse the JSON body of your request.")
             )
         problem = self._check_request(body)
+        if problem is None:
+            problem = self._check_tool_ids(body)
         if problem is None and self.check is not None:
             problem = self.check(body)
         if problem is not None:
@@ -192,11 +293,20 @@ class FakeOpenAI:
         with self._lock:
             self.completions.append(body)
         kind, value = item
+        usage = None
         if kind == "refusal":
-            message = {"role": "assistant", "content": None, "refusal": value}
+            message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": value}
             finish = "stop"
+        elif kind == "tools":
+            content, calls, usage = value
+            if not body.get("tools"):
+                return Reply(500, openai_error(500, "fake: tool calls scripted, no tools offered"))
+            message = {"role": "assistant", "content": content, "refusal": None, "tool_calls": calls}
+            finish = "tool_calls"
+            with self._lock:
+                self._issued.update(c["id"] for c in calls)
         else:
-            content, finish = value
+            content, finish, usage = value
             rf = body.get("response_format") or {}
             if rf.get("type") == "json_schema" and rf["json_schema"].get("strict"):
                 try:
@@ -213,6 +323,7 @@ class FakeOpenAI:
                         ),
                     )
             message = {"role": "assistant", "content": content, "refusal": None}
+        prompt, completion = usage or self.DEFAULT_USAGE
         return Reply(
             200,
             {
@@ -223,22 +334,87 @@ class FakeOpenAI:
                 "choices": [
                     {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
                 ],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
             },
             {"x-request-id": "req_" + secrets.token_hex(8)},
             delay,
         )
 
+    def _check_tool_ids(self, body: dict[str, Any]) -> str | None:
+        """Tool messages answer the calls of the assistant message before them, every call is
+        answered, and every id is one this fake issued."""
+        open_ids: set[str] = set()
+        for i, m in enumerate(body["messages"]):
+            role = m["role"]
+            if role == "tool":
+                tid = m.get("tool_call_id")
+                if not isinstance(tid, str) or tid not in open_ids:
+                    return (
+                        "Invalid parameter: messages with role 'tool' must be a response to a "
+                        f"preceeding message with 'tool_calls'. (messages[{i}])"
+                    )
+                with self._lock:
+                    known = tid in self._issued
+                if not known:
+                    return f"Invalid 'messages[{i}].tool_call_id': no tool call with id {tid!r}"
+                open_ids.discard(tid)
+                continue
+            if open_ids:
+                return (
+                    "An assistant message with 'tool_calls' must be followed by tool messages "
+                    "responding to each 'tool_call_id'. The following tool_call_ids did not "
+                    f"have response messages: {', '.join(sorted(open_ids))}"
+                )
+            if role == "assistant" and m.get("tool_calls"):
+                open_ids = {c["id"] for c in m["tool_calls"]}
+        if open_ids:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(sorted(open_ids))}"
+            )
+        return None
+
     @staticmethod
-    def _check_request(body: Any) -> str | None:
-        """The contract checks the real API makes (a 400 with this message when broken)."""
-        if not isinstance(body, dict):
-            return "the body must be a JSON object"
-        if not isinstance(body.get("model"), str) or not body["model"]:
-            return "you must provide a model parameter"
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            return "'messages' must be a non-empty array"
+    def _check_tools(body: dict[str, Any]) -> str | None:
+        tools = body.get("tools")
+        if tools is not None:
+            if not isinstance(tools, list) or not tools:
+                return "Invalid 'tools': empty array. Expected an array with minimum length 1"
+            for i, t in enumerate(tools):
+                fn = t.get("function") if isinstance(t, dict) else None
+                if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+                    return f"Invalid value for 'tools[{i}]': expected a function tool"
+                if not _NAME.match(str(fn.get("name", ""))):
+                    return (
+                        f"Invalid 'tools[{i}].function.name': string does not match pattern. "
+                        "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+                    )
+                params = fn.get("parameters")
+                if params is not None and not isinstance(params, dict):
+                    return f"Invalid type for 'tools[{i}].function.parameters': expected an object"
+        choice = body.get("tool_choice")
+        if choice is not None:
+            if tools is None:
+                return (
+                    "Invalid value for 'tool_choice': 'tool_choice' is only allowed when "
+                    "'tools' are specified."
+                )
+            if choice not in ("none", "auto", "required") and not (
+                isinstance(choice, dict)
+                and choice.get("type") == "function"
+                and isinstance(choice.get("function"), dict)
+                and isinstance(choice["function"].get("name"), str)
+            ):
+                return "Invalid value for 'tool_choice'"
+        return None
+
+    @staticmethod
+    def _check_messages(msgs: list[Any]) -> str | None:
         for i, m in enumerate(msgs):
             if not isinstance(m, dict) or m.get("role") not in (
                 "system",
@@ -248,15 +424,51 @@ class FakeOpenAI:
                 "tool",
             ):
                 return f"Invalid value for 'messages[{i}].role'"
-            if not isinstance(m.get("content"), str):
+            content = m.get("content")
+            calls = m.get("tool_calls")
+            if m["role"] == "assistant" and calls is not None:
+                if not isinstance(calls, list) or not calls:
+                    return f"Invalid 'messages[{i}].tool_calls': empty array"
+                for j, c in enumerate(calls):
+                    fn = c.get("function") if isinstance(c, dict) else None
+                    if (
+                        not isinstance(c, dict)
+                        or not isinstance(c.get("id"), str)
+                        or c.get("type") != "function"
+                        or not isinstance(fn, dict)
+                        or not isinstance(fn.get("name"), str)
+                        or not isinstance(fn.get("arguments"), str)
+                    ):
+                        return f"Invalid value for 'messages[{i}].tool_calls[{j}]'"
+                if content is not None and not isinstance(content, str):
+                    return f"Invalid type for 'messages[{i}].content'"
+                continue
+            if m["role"] == "tool" and not isinstance(m.get("tool_call_id"), str):
+                return f"Missing required parameter: 'messages[{i}].tool_call_id'."
+            if not isinstance(content, str):
                 return f"Invalid type for 'messages[{i}].content'"
+        return None
+
+    @classmethod
+    def _check_request(cls, body: Any) -> str | None:
+        """The contract checks the real API makes (a 400 with this message when broken)."""
+        if not isinstance(body, dict):
+            return "the body must be a JSON object"
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return "you must provide a model parameter"
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            return "'messages' must be a non-empty array"
+        problem = cls._check_messages(msgs) or cls._check_tools(body)
+        if problem is not None:
+            return problem
         rf = body.get("response_format")
         if rf is None:
             return None
         if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
             return "Invalid value for 'response_format.type'"
         if rf["type"] == "json_object":
-            if not any("json" in m["content"].lower() for m in msgs):
+            if not any("json" in (m.get("content") or "").lower() for m in msgs):
                 return (
                     "'messages' must contain the word 'json' in some form, to use "
                     "'response_format' of type 'json_object'."
