@@ -118,6 +118,10 @@ def connector_cases(client) -> list[tuple[str, str, callable]]:
         cases.append(
             ("mcp", "call_tool", lambda u: {"url": u + "/mcp", "token": "mcp-token-123456"})
         )
+    if "openai" in catalog:  # a user's OpenAI-compatible server
+        cases.append(
+            ("openai", "chat", lambda u: {"api_key": "sk-abcdefghijklmnop", "base_url": u + "/v1"})
+        )
     http_creds = (catalog.get("http") or {}).get("credentials") or {}
     if "api_base" in (http_creds.get("properties") or {}):
         cases.append(("http", "request", lambda u: {"api_base": u}))
