@@ -321,6 +321,17 @@ def test_an_unknown_tool_and_invalid_arguments_are_not_run_and_go_back_to_the_mo
     assert [t["status"] for t in res.outputs["helper"]["trace"]] == ["failed", "failed", "succeeded"]
 
 
+def test_arguments_the_model_connector_could_not_read_go_back_to_the_model(runner, model, kit):
+    broken = tools(("sheet_read_rows", {}))
+    broken["tool_calls"][0]["arguments_error"] = "the arguments are not valid JSON (Expecting value at 0)"
+    model.script = [broken, say("sorry")]
+    res, rec = run(runner, doc(agent()))
+    assert res.status == "succeeded" and kit.calls == []
+    call = finished(rec)["helper.turns[0].calls[0]"]
+    assert (call["status"], call["attempts"], call["error"]["code"]) == ("failed", 0, "invalid_tool_call")
+    assert "not valid JSON" in model.seen[1]["messages"][-1]["content"]
+
+
 def test_a_tool_that_fails_after_its_retries_is_fed_back_redacted(runner, model, kit):
     kit.fail_send = RetryableError("chat is down", status=503)
     model.script = [
@@ -425,6 +436,9 @@ def test_a_write_waits_for_approval_then_runs_once_approved(runner, model, kit):
     assert "chat_send" in approval["message"] and "Ada is in core" in approval["message"]
     ev = finished(rec)
     assert ev[apath]["status"] == "waiting"
+    # the call waits too, showing what it would run with
+    call = ev["helper.turns[1].calls[0]"]
+    assert call["status"] == "waiting" and call["input"] == {"text": "Ada is in core", "channel": "general"}
     assert [c[0] for c in kit.calls] == ["sheet.read_rows"]  # the read ran without approval
     # the host decides the wait and resumes the run with what is done
     completed, decided = _done_children(rec, len(rec.events))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ai
 from .errors import PermanentError
-from .recording import CANCELLED, FAILED, SUCCEEDED, _Cancelled
+from .recording import CANCELLED, FAILED, SUCCEEDED, WAITING, _Cancelled
 from .templating import render
 
 if TYPE_CHECKING:
@@ -243,13 +243,16 @@ class Agent:
             names = ", ".join(self.tools) or "none"
             return self.refuse(entry, {"id": self.step["id"], "connector": "flow", "action": "tool_call"},
                                path, "invalid_tool_call", f"there is no tool named {name!r} (the tools: {names})")
+        if isinstance(call.get("arguments_error"), str):  # the connector could not read them
+            return self.refuse(entry, tool.step, path, "invalid_tool_call",
+                               f"invalid arguments: {call['arguments_error'][:500]}")
         payload = {**(args if isinstance(args, dict) else {}), **tool.fixed}
         problems = self.runner.pm.catalog.validate_payload(tool.connector, tool.action, payload, base="")
         if problems:
             text = "; ".join(f"{p.pointer or '/'}: {p.message}" for p in problems[:5])
             return self.refuse(entry, tool.step, path, "invalid_tool_call", f"invalid arguments: {text}")
         if tool.approval:
-            decision = self.approval(path, tool, args)
+            decision = self.approval(path, tool, args, payload)
             if decision is not None:
                 message = DECLINED
                 if isinstance(decision.get("comment"), str) and decision["comment"]:
@@ -262,8 +265,9 @@ class Agent:
             self.check_time(path)
         return self.result(entry, status, out if status == SUCCEEDED else err)
 
-    def approval(self, path: str, tool: Tool, args: Any) -> dict[str, Any] | None:
-        """Suspend the run until a person decides the call at ``path``; once decided, None when
+    def approval(self, path: str, tool: Tool, args: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Suspend the run until a person decides the call at ``path`` (recorded ``waiting``
+        with the payload it would run with, its approval under it); once decided, None when
         approved, else the rejection's error."""
         apath = f"{path}.approval"
         decided = self.req.decided.get(apath)
@@ -280,6 +284,7 @@ class Agent:
         }
         if "approval_timeout" in self.step:
             approval["timeout"] = self.step["approval_timeout"]
+        self.flow.finish(tool.step, path, WAITING, input=self.flow.redact(payload))
         self.flow.suspend({"id": self.step["id"], "type": "wait"}, apath,
                           {"step": apath, "kind": "approval", "approval": approval})
         raise AssertionError("unreachable: suspend raises")  # pragma: no cover
