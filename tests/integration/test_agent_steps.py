@@ -169,6 +169,12 @@ def test_the_agent_reads_a_sheet_and_posts_to_slack_once_approved(server, fakes)
     assert (turn["connector"], turn["action"]) == ("openai", "agent_turn")
     assert turn["output"]["usage"] == {"model": "gpt-4o-mini", "input_tokens": 400, "output_tokens": 12,
                                        "total_tokens": 412}
+    # token usage: on each turn's step and the run's total (the agent's own record has none)
+    assert steps["helper.turns[0]"]["usage"] == {"model": "gpt-4o-mini", "input_tokens": 210,
+                                                 "output_tokens": 18, "total_tokens": 228}
+    assert steps["helper"]["usage"] is None and steps["helper.turns[0].calls[0]"]["usage"] is None
+    assert run["usage"]["input_tokens"] == 930 and run["usage"]["output_tokens"] == 52
+    assert run["usage"]["by_model"]["gpt-4o-mini"]["input_tokens"] == 930
     assert c.post(f"/api/v1/runs/{rid}/approve", json={}).status_code == 409  # decided once
 
 
