@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 pytest.importorskip("levqor_mcp")
 
-pytestmark = pytest.mark.backends
+pytestmark = [pytest.mark.backends, pytest.mark.workers]
 
 GREET = {
     "levqor": 1,
@@ -324,3 +324,66 @@ def test_the_guides_pipeline_is_a_tool_its_python_client_calls(live, tmp_path):
 
     refused = over_http(live, key, bad)
     assert refused.is_error and "/input/email" in refused.content[0].text
+
+
+# ---------------------------------------------------------------- session sign-in, billing
+def test_the_dashboard_session_calls_with_its_csrf_token(tmp_path):
+    """"API-key or session auth": the session cookie works on /mcp as on every route, with the
+    CSRF token of its sign-in (a cookie alone is refused, as for any change)."""
+    from levqor_host.security.passwords import hash_password
+
+    srv = LiveServer(make_app(tmp_path, env={"LEVQOR_DEV": "1"}))  # plain-HTTP cookies
+    try:
+        user = srv.state.store.users.create("cookie@example.com")
+        srv.state.store.auth.set_password_hash(user["id"], hash_password("correct horse battery"))
+        browser = srv.client()
+        login = browser.post(
+            "/api/v1/auth/login",
+            json={"email": "cookie@example.com", "password": "correct horse battery"},
+        )
+        assert login.status_code == 200, login.text
+        csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
+        saved = browser.post(
+            "/api/v1/pipelines", json={"name": "Greet", "pipeline": GREET}, headers=csrf
+        )
+        assert saved.status_code == 201, saved.text
+        accept = {"Accept": "application/json, text/event-stream"}
+        listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        refused = browser.post("/mcp", json=listing, headers=accept)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+        listed = browser.post("/mcp", json=listing, headers={**accept, **csrf})
+        assert listed.status_code == 200, listed.text
+        names = [t["name"] for t in listed.json()["result"]["tools"]]
+        assert f"greet_{saved.json()['id'][3:11]}" in names
+    finally:
+        srv.stop()
+
+
+def test_a_call_is_gated_and_billed_like_any_run(tmp_path):
+    pytest.importorskip("levqor_stripe")
+    env = {
+        "LEVQOR_BILLING": "local",
+        "LEVQOR_PLANS": json.dumps({"pro": {"monthly_credits": 0}}),
+        "LEVQOR_PRICES": "core.transform=5",
+    }
+    srv = LiveServer(make_app(tmp_path, env=env))
+    try:
+        user, key = srv.user_with_key("payer@example.com", plan="pro")
+        api = srv.client(key)
+        greet = _pipeline(api, GREET)
+        name = f"greet_{greet['id'][3:11]}"
+
+        async def call(session: ClientSession):
+            return await session.call_tool(name, {"name": "Ada"})
+
+        broke = over_http(srv, key, call)
+        assert broke.is_error is True and "credits" in broke.content[0].text
+        assert api.get("/api/v1/runs").json()["items"] == []
+        srv.state.ledger.grant(user["id"], 12)
+        paid = over_http(srv, key, call)
+        assert paid.is_error is False, paid.content
+        assert srv.state.ledger.balance(user["id"]) == 7
+        lines = srv.state.ledger.lines(user["id"])
+        assert any(line["run_id"] == paid.structured_content["run_id"] and line["delta"] == -5 for line in lines)
+    finally:
+        srv.stop()

@@ -1,14 +1,13 @@
 """A caller's pipelines as things to call (``state.pipeline_calls``, the kernel's
 :class:`~levqor_kernel.host.PipelineCalls`): what the MCP server offers as tools and runs when
-a tool is called. A call is a run like any other (:meth:`RunService.start`: validated, gated,
-billed, recorded), started with the run's ``trigger`` naming its source, then waited for."""
+a tool is called. A call is a run like any other (:meth:`RunService.start`: validated with the
+input schema, gated, billed, recorded), started with the run's ``trigger`` naming its source,
+then waited for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from levqor_kernel.pipeline import validate_input
 
 from levqor_host.errors import ApiError
 from levqor_host.store.runs import FINAL_RUN_STATUSES
@@ -108,14 +107,7 @@ class PipelineCalls:
         if not self._callable(pipeline):
             raise ApiError(404, "not_found", "no such pipeline to call (or it is switched off)")
         assert pipeline is not None
-        problems = [p.to_dict() for p in validate_input(pipeline["doc"], input)]
-        if problems:
-            raise ApiError(
-                422,
-                "invalid_input",
-                "the input does not match the pipeline's input schema",
-                {"problems": problems},
-            )
+        # RunService.start checks the input against the document's schema (422 invalid_input)
         run, _created = self.runs.start(
             user, pipeline, input, trigger=trigger, idempotency_key=idempotency_key
         )
