@@ -167,6 +167,34 @@ def test_a_metered_step_costs_its_price_plus_its_tokens_at_the_connectors_rates(
         srv.stop()
 
 
+def test_a_run_resumed_after_an_approval_is_charged_for_the_tokens_of_both_parts(tmp_path):
+    """The settlement of a resumed run reads its steps back (the tokens come from the rows),
+    with the last step's row, which is written in the settlement's own transaction."""
+    pytest.importorskip("levqor_stripe")
+    srv = serve(tmp_path, **LOCAL)
+    try:
+        user, key = srv.user_with_key("pro@example.com", plan="pro")
+        c = srv.client(key)
+        doc = {"levqor": 1, "trigger": {"type": "manual"}, "steps": [
+            ask("before", "small", 1200, 300),
+            {"id": "ok", "type": "wait", "approval": {"message": "go on?"}},
+            ask("after", "small", 1200, 300)]}  # fmt: skip
+        pid = c.post("/api/v1/pipelines", json={"name": "m", "pipeline": doc}).json()["id"]
+        srv.state.ledger.grant(user["id"], 100)
+        r = c.post("/api/v1/run?wait=20", json={"pipeline_id": pid})
+        assert r.json()["status"] == "waiting", r.text
+        rid = r.json()["id"]
+        assert c.post(f"/api/v1/runs/{rid}/approve", json={}).status_code == 200
+        run = srv.state.runs.wait(user["id"], rid, 20)
+        assert run["status"] == "succeeded"
+        settled(srv, rid)
+        assert 100 - srv.state.ledger.balance(user["id"]) == 2 * PRICE + 2 * TOKENS_FIRST
+        assert c.get(f"/api/v1/runs/{rid}").json()["usage"]["total_tokens"] == 3000
+        assert c.get("/api/v1/analytics/dashboard?days=1").json()["usage"]["totals"]["tokens"] == 3000
+    finally:
+        srv.stop()
+
+
 def test_the_operators_model_rates_override_the_connectors(tmp_path):
     pytest.importorskip("levqor_stripe")
     rates = '{"small": {"input": 0, "output": 0}, "big": {"input": 20000, "output": 0}}'

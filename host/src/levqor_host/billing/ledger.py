@@ -23,7 +23,7 @@ The host never imports a billing plugin: plugins receive these objects through h
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -309,10 +309,15 @@ class Ledger:
         locked = tx.lock_user(user["id"]) or user
         return gate_run(tx, self.pm, locked, pipeline, run_id, price)
 
-    def cost(self, run: dict, result: RunResult, doc: dict | None = None) -> RunCost:
+    def cost(
+        self, run: dict, result: RunResult, doc: dict | None = None, *, pending: Iterable[dict] = ()
+    ) -> RunCost:
         """What a final run cost (read before its settlement's transaction). ``doc``: the
-        pipeline document when ``result.records`` cover every step of the run."""
-        return run_cost(self.store, self.pm, self.step_price, run, result, doc, self.token_price)
+        pipeline document when ``result.records`` cover every step of the run; ``pending``:
+        its step rows not written yet (a resumed run's last steps)."""
+        return run_cost(
+            self.store, self.pm, self.step_price, run, result, doc, self.token_price, pending
+        )
 
     def settle(self, tx: BillingTx, run: dict, result: RunResult, cost: RunCost) -> dict:
         """The settlement of a final run inside ``tx``, whose caller has claimed the run's

@@ -5,7 +5,7 @@ events and the referral reward, inside the transaction that claims the run's ``s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from levqor_kernel.pipeline import walk_steps
 from levqor_kernel.runner import RunResult
 
 from levqor_host.billing.gate import day_start
+from levqor_host.store.steps import row_usage
 
 if TYPE_CHECKING:
     from levqor_kernel.plugins import LevqorPluginManager
@@ -138,9 +139,12 @@ def _as_dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
-def _executed_steps(store: Store, run: dict, result: RunResult, doc: dict | None) -> tuple:
+def _executed_steps(
+    store: Store, run: dict, result: RunResult, doc: dict | None, pending: Iterable[dict] = ()
+) -> tuple:
     """(steps that ran in this run, the pipeline document). With ``doc``, ``result.records``
-    hold every step of the run (it was not resumed); otherwise both are read back."""
+    hold every step of the run (it was not resumed); otherwise both are read back, with the
+    ``pending`` step rows (not written yet) over the stored ones."""
     if doc is not None and run.get("created_at"):
         ran = [
             {"step_id": r.step_id, "connector": r.connector, "action": r.action,
@@ -151,9 +155,11 @@ def _executed_steps(store: Store, run: dict, result: RunResult, doc: dict | None
     full = store.runs.get(None, run["id"]) or {"steps": []}
     version = store.pipelines.get_version(run["user_id"], run["pipeline_id"], run["version"])
     created = _as_dt(run.get("created_at") or full.get("created_at"))
+    rows = {s["step_id"]: s for s in full["steps"]}
+    rows.update((p["step_id"], {**p, "usage": row_usage(p)}) for p in pending)
     executed = [
         s
-        for s in full["steps"]
+        for s in rows.values()
         if s["status"] in ("succeeded", "failed")
         and s.get("attempts", 0) > 0
         and (created is None or (_as_dt(s.get("started_at")) or created) >= created)
@@ -169,11 +175,13 @@ def run_cost(
     result: RunResult,
     doc: dict | None = None,
     token_price: Callable[[dict], int] | None = None,
+    pending: Iterable[dict] = (),
 ) -> RunCost:
     """The :class:`RunCost` of a final run. ``doc``: the pipeline document, when
     ``result.records`` cover every step the run ran (saves reading the run back).
-    ``token_price``: what a metered step's ``usage`` costs, added to its price."""
-    executed, doc = _executed_steps(store, run, result, doc)
+    ``token_price``: what a metered step's ``usage`` costs, added to its price. ``pending``:
+    step rows not written yet (read back, a resumed run's last steps would be missed)."""
+    executed, doc = _executed_steps(store, run, result, doc, pending)
     doc_steps = {s.get("id"): s for s, _d in walk_steps([*doc.get("steps", []), *doc.get("on_failure", [])])}
     # a step's row is named by its path (each[3].send): the document's step is the last part;
     # an agent's turns and tool calls (agent.turns[0].calls[1]) are priced by their own row

@@ -362,7 +362,7 @@ class RunService:
         """Step rows, final status (only while ``worker_id`` holds the lease) and settlement
         in one write transaction. None when the lease was lost (the step rows are written all
         the same; the settlement is not)."""
-        cost = self.ledger.cost(run, result, doc)
+        cost = self.ledger.cost(run, result, doc, pending=steps)
         with self.ledger.transaction() as tx:
             self.store.steps.record_many_in(tx.conn, steps)
             if not self.store.runs.finish_in(
