@@ -1,15 +1,19 @@
 """The openai connector's model steps in a real host against FakeOpenAI over loopback: a pipeline
 chat -> classify -> branch on the label, run through the API with the operator's OPENAI_API_KEY
 and OPENAI_BASE_URL (no credential on the steps), then with a user's credential whose base URL
-passes the SSRF guard; token usage on every step, the key nowhere in the run's answer."""
+passes the SSRF guard; token usage on every step and the run, the key nowhere in the run's
+answer; with billing on, each step costs its price plus its tokens at the connector's rates."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from e2e_support import LiveServer, make_app
+from levqor_openai.connector import RATES
 from levqor_openai.fake import FakeOpenAI
+from trigger_support import wait_for
 
 # scripts/test-backends runs this file again on PostgreSQL
 pytestmark = [pytest.mark.backends]
@@ -85,8 +89,10 @@ def test_chat_classify_and_a_branch_on_the_label_with_the_operators_key(tmp_path
             used = [v["output"]["usage"]["total_tokens"] for v in steps.values()
                     if isinstance(v.get("output"), dict) and "usage" in v["output"]]
             assert sorted(used) == [31, 52, 94]
-            if run.get("usage") is not None:  # the run's total, where the host reports it
-                assert run["usage"]["total_tokens"] == 177
+            # the step rows and the run carry the tokens (the run page and the usage charts)
+            assert steps["kind"]["usage"] == steps["kind"]["output"]["usage"]
+            assert run["usage"]["total_tokens"] == 177
+            assert run["usage"]["by_model"] == {"gpt-4o-mini": {"input_tokens": 150, "output_tokens": 27}}
             # what reached the model: the rendered templates, the summary fed to classify
             sent = ai.completions
             assert sent[0]["messages"][-1]["content"].endswith("Order 1042 arrived broken, refund me")
@@ -129,5 +135,37 @@ def test_a_users_credential_and_the_not_configured_error(tmp_path):
             assert not any(k.endswith("refund_reply") and v["status"] == "succeeded" for k, v in steps.items())
             assert len(ai.completions) == 3
             assert USER_KEY not in json.dumps(run)
+        finally:
+            s.stop()
+
+
+def test_with_billing_a_model_step_costs_its_price_plus_its_tokens_at_the_rates(tmp_path):
+    pytest.importorskip("levqor_stripe")  # the billing plugin
+    with FakeOpenAI(api_key=KEY) as ai:
+        env = {
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": ai.base_url,
+            "LEVQOR_BILLING": "local",
+            "LEVQOR_PLANS": '{"pro": {"monthly_credits": 0}}',
+        }
+        s = LiveServer(make_app(tmp_path, env=env))
+        try:
+            user, key = s.user_with_key("cy@example.com", plan="pro")
+            c = s.client(key)
+            s.state.ledger.grant(user["id"], 500)
+            ai.answer("A refund request.", usage=(200_000, 10_000))  # gpt-4o-mini
+            ai.answer({"label": "refund"}, usage=(30_000, 1_000))
+            ai.answer("Sorry, refunded.", usage=(1_000, 1_000))
+            run = run_pipeline(c, support_pipeline(), "refund please")
+            assert run["status"] == "succeeded", run["error"]
+
+            def credits(i: int, o: int) -> int:
+                rate = RATES["gpt-4o-mini"]
+                return 1 + math.ceil((i * rate["input"] + o * rate["output"]) / 1_000_000)
+
+            # 1 credit per step and, at 150 / 600 credits per million tokens: 36, 6 and 1
+            expected = credits(200_000, 10_000) + credits(30_000, 1_000) + credits(1_000, 1_000)
+            assert expected == 37 + 7 + 2
+            wait_for(lambda: 500 - s.state.ledger.balance(user["id"]) == expected, what="settlement")
         finally:
             s.stop()
