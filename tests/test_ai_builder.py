@@ -466,3 +466,119 @@ def test_plan_a_loop_with_a_branch_then_run_it(server, fakes):
         "each_order[2].route.paths[0].notify",
         "each_order[3].route.default.log_row",
     ]
+
+
+TRIAGE_PROMPT = (
+    "when a support email arrives on the webhook, get the order number, decide whether it is a "
+    "refund or a question, tell Slack about refunds and log questions in the sheet"
+)
+
+
+def triage_plan() -> dict:
+    """What the model plans for TRIAGE_PROMPT: extract, classify, branch on the label."""
+    tell = {
+        "id": "tell", "connector": "slack", "action": "post_message", "credential": "team-slack",
+        "payload": {"text": "Refund asked for order {{ steps.order.output.data.order_id }}"},
+    }  # fmt: skip
+    log_row = {
+        "id": "log_row", "connector": "sheets", "action": "append_rows", "credential": "bot-sheets",
+        "payload": {"spreadsheet_id": SHEET, "range": "Sheet1!A1", "value_input_option": "RAW",
+                    "values": [["{{ trigger.from }}", "{{ steps.order.output.data.order_id }}"]]},
+    }  # fmt: skip
+    return {
+        "explanation": "Reads the order number, classifies the email and routes it.",
+        "pipeline": {
+            "levqor": 1,
+            "name": "support triage",
+            "description": "Route a support email: refunds to Slack, questions to the sheet.",
+            "trigger": {"type": "webhook", "wait": True},
+            "input": {"fields": [
+                {"name": "from", "type": "string", "description": "sender", "required": True},
+                {"name": "body", "type": "string", "description": "the email", "required": True},
+            ]},
+            "steps": [
+                {"id": "order", "connector": "openai", "action": "extract",
+                 "payload": {"model": "gpt-4o-mini", "text": "{{ trigger.body }}",
+                             "schema": {"type": "object", "required": ["order_id"],
+                                        "properties": {"order_id": {"type": "string"}}}}},
+                {"id": "kind", "connector": "openai", "action": "classify",
+                 "payload": {"model": "gpt-4o-mini", "text": "{{ trigger.body }}",
+                             "labels": ["refund", "question"]}},
+                {"id": "route", "type": "branch",
+                 "paths": [{"if": {"left": "{{ steps.kind.output.label }}", "op": "eq",
+                                   "right": "refund"}, "steps": [tell]}],
+                 "default": [log_row]},
+            ],
+        },
+    }  # fmt: skip
+
+
+def test_plan_model_steps_with_a_branch_on_the_label_then_run_them(server, fakes):
+    ai, slack, google = fakes
+    _, key = server.user_with_key("hana@example.com")
+    c = server.client(key)
+    for name, connector, values in (
+        ("team-slack", "slack", {"webhook_url": slack.webhook_url}),
+        ("bot-sheets", "sheets", google.service_account()),
+    ):
+        r = c.post("/api/v1/credentials", json={"name": name, "connector": connector, "values": values})
+        assert r.status_code == 201, r.text
+    ai.answer_plan(triage_plan())
+    r = c.post("/api/v1/plan", json={"prompt": TRIAGE_PROMPT})
+    assert r.status_code == 201, r.text
+    out = r.json()
+    # the openai steps name no credential: the operator's OPENAI_API_KEY serves, no warning
+    assert out["warnings"] == [] and out["planner"]["attempts"] == 1
+    stored = c.get(f"/api/v1/pipelines/{out['id']}").json()["pipeline"]
+    assert [s.get("action") or s["type"] for s in stored["steps"]] == ["extract", "classify", "branch"]
+    assert stored["input"]["required"] == ["from", "body"]
+
+    hook_path = "/hooks/" + out["webhook_url"].rsplit("/hooks/", 1)[1]
+    runs = {}
+    for label, order, body in (
+        ("refund", "A-17", "Order A-17 arrived broken, I want my money back."),
+        ("question", "B-2", "Does order B-2 ship to Norway?"),
+    ):
+        ai.answer({"order_id": order})  # extract's answer
+        ai.answer({"label": label})  # classify's
+        run = c.post(hook_path, json={"from": "ada@example.com", "body": body})
+        assert run.status_code == 200 and run.json()["status"] == "succeeded", run.text
+        runs[label] = run.json()["run_id"]
+    assert slack.messages == [{"text": "Refund asked for order A-17"}]
+    assert google.rows(SHEET, "Sheet1") == [["ada@example.com", "B-2"]]
+    # the model steps were asked what the plan says, and their tokens are on the run
+    asked = [m["content"] for body in ai.completions[1:] for m in body["messages"] if m["role"] == "user"]
+    assert any("arrived broken" in a for a in asked)
+    got = c.get(f"/api/v1/runs/{runs['refund']}").json()
+    kind = next(s for s in got["steps"] if s["id"] == "kind")
+    assert kind["output"]["label"] == "refund" and kind["output"]["usage"]["model"] == "gpt-4o-mini"
+
+
+def test_a_planned_agent_warns_about_a_tool_credential_not_added_yet(server, fakes):
+    ai, slack, _ = fakes
+    _, key = server.user_with_key("ike@example.com")
+    c = server.client(key)
+    r = c.post("/api/v1/credentials",
+               json={"name": "team-slack", "connector": "slack", "values": {"webhook_url": slack.webhook_url}})  # fmt: skip
+    assert r.status_code == 201, r.text
+    agent = {
+        "id": "helper", "type": "agent", "connector": "openai", "model": "gpt-4o-mini",
+        "goal": "Look {{ trigger.email }} up in the customer sheet and tell the team on Slack.",
+        "tools": [
+            {"connector": "sheets", "action": "lookup_rows", "credential": "customers",
+             "payload": {"spreadsheet_id": SHEET, "sheet": "Sheet1", "column": "email"}},
+            {"connector": "slack", "action": "post_message", "credential": "team-slack"},
+        ],
+    }  # fmt: skip
+    ai.answer_plan({
+        "explanation": "An agent looks the customer up and tells the team.",
+        "pipeline": {"levqor": 1, "name": "lookup agent", "trigger": {"type": "manual"},
+                     "steps": [agent]},
+    })  # fmt: skip
+    r = c.post("/api/v1/plan", json={"prompt": "look the customer up and tell the team", "dry_run": True})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["pipeline"]["steps"] == [agent]
+    # the warning names the tool's connector and credential, not the agent's
+    assert [(w["connector"], w["credential"]) for w in out["warnings"]] == [("sheets", "customers")]
+    assert out["warnings"][0]["pointer"] == "/steps/0/tools/0/credential"

@@ -12,6 +12,7 @@ import levqor_openai
 import levqor_sheets
 import levqor_slack
 import pytest
+from levqor_kernel.pipeline import validate_pipeline
 from levqor_kernel.plugins import make_plugin_manager
 from levqor_openai.fake import FakeOpenAI
 from levqor_openai.schema import NotStrictable, plan_schema, strict_problems, strictify, strip_nulls
@@ -255,3 +256,292 @@ def test_strictify_leaves_a_free_form_map_out_of_a_choice_with_other_forms():
     # a free-form value with no other form still cannot be expressed
     with pytest.raises(NotStrictable):
         strictify({"type": "object", "properties": {"m": {"anyOf": [{"type": "object"}]}}})
+
+
+# ---------------------------------------------------------------------------- AI steps
+AI = catalog(levqor_openai, levqor_slack, levqor_sheets)
+AI_CORE = catalog(levqor_openai, levqor_slack, levqor_sheets, core=True)
+SUPPORT_PROMPT = (
+    "when a support email arrives on the webhook, pull out the customer's order number and "
+    "whether it is urgent, decide if it is a refund request or a question, post refunds to "
+    "Slack and log questions in our sheet"
+)
+
+
+def step_kinds(schema: dict) -> list[dict]:
+    return schema["$defs"]["step"]["anyOf"]
+
+
+def agent_branch(schema: dict) -> dict:
+    (agent,) = [b for b in step_kinds(schema) if b["properties"].get("type", {}).get("enum") == ["agent"]]
+    return agent
+
+
+def support_plan() -> dict:
+    """A webhook pipeline: extract the order, classify the request, branch on the label."""
+    return {
+        "explanation": "Reads each support email, classifies it and routes it.",
+        "pipeline": {
+            "levqor": 1,
+            "name": "support triage",
+            "description": "Route a support email: refunds to Slack, questions to the sheet.",
+            "trigger": {"type": "webhook", "wait": True},
+            "input": {"fields": [
+                {"name": "from", "type": "string", "description": "sender", "required": True},
+                {"name": "body", "type": "string", "description": "the email", "required": True},
+            ]},  # fmt: skip
+            "steps": [
+                {
+                    "id": "order",
+                    "connector": "openai",
+                    "action": "extract",
+                    "payload": {
+                        "model": "gpt-4o-mini",
+                        "text": "{{ trigger.body }}",
+                        "schema": {
+                            "type": "object",
+                            "required": ["order_id", "urgent"],
+                            "properties": {
+                                "order_id": {"type": "string", "description": "the order number"},
+                                "urgent": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+                {
+                    "id": "kind",
+                    "connector": "openai",
+                    "action": "classify",
+                    "payload": {
+                        "model": "gpt-4o-mini",
+                        "text": "{{ trigger.body }}",
+                        "labels": [
+                            {"label": "refund", "description": "wants their money back"},
+                            {"label": "question", "description": "anything else"},
+                        ],
+                    },
+                },
+                {
+                    "id": "route",
+                    "type": "branch",
+                    "paths": [
+                        {
+                            "if": {"left": "{{ steps.kind.output.label }}", "op": "eq", "right": "refund"},
+                            "steps": [
+                                {
+                                    "id": "tell",
+                                    "connector": "slack",
+                                    "action": "post_message",
+                                    "credential": "slack",
+                                    "payload": {"text": "Refund for {{ steps.order.output.data.order_id }}"},
+                                }
+                            ],
+                        }
+                    ],
+                    "default": [
+                        {
+                            "id": "log",
+                            "connector": "sheets",
+                            "action": "append_rows",
+                            "credential": "sheets",
+                            "payload": {
+                                "spreadsheet_id": "YOUR_SPREADSHEET_ID",
+                                "range": "Questions!A1",
+                                "values": [["{{ trigger.from }}", "{{ steps.order.output.data.order_id }}"]],
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+    }  # fmt: skip
+
+
+def agent_plan(**tool_over) -> dict:
+    """A manual pipeline whose agent looks a customer up in the sheet and tells Slack."""
+    lookup = {
+        "connector": "sheets",
+        "action": "lookup_rows",
+        "credential": "sheets",
+        "payload": {"spreadsheet_id": "sheet123", "sheet": "Customers", "column": "email"},
+        **tool_over,
+    }
+    return {
+        "explanation": "An agent finds the customer and posts a summary to Slack.",
+        "pipeline": {
+            "levqor": 1,
+            "name": "customer lookup agent",
+            "trigger": {"type": "manual"},
+            "input": {"fields": [
+                {"name": "email", "type": "string", "description": "the customer", "required": True},
+            ]},  # fmt: skip
+            "steps": [
+                {
+                    "id": "helper",
+                    "type": "agent",
+                    "connector": "openai",
+                    "model": "gpt-4o-mini",
+                    "goal": "Find the customer {{ trigger.email }} in the sheet and post a "
+                    "one-line summary of their plan to Slack.",
+                    "tools": [
+                        lookup,
+                        {"connector": "slack", "action": "post_message", "credential": "slack"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def test_the_agent_construct_offers_the_installed_actions_as_tools():
+    s = plan_schema(AI, [{"name": "team", "connector": "slack"}])
+    steps = step_kinds(s)
+    pairs = {
+        (b["properties"]["connector"]["enum"][0], b["properties"]["action"]["enum"][0])
+        for b in steps
+        if "action" in b["properties"]
+    }
+    agent = agent_branch(s)
+    tools = agent["properties"]["tools"]["items"]["anyOf"]
+    tool_pairs = {
+        (t["properties"]["connector"]["enum"][0], t["properties"]["action"]["enum"][0]) for t in tools
+    }
+    offered = {
+        (c, a)
+        for c, info in AI["connectors"].items()
+        for a, act in info["actions"].items()
+        if not act.get("hidden")
+    }
+    # every installed action a user can pick, as a step and as a tool; the agent's turn never
+    assert ("openai", "agent_turn") not in offered and AI["connectors"]["openai"]["agent"]
+    assert pairs == offered == tool_pairs
+    assert {("openai", "chat"), ("openai", "extract"), ("openai", "classify")} <= pairs
+    # the model connector: its credential is optional (the operator's key serves)
+    assert agent["properties"]["connector"]["enum"] == ["openai"]
+    assert "credential" in agent["properties"] and "credential" not in agent["required"]
+    assert {"goal", "model", "tools"} <= set(agent["required"])
+    assert agent["properties"]["approval"]["enum"] == ["writes", "all", "none"]
+    chat = next(b for b in steps if b["properties"].get("action", {}).get("enum") == ["chat"])
+    assert "credential" not in chat["required"]
+    # a tool binds its connector's credential; its fixed fields are all optional
+    slack = next(t for t in tools if t["properties"]["connector"]["enum"] == ["slack"])
+    assert slack["properties"]["credential"]["enum"] == ["team"] and "credential" in slack["required"]
+    fixed = slack["properties"]["payload"]
+    assert "required" not in fixed and "text" in fixed["properties"]
+    assert "writes upstream" in slack["description"]
+    lookup = next(t for t in tools if t["properties"]["action"]["enum"] == ["lookup_rows"])
+    assert "reads only" in lookup["description"]
+    # without a connector that drives agents there is no agent construct
+    assert not [b for b in step_kinds(plan_schema(SLACK_SHEETS)) if "agent" in json.dumps(b["properties"].get("type"))]
+    # the agent, chat and classify fit strict mode; extract's free-form answer schema does not
+    no_extract = json.loads(json.dumps(AI))
+    del no_extract["connectors"]["openai"]["actions"]["extract"]
+    assert strict_problems(strictify(plan_schema(no_extract))) == []
+    with pytest.raises(NotStrictable, match="schema"):
+        strictify(plan_schema(AI))
+
+
+def test_plain_words_planned_into_extract_classify_and_a_branch_on_the_label(ai):
+    ai.answer_plan(support_plan())
+    out = levqor_openai.plan(SUPPORT_PROMPT, AI_CORE, [], opts(ai, LEVQOR_PLANNER_MODEL="gpt-4.1-mini"))
+    assert "error" not in out, out
+    assert out["planner"]["mode"] == "json" and out["planner"]["attempts"] == 1
+    doc = out["pipeline"]
+    # valid for the installed catalog, as the host checks it again
+    pm = make_plugin_manager(
+        entry_points=False, builtins=True, plugins=[levqor_openai, levqor_slack, levqor_sheets],
+        schema_cache_dir=None,
+    )  # fmt: skip
+    assert validate_pipeline(doc, pm.catalog) == []
+    # the declared fields became the pipeline's input schema
+    assert doc["input"] == {
+        "type": "object",
+        "properties": {
+            "from": {"type": "string", "description": "sender"},
+            "body": {"type": "string", "description": "the email"},
+        },
+        "required": ["from", "body"],
+    }
+    assert doc["description"].startswith("Route a support email")
+    assert [s.get("action") or s["type"] for s in doc["steps"]] == ["extract", "classify", "branch"]
+    # the model was told how model steps, the branch on a label, agents and input work
+    system = ai.completions[0]["messages"][0]["content"]
+    for hint in ("output.label", '"op": "eq"', "output.data", '"agent"', '"input"', "MCP"):
+        assert hint in system, hint
+    assert 'else "gpt-4.1-mini"' in system  # the planner's own model is the default model
+    assert "agent_turn" not in system  # hidden actions are never offered
+
+
+def test_an_agent_with_two_tools_is_planned(ai):
+    creds = [{"name": "slack", "connector": "slack"}, {"name": "sheets", "connector": "sheets"}]
+    ai.answer_plan(agent_plan())
+    out = levqor_openai.plan("look the customer up and tell the team", AI_CORE, creds, opts(ai))
+    assert "error" not in out, out
+    (agent,) = out["pipeline"]["steps"]
+    assert agent["type"] == "agent" and "approval" not in agent  # writes wait for approval
+    assert [(t["connector"], t["action"]) for t in agent["tools"]] == [
+        ("sheets", "lookup_rows"),
+        ("slack", "post_message"),
+    ]
+    pm = make_plugin_manager(
+        entry_points=False, builtins=True, plugins=[levqor_openai, levqor_slack, levqor_sheets],
+        schema_cache_dir=None,
+    )  # fmt: skip
+    assert validate_pipeline(out["pipeline"], pm.catalog, credentials={"slack": "slack", "sheets": "sheets"}) == []
+    assert out["pipeline"]["input"]["required"] == ["email"]
+
+
+def test_the_repair_round_fixes_an_agent_with_an_unknown_tool(ai):
+    broken = agent_plan(action="find_rows")  # not an action of sheets
+    broken["pipeline"]["steps"][0]["tools"].append(
+        {"connector": "openai", "action": "agent_turn"}  # hidden: never a tool
+    )
+    ai.answer_plan(broken)
+    ai.answer_plan(agent_plan())
+    out = levqor_openai.plan("look the customer up and tell the team", AI_CORE, [], opts(ai))
+    assert "error" not in out, out
+    assert out["planner"]["attempts"] == 2
+    repair = ai.completions[1]["messages"][-1]["content"]
+    assert "/steps/0/tools/0/action (step helper): connector 'sheets' has no action 'find_rows'" in repair
+    assert "/steps/0/tools/2/action (step helper): connector 'openai' has no action 'agent_turn'" in repair
+    assert [t["action"] for t in out["pipeline"]["steps"][0]["tools"]] == ["lookup_rows", "post_message"]
+
+
+def test_bad_input_fields_are_repaired(ai):
+    bad = agent_plan()
+    bad["pipeline"]["input"]["fields"][0]["type"] = "email"
+    ai.answer_plan(bad)
+    ai.answer_plan(agent_plan())
+    out = levqor_openai.plan("x", AI_CORE, [], opts(ai))
+    assert out["planner"]["attempts"] == 2
+    assert "/input/fields/0/type" in ai.completions[1]["messages"][-1]["content"]
+    assert out["pipeline"]["input"]["properties"]["email"]["type"] == "string"
+
+
+def test_a_strict_answer_with_an_agent_is_stripped_back(ai):
+    cat = json.loads(json.dumps(AI))
+    del cat["connectors"]["openai"]["actions"]["extract"]
+    plan = agent_plan()
+    strict = json.loads(json.dumps(plan))
+    p = strict["pipeline"]
+    p.update(on_failure=None, description=None)
+    p["input"]["fields"][0]["enum"] = None
+    helper = p["steps"][0]
+    for k in ("name", "if", "on_error", "credential", "system", "approval",
+              "max_iterations", "max_tokens", "timeout"):  # fmt: skip
+        helper[k] = None
+    offered = agent_branch(strictify(plan_schema(cat)))["properties"]["tools"]["items"]["anyOf"]
+    for tool in helper["tools"]:
+        (branch,) = [t for t in offered if t["properties"]["action"]["enum"] == [tool["action"]]]
+        fields = branch["properties"]["payload"]["properties"]  # the object, or null
+        tool["approval"] = None
+        tool["payload"] = {k: tool.get("payload", {}).get(k) for k in fields}
+    ai.check = lambda body: None if body["response_format"]["type"] == "json_schema" else "expected strict"
+    ai.answer_plan(strict)
+    out = levqor_openai.plan("x", cat, [], opts(ai))
+    assert "error" not in out, out
+    assert out["planner"]["mode"] == "strict"
+    (agent,) = out["pipeline"]["steps"]
+    assert agent == {**plan["pipeline"]["steps"][0]}  # every null gone, the empty payload too
+    assert "description" not in out["pipeline"] and "on_failure" not in out["pipeline"]
+    assert out["pipeline"]["input"]["properties"] == {"email": {"type": "string", "description": "the customer"}}

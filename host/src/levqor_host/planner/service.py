@@ -17,6 +17,7 @@ the user's credentials before storing it: an invalid pipeline is never stored.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from levqor_kernel.host import HttpError
@@ -119,6 +120,11 @@ def _warnings(state: Services, problems: list[dict], doc: dict) -> list[dict]:
         step = (
             trigger if p.get("pointer") == "/trigger/credential" else steps.get(p.get("step")) or {}
         )
+        tool = re.search(r"/tools/(\d+)/credential$", p.get("pointer") or "")
+        if tool and step.get("type") == "agent":  # an agent's tool: its own connector
+            tools = step.get("tools") or []
+            j = int(tool.group(1))
+            step = tools[j] if j < len(tools) and isinstance(tools[j], dict) else {}
         cname = step.get("credential")
         connector = step.get("connector")
         out.append(
