@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,8 +101,8 @@ class Docs:
         self.host = LiveServer(
             make_app(tmp_path, env=env, executor={"workers": 2, "wait_sweep_seconds": 0.3})
         )
-        _user, key = self.host.user_with_key("docs@example.com")
-        self.client = self.host.client(key)
+        _user, self.key = self.host.user_with_key("docs@example.com")
+        self.client = self.host.client(self.key)
         values = {
             "team-slack": {"webhook_url": self.slack.webhook_url},
             "support-sheet": self.google.service_account(),
@@ -307,11 +309,59 @@ def test_the_agent_reads_at_once_waits_for_approval_to_write_and_resumes_without
 
 
 # ---------------------------------------------------------------------------- MCP
-def test_the_mcp_tool_example_checks_its_input(docs):
+def over_mcp(docs: Docs, fn) -> Any:
+    """``fn(session)`` in a session of the MCP SDK's own client with /mcp of the docs' host."""
+    import anyio
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def go() -> Any:
+        headers = {"Authorization": f"Bearer {docs.key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+            async with streamable_http_client(f"{docs.host.url}/mcp", http_client=http) as (r, w):
+                async with ClientSession(r, w) as session:
+                    await session.initialize()
+                    return await fn(session)
+
+    return anyio.run(go)
+
+
+def test_the_mcp_tool_example_is_a_tool_an_ai_client_lists_and_calls(docs):
     expect, doc = EXAMPLES["mcp_tool"]
-    pid = docs.create("find a customer", doc)
+    pid = docs.create(doc["name"], doc)
     run = docs.until(docs.start(pid, expect["trigger"]), FINAL)
     docs.check(expect, run)
     assert docs.rows(run["id"])["find"]["output"]["rows"][0]["name"] == "Grace Hopper"
+    # input that breaks the schema starts no run
     r = docs.client.post("/api/v1/run", json={"pipeline_id": pid, "input": expect["bad_input"]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input", r.text
+
+    async def call(session):
+        listed = await session.list_tools()
+        (tool,) = [t for t in listed.tools if t.title == doc["name"]]
+        good = await session.call_tool(tool.name, expect["trigger"])
+        bad = await session.call_tool(tool.name, expect["bad_input"])
+        return tool, good, bad
+
+    tool, good, bad = over_mcp(docs, call)
+    assert tool.name.startswith("find_a_customer_") and tool.description == doc["description"]
+    assert tool.input_schema == doc["input"]
+    assert good.is_error is False
+    mcp_run = docs.client.get(f"/api/v1/runs/{good.structured_content['run_id']}").json()
+    assert mcp_run["trigger"] == "mcp" and mcp_run["status"] == "succeeded"
+    assert good.structured_content["output"]["rows"][0]["name"] == "Grace Hopper"
+    assert bad.is_error is True and bad.structured_content["code"] == "invalid_input"
+
+
+def test_the_claude_desktop_configuration_starts_levqor_mcp_serve():
+    m = re.search(r"```json\n(\{\"mcpServers\".*?)^```", PAGE, re.S | re.M)
+    assert m
+    server = json.loads(m.group(1))["mcpServers"]["levqor"]
+    assert server["command"] == "levqor" and set(server["env"]) == {"LEVQOR_API_KEY"}
+    cli = subprocess.run(
+        [sys.executable, "-m", "levqor_host.cli", *server["args"], "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "LEVQOR_API_KEY" in cli.stdout
