@@ -545,3 +545,29 @@ def test_a_strict_answer_with_an_agent_is_stripped_back(ai):
     assert agent == {**plan["pipeline"]["steps"][0]}  # every null gone, the empty payload too
     assert "description" not in out["pipeline"] and "on_failure" not in out["pipeline"]
     assert out["pipeline"]["input"]["properties"] == {"email": {"type": "string", "description": "the customer"}}
+
+
+def test_the_model_actions_own_rules_are_checked_and_repaired(ai):
+    broken = support_plan()
+    steps = broken["pipeline"]["steps"]
+    steps[0]["payload"]["schema"] = {"type": "objekt"}  # not a JSON Schema
+    steps[1]["payload"]["labels"] = ["refund", "Refund"]  # the same label twice
+    ai.answer_plan(broken)
+    ai.answer_plan(support_plan())
+    out = levqor_openai.plan(SUPPORT_PROMPT, AI_CORE, [], opts(ai))
+    assert "error" not in out, out
+    assert out["planner"]["attempts"] == 2
+    repair = ai.completions[1]["messages"][-1]["content"]
+    assert "/steps/0/payload/schema (step order)" in repair
+    assert "/steps/1/payload/labels (step kind)" in repair and "twice" in repair
+    # a schema or labels that are still templates are left to the run
+    templated = support_plan()
+    templated["pipeline"]["steps"][1]["payload"]["labels"] = "{{ trigger.labels }}"
+    assert levqor_openai.own_rule_problems(templated["pipeline"]) == []
+    # nested steps are checked too
+    nested = support_plan()
+    bad = nested["pipeline"]["steps"][0]
+    bad["payload"]["schema"] = {"type": 7}
+    nested["pipeline"]["steps"][2]["default"].append({**bad, "id": "again"})
+    pointers = [p["pointer"] for p in levqor_openai.own_rule_problems(nested["pipeline"])]
+    assert pointers == ["/steps/0/payload/schema", "/steps/2/default/1/payload/schema"]

@@ -303,7 +303,53 @@ def check_answer(answer: Any, catalog: Catalog) -> list[dict[str, Any]]:
     doc = answer.get("pipeline")
     # credentials=None: a credential the user has not added yet is not a planning problem
     problems += [p.to_dict() for p in validate_pipeline(doc, catalog)]
+    if not problems:
+        problems = own_rule_problems(doc)
     return problems
+
+
+#: this plugin's actions whose payload rules (validate_payload) the runner checks only when the
+#: step starts, and the payload field each rule reads
+_OWN_RULES = {"extract": "schema", "classify": "labels"}
+
+
+def own_rule_problems(doc: Any) -> list[dict[str, Any]]:
+    """Problems the ``openai`` connector's own rules find in a plan's model steps (an ``extract``
+    schema that is not a JSON Schema, a label listed twice): the kernel's check of the document
+    does not run them (the runner does, when the step starts), so the planner does, and the
+    repair round fixes them. A field that is still a template is left to the run."""
+    from .connector import NAME, validate_payload
+
+    out: list[dict[str, Any]] = []
+    for pointer, step in _action_steps(doc):
+        field = _OWN_RULES.get(step.get("action")) if step.get("connector") == NAME else None
+        payload = step.get("payload")
+        if field is None or not isinstance(payload, dict) or isinstance(payload.get(field), str):
+            continue
+        for message in validate_payload(NAME, step["action"], payload) or ():
+            out.append({"pointer": f"{pointer}/payload/{field}", "step": step.get("id"),
+                        "message": str(message)})  # fmt: skip
+    return out
+
+
+def _action_steps(doc: Any) -> Any:
+    """``(pointer, step)`` of every action step of ``doc``, nested ones included."""
+    if not isinstance(doc, dict):
+        return
+    todo = [(f"/{key}", doc.get(key)) for key in ("steps", "on_failure")]
+    while todo:
+        base, steps = todo.pop()
+        for i, step in enumerate(steps if isinstance(steps, list) else ()):
+            if not isinstance(step, dict):
+                continue
+            where = f"{base}/{i}"
+            if step.get("type") in (None, "action"):
+                yield where, step
+            for j, path in enumerate(step.get("paths") or []):
+                if isinstance(path, dict):
+                    todo.append((f"{where}/paths/{j}/steps", path.get("steps")))
+            for key in ("steps", "default", "notify", "on_error"):
+                todo.append((f"{where}/{key}", step.get(key)))
 
 
 def _steps_summary(answer: Any) -> str:
