@@ -305,6 +305,9 @@ def test_the_agent_reads_at_once_waits_for_approval_to_write_and_resumes_without
         ("tell_team", "helper.turns[1].calls[0]", "succeeded"),
     ]
     assert out["usage"]["total_tokens"] == 450 and out["usage"]["by_model"]["gpt-4o-mini"]
+    # the run's tokens: its three turns
+    assert run["usage"]["total_tokens"] == 450 and set(run["usage"]["by_model"]) == {"gpt-4o-mini"}
+    assert rows["helper.turns[0]"]["usage"]["input_tokens"] == 100
     assert out["trace"][0]["output"]["count"] == 1
 
 
