@@ -387,3 +387,31 @@ def test_a_call_is_gated_and_billed_like_any_run(tmp_path):
         assert any(line["run_id"] == paid.structured_content["run_id"] and line["delta"] == -5 for line in lines)
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_the_sdks_client_in_either_protocol_era_lists_and_calls(live, mode):
+    """The SDK's high-level Client: ``auto`` speaks the protocol's per-request era
+    (``server/discover``, no handshake) where the server offers it, ``legacy`` the
+    ``initialize`` handshake; /mcp answers both."""
+    from mcp.client import Client
+    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+    _user, key = live.user_with_key("ada@example.com")
+    greet = _pipeline(live.client(key), GREET)
+    name = f"greet_{greet['id'][3:11]}"
+
+    async def go():
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+            transport = streamable_http_client(f"{live.url}/mcp", http_client=http)
+            async with Client(transport, mode=mode) as client:
+                listed = await client.list_tools()
+                return client.protocol_version, listed, await client.call_tool(name, {"name": mode})
+
+    version, listed, called = anyio.run(go)
+    era = MODERN_PROTOCOL_VERSIONS if mode == "auto" else HANDSHAKE_PROTOCOL_VERSIONS
+    assert version in era
+    assert name in {t.name for t in listed.tools}
+    assert called.is_error is False
+    assert called.structured_content["output"] == {"value": {"greeting": f"Hello, {mode}!"}}

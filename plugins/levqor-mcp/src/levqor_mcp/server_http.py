@@ -12,7 +12,6 @@ same under the development server and gunicorn's threads. There is no server-sen
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +28,8 @@ __all__ = ["bp", "serve_one"]
 
 bp = Blueprint("levqor_mcp", __name__)
 
-#: the request headers the SDK reads (the caller's credentials stay with the host)
-_PASSED = ("accept", "content-type", "mcp-protocol-version", "mcp-session-id", "last-event-id")
+#: the request headers the SDK does not see: the caller's credentials stay with the host
+_KEPT_BACK = frozenset({"authorization", "cookie", "x-csrf-token", "content-length"})
 
 
 async def _serve(server: Server, scope: dict, body: bytes, max_body: int) -> tuple[int, list, bytes]:
@@ -79,9 +78,12 @@ def serve_one(
         "query_string": b"",
         "root_path": "",
         "headers": [
-            (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in headers.items()
-            if k.lower() in _PASSED
+            *(
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in headers.items()
+                if k.lower() not in _KEPT_BACK
+            ),
+            (b"content-length", str(len(body)).encode()),
         ],
         "client": None,
         "server": None,
@@ -103,10 +105,11 @@ def mcp_endpoint() -> Response:
     st = _state()
     settings: McpSettings = current_app.extensions["levqor_mcp"]
     user = st.authenticate("runs:execute")
+    # the host's parser first (400 malformed, 413 too large, 415 not JSON), then the body as sent
     message = st.json_body(required=True, max_bytes=settings.max_body_bytes)
     if not isinstance(message, dict | list):
         raise HttpError(400, "invalid_request", "the body must be a JSON-RPC message (an object)")
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = request.get_data(cache=True)
     server = build_server(st.pipeline_calls, user, wait_seconds=settings.wait_seconds)
     status, headers, out = serve_one(
         server, dict(request.headers), body, max_body=settings.max_body_bytes
