@@ -169,3 +169,37 @@ def test_with_billing_a_model_step_costs_its_price_plus_its_tokens_at_the_rates(
             wait_for(lambda: 500 - s.state.ledger.balance(user["id"]) == expected, what="settlement")
         finally:
             s.stop()
+
+
+def test_the_builders_model_list_and_the_credential_test_ask_the_servers_models(tmp_path):
+    with FakeOpenAI(api_key=KEY, models=["gpt-4o-mini", "gpt-4o", "llama3"]) as ai:
+        s = LiveServer(make_app(tmp_path, env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": ai.base_url}))
+        try:
+            _, key = s.user_with_key("di@example.com")
+            c = s.client(key)
+            url = "/api/v1/connectors/openai/actions/chat/options/model"
+            r = c.post(url, json={"payload": {"prompt": "{{ trigger.q }}"}})  # the operator's server
+            assert r.status_code == 200, r.text
+            assert [o["value"] for o in r.json()["options"]] == ["gpt-4o", "gpt-4o-mini", "llama3"]
+            # a user's credential: its own server and key
+            r = c.post("/api/v1/credentials", json={
+                "name": "mine", "connector": "openai",
+                "values": {"api_key": USER_KEY, "base_url": ai.base_url},
+            })
+            assert r.status_code == 201, r.text
+            cred_id = r.json()["id"]
+            r = c.post(url, json={"credential": "mine"})  # the fake wants the operator's key
+            assert r.status_code == 502, r.text
+            assert "Incorrect API key" in r.text and USER_KEY not in r.text
+            tested = c.post(f"/api/v1/credentials/{cred_id}/test")
+            assert tested.status_code == 200 and tested.json()["ok"] is not True, tested.text
+            assert USER_KEY not in tested.text
+            ai.api_key = USER_KEY
+            tested = c.post(f"/api/v1/credentials/{cred_id}/test")
+            assert tested.status_code == 200 and tested.json()["ok"] is True, tested.text
+            r = c.post(url, json={"credential": "mine"})
+            assert r.status_code == 200 and len(r.json()["options"]) == 3, r.text
+            assert [q.path for q in ai.requests] == ["/v1/models"] * len(ai.requests)
+            assert ai.completions == []
+        finally:
+            s.stop()

@@ -14,7 +14,7 @@ validate goes back to the model with its problems (``repair_rounds`` times, defa
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,7 +250,11 @@ def agent_turn(payload: Mapping[str, Any], ep: Endpoint, context: StepContext) -
 # ------------------------------------------------------------------------ structured answers
 @dataclass
 class Structured:
-    """How to ask for a structured answer and check it."""
+    """How to ask for a structured answer and check it.
+
+    ``schema`` validates every answer; ``strict`` is the schema strict mode is asked with
+    (default: ``schema`` made strict, when it can be); ``check`` looks at a valid answer once
+    more and returns it (normalised) with a problem or None."""
 
     name: str
     schema: dict[str, Any]
@@ -258,14 +262,15 @@ class Structured:
     user: str
     forced_json: bool = False
     repair_rounds: int = DEFAULT_REPAIR_ROUNDS
-    check: Any = None  # extra check of a valid answer: returns (value, problem or None)
+    check: Callable[[Any], tuple[Any, str | None]] | None = None
+    strict: dict[str, Any] | None = None
     strict_schema: dict[str, Any] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.forced_json:
             return
         try:
-            candidate = strictify(self.schema)
+            candidate = strictify(self.schema if self.strict is None else self.strict)
         except NotStrictable:
             return
         if not strict_problems(candidate):
@@ -438,23 +443,25 @@ def classify(payload: Mapping[str, Any], ep: Endpoint, context: StepContext) -> 
             return value, f"/label: {value['label']!r} is not one of the labels"
         return {**value, "label": found}, None
 
-    spec = Structured(
-        name="classification",
-        # JSON mode validates the label after folding its case; strict mode enumerates them
-        schema={
+    def answer(label: dict[str, Any]) -> dict[str, Any]:
+        return {
             "type": "object",
             "required": ["label"],
             "additionalProperties": False,
-            "properties": {"label": {"type": "string"}},
-        },
+            "properties": {"label": label},
+        }
+
+    spec = Structured(
+        name="classification",
+        # any text, then the label is looked up regardless of case; strict mode lists them
+        schema=answer({"type": "string"}),
+        strict=answer({"type": "string", "enum": names}),
         system=system,
         user=text,
         forced_json=payload.get("mode") == "json",
         repair_rounds=_rounds(payload),
         check=canonical,
     )
-    if spec.strict_schema is not None:
-        spec.strict_schema["properties"]["label"] = {"type": "string", "enum": names}
     value, tokens, attempts = ask_structured(spec, payload, ep, context)
     return {
         "label": value["label"],
