@@ -161,6 +161,15 @@ def test_a_wrong_or_missing_token_is_a_credential_error_without_the_token(srv):
     assert srv.calls == []
 
 
+def test_a_server_that_signs_in_with_oauth_is_named_as_such():
+    with WeatherServer(oauth=True) as oauth:
+        with pytest.raises(CredentialError) as e:
+            call(oauth, "shout", {"text": "x"}, credentials={"url": oauth.url})
+        assert e.value.status == 401 and "OAuth" in e.value.message
+        assert "personal access token" in e.value.message
+        assert call(oauth, "shout", {"text": "x"})["text"] == "X"  # a token it accepts works
+
+
 def test_headers_from_the_credential_are_sent(srv):
     credentials = {
         "url": srv.url,

@@ -432,8 +432,15 @@ def _http_error(failure: Failure, server: Server) -> ConnectorError:
             msg, status=status, retry_after=failure.retry_after, code="upstream_error"
         )
     if status in (401, 403):
+        hint = "check the credential's token or headers"
+        if "resource_metadata" in failure.www_authenticate.lower():
+            # RFC 9728: the server points at its OAuth authorization server
+            hint = (
+                "the server signs clients in with OAuth, which this connector does not do: "
+                "give the credential a token the server accepts, such as a personal access token"
+            )
         return CredentialError(
-            msg + " (check the credential's token or headers)",
+            f"{msg} ({hint})",
             status=status,
             code="unauthorized" if status == 401 else "forbidden",
         )

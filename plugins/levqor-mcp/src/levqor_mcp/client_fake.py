@@ -138,14 +138,22 @@ class WeatherServer:
 
     ``token``: the bearer token the server accepts (None: no authentication). ``legacy``: the
     server speaks only the handshake era of the protocol (``initialize``, a session id, the
-    GET stream), as servers on the 1.x SDKs do.
+    GET stream), as servers on the 1.x SDKs do. ``oauth``: a refusal points at the server's OAuth
+    protected-resource metadata (``WWW-Authenticate: Bearer resource_metadata=...``), as servers
+    that sign clients in with OAuth answer.
     """
 
     def __init__(
-        self, token: str | None = DEFAULT_TOKEN, *, name: str = "weather", legacy: bool = False
+        self,
+        token: str | None = DEFAULT_TOKEN,
+        *,
+        name: str = "weather",
+        legacy: bool = False,
+        oauth: bool = False,
     ) -> None:
         self.token = token
         self.legacy = legacy
+        self.oauth = oauth
         self.name = name
         self.version = "1.4.2"
         self._record = _Record()
@@ -162,7 +170,9 @@ class WeatherServer:
             auth = {
                 "token_verifier": _Tokens(self.token),
                 "auth": AuthSettings(
-                    issuer_url="https://auth.example.com", resource_server_url=None
+                    issuer_url="https://auth.example.com",
+                    resource_server_url="https://mcp.example.com/mcp" if self.oauth else None,
+                    validate_token_resource=False if self.oauth else None,
                 ),
             }
         server = MCPServer(self.name, version=self.version, log_level="WARNING", **auth)

@@ -85,6 +85,7 @@ class Failure:
     retry_after: float | None
     content_type: str
     body: bytes
+    www_authenticate: str = ""
 
 
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
@@ -260,6 +261,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             retry_after=parse_retry_after(headers.get("retry-after")),
             content_type=headers.get("content-type", ""),
             body=text,
+            www_authenticate=headers.get("www-authenticate", ""),
         )
         return httpx2.Response(
             status_code=status, headers=kept, content=bytes(raw), extensions=extensions
