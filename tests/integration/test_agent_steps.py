@@ -1,7 +1,7 @@
 """The agent step end to end: a real host over loopback, levqor-openai's turn action against
 FakeOpenAI scripting tool calls, and two real connectors against their fakes (levqor-sheets
 reads, levqor-slack writes): both tools used, an approval before the write through the host's
-approval API, a declined write the model is told about, token usage recorded, and a run whose
+approval API, a declined write the model is told about, token usage recorded and billed, and a run whose
 worker is killed mid-agent resuming without repeating a tool call."""
 
 from __future__ import annotations
@@ -279,3 +279,60 @@ def test_a_killed_worker_resumes_the_agent_without_repeating_a_tool_call(tmp_pat
     assert turns == [2, 4, 4, 6]  # turn 0, turn 1 (killed), turn 1 again, turn 2
     assert ai.completions[1]["messages"] == ai.completions[2]["messages"]
     st2.store.close()
+
+
+# ---------------------------------------------------------------- billing
+
+
+def settled(srv: LiveServer, run_id: str, timeout: float = 10.0) -> None:
+    """Wait until the run's settlement is written (its settled_at)."""
+    from levqor_host.store.tables import runs
+    from sqlalchemy import select
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with srv.state.store.read() as conn:
+            if conn.execute(select(runs.c.settled_at).where(runs.c.id == run_id)).scalar():
+                return
+        time.sleep(0.05)
+    raise AssertionError("the run was not settled in time")
+
+
+def test_an_agent_run_is_charged_per_turn_by_tokens_and_per_tool_call(tmp_path, fakes):
+    pytest.importorskip("levqor_stripe")
+    ai, slack, google = fakes
+    env = {
+        **env_for(google),
+        "LEVQOR_BILLING": "local",
+        "LEVQOR_PLANS": '{"pro": {"monthly_credits": 0}}',
+        # credits per million tokens: 3,000 in + 1,000 out -> 3 + 2 = 5 credits a turn
+        "LEVQOR_MODEL_RATES": '{"gpt-4o-mini": {"input": 1000, "output": 2000}}',
+    }
+    srv = LiveServer(make_app(tmp_path, env=env))
+    try:
+        user, key = srv.user_with_key("pro@example.com", plan="pro")
+        c = srv.client(key)
+        add_credentials(c, ai, slack, google)
+        pid = c.post("/api/v1/pipelines", json={"pipeline": agent_doc(approval="none")}).json()["id"]
+        srv.state.ledger.grant(user["id"], 100)
+        ai.call_tools([{"name": "sheets_lookup_rows", "arguments": {"value": "search"}}], usage=(3000, 1000))
+        ai.call_tools([{"name": "sheets_drop_everything", "arguments": {}},
+                       {"name": "slack_post_message", "arguments": {"text": "Search goes to Lin"}}],
+                      usage=(3000, 1000))  # fmt: skip
+        ai.answer("Lin owns search.", usage=(3000, 1000))
+        r = c.post("/api/v1/run?wait=30", json={"pipeline_id": pid, "input": {"topic": "search"}})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        run = r.json()
+        settled(srv, run["id"])
+        catalog = srv.state.pm.catalog
+        turn = catalog.action("openai", "agent_turn").price
+        lookup = catalog.action("sheets", "lookup_rows").price
+        post = catalog.action("slack", "post_message").price
+        spent = 100 - srv.state.ledger.balance(user["id"])
+        # three turns at their price and 5 credits of tokens each, the two tool calls that ran
+        # at their actions' prices; the call of a tool that does not exist costs nothing
+        assert spent == 3 * (turn + 5) + lookup + post
+        assert slack.messages == [{"text": "Search goes to Lin"}]
+        assert run["usage"]["total_tokens"] == 12000
+    finally:
+        srv.stop()
