@@ -230,8 +230,19 @@ def test_every_error_code_the_page_lists_is_one_levqor_raises():
 
 
 # ---------------------------------------------------------------------------- model actions
+def test_the_model_list_comes_from_the_servers_models(docs):
+    docs.ai.models = ["gpt-4o-mini", "gpt-4o"]
+    r = docs.client.post("/api/v1/connectors/openai/actions/chat/options/model", json={})
+    assert r.status_code == 200, r.text
+    assert [o["value"] for o in r.json()["options"]] == ["gpt-4o", "gpt-4o-mini"]
+
+
 def test_chat(docs):
     expect, run, _rows = run_example(docs, "chat")
+    # the tokens are charted per day, billing off as here
+    usage = docs.client.get("/api/v1/analytics/dashboard?days=1").json()["usage"]
+    assert usage["totals"]["input_tokens"] == 100 and usage["totals"]["output_tokens"] == 50
+    assert usage["totals"]["tokens"] == 150 and usage["series"][-1]["tokens"] == 150
     (body,) = docs.ai.completions
     _expect, doc = EXAMPLES["chat"]
     payload = doc["steps"][0]["payload"]

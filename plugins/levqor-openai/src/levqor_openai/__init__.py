@@ -158,8 +158,9 @@ Rules:
   agent only when the steps cannot be known in advance (look something up, then decide what to
   do); otherwise plan plain steps. Calls of actions that write upstream wait for a person's
   approval by default ("approval": "writes"); set "approval": "none" only when the user says
-  the agent may act without asking, and "all" to approve reads too. Its output.answer is the
-  final text.
+  the agent may act without asking, and "all" to approve reads too. An "mcp" "call_tool" tool
+  offers one tool of an MCP server: fix its name in the tool's payload ({"tool": "..."}). Its
+  output.answer is the final text.
 - A manual or webhook pipeline meant to be called with known fields (a tool for an AI client
   over MCP, an API with a documented body) declares them in "input" (name, type, description,
   required); steps read them as trigger.<name>. Give such a pipeline a "description" saying
