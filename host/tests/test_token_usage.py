@@ -195,6 +195,21 @@ def test_a_run_resumed_after_an_approval_is_charged_for_the_tokens_of_both_parts
         srv.stop()
 
 
+def test_a_models_dated_snapshot_takes_its_models_rate(tmp_path):
+    srv = serve(tmp_path, start_workers=False)
+    try:
+        ledger = srv.state.ledger
+        use = {"model": "small", "input_tokens": 1200, "output_tokens": 300}
+        priced = [
+            ledger.token_price({"connector": "model", "usage": {**use, "model": m}})
+            for m in ("small", "small-2024-07-18", "small-0613", "small-preview", "smaller")
+        ]
+        # the dated snapshots at small's rate (2), other names at "*" (15 000 x 10 000 -> 15)
+        assert priced == [2, 2, 2, 15, 15]
+    finally:
+        srv.stop()
+
+
 def test_the_operators_model_rates_override_the_connectors(tmp_path):
     pytest.importorskip("levqor_stripe")
     rates = '{"small": {"input": 0, "output": 0}, "big": {"input": 20000, "output": 0}}'

@@ -23,6 +23,7 @@ The host never imports a billing plugin: plugins receive these objects through h
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("levqor.ledger")
 
+#: the date a provider appends to a model's name for one snapshot of it (-2024-07-18, -0613)
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 #: ``reward(tx, user_id)``: the referral reward of a user's succeeded run, or None
 ReferralReward = Callable[["BillingTx", str], "dict | None"]
 
@@ -280,9 +283,18 @@ class Ledger:
 
     def token_price(self, step: dict) -> int:
         """What a metered step's tokens cost (``step["usage"]``, at :meth:`rates`); 0 for a
-        step without usage."""
+        step without usage. A dated snapshot of a model (``gpt-4o-mini-2024-07-18``, what a
+        server answers for ``gpt-4o-mini``) takes its model's rate when it has none of its own."""
         usage = step.get("usage")
-        return price_tokens(usage, self.rates(step.get("connector") or "")) if usage else 0
+        if not usage:
+            return 0
+        rates = self.rates(step.get("connector") or "")
+        model = str(usage.get("model"))
+        if model not in rates:
+            base = _SNAPSHOT.sub("", model)
+            if base in rates:
+                usage = {**usage, "model": base}
+        return price_tokens(usage, rates)
 
     def price(self, doc: dict) -> int:
         """What a run of ``doc`` reserves: every action step once (a loop body counts once, an
