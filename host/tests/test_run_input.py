@@ -5,6 +5,8 @@ JSON Schema, or a schedule whose input does not fit, is refused when the pipelin
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from e2e_support import LiveServer, make_app
 from levqor_kernel import hookimpl
@@ -131,6 +133,10 @@ def test_a_sub_pipeline_started_with_input_that_does_not_fit_fails_its_step(pro)
     }  # fmt: skip
     pid = save(c, parent, name="parent").json()["id"]
     r = c.post("/api/v1/run?wait=10", json={"pipeline_id": pid}).json()
+    deadline = time.monotonic() + 10  # the run may answer while it waits to start its child
+    while r["status"] == "waiting" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        r = c.get(f"/api/v1/runs/{r['id']}").json()
     assert r["status"] == "failed", r
     assert r["error"]["code"] == "invalid_input"
     assert "input schema" in r["error"]["message"]
