@@ -467,7 +467,34 @@ def test_a_rejected_call_is_not_run_and_the_model_is_told(runner, model, kit):
     call = finished(rec2)["helper.turns[0].calls[0]"]
     assert (call["status"], call["attempts"], call["error"]["code"]) == ("failed", 0, "rejected")
     told = model.seen[-1]["messages"][-1]["content"]
-    assert "declined" in told and "not today" in told
+    assert "not approved" in told and "rejected by ann" in told and "not today" in told
+
+
+def test_an_approval_that_timed_out_tells_the_model_so(runner, model, kit):
+    model.script = [tools(("chat_send", {"text": "late"}))]
+    res, rec = run(runner, doc(agent(approval="writes", approval_timeout=60)))
+    assert res.wait["approval"]["timeout"] == 60
+    completed, decided = _done_children(rec, len(rec.events))
+    decided[res.wait["step"]] = {"status": "failed", "output": {"approved": False, "by": "timeout"}, "error": {
+        "type": "Rejected", "code": "rejected", "message": "the approval timed out"}}
+    model.script = [say("It timed out.")]
+    res2, _ = run(runner, doc(agent(approval="writes", approval_timeout=60)), completed=completed, decided=decided)
+    assert res2.status == "succeeded" and kit.calls == []
+    assert "the approval timed out" in model.seen[-1]["messages"][-1]["content"]
+
+
+def test_a_cancelled_run_stops_the_agent_between_calls(model, kit):
+    pm = make_plugin_manager(entry_points=False, plugins=[("model", model), ("tools", kit)])
+    r = Runner(pm, sleep=lambda s: None, env={})
+    try:
+        model.script = [tools(("sheet_read_rows", {"query": "a"}), ("sheet_read_rows", {"query": "b"})), say("x")]
+        rec = ListRecorder()
+        res = r.run(RunRequest("run1", doc(agent()), {"team": "core"}), credentials=resolve, recorder=rec,
+                    cancelled=lambda: len(kit.calls) >= 1)
+        assert res.status == "cancelled"
+        assert len(kit.calls) == 1 and len(model.seen) == 1
+    finally:
+        r.close()
 
 
 def test_a_tool_may_ask_for_approval_itself_and_reads_need_none_by_default(runner, model, kit):

@@ -197,7 +197,8 @@ def test_a_declined_write_is_not_sent_and_the_model_is_told(server, fakes):
     call = by_path(run["steps"])["helper.turns[0].calls[0]"]
     assert (call["status"], call["attempts"], call["error"]["code"]) == ("failed", 0, "rejected")
     told = ai.completions[-1]["messages"][-1]
-    assert told["role"] == "tool" and "declined" in told["content"] and "too loud" in told["content"]
+    assert told["role"] == "tool" and "not approved" in told["content"]
+    assert "rejected by ops@example.com" in told["content"] and "too loud" in told["content"]
     assert run["output"]["trace"][0]["status"] == "failed"
 
 

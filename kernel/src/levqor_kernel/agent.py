@@ -39,8 +39,8 @@ MAX_TOOL_RESULT_CHARS = 20_000
 MAX_TRACE_CHARS = 2_000
 #: a model turn may take at most this long (the agent's time left caps it further)
 MAX_TURN_SECONDS = 900.0
-#: the error of a call the person declined
-DECLINED = "the person reviewing this call declined it: do not call it again with the same arguments"
+#: what the model is told of a call that was not approved (then why: the host's reason)
+DECLINED = "this call was not approved, so it was not made: do not call it again with the same arguments"
 
 
 @dataclass
@@ -255,8 +255,11 @@ class Agent:
             decision = self.approval(path, tool, args, payload)
             if decision is not None:
                 message = DECLINED
+                reason = decision.get("message")  # "rejected by ann", "the approval timed out"
+                if isinstance(reason, str) and reason:
+                    message += f" ({reason[:200]})"
                 if isinstance(decision.get("comment"), str) and decision["comment"]:
-                    message += f" (their comment: {decision['comment'][:500]})"
+                    message += f"; the reviewer's comment: {decision['comment'][:500]}"
                 return self.refuse(entry, tool.step, path, "rejected", message)
         self.check_time(path)
         step = {**tool.step, "timeout": max(0.001, min(float(tool.step.get("timeout", 30.0)), self.left()))}
