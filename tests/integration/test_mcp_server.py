@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import jsonschema
 import pytest
 from e2e_support import ROOT, LiveServer, backend_env, clean_env, make_app
 from mcp import ClientSession
@@ -212,8 +213,14 @@ def test_malformed_and_huge_bodies_are_4xx(live):
     assert c.post("/mcp", data=b"[1, 2", headers=json_type).status_code == 400
     assert c.post("/mcp", data=b"42", headers=json_type).status_code == 400
     assert c.post("/mcp", data=b"{}", headers={**accept, "Content-Type": "text/plain"}).status_code == 415
+    assert c.post("/mcp", json=[None, None], headers=accept).status_code == 400  # no batches
     not_rpc = c.post("/mcp", json={"hello": "world"}, headers=accept)
     assert 400 <= not_rpc.status_code < 500
+    # whoever answers (the host or the SDK's transport), the body is what the OpenAPI says
+    declared = c.get("/api/v1/openapi.json").json()
+    schema = declared["paths"]["/mcp"]["post"]["responses"][str(not_rpc.status_code)]
+    schema = {**schema["content"]["application/json"]["schema"], "components": declared["components"]}
+    jsonschema.validate(not_rpc.json(), schema)
     huge = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "a" * 2_000_000}}
     assert c.post("/mcp", json=huge, headers=accept).status_code == 413
     assert c.get("/mcp", headers=accept).status_code == 405

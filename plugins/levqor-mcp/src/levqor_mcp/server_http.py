@@ -107,7 +107,7 @@ def mcp_endpoint() -> Response:
     user = st.authenticate("runs:execute")
     # the host's parser first (400 malformed, 413 too large, 415 not JSON), then the body as sent
     message = st.json_body(required=True, max_bytes=settings.max_body_bytes)
-    if not isinstance(message, dict | list):
+    if not isinstance(message, dict):  # MCP has no JSON-RPC batches since 2025-06-18
         raise HttpError(400, "invalid_request", "the body must be a JSON-RPC message (an object)")
     body = request.get_data(cache=True)
     server = build_server(st.pipeline_calls, user, wait_seconds=settings.wait_seconds)
@@ -125,6 +125,29 @@ def mcp_endpoint() -> Response:
 _ERR = {
     "description": "Error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+#: what the SDK's transport answers a message it cannot take (a 400 with a JSON-RPC error)
+_JSONRPC_ERROR = {
+    "type": "object",
+    "required": ["jsonrpc", "error"],
+    "properties": {
+        "jsonrpc": {"const": "2.0"},
+        "id": {"type": ["string", "integer", "null"]},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+        },
+    },
+}
+_BAD_REQUEST = {
+    "description": "A request the host or the MCP transport cannot take (not one JSON-RPC "
+    "message, a wrong Accept or Content-Type): the host's error, or the transport's JSON-RPC error",
+    "content": {
+        "application/json": {
+            "schema": {"anyOf": [{"$ref": "#/components/schemas/Error"}, _JSONRPC_ERROR]}
+        }
+    },
 }
 bp.openapi_paths = {  # type: ignore[attr-defined]
     "/mcp": {
@@ -146,7 +169,8 @@ bp.openapi_paths = {  # type: ignore[attr-defined]
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
                 "202": {"description": "A notification or response was accepted"},
-                **{c: _ERR for c in ("400", "401", "403", "406", "413", "415", "429")},
+                **{c: _BAD_REQUEST for c in ("400", "406", "415")},
+                **{c: _ERR for c in ("401", "403", "413", "429")},
             },
         }
     }
