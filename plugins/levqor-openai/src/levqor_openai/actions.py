@@ -289,10 +289,8 @@ def _problems(validator: Draft202012Validator, value: Any) -> list[str]:
     ]
 
 
-def ask_structured(
-    spec: Structured, payload: Mapping[str, Any], ep: Endpoint, context: StepContext
-) -> tuple[Any, Tokens, int]:
-    """The validated answer, the tokens used and the attempts made; fails closed."""
+def _request(spec: Structured) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``response_format`` and the first messages of a structured request."""
     system = spec.system
     if spec.strict_schema is None:
         response_format: dict[str, Any] = {"type": "json_object"}
@@ -305,21 +303,50 @@ def ask_structured(
             "type": "json_schema",
             "json_schema": {"name": spec.name, "strict": True, "schema": spec.strict_schema},
         }
-    messages: list[dict[str, Any]] = [
+    return response_format, [
         {"role": "system", "content": system},
         {"role": "user", "content": spec.user},
     ]
+
+
+def _no_json_schema(e: PermanentError) -> bool:
+    """Whether a server refused the request for its ``json_schema`` response format (an
+    OpenAI-compatible server or a model without structured outputs)."""
+    if e.status not in (400, 422) or e.code in ("context_length_exceeded", "content_policy"):
+        return False
+    text = e.message.lower()
+    return "json_schema" in text or "response_format" in text or "structured output" in text
+
+
+def ask_structured(
+    spec: Structured, payload: Mapping[str, Any], ep: Endpoint, context: StepContext
+) -> tuple[Any, Tokens, int]:
+    """The validated answer, the tokens used and the attempts made; fails closed.
+
+    A server that refuses strict structured output (400 naming ``json_schema`` or
+    ``response_format``) is asked again at once in JSON mode: ``spec.mode`` then says
+    ``json``."""
+    response_format, messages = _request(spec)
     validator = Draft202012Validator(spec.schema)
     tokens = Tokens(payload["model"])
     problems: list[str] = []
-    for attempt in range(1, spec.repair_rounds + 2):
+    attempt = 0
+    while attempt <= spec.repair_rounds:
         body = {
             "model": payload["model"],
             "messages": messages,
             "response_format": response_format,
             **_options(payload, ep),
         }
-        a = complete(context, ep, body)
+        try:
+            a = complete(context, ep, body)
+        except PermanentError as e:
+            if spec.strict_schema is None or attempt > 0 or not _no_json_schema(e):
+                raise
+            spec.strict_schema = None
+            response_format, messages = _request(spec)
+            continue
+        attempt += 1
         tokens.add(a)
         content = a.content or ""
         try:
