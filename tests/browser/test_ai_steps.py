@@ -261,6 +261,8 @@ def test_the_usage_page_counts_the_tokens_of_the_day(page, dash):
     shot(page, "64-ai-usage-tokens")
 
     run = s.get(f"{dash.url}/api/v1/runs/{r.json()['id']}").json()
+    page.goto("/runs")
+    expect(page.locator(f'#runs-table tr[data-run="{run["id"]}"] td[data-label="Tokens"]')).to_have_text("48")
     page.goto(f"/runs/{run['id']}")
     expect(page.locator("#run-tokens")).to_have_text("41 in + 7 out = 48 tokens")
     expect(page.locator('[data-step="ask"] .usage-tokens')).to_have_text("41 in + 7 out = 48 tokens")

@@ -15,7 +15,9 @@ function row(r) {
     h("td", { "data-label": "Status" }, badge(r.status)),
     h("td", { "data-label": "Trigger" }, r.trigger || "—"),
     h("td", { "data-label": "Started" }, fmtTime(r.created_at)),
-    h("td", { "data-label": "Took" }, r.started_at ? fmtDuration(r.started_at, r.finished_at) : "—"));
+    h("td", { "data-label": "Took" }, r.started_at ? fmtDuration(r.started_at, r.finished_at) : "—"),
+    h("td", { "data-label": "Tokens", class: "usage-tokens", title: r.usage ? `${r.usage.input_tokens} in + ${r.usage.output_tokens} out` : null },
+      r.usage && r.usage.total_tokens ? Number(r.usage.total_tokens).toLocaleString("en") : "—"));
 }
 
 function render(items) {
@@ -27,7 +29,7 @@ function render(items) {
   clear(box, h("div", { class: "table-wrap" },
     h("table", { class: "responsive", id: "runs-table" },
       h("caption", { class: "visually-hidden" }, "Runs, newest first"),
-      h("thead", {}, h("tr", {}, ["Run", "Pipeline", "Status", "Trigger", "Started", "Took"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Run", "Pipeline", "Status", "Trigger", "Started", "Took", "Tokens"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, items.map(row)))));
 }
 
