@@ -207,10 +207,32 @@ def test_the_rates_example_prices_as_the_page_says(tmp_path):
     assert kai.price_tokens(step, rates) == 1
     assert "= 0.45, rounded up to 1 credit" in PAGE
     assert kai.price_tokens({**step, "model": "llama3.1:8b"}, rates) == 0
-    assert kai.price_tokens({**step, "model": "o3"}, rates) == 8  # "*": 2.5 + 5, rounded up
-    # the operator's setting, as the page writes it, is accepted by the host
-    app = make_app(tmp_path, env={"LEVQOR_MODEL_RATES": json.dumps(rates)}, start_workers=False)
-    assert app is not None
+    # the operator's setting, as the page writes it, in a host with billing on: the chat
+    # step costs its price (1) plus 1 credit of tokens, on llama3.1:8b its price alone
+    with FakeOpenAI(api_key=KEY) as fake:
+        env = {
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": fake.base_url,
+            "LEVQOR_MODEL_RATES": json.dumps(rates),
+            "LEVQOR_BILLING": "local",
+            "LEVQOR_PLANS": '{"pro": {"monthly_credits": 0}}',
+        }
+        srv = LiveServer(make_app(tmp_path, env=env, executor={"workers": 1}))
+        try:
+            user, key = srv.user_with_key("payer@example.com", plan="pro")
+            c = srv.client(key)
+            srv.state.ledger.grant(user["id"], 10)
+            _expect, doc = EXAMPLES["chat"]
+            pid = c.post("/api/v1/pipelines", json={"name": "priced", "pipeline": doc}).json()["id"]
+            for model, balance in (("gpt-4o-mini", 8), ("llama3.1:8b", 7)):
+                fake.answer("Hello!", usage=(1000, 500))
+                doc["steps"][0]["payload"]["model"] = model
+                assert c.put(f"/api/v1/pipelines/{pid}", json={"pipeline": doc}).status_code == 200
+                r = c.post("/api/v1/run?wait=30", json={"pipeline_id": pid, "input": {"name": "Ada", "message": "hi"}})  # fmt: skip
+                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+                assert srv.state.ledger.balance(user["id"]) == balance, model
+        finally:
+            srv.stop()
 
 
 def test_every_error_code_the_page_lists_is_one_levqor_raises():
