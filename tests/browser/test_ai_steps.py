@@ -236,6 +236,27 @@ def test_an_agent_runs_trace_shows_each_turn_and_call_and_its_approval_is_decide
     assert len(posts()) == sent_before + 1
     shot(page, "63-ai-agent-trace-done")
 
+    # another run: the call is rejected from the trace, so it is never made and the model is told
+    dash.ai.reset()
+    dash.ai.call_tools([{"name": "slack_post_message", "arguments": {"text": "Billing is free now"}}], usage=(90, 20))
+    dash.ai.answer("The team was not told.", usage=(130, 8))
+    r = s.post(dash.url + "/api/v1/run", headers=headers, json={"pipeline_id": pid, "input": {"topic": "prices"}})
+    assert r.status_code in (200, 201, 202), r.text
+    run_id = r.json().get("run_id") or r.json()["id"]
+    page.goto(f"/runs/{run_id}")
+    trace = page.locator('.agent-trace[data-trace="helper"]')
+    approval = trace.locator('[data-step="helper.turns[0].calls[0].approval"]')
+    expect(approval).to_have_attribute("data-status", "waiting")
+    approval.get_by_role("button", name="Reject the call of slack_post_message").click()
+    expect(page.locator("#run-status")).to_have_attribute("data-run-status", "succeeded")
+    call = trace.locator('[data-step="helper.turns[0].calls[0]"]')
+    expect(call).to_have_attribute("data-status", "failed")
+    expect(call.locator(":scope > .step-error")).to_contain_text("not approved")
+    expect(page.locator('[data-step="helper"] .agent-answer')).to_have_text("The team was not told.")
+    assert len(posts()) == sent_before + 1  # nothing more was sent
+    tool_results = [m for m in dash.ai.completions[-1]["messages"] if m["role"] == "tool"]
+    assert "reject" in tool_results[-1]["content"].lower() or "declin" in tool_results[-1]["content"].lower()
+
 
 
 
