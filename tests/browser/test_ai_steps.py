@@ -139,6 +139,9 @@ def test_an_agent_step_with_two_tools_is_built_by_clicking_and_saved_valid(page,
     tool.get_by_label("Connector of tool 1").select_option(label="Core")
     tool = card.locator('.agent-tool[data-pointer="/steps/0/tools/0"]')
     tool.get_by_label("Action of tool 1").select_option("transform")
+    tool = card.locator('.agent-tool[data-pointer="/steps/0/tools/0"]')
+    tool.get_by_text("Name and description for the model (optional)").click()
+    tool.get_by_label("Tool name").fill("shape_topic")
     # tool 2: Slack's post_message with its credential, never asking for approval
     card.get_by_role("button", name="Add a tool to agent").click()
     tool2 = page.locator('.agent-tool[data-pointer="/steps/0/tools/1"]')
@@ -161,7 +164,7 @@ def test_an_agent_step_with_two_tools_is_built_by_clicking_and_saved_valid(page,
     assert steps == [{
         "id": "agent", "type": "agent", "connector": "openai", "model": "gpt-4o",
         "goal": "Shape {{ trigger.topic }} and tell the team.", "max_iterations": 5,
-        "tools": [{"connector": "core", "action": "transform"},
+        "tools": [{"connector": "core", "action": "transform", "name": "shape_topic"},
                   {"connector": "slack", "action": "post_message", "credential": "agent-slack", "approval": False}],
     }]  # fmt: skip
 

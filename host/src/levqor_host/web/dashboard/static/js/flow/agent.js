@@ -105,6 +105,11 @@ function toolRow(ed, step, j, ptr) {
       h("p", { class: "help" }, "Fields you fill in here are fixed: the model neither sees nor sets them. It sets the others."),
       form.element);
   }
+  const naming = h("details", { class: "tool-naming", open: !!(tool.name || tool.description) },
+    h("summary", {}, "Name and description for the model (optional)"),
+    h("div", { class: "grid2" },
+      textField(ed, `${tp}/name`, "Tool name", tool.name, setKey(tool, "name"), { placeholder: `${tool.connector}_${tool.action}`, help: "a-z A-Z 0-9 _ -; two tools of one action need different names" }),
+      textField(ed, `${tp}/description`, "Description", tool.description, setKey(tool, "description"), { long: true, placeholder: action ? `${action.title}. ${action.description || ""}` : "" })));
   const writes = action && action.writes !== false;
   return h("li", { class: "agent-tool field", "data-pointer": tp, "data-tool": `${tool.connector}.${tool.action}` },
     h("div", { class: "tool-head" },
@@ -115,6 +120,7 @@ function toolRow(ed, step, j, ptr) {
         on: { click: () => { step.tools.splice(j, 1); ed.changed(); ed.rerender(`${ptr}/tools`); } },
       }, "Remove tool")),
     h("div", { class: "grid2" }, grid),
+    naming,
     fixed,
     h("p", { class: "field-error", hidden: true }));
 }
@@ -143,6 +149,7 @@ export function agentFields(ed, step, ptr) {
     selectField(ed, `${ptr}/approval`, "Ask for approval before", step.approval || "writes",
       [["writes", "calls of actions that write upstream"], ["all", "every call"], ["none", "no call"]],
       (v) => { if (v === "writes") delete step.approval; else step.approval = v; }),
+    countField(ed, `${ptr}/approval_timeout`, "Approval timeout (seconds)", step.approval_timeout, setKey(step, "approval_timeout"), { min: 1, placeholder: "none", help: "undecided by then: rejected" }),
     countField(ed, `${ptr}/max_iterations`, "At most turns", step.max_iterations, setKey(step, "max_iterations"), { min: 1, placeholder: "10" }),
     countField(ed, `${ptr}/max_tokens`, "At most tokens", step.max_tokens, setKey(step, "max_tokens"), { min: 1, placeholder: "100000" }),
     numberField(ed, `${ptr}/timeout`, "Timeout (seconds)", step.timeout, setKey(step, "timeout"), { placeholder: "300", help: "time spent waiting for approvals not counted" }),
