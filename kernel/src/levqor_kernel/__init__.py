@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: Where each public name lives: ``hookimpl`` marks hook implementations in plugins
 #: (``@hookimpl def describe_schema(): ...``), ``hookspec`` the hook specifications.

@@ -110,7 +110,7 @@ def load_options(
     the JSON Schema of what the choice takes, such as an MCP tool's arguments). Raise a
     ``ConnectorError`` when the upstream cannot be asked; ``None`` means no list for that field.
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.3
     """
 
 

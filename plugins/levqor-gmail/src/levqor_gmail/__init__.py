@@ -272,7 +272,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["communication", "email"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://developers.google.com/workspace/gmail/api/reference/rest",
-            "kernel": ">=0.2,<1",
+            "kernel": ">=0.3,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "oauth2": OAUTH2,
             "triggers": {

@@ -195,7 +195,7 @@ def _description() -> dict[str, Any]:
         "description": "Call a tool of any Model Context Protocol server over streamable HTTP.",
         "icon": ICON,
         "categories": ["ai", "developer-tools"],
-        "kernel": ">=0.2,<1",
+        "kernel": ">=0.3,<1",
         "cooperative": True,  # every wait is bounded by the step deadline (one private loop)
         "docs_url": "https://modelcontextprotocol.io/specification/latest/server/tools",
         "endpoint_field": "url",

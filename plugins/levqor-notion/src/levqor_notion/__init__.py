@@ -385,7 +385,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["productivity", "notes"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://developers.notion.com/reference/intro",
-            "kernel": ">=0.2,<1",
+            "kernel": ">=0.3,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "oauth2": OAUTH2,
             "triggers": {

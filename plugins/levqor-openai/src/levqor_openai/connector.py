@@ -317,7 +317,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["ai"],
             "cooperative": True,  # every request goes through context.http, bounded by the deadline
             "docs_url": "https://platform.openai.com/docs/api-reference/chat",
-            "kernel": ">=0.2,<1",
+            "kernel": ">=0.3,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "credentials_required": False,
             "agent": {"action": "agent_turn"},

@@ -404,7 +404,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["spreadsheets", "productivity"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://developers.google.com/workspace/sheets/api/reference/rest/v4/spreadsheets.values",
-            "kernel": ">=0.2,<1",
+            "kernel": ">=0.3,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "oauth2": OAUTH2,
             "triggers": {

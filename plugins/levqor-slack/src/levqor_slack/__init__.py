@@ -297,7 +297,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://api.slack.com/messaging/webhooks",
             "endpoint_field": "webhook_url",
-            "kernel": ">=0.1,<1",
+            "kernel": ">=0.3,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "oauth2": OAUTH2,
             "triggers": {

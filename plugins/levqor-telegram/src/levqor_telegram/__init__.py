@@ -261,7 +261,7 @@ def describe_schema() -> list[dict[str, Any]]:
             "categories": ["communication", "chat"],
             "cooperative": True,  # every wait goes through context.http, bounded by the step deadline
             "docs_url": "https://core.telegram.org/bots/api#sendmessage",
-            "kernel": ">=0.1,<1",
+            "kernel": ">=0.3,<1",
             "credentials": CREDENTIALS_SCHEMA,
             "triggers": TRIGGERS,
             "actions": {
