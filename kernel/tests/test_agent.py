@@ -332,6 +332,23 @@ def test_arguments_the_model_connector_could_not_read_go_back_to_the_model(runne
     assert "not valid JSON" in model.seen[1]["messages"][-1]["content"]
 
 
+def test_calls_beyond_the_per_turn_cap_are_not_run_and_the_model_is_told(runner, model, kit):
+    from levqor_kernel.agent import MAX_CALLS_PER_TURN
+
+    many = [("sheet_read_rows", {"query": f"q{n}"}) for n in range(MAX_CALLS_PER_TURN + 2)]
+    model.script = [tools(*many), say("done")]
+    res, rec = run(runner, doc(agent()))
+    assert res.status == "succeeded", res.error
+    assert len(kit.calls) == MAX_CALLS_PER_TURN
+    rows = finished(rec)
+    over = rows[f"helper.turns[0].calls[{MAX_CALLS_PER_TURN}]"]
+    assert over["status"] == "failed" and over["attempts"] == 0
+    assert over["error"]["code"] == "invalid_tool_call"
+    answered = [m for m in model.seen[1]["messages"] if m["role"] == "tool"]
+    assert len(answered) == MAX_CALLS_PER_TURN + 2  # every call is answered, run or not
+    assert "per turn" in answered[-1]["content"]
+
+
 def test_a_tool_that_fails_after_its_retries_is_fed_back_redacted(runner, model, kit):
     kit.fail_send = RetryableError("chat is down", status=503)
     model.script = [

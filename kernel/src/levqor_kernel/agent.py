@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 MAX_TOOL_RESULT_CHARS = 20_000
 #: the most characters of a call's output or error shown in the agent's trace
 MAX_TRACE_CHARS = 2_000
+#: the most tool calls of one model turn that run; the model is told to ask for the rest later
+MAX_CALLS_PER_TURN = 16
 #: a model turn may take at most this long (the agent's time left caps it further)
 MAX_TURN_SECONDS = 900.0
 #: what the model is told of a call that was not approved (then why: the host's reason)
@@ -239,6 +241,10 @@ class Agent:
         before = self.replayed(path)
         if before is not None:
             return self.result(entry, *before)
+        if j >= MAX_CALLS_PER_TURN:
+            return self.refuse(entry, {"id": self.step["id"], "connector": "flow", "action": "tool_call"},
+                               path, "invalid_tool_call",
+                               f"at most {MAX_CALLS_PER_TURN} tool calls run per turn: ask for this one again")
         if tool is None:
             names = ", ".join(self.tools) or "none"
             return self.refuse(entry, {"id": self.step["id"], "connector": "flow", "action": "tool_call"},
@@ -350,4 +356,4 @@ def _child_failed(path: str, err: Any) -> Exception:
     return Failed({"step": path, **(err if isinstance(err, Mapping) else {"message": "failed"})})
 
 
-__all__ = ["DECLINED", "MAX_TOOL_RESULT_CHARS", "MAX_TRACE_CHARS", "Agent", "Tool"]
+__all__ = ["DECLINED", "MAX_CALLS_PER_TURN", "MAX_TOOL_RESULT_CHARS", "MAX_TRACE_CHARS", "Agent", "Tool"]
