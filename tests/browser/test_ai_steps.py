@@ -206,6 +206,7 @@ def test_an_agent_runs_trace_shows_each_turn_and_call_and_its_approval_is_decide
     dash.ai.call_tools([{"name": "core_transform", "arguments": {"value": {"topic": "billing"}}}], usage=(120, 30))
     dash.ai.call_tools([{"name": "slack_post_message", "arguments": {"text": "Billing moved to Fridays"}}], usage=(200, 40))
     dash.ai.answer("Told the team.", usage=(260, 10))
+    tokens_before = day_tokens(s, dash)
     posts = lambda: [r for r in dash.slack.requests if r.method == "POST" and r.path == dash.slack.hook_path]  # noqa: E731
     sent_before = len(posts())
     r = s.post(dash.url + "/api/v1/run", headers=headers, json={"pipeline_id": pid, "input": {"topic": "billing"}})
@@ -238,6 +239,8 @@ def test_an_agent_runs_trace_shows_each_turn_and_call_and_its_approval_is_decide
     expect(page.locator("#run-tokens")).to_have_text("580 in + 80 out = 660 tokens")
     assert len(posts()) == sent_before + 1
     shot(page, "63-ai-agent-trace-done")
+    # every turn counts in the day's tokens, those after the approval too
+    wait_for(lambda: day_tokens(s, dash) == tokens_before + 660, what="the agent run's 660 tokens in the usage totals")
 
     # another run: the call is rejected from the trace, so it is never made and the model is told
     dash.ai.reset()
