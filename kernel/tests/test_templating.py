@@ -377,11 +377,11 @@ CPU_BOMBS = [
 
 @pytest.mark.parametrize("source", CPU_BOMBS)
 def test_templates_that_would_hold_a_cpu_are_stopped(source):
+    # stopped by the counted work budget (deterministic), long before the work is done: no
+    # clock is asked, so a busy machine cannot make it flaky
     scope = {"trigger": {"rows": list(range(5000))}, "steps": {}, "run": {}}
-    t0 = time.monotonic()
     with pytest.raises(TemplateError, match="too much work") as ei:
         render_string(source, scope)
-    assert time.monotonic() - t0 < 5
     assert ei.value.retryable is False
 
 
