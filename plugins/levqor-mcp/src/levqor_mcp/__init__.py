@@ -40,5 +40,12 @@ def register_commands(cli: Any) -> None:
     cli.add_command(mcp_group)
 
 
-# the connector `mcp`: a step calls a tool of an external MCP server (levqor_mcp.client)
-from .client import check_credentials, describe_schema, load_options, run_task, validate_credentials  # noqa: E402,F401
+# the connector `mcp`: a step calls a tool of an external MCP server (levqor_mcp.connector, whose
+# hooks import the SDK only when they talk to a server: levqor_mcp.client)
+from .connector import (  # noqa: E402,F401
+    check_credentials,
+    describe_schema,
+    load_options,
+    run_task,
+    validate_credentials,
+)

@@ -13,16 +13,17 @@ same under the development server and gunicorn's threads. There is no server-sen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from flask import Blueprint, Response, current_app, request
 from levqor_kernel.access import requires
 from levqor_kernel.host import Host, HttpError
-from mcp.server import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from .settings import McpSettings
+
+if TYPE_CHECKING:  # the SDK loads on the first message, not with every host process
+    from mcp.server import Server
 
 __all__ = ["bp", "serve_one"]
 
@@ -33,6 +34,8 @@ _KEPT_BACK = frozenset({"authorization", "cookie", "x-csrf-token", "content-leng
 
 
 async def _serve(server: Server, scope: dict, body: bytes, max_body: int) -> tuple[int, list, bytes]:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
     manager = StreamableHTTPSessionManager(
         app=server, json_response=True, stateless=True, max_request_body_size=max_body
     )
