@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import NoSuchResource, Unresolvable
 
 from . import ai
 from .catalog import Catalog
@@ -38,6 +40,14 @@ from .templating import is_template, root_names, step_references
 _APP_TRIGGER_VALIDATOR = Draft202012Validator(APP_TRIGGER_SCHEMA)
 
 _VALIDATOR = Draft202012Validator(PIPELINE_SCHEMA)
+
+
+def _never_retrieve(uri: str) -> Any:
+    raise NoSuchResource(ref=uri)
+
+
+#: a user's schema refers within itself only: a ``$ref`` to a URL is never fetched
+_LOCAL_REFS = Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
 
 
 def _ptr(parts: Any) -> str:
@@ -444,11 +454,28 @@ def validate_pipeline(
         except SchemaError as e:
             problems.append(Problem("/input", f"not a valid JSON Schema (draft 2020-12): {e.message}"))
         else:
+            problems += _remote_ref_problems(doc["input"], "/input")
             problems += _schedule_input_problems(doc)
     for sid in doc.get("pinned", {}):
         if sid not in check.seen:
             check.add(f"/pinned/{sid}", f"pinned data for step {sid!r}, which is not in the pipeline")
     return problems + check.problems
+
+
+def _remote_ref_problems(schema: Any, pointer: str) -> list[Problem]:
+    """A ``$ref`` (or ``$dynamicRef``) in a user's schema must point within it (``#...``)."""
+    if isinstance(schema, Mapping):
+        found = [
+            Problem(f"{pointer}/{key}", f"{key} must refer within the schema (start with #), not to {ref!r}")
+            for key in ("$ref", "$dynamicRef")
+            if isinstance(ref := schema.get(key), str) and not ref.startswith("#")
+        ]
+        for k, v in schema.items():
+            found += _remote_ref_problems(v, pointer + _ptr([k]))
+        return found
+    if isinstance(schema, list):
+        return [p for i, v in enumerate(schema) for p in _remote_ref_problems(v, f"{pointer}/{i}")]
+    return []
 
 
 def _schedule_input_problems(doc: Mapping[str, Any]) -> list[Problem]:
@@ -467,11 +494,16 @@ def validate_input(doc: Mapping[str, Any], data: Any) -> list[Problem]:
     schema = doc.get("input") if isinstance(doc, Mapping) else None
     if not isinstance(schema, Mapping):
         return []
-    v = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    return [
-        Problem(_ptr(["input", *err.absolute_path]), err.message)
-        for err in sorted(v.iter_errors(data), key=lambda e: list(e.absolute_path))
-    ][:50]
+    v = Draft202012Validator(
+        schema, format_checker=Draft202012Validator.FORMAT_CHECKER, registry=_LOCAL_REFS
+    )
+    try:
+        errors = sorted(v.iter_errors(data), key=lambda e: list(e.absolute_path))
+    except Unresolvable as e:  # a $ref to a URL (never fetched) or to nothing
+        return [Problem("/input", f"the input schema's $ref {e.ref!r} cannot be resolved")]
+    except RecursionError:  # a $ref that refers to itself
+        return [Problem("/input", "the input schema's $ref refers to itself without end")]
+    return [Problem(_ptr(["input", *err.absolute_path]), err.message) for err in errors][:50]
 
 
 def assert_valid(
