@@ -21,9 +21,17 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from levqor_kernel.context import StepContext
 from levqor_kernel.errors import PayloadError, PermanentError
+from referencing.exceptions import Unresolvable
 
 from .client import DEFAULT_BASE_URL, Endpoint, call
-from .strict import NotStrictable, strict_problems, strictify, strip_nulls
+from .strict import (
+    LOCAL_REFS,
+    NotStrictable,
+    remote_refs,
+    strict_problems,
+    strictify,
+    strip_nulls,
+)
 
 DEFAULT_REPAIR_ROUNDS = 1
 MAX_REPAIR_ROUNDS = 3
@@ -282,7 +290,10 @@ class Structured:
 
 
 def _problems(validator: Draft202012Validator, value: Any) -> list[str]:
-    errs = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    try:
+        errs = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    except (Unresolvable, RecursionError):  # a $ref to nothing, or to itself without end
+        raise PayloadError("schema has a $ref that cannot be resolved or refers to itself") from None
     return [
         f"{'/' + '/'.join(str(p) for p in e.absolute_path) if e.absolute_path else '/'}: {e.message}"
         for e in errs[:10]
@@ -327,7 +338,7 @@ def ask_structured(
     ``response_format``) is asked again at once in JSON mode: ``spec.mode`` then says
     ``json``."""
     response_format, messages = _request(spec)
-    validator = Draft202012Validator(spec.schema)
+    validator = Draft202012Validator(spec.schema, registry=LOCAL_REFS)
     tokens = Tokens(payload["model"])
     problems: list[str] = []
     attempt = 0
@@ -425,6 +436,9 @@ def schema_problem(schema: Any) -> str | None:
         Draft202012Validator.check_schema(schema)
     except Exception as e:  # noqa: BLE001 - jsonschema's SchemaError and friends
         return f"schema is not a valid JSON Schema: {getattr(e, 'message', e)}"
+    found = remote_refs(schema)
+    if found:
+        return f"schema's $ref must refer within the schema (start with #), not to {found[0]!r}"
     return None
 
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.exceptions import NoSuchResource
 
 #: keywords OpenAI's strict mode accepts (anything else makes the request fail)
 STRICT_KEYWORDS = frozenset(
@@ -287,6 +289,27 @@ def strip_nulls(value: Any, schema: Any) -> Any:
 
 def _accepts_null(schema: Any) -> bool:
     try:
-        return Draft202012Validator(schema).is_valid(None)
+        return Draft202012Validator(schema, registry=LOCAL_REFS).is_valid(None)
     except Exception:  # noqa: BLE001 - an unusual schema: keep the value, validation decides
         return True
+
+
+def _never_retrieve(uri: str) -> Any:
+    raise NoSuchResource(ref=uri)
+
+
+#: an answer's schema refers within itself only: a ``$ref`` to a URL is never fetched
+LOCAL_REFS = Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
+
+
+def remote_refs(schema: Any) -> list[str]:
+    """The ``$ref`` and ``$dynamicRef`` values in ``schema`` that do not point within it."""
+    if isinstance(schema, Mapping):
+        found = [
+            ref for key in ("$ref", "$dynamicRef")
+            if isinstance(ref := schema.get(key), str) and not ref.startswith("#")
+        ]  # fmt: skip
+        return found + [r for v in schema.values() for r in remote_refs(v)]
+    if isinstance(schema, list):
+        return [r for v in schema for r in remote_refs(v)]
+    return []

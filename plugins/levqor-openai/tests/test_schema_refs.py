@@ -1,0 +1,77 @@
+"""An extract step's answer schema refers within itself: a ``$ref`` to a URL is refused before
+the model is asked (and the URL is never fetched, in the plan check nor in the step), and a
+``$ref`` that refers to itself without end fails the step as a bad payload, not as a crash."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import levqor_openai
+import pytest
+from levqor_kernel.context import StepContext
+from levqor_kernel.errors import PayloadError
+from levqor_openai.actions import schema_problem
+from levqor_openai.fake import FakeOpenAI
+
+KEY = "sk-test-schema-refs-0123456789"
+
+
+@pytest.fixture
+def ai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def schema_server() -> Iterator[tuple[str, list[str]]]:
+    """A server holding a schema: nothing may ask it."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = b'{"type": "string"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}/internal.json", asked
+    srv.shutdown()
+    srv.server_close()
+
+
+def _extract(ai: FakeOpenAI, schema: dict, mode: str) -> dict:
+    ctx = StepContext(
+        run_id="r", step_id="s", deadline=time.monotonic() + 5,
+        env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": ai.base_url},
+    )  # fmt: skip
+    payload = {"model": "m", "text": "Order 7", "schema": schema, "mode": mode}
+    return levqor_openai.run_task("openai", "extract", payload, None, ctx)
+
+
+@pytest.mark.parametrize("mode", ["json", "strict"])
+def test_a_ref_to_a_url_is_refused_and_never_fetched(ai, schema_server, mode):
+    url, asked = schema_server
+    schema = {"type": "object", "properties": {"a": {"$ref": url}}, "required": ["a"]}
+    assert "refer within the schema" in (schema_problem(schema) or "")
+    ai.answer({"a": "x"}, usage=(5, 1))
+    with pytest.raises(PayloadError, match="refer within the schema"):
+        _extract(ai, schema, mode)
+    assert asked == [] and ai.completions == []
+
+
+def test_a_ref_to_itself_fails_the_step_as_a_bad_payload(ai):
+    schema = {"type": "object", "$defs": {"a": {"$ref": "#/$defs/a"}},
+              "properties": {"x": {"$ref": "#/$defs/a"}}}  # fmt: skip
+    ai.answer({"x": 1}, usage=(5, 1))
+    with pytest.raises(PayloadError, match="refers to itself"):
+        _extract(ai, schema, "json")
