@@ -64,8 +64,9 @@ def test_a_ref_to_a_url_is_refused_and_never_fetched(ai, schema_server, mode):
     schema = {"type": "object", "properties": {"a": {"$ref": url}}, "required": ["a"]}
     assert "refer within the schema" in (schema_problem(schema) or "")
     ai.answer({"a": "x"}, usage=(5, 1))
-    with pytest.raises(PayloadError, match="refer within the schema"):
+    with pytest.raises(PayloadError, match="refer within the schema") as e:
         _extract(ai, schema, mode)
+    assert e.value.code == "bad_schema"
     assert asked == [] and ai.completions == []
 
 
@@ -73,5 +74,6 @@ def test_a_ref_to_itself_fails_the_step_as_a_bad_payload(ai):
     schema = {"type": "object", "$defs": {"a": {"$ref": "#/$defs/a"}},
               "properties": {"x": {"$ref": "#/$defs/a"}}}  # fmt: skip
     ai.answer({"x": 1}, usage=(5, 1))
-    with pytest.raises(PayloadError, match="refers to itself"):
+    with pytest.raises(PayloadError, match="refers to itself") as e:
         _extract(ai, schema, "json")
+    assert e.value.code == "bad_schema"

@@ -293,7 +293,9 @@ def _problems(validator: Draft202012Validator, value: Any) -> list[str]:
     try:
         errs = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     except (Unresolvable, RecursionError):  # a $ref to nothing, or to itself without end
-        raise PayloadError("schema has a $ref that cannot be resolved or refers to itself") from None
+        raise PayloadError(
+            "schema has a $ref that cannot be resolved or refers to itself", code="bad_schema"
+        ) from None
     return [
         f"{'/' + '/'.join(str(p) for p in e.absolute_path) if e.absolute_path else '/'}: {e.message}"
         for e in errs[:10]
