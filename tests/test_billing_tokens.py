@@ -120,3 +120,31 @@ def test_without_billing_nothing_is_charged_and_the_tokens_are_charted(tmp_path)
             assert usage["series"][-1]["tokens"] == 26_400 and usage["series"][-1]["credits"] == 0
         finally:
             s.stop()
+
+
+def test_an_extract_that_fails_closed_is_charged_the_tokens_its_rounds_used(tmp_path):
+    schema = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
+    doc = {"levqor": 1, "trigger": {"type": "manual"}, "steps": [
+        {"id": "read", "connector": "openai", "action": "extract",
+         "payload": {"model": "gpt-4o-mini", "text": "{{ trigger.message }}", "schema": schema, "mode": "json"}}]}  # fmt: skip
+    with FakeOpenAI(api_key=KEY) as ai:
+        s = LiveServer(make_app(tmp_path, env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": ai.base_url, **LOCAL}))
+        try:
+            user, key = s.user_with_key("pro@example.com", plan="pro")
+            c = s.client(key)
+            s.state.ledger.grant(user["id"], 1000)
+            ai.answer("no JSON here", usage=DRAFT)
+            ai.answer({"order": 7}, usage=POLISH)  # still no order_id: the step fails closed
+            pid = c.post("/api/v1/pipelines", json={"name": "read", "pipeline": doc}).json()["id"]
+            r = c.post("/api/v1/run?wait=30", json={"pipeline_id": pid, "input": {"message": "order 7"}})
+            assert r.status_code == 200 and r.json()["status"] == "failed", r.text
+            wait_settled(s, r.json()["id"])
+            got = c.get(f"/api/v1/runs/{r.json()['id']}").json()
+            assert got["steps"][0]["error"]["code"] == "invalid_answer"
+            used = (DRAFT[0] + POLISH[0], DRAFT[1] + POLISH[1])
+            assert got["steps"][0]["usage"] == {"model": "gpt-4o-mini", "input_tokens": used[0],
+                                                "output_tokens": used[1], "total_tokens": sum(used)}  # fmt: skip
+            price = s.state.ledger.step_price({"connector": "openai", "action": "extract"})
+            assert 1000 - s.state.ledger.balance(user["id"]) == price + tokens_price("gpt-4o-mini", used, RATES)
+        finally:
+            s.stop()

@@ -32,12 +32,15 @@ class ConnectorError(LevqorError):
         status: int | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        usage: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
         self.code = code
+        #: the tokens a metered action used before it failed (still recorded and charged)
+        self.usage = usage
 
     def to_dict(self) -> dict:
         """A JSON-able description, safe to store and show (messages are pre-redacted)."""
@@ -52,6 +55,8 @@ class ConnectorError(LevqorError):
             out["retry_after"] = self.retry_after
         if self.code:
             out["code"] = self.code
+        if self.usage:
+            out["usage"] = self.usage
         return out
 
 

@@ -338,12 +338,13 @@ class Flow:
                 self.result.records.append(
                     StepRecord(
                         path, pos, view["connector"], view["action"], status, attempts, duration,
-                        self.usage(view, output),
+                        self.usage(view, output if status == SUCCEEDED else error),
                     )
                 )
 
     def usage(self, view: Mapping[str, Any], output: Any) -> dict[str, Any] | None:
-        """The tokens a metered action's output says it used (None for anything else)."""
+        """The tokens a metered action's output (or a failed one's error) says it used (None
+        for anything else)."""
         if view["connector"] == "flow" or not isinstance(output, Mapping):
             return None
         action = self.runner.pm.catalog.action(view["connector"], view["action"])

@@ -554,6 +554,18 @@ def test_the_runner_retries_a_429_after_its_delay_and_records_usage(ai, runner):
     assert dict(rec.usage) == {"model": "gpt-4o-mini", "input_tokens": 11, "output_tokens": 2, "total_tokens": 13}
 
 
+def test_an_extract_that_fails_closed_records_the_tokens_its_rounds_used(ai, runner):
+    ai.answer("not json at all", usage=(40, 6))
+    ai.answer({"items": []}, usage=(55, 4))  # still no order_id
+    doc = pipeline({"id": "x", "connector": "openai", "action": "extract",
+                    "payload": {"model": "gpt-4o-mini", "text": "t", "schema": ORDER, "mode": "json"}})
+    res = runner.run(RunRequest("run-bad-answer", doc, {}), recorder=ListRecorder())
+    assert res.status == "failed" and res.error["code"] == "invalid_answer"
+    rec = next(r for r in res.records if r.step_id == "x")
+    assert rec.status == "failed"
+    assert dict(rec.usage) == {"model": "gpt-4o-mini", "input_tokens": 95, "output_tokens": 10, "total_tokens": 105}
+
+
 def test_the_runner_does_not_retry_a_context_length_refusal(ai, runner):
     ai.fail_next(400, code="context_length_exceeded", message="This model's maximum context length is 10 tokens.")
     doc = pipeline({"id": "c", "connector": "openai", "action": "chat", "payload": {"model": "m", "prompt": "x"}})

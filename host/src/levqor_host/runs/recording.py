@@ -132,14 +132,15 @@ class StoreRecorder:
                 error=error,
                 started_at=started if ran else None,
                 finished_at=now() if ran else None,
-                usage=self.usage(step, output),
+                usage=self.usage(step, output if status == "succeeded" else error),
             )
         )
         if ran:
             self.metrics.step_seconds.labels(step["connector"]).observe(duration)
 
     def usage(self, step: dict, output: Any) -> dict[str, Any] | None:
-        """The tokens a metered action's ``output`` says it used (None for other steps)."""
+        """The tokens a metered action's ``output`` (or a failed one's ``error``) says it used
+        (None for other steps)."""
         if self.catalog is None or step.get("connector") == "flow":
             return None
         action = self.catalog.action(step["connector"], step["action"])

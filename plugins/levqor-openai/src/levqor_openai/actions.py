@@ -390,6 +390,7 @@ def ask_structured(
         f"the model's answer does not validate after {spec.repair_rounds} repair round(s): "
         + "; ".join(problems[:5]),
         code="invalid_answer",
+        usage=tokens.to_json(),  # the rounds' tokens were used all the same
     )
 
 
