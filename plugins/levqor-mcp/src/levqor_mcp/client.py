@@ -295,7 +295,7 @@ def argument_problems(schema: Mapping[str, Any], arguments: Any) -> list[str] | 
         cls.check_schema(schema)
         validator = cls(schema, registry=Registry())
         errors = sorted(validator.iter_errors(arguments), key=lambda err: list(err.path))
-    except (SchemaError, Unresolvable, TypeError):
+    except (SchemaError, Unresolvable, TypeError, RecursionError):  # a $ref to itself without end
         return None
     out = []
     for err in errors[:5]:
