@@ -566,6 +566,25 @@ def test_an_extract_that_fails_closed_records_the_tokens_its_rounds_used(ai, run
     assert dict(rec.usage) == {"model": "gpt-4o-mini", "input_tokens": 95, "output_tokens": 10, "total_tokens": 105}
 
 
+def test_a_model_answer_that_fails_the_step_still_records_its_tokens(ai, runner):
+    # a content filter stop, a refusal and an answer the connector cannot read were all paid for
+    ai.answer("withheld", usage=(30, 7), finish_reason="content_filter")
+    doc = pipeline({"id": "c", "connector": "openai", "action": "chat", "payload": {"model": "gpt-4o-mini", "prompt": "x"}})
+    res = runner.run(RunRequest("run-filtered", doc, {}), recorder=ListRecorder())
+    assert res.status == "failed" and res.error["code"] == "content_policy"
+    rec = next(r for r in res.records if r.step_id == "c")
+    assert dict(rec.usage) == {"model": "gpt-4o-mini", "input_tokens": 30, "output_tokens": 7, "total_tokens": 37}
+    # in a structured step, the rounds before the one that failed count too
+    ai.answer("not json", usage=(40, 6))
+    ai.answer("withheld", usage=(20, 3), finish_reason="content_filter")
+    doc = pipeline({"id": "x", "connector": "openai", "action": "extract",
+                    "payload": {"model": "gpt-4o-mini", "text": "t", "schema": ORDER, "mode": "json"}})
+    res = runner.run(RunRequest("run-filtered-2", doc, {}), recorder=ListRecorder())
+    assert res.status == "failed" and res.error["code"] == "content_policy"
+    rec = next(r for r in res.records if r.step_id == "x")
+    assert dict(rec.usage) == {"model": "gpt-4o-mini", "input_tokens": 60, "output_tokens": 9, "total_tokens": 69}
+
+
 def test_the_runner_does_not_retry_a_context_length_refusal(ai, runner):
     ai.fail_next(400, code="context_length_exceeded", message="This model's maximum context length is 10 tokens.")
     doc = pipeline({"id": "c", "connector": "openai", "action": "chat", "payload": {"model": "m", "prompt": "x"}})

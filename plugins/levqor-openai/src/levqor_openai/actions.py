@@ -20,7 +20,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from levqor_kernel.context import StepContext
-from levqor_kernel.errors import PayloadError, PermanentError
+from levqor_kernel.errors import ConnectorError, PayloadError, PermanentError
 from referencing.exceptions import Unresolvable
 
 from .client import DEFAULT_BASE_URL, Endpoint, call
@@ -87,6 +87,17 @@ def complete(context: StepContext, ep: Endpoint, body: dict[str, Any]) -> Answer
     """POST /chat/completions and read the first choice. A refusal or a content filter stop
     is a permanent error with the provider's words."""
     data = call(context, ep, "POST", "/chat/completions", body)
+    usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
+    spent = Tokens(str(body["model"]), _count(usage.get("prompt_tokens")),
+                   _count(usage.get("completion_tokens")), 1)
+    try:
+        return _read(ep, body, data, spent)
+    except ConnectorError as e:  # the request was answered: its tokens were used all the same
+        e.usage = spent.to_json()
+        raise
+
+
+def _read(ep: Endpoint, body: dict[str, Any], data: Mapping[str, Any], spent: Tokens) -> Answer:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         raise _malformed(ep, "without choices")
@@ -114,14 +125,13 @@ def complete(context: StepContext, ep: Endpoint, body: dict[str, Any]) -> Answer
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise _malformed(ep, "whose tool_calls is not a list")
-    usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
     return Answer(
         content=content,
         tool_calls=[c for c in calls if isinstance(c, Mapping)],
         finish_reason=finish,
         model=str(data.get("model") or body["model"]),
-        input_tokens=_count(usage.get("prompt_tokens")),
-        output_tokens=_count(usage.get("completion_tokens")),
+        input_tokens=spent.input_tokens,
+        output_tokens=spent.output_tokens,
     )
 
 
@@ -353,8 +363,14 @@ def ask_structured(
         }
         try:
             a = complete(context, ep, body)
-        except PermanentError as e:
-            if spec.strict_schema is None or attempt > 0 or not _no_json_schema(e):
+        except ConnectorError as e:
+            if (
+                not isinstance(e, PermanentError)
+                or spec.strict_schema is None
+                or attempt > 0
+                or not _no_json_schema(e)
+            ):
+                e.usage = _plus(tokens, e.usage)  # earlier rounds' tokens, and this one's
                 raise
             spec.strict_schema = None
             response_format, messages = _request(spec)
@@ -392,6 +408,14 @@ def ask_structured(
         code="invalid_answer",
         usage=tokens.to_json(),  # the rounds' tokens were used all the same
     )
+
+
+def _plus(tokens: Tokens, usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What ``tokens`` used plus ``usage`` (the request that failed), or None when nothing."""
+    extra = usage or {}
+    total = Tokens(tokens.model, tokens.input_tokens + _count(extra.get("input_tokens")),
+                   tokens.output_tokens + _count(extra.get("output_tokens")))
+    return total.to_json() if total.input_tokens or total.output_tokens else None
 
 
 def _rounds(payload: Mapping[str, Any]) -> int:
