@@ -4,12 +4,10 @@ itself without end is a problem of the input, not a crash."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 from levqor_kernel.catalog import Catalog
 from levqor_kernel.pipeline import validate_input, validate_pipeline
+from levqor_kernel.testing import FakeServer
 
 
 def _doc(schema):
@@ -25,27 +23,9 @@ def _doc(schema):
 @pytest.fixture
 def schema_server():
     """A server holding a schema: the validator must never ask it."""
-    asked: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            asked.append(self.path)
-            body = b'{"type": "string"}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_port}", asked
-    srv.shutdown()
-    srv.server_close()
+    with FakeServer() as srv:
+        srv.route("GET", r"/.*", {"type": "string"})
+        yield srv.url + "", srv.requests
 
 
 def test_a_ref_to_a_url_is_refused_on_save_and_never_fetched_by_a_run(schema_server):

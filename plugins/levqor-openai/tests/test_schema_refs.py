@@ -4,15 +4,14 @@ the model is asked (and the URL is never fetched, in the plan check nor in the s
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import levqor_openai
 import pytest
 from levqor_kernel.context import StepContext
 from levqor_kernel.errors import PayloadError
+from levqor_kernel.testing import FakeServer
 from levqor_openai.actions import schema_problem
 from levqor_openai.fake import FakeOpenAI
 
@@ -26,27 +25,11 @@ def ai() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def schema_server() -> Iterator[tuple[str, list[str]]]:
+def schema_server() -> Iterator[tuple[str, list]]:
     """A server holding a schema: nothing may ask it."""
-    asked: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            asked.append(self.path)
-            body = b'{"type": "string"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}/internal.json", asked
-    srv.shutdown()
-    srv.server_close()
+    with FakeServer() as srv:
+        srv.route("GET", r"/.*", {"type": "string"})
+        yield srv.url + "/internal.json", srv.requests
 
 
 def _extract(ai: FakeOpenAI, schema: dict, mode: str) -> dict:
